@@ -1,0 +1,96 @@
+"""The HTTP routes. Each handler parses, calls one JobService verb, and renders JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from jobq.errors import JobqError, ValidationFailed
+from jobq.job import Job
+from jobq.models import BatchRequest, EnqueueRequest
+from jobq.problems import from_validation_error, problem_body
+from jobq.service import JobService
+
+SERVICE = web.AppKey("service", JobService)
+
+routes = web.RouteTableDef()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response serialised by pydantic-core (fast, and handles any JSON value)."""
+    return web.Response(body=to_json(data), status=status, content_type="application/json", headers=headers)
+
+
+def job_response(job: Job, status: int = 200) -> web.Response:
+    return json_response(job.to_dict(), status, {"Location": f"/status/{job.id}"})
+
+
+@routes.post("/enqueue")
+async def enqueue(request: web.Request) -> web.Response:
+    """Accept one job: 202 when new, 200 when the same id and body were sent before."""
+    job_request = EnqueueRequest.model_validate_json(await request.read())
+    [answer] = await request.app[SERVICE].submit([job_request])
+    if isinstance(answer, JobqError):
+        raise answer
+    return job_response(answer.job, 202 if answer.created else 200)
+
+
+@routes.post("/enqueue/batch")
+async def enqueue_batch(request: web.Request) -> web.Response:
+    """Accept many jobs; each gets its own answer (code and job, or code and problem)."""
+    service = request.app[SERVICE]
+    items = BatchRequest.model_validate_json(await request.read()).jobs
+    limit = service.config.batch_limit
+    if len(items) > limit:
+        raise ValidationFailed(f"a batch holds at most {limit} jobs; this one has {len(items)}")
+    parsed: list[EnqueueRequest | JobqError] = []
+    for item in items:
+        try:
+            parsed.append(EnqueueRequest.model_validate(item))
+        except ValidationError as exc:
+            parsed.append(from_validation_error(exc))
+    valid = [p for p in parsed if isinstance(p, EnqueueRequest)]
+    answers = iter(await service.submit(valid) if valid else [])
+    results = []
+    for entry in parsed:
+        answer = next(answers) if isinstance(entry, EnqueueRequest) else entry
+        if isinstance(answer, JobqError):
+            results.append(
+                {
+                    "code": answer.status,
+                    "problem": problem_body(answer.status, answer.title, answer.detail, answer.errors),
+                }
+            )
+        else:
+            code = 202 if answer.created else 200
+            results.append({"code": code, "id": answer.job.id, "status": answer.job.status.value})
+    accepted = sum(1 for r in results if r["code"] in (200, 202))
+    return json_response({"accepted": accepted, "rejected": len(results) - accepted, "results": results})
+
+
+@routes.get("/status/{id}")
+async def status(request: web.Request) -> web.Response:
+    """The whole job record."""
+    return job_response(await request.app[SERVICE].get(request.match_info["id"]))
+
+
+@routes.post("/jobs/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    """Cancel a waiting or running job; 409 if it already finished."""
+    return job_response(await request.app[SERVICE].cancel(request.match_info["id"]))
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    """Liveness: answers while the process serves HTTP, without touching the store."""
+    service = request.app[SERVICE]
+    return json_response({"status": "draining" if service.draining else "ok"})
+
+
+@routes.get("/stats")
+async def stats(request: web.Request) -> web.Response:
+    """Counts per status and queue, queue depth, busy workers, jobs/s over the last minute, uptime."""
+    return json_response(await request.app[SERVICE].stats())

@@ -1,0 +1,98 @@
+"""One exception hierarchy for jobq.
+
+Each error carries the HTTP status it maps to and a short title, so the API
+turns any of them into one RFC 9457 problem document without a lookup table
+scattered across handlers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JobqError(Exception):
+    """Base class: every error jobq raises on purpose."""
+
+    status = 500
+    title = "Internal error"
+    headers: dict[str, str] = {}
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class BadRequest(JobqError):
+    status = 400
+    title = "Malformed request"
+
+
+class ValidationFailed(JobqError):
+    status = 422
+    title = "Invalid job"
+
+
+class UnknownJobType(ValidationFailed):
+    title = "Unknown job type"
+
+
+class JobNotFound(JobqError):
+    status = 404
+    title = "Job not found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class Conflict(JobqError):
+    status = 409
+    title = "Conflict"
+
+
+class IdReused(Conflict):
+    title = "Job id already used"
+
+
+class StaleLease(Conflict):
+    title = "Stale or unknown lease"
+
+
+class InvalidTransition(Conflict):
+    title = "Job is in the wrong state"
+
+    def __init__(self, job_id: str, source: str, target: str) -> None:
+        super().__init__(f"job {job_id!r} is {source}; it cannot become {target}")
+        self.source = source
+        self.target = target
+
+
+class QueueFull(JobqError):
+    status = 503
+    title = "Queue full"
+    headers = {"Retry-After": "1"}
+
+
+class ShuttingDown(JobqError):
+    status = 503
+    title = "Shutting down"
+    headers = {"Retry-After": "5"}
+
+
+class StoreFull(JobqError):
+    status = 507
+    title = "Storage full"
+    headers = {"Retry-After": "30"}
+
+
+class StoreUnavailable(JobqError):
+    status = 503
+    title = "Storage unavailable"
+    headers = {"Retry-After": "5"}
+
+
+class StoreCorrupt(JobqError):
+    """The store's file or server holds data jobq cannot read; never start over it."""
+
+    title = "Storage corrupt"

@@ -1,0 +1,228 @@
+"""The job record, its states and the transitions between them.
+
+A job is plain data: a slotted dataclass that round-trips through JSON. Every
+status change goes through :meth:`Job.move_to`, which refuses transitions the
+lifecycle does not allow, so no code path can, say, complete a cancelled job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import uuid_utils
+
+from jobq.errors import InvalidTransition
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    PENDING = "pending"  # ready to run as soon as a worker is free
+    SCHEDULED = "scheduled"  # waits for its run_at time
+    PROCESSING = "processing"  # leased by a worker, running
+    RETRYING = "retrying"  # an attempt failed; waits for next_run_at
+    COMPLETED = "completed"
+    FAILED = "failed"  # failed with no attempts configured to follow
+    DEAD = "dead"  # every attempt failed: kept as a dead letter
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
+WAITING = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING})
+_DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
+    JobStatus.SCHEDULED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),
+    JobStatus.RETRYING: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),
+    JobStatus.PROCESSING: frozenset(
+        {
+            JobStatus.COMPLETED,
+            JobStatus.FAILED,
+            JobStatus.RETRYING,
+            JobStatus.DEAD,
+            JobStatus.CANCELLED,
+            JobStatus.PENDING,  # released: shutdown, crash recovery, expired lease
+        }
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset({JobStatus.PENDING}),  # re-run by hand
+    JobStatus.DEAD: frozenset({JobStatus.PENDING}),  # re-run by hand
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def can_move(source: JobStatus, target: JobStatus) -> bool:
+    """Whether the lifecycle allows a job in ``source`` to move to ``target``."""
+    return target in _ALLOWED[source]
+
+
+def new_job_id() -> str:
+    """A time-ordered id (UUIDv7), so listings by id sort by creation."""
+    return str(uuid_utils.uuid7())
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """Render a Unix timestamp as an RFC 3339 UTC string (or None)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One run of a job: when, where, and how it ended."""
+
+    number: int
+    started_at: float
+    worker: str | None = None
+    finished_at: float | None = None
+    outcome: str | None = None  # completed, failed, timeout, cancelled, released, lease-expired
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "worker": self.worker,
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Job:
+    """A unit of work: what to run (type + payload), how, and what came of it."""
+
+    id: str
+    type: str
+    payload: Any
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    status: JobStatus = JobStatus.PENDING
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: float = field(default_factory=time.time)
+    run_at: float | None = None  # when a scheduled or retrying job becomes due
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_id: str | None = None
+    lease_expires_at: float | None = None
+    progress: float | None = None
+    progress_note: str | None = None
+    history: list[Attempt] = field(default_factory=list)
+    seq: int = 0  # insertion order, assigned by the store: FIFO and listing order
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def move_to(self, target: JobStatus) -> None:
+        """Change status, refusing any transition the lifecycle does not allow."""
+        if target not in _ALLOWED[self.status]:
+            raise InvalidTransition(self.id, self.status, target)
+        self.status = target
+
+    def begin_attempt(self, lease_id: str, lease_expires_at: float, worker: str | None, now: float) -> None:
+        """Lease the job to a worker: it is now processing its next attempt."""
+        self.move_to(JobStatus.PROCESSING)
+        self.attempts += 1
+        self.lease_id = lease_id
+        self.lease_expires_at = lease_expires_at
+        self.started_at = now
+        self.run_at = None
+        self.progress = self.progress_note = None
+        self.history.append(Attempt(self.attempts, now, worker))
+
+    def complete(self, result: Any, now: float) -> None:
+        """The handler returned: record its result."""
+        self.move_to(JobStatus.COMPLETED)
+        self.result = result
+        self.error = None
+        self.finished_at = now
+        self._end_attempt("completed", None, now)
+
+    def fail(self, error: str, now: float, retry_at: float | None, outcome: str = "failed") -> None:
+        """An attempt failed: retry at ``retry_at``, or give up (dead if retries were allowed)."""
+        if retry_at is not None:
+            self.move_to(JobStatus.RETRYING)
+            self.run_at = retry_at
+        else:
+            self.move_to(JobStatus.DEAD if self.max_attempts > 1 else JobStatus.FAILED)
+            self.finished_at = now
+        self.error = error
+        self._end_attempt(outcome, error, now)
+
+    def release(self, reason: str, now: float) -> None:
+        """Hand a leased job back unfinished (shutdown, crash recovery): it runs again."""
+        self.move_to(JobStatus.PENDING)
+        self._end_attempt(reason, None, now)
+
+    def cancel(self, now: float) -> None:
+        """Cancel a waiting or running job; it will not run (again)."""
+        running = self.status is JobStatus.PROCESSING
+        self.move_to(JobStatus.CANCELLED)
+        self.finished_at = now
+        self.run_at = None
+        if running:
+            self._end_attempt("cancelled", None, now)
+
+    def requeue(self) -> None:
+        """Re-run a failed or dead job by hand, with a fresh set of attempts (history is kept)."""
+        self.move_to(JobStatus.PENDING)
+        self.attempts = 0
+        self.finished_at = None
+        self.error = None
+
+    def _end_attempt(self, outcome: str, error: str | None, now: float) -> None:
+        self.lease_id = None
+        self.lease_expires_at = None
+        if self.history and self.history[-1].finished_at is None:
+            attempt = self.history[-1]
+            attempt.finished_at = now
+            attempt.outcome = outcome
+            attempt.error = error
+
+    def same_request(self, other: Job) -> bool:
+        """Whether ``other`` asks for the same work (idempotent re-submission)."""
+        return (
+            self.type == other.type
+            and self.payload == other.payload
+            and self.queue == other.queue
+            and self.priority == other.priority
+            and self.max_attempts == other.max_attempts
+            and self.timeout == other.timeout
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON view of the job (timestamps in RFC 3339 UTC)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "queue": self.queue,
+            "priority": self.priority,
+            "status": self.status.value,
+            "payload": self.payload,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "progress": self.progress,
+            "progress_note": self.progress_note,
+            "created_at": rfc3339(self.created_at),
+            "run_at": rfc3339(self.run_at),
+            "next_run_at": rfc3339(self.run_at) if self.status in _DEFERRED else None,
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+            "lease_expires_at": rfc3339(self.lease_expires_at),
+            "history": [attempt.to_dict() for attempt in self.history],
+        }

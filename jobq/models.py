@@ -1,0 +1,68 @@
+"""Request bodies, validated by pydantic; their JSON Schema feeds the OpenAPI document."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from jobq.job import Job, JobStatus, new_job_id
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MAX_DELAY_SECONDS = 366 * 24 * 3600.0
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class EnqueueRequest(BaseModel):
+    """``POST /enqueue``: a job to run."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Name = Field(description="job type; a registered handler runs it")
+    payload: Any = Field(default_factory=dict, description="any JSON value, handed to the handler")
+    id: Name | None = Field(default=None, description="client-chosen unique id; re-sending it is idempotent")
+    queue: Name = Field(default="default", description="named queue")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first; FIFO within a priority")
+    delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS, description="seconds to wait before running")
+    run_at: datetime | None = Field(
+        default=None, strict=False, description="RFC 3339 time to run at (instead of delay)"
+    )
+    max_attempts: int = Field(default=1, ge=1, le=100, description="attempts before the job is given up")
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="seconds per attempt")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> EnqueueRequest:
+        if self.delay is not None and self.run_at is not None:
+            raise ValueError("give delay or run_at, not both")
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise ValueError("run_at needs a time zone offset, e.g. 2026-01-01T12:00:00Z")
+        return self
+
+    def to_job(self, now: float | None = None) -> Job:
+        """A new job for this request (scheduled when it is due later)."""
+        now = time.time() if now is None else now
+        due = self.run_at.timestamp() if self.run_at is not None else now + (self.delay or 0.0)
+        return Job(
+            id=self.id or new_job_id(),
+            type=self.type,
+            payload=self.payload,
+            queue=self.queue,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            status=JobStatus.SCHEDULED if due > now else JobStatus.PENDING,
+            created_at=now,
+            run_at=due if due > now else None,
+        )
+
+
+class BatchRequest(BaseModel):
+    """``POST /enqueue/batch``: many jobs in one request, each validated on its own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    jobs: list[dict[str, Any]] = Field(min_length=1, description="job objects, as for POST /enqueue")

@@ -1,0 +1,133 @@
+"""The job service: the store, the registry and the worker pool behind one set of verbs.
+
+The HTTP API (and later gRPC) call these methods; they hold no transport details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jobq.config import Config
+from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
+from jobq.handlers import Registry
+from jobq.job import Job, JobStatus
+from jobq.models import EnqueueRequest
+from jobq.store.base import Added, Store
+from jobq.workers import DrainReport, WorkerPool
+
+log = logging.getLogger("jobq.service")
+
+HOUSEKEEPING_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """One job's answer to a submission: the job and whether this request created it."""
+
+    job: Job
+    created: bool
+
+
+class JobService:
+    """What jobq does, independent of how it is asked."""
+
+    def __init__(self, config: Config, store: Store, registry: Registry) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.pool = WorkerPool(store, registry, concurrency=config.workers, lease_seconds=config.lease_seconds)
+        self.started_at = time.time()
+        self.draining = False
+        self._housekeeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store and start the workers and housekeeping."""
+        await self.store.open()
+        self.pool.start()
+        self._housekeeper = asyncio.create_task(self._housekeep(), name="jobq-housekeeper")
+
+    async def drain(self) -> DrainReport:
+        """Refuse new jobs, finish accepted ones (up to the drain timeout), and stop the workers."""
+        self.draining = True
+        report = await self.pool.drain(self.config.drain_timeout)
+        return report
+
+    async def close(self) -> None:
+        """Stop housekeeping and close the store (after a drain)."""
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            await asyncio.gather(self._housekeeper, return_exceptions=True)
+        await self.store.close()
+
+    async def _housekeep(self) -> None:
+        """Expire lapsed leases and enforce retention, once a second; survive its own errors."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                for job in await self.store.expire_leases():
+                    log.warning("job %s lease expired; now %s", job.id, job.status)
+                await self.store.purge()
+            except Exception:
+                log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
+
+    # -- verbs -------------------------------------------------------------
+    async def submit(self, requests: Sequence[EnqueueRequest]) -> list[Submitted | JobqError]:
+        """Enqueue jobs; each gets its own answer (the job, or the error that refused it)."""
+        if self.draining:
+            raise ShuttingDown("jobq is shutting down and accepts no new jobs")
+        answers: list[Submitted | JobqError | None] = [None] * len(requests)
+        jobs: list[Job] = []
+        slots: list[int] = []
+        now = time.time()
+        for index, request in enumerate(requests):
+            if self.pool.concurrency and request.type not in self.registry:
+                answers[index] = self.registry.unknown(request.type)
+                continue
+            jobs.append(request.to_job(now))
+            slots.append(index)
+        outcomes = await self.store.add(jobs) if jobs else []
+        for index, job, outcome in zip(slots, jobs, outcomes, strict=True):
+            answers[index] = self._answer(job, outcome)
+        return answers  # type: ignore[return-value]
+
+    @staticmethod
+    def _answer(job: Job, outcome: Added | Exception) -> Submitted | JobqError:
+        if isinstance(outcome, JobqError):
+            return outcome
+        if isinstance(outcome, Exception):
+            raise outcome
+        if not outcome.created and not outcome.job.same_request(job):
+            return IdReused(f"job id {job.id!r} is taken by a job with a different body")
+        return Submitted(outcome.job, outcome.created)
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job; a running one has its handler cancelled too."""
+        job = await self.store.cancel(job_id)
+        self.pool.interrupt(job_id)
+        return job
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts per status and queue, queue depth, busy workers, throughput, uptime."""
+        counts = await self.store.stats()
+        return {
+            "jobs": {status.value: counts.by_status.get(status.value, 0) for status in JobStatus},
+            "queues": counts.by_queue,
+            "paused_queues": counts.paused,
+            "queue_depth": counts.waiting,
+            "workers": {"total": self.pool.concurrency, "busy": self.pool.busy},
+            "jobs_per_second": round(self.pool.rate.per_second(), 2),
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "draining": self.draining,
+        }

@@ -1,0 +1,224 @@
+"""The in-process worker pool: N asyncio tasks draining one ``asyncio.Queue``.
+
+A feeder task leases ready jobs from the store in batches (as many as the queue
+has room for) and puts them on the queue; each worker takes a job, runs its
+handler under the job's timeout, and settles it in the store: complete, fail
+(retried under the job's policy) or, on a forced stop, release.
+
+Settling never needs ``asyncio.shield``: every store method changes the job and
+queues its write before its first ``await``, so a cancellation that lands while
+a worker waits for a commit cannot leave a finished job marked running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+
+from jobq.errors import JobqError, StaleLease
+from jobq.handlers import JobContext, Registry
+from jobq.job import Job
+from jobq.rate import RateMeter
+from jobq.retry import Retry
+from jobq.store.base import Store
+
+log = logging.getLogger("jobq.workers")
+
+IDLE_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """What a drain achieved."""
+
+    finished: int  # jobs settled while draining
+    unfinished: list[str]  # ids released or abandoned when the drain timed out
+
+
+class WorkerPool:
+    """Runs jobs from ``store`` with ``concurrency`` worker tasks."""
+
+    def __init__(self, store: Store, registry: Registry, *, concurrency: int, lease_seconds: float) -> None:
+        self.store = store
+        self.registry = registry
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.name = f"{os.uname().nodename}:{os.getpid()}"
+        self.busy = 0
+        self.settled = 0
+        self.rate = RateMeter()
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(concurrency, 1))
+        self._room = asyncio.Event()
+        self._held: dict[str, Job] = {}  # leased by this pool and not yet settled
+        self._guards: dict[str, asyncio.Timeout] = {}  # running job id -> its timeout, to interrupt it
+        self._interrupted: set[str] = set()
+        self._feeder: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._draining = False
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        """Start the feeder, the lease keeper and the worker tasks (nothing if concurrency is 0)."""
+        if self.concurrency <= 0:
+            return
+        self._workers = [asyncio.create_task(self._work(), name=f"jobq-worker-{i}") for i in range(self.concurrency)]
+        self._feeder = asyncio.create_task(self._feed(), name="jobq-feeder")
+        self._keeper = asyncio.create_task(self._keep_leases(), name="jobq-lease-keeper")
+
+    async def drain(self, timeout: float) -> DrainReport:
+        """Run every ready job, then stop; after ``timeout`` seconds, release what is left.
+
+        Released jobs go back to pending in the store (a durable store runs them
+        after the next start). Scheduled jobs are left for later.
+        """
+        if not self._workers:
+            return DrainReport(0, [])
+        settled_before = self.settled
+        self._draining = True
+        if self._feeder is not None:  # restart the feeder so it stops waiting for new work
+            self._feeder.cancel()
+            await asyncio.gather(self._feeder, return_exceptions=True)
+        self._feeder = asyncio.create_task(self._feed(), name="jobq-feeder-draining")
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*self._workers, self._feeder)  # type: ignore[arg-type]
+        except TimeoutError:
+            log.warning("drain timeout (%.1fs) reached with %d jobs unfinished", timeout, len(self._held))
+        unfinished = await self._stop_now()
+        return DrainReport(self.settled - settled_before, unfinished)
+
+    async def _stop_now(self) -> list[str]:
+        """Cancel every task and hand unfinished jobs back to the store."""
+        tasks = [t for t in (*self._workers, self._feeder, self._keeper) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        unfinished = list(self._held)
+        for job in list(self._held.values()):
+            await self._release(job)
+        return unfinished
+
+    def held(self) -> list[str]:
+        """Ids of jobs this pool has leased and not settled."""
+        return list(self._held)
+
+    def interrupt(self, job_id: str) -> bool:
+        """Cancel a running job's handler now (after the store marked it cancelled)."""
+        guard = self._guards.get(job_id)
+        if guard is None:
+            return False
+        self._interrupted.add(job_id)
+        guard.reschedule(asyncio.get_running_loop().time())
+        return True
+
+    # -- feeding -----------------------------------------------------------
+    async def _feed(self) -> None:
+        queue = self._queue
+        while True:
+            room = queue.maxsize - queue.qsize()
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            if self._draining:
+                jobs = await self.store.lease(room, self.lease_seconds, worker=self.name)
+                if not jobs:
+                    break
+            else:
+                jobs = await self._lease_or_wait(room)
+            for job in jobs:
+                self._held[job.id] = job
+                queue.put_nowait(job)
+        for _ in self._workers:
+            await queue.put(None)  # one stop sentinel per worker, after every real job
+
+    async def _lease_or_wait(self, room: int) -> list[Job]:
+        try:
+            return await self.store.lease(room, self.lease_seconds, worker=self.name, wait=IDLE_POLL_SECONDS)
+        except JobqError as exc:  # the store is down: keep the loop alive and retry
+            log.error("leasing jobs failed: %s", exc)
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+            return []
+
+    async def _keep_leases(self) -> None:
+        """Extend the leases of held jobs well before they run out."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            for job in list(self._held.values()):
+                try:
+                    await self.store.heartbeat(job.id, job.lease_id or "", self.lease_seconds)
+                except StaleLease:
+                    pass  # settled or cancelled meanwhile
+                except Exception:
+                    log.exception("extending the lease of job %s failed", job.id)
+
+    # -- running -----------------------------------------------------------
+    async def _work(self) -> None:
+        queue = self._queue
+        while True:
+            job = await queue.get()
+            if job is None:
+                return
+            self._room.set()
+            await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        self.busy += 1
+        try:
+            await self._settle(job, *await self._execute(job))
+            self.settled += 1
+            self.rate.mark()
+        except StaleLease:
+            log.debug("job %s lost its lease while running (cancelled or expired)", job.id)
+        except asyncio.CancelledError:
+            await self._release(job)
+            raise
+        except Exception:
+            log.exception("settling job %s failed", job.id)
+        finally:
+            self.busy -= 1
+            self._held.pop(job.id, None)
+
+    async def _execute(self, job: Job) -> tuple[str, object]:
+        """Run the handler; returns ("completed", result), ("retry", Retry) or (outcome, error text)."""
+        try:
+            handler = self.registry.get(job.type)
+        except JobqError as exc:
+            return "failed", exc.detail
+        try:
+            async with asyncio.timeout(job.timeout) as guard:
+                self._guards[job.id] = guard
+                return "completed", await handler(JobContext(job, self.store))
+        except TimeoutError:
+            if job.id in self._interrupted:
+                return "cancelled", None
+            return "timeout", f"timed out after {job.timeout:g}s"
+        except Retry as request:
+            return "retry", request
+        except Exception as exc:
+            return "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._guards.pop(job.id, None)
+            self._interrupted.discard(job.id)
+
+    async def _settle(self, job: Job, outcome: str, value: object) -> None:
+        lease_id = job.lease_id or ""
+        if outcome == "completed":
+            await self.store.complete(job.id, lease_id, value)
+        elif outcome == "retry":
+            assert isinstance(value, Retry)
+            await self.store.fail(job.id, lease_id, str(value), retry_in=value.defer, outcome="retry")
+        elif outcome != "cancelled":  # a cancelled job was already settled by whoever cancelled it
+            await self.store.fail(job.id, lease_id, str(value), outcome=outcome)
+            log.info("job %s (%s) %s: %s", job.id, job.type, outcome, value)
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self.store.release(job.id, job.lease_id or "")
+        except StaleLease:
+            pass
+        except Exception:
+            log.exception("releasing job %s failed", job.id)

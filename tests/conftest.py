@@ -1,0 +1,57 @@
+"""Shared fixtures: an app on the memory store with a private handler registry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from jobq.app import create_app
+from jobq.builtin_handlers import register_builtins
+from jobq.config import Config
+from jobq.handlers import Registry
+
+TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=5.0)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """A registry with the built-in handlers; tests add their own to it."""
+    fresh = Registry()
+    register_builtins(fresh)
+    return fresh
+
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, registry: Registry) -> MakeClient:
+    """Build a test client for an app with config overrides, e.g. ``await make_client(workers=2)``."""
+
+    async def build(**overrides: Any) -> TestClient:
+        return await aiohttp_client(create_app(replace(TEST_CONFIG, **overrides), handlers=registry))
+
+    return build
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient:
+    return await make_client()
+
+
+async def wait_for_status(client: TestClient, job_id: str, *statuses: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Poll ``GET /status/{id}`` until the job reaches one of ``statuses`` (fails after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(f"/status/{job_id}")
+        job = await response.json()
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} stuck in {job['status']}, wanted {statuses}"
+        await asyncio.sleep(0.01)
