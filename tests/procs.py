@@ -1,0 +1,90 @@
+"""Run ``main.py`` as a real subprocess for acceptance tests (signals, crashes, restarts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """One ``python main.py`` process; its log goes to ``log_path``."""
+
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log_file = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "--port", str(self.port), *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Poll ``/health`` until it answers (fails if the process dies or time runs out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+        """One HTTP call; returns (status, parsed JSON body or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None
+
+    def send(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit; returns its exit code."""
+        code = self.process.wait(timeout=timeout)
+        self._log_file.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self._log_file.close()
+
+    def log(self) -> str:
+        self._log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.process.poll() is None:
+            self.kill()
