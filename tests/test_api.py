@@ -1,0 +1,181 @@
+"""The HTTP API: every endpoint, and every way a request can be wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import MakeClient, wait_for_status
+
+PROBLEM = "application/problem+json"
+
+
+async def assert_problem(response, status: int, detail_part: str) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status == status
+    assert response.content_type == PROBLEM
+    body = await response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    assert detail_part in body["detail"]
+    assert "Traceback" not in json.dumps(body)
+    return body
+
+
+async def assert_still_serving(client: TestClient) -> None:
+    response = await client.post("/enqueue", json={"type": "echo", "payload": {"ok": 1}})
+    assert response.status == 202
+
+
+async def test_enqueue_answers_202_with_location_and_runs_the_job(client: TestClient) -> None:
+    response = await client.post("/enqueue", json={"type": "echo", "payload": {"x": [1, 2]}})
+    assert response.status == 202
+    job = await response.json()
+    assert job["status"] == "pending"
+    assert response.headers["Location"] == f"/status/{job['id']}"
+    done = await wait_for_status(client, job["id"], "completed")
+    assert done["result"] == {"x": [1, 2]}
+    assert done["attempts"] == 1
+    for stamp in ("created_at", "started_at", "finished_at"):
+        assert done[stamp].endswith("Z")
+    assert done["created_at"] <= done["started_at"] <= done["finished_at"]
+
+
+async def test_failing_handler_marks_job_failed_with_its_error(client: TestClient) -> None:
+    response = await client.post("/enqueue", json={"type": "fail", "payload": {"message": "disk on fire"}})
+    job = await wait_for_status(client, (await response.json())["id"], "failed")
+    assert job["error"] == "JobFailed: disk on fire"
+    assert job["finished_at"] is not None
+
+
+async def test_same_id_same_body_is_idempotent_and_other_body_conflicts(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    first = await client.post("/enqueue", json={"id": "order-42", "type": "echo", "payload": {"n": 1}})
+    assert first.status == 202
+    again = await client.post("/enqueue", json={"id": "order-42", "type": "echo", "payload": {"n": 1}})
+    assert again.status == 200
+    assert (await again.json())["created_at"] == (await first.json())["created_at"]
+    other = await client.post("/enqueue", json={"id": "order-42", "type": "echo", "payload": {"n": 2}})
+    await assert_problem(other, 409, "order-42")
+
+
+async def test_status_of_unknown_id_is_404(client: TestClient) -> None:
+    await assert_problem(await client.get("/status/nope"), 404, "nope")
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[" * 5000 + b"]" * 5000, "recursion limit"),
+        (b'{"type": "echo", "payload": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+    ids=["truncated", "empty", "deeply-nested", "huge-integer", "not-utf8"],
+)
+async def test_malformed_bodies_are_400(client: TestClient, body: bytes, detail: str) -> None:
+    await assert_problem(await client.post("/enqueue", data=body), 400, detail)
+    await assert_still_serving(client)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"payload": {}}, "type"),
+        ({"type": 7}, "type"),
+        ({"type": "echo", "priority": "high"}, "priority"),
+        ({"type": "echo", "delay": -1}, "delay"),
+        ({"type": "echo", "queue": "bad queue!"}, "queue"),
+        ({"type": "echo", "timeout": 10**9}, "timeout"),
+        ({"type": "echo", "surprise": True}, "surprise"),
+        ([1, 2, 3], "(body)"),
+    ],
+)
+async def test_invalid_fields_are_422_naming_the_field(client: TestClient, body: object, field: str) -> None:
+    problem = await assert_problem(await client.post("/enqueue", json=body), 422, field)
+    assert field in [error["field"] for error in problem["errors"]]
+    await assert_still_serving(client)
+
+
+async def test_unknown_job_type_is_422(client: TestClient) -> None:
+    problem = await assert_problem(
+        await client.post("/enqueue", json={"type": "launch_rockets"}), 422, "launch_rockets"
+    )
+    assert problem["errors"][0]["field"] == "type"
+
+
+async def test_oversized_body_is_413(make_client: MakeClient) -> None:
+    client = await make_client(body_limit=1024)
+    big = {"type": "echo", "payload": {"blob": "x" * 4096}}
+    await assert_problem(await client.post("/enqueue", json=big), 413, "1024")
+    await assert_still_serving(client)
+
+
+async def test_wrong_method_is_405_with_allow(client: TestClient) -> None:
+    response = await client.get("/enqueue")
+    await assert_problem(response, 405, "GET")
+    assert response.headers["Allow"] == "POST"
+
+
+async def test_full_queue_is_503_with_retry_after_and_loses_nothing(make_client: MakeClient) -> None:
+    client = await make_client(workers=0, queue_size=2)
+    accepted = [await (await client.post("/enqueue", json={"type": "noop"})).json() for _ in range(2)]
+    response = await client.post("/enqueue", json={"type": "noop"})
+    await assert_problem(response, 503, "limit")
+    assert response.headers["Retry-After"]
+    for job in accepted:
+        assert (await (await client.get(f"/status/{job['id']}")).json())["status"] == "pending"
+
+
+async def test_unknown_route_is_404_problem(client: TestClient) -> None:
+    await assert_problem(await client.get("/no/such/route"), 404, "/no/such/route")
+
+
+async def test_health_is_cheap_and_ok(client: TestClient) -> None:
+    response = await client.get("/health")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_stats_counts_jobs_per_status(client: TestClient) -> None:
+    ids = [(await (await client.post("/enqueue", json={"type": t})).json())["id"] for t in ("noop", "noop", "fail")]
+    for job_id in ids:
+        await wait_for_status(client, job_id, "completed", "failed")
+    stats = await (await client.get("/stats")).json()
+    assert stats["jobs"]["completed"] == 2
+    assert stats["jobs"]["failed"] == 1
+    assert stats["queue_depth"] == 0
+    assert stats["workers"] == {"total": 4, "busy": 0}
+    assert stats["jobs_per_second"] > 0
+    assert stats["uptime_seconds"] >= 0
+    assert stats["queues"]["default"]["completed"] == 2
+
+
+async def test_batch_answers_each_job(client: TestClient) -> None:
+    response = await client.post(
+        "/enqueue/batch",
+        json={"jobs": [{"type": "noop"}, {"type": "nope"}, {"type": "echo", "priority": "x"}, {"type": "echo"}]},
+    )
+    assert response.status == 200
+    body = await response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 2)
+    assert [r["code"] for r in body["results"]] == [202, 422, 422, 202]
+    assert body["results"][2]["problem"]["errors"][0]["field"] == "priority"
+    assert (await client.get(f"/status/{body['results'][3]['id']}")).status == 200
+
+
+async def test_batch_over_the_limit_is_422(make_client: MakeClient) -> None:
+    client = await make_client(batch_limit=2)
+    await assert_problem(await client.post("/enqueue/batch", json={"jobs": [{"type": "noop"}] * 3}), 422, "at most 2")
+
+
+async def test_cancel_pending_job_and_refuse_cancel_of_finished(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    job = await (await client.post("/enqueue", json={"type": "noop"})).json()
+    response = await client.post(f"/jobs/{job['id']}/cancel")
+    assert response.status == 200
+    assert (await response.json())["status"] == "cancelled"
+    await assert_problem(await client.post(f"/jobs/{job['id']}/cancel"), 409, "cancelled")
+    await assert_problem(await client.post("/jobs/missing/cancel"), 404, "missing")
