@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from pydantic_core import to_json
 
 from jobq.errors import JobqError, ValidationFailed
 from jobq.job import Job
-from jobq.models import BatchRequest, EnqueueRequest
+from jobq.models import NAME_PATTERN, BatchRequest, EnqueueRequest, ListQuery
 from jobq.problems import from_validation_error, problem_body
 from jobq.service import JobService
 
@@ -72,9 +73,64 @@ async def enqueue_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/status/{id}")
+@routes.get("/jobs/{id}")
 async def status(request: web.Request) -> web.Response:
-    """The whole job record."""
+    """The whole job record, with every attempt in ``history``."""
     return job_response(await request.app[SERVICE].get(request.match_info["id"]))
+
+
+@routes.get("/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    """Jobs newest first, filtered by status, queue and type; cursor pagination."""
+    query = ListQuery.model_validate(dict(request.query))
+    jobs, next_cursor = await request.app[SERVICE].list_jobs(query)
+    headers = {}
+    if next_cursor is not None:
+        headers["Link"] = f'<{request.rel_url.update_query(cursor=next_cursor)}>; rel="next"'
+    return json_response({"jobs": [job.to_dict() for job in jobs], "next_cursor": next_cursor}, headers=headers)
+
+
+@routes.get("/jobs/{id}/logs")
+async def job_logs(request: web.Request) -> web.Response:
+    """The lines a job's handler logged, oldest first."""
+    job_id = request.match_info["id"]
+    return json_response({"id": job_id, "logs": await request.app[SERVICE].logs(job_id)})
+
+
+@routes.post("/jobs/{id}/retry")
+async def retry(request: web.Request) -> web.Response:
+    """Run a failed or dead job again; 409 for a job in any other state."""
+    return job_response(await request.app[SERVICE].retry(request.match_info["id"]))
+
+
+def queue_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValidationFailed(f"{name!r} is not a queue name", errors=[{"field": "name", "message": NAME_PATTERN}])
+    return name
+
+
+@routes.post("/queues/{name}/pause")
+async def pause_queue(request: web.Request) -> web.Response:
+    """Stop running a queue's jobs (it still accepts new ones)."""
+    name = queue_name(request)
+    await request.app[SERVICE].set_paused(name, True)
+    return json_response({"queue": name, "paused": True})
+
+
+@routes.post("/queues/{name}/resume")
+async def resume_queue(request: web.Request) -> web.Response:
+    """Run a paused queue's jobs again."""
+    name = queue_name(request)
+    await request.app[SERVICE].set_paused(name, False)
+    return json_response({"queue": name, "paused": False})
+
+
+@routes.delete("/queues/{name}/jobs")
+async def clear_queue(request: web.Request) -> web.Response:
+    """Delete a queue's waiting jobs; answers how many."""
+    name = queue_name(request)
+    return json_response({"queue": name, "cleared": await request.app[SERVICE].clear(name)})
 
 
 @routes.post("/jobs/{id}/cancel")

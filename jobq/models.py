@@ -66,3 +66,15 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     jobs: list[dict[str, Any]] = Field(min_length=1, description="job objects, as for POST /enqueue")
+
+
+class ListQuery(BaseModel):
+    """``GET /jobs`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: JobStatus | None = None
+    queue: Name | None = None
+    type: Name | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, pattern=r"^\d{1,20}$")

@@ -15,8 +15,8 @@ from typing import Any
 from jobq.config import Config
 from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
 from jobq.handlers import Registry
-from jobq.job import Job, JobStatus
-from jobq.models import EnqueueRequest
+from jobq.job import Job, JobStatus, rfc3339
+from jobq.models import EnqueueRequest, ListQuery
 from jobq.store.base import Added, Store
 from jobq.workers import DrainReport, WorkerPool
 
@@ -117,6 +117,31 @@ class JobService:
         job = await self.store.cancel(job_id)
         self.pool.interrupt(job_id)
         return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Run a failed or dead job again."""
+        return await self.store.requeue(job_id)
+
+    async def logs(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's log lines with RFC 3339 times."""
+        return [{"at": rfc3339(line["at"]), "message": line["message"]} for line in await self.store.logs(job_id)]
+
+    async def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]:
+        """One page of jobs, newest first, and the cursor of the next page."""
+        return await self.store.list_jobs(
+            status=query.status, queue=query.queue, job_type=query.type, limit=query.limit, cursor=query.cursor
+        )
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause (accept but run nothing) or resume a queue."""
+        await self.store.set_paused(queue, paused)
+        log.info("queue %s %s", queue, "paused" if paused else "resumed")
+
+    async def clear(self, queue: str) -> int:
+        """Delete a queue's waiting jobs; returns how many."""
+        cleared = await self.store.clear(queue)
+        log.info("queue %s cleared: %d waiting jobs deleted", queue, cleared)
+        return cleared
 
     async def stats(self) -> dict[str, Any]:
         """Counts per status and queue, queue depth, busy workers, throughput, uptime."""

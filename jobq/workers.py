@@ -1,7 +1,7 @@
 """The in-process worker pool: N asyncio tasks draining one ``asyncio.Queue``.
 
-A feeder task leases ready jobs from the store in batches (as many as the queue
-has room for) and puts them on the queue; each worker takes a job, runs its
+A feeder task leases ready jobs from the store in batches (as many as there are
+idle workers) and puts them on the queue; each worker takes a job, runs its
 handler under the job's timeout, and settles it in the store: complete, fail
 (retried under the job's policy) or, on a forced stop, release.
 
@@ -118,7 +118,9 @@ class WorkerPool:
     async def _feed(self) -> None:
         queue = self._queue
         while True:
-            room = queue.maxsize - queue.qsize()
+            # Lease only for idle workers: a job leased early would jump ahead of
+            # higher-priority jobs that arrive while it sits in the queue.
+            room = self.concurrency - self.busy - queue.qsize()
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
@@ -162,8 +164,8 @@ class WorkerPool:
             job = await queue.get()
             if job is None:
                 return
-            self._room.set()
             await self._run(job)
+            self._room.set()
 
     async def _run(self, job: Job) -> None:
         self.busy += 1
