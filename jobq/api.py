@@ -11,7 +11,19 @@ from pydantic_core import to_json
 
 from jobq.errors import JobqError, ValidationFailed
 from jobq.job import Job
-from jobq.models import NAME_PATTERN, BatchRequest, EnqueueRequest, ListQuery
+from jobq.models import (
+    NAME_PATTERN,
+    BatchRequest,
+    CompleteRequest,
+    EnqueueRequest,
+    FailRequest,
+    HeartbeatRequest,
+    LeaseRequest,
+    ListQuery,
+    LogRequest,
+    ProgressRequest,
+    ReleaseRequest,
+)
 from jobq.problems import from_validation_error, problem_body
 from jobq.service import JobService
 
@@ -150,3 +162,67 @@ async def health(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """Counts per status and queue, queue depth, busy workers, jobs/s over the last minute, uptime."""
     return json_response(await request.app[SERVICE].stats())
+
+
+# -- the worker protocol: remote workers lease, heartbeat and settle over HTTP --
+def leased_view(job: Job) -> dict[str, Any]:
+    """A leased job as its worker sees it: the record plus the lease id it must present."""
+    return {**job.to_dict(), "lease_id": job.lease_id}
+
+
+@routes.post("/workers/lease")
+async def lease(request: web.Request) -> web.Response:
+    """Lease up to ``max_jobs`` jobs; 204 when none came within ``wait`` seconds (or jobq is draining)."""
+    jobs = await request.app[SERVICE].lease(LeaseRequest.model_validate_json(await request.read()))
+    if not jobs:
+        return web.Response(status=204)
+    return json_response({"jobs": [leased_view(job) for job in jobs]})
+
+
+@routes.post("/jobs/{id}/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    """Extend a lease; 409 if the lease id is not the job's current one."""
+    body = HeartbeatRequest.model_validate_json(await request.read())
+    job = await request.app[SERVICE].store.heartbeat(request.match_info["id"], body.lease_id, body.lease)
+    return json_response(leased_view(job))
+
+
+@routes.post("/jobs/{id}/complete")
+async def complete(request: web.Request) -> web.Response:
+    """Finish a leased job with its result."""
+    body = CompleteRequest.model_validate_json(await request.read())
+    return job_response(await request.app[SERVICE].store.complete(request.match_info["id"], body.lease_id, body.result))
+
+
+@routes.post("/jobs/{id}/fail")
+async def fail(request: web.Request) -> web.Response:
+    """Record a failed attempt; the job is retried under its policy or given up."""
+    body = FailRequest.model_validate_json(await request.read())
+    store = request.app[SERVICE].store
+    job_id = request.match_info["id"]
+    return job_response(
+        await store.fail(job_id, body.lease_id, body.error, retry_in=body.retry_in, outcome=body.outcome)
+    )
+
+
+@routes.post("/jobs/{id}/release")
+async def release(request: web.Request) -> web.Response:
+    """Hand a leased job back unfinished (a worker shutting down); it runs again."""
+    body = ReleaseRequest.model_validate_json(await request.read())
+    return job_response(await request.app[SERVICE].store.release(request.match_info["id"], body.lease_id))
+
+
+@routes.post("/jobs/{id}/log")
+async def append_log(request: web.Request) -> web.Response:
+    """Append a line to a job's log."""
+    body = LogRequest.model_validate_json(await request.read())
+    await request.app[SERVICE].store.append_log(request.match_info["id"], body.message)
+    return web.Response(status=204)
+
+
+@routes.post("/jobs/{id}/progress")
+async def progress(request: web.Request) -> web.Response:
+    """Report a leased job's progress (0.0 to 1.0) and an optional note."""
+    body = ProgressRequest.model_validate_json(await request.read())
+    await request.app[SERVICE].store.set_progress(request.match_info["id"], body.lease_id, body.fraction, body.note)
+    return web.Response(status=204)

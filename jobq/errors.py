@@ -96,3 +96,25 @@ class StoreCorrupt(JobqError):
     """The store's file or server holds data jobq cannot read; never start over it."""
 
     title = "Storage corrupt"
+
+
+class Unreachable(JobqError):
+    """The client could not reach the jobq server (refused, reset, timed out)."""
+
+    status = 503
+    title = "Server unreachable"
+
+
+def _subclasses(cls: type[JobqError]) -> list[type[JobqError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+def error_from_problem(status: int, problem: dict[str, Any]) -> JobqError:
+    """Rebuild the jobq error a problem+json body describes (the client raises what the server raised)."""
+    by_title = {cls.title: cls for cls in _subclasses(JobqError) if cls.status == status}
+    cls = by_title.get(problem.get("title", ""), JobqError)
+    error = cls.__new__(cls)
+    JobqError.__init__(error, str(problem.get("detail", "")), errors=problem.get("errors"))
+    error.status = status
+    error.title = str(problem.get("title", cls.title))
+    return error

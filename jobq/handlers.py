@@ -16,13 +16,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jobq.errors import UnknownJobType
 from jobq.job import Job
 
-if TYPE_CHECKING:
-    from jobq.store.base import Store
+
+class Reporter(Protocol):
+    """Where a running job's log lines and progress go: the store, or a server over HTTP."""
+
+    async def append_log(self, job_id: str, message: str) -> None: ...
+
+    async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -30,7 +35,7 @@ class JobContext:
     """What a handler receives: the job, and ways to report on it while it runs."""
 
     job: Job
-    store: Store
+    reporter: Reporter
 
     @property
     def payload(self) -> Any:
@@ -38,11 +43,11 @@ class JobContext:
 
     async def log(self, message: str) -> None:
         """Append a line to the job's log (``GET /jobs/{id}/logs``)."""
-        await self.store.append_log(self.job.id, str(message))
+        await self.reporter.append_log(self.job.id, str(message))
 
     async def progress(self, fraction: float, note: str | None = None) -> None:
         """Report how far along the job is (0.0 to 1.0), shown in its status."""
-        await self.store.set_progress(self.job.id, self.job.lease_id, fraction, note)
+        await self.reporter.set_progress(self.job.id, self.job.lease_id, fraction, note)
 
 
 Handler = Callable[[JobContext], Awaitable[Any]]

@@ -73,6 +73,13 @@ def rfc3339(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_rfc3339(text: str | None) -> float | None:
+    """The Unix timestamp of an RFC 3339 string (or None)."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 @dataclass(slots=True)
 class Attempt:
     """One run of a job: when, where, and how it ended."""
@@ -93,6 +100,17 @@ class Attempt:
             "outcome": self.outcome,
             "error": self.error,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        return cls(
+            number=data["number"],
+            started_at=parse_rfc3339(data["started_at"]) or 0.0,
+            worker=data.get("worker"),
+            finished_at=parse_rfc3339(data.get("finished_at")),
+            outcome=data.get("outcome"),
+            error=data.get("error"),
+        )
 
 
 @dataclass(slots=True)
@@ -226,3 +244,29 @@ class Job:
             "lease_expires_at": rfc3339(self.lease_expires_at),
             "history": [attempt.to_dict() for attempt in self.history],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Rebuild a job from its public JSON view (as a remote worker or client receives it)."""
+        return cls(
+            id=data["id"],
+            type=data["type"],
+            payload=data.get("payload"),
+            queue=data.get("queue", "default"),
+            priority=data.get("priority", 0),
+            max_attempts=data.get("max_attempts", 1),
+            timeout=data.get("timeout"),
+            status=JobStatus(data["status"]),
+            result=data.get("result"),
+            error=data.get("error"),
+            attempts=data.get("attempts", 0),
+            created_at=parse_rfc3339(data.get("created_at")) or 0.0,
+            run_at=parse_rfc3339(data.get("run_at")),
+            started_at=parse_rfc3339(data.get("started_at")),
+            finished_at=parse_rfc3339(data.get("finished_at")),
+            lease_id=data.get("lease_id"),
+            lease_expires_at=parse_rfc3339(data.get("lease_expires_at")),
+            progress=data.get("progress"),
+            progress_note=data.get("progress_note"),
+            history=[Attempt.from_dict(a) for a in data.get("history", [])],
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -78,3 +78,58 @@ class ListQuery(BaseModel):
     type: Name | None = None
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, pattern=r"^\d{1,20}$")
+
+
+class LeaseRequest(BaseModel):
+    """``POST /workers/lease``: claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    queues: list[Name] | None = Field(default=None, description="queues to take from; all when omitted")
+    max_jobs: int = Field(default=1, ge=1, le=1000)
+    wait: float = Field(default=0.0, ge=0, description="seconds to wait for work (capped by the server)")
+    lease: float = Field(default=60.0, gt=0, le=24 * 3600.0, description="seconds before an unfinished job is retried")
+    worker: str | None = Field(default=None, max_length=200, description="worker name, shown in job history")
+
+
+class HeartbeatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lease_id: str
+    lease: float = Field(default=60.0, gt=0, le=24 * 3600.0)
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lease_id: str
+    result: Any = None
+
+
+class FailRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lease_id: str
+    error: str = Field(max_length=10_000)
+    retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
+    outcome: Literal["failed", "timeout", "retry"] = "failed"
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lease_id: str
+
+
+class LogRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: str = Field(max_length=10_000)
+
+
+class ProgressRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lease_id: str
+    fraction: float = Field(ge=0, le=1)
+    note: str | None = Field(default=None, max_length=1000)

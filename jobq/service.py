@@ -16,13 +16,14 @@ from jobq.config import Config
 from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
 from jobq.handlers import Registry
 from jobq.job import Job, JobStatus, rfc3339
-from jobq.models import EnqueueRequest, ListQuery
+from jobq.models import EnqueueRequest, LeaseRequest, ListQuery
 from jobq.store.base import Added, Store
 from jobq.workers import DrainReport, WorkerPool
 
 log = logging.getLogger("jobq.service")
 
 HOUSEKEEPING_SECONDS = 1.0
+MAX_WAIT_SECONDS = 60.0  # longest long-poll a client may ask for
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class JobService:
         self.pool = WorkerPool(store, registry, concurrency=config.workers, lease_seconds=config.lease_seconds)
         self.started_at = time.time()
         self.draining = False
+        self._drain_started = asyncio.Event()
         self._housekeeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -55,8 +57,8 @@ class JobService:
     async def drain(self) -> DrainReport:
         """Refuse new jobs, finish accepted ones (up to the drain timeout), and stop the workers."""
         self.draining = True
-        report = await self.pool.drain(self.config.drain_timeout)
-        return report
+        self._drain_started.set()  # answers pending long-polls at once
+        return await self.pool.drain(self.config.drain_timeout)
 
     async def close(self) -> None:
         """Stop housekeeping and close the store (after a drain)."""
@@ -117,6 +119,25 @@ class JobService:
         job = await self.store.cancel(job_id)
         self.pool.interrupt(job_id)
         return job
+
+    async def lease(self, request: LeaseRequest) -> list[Job]:
+        """Lease jobs to a remote worker, long-polling up to ``wait`` (capped); nothing once draining."""
+        if self.draining:
+            return []
+        wait = min(request.wait, MAX_WAIT_SECONDS)
+        leasing = asyncio.ensure_future(
+            self.store.lease(request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait)
+        )
+        if wait <= 0:
+            return await leasing
+        stopping = asyncio.ensure_future(self._drain_started.wait())
+        await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not leasing.done():
+            leasing.cancel()  # still waiting, so it holds no jobs
+            await asyncio.gather(leasing, return_exceptions=True)
+            return []
+        return leasing.result()
 
     async def retry(self, job_id: str) -> Job:
         """Run a failed or dead job again."""

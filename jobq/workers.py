@@ -15,18 +15,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from jobq.errors import JobqError, StaleLease
-from jobq.handlers import JobContext, Registry
+from jobq.handlers import JobContext, Registry, Reporter
 from jobq.job import Job
 from jobq.rate import RateMeter
 from jobq.retry import Retry
-from jobq.store.base import Store
 
 log = logging.getLogger("jobq.workers")
 
 IDLE_POLL_SECONDS = 1.0
+
+
+class JobSource(Reporter, Protocol):
+    """Where a pool leases jobs and settles them: a Store in process, or a server over HTTP."""
+
+    async def lease(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        worker: str | None = None,
+        wait: float = 0.0,
+    ) -> list[Job]: ...
+
+    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job: ...
+
+    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job: ...
+
+    async def fail(
+        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
+    ) -> Job: ...
+
+    async def release(self, job_id: str, lease_id: str) -> Job: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +65,19 @@ class DrainReport:
 class WorkerPool:
     """Runs jobs from ``store`` with ``concurrency`` worker tasks."""
 
-    def __init__(self, store: Store, registry: Registry, *, concurrency: int, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        store: JobSource,
+        registry: Registry,
+        *,
+        concurrency: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+        idle_wait: float = IDLE_POLL_SECONDS,
+    ) -> None:
         self.store = store
+        self.queues = queues
+        self.idle_wait = idle_wait
         self.registry = registry
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -58,6 +94,7 @@ class WorkerPool:
         self._keeper: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._draining = False
+        self._run_waiting = True
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -68,16 +105,18 @@ class WorkerPool:
         self._feeder = asyncio.create_task(self._feed(), name="jobq-feeder")
         self._keeper = asyncio.create_task(self._keep_leases(), name="jobq-lease-keeper")
 
-    async def drain(self, timeout: float) -> DrainReport:
-        """Run every ready job, then stop; after ``timeout`` seconds, release what is left.
+    async def drain(self, timeout: float, *, run_waiting: bool = True) -> DrainReport:
+        """Finish held jobs (and, with ``run_waiting``, every ready job), then stop.
 
-        Released jobs go back to pending in the store (a durable store runs them
-        after the next start). Scheduled jobs are left for later.
+        After ``timeout`` seconds, what is left is released: back to pending in
+        the store (a durable store runs them after the next start). Scheduled
+        jobs are left for later.
         """
         if not self._workers:
             return DrainReport(0, [])
         settled_before = self.settled
         self._draining = True
+        self._run_waiting = run_waiting
         if self._feeder is not None:  # restart the feeder so it stops waiting for new work
             self._feeder.cancel()
             await asyncio.gather(self._feeder, return_exceptions=True)
@@ -126,7 +165,9 @@ class WorkerPool:
                 await self._room.wait()
                 continue
             if self._draining:
-                jobs = await self.store.lease(room, self.lease_seconds, worker=self.name)
+                if not self._run_waiting:
+                    break
+                jobs = await self.store.lease(room, self.lease_seconds, queues=self.queues, worker=self.name)
                 if not jobs:
                     break
             else:
@@ -139,7 +180,9 @@ class WorkerPool:
 
     async def _lease_or_wait(self, room: int) -> list[Job]:
         try:
-            return await self.store.lease(room, self.lease_seconds, worker=self.name, wait=IDLE_POLL_SECONDS)
+            return await self.store.lease(
+                room, self.lease_seconds, queues=self.queues, worker=self.name, wait=self.idle_wait
+            )
         except JobqError as exc:  # the store is down: keep the loop alive and retry
             log.error("leasing jobs failed: %s", exc)
             await asyncio.sleep(IDLE_POLL_SECONDS)

@@ -71,3 +71,13 @@ def test_transition_table_is_consistent() -> None:
 def test_rfc3339_is_utc_with_z() -> None:
     assert rfc3339(0.0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(None) is None
+
+
+def test_json_view_round_trips() -> None:
+    job = make_job(max_attempts=3, priority=5, queue="mail", timeout=2.5, created_at=1700000000.25)
+    job.begin_attempt("lease-9", 1700000060.0, "w", now=1700000001.5)
+    job.fail("boom", now=1700000002.0, retry_at=1700000010.0)
+    again = Job.from_dict(job.to_dict())
+    assert again.to_dict() == job.to_dict()
+    assert again.status is JobStatus.RETRYING
+    assert again.history[0].error == "boom"

@@ -1,0 +1,237 @@
+"""Python SDK: an async client (``JobqClient``) and a blocking one (``SyncJobqClient``).
+
+Every problem+json answer is raised as the jobq error the server raised
+(``JobNotFound``, ``IdReused``, ``StaleLease``, ``QueueFull``, ...), so callers
+catch the same classes on either side of the wire::
+
+    async with JobqClient("http://127.0.0.1:8080") as jobq:
+        job = await jobq.enqueue("send_email", {"to": "ada@example.com"})
+        done = await jobq.wait(job.id, timeout=30)
+
+The client also speaks the worker protocol (lease, heartbeat, complete, fail,
+release), which is how ``python -m jobq.worker`` runs handlers remotely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from jobq.errors import JobqError, Unreachable, error_from_problem
+from jobq.job import TERMINAL, Job
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+LONG_POLL_SLACK = 10.0  # extra client timeout beyond a long-poll's wait
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of ``list()``: the jobs, and the cursor of the next page (None at the end)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobqClient:
+    """Async client for one jobq server."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session = session
+        self._owns_session = session is None
+
+    async def __aenter__(self) -> JobqClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    # -- transport ---------------------------------------------------------
+    async def _call(
+        self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None, wait: float = 0.0
+    ) -> Any:
+        """One request; returns the parsed JSON (None for 204) or raises the server's error."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+        query = {k: str(v) for k, v in (params or {}).items() if v is not None}
+        timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
+        try:
+            async with self._session.request(
+                method, self.url + path, json=body, params=query, timeout=timeout, headers=self._headers
+            ) as response:
+                if response.status == 204:
+                    return None
+                data = await response.json(content_type=None)
+                if response.status >= 400:
+                    raise error_from_problem(response.status, data if isinstance(data, dict) else {})
+                return data
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise Unreachable(f"{method} {self.url}{path} failed: {exc or type(exc).__name__}") from exc
+
+    # -- producers ---------------------------------------------------------
+    async def enqueue(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        wait: float | None = None,
+    ) -> Job:
+        """Submit a job. With ``wait``, hold until it finishes (or ``wait`` seconds pass) and return it."""
+        fields = {
+            "type": type,
+            "payload": {} if payload is None else payload,
+            "id": id,
+            "queue": queue,
+            "priority": priority,
+            "delay": delay,
+            "run_at": run_at.isoformat() if run_at else None,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+        }
+        body = {k: v for k, v in fields.items() if v is not None}
+        data = await self._call("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
+        return Job.from_dict(data)
+
+    async def get(self, job_id: str, *, wait: float | None = None) -> Job:
+        """The job; with ``wait``, first wait up to that long for its next change."""
+        return Job.from_dict(await self._call("GET", f"/status/{job_id}", params={"wait": wait}, wait=wait or 0.0))
+
+    async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 30.0) -> Job:
+        """Wait until the job finishes; TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = await self.get(job_id)
+        while job.status not in TERMINAL:
+            left = poll if deadline is None else min(poll, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout}s")
+            job = await self.get(job_id, wait=left)
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/cancel"))
+
+    async def retry(self, job_id: str) -> Job:
+        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/retry"))
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first."""
+        params = {"status": status, "queue": queue, "type": type, "limit": limit, "cursor": cursor}
+        data = await self._call("GET", "/jobs", params=params)
+        return JobPage([Job.from_dict(j) for j in data["jobs"]], data["next_cursor"])
+
+    async def logs(self, job_id: str) -> list[dict[str, Any]]:
+        return (await self._call("GET", f"/jobs/{job_id}/logs"))["logs"]
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._call("GET", "/stats")
+
+    # -- the worker protocol (makes the client a JobSource for WorkerPool) --
+    async def lease(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        worker: str | None = None,
+        wait: float = 0.0,
+    ) -> list[Job]:
+        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds."""
+        body = {"max_jobs": max_jobs, "lease": lease_seconds, "wait": wait, "queues": queues, "worker": worker}
+        data = await self._call("POST", "/workers/lease", {k: v for k, v in body.items() if v is not None}, wait=wait)
+        return [] if data is None else [Job.from_dict(j) for j in data["jobs"]]
+
+    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
+        body = {"lease_id": lease_id, "lease": lease_seconds}
+        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/heartbeat", body))
+
+    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
+        body = {"lease_id": lease_id, "result": result}
+        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/complete", body))
+
+    async def fail(
+        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
+    ) -> Job:
+        body: dict[str, Any] = {"lease_id": lease_id, "error": error, "outcome": outcome}
+        if retry_in is not None:
+            body["retry_in"] = retry_in
+        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/fail", body))
+
+    async def release(self, job_id: str, lease_id: str) -> Job:
+        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/release", {"lease_id": lease_id}))
+
+    async def append_log(self, job_id: str, message: str) -> None:
+        await self._call("POST", f"/jobs/{job_id}/log", {"message": message})
+
+    async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
+        body = {"lease_id": lease_id, "fraction": fraction, "note": note}
+        await self._call("POST", f"/jobs/{job_id}/progress", body)
+
+
+class SyncJobqClient:
+    """Blocking twin of :class:`JobqClient`: the same methods, called without ``await``.
+
+    It runs a private event loop, so use it from ordinary (non-async) code.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client = JobqClient(url, **options)
+
+    def __enter__(self) -> SyncJobqClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._runner.run(self._client.close())
+        self._runner.close()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(method):
+            return method
+
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return self._runner.run(method(*args, **kwargs))
+
+        blocking.__doc__ = method.__doc__
+        return blocking
+
+
+__all__ = ["JobPage", "JobqClient", "JobqError", "SyncJobqClient"]

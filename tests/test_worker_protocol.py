@@ -1,0 +1,109 @@
+"""The HTTP worker protocol: lease, heartbeat, complete, fail, release — and stale leases."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp.test_utils import TestClient
+
+from jobq.api import SERVICE
+from tests.conftest import MakeClient, wait_for_status
+from tests.test_workers import enqueue
+
+
+async def lease(client: TestClient, **body: object) -> list[dict]:
+    response = await client.post("/workers/lease", json=body)
+    if response.status == 204:
+        return []
+    assert response.status == 200, await response.text()
+    return (await response.json())["jobs"]
+
+
+async def test_empty_lease_is_204_and_long_poll_returns_when_work_arrives(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    assert await lease(client) == []
+    waiting = asyncio.create_task(lease(client, wait=10, queues=["remote"]))
+    await asyncio.sleep(0)  # let the long-poll reach the server before the job exists
+    job_id = await enqueue(client, "anything", queue="remote")
+    jobs = await asyncio.wait_for(waiting, timeout=5)
+    assert [job["id"] for job in jobs] == [job_id]
+    assert jobs[0]["status"] == "processing"
+    assert jobs[0]["lease_id"]
+
+
+async def test_complete_needs_the_current_lease(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    job_id = await enqueue(client, "resize", payload={"w": 10})
+    [job] = await lease(client, max_jobs=5, lease=30)
+    stale = await client.post(f"/jobs/{job_id}/complete", json={"lease_id": "not-it", "result": 1})
+    assert stale.status == 409
+    assert (await (await client.get(f"/status/{job_id}")).json())["status"] == "processing"
+    done = await client.post(f"/jobs/{job_id}/complete", json={"lease_id": job["lease_id"], "result": {"ok": 1}})
+    assert done.status == 200
+    assert (await done.json())["result"] == {"ok": 1}
+    again = await client.post(f"/jobs/{job_id}/complete", json={"lease_id": job["lease_id"], "result": 2})
+    assert again.status == 409
+    assert (await (await client.get(f"/status/{job_id}")).json())["result"] == {"ok": 1}
+
+
+async def test_fail_retries_then_gives_up_and_release_requeues(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    job_id = await enqueue(client, "flaky", max_attempts=2)
+    [first] = await lease(client)
+    response = await client.post(
+        f"/jobs/{job_id}/fail", json={"lease_id": first["lease_id"], "error": "nope", "retry_in": 0}
+    )
+    assert (await response.json())["status"] == "retrying"
+    [second] = await lease(client, wait=5)
+    assert second["attempts"] == 2
+    released = await client.post(f"/jobs/{job_id}/release", json={"lease_id": second["lease_id"]})
+    assert (await released.json())["status"] == "pending"
+    [third] = await lease(client)
+    final = await client.post(f"/jobs/{job_id}/fail", json={"lease_id": third["lease_id"], "error": "still no"})
+    body = await final.json()
+    assert body["status"] == "dead"
+    assert [a["outcome"] for a in body["history"]] == ["failed", "released", "failed"]
+
+
+async def test_heartbeat_extends_and_lapsed_lease_is_redelivered(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    job_id = await enqueue(client, "slow", max_attempts=3)
+    [job] = await lease(client, lease=0.5)
+    beat = await client.post(f"/jobs/{job_id}/heartbeat", json={"lease_id": job["lease_id"], "lease": 0.5})
+    assert beat.status == 200
+    assert (await beat.json())["lease_expires_at"] >= job["lease_expires_at"]
+    # stop heartbeating: the housekeeper expires the lease and the job comes back
+    again = await wait_for_status(client, job_id, "retrying", "pending", timeout=10)
+    assert again["history"][0]["outcome"] == "lease-expired"
+    [redelivered] = await lease(client, wait=10)
+    assert redelivered["id"] == job_id
+    assert redelivered["lease_id"] != job["lease_id"]
+    late = await client.post(f"/jobs/{job_id}/complete", json={"lease_id": job["lease_id"], "result": None})
+    assert late.status == 409
+
+
+async def test_log_and_progress_from_a_remote_worker(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    job_id = await enqueue(client, "report")
+    [job] = await lease(client)
+    assert (await client.post(f"/jobs/{job_id}/log", json={"message": "step 1"})).status == 204
+    progress = {"lease_id": job["lease_id"], "fraction": 0.25, "note": "a quarter"}
+    assert (await client.post(f"/jobs/{job_id}/progress", json=progress)).status == 204
+    status = await (await client.get(f"/status/{job_id}")).json()
+    assert (status["progress"], status["progress_note"]) == (0.25, "a quarter")
+    logs = await (await client.get(f"/jobs/{job_id}/logs")).json()
+    assert [line["message"] for line in logs["logs"]] == ["step 1"]
+    bad = await client.post(f"/jobs/{job_id}/progress", json={**progress, "fraction": 2})
+    assert bad.status == 422
+
+
+async def test_drain_answers_pending_long_polls_at_once(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    waiting = asyncio.create_task(client.post("/workers/lease", json={"wait": 60}))
+    await asyncio.sleep(0.05)  # the poll is parked on the server; the assertion below is the real check
+    await client.app[SERVICE].drain()
+    response = await asyncio.wait_for(waiting, timeout=5)
+    assert response.status == 204
+    refused = await client.post("/enqueue", json={"type": "noop"})
+    assert refused.status == 503
+    assert refused.headers["Retry-After"]
