@@ -1,0 +1,116 @@
+"""The Python SDK against a real server: typed jobs, errors as exceptions, remote workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from jobq.client import JobqClient, SyncJobqClient
+from jobq.errors import IdReused, JobNotFound, QueueFull, UnknownJobType, Unreachable, ValidationFailed
+from jobq.handlers import JobContext, Registry
+from jobq.job import JobStatus
+from jobq.workers import WorkerPool
+from tests.conftest import MakeClient, wait_for_status
+from tests.procs import ServerProcess, free_port
+
+
+def sdk_for(client: TestClient) -> JobqClient:
+    return JobqClient(str(client.make_url("")))
+
+
+@pytest.fixture
+async def sdk(client: TestClient) -> AsyncIterator[JobqClient]:
+    async with sdk_for(client) as jobq:
+        yield jobq
+
+
+async def test_enqueue_get_list_and_cancel(make_client: MakeClient) -> None:
+    async with sdk_for(await make_client(workers=0)) as jobq:
+        job = await jobq.enqueue("echo", {"n": 1}, id="sdk-1", priority=3, queue="mail")
+        assert (job.id, job.status, job.priority, job.queue) == ("sdk-1", JobStatus.PENDING, 3, "mail")
+        assert (await jobq.get("sdk-1")).payload == {"n": 1}
+        page = await jobq.list(queue="mail")
+        assert [j.id for j in page.jobs] == ["sdk-1"]
+        assert page.next_cursor is None
+        assert (await jobq.cancel("sdk-1")).status is JobStatus.CANCELLED
+        stats = await jobq.stats()
+        assert stats["jobs"]["cancelled"] == 1
+
+
+async def test_server_errors_arrive_as_the_same_exception_classes(make_client: MakeClient) -> None:
+    async with sdk_for(await make_client(workers=1, queue_size=1)) as jobq:
+        with pytest.raises(JobNotFound):
+            await jobq.get("missing")
+        with pytest.raises(UnknownJobType) as unknown:
+            await jobq.enqueue("no_such_type")
+        assert unknown.value.status == 422
+        with pytest.raises(ValidationFailed) as invalid:
+            await jobq.enqueue("noop", priority=10**6)
+        assert invalid.value.errors and invalid.value.errors[0]["field"] == "priority"
+        await jobq.enqueue("noop", id="same", delay=60)
+        with pytest.raises(IdReused):
+            await jobq.enqueue("echo", id="same")
+        with pytest.raises(QueueFull):
+            await jobq.enqueue("noop", delay=60)
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    async with JobqClient(f"http://127.0.0.1:{free_port()}") as jobq:
+        with pytest.raises(Unreachable, match="failed"):
+            await jobq.get("x")
+
+
+async def test_wait_returns_the_finished_job(sdk: JobqClient) -> None:
+    job = await sdk.enqueue("echo", {"hello": "world"})
+    done = await sdk.wait(job.id, timeout=10)
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == {"hello": "world"}
+
+
+async def test_remote_worker_pool_runs_jobs_over_http(registry: Registry, make_client: MakeClient) -> None:
+    """The same WorkerPool, fed by the SDK instead of a store: what ``python -m jobq.worker`` runs."""
+    seen: list[str] = []
+
+    async def shout(ctx: JobContext) -> str:
+        await ctx.log("shouting")
+        await ctx.progress(1.0, "done")
+        seen.append(ctx.job.id)
+        return str(ctx.payload["word"]).upper()
+
+    registry.register("shout")(shout)
+    client = await make_client(workers=0)
+    async with sdk_for(client) as jobq:
+        pool = WorkerPool(jobq, registry, concurrency=4, lease_seconds=10, idle_wait=0.5)
+        pool.start()
+        ids = [(await jobq.enqueue("shout", {"word": w})).id for w in ("a", "b", "c")]
+        for job_id, word in zip(ids, ("A", "B", "C"), strict=True):
+            job = await wait_for_status(client, job_id, "completed")
+            assert job["result"] == word
+            assert job["progress_note"] == "done"
+        assert [line["message"] for line in await jobq.logs(ids[0])] == ["shouting"]
+        report = await pool.drain(5, run_waiting=False)
+        assert report.unfinished == []
+        assert sorted(seen) == sorted(ids)
+
+
+def test_sync_client_against_a_server_process(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server.log", "--store", "memory://", "--workers", "2")
+    try:
+        server.wait_ready()
+        with SyncJobqClient(server.url) as jobq:
+            job = jobq.enqueue("echo", {"sync": True})
+            assert jobq.wait(job.id, timeout=10).result == {"sync": True}
+            with pytest.raises(JobNotFound):
+                jobq.get("nope")
+    finally:
+        server.stop()
+
+
+async def test_many_concurrent_waiters_all_get_answers(sdk: JobqClient) -> None:
+    jobs = [await sdk.enqueue("echo", {"i": i}) for i in range(200)]
+    finished = await asyncio.gather(*(sdk.wait(job.id, timeout=20) for job in jobs))
+    assert [job.result for job in finished] == [{"i": i} for i in range(200)]
