@@ -1,7 +1,12 @@
 """Start the jobq server: ``python main.py --help`` lists every flag and its JOBQ_* variable.
 
 SIGINT/SIGTERM drain: new jobs are refused (503), accepted ones finish (up to
-``--drain-timeout``), then the process exits 0. A second signal exits at once.
+``--drain-timeout``), then the process exits 0 and logs how many it drained and
+which jobs, if any, it left unfinished. A second signal stops it at once with
+exit code 1, naming the jobs it abandoned.
+
+Exit codes: 0 after a drain, 1 after a forced stop or a failed drain, 2 when
+it cannot start (bad flag or variable, handler module, store URL, busy port).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from types import FrameType
 
 from aiohttp import web
 
@@ -20,23 +27,105 @@ from jobq.app import create_app
 from jobq.config import Config
 from jobq.errors import JobqError
 from jobq.handlers import load_handler_modules
+from jobq.job import WAITING
+from jobq.service import JobService
 
 log = logging.getLogger("jobq")
 
+EXIT_OK = 0
+EXIT_FORCED = 1
+EXIT_CANNOT_START = 2
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HTTP_GRACE_SECONDS = 5.0  # after the drain, how long in-flight HTTP requests get to finish
+MAX_IDS_LOGGED = 50  # a shutdown log line names at most this many jobs, then counts the rest
+
+
+def is_durable(config: Config) -> bool:
+    """Whether jobs outlive the process (every store but ``memory://``)."""
+    return not config.store.startswith("memory:")
+
+
+def name_jobs(ids: Sequence[str], total: int | None = None) -> str:
+    """``a, b, c`` for a log line, cut short after ``MAX_IDS_LOGGED`` ids with a count of the rest."""
+    total = len(ids) if total is None else total
+    shown = ", ".join(ids[:MAX_IDS_LOGGED]) or "none"
+    rest = total - min(len(ids), MAX_IDS_LOGGED)
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+class Shutdown:
+    """Turns the first SIGINT/SIGTERM into a drain request and the second into an immediate exit.
+
+    The first signal arrives through the event loop and only sets ``requested``.
+    It then swaps in a plain signal handler for the second one, so a forced stop
+    works even while a job blocks the event loop.
+    """
+
+    def __init__(self, service: JobService, config: Config) -> None:
+        self.service = service
+        self.config = config
+        self.requested = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def install(self) -> None:
+        for signum in SIGNALS:
+            self._loop.add_signal_handler(signum, self._first, signum)
+
+    def _first(self, signum: int) -> None:
+        log.info(
+            "%s received: refusing new jobs and finishing the accepted ones (waiting up to %gs); "
+            "send it again to stop at once",
+            signal.Signals(signum).name,
+            self.config.drain_timeout,
+        )
+        for other in SIGNALS:
+            self._loop.remove_signal_handler(other)
+            signal.signal(other, self._second)
+        self.requested.set()
+
+    def _second(self, signum: int, frame: FrameType | None) -> None:
+        held = self.service.pool.held()
+        if is_durable(self.config):
+            fate = "the store keeps them and they run again from the start, as do the jobs still waiting"
+        else:
+            fate = "the memory store keeps nothing, so they are lost, as are the jobs still waiting"
+        log.warning(
+            "second %s: stopping at once; %d jobs in progress here did not finish: %s; %s",
+            signal.Signals(signum).name,
+            len(held),
+            name_jobs(held),
+            fate,
+        )
+        logging.shutdown()
+        os._exit(EXIT_FORCED)
+
 
 async def serve(config: Config) -> int:
-    """Run until a signal, then drain and stop. Returns the exit code."""
-    app = create_app(config)
+    """Serve until a signal, then drain and stop. Returns the exit code."""
+    try:
+        app = create_app(config)
+    except ImportError as exc:
+        log.error("jobq cannot start: the backend for store %s is not available: %s", config.store, exc)
+        return EXIT_CANNOT_START
+    except (JobqError, ValueError) as exc:
+        log.error("jobq cannot start: %s", exc)
+        return EXIT_CANNOT_START
     service = app[SERVICE]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    shutdown = Shutdown(service, config)
+    shutdown.install()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_GRACE_SECONDS)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
     except (JobqError, OSError) as exc:
-        log.error("jobq cannot start: %s", exc)
+        log.error("jobq cannot start: store %s cannot be opened: %s", config.store, exc)
         await runner.cleanup()
-        return 2
+        return EXIT_CANNOT_START
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+    except OSError as exc:
+        log.error("jobq cannot listen on %s port %d: %s", config.host, config.port, exc.strerror or exc)
+        await runner.cleanup()
+        return EXIT_CANNOT_START
     log.info(
         "jobq serving on %s with %d workers, store %s",
         ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses),
@@ -44,52 +133,92 @@ async def serve(config: Config) -> int:
         config.store,
     )
 
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            held = service.pool.held()
-            log.warning(
-                "second %s: exiting now; %d jobs not finished: %s",
-                signal.Signals(signum).name,
-                len(held),
-                ", ".join(held) or "none",
-            )
-            os._exit(1)
-        log.info(
-            "%s received: draining (up to %.0fs); send it again to stop at once",
-            signal.Signals(signum).name,
-            config.drain_timeout,
-        )
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-
-    await stop.wait()
-    report = await service.drain()
-    log.info("drained: %d jobs finished during shutdown", report.finished)
-    if report.unfinished:
-        log.warning(
-            "%d jobs not finished (they stay pending in a durable store): %s",
-            len(report.unfinished),
-            ", ".join(report.unfinished),
-        )
+    await shutdown.requested.wait()
+    code = await drain_and_report(service, config)
     await runner.cleanup()
     log.info("jobq stopped")
-    return 0
+    return code
+
+
+async def drain_and_report(service: JobService, config: Config) -> int:
+    """Finish accepted jobs (up to the drain timeout) and log what was and was not done."""
+    started = time.monotonic()
+    try:
+        report = await service.drain()
+    except Exception:
+        log.exception("draining failed; stopping without finishing the accepted jobs")
+        return EXIT_FORCED
+    log.info("drained %d jobs in %.1fs", report.finished, time.monotonic() - started)
+    if report.unfinished:
+        if is_durable(config):
+            fate = "they are pending again and run from the beginning when jobq next starts"
+        else:
+            fate = "the memory store keeps nothing, so they are lost"
+        log.warning(
+            "%d jobs did not finish within the %gs drain timeout and were stopped: %s; %s",
+            len(report.unfinished),
+            config.drain_timeout,
+            name_jobs(report.unfinished),
+            fate,
+        )
+    try:
+        await log_waiting(service, config, set(report.unfinished))
+    except Exception:
+        log.exception("counting the jobs still waiting failed")
+    return EXIT_OK
+
+
+async def log_waiting(service: JobService, config: Config, stopped: set[str]) -> None:
+    """Log the jobs that never started: scheduled, retrying, paused, or left over by a drain timeout."""
+    stats = await service.store.stats()
+    total = stats.waiting - len(stopped)
+    if total <= 0:
+        return
+    if is_durable(config):
+        log.info("%d jobs are still waiting in the store; they run when jobq next starts", total)
+        return
+    ids: list[str] = []
+    for status in sorted(WAITING):
+        jobs, _ = await service.store.list_jobs(status=status, limit=MAX_IDS_LOGGED + len(stopped))
+        ids.extend(job.id for job in jobs if job.id not in stopped)
+    log.warning(
+        "%d jobs were still waiting and never started; the memory store keeps nothing, so they are lost: %s",
+        total,
+        name_jobs(ids, total),
+    )
+
+
+def load_handlers(modules: Sequence[str]) -> bool:
+    """Import each ``--handlers`` module; on failure, log which one and why, and return False."""
+    if os.getcwd() not in sys.path:  # let `--handlers tasks` find ./tasks.py, as other job runners do
+        sys.path.append(os.getcwd())
+    for name in modules:
+        try:
+            load_handler_modules([name])
+        except ImportError as exc:
+            log.error("jobq cannot start: handler module %r cannot be imported: %s", name, exc)
+            return False
+        except Exception:
+            log.exception("jobq cannot start: handler module %r failed while being imported", name)
+            return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the configuration, load handler modules, and serve. Returns the exit code."""
     config = Config.from_args(argv)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    load_handler_modules(list(config.handlers))
-    return asyncio.run(serve(config))
+    if not load_handlers(config.handlers):
+        return EXIT_CANNOT_START
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        log.warning("interrupted while starting")
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -1,81 +1,182 @@
-"""Server configuration: one frozen dataclass, filled from flags and ``JOBQ_*`` variables."""
+"""Server configuration: one frozen dataclass, filled from flags and ``JOBQ_*`` variables.
+
+A flag wins over its variable, and the variable over the default. An empty
+variable counts as unset. A value that does not parse or is out of range is a
+usage error naming the flag or variable (argparse's exit code 2), never a
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _option(
+    default: T,
+    help_text: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+) -> T:
+    """A config field: its default, its ``--help`` text and the values it accepts."""
+    metadata = {"help": help_text, "choices": choices, "at_least": at_least, "above": above, "at_most": at_most}
+    return field(default=default, metadata=metadata)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything the server can be told. Each field is a flag and a ``JOBQ_<NAME>`` variable."""
 
-    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8080, metadata={"help": "HTTP port (0 picks a free one)"})
-    workers: int = field(default=32, metadata={"help": "in-process worker tasks (jobs run at once)"})
-    store: str = field(
-        default="sqlite:///jobq.db",
-        metadata={"help": "where jobs live: sqlite:///path (durable), memory:// (fastest)"},
+    host: str = _option("127.0.0.1", "address to listen on")
+    port: int = _option(8080, "HTTP port (0 picks a free one)", at_least=0, at_most=65535)
+    workers: int = _option(32, "in-process worker tasks (jobs run at once; 0 runs none)", at_least=0)
+    store: str = _option("sqlite:///jobq.db", "where jobs live: sqlite:///path (durable), memory:// (fastest)")
+    durability: str = _option(
+        "full",
+        "sqlite sync level: full (an accepted job survives power loss) or "
+        "normal (survives a crash of jobq, not of the machine)",
+        choices=("full", "normal"),
     )
-    durability: str = field(
-        default="full",
-        metadata={
-            "help": "sqlite sync level: full (an accepted job survives power loss) or "
-            "normal (survives a crash of jobq, not of the machine)",
-            "choices": ("full", "normal"),
-        },
+    queue_size: int = _option(1_000_000, "waiting jobs held before enqueue answers 503", at_least=1)
+    body_limit: int = _option(1024 * 1024, "largest request body in bytes (413 above)", at_least=1)
+    batch_limit: int = _option(1000, "most jobs in one POST /enqueue/batch", at_least=1)
+    drain_timeout: float = _option(
+        30.0, "seconds to finish accepted jobs on SIGINT/SIGTERM before stopping anyway", at_least=0
     )
-    queue_size: int = field(default=1_000_000, metadata={"help": "waiting jobs held before enqueue answers 503"})
-    body_limit: int = field(default=1024 * 1024, metadata={"help": "largest request body in bytes (413 above)"})
-    batch_limit: int = field(default=1000, metadata={"help": "most jobs in one POST /enqueue/batch"})
-    drain_timeout: float = field(
-        default=30.0, metadata={"help": "seconds to finish accepted jobs on SIGINT/SIGTERM before stopping anyway"}
+    lease_seconds: float = _option(60.0, "lease length; a job whose lease lapses is retried", above=0)
+    retry_base: float = _option(1.0, "first retry backoff ceiling in seconds (doubles)", at_least=0)
+    retry_cap: float = _option(300.0, "largest retry backoff in seconds", at_least=0)
+    retention_age: float = _option(7 * 24 * 3600.0, "seconds finished jobs stay readable", at_least=0)
+    retention_count: int = _option(100_000, "most finished jobs kept", at_least=0)
+    handlers: tuple[str, ...] = _option(
+        (), "modules to import for @handler functions (comma-separated, also in JOBQ_HANDLERS)"
     )
-    lease_seconds: float = field(default=60.0, metadata={"help": "lease length; a job whose lease lapses is retried"})
-    retry_base: float = field(default=1.0, metadata={"help": "first retry backoff ceiling in seconds (doubles)"})
-    retry_cap: float = field(default=300.0, metadata={"help": "largest retry backoff in seconds"})
-    retention_age: float = field(default=7 * 24 * 3600.0, metadata={"help": "seconds finished jobs stay readable"})
-    retention_count: int = field(default=100_000, metadata={"help": "most finished jobs kept"})
-    handlers: tuple[str, ...] = field(
-        default=(), metadata={"help": "modules to import for @handler functions (comma-separated in JOBQ_HANDLERS)"}
-    )
-    log_level: str = field(
-        default="info",
-        metadata={"help": "debug, info, warning or error", "choices": ("debug", "info", "warning", "error")},
-    )
+    log_level: str = _option("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            problem = _out_of_range(spec, getattr(self, spec.name))
+            if problem:
+                raise ValueError(f"{spec.name} {problem}")
 
     @classmethod
-    def from_args(cls, argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Config:
-        """Parse flags; each unset flag falls back to its ``JOBQ_*`` variable, then the default."""
-        return cls(**vars(build_parser(environ if environ is not None else dict(os.environ)).parse_args(argv)))
+    def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+        """Parse flags; each unset flag falls back to its ``JOBQ_*`` variable, then the default.
+
+        A bad flag or variable exits with a usage message and code 2.
+        """
+        env = os.environ if environ is None else environ
+        parser = build_parser()
+        given = vars(parser.parse_args(argv))
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if given[spec.name] is not None:
+                values[spec.name] = given[spec.name]
+                continue
+            name = env_var(spec.name)
+            raw = env.get(name, "")
+            if raw:
+                try:
+                    values[spec.name] = parse_value(spec, raw)
+                except ValueError as exc:
+                    parser.error(f"{name}={raw!r}: {exc}")
+        return cls(**values)
 
 
-def build_parser(environ: dict[str, str]) -> argparse.ArgumentParser:
-    """The ``main.py`` argument parser, with defaults taken from the environment."""
+def env_var(name: str) -> str:
+    """The environment variable behind a config field: ``drain_timeout`` -> ``JOBQ_DRAIN_TIMEOUT``."""
+    return f"JOBQ_{name.upper()}"
+
+
+def flag(name: str) -> str:
+    """The command-line flag behind a config field: ``drain_timeout`` -> ``--drain-timeout``."""
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``main.py`` argument parser. Unset flags parse as None; ``Config.from_args`` fills them in."""
     parser = argparse.ArgumentParser(
         prog="python main.py",
-        description="jobq: a job-queue server. Jobs come in over HTTP and run on in-process async workers.",
+        description="jobq: a job-queue server. Jobs come in over HTTP and run on in-process async workers. "
+        "SIGINT or SIGTERM stops it gracefully: new jobs are refused, accepted ones finish "
+        "(up to --drain-timeout), and a second signal stops it at once.",
+        epilog="Every flag can also be set by its JOBQ_* environment variable; a flag wins over its variable.",
     )
     for spec in fields(Config):
-        env = f"JOBQ_{spec.name.upper()}"
-        default: Any = spec.default
-        kind: Any = type(default)
-        if spec.name == "handlers":
-            kind = _comma_list
-        raw = environ.get(env)
-        if raw is not None:
-            default = kind(raw)
-        options: dict[str, Any] = {"dest": spec.name, "default": default, "type": kind}
-        if "choices" in spec.metadata:
-            options["choices"] = spec.metadata["choices"]
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        options["help"] = f"{spec.metadata['help']} [env {env}; default {shown!s}]"
-        parser.add_argument("--" + spec.name.replace("_", "-"), **options)
+        default = ",".join(spec.default) if isinstance(spec.default, tuple) else spec.default
+        parser.add_argument(
+            flag(spec.name),
+            dest=spec.name,
+            default=None,
+            type=_argument_type(spec),
+            choices=spec.metadata["choices"],
+            metavar=None if spec.metadata["choices"] else spec.name.upper(),
+            help=f"{spec.metadata['help']} [env {env_var(spec.name)}; default {default!s}]",
+        )
     return parser
 
 
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def parse_value(spec: Field[Any], text: str) -> Any:
+    """Turn a flag's or variable's text into the field's value; ValueError says what was wrong."""
+    kind = type(spec.default)
+    value: Any
+    if kind is tuple:
+        value = tuple(part.strip() for part in text.split(",") if part.strip())
+    elif kind is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+    elif kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    else:
+        value = text.strip().lower() if spec.metadata["choices"] else text
+    problem = _out_of_range(spec, value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _argument_type(spec: Field[Any]) -> Any:
+    """An argparse ``type`` for a field: its parser, reporting errors the way argparse expects."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse_value(spec, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = spec.name
+    return convert
+
+
+def _out_of_range(spec: Field[Any], value: Any) -> str | None:
+    """Why ``value`` is not allowed for this field, or None if it is."""
+    meta = spec.metadata
+    choices = meta["choices"]
+    if choices and value not in choices:
+        return f"must be one of {', '.join(choices)}, got {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if isinstance(value, int | float):
+        if meta["at_least"] is not None and value < meta["at_least"]:
+            return f"must be at least {meta['at_least']:g}, got {value!r}"
+        if meta["above"] is not None and value <= meta["above"]:
+            return f"must be above {meta['above']:g}, got {value!r}"
+        if meta["at_most"] is not None and value > meta["at_most"]:
+            return f"must be at most {meta['at_most']:g}, got {value!r}"
+    if isinstance(value, str) and not choices and not value.strip():
+        return "must not be empty"
+    return None

@@ -90,6 +90,7 @@ class WorkerPool:
         self._held: dict[str, Job] = {}  # leased by this pool and not yet settled
         self._guards: dict[str, asyncio.Timeout] = {}  # running job id -> its timeout, to interrupt it
         self._interrupted: set[str] = set()
+        self._released: list[str] = []  # ids handed back unfinished by a stop
         self._feeder: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -121,24 +122,27 @@ class WorkerPool:
             self._feeder.cancel()
             await asyncio.gather(self._feeder, return_exceptions=True)
         self._feeder = asyncio.create_task(self._feed(), name="jobq-feeder-draining")
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*self._workers, self._feeder)  # type: ignore[arg-type]
-        except TimeoutError:
-            log.warning("drain timeout (%.1fs) reached with %d jobs unfinished", timeout, len(self._held))
+        # asyncio.wait, not gather under a timeout: a timeout would cancel the gather and with it
+        # every worker, which releases and forgets its job before anyone can report it.
+        done, pending = await asyncio.wait([*self._workers, self._feeder], timeout=timeout)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s failed while draining: %s", task.get_name(), task.exception())
+        if pending:
+            log.warning("drain timeout (%gs) reached with %d jobs unfinished", timeout, len(self._held))
         unfinished = await self._stop_now()
         return DrainReport(self.settled - settled_before, unfinished)
 
     async def _stop_now(self) -> list[str]:
-        """Cancel every task and hand unfinished jobs back to the store."""
+        """Cancel every task and hand unfinished jobs back to the store; returns their ids."""
         tasks = [t for t in (*self._workers, self._feeder, self._keeper) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        unfinished = list(self._held)
-        for job in list(self._held.values()):
+        await asyncio.gather(*tasks, return_exceptions=True)  # a cancelled worker releases its job
+        for job in list(self._held.values()):  # leased but never started
             await self._release(job)
-        return unfinished
+            self._held.pop(job.id, None)
+        return list(self._released)
 
     def held(self) -> list[str]:
         """Ids of jobs this pool has leased and not settled."""
@@ -261,9 +265,11 @@ class WorkerPool:
             log.info("job %s (%s) %s: %s", job.id, job.type, outcome, value)
 
     async def _release(self, job: Job) -> None:
+        """Hand an unfinished job back to the store and note its id (unless it was settled meanwhile)."""
         try:
             await self.store.release(job.id, job.lease_id or "")
         except StaleLease:
-            pass
+            return  # settled meanwhile: finished, or cancelled through the API
         except Exception:
-            log.exception("releasing job %s failed", job.id)
+            log.exception("releasing job %s failed; it runs again once its lease expires", job.id)
+        self._released.append(job.id)

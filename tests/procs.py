@@ -81,10 +81,12 @@ class ServerProcess:
         self._log_file.close()
 
     def log(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         """Make sure the process is gone (test teardown)."""
         if self.process.poll() is None:
             self.kill()
+        self._log_file.close()
