@@ -195,6 +195,8 @@ class Job:
 
     def requeue(self) -> None:
         """Re-run a failed or dead job by hand, with a fresh set of attempts (history is kept)."""
+        if self.status not in (JobStatus.FAILED, JobStatus.DEAD):
+            raise InvalidTransition(self.id, self.status, JobStatus.PENDING)
         self.move_to(JobStatus.PENDING)
         self.attempts = 0
         self.finished_at = None

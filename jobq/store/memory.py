@@ -8,6 +8,8 @@ restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import heapq
 import itertools
 import math
@@ -17,11 +19,12 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
-from jobq.errors import JobNotFound, QueueFull, StaleLease
+from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease, StoreUnavailable
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.store.base import Added, Store, StoreOptions, StoreStats
 
 MAX_LOG_LINES = 1000
+RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what requeue accepts
 
 
 class MemoryStore(Store):
@@ -33,7 +36,7 @@ class MemoryStore(Store):
         self._ready: dict[str, list[tuple[int, int, Job]]] = {}  # queue -> heap(-priority, seq, job)
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
         self._leased: dict[str, Job] = {}
-        self._finished: deque[Job] = deque()  # in finishing order, for retention
+        self._finished: deque[tuple[float, Job]] = deque()  # (finished_at, job) in finishing order, for retention
         self._counts: Counter[tuple[str, JobStatus]] = Counter()
         self._waiting = 0
         self._terminal = 0
@@ -43,6 +46,7 @@ class MemoryStore(Store):
         self._lease_ids = itertools.count(1)
         self._lease_prefix = os.urandom(6).hex()
         self._waiters: set[asyncio.Future[None]] = set()
+        self._adding: dict[str, asyncio.Future[None]] = {}  # job id -> the commit that makes it durable
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _journal(self, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -96,7 +100,7 @@ class MemoryStore(Store):
         elif status is JobStatus.PROCESSING:
             self._leased[job.id] = job
         elif status in TERMINAL:
-            self._finished.append(job)
+            self._finished.append((job.finished_at or 0.0, job))
         else:  # scheduled or retrying
             heapq.heappush(self._deferred, (job.run_at or 0.0, job.seq, job))
             self._wake()  # a waiter may need to shorten its sleep to this run_at
@@ -112,6 +116,10 @@ class MemoryStore(Store):
         self._terminal -= job.status in TERMINAL
         self._leased.pop(job.id, None)
         self._logs.pop(job.id, None)
+
+    def _live(self, job: Job) -> bool:
+        """Whether a heap entry's job is still stored (not cleared, purged or replaced by a re-added id)."""
+        return self._jobs.get(job.id) is job
 
     def _wake(self) -> None:
         if self._waiters:
@@ -136,10 +144,13 @@ class MemoryStore(Store):
     async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
         outcomes: list[Added | Exception] = []
         fresh: list[Job] = []
+        commits: dict[str, asyncio.Future[None]] = {}  # job id -> the commit its outcome waits for
         for job in jobs:
             existing = self._jobs.get(job.id)
             if existing is not None:
                 outcomes.append(Added(existing, created=False))
+                if (adding := self._adding.get(job.id)) is not None:
+                    commits[job.id] = adding  # a replay is answered once the original is durable
             elif self._waiting >= self.options.max_waiting:
                 outcomes.append(QueueFull(f"the queue holds {self._waiting} waiting jobs, its limit"))
             else:
@@ -148,16 +159,53 @@ class MemoryStore(Store):
                 self._counted(job, None)
                 fresh.append(job)
                 outcomes.append(Added(job, created=True))
-        if fresh:
-            try:
-                await self._commit(fresh)
-            except Exception as exc:
-                for job in fresh:
-                    self._forget(job)
-                return [exc if isinstance(o, Added) and o.created else o for o in outcomes]
+        future = self._journal(fresh) if fresh else None
+        if future is not None:
+            self._track_added(fresh, future)
+            commits.update((job.id, future) for job in fresh)
+        else:
             for job in fresh:
                 self._place(job)
-        return outcomes
+        if not commits:
+            return outcomes
+        for commit in set(commits.values()):  # shielded: a cancelled caller never cancels a commit
+            with contextlib.suppress(Exception):  # read back per job below
+                await asyncio.shield(commit)
+        if future is not None:
+            self._added(fresh, future)  # an already-failed commit returns before its callback runs
+        return [self._commit_outcome(o, commits) for o in outcomes]
+
+    def _track_added(self, fresh: list[Job], future: asyncio.Future[None]) -> None:
+        """Place new jobs once their commit succeeds, or forget them if it fails.
+
+        The bookkeeping is a done-callback, not code after an ``await``, so it
+        happens even if the caller is cancelled while the commit is in flight.
+        """
+        for job in fresh:
+            self._adding[job.id] = future
+        future.add_done_callback(functools.partial(self._added, fresh))
+
+    def _added(self, fresh: list[Job], future: asyncio.Future[None]) -> None:
+        """Settle the jobs of a finished commit; runs once per job (a second call finds nothing to do)."""
+        committed = not future.cancelled() and future.exception() is None
+        for job in fresh:
+            if self._adding.get(job.id) is not future:
+                continue  # settled already, or its id was cleared and added again meanwhile
+            del self._adding[job.id]
+            if not self._live(job):
+                continue  # cleared while its commit was in flight
+            if not committed:
+                self._forget(job)
+            elif job.status in WAITING:  # not cancelled meanwhile (a cancel placed it already)
+                self._place(job)
+
+    @staticmethod
+    def _commit_outcome(outcome: Added | Exception, commits: dict[str, asyncio.Future[None]]) -> Added | Exception:
+        if not isinstance(outcome, Added) or (future := commits.get(outcome.job.id)) is None:
+            return outcome
+        if future.cancelled():
+            return StoreUnavailable(f"storing job {outcome.job.id!r} was interrupted")
+        return future.exception() or outcome
 
     async def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -208,7 +256,7 @@ class MemoryStore(Store):
             for heap in heaps:  # round-robin across queues, one job each turn
                 while heap:
                     job = heapq.heappop(heap)[2]
-                    if job.status is JobStatus.PENDING and self._jobs.get(job.id) is job:
+                    if job.status is JobStatus.PENDING and self._live(job):
                         job.begin_attempt(f"{prefix}-{next(self._lease_ids)}", deadline, worker, now)
                         self._counted(job, JobStatus.PENDING)
                         self._leased[job.id] = job
@@ -226,7 +274,7 @@ class MemoryStore(Store):
         promoted = []
         while deferred and deferred[0][0] <= now:
             run_at, _, job = heapq.heappop(deferred)
-            if job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING) and job.run_at == run_at:
+            if job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING) and job.run_at == run_at and self._live(job):
                 before = job.status
                 job.move_to(JobStatus.PENDING)
                 self._moved(job, before)
@@ -288,6 +336,8 @@ class MemoryStore(Store):
     async def requeue(self, job_id: str) -> Job:
         job = self._job(job_id)
         before = job.status
+        if before not in RERUNNABLE:  # the lifecycle also lets a running job become pending (a release)
+            raise InvalidTransition(job_id, before, JobStatus.PENDING)
         job.requeue()
         self._moved(job, before)
         await self._commit([job])
@@ -374,9 +424,10 @@ class MemoryStore(Store):
         oldest_kept = time.time() - retention.max_age
         finished = self._finished
         doomed: list[str] = []
-        while finished and (self._terminal > retention.max_count or (finished[0].finished_at or 0.0) < oldest_kept):
-            job = finished.popleft()
-            if job.status in TERMINAL and self._jobs.get(job.id) is job:
+        while finished and (self._terminal > retention.max_count or finished[0][0] < oldest_kept):
+            finished_at, job = finished.popleft()
+            # an entry is stale if the job was re-run (and may have finished again since)
+            if job.status in TERMINAL and (job.finished_at or 0.0) == finished_at and self._live(job):
                 self._forget(job)
                 doomed.append(job.id)
         if doomed:

@@ -1,0 +1,611 @@
+"""The durable store: the memory index plus a SQLite journal, group-committed on one thread.
+
+Every job lives in the :class:`MemoryStore` index, so leasing never waits on
+disk. Each change is also handed to a :class:`JournalWriter`: one thread that
+owns the only SQLite connection, takes everything queued since its last commit,
+writes it in one transaction and commits (one fsync for the whole group), then
+resolves the futures of every write in that group. Writes are applied in the
+order they were queued.
+
+On open, the file is locked (one jobq process per file), migrated, and read
+back into the index; jobs a crashed process left ``processing`` go back to
+``pending`` (their attempt stays counted) and run again: at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import functools
+import itertools
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar
+
+from pydantic_core import from_json, to_json
+
+from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable
+from jobq.job import WAITING, Attempt, Job, JobStatus
+from jobq.store.base import StoreOptions
+from jobq.store.memory import MemoryStore
+
+log = logging.getLogger("jobq.store")
+
+T = TypeVar("T")
+
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # durability -> PRAGMA synchronous
+BUSY_TIMEOUT_MS = 5000  # another SQLite client (a backup, the sqlite3 shell) may hold the file briefly
+
+COLUMNS = (
+    "id",
+    "seq",
+    "type",
+    "queue",
+    "priority",
+    "status",
+    "payload",
+    "result",
+    "error",
+    "attempts",
+    "max_attempts",
+    "timeout",
+    "created_at",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "lease_id",
+    "lease_expires_at",
+    "progress",
+    "progress_note",
+    "history",
+)
+UPSERT_JOB = "INSERT INTO jobs ({}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}".format(
+    ", ".join(COLUMNS),
+    ", ".join("?" * len(COLUMNS)),
+    ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]),
+)
+SELECT_JOBS = "SELECT {} FROM jobs ORDER BY seq".format(", ".join(COLUMNS))
+
+# Each migration is a list of statements; migration n (1-based) brings the schema to version n.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            timeout REAL,
+            created_at REAL NOT NULL,
+            run_at REAL,
+            started_at REAL,
+            finished_at REAL,
+            lease_id TEXT,
+            lease_expires_at REAL,
+            progress REAL,
+            progress_note TEXT,
+            history TEXT NOT NULL
+        )""",
+        "CREATE TABLE job_logs (job_id TEXT NOT NULL, at REAL NOT NULL, message TEXT NOT NULL)",
+        "CREATE INDEX job_logs_by_job ON job_logs (job_id)",
+        "CREATE TABLE paused_queues (queue TEXT PRIMARY KEY)",
+    ),
+)
+
+
+# -- rows ------------------------------------------------------------------
+def _dump(value: Any) -> str:
+    """JSON text for a column; a value JSON cannot hold is stored as its ``str``."""
+    return to_json(value, serialize_unknown=True).decode()
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    """The ``jobs`` row for a job, in COLUMNS order (built on the loop thread, at the time of the change)."""
+    return (
+        job.id,
+        job.seq,
+        job.type,
+        job.queue,
+        job.priority,
+        job.status.value,
+        _dump(job.payload),
+        None if job.result is None else _dump(job.result),
+        job.error,
+        job.attempts,
+        job.max_attempts,
+        job.timeout,
+        job.created_at,
+        job.run_at,
+        job.started_at,
+        job.finished_at,
+        job.lease_id,
+        job.lease_expires_at,
+        job.progress,
+        job.progress_note,
+        _dump(job.history),
+    )
+
+
+STATUSES = {status.value: status for status in JobStatus}
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """Rebuild a job from its row; raises ValueError, TypeError or KeyError on data jobq did not write."""
+    (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
+    (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:]
+    return Job(
+        id=job_id,
+        type=job_type,
+        payload=from_json(payload),
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        status=STATUSES[status],
+        result=None if result is None else from_json(result),
+        error=error,
+        attempts=attempts,
+        created_at=created_at,
+        run_at=run_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        lease_id=lease_id,
+        lease_expires_at=lease_expires_at,
+        progress=progress,
+        progress_note=note,
+        history=[] if history == "[]" else [Attempt(**attempt) for attempt in from_json(history)],
+        seq=seq,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the file holds, read back at open."""
+
+    jobs: list[Job]
+    logs: list[tuple[str, float, str]]
+    paused: list[str]
+
+
+def read_snapshot(conn: sqlite3.Connection, path: str) -> Snapshot:
+    """Read every job (in seq order), log line and paused queue; StoreCorrupt if a job cannot be decoded."""
+    try:
+        jobs = [job_from_row(row) for row in conn.execute(SELECT_JOBS)]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreCorrupt(f"{path} holds a job jobq cannot read ({type(exc).__name__}: {exc})") from None
+    logs = conn.execute("SELECT job_id, at, message FROM job_logs ORDER BY rowid").fetchall()
+    paused = [name for (name,) in conn.execute("SELECT queue FROM paused_queues")]
+    return Snapshot(jobs, logs, paused)
+
+
+# -- schema ----------------------------------------------------------------
+def stored_version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version (0 for a new, empty file), read without writing anything.
+
+    Refuses a SQLite file jobq did not make, and one made by a newer jobq.
+    """
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "schema_version" not in tables:
+        if tables:
+            raise StoreCorrupt(f"{path} is a SQLite database but not a jobq store (it has tables {sorted(tables)})")
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    if row is None or not isinstance(row[0], int):
+        raise StoreCorrupt(f"{path} has no readable schema version")
+    if row[0] > len(MIGRATIONS):
+        raise StoreCorrupt(f"{path} has schema version {row[0]}; this jobq reads up to {len(MIGRATIONS)}")
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Apply the migrations after ``version``, in order, in one transaction."""
+    if version == len(MIGRATIONS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 0:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (0)")
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = ?", (number,))
+            log.info("migrating %s to schema version %d", path, number)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def storage_error(exc: BaseException, path: str) -> JobqError:
+    """The jobq error for a failed SQLite call: full, corrupt, or otherwise unavailable."""
+    if isinstance(exc, JobqError):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
+        return StoreFull(f"{path}: the disk (or the database size limit) is full")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreCorrupt(f"{path} is not a readable jobq store ({exc}); jobq will not start over it")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return StoreCorrupt(f"{path} is not a readable jobq store ({exc}); jobq will not start over it")
+    return StoreUnavailable(f"{path}: {exc}")
+
+
+# -- the writer thread -----------------------------------------------------
+UPSERT, DELETE, LOG, PAUSE, CALL, STOP = range(6)
+
+Op = tuple[int, Any, asyncio.Future[Any]]  # (kind, data, the future its caller may await)
+
+
+def _settle(futures: list[asyncio.Future[Any]], error: JobqError | None, value: Any = None) -> None:
+    """Resolve futures on the loop thread, each failed one with its own copy of ``error``.
+
+    A failure is marked retrieved: the writer logged it once, and writes nobody
+    awaits (lease records, heartbeats) must not warn about it again.
+    """
+    for future in futures:
+        if future.done():
+            continue  # its awaiting task was cancelled
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error if len(futures) == 1 else type(error)(error.detail))
+            future.exception()
+
+
+class JournalWriter:
+    """One thread that owns the SQLite connection and commits queued writes in groups."""
+
+    def __init__(self, path: str, synchronous: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.commits = 0  # transactions committed: far fewer than writes under load
+        self.thread_id: int | None = None
+        self._loop = loop
+        self._queue: SimpleQueue[Op] = SimpleQueue()
+        self._accepting = False
+        self._thread: threading.Thread | None = None
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    # -- loop side -----------------------------------------------------------
+    async def start(self) -> None:
+        """Start the thread; returns once the file is open and migrated (or raises why it is not)."""
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._main, args=(ready,), name="jobq-sqlite-writer", daemon=True)
+        self._thread.start()
+        await ready
+        self._accepting = True
+
+    def submit(self, kind: int, data: Any) -> asyncio.Future[Any]:
+        """Queue a write; the future resolves when it is committed (or fails with a storage error)."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self._accepting:
+            self._queue.put((kind, data, future))
+        else:
+            _settle([future], StoreUnavailable(f"the store {self.path} is closed"))
+        return future
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread, after every write queued before it."""
+        return await self.submit(CALL, fn)
+
+    async def stop(self) -> None:
+        """Commit everything queued, close the connection and end the thread."""
+        if self._thread is None:
+            return
+        self._accepting = False
+        self._queue.put((STOP, None, self._done))  # harmless if the thread already ended
+        await asyncio.shield(self._done)
+        self._thread.join()  # already finished: it resolved _done last
+
+    # -- thread side ---------------------------------------------------------
+    def _main(self, ready: asyncio.Future[None]) -> None:
+        self.thread_id = threading.get_ident()
+        try:
+            try:
+                conn = self._connect()
+            except BaseException as exc:
+                self._reply([ready], storage_error(exc, self.path))
+                return
+            self._reply([ready], None)
+            try:
+                self._serve(conn)
+            finally:
+                conn.close()
+        finally:
+            self._reply([self._done], None)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = stored_version(conn, self.path)  # before any write: a foreign file stays untouched
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise StoreUnavailable(f"{self.path}: SQLite refused WAL mode (it is in {mode} mode)")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            migrate(conn, self.path, version)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        """Commit whatever is queued, group after group, until a STOP."""
+        while self._apply(conn, self._take()):  # no local keeps a group's futures alive while idle
+            pass
+
+    def _take(self) -> list[Op]:
+        """Block for the first queued write, then take everything queued behind it."""
+        ops = [self._queue.get()]
+        with contextlib.suppress(Empty):
+            while True:
+                ops.append(self._queue.get_nowait())
+        return ops
+
+    def _apply(self, conn: sqlite3.Connection, ops: list[Op]) -> bool:
+        """Commit ``ops`` in order; calls and the STOP split them into groups. False after a STOP."""
+        group: list[Op] = []
+        for op in ops:
+            kind, data, future = op
+            if kind in (CALL, STOP):
+                self._commit(conn, group)
+                group = []
+                if kind == STOP:
+                    return False
+                self._call(conn, data, future)
+            else:
+                group.append(op)
+        self._commit(conn, group)
+        return True
+
+    def _call(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            value = fn(conn)
+        except BaseException as exc:
+            self._rollback(conn)
+            self._reply([future], storage_error(exc, self.path))
+        else:
+            self._reply([future], None, value)
+
+    def _commit(self, conn: sqlite3.Connection, group: list[Op]) -> None:
+        if not group:
+            return
+        futures = [future for _, _, future in group]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            _write(conn, group)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            error = storage_error(exc, self.path)
+            log.error("committing %d changes failed: %s", len(group), error.detail)
+            self._reply(futures, error)
+            return
+        self.commits += 1
+        self._reply(futures, None)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # SQLite may have rolled back already (it does on SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _reply(self, futures: list[asyncio.Future[Any]], error: JobqError | None, value: Any = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(_settle, futures, error, value)
+
+
+def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
+    """Apply a group of writes in queue order; runs of upserts, log lines and pauses are batched."""
+    upserts: dict[str, tuple[Any, ...]] = {}  # a job changed twice in one group is written once, as it is last
+    lines: list[tuple[str, float, str]] = []
+    paused: dict[str, bool] = {}
+    for kind, data, _ in group:
+        if kind == UPSERT:
+            for row in data:
+                upserts[row[0]] = row
+        elif kind == LOG:
+            lines.append(data)
+        elif kind == PAUSE:
+            paused[data[0]] = data[1]
+        elif kind == DELETE:  # a deleted id may be added again later in the group: keep the order
+            _flush(conn, upserts, lines, paused)
+            ids = [(job_id,) for job_id in data]
+            conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
+            conn.executemany("DELETE FROM job_logs WHERE job_id = ?", ids)
+    _flush(conn, upserts, lines, paused)
+
+
+def _flush(
+    conn: sqlite3.Connection,
+    upserts: dict[str, tuple[Any, ...]],
+    lines: list[tuple[str, float, str]],
+    paused: dict[str, bool],
+) -> None:
+    if upserts:
+        conn.executemany(UPSERT_JOB, upserts.values())
+        upserts.clear()
+    if lines:
+        conn.executemany("INSERT INTO job_logs (job_id, at, message) VALUES (?, ?, ?)", lines)
+        lines.clear()
+    if paused:
+        conn.executemany("INSERT OR IGNORE INTO paused_queues VALUES (?)", [(q,) for q, p in paused.items() if p])
+        conn.executemany("DELETE FROM paused_queues WHERE queue = ?", [(q,) for q, p in paused.items() if not p])
+        paused.clear()
+
+
+# -- the lock --------------------------------------------------------------
+class FileLock:
+    """An exclusive ``flock`` on ``<path>.lock``: one jobq process per store file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock_path = path + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreUnavailable naming the file (and the holder's pid)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            raise StoreUnavailable(f"cannot open the store {self.path}: directory {directory} does not exist") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open the store {self.path}: {exc.strerror} ({self.lock_path})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreUnavailable(
+                f"the store {self.path} is in use by another jobq process (pid {holder}, holding {self.lock_path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+# -- the store -------------------------------------------------------------
+class SQLiteStore(MemoryStore):
+    """Jobs in memory for speed, journaled to a SQLite file for durability."""
+
+    def __init__(self, path: str, options: StoreOptions | None = None, durability: str = "full") -> None:
+        if durability not in SYNCHRONOUS:
+            raise ValueError(f"durability must be one of {sorted(SYNCHRONOUS)}, not {durability!r}")
+        if not path:
+            raise ValueError("the SQLite store needs a file path, e.g. sqlite:///jobq.db")
+        super().__init__(options)
+        self.path = path
+        self.durability = durability
+        self._lock = FileLock(path)
+        self._writer: JournalWriter | None = None
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed since open (each one fsync under durability "full")."""
+        return self._writer.commits if self._writer is not None else 0
+
+    @property
+    def writer_thread_id(self) -> int | None:
+        """The ident of the thread that runs every SQLite call."""
+        return self._writer.thread_id if self._writer is not None else None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def open(self) -> None:
+        """Lock the file, migrate it, read every job back, and re-queue jobs a crash left running."""
+        if self._writer is not None:
+            raise RuntimeError(f"the store {self.path} was opened before: a SQLiteStore opens once")
+        started = time.monotonic()
+        self._lock.acquire()
+        self._writer = JournalWriter(self.path, SYNCHRONOUS[self.durability], asyncio.get_running_loop())
+        try:
+            await self._writer.start()
+            snapshot = await self._writer.call(functools.partial(read_snapshot, path=self.path))
+            recovered = self._restore(snapshot)
+            if recovered:
+                await self._commit(recovered)
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._log_open(snapshot, recovered, time.monotonic() - started)
+
+    async def close(self) -> None:
+        """Commit every queued write, stop the writer thread, close the file and release the lock."""
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+        self._lock.release()
+
+    def _restore(self, snapshot: Snapshot) -> list[Job]:
+        """Index what the file holds; returns the jobs released from ``processing``."""
+        now = time.time()
+        recovered = []
+        for job in snapshot.jobs:
+            if job.status is JobStatus.PROCESSING:
+                job.release("recovered", now)
+                recovered.append(job)
+            self._load(job)
+        self._seq = itertools.count(max((job.seq for job in snapshot.jobs), default=0) + 1)
+        self._finished = deque(sorted(self._finished, key=lambda entry: entry[0]))
+        for job_id, at, message in snapshot.logs:
+            if job_id in self._jobs:
+                self._logs.setdefault(job_id, []).append((at, message))
+        self._paused.update(snapshot.paused)
+        return recovered
+
+    def _log_open(self, snapshot: Snapshot, recovered: list[Job], seconds: float) -> None:
+        waiting = sum(1 for job in snapshot.jobs if job.status in WAITING)
+        log.info(
+            "opened %s in %.2fs: %d jobs (%d waiting), %d paused queues, durability %s",
+            self.path,
+            seconds,
+            len(snapshot.jobs),
+            waiting,
+            len(snapshot.paused),
+            self.durability,
+        )
+        if recovered:
+            log.warning(
+                "recovered %d jobs left processing by a stopped jobq; they are pending again and will re-run",
+                len(recovered),
+            )
+
+    # -- operator and test hooks --------------------------------------------
+    async def with_connection(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread once every earlier write is committed."""
+        if self._writer is None:
+            raise StoreUnavailable(f"the store {self.path} is not open")
+        return await self._writer.call(fn)
+
+    async def set_max_pages(self, pages: int) -> int:
+        """Cap the file at ``pages`` pages (writes past it fail with StoreFull); returns the cap in force.
+
+        SQLite never sets the cap below the file's current size. The cap lasts until close.
+        """
+        return await self.with_connection(
+            lambda conn: conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchone()[0]
+        )
+
+    # -- journal hooks (loop thread: build rows, queue them, return at once) -
+    def _submit(self, kind: int, data: Any) -> asyncio.Future[None]:
+        if self._writer is None:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            _settle([future], StoreUnavailable(f"the store {self.path} is not open"))
+            return future
+        return self._writer.submit(kind, data)
+
+    def _journal(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
+        return self._submit(UPSERT, [job_row(job) for job in jobs])
+
+    def _journal_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
+        return self._submit(DELETE, list(job_ids)) if job_ids else None
+
+    def _journal_log(self, job_id: str, at: float, message: str) -> asyncio.Future[None]:
+        return self._submit(LOG, (job_id, at, message))
+
+    def _journal_paused(self, queue: str, paused: bool) -> asyncio.Future[None]:
+        return self._submit(PAUSE, (queue, paused))

@@ -1,0 +1,438 @@
+"""The store contract: one suite, run against every backend.
+
+A backend joins by adding its name to ``BACKENDS`` and a URL to ``store_url``;
+every test here then runs against it unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
+from jobq.job import Job, JobStatus, new_job_id
+from jobq.retry import RetryPolicy
+from jobq.store import Added, Retention, Store, StoreOptions, open_store
+
+BACKENDS = ["memory", "sqlite"]
+
+MakeStore = Callable[..., Awaitable[Store]]
+
+
+def store_url(backend: str, tmp_path: Path) -> str:
+    """Where each backend keeps its data for one test."""
+    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'jobq.db'}"}[backend]
+
+
+@pytest.fixture(params=BACKENDS)
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """Open a store of the parametrized backend with option overrides; closed after the test."""
+    opened: list[Store] = []
+
+    async def build(**overrides: Any) -> Store:
+        store = open_store(store_url(request.param, tmp_path), StoreOptions(**overrides))
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> Store:
+    return await make_store()
+
+
+def make_job(job_id: str | None = None, **fields: Any) -> Job:
+    fields.setdefault("type", "t")
+    fields.setdefault("payload", {"n": 1})
+    return Job(id=job_id or new_job_id(), **fields)
+
+
+async def add(store: Store, *jobs: Job) -> list[Job]:
+    """Add jobs that must all be created; returns the stored jobs."""
+    outcomes = await store.add(jobs)
+    assert all(isinstance(o, Added) and o.created for o in outcomes), outcomes
+    return [o.job for o in outcomes if isinstance(o, Added)]
+
+
+async def lease_one(store: Store, lease_seconds: float = 30.0, **kwargs: Any) -> Job:
+    [job] = await store.lease(1, lease_seconds, **kwargs)
+    return job
+
+
+# -- producers -------------------------------------------------------------
+async def test_add_then_get_returns_the_job(store: Store) -> None:
+    job = make_job("a", payload={"to": "x"}, queue="mail", priority=3, max_attempts=2, timeout=5.0)
+    [outcome] = await store.add([job])
+    assert isinstance(outcome, Added) and outcome.created
+    got = await store.get("a")
+    assert got is not None
+    assert (got.type, got.payload, got.queue, got.priority) == ("t", {"to": "x"}, "mail", 3)
+    assert (got.max_attempts, got.timeout, got.status) == (2, 5.0, JobStatus.PENDING)
+    assert await store.get("missing") is None
+
+
+async def test_same_id_is_not_stored_twice(store: Store) -> None:
+    await add(store, make_job("a", payload={"v": 1}))
+    [again] = await store.add([make_job("a", payload={"v": 2})])
+    assert isinstance(again, Added) and not again.created
+    assert again.job.payload == {"v": 1}
+    both = await store.add([make_job("b"), make_job("b")])
+    assert [o.created for o in both if isinstance(o, Added)] == [True, False]
+    assert (await store.stats()).by_status == {"pending": 2}
+
+
+async def test_queue_full_refuses_past_max_waiting(make_store: MakeStore) -> None:
+    store = await make_store(max_waiting=2)
+    outcomes = await store.add([make_job("a"), make_job("b"), make_job("c")])
+    assert isinstance(outcomes[2], QueueFull)
+    assert await store.get("c") is None
+    await lease_one(store)  # a leased job no longer waits
+    [outcome] = await store.add([make_job("c")])
+    assert isinstance(outcome, Added) and outcome.created
+
+
+# -- leasing ---------------------------------------------------------------
+async def test_lease_marks_the_job_processing(store: Store) -> None:
+    await add(store, make_job("a"))
+    before = time.time()
+    job = await lease_one(store, 30.0, worker="w1")
+    assert (job.id, job.status, job.attempts) == ("a", JobStatus.PROCESSING, 1)
+    assert job.lease_id
+    assert job.lease_expires_at is not None and before + 30.0 <= job.lease_expires_at <= time.time() + 30.0
+    assert [(a.number, a.worker, a.outcome) for a in job.history] == [(1, "w1", None)]
+    assert await store.lease(1, 30.0) == []
+
+
+async def test_lease_takes_higher_priority_first_then_fifo(store: Store) -> None:
+    await add(store, make_job("low1"), make_job("high1", priority=5), make_job("low2"), make_job("high2", priority=5))
+    leased = [job.id for job in await store.lease(4, 30.0)]
+    assert leased == ["high1", "high2", "low1", "low2"]
+
+
+async def test_lease_round_robins_queues_and_filters(store: Store) -> None:
+    await add(
+        store, *(make_job(f"a{i}", queue="qa") for i in range(3)), *(make_job(f"b{i}", queue="qb") for i in range(2))
+    )
+    assert [job.id for job in await store.lease(2, 30.0, queues=["qb"])] == ["b0", "b1"]
+    await add(store, make_job("b2", queue="qb"), make_job("c0", queue="qc"))
+    leased = [job.id for job in await store.lease(4, 30.0)]
+    assert sorted(leased[:3]) == ["a0", "b2", "c0"]  # one from each queue before a second from any
+    assert leased[3] == "a1"
+
+
+async def test_paused_queue_is_not_leased_until_resumed(store: Store) -> None:
+    await add(store, make_job("a", queue="q"))
+    await store.set_paused("q", True)
+    assert (await store.stats()).paused == ["q"]
+    assert await store.lease(1, 30.0) == []
+    await store.set_paused("q", False)
+    assert (await store.stats()).paused == []
+    assert (await lease_one(store)).id == "a"
+
+
+async def test_scheduled_job_is_leased_only_once_due(store: Store) -> None:
+    run_at = time.time() + 0.3
+    await add(store, make_job("later", status=JobStatus.SCHEDULED, run_at=run_at))
+    assert await store.lease(1, 30.0) == []
+    job = await lease_one(store, wait=5.0)
+    assert job.id == "later"
+    assert job.started_at is not None and job.started_at >= run_at
+
+
+async def test_long_poll_returns_when_a_job_arrives(store: Store) -> None:
+    started = time.monotonic()
+    waiting = asyncio.create_task(store.lease(1, 30.0, wait=10.0))
+    await asyncio.sleep(0)  # let the lease start waiting
+    assert not waiting.done()
+    await add(store, make_job("a"))
+    [job] = await asyncio.wait_for(waiting, 5.0)
+    assert job.id == "a"
+    assert time.monotonic() - started < 5.0
+
+
+async def test_empty_long_poll_gives_up_after_wait(store: Store) -> None:
+    started = time.monotonic()
+    assert await store.lease(1, 30.0, wait=0.1) == []
+    assert time.monotonic() - started >= 0.09
+
+
+# -- settling --------------------------------------------------------------
+async def test_heartbeat_extends_the_lease(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store, 1.0)
+    first = job.lease_expires_at
+    extended = await store.heartbeat("a", job.lease_id or "", 60.0)
+    assert extended.lease_expires_at is not None and first is not None
+    assert extended.lease_expires_at > first + 50
+
+
+async def test_complete_records_the_result(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    done = await store.complete("a", job.lease_id or "", {"answer": 42})
+    assert (done.status, done.result, done.lease_id) == (JobStatus.COMPLETED, {"answer": 42}, None)
+    assert done.finished_at is not None
+    assert [a.outcome for a in done.history] == ["completed"]
+
+
+@pytest.mark.parametrize("verb", ["heartbeat", "complete", "fail", "release", "progress"])
+async def test_a_stale_lease_changes_nothing(store: Store, verb: str) -> None:
+    await add(store, make_job("a", max_attempts=3))
+    first = await lease_one(store)
+    old_lease = first.lease_id or ""
+    await store.release("a", old_lease)
+    current = await lease_one(store)
+    snapshot = current.to_dict()
+    calls = {
+        "heartbeat": lambda lease: store.heartbeat("a", lease, 60.0),
+        "complete": lambda lease: store.complete("a", lease, "late"),
+        "fail": lambda lease: store.fail("a", lease, "late"),
+        "release": lambda lease: store.release("a", lease),
+        "progress": lambda lease: store.set_progress("a", lease, 0.5, None),
+    }
+    for lease in (old_lease, "not-a-lease"):
+        with pytest.raises(StaleLease):
+            await calls[verb](lease)
+    after = await store.get("a")
+    assert after is not None and after.to_dict() == snapshot
+    assert after.lease_id == current.lease_id != old_lease
+
+
+async def test_release_returns_the_job_to_pending_in_its_place(store: Store) -> None:
+    await add(store, make_job("first"), make_job("second"))
+    job = await lease_one(store)
+    released = await store.release("first", job.lease_id or "")
+    assert (released.status, released.attempts, released.lease_id) == (JobStatus.PENDING, 1, None)
+    assert released.history[-1].outcome == "released"
+    assert (await lease_one(store)).id == "first"
+
+
+async def test_fail_retries_with_backoff_then_ends_dead(make_store: MakeStore) -> None:
+    policy = RetryPolicy(base=0.05, cap=0.05)
+    store = await make_store(retry=policy)
+    await add(store, make_job("a", max_attempts=3))
+    for attempt in (1, 2):
+        job = await lease_one(store, wait=5.0)
+        assert job.attempts == attempt
+        before = time.time()
+        failed = await store.fail("a", job.lease_id or "", f"boom {attempt}")
+        assert (failed.status, failed.error) == (JobStatus.RETRYING, f"boom {attempt}")
+        assert failed.run_at is not None and before <= failed.run_at <= time.time() + policy.ceiling(attempt)
+    job = await lease_one(store, wait=5.0)
+    dead = await store.fail("a", job.lease_id or "", "boom 3")
+    assert (dead.status, dead.attempts, dead.error) == (JobStatus.DEAD, 3, "boom 3")
+    assert dead.finished_at is not None
+    assert [a.outcome for a in dead.history] == ["failed", "failed", "failed"]
+    assert await store.lease(1, 30.0, wait=0.1) == []
+
+
+async def test_retry_waits_within_the_jittered_ceiling(make_store: MakeStore) -> None:
+    store = await make_store(retry=RetryPolicy(base=20.0, cap=20.0))
+    await add(store, make_job("a", max_attempts=2))
+    job = await lease_one(store)
+    before = time.time()
+    failed = await store.fail("a", job.lease_id or "", "boom")
+    assert failed.status is JobStatus.RETRYING
+    assert failed.run_at is not None and before <= failed.run_at <= time.time() + 20.0
+    if failed.run_at > time.time():  # (a draw of ~0s would make it due at once)
+        assert await store.lease(1, 30.0) == []
+
+
+async def test_fail_with_retry_in_overrides_the_policy(make_store: MakeStore) -> None:
+    store = await make_store(retry=RetryPolicy(base=300.0, cap=300.0))
+    await add(store, make_job("a", max_attempts=2))
+    job = await lease_one(store)
+    await store.fail("a", job.lease_id or "", "later", retry_in=0.0, outcome="retry")
+    again = await lease_one(store, wait=5.0)
+    assert (again.id, again.attempts, again.history[0].outcome) == ("a", 2, "retry")
+
+
+async def test_fail_with_a_single_attempt_is_failed(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    failed = await store.fail("a", job.lease_id or "", "boom")
+    assert (failed.status, failed.error, failed.run_at) == (JobStatus.FAILED, "boom", None)
+
+
+# -- operators -------------------------------------------------------------
+async def test_cancel_waiting_jobs(store: Store) -> None:
+    await add(store, make_job("now"), make_job("later", status=JobStatus.SCHEDULED, run_at=time.time() + 0.1))
+    for job_id in ("now", "later"):
+        cancelled = await store.cancel(job_id)
+        assert cancelled.status is JobStatus.CANCELLED and cancelled.finished_at is not None
+    assert await store.lease(2, 30.0, wait=0.3) == []
+    assert (await store.stats()).by_status == {"cancelled": 2}
+
+
+async def test_cancel_a_running_job_voids_its_lease(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    cancelled = await store.cancel("a")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.history[-1].outcome == "cancelled"
+    with pytest.raises(StaleLease):
+        await store.complete("a", job.lease_id or "", None)
+
+
+async def test_cancel_a_finished_job_is_refused(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    await store.complete("a", job.lease_id or "", None)
+    with pytest.raises(InvalidTransition):
+        await store.cancel("a")
+    with pytest.raises(JobNotFound):
+        await store.cancel("missing")
+    assert (await store.get("a")).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_requeue_a_dead_job(store: Store) -> None:
+    await add(store, make_job("a", max_attempts=2))
+    for _ in range(2):
+        job = await lease_one(store, wait=5.0)
+        await store.fail("a", job.lease_id or "", "boom", retry_in=0.0)
+    assert (await store.get("a")).status is JobStatus.DEAD  # type: ignore[union-attr]
+    requeued = await store.requeue("a")
+    assert (requeued.status, requeued.attempts, requeued.error, len(requeued.history)) == (
+        JobStatus.PENDING,
+        0,
+        None,
+        2,
+    )
+    assert (await lease_one(store)).attempts == 1
+    with pytest.raises(InvalidTransition):
+        await store.requeue("a")
+
+
+# -- housekeeping ----------------------------------------------------------
+async def test_expire_leases_requeues_or_fails_lapsed_jobs(store: Store) -> None:
+    await add(store, make_job("retried", max_attempts=2), make_job("once"), make_job("alive"))
+    await store.lease(2, 0.0)
+    await store.lease(1, 60.0)
+    expired = {job.id: job for job in await store.expire_leases()}
+    assert sorted(expired) == ["once", "retried"]
+    assert expired["retried"].status is JobStatus.RETRYING
+    assert expired["once"].status is JobStatus.FAILED
+    for job in expired.values():
+        assert job.history[-1].outcome == "lease-expired"
+        assert job.lease_id is None
+    assert (await store.get("alive")).status is JobStatus.PROCESSING  # type: ignore[union-attr]
+    assert await store.expire_leases() == []
+
+
+async def finish(store: Store, *job_ids: str) -> None:
+    for job_id in job_ids:
+        job = await lease_one(store)
+        assert job.id == job_id
+        await store.complete(job_id, job.lease_id or "", None)
+
+
+async def test_purge_keeps_the_newest_max_count(make_store: MakeStore) -> None:
+    store = await make_store(retention=Retention(max_count=2))
+    await add(store, *(make_job(f"j{i}") for i in range(5)))
+    await finish(store, "j0", "j1", "j2", "j3")
+    assert await store.purge() == 2
+    assert [await store.get(f"j{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    assert await store.purge() == 0
+
+
+async def test_purge_drops_jobs_older_than_max_age(make_store: MakeStore) -> None:
+    store = await make_store(retention=Retention(max_age=0.3))
+    await add(store, make_job("old"), make_job("waiting"))
+    await finish(store, "old")
+    assert await store.purge() == 0  # not old enough yet
+    deadline = time.monotonic() + 5.0
+    while (purged := await store.purge()) == 0:
+        assert time.monotonic() < deadline, "the finished job was never purged"
+        await asyncio.sleep(0.05)
+    assert purged == 1
+    assert await store.get("old") is None
+    assert await store.get("waiting") is not None
+
+
+async def test_purge_counts_a_rerun_job_by_its_last_finish(make_store: MakeStore) -> None:
+    store = await make_store(retention=Retention(max_count=1))
+    await add(store, make_job("rerun"), make_job("other"))
+    job = await lease_one(store)
+    await store.fail("rerun", job.lease_id or "", "boom")
+    await finish(store, "other")
+    await store.requeue("rerun")
+    await finish(store, "rerun")  # now the newest finished job
+    assert await store.purge() == 1
+    assert await store.get("other") is None
+    assert (await store.get("rerun")).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_list_jobs_newest_first_with_stable_cursor(store: Store) -> None:
+    await add(store, *(make_job(f"j{i}") for i in range(7)))
+    first, cursor = await store.list_jobs(limit=3)
+    assert [j.id for j in first] == ["j6", "j5", "j4"] and cursor
+    await add(store, make_job("newer"))  # arrives between pages: does not shift them
+    second, cursor = await store.list_jobs(limit=3, cursor=cursor)
+    assert [j.id for j in second] == ["j3", "j2", "j1"] and cursor
+    third, cursor = await store.list_jobs(limit=3, cursor=cursor)
+    assert [j.id for j in third] == ["j0"] and cursor is None
+
+
+async def test_list_jobs_filters(store: Store) -> None:
+    await add(store, make_job("a", queue="q1"), make_job("b", queue="q2", type="other"), make_job("c", queue="q1"))
+    await finish(store, "a")
+    assert [j.id for j in (await store.list_jobs(queue="q1"))[0]] == ["c", "a"]
+    assert [j.id for j in (await store.list_jobs(job_type="other"))[0]] == ["b"]
+    assert [j.id for j in (await store.list_jobs(status=JobStatus.COMPLETED))[0]] == ["a"]
+    assert (await store.list_jobs(queue="q1", status=JobStatus.FAILED))[0] == []
+
+
+async def test_clear_deletes_only_waiting_jobs(store: Store) -> None:
+    soon = time.time() + 0.2
+    await add(store, make_job("done", queue="q"), make_job("running", queue="q"))
+    await finish(store, "done")
+    await lease_one(store)
+    await add(store, make_job("p", queue="q"), make_job("s", queue="q", status=JobStatus.SCHEDULED, run_at=soon))
+    await add(store, make_job("other", queue="keep"))
+    assert await store.clear("q") == 2
+    assert await store.get("p") is None and await store.get("s") is None
+    assert (await store.get("running")) is not None and (await store.get("done")) is not None
+    assert [job.id for job in await store.lease(5, 30.0)] == ["other"]
+    assert await store.lease(5, 30.0, wait=0.5) == []  # past the cleared job's run_at: it must not come back
+    assert time.time() > soon
+    stats = await store.stats()
+    assert stats.by_queue["q"] == {"completed": 1, "processing": 1}
+    await add(store, make_job("p", queue="q"))  # a cleared id can be used again
+
+
+async def test_logs_and_progress(store: Store) -> None:
+    await add(store, make_job("a"))
+    await store.append_log("a", "one")
+    await store.append_log("a", "two")
+    assert [line["message"] for line in await store.logs("a")] == ["one", "two"]
+    with pytest.raises(JobNotFound):
+        await store.append_log("missing", "x")
+    with pytest.raises(JobNotFound):
+        await store.logs("missing")
+    job = await lease_one(store)
+    await store.set_progress("a", job.lease_id, 0.25, "a quarter")
+    await store.set_progress("a", job.lease_id, 0.5, "half")
+    got = await store.get("a")
+    assert got is not None and (got.progress, got.progress_note) == (0.5, "half")
+    await store.set_progress("a", job.lease_id, 7.0, None)
+    assert (await store.get("a")).progress == 1.0  # type: ignore[union-attr]
+
+
+async def test_stats_counts_by_status_and_queue(store: Store) -> None:
+    await add(store, make_job("a"), make_job("b"), make_job("c", queue="q"))
+    await add(store, make_job("d", status=JobStatus.SCHEDULED, run_at=time.time() + 60))
+    await finish(store, "a")
+    await lease_one(store)
+    stats = await store.stats()
+    assert stats.by_status == {"completed": 1, "processing": 1, "pending": 1, "scheduled": 1}
+    assert stats.by_queue == {"default": {"completed": 1, "processing": 1, "scheduled": 1}, "q": {"pending": 1}}
+    assert stats.waiting == 2
