@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -41,13 +42,35 @@ def job_response(job: Job, status: int = 200) -> web.Response:
     return json_response(job.to_dict(), status, {"Location": f"/status/{job.id}"})
 
 
+def wait_seconds(request: web.Request) -> float:
+    """The ``?wait=SECONDS`` query parameter (0 when absent); the service caps it."""
+    raw = request.query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = math.nan
+    if not 0 <= wait <= 3600:
+        raise ValidationFailed(
+            f"wait must be a number of seconds from 0 to 3600, not {raw!r}",
+            errors=[{"field": "wait", "message": "a number of seconds"}],
+        )
+    return wait
+
+
 @routes.post("/enqueue")
 async def enqueue(request: web.Request) -> web.Response:
     """Accept one job: 202 when new, 200 when the same id and body were sent before."""
+    wait = wait_seconds(request)
     job_request = EnqueueRequest.model_validate_json(await request.read())
-    [answer] = await request.app[SERVICE].submit([job_request])
+    service = request.app[SERVICE]
+    [answer] = await service.submit([job_request])
     if isinstance(answer, JobqError):
         raise answer
+    if wait:
+        job = await service.wait_until_finished(answer.job.id, wait)
+        return job_response(job, 200 if job.finished else 202)
     return job_response(answer.job, 202 if answer.created else 200)
 
 
@@ -87,8 +110,11 @@ async def enqueue_batch(request: web.Request) -> web.Response:
 @routes.get("/status/{id}")
 @routes.get("/jobs/{id}")
 async def status(request: web.Request) -> web.Response:
-    """The whole job record, with every attempt in ``history``."""
-    return job_response(await request.app[SERVICE].get(request.match_info["id"]))
+    """The whole job record, with every attempt in ``history``; ``?wait=`` long-polls for its next change."""
+    wait = wait_seconds(request)
+    service = request.app[SERVICE]
+    job_id = request.match_info["id"]
+    return job_response(await service.wait_for_change(job_id, wait) if wait else await service.get(job_id))
 
 
 @routes.get("/jobs")

@@ -15,8 +15,9 @@ from typing import Any
 from jobq.config import Config
 from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
 from jobq.handlers import Registry
-from jobq.job import Job, JobStatus, rfc3339
+from jobq.job import TERMINAL, Job, JobStatus, rfc3339
 from jobq.models import EnqueueRequest, LeaseRequest, ListQuery
+from jobq.rate import RateMeter
 from jobq.store.base import Added, Store
 from jobq.workers import DrainReport, WorkerPool
 
@@ -44,7 +45,10 @@ class JobService:
         self.pool = WorkerPool(store, registry, concurrency=config.workers, lease_seconds=config.lease_seconds)
         self.started_at = time.time()
         self.draining = False
+        self.finish_rate = RateMeter()
         self._drain_started = asyncio.Event()
+        self._change_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        store.add_listener(self._on_change)
         self._housekeeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -58,6 +62,10 @@ class JobService:
         """Refuse new jobs, finish accepted ones (up to the drain timeout), and stop the workers."""
         self.draining = True
         self._drain_started.set()  # answers pending long-polls at once
+        for waiters in self._change_waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         return await self.pool.drain(self.config.drain_timeout)
 
     async def close(self) -> None:
@@ -77,6 +85,49 @@ class JobService:
                 await self.store.purge()
             except Exception:
                 log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
+
+    def _on_change(self, job: Job, before: JobStatus) -> None:
+        """Store listener: count finished jobs and wake whoever waits on this one."""
+        if job.status in TERMINAL:
+            self.finish_rate.mark()
+        waiters = self._change_waiters.pop(job.id, None)
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_for_change(self, job_id: str, timeout: float) -> Job:
+        """The job after its next status change, or as it is when ``timeout`` passes (or a drain starts).
+
+        Waiting costs one future, woken by the store listener: the store is never polled.
+        """
+        job = await self.get(job_id)
+        timeout = min(timeout, MAX_WAIT_SECONDS)
+        if timeout <= 0 or job.finished or self.draining:
+            return job
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._change_waiters.setdefault(job_id, [])
+        waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if not waiter.done():
+                waiters.remove(waiter)
+                if not waiters:
+                    self._change_waiters.pop(job_id, None)
+        return await self.get(job_id)
+
+    async def wait_until_finished(self, job_id: str, timeout: float) -> Job:
+        """The job once it finished, or as it is after ``timeout`` seconds (capped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, MAX_WAIT_SECONDS)
+        job = await self.get(job_id)
+        while not job.finished and not self.draining and (left := deadline - loop.time()) > 0:
+            job = await self.wait_for_change(job_id, left)
+        return job
 
     # -- verbs -------------------------------------------------------------
     async def submit(self, requests: Sequence[EnqueueRequest]) -> list[Submitted | JobqError]:
@@ -173,7 +224,7 @@ class JobService:
             "paused_queues": counts.paused,
             "queue_depth": counts.waiting,
             "workers": {"total": self.pool.concurrency, "busy": self.pool.busy},
-            "jobs_per_second": round(self.pool.rate.per_second(), 2),
+            "jobs_per_second": round(self.finish_rate.per_second(), 2),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "draining": self.draining,
         }

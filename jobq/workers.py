@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from jobq.errors import JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter
 from jobq.job import Job
-from jobq.rate import RateMeter
 from jobq.retry import Retry
 
 log = logging.getLogger("jobq.workers")
@@ -84,7 +83,6 @@ class WorkerPool:
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self.busy = 0
         self.settled = 0
-        self.rate = RateMeter()
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(concurrency, 1))
         self._room = asyncio.Event()
         self._held: dict[str, Job] = {}  # leased by this pool and not yet settled
@@ -219,7 +217,6 @@ class WorkerPool:
         try:
             await self._settle(job, *await self._execute(job))
             self.settled += 1
-            self.rate.mark()
         except StaleLease:
             log.debug("job %s lost its lease while running (cancelled or expired)", job.id)
         except asyncio.CancelledError:

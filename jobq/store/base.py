@@ -11,7 +11,7 @@ several processes share one store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,10 +57,23 @@ class StoreStats:
         return sum(self.by_status.get(s, 0) for s in ("pending", "scheduled", "retrying"))
 
 
+ChangeListener = Callable[[Job, JobStatus], None]
+"""Called as ``listener(job, before)`` after a stored job moves from status ``before``."""
+
+
 class Store(ABC):
     """A job store. Every backend passes the same conformance suite (tests/test_store_contract.py)."""
 
     options: StoreOptions
+    listeners: list[ChangeListener]
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` on the event loop after every status change of a stored job.
+
+        It must be quick and must not raise: it runs inside store operations.
+        Waiting for a job (``?wait=``), watch streams and metrics hang off this.
+        """
+        self.listeners.append(listener)
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, and recover after a crash."""

@@ -32,6 +32,7 @@ class MemoryStore(Store):
 
     def __init__(self, options: StoreOptions | None = None) -> None:
         self.options = options or StoreOptions()
+        self.listeners = []
         self._jobs: dict[str, Job] = {}
         self._ready: dict[str, list[tuple[int, int, Job]]] = {}  # queue -> heap(-priority, seq, job)
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
@@ -90,6 +91,9 @@ class MemoryStore(Store):
         self._counts[(job.queue, after)] += 1
         self._waiting += after in WAITING
         self._terminal += after in TERMINAL
+        if before is not None:
+            for listener in self.listeners:
+                listener(job, before)
 
     def _place(self, job: Job) -> None:
         """Put a job where its status says it belongs (ready heap, timer heap, leases, finished)."""
