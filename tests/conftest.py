@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,19 @@ from jobq.config import Config
 from jobq.handlers import Registry
 
 TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=5.0)
+
+BACKENDS = ["memory", "sqlite"]
+"""Every store backend; API and store tests run once per backend."""
+
+
+def store_url(backend: str, tmp_path: Path) -> str:
+    """Where each backend keeps its data for one test."""
+    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'jobq.db'}"}[backend]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture
@@ -31,11 +45,12 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, registry: Registry) -> MakeClient:
-    """Build a test client for an app with config overrides, e.g. ``await make_client(workers=2)``."""
+def make_client(aiohttp_client: Any, registry: Registry, backend: str, tmp_path: Path) -> MakeClient:
+    """Build a test client for an app on each backend with config overrides, e.g. ``await make_client(workers=2)``."""
 
     async def build(**overrides: Any) -> TestClient:
-        return await aiohttp_client(create_app(replace(TEST_CONFIG, **overrides), handlers=registry))
+        config = replace(TEST_CONFIG, store=store_url(backend, tmp_path), **overrides)
+        return await aiohttp_client(create_app(config, handlers=registry))
 
     return build
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -143,7 +145,10 @@ async def test_stats_counts_jobs_per_status(client: TestClient) -> None:
     ids = [(await (await client.post("/enqueue", json={"type": t})).json())["id"] for t in ("noop", "noop", "fail")]
     for job_id in ids:
         await wait_for_status(client, job_id, "completed", "failed")
-    stats = await (await client.get("/stats")).json()
+    deadline = time.monotonic() + 5
+    while (stats := await (await client.get("/stats")).json())["workers"]["busy"]:
+        assert time.monotonic() < deadline, "workers still busy"  # settling: the final write commits
+        await asyncio.sleep(0.01)
     assert stats["jobs"]["completed"] == 2
     assert stats["jobs"]["failed"] == 1
     assert stats["queue_depth"] == 0

@@ -18,15 +18,9 @@ from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.retry import RetryPolicy
 from jobq.store import Added, Retention, Store, StoreOptions, open_store
-
-BACKENDS = ["memory", "sqlite"]
+from tests.conftest import BACKENDS, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
-
-
-def store_url(backend: str, tmp_path: Path) -> str:
-    """Where each backend keeps its data for one test."""
-    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'jobq.db'}"}[backend]
 
 
 @pytest.fixture(params=BACKENDS)

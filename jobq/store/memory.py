@@ -165,29 +165,26 @@ class MemoryStore(Store):
                 outcomes.append(Added(job, created=True))
         future = self._journal(fresh) if fresh else None
         if future is not None:
-            self._track_added(fresh, future)
+            self._adding.update((job.id, future) for job in fresh)
             commits.update((job.id, future) for job in fresh)
         else:
             for job in fresh:
                 self._place(job)
         if not commits:
             return outcomes
-        for commit in set(commits.values()):  # shielded: a cancelled caller never cancels a commit
-            with contextlib.suppress(Exception):  # read back per job below
-                await asyncio.shield(commit)
+        try:
+            for commit in set(commits.values()):  # shielded: a cancelled caller never cancels a commit
+                with contextlib.suppress(Exception):  # read back per job below
+                    await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            if future is not None:  # finish the bookkeeping when the commit lands, caller or not
+                future.add_done_callback(functools.partial(self._added, fresh))
+            raise
         if future is not None:
-            self._added(fresh, future)  # an already-failed commit returns before its callback runs
+            # Placed here, not in a done-callback, so the accepting request answers
+            # before any worker can lease the job: its 202 shows it pending.
+            self._added(fresh, future)
         return [self._commit_outcome(o, commits) for o in outcomes]
-
-    def _track_added(self, fresh: list[Job], future: asyncio.Future[None]) -> None:
-        """Place new jobs once their commit succeeds, or forget them if it fails.
-
-        The bookkeeping is a done-callback, not code after an ``await``, so it
-        happens even if the caller is cancelled while the commit is in flight.
-        """
-        for job in fresh:
-            self._adding[job.id] = future
-        future.add_done_callback(functools.partial(self._added, fresh))
 
     def _added(self, fresh: list[Job], future: asyncio.Future[None]) -> None:
         """Settle the jobs of a finished commit; runs once per job (a second call finds nothing to do)."""
