@@ -113,7 +113,10 @@ async def serve(config: Config) -> int:
     service = app[SERVICE]
     shutdown = Shutdown(service, config)
     shutdown.install()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_GRACE_SECONDS)
+    # handler_cancellation: a client that hangs up mid long-poll must not be leased jobs it will never see.
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_GRACE_SECONDS, handler_cancellation=True
+    )
     try:
         await runner.setup()
     except (JobqError, OSError) as exc:

@@ -182,13 +182,28 @@ class JobService:
         if wait <= 0:
             return await leasing
         stopping = asyncio.ensure_future(self._drain_started.wait())
-        await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
+        try:
+            await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the worker hung up: nobody would ever see these jobs
+            await self._abandon(leasing)
+            raise
+        finally:
+            stopping.cancel()
+        if not leasing.done():
+            await self._abandon(leasing)
+            return []
+        return leasing.result()
+
+    async def _abandon(self, leasing: asyncio.Future[list[Job]]) -> None:
+        """Stop a lease call; jobs it already took go straight back."""
         if not leasing.done():
             leasing.cancel()  # still waiting, so it holds no jobs
             await asyncio.gather(leasing, return_exceptions=True)
-            return []
-        return leasing.result()
+            return
+        if leasing.cancelled() or leasing.exception() is not None:
+            return
+        for job in leasing.result():
+            await self.store.release(job.id, job.lease_id or "")
 
     async def retry(self, job_id: str) -> Job:
         """Run a failed or dead job again."""

@@ -23,47 +23,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ServerProcess:
-    """One ``python main.py`` process; its log goes to ``log_path``."""
+class ManagedProcess:
+    """A child Python process whose output goes to ``log_path``."""
 
-    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, log_path: Path, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log_file = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "--port", str(self.port), *args],
+            [sys.executable, *argv],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Poll ``/health`` until it answers (fails if the process dies or time runs out)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
-
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-        """One HTTP call; returns (status, parsed JSON body or None)."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as error:
-            raw = error.read()
-            return error.code, json.loads(raw) if raw else None
 
     def send(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
@@ -90,3 +62,45 @@ class ServerProcess:
         if self.process.poll() is None:
             self.kill()
         self._log_file.close()
+
+
+class WorkerProcess(ManagedProcess):
+    """One ``python -m jobq.worker`` process leasing from ``url``."""
+
+    def __init__(self, log_path: Path, url: str, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(log_path, ["-m", "jobq.worker", "--url", url, *args], env)
+
+
+class ServerProcess(ManagedProcess):
+    """One ``python main.py`` process on a free port."""
+
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(log_path, [str(ROOT / "main.py"), "--port", str(self.port), *args], env)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Poll ``/health`` until it answers (fails if the process dies or time runs out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+        """One HTTP call; returns (status, parsed JSON body or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None

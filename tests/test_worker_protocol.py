@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from jobq.api import SERVICE
-from tests.conftest import MakeClient, wait_for_status
+from jobq.app import create_app
+from jobq.handlers import Registry
+from tests.conftest import TEST_CONFIG, MakeClient, store_url, wait_for_status
 from tests.test_workers import enqueue
 
 
@@ -107,3 +112,22 @@ async def test_drain_answers_pending_long_polls_at_once(make_client: MakeClient)
     refused = await client.post("/enqueue", json={"type": "noop"})
     assert refused.status == 503
     assert refused.headers["Retry-After"]
+
+
+async def test_a_worker_hanging_up_mid_poll_is_never_leased_a_job(
+    aiohttp_client: Any, registry: Registry, backend: str, tmp_path: Path
+) -> None:
+    config = replace(TEST_CONFIG, workers=0, store=store_url(backend, tmp_path))
+    client = await aiohttp_client(create_app(config, handlers=registry), server_kwargs={"handler_cancellation": True})
+    store = client.app[SERVICE].store
+    polling = asyncio.create_task(client.post("/workers/lease", json={"wait": 30}))
+    deadline = asyncio.get_running_loop().time() + 5
+    while not store._waiters:  # the poll is parked in the store
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    polling.cancel()  # the worker hangs up
+    while store._waiters:  # the server noticed and stopped waiting
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    job_id = await enqueue(client, "noop")
+    assert [job["id"] for job in await lease(client)] == [job_id]
