@@ -39,6 +39,11 @@ class Config:
     host: str = _option("127.0.0.1", "address to listen on")
     port: int = _option(8080, "HTTP port (0 picks a free one)", at_least=0, at_most=65535)
     workers: int = _option(32, "in-process worker tasks (jobs run at once; 0 runs none)", at_least=0)
+    queues: tuple[str, ...] = _option(
+        (),
+        "queues the in-process workers take jobs from (comma-separated; all when empty); "
+        "other queues wait for remote workers and accept any job type",
+    )
     store: str = _option("sqlite:///jobq.db", "where jobs live: sqlite:///path (durable), memory:// (fastest)")
     durability: str = _option(
         "full",

@@ -42,7 +42,13 @@ class JobService:
         self.config = config
         self.store = store
         self.registry = registry
-        self.pool = WorkerPool(store, registry, concurrency=config.workers, lease_seconds=config.lease_seconds)
+        self.pool = WorkerPool(
+            store,
+            registry,
+            concurrency=config.workers,
+            lease_seconds=config.lease_seconds,
+            queues=config.queues or None,
+        )
         self.started_at = time.time()
         self.draining = False
         self.finish_rate = RateMeter()
@@ -139,7 +145,7 @@ class JobService:
         slots: list[int] = []
         now = time.time()
         for index, request in enumerate(requests):
-            if self.pool.concurrency and request.type not in self.registry:
+            if self._runs_here(request.queue) and request.type not in self.registry:
                 answers[index] = self.registry.unknown(request.type)
                 continue
             jobs.append(request.to_job(now))
@@ -148,6 +154,10 @@ class JobService:
         for index, job, outcome in zip(slots, jobs, outcomes, strict=True):
             answers[index] = self._answer(job, outcome)
         return answers  # type: ignore[return-value]
+
+    def _runs_here(self, queue: str) -> bool:
+        """Whether in-process workers take jobs from this queue (so its job types must be known here)."""
+        return self.pool.concurrency > 0 and (not self.config.queues or queue in self.config.queues)
 
     @staticmethod
     def _answer(job: Job, outcome: Added | Exception) -> Submitted | JobqError:

@@ -131,3 +131,13 @@ async def test_a_worker_hanging_up_mid_poll_is_never_leased_a_job(
         await asyncio.sleep(0.01)
     job_id = await enqueue(client, "noop")
     assert [job["id"] for job in await lease(client)] == [job_id]
+
+
+async def test_queues_not_served_here_take_any_type_for_remote_workers(make_client: MakeClient) -> None:
+    client = await make_client(workers=2, queues=("default",))
+    assert (await client.post("/enqueue", json={"type": "thumbnail"})).status == 422
+    job_id = await enqueue(client, "thumbnail", queue="images")
+    [job] = await lease(client, queues=["images"])
+    assert (job["id"], job["type"]) == (job_id, "thumbnail")
+    local = await enqueue(client, "echo", payload={"here": True})
+    assert (await wait_for_status(client, local, "completed"))["result"] == {"here": True}
