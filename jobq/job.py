@@ -158,7 +158,7 @@ class Job:
         self.started_at = now
         self.run_at = None
         self.progress = self.progress_note = None
-        self.history.append(Attempt(self.attempts, now, worker))
+        self.history.append(Attempt(len(self.history) + 1, now, worker))  # numbered across re-runs
 
     def complete(self, result: Any, now: float) -> None:
         """The handler returned: record its result."""
