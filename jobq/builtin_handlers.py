@@ -30,6 +30,7 @@ async def sleep(ctx: JobContext) -> dict[str, float]:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         raise JobFailed("payload.seconds must be a non-negative number")
     seconds = min(float(seconds), MAX_SLEEP_SECONDS)
+    await ctx.log(f"sleeping {seconds:g}s")
     await asyncio.sleep(seconds)
     return {"slept": seconds}
 
