@@ -28,6 +28,7 @@ from jobq.config import Config
 from jobq.errors import JobqError
 from jobq.handlers import load_handler_modules
 from jobq.job import WAITING
+from jobq.rpc.server import GrpcServer, start_grpc_server
 from jobq.service import JobService
 
 log = logging.getLogger("jobq")
@@ -37,6 +38,7 @@ EXIT_FORCED = 1
 EXIT_CANNOT_START = 2
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 HTTP_GRACE_SECONDS = 5.0  # after the drain, how long in-flight HTTP requests get to finish
+GRPC_GRACE_SECONDS = 5.0  # after the drain, how long running gRPC calls get to finish
 MAX_IDS_LOGGED = 50  # a shutdown log line names at most this many jobs, then counts the rest
 
 
@@ -135,9 +137,25 @@ async def serve(config: Config) -> int:
         config.workers,
         config.store,
     )
+    grpc_server: GrpcServer | None = None
+    if config.grpc_port:
+        try:
+            grpc_server = await start_grpc_server(
+                service, config.host, config.grpc_port, max_message_bytes=config.body_limit
+            )
+        except OSError as exc:
+            log.error(
+                "jobq cannot listen on %s port %d for gRPC: %s", config.host, config.grpc_port, exc.strerror or exc
+            )
+            await runner.cleanup()
+            return EXIT_CANNOT_START
 
     await shutdown.requested.wait()
+    if grpc_server is not None:
+        await grpc_server.begin_shutdown()  # health checks answer NOT_SERVING while jobs drain
     code = await drain_and_report(service, config)
+    if grpc_server is not None:
+        await grpc_server.stop(GRPC_GRACE_SECONDS)
     await runner.cleanup()
     log.info("jobq stopped")
     return code

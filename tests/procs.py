@@ -32,7 +32,7 @@ class ManagedProcess:
         self.process = subprocess.Popen(
             [sys.executable, *argv],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "JOBQ_GRPC_PORT": "0", **(env or {})},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )

@@ -29,9 +29,9 @@ EXIT_CANNOT_START = 2
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """This process's environment without any ``JOBQ_*`` variable, plus ``variables``."""
+    """This process's environment without any ``JOBQ_*`` variable, plus ``variables`` (gRPC off unless set)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
-    return {**env, "PYTHONPATH": str(ROOT), **variables}
+    return {**env, "PYTHONPATH": str(ROOT), "JOBQ_GRPC_PORT": "0", **variables}
 
 
 def run_main(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,8 +89,9 @@ def test_a_flag_wins_over_its_variable_and_a_variable_over_the_default() -> None
 
 
 def test_variables_configure_the_running_server(tmp_path: Path) -> None:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {"JOBQ_PORT": str(port), "JOBQ_WORKERS": "3", "JOBQ_STORE": "memory://", "JOBQ_QUEUE_SIZE": "7"}
+    env["JOBQ_GRPC_PORT"] = str(grpc_port)
     with (tmp_path / "server.log").open("w+") as log:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / "main.py")], cwd=ROOT, env=clean_env(**env), stdout=log, stderr=log
@@ -115,6 +116,7 @@ def test_variables_configure_the_running_server(tmp_path: Path) -> None:
         log.seek(0)
         output = log.read()
     assert f"serving on http://127.0.0.1:{port} with 3 workers, store memory://" in output
+    assert f"gRPC serving on 127.0.0.1:{grpc_port}" in output
     assert "jobq stopped" in output
 
 

@@ -1,0 +1,232 @@
+"""Between jobq's plain data and the jobq.v1 messages: jobs, JSON values, times and enums.
+
+Requests become the same dicts the HTTP API hands its pydantic models, holding
+only the fields the client set, so absent fields take the HTTP defaults and
+validation explains problems in the HTTP API's words.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.struct_pb2 import NULL_VALUE, Value
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobq.errors import ValidationFailed
+from jobq.job import Attempt, Job, JobStatus
+from jobq.rpc.gen import jobq_pb2 as pb
+
+log = logging.getLogger("jobq.rpc")
+
+MAX_EXACT_INTEGER = 2**53  # the largest whole number a double holds exactly
+# Objects and arrays a payload or result may nest: the deepest every jobq.v1 message can carry,
+# as protobuf decodes at most 100 message levels and each JSON object level takes three.
+MAX_NESTING = 32
+
+# Job.to_dict shows next_run_at in these states only.
+DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
+
+STATUS_TO_PB: Mapping[JobStatus, pb.JobStatus] = {
+    status: pb.JobStatus.Value(f"JOB_STATUS_{status.name}") for status in JobStatus
+}
+STATUS_FROM_PB: Mapping[int, JobStatus] = {number: status for status, number in STATUS_TO_PB.items()}
+
+OUTCOME_FROM_PB: Mapping[int, str] = {
+    pb.FAIL_OUTCOME_UNSPECIFIED: "failed",
+    pb.FAIL_OUTCOME_FAILED: "failed",
+    pb.FAIL_OUTCOME_TIMEOUT: "timeout",
+    pb.FAIL_OUTCOME_RETRY: "retry",
+}
+
+
+def invalid(field: str, message: str) -> ValidationFailed:
+    """The 422-style error for one bad field, worded like the HTTP API's."""
+    return ValidationFailed(f"the job is invalid: {field}: {message}", errors=[{"field": field, "message": message}])
+
+
+# -- JSON values -----------------------------------------------------------
+def from_value(value: Value, field: str, depth: int = 0) -> Any:
+    """The JSON value a ``google.protobuf.Value`` holds; whole numbers up to 2^53 become ints."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return _number(value.number_value, field)
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind in ("struct_value", "list_value") and depth >= MAX_NESTING:
+        raise invalid(field, f"objects and arrays nest at most {MAX_NESTING} levels deep over gRPC")
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        return {key: from_value(item, f"{field}.{key}", depth + 1) for key, item in fields.items()}
+    if kind == "list_value":
+        items = value.list_value.values
+        return [from_value(item, f"{field}.{index}", depth + 1) for index, item in enumerate(items)]
+    return None  # null_value, or a Value with nothing set
+
+
+def _number(number: float, field: str) -> int | float:
+    if not math.isfinite(number):
+        raise invalid(field, "numbers must be finite (JSON has no NaN or Infinity)")
+    if number.is_integer() and abs(number) <= MAX_EXACT_INTEGER:
+        return int(number)
+    return number
+
+
+class TooDeep(Exception):
+    """A JSON value nests deeper than MAX_NESTING."""
+
+
+def to_value(data: Any) -> Value:
+    """A ``google.protobuf.Value`` holding a JSON value (as stored for a payload or result).
+
+    A value nested deeper than a message can carry (only the HTTP API accepts one) is sent as
+    a string holding its JSON text, so the job can still be read and leased over gRPC.
+    """
+    value = Value()
+    try:
+        _fill(value, data, 0)
+    except TooDeep:
+        log.warning("a value nests more than %d levels deep; gRPC sends it as JSON text", MAX_NESTING)
+        return Value(string_value=json.dumps(data, separators=(",", ":")))
+    return value
+
+
+def _fill(value: Value, data: Any, depth: int) -> None:
+    if isinstance(data, Mapping | list | tuple) and depth >= MAX_NESTING:
+        raise TooDeep
+    if data is None:
+        value.null_value = NULL_VALUE
+    elif isinstance(data, bool):
+        value.bool_value = data
+    elif isinstance(data, int | float):
+        try:
+            value.number_value = float(data)
+        except OverflowError:  # an integer past a double's range: keep every digit, as text
+            value.string_value = str(data)
+    elif isinstance(data, str):
+        value.string_value = data
+    elif isinstance(data, Mapping):
+        value.struct_value.SetInParent()  # an empty object is still an object
+        for key, item in data.items():
+            _fill(value.struct_value.fields[str(key)], item, depth + 1)
+    elif isinstance(data, list | tuple):
+        value.list_value.SetInParent()
+        for item in data:
+            _fill(value.list_value.values.add(), item, depth + 1)
+    else:
+        raise TypeError(f"{type(data).__name__} is not a JSON value")
+
+
+# -- times -------------------------------------------------------------------
+def to_timestamp(timestamp: float | None) -> Timestamp | None:
+    """A Unix time as a Timestamp, at the HTTP record's precision: milliseconds, cut as ``rfc3339`` cuts them."""
+    if timestamp is None:
+        return None
+    fraction, whole = math.modf(timestamp)
+    micros = round(fraction * 1_000_000)  # datetime.fromtimestamp rounds to the microsecond like this
+    return Timestamp(seconds=int(whole) + micros // 1_000_000, nanos=micros % 1_000_000 // 1000 * 1_000_000)
+
+
+def to_datetime(timestamp: Timestamp) -> datetime:
+    """A Timestamp as an aware UTC datetime."""
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
+# -- jobs --------------------------------------------------------------------
+def job_message(job: Job) -> pb.Job:
+    """The jobq.v1.Job for a job: the HTTP job record, field for field."""
+    return pb.Job(
+        id=job.id,
+        type=job.type,
+        queue=job.queue,
+        priority=job.priority,
+        status=STATUS_TO_PB[job.status],
+        payload=to_value(job.payload),
+        result=to_value(job.result),
+        error=job.error,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        timeout=job.timeout,
+        progress=job.progress,
+        progress_note=job.progress_note,
+        created_at=to_timestamp(job.created_at),
+        run_at=to_timestamp(job.run_at),
+        next_run_at=to_timestamp(job.run_at if job.status in DEFERRED else None),
+        started_at=to_timestamp(job.started_at),
+        finished_at=to_timestamp(job.finished_at),
+        lease_expires_at=to_timestamp(job.lease_expires_at),
+        history=[attempt_message(attempt) for attempt in job.history],
+    )
+
+
+def attempt_message(attempt: Attempt) -> pb.Attempt:
+    return pb.Attempt(
+        number=attempt.number,
+        worker=attempt.worker,
+        started_at=to_timestamp(attempt.started_at),
+        finished_at=to_timestamp(attempt.finished_at),
+        outcome=attempt.outcome,
+        error=attempt.error,
+    )
+
+
+def leased_message(job: Job) -> pb.LeasedJob:
+    """A leased job as its worker sees it: the record plus the lease id."""
+    return pb.LeasedJob(job=job_message(job), lease_id=job.lease_id or "")
+
+
+# -- requests: the fields the client set, as the HTTP API would receive them --
+def present(message: Message, *names: str) -> dict[str, Any]:
+    """The named fields (each with presence: ``optional`` or a message) that the client set."""
+    return {name: getattr(message, name) for name in names if message.HasField(name)}
+
+
+def enqueue_fields(request: pb.EnqueueRequest) -> dict[str, Any]:
+    """The body of the equivalent ``POST /enqueue`` (an empty type counts as missing)."""
+    fields = present(request, "id", "queue", "priority", "delay", "max_attempts", "timeout")
+    if request.type:
+        fields["type"] = request.type
+    if request.HasField("payload"):
+        fields["payload"] = from_value(request.payload, "payload")
+    if request.HasField("run_at"):
+        fields["run_at"] = to_datetime(request.run_at)
+    return fields
+
+
+def list_fields(request: pb.ListJobsRequest) -> dict[str, Any]:
+    """The query of the equivalent ``GET /jobs``."""
+    fields = present(request, "queue", "type", "limit", "cursor")
+    if request.status != pb.JOB_STATUS_UNSPECIFIED:
+        if request.status not in STATUS_FROM_PB:
+            raise invalid("status", f"unknown status {request.status}")
+        fields["status"] = STATUS_FROM_PB[request.status].value
+    return fields
+
+
+def lease_fields(request: pb.LeaseRequest) -> dict[str, Any]:
+    """The body of the equivalent ``POST /workers/lease`` (no queues means every queue)."""
+    fields = present(request, "max_jobs", "wait", "lease", "worker")
+    if request.queues:
+        fields["queues"] = list(request.queues)
+    return fields
+
+
+def complete_fields(request: pb.CompleteRequest) -> dict[str, Any]:
+    """The body of the equivalent ``POST /jobs/{id}/complete``."""
+    result = from_value(request.result, "result") if request.HasField("result") else None
+    return {"lease_id": request.lease_id, "result": result}
+
+
+def fail_fields(request: pb.FailRequest) -> dict[str, Any]:
+    """The body of the equivalent ``POST /jobs/{id}/fail``."""
+    if request.outcome not in OUTCOME_FROM_PB:
+        raise invalid("outcome", f"unknown outcome {request.outcome}")
+    fields = {"lease_id": request.lease_id, "error": request.error, "outcome": OUTCOME_FROM_PB[request.outcome]}
+    return fields | present(request, "retry_in")

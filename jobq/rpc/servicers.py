@@ -1,0 +1,193 @@
+"""The jobq.v1 services: each RPC validates like its HTTP route, calls one JobService verb, and answers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from typing_extensions import override
+
+from jobq.errors import JobqError, ShuttingDown
+from jobq.job import TERMINAL, Job, JobStatus
+from jobq.models import (
+    CompleteRequest,
+    EnqueueRequest,
+    FailRequest,
+    HeartbeatRequest,
+    LeaseRequest,
+    ListQuery,
+    ReleaseRequest,
+)
+from jobq.rpc import convert
+from jobq.rpc.gen import jobq_pb2 as pb
+from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
+from jobq.rpc.status import stream, unary
+from jobq.service import JobService
+from jobq.store.base import Store
+
+Context = grpc.aio.ServicerContext
+
+DEADLINE_MARGIN_SECONDS = 0.2  # a long-poll answers this long before the call's deadline, so the answer arrives
+WATCH_POLL_SECONDS = 30.0  # WatchJob re-checks the job (and the deadline) at least this often
+COMPLETIONS_REMEMBERED = 10_000  # recent Complete calls kept to answer a repeat with the same lease
+
+
+def capped_wait(wait: float, remaining: float | None) -> float:
+    """A long-poll's wait, cut short to end ``DEADLINE_MARGIN_SECONDS`` before the call's deadline."""
+    if remaining is None:
+        return wait
+    return max(0.0, min(wait, remaining - DEADLINE_MARGIN_SECONDS))
+
+
+class JobServicer(pb_grpc.JobServiceServicer):
+    """jobq.v1.JobService: what POST /enqueue, GET /status/{id}, POST /jobs/{id}/cancel and GET /jobs do."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    @override
+    @unary
+    async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
+        job_request = EnqueueRequest.model_validate(convert.enqueue_fields(request))
+        [answer] = await self.service.submit([job_request])
+        if isinstance(answer, JobqError):
+            raise answer
+        return pb.EnqueueResponse(job=convert.job_message(answer.job), created=answer.created)
+
+    @override
+    @unary
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        return convert.job_message(await self.service.get(request.id))
+
+    @override
+    @unary
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+        return convert.job_message(await self.service.cancel(request.id))
+
+    @override
+    @unary
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        query = ListQuery.model_validate(convert.list_fields(request))
+        jobs, next_cursor = await self.service.list_jobs(query)
+        return pb.ListJobsResponse(jobs=[convert.job_message(job) for job in jobs], next_cursor=next_cursor)
+
+    @override
+    @stream
+    async def WatchJob(self, request: pb.WatchJobRequest, context: Context) -> AsyncIterator[pb.Job]:
+        job = await self.service.get(request.id)
+        last = job.status  # jobs are live objects: remember the status sent, not the job
+        yield convert.job_message(job)
+        while last not in TERMINAL:
+            job = await self._next_change(request.id, last, context)
+            if job.status is not last:
+                last = job.status
+                yield convert.job_message(job)
+
+    async def _next_change(self, job_id: str, last: JobStatus, context: Context) -> Job:
+        """The job once its status is no longer ``last``, or as it is when this wait runs out.
+
+        Raises ShuttingDown (UNAVAILABLE) once a drain starts: like every long-poll, the watch
+        is answered then rather than held through the drain.
+        """
+        job = await self.service.get(job_id)  # it may have moved on while the last message was being sent
+        if job.status is not last:
+            return job
+        job = await self.service.wait_for_change(job_id, await self._watch_timeout(context))
+        if job.status is last and self.service.draining:
+            raise ShuttingDown(f"jobq is shutting down; job {job_id!r} is still {job.status}: watch it again later")
+        return job
+
+    @staticmethod
+    async def _watch_timeout(context: Context) -> float:
+        """How long the next wait for a change may last; ends the call once its deadline has passed."""
+        remaining = context.time_remaining()
+        if remaining is None:
+            return WATCH_POLL_SECONDS
+        if remaining <= 0:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the job finished")
+        return min(remaining, WATCH_POLL_SECONDS)
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """jobq.v1.WorkerService: the HTTP worker protocol (lease, heartbeat, complete, fail, release)."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+        self.store = service.store
+        self.completions = Completions(service.store)
+
+    @override
+    @unary
+    async def Lease(self, request: pb.LeaseRequest, context: Context) -> pb.LeaseResponse:
+        body = LeaseRequest.model_validate(convert.lease_fields(request))
+        body = body.model_copy(update={"wait": capped_wait(body.wait, context.time_remaining())})
+        jobs = await self.service.lease(body)
+        return pb.LeaseResponse(jobs=[convert.leased_message(job) for job in jobs])
+
+    @override
+    @unary
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.LeasedJob:
+        body = HeartbeatRequest.model_validate({"lease_id": request.lease_id, **convert.present(request, "lease")})
+        return convert.leased_message(await self.store.heartbeat(request.id, body.lease_id, body.lease))
+
+    @override
+    @unary
+    async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.Job:
+        body = CompleteRequest.model_validate(convert.complete_fields(request))
+        return convert.job_message(await self.completions.complete(request.id, body.lease_id, body.result))
+
+    @override
+    @unary
+    async def Fail(self, request: pb.FailRequest, context: Context) -> pb.Job:
+        body = FailRequest.model_validate(convert.fail_fields(request))
+        job = await self.store.fail(request.id, body.lease_id, body.error, retry_in=body.retry_in, outcome=body.outcome)
+        return convert.job_message(job)
+
+    @override
+    @unary
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.Job:
+        body = ReleaseRequest.model_validate({"lease_id": request.lease_id})
+        return convert.job_message(await self.store.release(request.id, body.lease_id))
+
+
+class Completions:
+    """Makes Complete idempotent for the same lease.
+
+    Each completion runs as its own task, remembered by (job id, lease id) while
+    in flight and after it succeeds: a repeat (say, after a lost answer) gets the
+    same outcome instead of a stale-lease error, and a call cancelled by its
+    deadline still finishes writing the final state. A failed completion is
+    forgotten, so it can be tried again. Lease ids are never reused.
+    """
+
+    def __init__(self, store: Store, size: int = COMPLETIONS_REMEMBERED) -> None:
+        self.store = store
+        self.size = size
+        self._tasks: OrderedDict[tuple[str, str], asyncio.Task[Job]] = OrderedDict()
+
+    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
+        """Complete the job, or answer as the earlier Complete with this lease did."""
+        key = (job_id, lease_id)
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.create_task(self.store.complete(job_id, lease_id, result), name=f"jobq-complete-{job_id}")
+            self._tasks[key] = task
+            task.add_done_callback(functools.partial(self._settled, key))
+            self._trim()
+        return await asyncio.shield(task)
+
+    def _settled(self, key: tuple[str, str], task: asyncio.Task[Job]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self._tasks.get(key) is task:
+            del self._tasks[key]
+
+    def _trim(self) -> None:
+        """Forget the oldest finished completions beyond ``size``."""
+        while len(self._tasks) > self.size:
+            key, oldest = next(iter(self._tasks.items()))
+            if not oldest.done():
+                return
+            del self._tasks[key]

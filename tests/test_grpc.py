@@ -1,0 +1,722 @@
+"""The gRPC API, driven through a real grpc.aio channel to a server on the app's own store and loop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import math
+import re
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient
+from google.protobuf import descriptor_pb2, json_format
+from google.protobuf.struct_pb2 import Value
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from jobq.api import SERVICE
+from jobq.config import Config
+from jobq.errors import (
+    BadRequest,
+    IdReused,
+    InvalidTransition,
+    JobNotFound,
+    JobqError,
+    QueueFull,
+    ShuttingDown,
+    StaleLease,
+    StoreFull,
+    StoreUnavailable,
+    UnknownJobType,
+    ValidationFailed,
+)
+from jobq.handlers import JobContext, Registry
+from jobq.rpc import convert, generate
+from jobq.rpc.gen import jobq_pb2 as pb
+from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
+from jobq.rpc.server import GrpcServer, start_grpc_server
+from jobq.rpc.status import status_code
+from jobq.service import JobService
+from tests.conftest import MakeClient, wait_for_status
+from tests.procs import ServerProcess, free_port
+
+Code = grpc.StatusCode
+
+
+@dataclass
+class Rig:
+    """An HTTP test client and a gRPC server over the same JobService, and a channel to the server."""
+
+    client: TestClient
+    service: JobService
+    server: GrpcServer
+    channel: grpc.aio.Channel
+    jobs: pb_grpc.JobServiceStub
+    workers: pb_grpc.WorkerServiceStub
+
+
+MakeRig = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def make_rig(make_client: MakeClient) -> AsyncIterator[MakeRig]:
+    """Build a rig with app config overrides, e.g. ``await make_rig(workers=0)``; ``token=`` requires auth."""
+    opened: list[tuple[GrpcServer, grpc.aio.Channel]] = []
+
+    async def build(token: str | None = None, **overrides: Any) -> Rig:
+        client = await make_client(**overrides)
+        service = client.app[SERVICE]
+        server = await start_grpc_server(service, "127.0.0.1", 0, token=token)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        opened.append((server, channel))
+        return Rig(
+            client, service, server, channel, pb_grpc.JobServiceStub(channel), pb_grpc.WorkerServiceStub(channel)
+        )
+
+    yield build
+    for server, channel in opened:
+        await channel.close()
+        await server.stop(0)
+
+
+@pytest.fixture
+async def rig(make_rig: MakeRig) -> Rig:
+    """A rig whose app runs no workers: jobs stay where the test puts them."""
+    return await make_rig(workers=0)
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """The error a call ends with (fails the test if it succeeds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+def trailing(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    return {key: value for key, value in error.trailing_metadata() or ()}
+
+
+def value(data: Any) -> Value:
+    return json_format.ParseDict(data, Value())
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def as_record(job: pb.Job) -> dict[str, Any]:
+    """A jobq.v1.Job in the shape of the HTTP job record, times as datetimes, for comparison."""
+    data = json_format.MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return normalised({field.name: None for field in pb.Job.DESCRIPTOR.fields} | data)
+
+
+def normalised(record: dict[str, Any]) -> dict[str, Any]:
+    """Times as datetimes, the status in lower case, and every history entry likewise."""
+    out = {key: moment(item) if key.endswith("_at") and item else item for key, item in record.items()}
+    if isinstance(out.get("status"), str):
+        out["status"] = out["status"].removeprefix("JOB_STATUS_").lower()
+    if "history" in out:
+        fields = [field.name for field in pb.Attempt.DESCRIPTOR.fields]
+        out["history"] = [normalised({name: None for name in fields} | attempt) for attempt in out["history"]]
+    return out
+
+
+async def http_record(client: TestClient, job_id: str) -> dict[str, Any]:
+    response = await client.get(f"/status/{job_id}")
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def http_enqueue(client: TestClient, **body: Any) -> dict[str, Any]:
+    response = await client.post("/enqueue", json=body)
+    assert response.status == 202, await response.text()
+    return await response.json()
+
+
+# -- one store behind both APIs ----------------------------------------------
+async def test_enqueue_over_grpc_is_the_same_job_over_http(rig: Rig) -> None:
+    payload = {"w": 10, "tags": ["a", "b"], "nested": {"ratio": 1.5, "none": None, "ok": True}, "empty": {}}
+    request = pb.EnqueueRequest(
+        type="resize", payload=value(payload), id="img-1", queue="media", priority=5, max_attempts=3, timeout=2.5
+    )
+    answer = await rig.jobs.Enqueue(request)
+    assert answer.created
+    assert answer.job.status == pb.JOB_STATUS_PENDING
+
+    record = await http_record(rig.client, "img-1")
+    assert record["payload"] == payload
+    raw = await (await rig.client.get("/status/img-1")).text()
+    assert re.search(r'"w":10[,}]', raw)  # a whole number stays an integer, not 10.0
+    assert (record["queue"], record["priority"], record["max_attempts"], record["timeout"]) == ("media", 5, 3, 2.5)
+    assert normalised(record) == as_record(answer.job)
+
+    replay = await rig.jobs.Enqueue(request)
+    assert not replay.created
+    assert replay.job.created_at == answer.job.created_at
+
+
+async def test_enqueue_over_http_reads_the_same_over_grpc(rig: Rig) -> None:
+    job = await http_enqueue(rig.client, type="report", payload=[1, "two", {"three": 3.25}], delay=60, priority=-3)
+    message = await rig.jobs.GetJob(pb.GetJobRequest(id=job["id"]))
+    assert message.status == pb.JOB_STATUS_SCHEDULED
+    assert message.HasField("next_run_at")
+    assert convert.from_value(message.payload, "payload") == [1, "two", {"three": 3.25}]
+    assert as_record(message) == normalised(await http_record(rig.client, job["id"]))
+
+
+async def test_run_at_and_defaults_match_http(rig: Rig) -> None:
+    request = pb.EnqueueRequest(type="later")
+    request.run_at.FromJsonString("2099-01-01T12:00:00Z")
+    job = (await rig.jobs.Enqueue(request)).job
+    record = await http_record(rig.client, job.id)
+    assert (record["status"], record["run_at"]) == ("scheduled", "2099-01-01T12:00:00.000Z")
+    assert (record["payload"], record["queue"], record["priority"], record["max_attempts"]) == ({}, "default", 0, 1)
+    assert record["timeout"] is None
+
+
+async def test_cancel_and_list_jobs(rig: Rig) -> None:
+    ids = [(await http_enqueue(rig.client, type="page", queue="pages"))["id"] for _ in range(3)]
+    await http_enqueue(rig.client, type="other", queue="elsewhere")
+    first = await rig.jobs.ListJobs(pb.ListJobsRequest(queue="pages", limit=2))
+    assert [job.id for job in first.jobs] == ids[:0:-1]  # newest first
+    assert first.HasField("next_cursor")
+    second = await rig.jobs.ListJobs(pb.ListJobsRequest(queue="pages", limit=2, cursor=first.next_cursor))
+    assert [job.id for job in second.jobs] == [ids[0]]
+    assert not second.HasField("next_cursor")
+
+    cancelled = await rig.jobs.CancelJob(pb.CancelJobRequest(id=ids[1]))
+    assert cancelled.status == pb.JOB_STATUS_CANCELLED
+    assert (await http_record(rig.client, ids[1]))["status"] == "cancelled"
+    only = await rig.jobs.ListJobs(pb.ListJobsRequest(status=pb.JOB_STATUS_CANCELLED))
+    assert [job.id for job in only.jobs] == [ids[1]]
+    everything = await rig.jobs.ListJobs(pb.ListJobsRequest())
+    assert len(everything.jobs) == 4
+
+
+# -- WatchJob --------------------------------------------------------------------
+class Gate:
+    """A handler that waits until released, and says when it has started."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handler(self, ctx: JobContext) -> dict[str, Any]:
+        self.started.set()
+        await self.release.wait()
+        return {"done": ctx.payload}
+
+
+async def test_watch_job_streams_every_state_to_the_end(registry: Registry, make_rig: MakeRig) -> None:
+    gate = Gate()
+    registry.register("gated")(gate.handler)
+    rig = await make_rig(workers=1)
+    assert (await rig.client.post("/queues/held/pause")).status == 200
+    job_id = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="gated", queue="held", payload=value(7)))).job.id
+
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)
+    seen = [await stream.read()]
+    assert seen[0].status == pb.JOB_STATUS_PENDING
+    assert (await rig.client.post("/queues/held/resume")).status == 200
+    seen.append(await stream.read())
+    assert seen[1].status == pb.JOB_STATUS_PROCESSING
+    await asyncio.wait_for(gate.started.wait(), 5)
+    gate.release.set()
+    seen.append(await stream.read())
+    assert await stream.read() is grpc.aio.EOF
+    assert await stream.code() == Code.OK
+
+    assert [job.status for job in seen] == [pb.JOB_STATUS_PENDING, pb.JOB_STATUS_PROCESSING, pb.JOB_STATUS_COMPLETED]
+    assert convert.from_value(seen[-1].result, "result") == {"done": 7}
+    assert as_record(seen[-1]) == normalised(await http_record(rig.client, job_id))
+
+
+async def test_watch_job_ends_on_cancel_and_knows_missing_jobs(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="slow"))["id"]
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)
+    assert (await stream.read()).status == pb.JOB_STATUS_PENDING
+    await rig.client.post(f"/jobs/{job_id}/cancel")
+    assert (await stream.read()).status == pb.JOB_STATUS_CANCELLED
+    assert await stream.read() is grpc.aio.EOF
+
+    finished = [job async for job in rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=5)]
+    assert [job.status for job in finished] == [pb.JOB_STATUS_CANCELLED]  # a finished job: one message
+
+    missing = rig.jobs.WatchJob(pb.WatchJobRequest(id="nope"), timeout=5)
+    error = await rpc_error(missing.read())
+    assert error.code() == Code.NOT_FOUND
+    assert "nope" in (error.details() or "")
+
+
+async def test_watch_job_honours_the_deadline(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="never"))["id"]
+    started = time.monotonic()
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=0.5)
+    assert (await stream.read()).status == pb.JOB_STATUS_PENDING
+    error = await rpc_error(stream.read())
+    assert error.code() == Code.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 5
+
+
+async def test_a_drain_answers_watches_at_once_with_unavailable(registry: Registry, make_rig: MakeRig) -> None:
+    gate = Gate()
+    registry.register("gated")(gate.handler)
+    rig = await make_rig(workers=1)
+    job_id = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="gated"))).job.id
+    await asyncio.wait_for(gate.started.wait(), 5)
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)
+    assert (await stream.read()).status == pb.JOB_STATUS_PROCESSING
+    draining = asyncio.ensure_future(rig.service.drain())  # waits for the gated job
+    error = await rpc_error(stream.read())
+    assert error.code() == Code.UNAVAILABLE
+    assert "still processing" in (error.details() or "")
+    assert trailing(error)["retry-after"] == ShuttingDown.headers["Retry-After"]
+    gate.release.set()
+    assert (await asyncio.wait_for(draining, 5)).finished == 1
+    assert (await rig.jobs.GetJob(pb.GetJobRequest(id=job_id))).status == pb.JOB_STATUS_COMPLETED
+
+
+# -- a remote worker over gRPC ----------------------------------------------------
+async def test_remote_worker_leases_heartbeats_and_completes(rig: Rig) -> None:
+    polling = asyncio.ensure_future(
+        rig.workers.Lease(pb.LeaseRequest(wait=10, max_jobs=5, queues=["remote"], worker="w-1"), timeout=15)
+    )
+    await asyncio.sleep(0)  # let the long-poll start before the job exists; the poll works either way
+    job_id = (await http_enqueue(rig.client, type="resize", queue="remote", payload={"w": 3}))["id"]
+    [leased] = (await asyncio.wait_for(polling, 10)).jobs
+    assert leased.job.id == job_id
+    assert leased.job.status == pb.JOB_STATUS_PROCESSING
+    assert leased.lease_id
+    assert convert.from_value(leased.job.payload, "payload") == {"w": 3}
+
+    beat = await rig.workers.Heartbeat(pb.HeartbeatRequest(id=job_id, lease_id=leased.lease_id, lease=120))
+    assert beat.lease_id == leased.lease_id
+    assert beat.job.lease_expires_at.ToDatetime() > leased.job.lease_expires_at.ToDatetime()
+
+    done = await rig.workers.Complete(pb.CompleteRequest(id=job_id, lease_id=leased.lease_id, result=value({"ok": 1})))
+    assert done.status == pb.JOB_STATUS_COMPLETED
+    record = await http_record(rig.client, job_id)
+    assert (record["status"], record["result"]) == ("completed", {"ok": 1})
+    assert [(a["worker"], a["outcome"]) for a in record["history"]] == [("w-1", "completed")]
+
+    # the same Complete again (a lost answer, retried) is answered the same; the first result stays
+    again = await rig.workers.Complete(pb.CompleteRequest(id=job_id, lease_id=leased.lease_id, result=value(2)))
+    assert again.status == pb.JOB_STATUS_COMPLETED
+    assert convert.from_value(again.result, "result") == {"ok": 1}
+    assert (await http_record(rig.client, job_id))["result"] == {"ok": 1}
+
+
+async def test_stale_lease_is_failed_precondition_and_changes_nothing(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="resize"))["id"]
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+    calls = [
+        rig.workers.Complete(pb.CompleteRequest(id=job_id, lease_id="not-it", result=value(1))),
+        rig.workers.Heartbeat(pb.HeartbeatRequest(id=job_id, lease_id="not-it")),
+        rig.workers.Fail(pb.FailRequest(id=job_id, lease_id="not-it", error="x")),
+        rig.workers.Release(pb.ReleaseRequest(id=job_id, lease_id="not-it")),
+    ]
+    for call in calls:
+        error = await rpc_error(call)
+        assert error.code() == Code.FAILED_PRECONDITION
+        assert "not-it" in (error.details() or "")
+        assert trailing(error)["jobq-error"] == StaleLease.title
+    record = await http_record(rig.client, job_id)
+    assert (record["status"], record["result"], record["attempts"]) == ("processing", None, 1)
+    finished = await rig.workers.Complete(pb.CompleteRequest(id=job_id, lease_id=leased.lease_id))
+    assert finished.status == pb.JOB_STATUS_COMPLETED
+    late = await rpc_error(rig.workers.Fail(pb.FailRequest(id=job_id, lease_id=leased.lease_id, error="late")))
+    assert late.code() == Code.FAILED_PRECONDITION
+
+
+async def test_fail_retries_then_gives_up_and_release_requeues(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="flaky", max_attempts=2))["id"]
+    [first] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+    retrying = await rig.workers.Fail(pb.FailRequest(id=job_id, lease_id=first.lease_id, error="nope", retry_in=0))
+    assert retrying.status == pb.JOB_STATUS_RETRYING
+    [second] = (await rig.workers.Lease(pb.LeaseRequest(wait=5), timeout=10)).jobs
+    assert second.job.attempts == 2
+    released = await rig.workers.Release(pb.ReleaseRequest(id=job_id, lease_id=second.lease_id))
+    assert released.status == pb.JOB_STATUS_PENDING
+    [third] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+    dead = await rig.workers.Fail(
+        pb.FailRequest(id=job_id, lease_id=third.lease_id, error="timed out", outcome=pb.FAIL_OUTCOME_TIMEOUT)
+    )
+    assert dead.status == pb.JOB_STATUS_DEAD
+    assert [attempt.outcome for attempt in dead.history] == ["failed", "released", "timeout"]
+    assert (await http_record(rig.client, job_id))["error"] == "timed out"
+
+
+async def test_lease_caps_its_wait_by_the_deadline(rig: Rig) -> None:
+    started = time.monotonic()
+    answer = await rig.workers.Lease(pb.LeaseRequest(wait=30), timeout=1.0)  # answered, not DEADLINE_EXCEEDED
+    assert list(answer.jobs) == []
+    assert time.monotonic() - started < 1.0
+    job_id = (await http_enqueue(rig.client, type="after"))["id"]
+    assert (await http_record(rig.client, job_id))["status"] == "pending"  # no forgotten poll took it
+
+
+class PollWatch:
+    """Wraps ``Store.lease`` to tell when a long-poll starts and when it ends."""
+
+    def __init__(self, lease: Callable[..., Awaitable[list[Any]]]) -> None:
+        self._lease = lease
+        self.started = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    async def lease(self, *args: Any, **kwargs: Any) -> list[Any]:
+        self.started.set()
+        try:
+            return await self._lease(*args, **kwargs)
+        finally:
+            self.ended.set()
+
+
+async def test_a_cancelled_lease_stops_polling_and_takes_no_job(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    polls = PollWatch(rig.service.store.lease)
+    monkeypatch.setattr(rig.service.store, "lease", polls.lease)
+    call = rig.workers.Lease(pb.LeaseRequest(wait=30))
+    await asyncio.wait_for(polls.started.wait(), 5)
+    call.cancel()  # the worker goes away mid-poll
+    await asyncio.wait_for(polls.ended.wait(), 5)  # the server stops polling for it
+    job_id = (await http_enqueue(rig.client, type="after"))["id"]
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs  # so the job is still there to lease
+    assert leased.job.id == job_id
+
+
+async def test_drain_answers_a_pending_lease_at_once_and_refuses_enqueue(rig: Rig) -> None:
+    polling = asyncio.ensure_future(rig.workers.Lease(pb.LeaseRequest(wait=60), timeout=30))
+    await asyncio.sleep(0.05)  # the poll is parked on the server; the assertions below are the real check
+    await rig.service.drain()
+    assert list((await asyncio.wait_for(polling, 5)).jobs) == []
+    error = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="late")))
+    assert error.code() == Code.UNAVAILABLE
+    assert trailing(error)["retry-after"] == ShuttingDown.headers["Retry-After"]
+
+
+# -- error codes --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.EnqueueRequest(), "type"),
+        (pb.EnqueueRequest(type="bad name!"), "type"),
+        (pb.EnqueueRequest(type="ok", priority=5000), "priority"),
+        (pb.EnqueueRequest(type="ok", max_attempts=0), "max_attempts"),
+        (pb.EnqueueRequest(type="ok", delay=-1), "delay"),
+        (pb.EnqueueRequest(type="ok", timeout=0), "timeout"),
+        (pb.EnqueueRequest(type="ok", queue=""), "queue"),
+        (pb.EnqueueRequest(type="ok", payload=Value(number_value=math.nan)), "payload"),
+        (pb.EnqueueRequest(type="ok", payload=value({"deep": [1, {"x": math.inf}]})), "payload.deep.1.x"),
+    ],
+)
+async def test_invalid_enqueue_is_invalid_argument_naming_the_field(
+    rig: Rig, request_: pb.EnqueueRequest, field: str
+) -> None:
+    error = await rpc_error(rig.jobs.Enqueue(request_))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert f"{field}:" in (error.details() or "")
+    assert "Traceback" not in (error.details() or "")
+
+
+def nested(depth: int, container: str = "object") -> Any:
+    """A JSON value with ``depth`` objects (or arrays) inside each other around the number 1."""
+    data: Any = 1
+    for _ in range(depth):
+        data = {"k": data} if container == "object" else [data]
+    return data
+
+
+def nest_in_place(value: Value, depth: int, container: str) -> None:
+    """Fill ``value`` like ``nested`` does, without copying (protobuf copies only what it could decode)."""
+    for _ in range(depth):
+        value = value.struct_value.fields["k"] if container == "object" else value.list_value.values.add()
+    value.number_value = 1
+
+
+async def test_a_request_that_does_not_decode_is_invalid_argument(rig: Rig) -> None:
+    raw = rig.channel.unary_unary("/jobq.v1.JobService/Enqueue")  # bytes in, bytes out
+    garbage = await rpc_error(raw(b"\xff\xff\xff"))
+    assert garbage.code() == Code.INVALID_ARGUMENT
+    assert "not a valid jobq.v1.EnqueueRequest" in (garbage.details() or "")
+
+    too_deep = pb.EnqueueRequest(type="deep")
+    nest_in_place(too_deep.payload, 40, "object")
+    error = await rpc_error(raw(too_deep.SerializeToString()))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert "nests too deeply" in (error.details() or "")
+
+
+async def test_payloads_nest_at_most_32_levels(rig: Rig) -> None:
+    deepest = nested(convert.MAX_NESTING)
+    job = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="deep", payload=convert.to_value(deepest)))).job
+    assert (await http_record(rig.client, job.id))["payload"] == deepest
+    arrays = pb.EnqueueRequest(type="deep")
+    nest_in_place(arrays.payload, convert.MAX_NESTING + 1, "array")
+    error = await rpc_error(rig.jobs.Enqueue(arrays))  # protobuf decodes arrays this deep: jobq refuses them
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert "payload." in (error.details() or "")
+    assert "nest at most 32 levels" in (error.details() or "")
+
+
+async def test_a_deeper_payload_from_http_is_read_and_leased_as_json_text(rig: Rig) -> None:
+    data = nested(40)
+    job_id = (await http_enqueue(rig.client, type="deep", payload=data))["id"]
+    job = await rig.jobs.GetJob(pb.GetJobRequest(id=job_id))
+    assert json.loads(convert.from_value(job.payload, "payload")) == data
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+    assert json.loads(leased.job.payload.string_value) == data
+
+
+async def test_delay_and_run_at_together_are_refused_as_over_http(rig: Rig) -> None:
+    request = pb.EnqueueRequest(type="ok", delay=5)
+    request.run_at.FromJsonString("2099-01-01T00:00:00Z")
+    error = await rpc_error(rig.jobs.Enqueue(request))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert "delay or run_at" in (error.details() or "")
+
+
+async def test_unknown_job_type_is_invalid_argument_when_workers_run_here(make_rig: MakeRig) -> None:
+    rig = await make_rig(workers=1)
+    error = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="no_such_type")))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert trailing(error)["jobq-error"] == UnknownJobType.title
+
+
+async def test_not_found_already_exists_and_failed_precondition(rig: Rig) -> None:
+    missing = await rpc_error(rig.jobs.GetJob(pb.GetJobRequest(id="ghost")))
+    assert missing.code() == Code.NOT_FOUND
+    assert missing.details() == "Job not found: no job with id 'ghost'"
+    assert (await rpc_error(rig.jobs.CancelJob(pb.CancelJobRequest(id="ghost")))).code() == Code.NOT_FOUND
+    assert (await rpc_error(rig.workers.Heartbeat(pb.HeartbeatRequest(id="ghost", lease_id="x")))).code() == (
+        Code.NOT_FOUND
+    )
+
+    await rig.jobs.Enqueue(pb.EnqueueRequest(type="echo", id="order-42", payload=value({"n": 1})))
+    reused = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="echo", id="order-42", payload=value({"n": 2}))))
+    assert reused.code() == Code.ALREADY_EXISTS
+    assert "order-42" in (reused.details() or "")
+
+    await rig.jobs.CancelJob(pb.CancelJobRequest(id="order-42"))
+    twice = await rpc_error(rig.jobs.CancelJob(pb.CancelJobRequest(id="order-42")))
+    assert twice.code() == Code.FAILED_PRECONDITION
+    assert "cancelled" in (twice.details() or "")
+
+
+async def test_full_queue_is_resource_exhausted_with_retry_after(make_rig: MakeRig) -> None:
+    rig = await make_rig(workers=0, queue_size=1)
+    await rig.jobs.Enqueue(pb.EnqueueRequest(type="one"))
+    error = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="two")))
+    assert error.code() == Code.RESOURCE_EXHAUSTED
+    assert trailing(error) == {"jobq-error": QueueFull.title, "retry-after": QueueFull.headers["Retry-After"]}
+
+
+async def test_a_message_over_the_size_limit_is_resource_exhausted(rig: Rig) -> None:
+    error = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="big", payload=value("x" * 2_000_000))))
+    assert error.code() == Code.RESOURCE_EXHAUSTED
+
+
+async def test_bad_list_and_lease_arguments_are_invalid_argument(rig: Rig) -> None:
+    calls = [
+        rig.jobs.ListJobs(pb.ListJobsRequest(limit=0)),
+        rig.jobs.ListJobs(pb.ListJobsRequest(cursor="abc")),
+        rig.jobs.ListJobs(pb.ListJobsRequest(status=99)),  # type: ignore[arg-type]
+        rig.workers.Lease(pb.LeaseRequest(max_jobs=0)),
+        rig.workers.Lease(pb.LeaseRequest(queues=["bad name!"])),
+        rig.workers.Heartbeat(pb.HeartbeatRequest(id="x", lease_id="y", lease=0)),
+        rig.workers.Fail(pb.FailRequest(id="x", lease_id="y", error="e" * 10_001)),
+        rig.workers.Fail(pb.FailRequest(id="x", lease_id="y", outcome=42)),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        assert (await rpc_error(call)).code() == Code.INVALID_ARGUMENT
+
+
+async def test_an_unexpected_failure_is_internal_and_leaks_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(job_id: str) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(rig.service, "get", broken)
+    error = await rpc_error(rig.jobs.GetJob(pb.GetJobRequest(id="x")))
+    assert error.code() == Code.INTERNAL
+    assert "secret" not in (error.details() or "")
+    assert "secret detail" in caplog.text  # it is in the server's log instead
+
+
+async def test_token_is_required_when_set(make_rig: MakeRig) -> None:
+    rig = await make_rig(token="s3cret", workers=0)
+    for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", "s3cret"),)):
+        refused = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="x"), metadata=metadata))
+        assert refused.code() == Code.UNAUTHENTICATED
+        assert "Bearer" in (refused.details() or "")
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id="x"))
+    assert (await rpc_error(stream.read())).code() == Code.UNAUTHENTICATED
+    allowed = await rig.jobs.Enqueue(pb.EnqueueRequest(type="x"), metadata=(("authorization", "Bearer s3cret"),))
+    assert allowed.created
+    health = health_pb2_grpc.HealthStub(rig.channel)  # probes need no token
+    assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (BadRequest("x"), Code.INVALID_ARGUMENT),
+        (ValidationFailed("x"), Code.INVALID_ARGUMENT),
+        (UnknownJobType("x"), Code.INVALID_ARGUMENT),
+        (JobNotFound("x"), Code.NOT_FOUND),
+        (IdReused("x"), Code.ALREADY_EXISTS),
+        (StaleLease("x"), Code.FAILED_PRECONDITION),
+        (InvalidTransition("x", "completed", "cancelled"), Code.FAILED_PRECONDITION),
+        (QueueFull("x"), Code.RESOURCE_EXHAUSTED),
+        (StoreFull("x"), Code.RESOURCE_EXHAUSTED),
+        (ShuttingDown("x"), Code.UNAVAILABLE),
+        (StoreUnavailable("x"), Code.UNAVAILABLE),
+        (JobqError("x"), Code.INTERNAL),
+    ],
+)
+def test_every_jobq_error_has_its_status_code(error: JobqError, code: Code) -> None:
+    assert status_code(error) == code
+
+
+@pytest.mark.parametrize(
+    ("http", "code"),
+    [(401, Code.UNAUTHENTICATED), (403, Code.PERMISSION_DENIED), (429, Code.RESOURCE_EXHAUSTED)],
+)
+def test_errors_map_by_http_status(http: int, code: Code) -> None:
+    error = JobqError("x")
+    error.status = http
+    assert status_code(error) == code
+
+
+# -- health, reflection, lifecycle ---------------------------------------------
+async def test_health_serves_until_shutdown_begins(rig: Rig) -> None:
+    health = health_pb2_grpc.HealthStub(rig.channel)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", "jobq.v1.JobService", "jobq.v1.WorkerService"):
+        assert (await health.Check(health_pb2.HealthCheckRequest(service=name))).status == serving
+    unknown = await rpc_error(health.Check(health_pb2.HealthCheckRequest(service="nope")))
+    assert unknown.code() == Code.NOT_FOUND
+    watch = health.Watch(health_pb2.HealthCheckRequest())
+    assert (await watch.read()).status == serving
+
+    await rig.server.begin_shutdown()
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    assert (await watch.read()).status == not_serving
+    for name in ("", "jobq.v1.JobService"):
+        assert (await health.Check(health_pb2.HealthCheckRequest(service=name))).status == not_serving
+    assert (await rig.jobs.Enqueue(pb.EnqueueRequest(type="still"))).created  # calls are still served
+    watch.cancel()
+
+
+async def test_stop_reports_not_serving_and_ends_open_streams_after_the_grace_period(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="never"))["id"]
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id))
+    assert (await stream.read()).status == pb.JOB_STATUS_PENDING
+    health = health_pb2_grpc.HealthStub(rig.channel).Watch(health_pb2.HealthCheckRequest())
+    assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+    started = time.monotonic()
+    stopping = asyncio.ensure_future(rig.server.stop(grace=1.0))
+    assert (await health.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING  # first thing stop does
+    error = await rpc_error(stream.read())  # the open stream is cut when the grace period ends
+    assert error.code() in (Code.CANCELLED, Code.UNAVAILABLE)
+    await asyncio.wait_for(stopping, 5)
+    assert time.monotonic() - started < 5
+    refused = await rpc_error(rig.jobs.GetJob(pb.GetJobRequest(id=job_id), timeout=2))
+    assert refused.code() in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
+
+
+async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(rig.channel)
+    asks = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="jobq.v1.WorkerService"),
+    ]
+    listed, described = [answer async for answer in stub.ServerReflectionInfo(iter(asks))]
+    names = {service.name for service in listed.list_services_response.service}
+    assert {"jobq.v1.JobService", "jobq.v1.WorkerService", "grpc.health.v1.Health"} <= names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    [jobq_file] = [file for file in files if file.package == "jobq.v1"]
+    assert jobq_file.name == "jobq/v1/jobq.proto"
+    methods = {service.name: [method.name for method in service.method] for service in jobq_file.service}
+    assert methods == {
+        "JobService": ["Enqueue", "GetJob", "CancelJob", "ListJobs", "WatchJob"],
+        "WorkerService": ["Lease", "Heartbeat", "Complete", "Fail", "Release"],
+    }
+
+
+async def test_a_busy_port_is_an_os_error_saying_so(rig: Rig) -> None:
+    with pytest.raises(OSError) as caught:
+        await start_grpc_server(rig.service, "127.0.0.1", rig.server.port)
+    assert caught.value.errno == errno.EADDRINUSE
+
+
+async def test_jobs_enqueued_over_grpc_run_on_the_in_process_workers(make_rig: MakeRig) -> None:
+    rig = await make_rig(workers=2)
+    answers = [await rig.jobs.Enqueue(pb.EnqueueRequest(type="echo", payload=value({"n": n}))) for n in range(5)]
+    for n, answer in enumerate(answers):
+        done = await wait_for_status(rig.client, answer.job.id, "completed")
+        assert done["result"] == {"n": n}
+
+
+def test_main_serves_grpc_beside_http_and_stops_it_on_sigterm(tmp_path: Path) -> None:
+    if "grpc_port" not in {spec.name for spec in fields(Config)}:
+        pytest.skip("this main.py has no --grpc-port yet")
+    grpc_port = free_port()
+    server = ServerProcess(
+        tmp_path / "server.log", "--store", "memory://", "--workers", "0", "--grpc-port", str(grpc_port)
+    )
+    try:
+        server.wait_ready()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            answer = pb_grpc.JobServiceStub(channel).Enqueue(pb.EnqueueRequest(type="x", id="from-grpc"), timeout=5)
+            assert answer.created
+            code, record = server.request("GET", "/status/from-grpc")
+            assert (code, record["status"]) == (200, "pending")
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+        server.send(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0, server.log()
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", grpc_port))  # the gRPC port was released
+
+
+# -- values and generated code ----------------------------------------------------
+def test_json_values_round_trip() -> None:
+    data = {"int": 3, "neg": -7, "float": 0.25, "big": 2**60, "s": "é", "t": True, "n": None, "l": [], "o": {}}
+    back = convert.from_value(convert.to_value(data), "payload")
+    assert back == data
+    assert isinstance(back["int"], int)
+    assert isinstance(back["float"], float)
+    assert back["big"] == 2**60  # exact here: 2**60 is a power of two, so a double holds it
+    assert convert.from_value(convert.to_value(2**53 + 1), "x") == 2**53  # past 2^53 a double rounds
+    assert convert.from_value(convert.to_value(10**400), "x") == str(10**400)  # past a double's range: text
+    assert convert.from_value(Value(number_value=1e300), "x") == 1e300  # a float beyond 2^53 stays a float
+
+
+def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
+    fresh = generate.generate(tmp_path)
+    assert fresh, "nothing was generated"
+    for path in fresh:
+        committed = generate.GEN_DIR / path.name
+        assert committed.exists(), f"{committed} is missing: run python -m jobq.rpc.generate"
+        assert path.read_bytes() == committed.read_bytes(), (
+            f"{committed} is stale: run python -m jobq.rpc.generate "
+            "(with the grpcio-tools version pinned in requirements.txt)"
+        )
