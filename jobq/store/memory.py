@@ -38,7 +38,7 @@ class MemoryStore(Store):
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
         self._leased: dict[str, Job] = {}
         self._finished: deque[tuple[float, Job]] = deque()  # (finished_at, job) in finishing order, for retention
-        self._counts: Counter[tuple[str, JobStatus]] = Counter()
+        self._counts: dict[str, dict[JobStatus, int]] = {}  # queue -> status -> jobs
         self._waiting = 0
         self._terminal = 0
         self._paused: set[str] = set()
@@ -82,13 +82,14 @@ class MemoryStore(Store):
         after = job.status
         if before is after:
             return
+        counts = self._counts.get(job.queue) or self._counts.setdefault(job.queue, dict.fromkeys(JobStatus, 0))
         if before is not None:
-            self._counts[(job.queue, before)] -= 1
+            counts[before] -= 1
             self._waiting -= before in WAITING
             self._terminal -= before in TERMINAL
             if before is JobStatus.PROCESSING:
                 self._leased.pop(job.id, None)
-        self._counts[(job.queue, after)] += 1
+        counts[after] += 1
         self._waiting += after in WAITING
         self._terminal += after in TERMINAL
         if before is not None:
@@ -115,7 +116,7 @@ class MemoryStore(Store):
 
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
-        self._counts[(job.queue, job.status)] -= 1
+        self._counts[job.queue][job.status] -= 1
         self._waiting -= job.status in WAITING
         self._terminal -= job.status in TERMINAL
         self._leased.pop(job.id, None)
@@ -359,10 +360,11 @@ class MemoryStore(Store):
     async def stats(self) -> StoreStats:
         by_status: Counter[str] = Counter()
         by_queue: dict[str, dict[str, int]] = {}
-        for (queue, status), count in self._counts.items():
-            if count:
-                by_status[status.value] += count
-                by_queue.setdefault(queue, {})[status.value] = count
+        for queue, counts in self._counts.items():
+            for status, count in counts.items():
+                if count:
+                    by_status[status.value] += count
+                    by_queue.setdefault(queue, {})[status.value] = count
         return StoreStats(dict(by_status), by_queue, sorted(self._paused))
 
     async def list_jobs(
