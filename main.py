@@ -5,13 +5,19 @@ SIGINT/SIGTERM drain: new jobs are refused (503), accepted ones finish (up to
 which jobs, if any, it left unfinished. A second signal stops it at once with
 exit code 1, naming the jobs it abandoned.
 
+Without tokens (JOBQ_TOKEN, JOBQ_WORKER_TOKEN, JOBQ_ADMIN_TOKEN, --tokens-file)
+jobq serves on a loopback address only; a non-loopback --host needs tokens, or
+--insecure to serve without them anyway.
+
 Exit codes: 0 after a drain, 1 after a forced stop or a failed drain, 2 when
-it cannot start (bad flag or variable, handler module, store URL, busy port).
+it cannot start (bad flag or variable, tokens, an exposed host without tokens,
+handler module, store URL, busy port).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -22,8 +28,10 @@ from types import FrameType
 
 from aiohttp import web
 
-from jobq.api import SERVICE
+from jobq import logs
+from jobq.api import METRICS, SERVICE
 from jobq.app import create_app
+from jobq.auth import TokenBook, TokenError
 from jobq.config import Config
 from jobq.errors import JobqError
 from jobq.handlers import load_handler_modules
@@ -45,6 +53,46 @@ MAX_IDS_LOGGED = 50  # a shutdown log line names at most this many jobs, then co
 def is_durable(config: Config) -> bool:
     """Whether jobs outlive the process (every store but ``memory://``)."""
     return not config.store.startswith("memory:")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``): reachable from this machine only."""
+    bare = host.strip().strip("[]")
+    if bare.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere counts as exposed
+
+
+def exposure_problem(config: Config, tokens: TokenBook) -> str | None:
+    """Why jobq must not serve ``config.host`` as configured, or None when it may."""
+    if tokens or config.insecure or is_loopback(config.host):
+        return None
+    return (
+        f"--host {config.host} is not a loopback address and no tokens are configured, so anyone who can "
+        "reach it could enqueue, read, cancel and delete jobs. Set JOBQ_TOKEN, JOBQ_WORKER_TOKEN and "
+        "JOBQ_ADMIN_TOKEN (or --tokens-file), or pass --insecure to serve without tokens anyway"
+    )
+
+
+def load_tokens(config: Config) -> TokenBook | None:
+    """The tokens from the environment and ``--tokens-file``; None (logged) when they cannot be used."""
+    try:
+        return TokenBook.load(os.environ, config.tokens_file)
+    except TokenError as exc:
+        log.error("jobq cannot start: %s", exc)
+        return None
+
+
+def log_security(config: Config, tokens: TokenBook) -> None:
+    if tokens:
+        log.info("bearer tokens required: %s", tokens.describe())
+    elif is_loopback(config.host):
+        log.info("no tokens configured: every route is open, on loopback %s only", config.host)
+    else:
+        log.warning("--insecure: serving %s without tokens; anyone who can connect may do anything", config.host)
 
 
 def name_jobs(ids: Sequence[str], total: int | None = None) -> str:
@@ -102,10 +150,10 @@ class Shutdown:
         os._exit(EXIT_FORCED)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, tokens: TokenBook | None = None) -> int:
     """Serve until a signal, then drain and stop. Returns the exit code."""
     try:
-        app = create_app(config)
+        app = create_app(config, tokens=tokens or None)
     except ImportError as exc:
         log.error("jobq cannot start: the backend for store %s is not available: %s", config.store, exc)
         return EXIT_CANNOT_START
@@ -117,7 +165,12 @@ async def serve(config: Config) -> int:
     shutdown.install()
     # handler_cancellation: a client that hangs up mid long-poll must not be leased jobs it will never see.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=HTTP_GRACE_SECONDS, handler_cancellation=True
+        app,
+        access_log=logging.getLogger(logs.ACCESS_LOGGER) if config.access_log else None,
+        access_log_class=logs.AccessLogger,
+        handle_signals=False,
+        shutdown_timeout=HTTP_GRACE_SECONDS,
+        handler_cancellation=True,
     )
     try:
         await runner.setup()
@@ -141,7 +194,12 @@ async def serve(config: Config) -> int:
     if config.grpc_port:
         try:
             grpc_server = await start_grpc_server(
-                service, config.host, config.grpc_port, max_message_bytes=config.body_limit
+                service,
+                config.host,
+                config.grpc_port,
+                tokens=tokens or None,
+                metrics=app.get(METRICS),
+                max_message_bytes=config.body_limit,
             )
         except OSError as exc:
             log.error(
@@ -228,15 +286,19 @@ def load_handlers(modules: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the configuration, load handler modules, and serve. Returns the exit code."""
     config = Config.from_args(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(config.log_level, config.log_format)
+    tokens = load_tokens(config)
+    if tokens is None:
+        return EXIT_CANNOT_START
+    problem = exposure_problem(config, tokens)
+    if problem:
+        log.error("jobq cannot start: %s", problem)
+        return EXIT_CANNOT_START
+    log_security(config, tokens)
     if not load_handlers(config.handlers):
         return EXIT_CANNOT_START
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, tokens))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         log.warning("interrupted while starting")
         return 128 + signal.SIGINT

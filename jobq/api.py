@@ -1,4 +1,9 @@
-"""The HTTP routes. Each handler parses, calls one JobService verb, and renders JSON."""
+"""The HTTP routes. Each handler parses, calls one JobService verb, and renders JSON.
+
+Each handler says who may call it: ``@requires(Role.CLIENT)`` and the like, or
+``@public`` (see jobq/auth.py). With tokens, a client token sees only the jobs it
+enqueued; another client's job answers 404, as an unknown id does.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from aiohttp import web
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import JobqError, ValidationFailed
 from jobq.job import Job
+from jobq.metrics import Metrics
 from jobq.models import (
     NAME_PATTERN,
     BatchRequest,
@@ -26,9 +33,10 @@ from jobq.models import (
     ReleaseRequest,
 )
 from jobq.problems import from_validation_error, problem_body
-from jobq.service import JobService
+from jobq.service import JobService, Submitted
 
 SERVICE = web.AppKey("service", JobService)
+METRICS = web.AppKey("metrics", Metrics)  # absent when metrics are off
 
 routes = web.RouteTableDef()
 
@@ -40,6 +48,12 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def job_response(job: Job, status: int = 200) -> web.Response:
     return json_response(job.to_dict(), status, {"Location": f"/status/{job.id}"})
+
+
+def owner_scope(request: web.Request) -> str | None:
+    """Whose jobs the caller may see: its own name for a client token, None (all) for an admin or without tokens."""
+    principal = principal_of(request)
+    return principal.scope if principal is not None else None
 
 
 def wait_seconds(request: web.Request) -> float:
@@ -59,22 +73,31 @@ def wait_seconds(request: web.Request) -> float:
     return wait
 
 
+async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
+    """Submit jobs owned by the caller (its token's name)."""
+    principal = principal_of(request)
+    if principal is None:
+        return await request.app[SERVICE].submit(jobs)
+    return await request.app[SERVICE].submit(jobs, principal.name, sees_all=principal.scope is None)
+
+
 @routes.post("/enqueue")
+@requires(Role.CLIENT)
 async def enqueue(request: web.Request) -> web.Response:
     """Accept one job: 202 when new, 200 when the same id and body were sent before."""
     wait = wait_seconds(request)
     job_request = EnqueueRequest.model_validate_json(await request.read())
-    service = request.app[SERVICE]
-    [answer] = await service.submit([job_request])
+    [answer] = await submit(request, [job_request])
     if isinstance(answer, JobqError):
         raise answer
     if wait:
-        job = await service.wait_until_finished(answer.job.id, wait)
+        job = await request.app[SERVICE].wait_until_finished(answer.job.id, wait)
         return job_response(job, 200 if job.finished else 202)
     return job_response(answer.job, 202 if answer.created else 200)
 
 
 @routes.post("/enqueue/batch")
+@requires(Role.CLIENT)
 async def enqueue_batch(request: web.Request) -> web.Response:
     """Accept many jobs; each gets its own answer (code and job, or code and problem)."""
     service = request.app[SERVICE]
@@ -89,7 +112,7 @@ async def enqueue_batch(request: web.Request) -> web.Response:
         except ValidationError as exc:
             parsed.append(from_validation_error(exc))
     valid = [p for p in parsed if isinstance(p, EnqueueRequest)]
-    answers = iter(await service.submit(valid) if valid else [])
+    answers = iter(await submit(request, valid) if valid else [])
     results = []
     for entry in parsed:
         answer = next(answers) if isinstance(entry, EnqueueRequest) else entry
@@ -109,19 +132,23 @@ async def enqueue_batch(request: web.Request) -> web.Response:
 
 @routes.get("/status/{id}")
 @routes.get("/jobs/{id}")
+@requires(Role.CLIENT)
 async def status(request: web.Request) -> web.Response:
     """The whole job record, with every attempt in ``history``; ``?wait=`` long-polls for its next change."""
     wait = wait_seconds(request)
     service = request.app[SERVICE]
     job_id = request.match_info["id"]
-    return job_response(await service.wait_for_change(job_id, wait) if wait else await service.get(job_id))
+    owner = owner_scope(request)
+    job = await service.wait_for_change(job_id, wait, owner) if wait else await service.get(job_id, owner)
+    return job_response(job)
 
 
 @routes.get("/jobs")
+@requires(Role.CLIENT)
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs newest first, filtered by status, queue and type; cursor pagination."""
     query = ListQuery.model_validate(dict(request.query))
-    jobs, next_cursor = await request.app[SERVICE].list_jobs(query)
+    jobs, next_cursor = await request.app[SERVICE].list_jobs(query, owner_scope(request))
     headers = {}
     if next_cursor is not None:
         headers["Link"] = f'<{request.rel_url.update_query(cursor=next_cursor)}>; rel="next"'
@@ -129,13 +156,15 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 @routes.get("/jobs/{id}/logs")
+@requires(Role.CLIENT)
 async def job_logs(request: web.Request) -> web.Response:
     """The lines a job's handler logged, oldest first."""
     job_id = request.match_info["id"]
-    return json_response({"id": job_id, "logs": await request.app[SERVICE].logs(job_id)})
+    return json_response({"id": job_id, "logs": await request.app[SERVICE].logs(job_id, owner_scope(request))})
 
 
 @routes.post("/jobs/{id}/retry")
+@requires(Role.ADMIN)
 async def retry(request: web.Request) -> web.Response:
     """Run a failed or dead job again; 409 for a job in any other state."""
     return job_response(await request.app[SERVICE].retry(request.match_info["id"]))
@@ -149,6 +178,7 @@ def queue_name(request: web.Request) -> str:
 
 
 @routes.post("/queues/{name}/pause")
+@requires(Role.ADMIN)
 async def pause_queue(request: web.Request) -> web.Response:
     """Stop running a queue's jobs (it still accepts new ones)."""
     name = queue_name(request)
@@ -157,6 +187,7 @@ async def pause_queue(request: web.Request) -> web.Response:
 
 
 @routes.post("/queues/{name}/resume")
+@requires(Role.ADMIN)
 async def resume_queue(request: web.Request) -> web.Response:
     """Run a paused queue's jobs again."""
     name = queue_name(request)
@@ -165,6 +196,7 @@ async def resume_queue(request: web.Request) -> web.Response:
 
 
 @routes.delete("/queues/{name}/jobs")
+@requires(Role.ADMIN)
 async def clear_queue(request: web.Request) -> web.Response:
     """Delete a queue's waiting jobs; answers how many."""
     name = queue_name(request)
@@ -172,12 +204,14 @@ async def clear_queue(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/cancel")
+@requires(Role.CLIENT)
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a waiting or running job; 409 if it already finished."""
-    return job_response(await request.app[SERVICE].cancel(request.match_info["id"]))
+    return job_response(await request.app[SERVICE].cancel(request.match_info["id"], owner_scope(request)))
 
 
 @routes.get("/health")
+@public
 async def health(request: web.Request) -> web.Response:
     """Liveness: answers while the process serves HTTP, without touching the store."""
     service = request.app[SERVICE]
@@ -185,9 +219,20 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/stats")
+@requires(*ANY_ROLE)
 async def stats(request: web.Request) -> web.Response:
     """Counts per status and queue, queue depth, busy workers, jobs/s over the last minute, uptime."""
     return json_response(await request.app[SERVICE].stats())
+
+
+@routes.get("/metrics")
+@requires(*ANY_ROLE)
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics (text exposition, or OpenMetrics when the scraper asks for it)."""
+    collected = request.app.get(METRICS)
+    if collected is None:
+        raise web.HTTPNotFound(text="metrics are off (--metrics no)")
+    return await collected.scrape(request, request.app[SERVICE].store)
 
 
 # -- the worker protocol: remote workers lease, heartbeat and settle over HTTP --
@@ -197,6 +242,7 @@ def leased_view(job: Job) -> dict[str, Any]:
 
 
 @routes.post("/workers/lease")
+@requires(Role.WORKER)
 async def lease(request: web.Request) -> web.Response:
     """Lease up to ``max_jobs`` jobs; 204 when none came within ``wait`` seconds (or jobq is draining)."""
     jobs = await request.app[SERVICE].lease(LeaseRequest.model_validate_json(await request.read()))
@@ -206,6 +252,7 @@ async def lease(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/heartbeat")
+@requires(Role.WORKER)
 async def heartbeat(request: web.Request) -> web.Response:
     """Extend a lease; 409 if the lease id is not the job's current one."""
     body = HeartbeatRequest.model_validate_json(await request.read())
@@ -214,6 +261,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/complete")
+@requires(Role.WORKER)
 async def complete(request: web.Request) -> web.Response:
     """Finish a leased job with its result."""
     body = CompleteRequest.model_validate_json(await request.read())
@@ -221,6 +269,7 @@ async def complete(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/fail")
+@requires(Role.WORKER)
 async def fail(request: web.Request) -> web.Response:
     """Record a failed attempt; the job is retried under its policy or given up."""
     body = FailRequest.model_validate_json(await request.read())
@@ -232,6 +281,7 @@ async def fail(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/release")
+@requires(Role.WORKER)
 async def release(request: web.Request) -> web.Response:
     """Hand a leased job back unfinished (a worker shutting down); it runs again."""
     body = ReleaseRequest.model_validate_json(await request.read())
@@ -239,6 +289,7 @@ async def release(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/log")
+@requires(Role.WORKER)
 async def append_log(request: web.Request) -> web.Response:
     """Append a line to a job's log."""
     body = LogRequest.model_validate_json(await request.read())
@@ -247,6 +298,7 @@ async def append_log(request: web.Request) -> web.Response:
 
 
 @routes.post("/jobs/{id}/progress")
+@requires(Role.WORKER)
 async def progress(request: web.Request) -> web.Response:
     """Report a leased job's progress (0.0 to 1.0) and an optional note."""
     body = ProgressRequest.model_validate_json(await request.read())

@@ -10,6 +10,10 @@ catch the same classes on either side of the wire::
 
 The client also speaks the worker protocol (lease, heartbeat, complete, fail,
 release), which is how ``python -m jobq.worker`` runs handlers remotely.
+
+A server with tokens needs ``token=``: a client token to enqueue and read its own
+jobs, a worker token for the worker protocol, an admin token for everything. A
+missing or unknown token raises ``Unauthorized`` (401), the wrong role ``Forbidden`` (403).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from jobq.auth import Forbidden, Unauthorized  # raised for 401 and 403 answers by error_from_problem
 from jobq.errors import JobqError, Unreachable, error_from_problem
 from jobq.job import TERMINAL, Job
 
@@ -39,7 +44,7 @@ class JobPage:
 
 
 class JobqClient:
-    """Async client for one jobq server."""
+    """Async client for one jobq server; ``token`` is sent as ``Authorization: Bearer <token>``."""
 
     def __init__(
         self,
@@ -51,7 +56,7 @@ class JobqClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}  # per request: shared sessions too
         self._session = session
         self._owns_session = session is None
 
@@ -72,7 +77,7 @@ class JobqClient:
     ) -> Any:
         """One request; returns the parsed JSON (None for 204) or raises the server's error."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            self._session = aiohttp.ClientSession()
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
         try:
@@ -234,4 +239,4 @@ class SyncJobqClient:
         return blocking
 
 
-__all__ = ["JobPage", "JobqClient", "JobqError", "SyncJobqClient"]
+__all__ = ["Forbidden", "JobPage", "JobqClient", "JobqError", "SyncJobqClient", "Unauthorized"]

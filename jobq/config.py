@@ -26,9 +26,17 @@ def _option(
     at_least: float | None = None,
     above: float | None = None,
     at_most: float | None = None,
+    may_be_empty: bool = False,
 ) -> T:
     """A config field: its default, its ``--help`` text and the values it accepts."""
-    metadata = {"help": help_text, "choices": choices, "at_least": at_least, "above": above, "at_most": at_most}
+    metadata = {
+        "help": help_text,
+        "choices": choices,
+        "at_least": at_least,
+        "above": above,
+        "at_most": at_most,
+        "may_be_empty": may_be_empty,
+    }
     return field(default=default, metadata=metadata)  # type: ignore[no-any-return]
 
 
@@ -67,6 +75,20 @@ class Config:
         (), "modules to import for @handler functions (comma-separated, also in JOBQ_HANDLERS)"
     )
     log_level: str = _option("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    log_format: str = _option(
+        "text", "text (one readable line per record) or json (one JSON object per line)", choices=("text", "json")
+    )
+    access_log: bool = _option(False, "log every HTTP request: method, route, status, duration, caller")
+    tokens_file: str = _option(
+        "",
+        'bearer tokens file: a JSON list of {"name", "role", "token"} objects, role client, worker or admin; '
+        "tokens also come from JOBQ_TOKEN (client), JOBQ_WORKER_TOKEN and JOBQ_ADMIN_TOKEN, never from flags",
+        may_be_empty=True,
+    )
+    insecure: bool = _option(
+        False, "serve a non-loopback --host without tokens, letting anyone who can connect do anything"
+    )
+    metrics: bool = _option(True, "count jobs, requests and store commits, and serve them at GET /metrics")
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -119,23 +141,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for spec in fields(Config):
         default = ",".join(spec.default) if isinstance(spec.default, tuple) else spec.default
+        yes_no = isinstance(spec.default, bool)  # a yes/no flag alone means yes: --insecure, or --metrics no
         parser.add_argument(
             flag(spec.name),
             dest=spec.name,
             default=None,
             type=_argument_type(spec),
             choices=spec.metadata["choices"],
-            metavar=None if spec.metadata["choices"] else spec.name.upper(),
+            metavar="BOOL" if yes_no else None if spec.metadata["choices"] else spec.name.upper(),
             help=f"{spec.metadata['help']} [env {env_var(spec.name)}; default {default!s}]",
+            **({"nargs": "?", "const": True} if yes_no else {}),
         )
     return parser
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def parse_value(spec: Field[Any], text: str) -> Any:
     """Turn a flag's or variable's text into the field's value; ValueError says what was wrong."""
     kind = type(spec.default)
     value: Any
-    if kind is tuple:
+    if kind is bool:
+        word = text.strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ValueError(f"expected yes or no (1/0, true/false, on/off), got {text!r}")
+        value = word in TRUE_WORDS
+    elif kind is tuple:
         value = tuple(part.strip() for part in text.split(",") if part.strip())
     elif kind is int:
         try:
@@ -183,6 +216,6 @@ def _out_of_range(spec: Field[Any], value: Any) -> str | None:
             return f"must be above {meta['above']:g}, got {value!r}"
         if meta["at_most"] is not None and value > meta["at_most"]:
             return f"must be at most {meta['at_most']:g}, got {value!r}"
-    if isinstance(value, str) and not choices and not value.strip():
+    if isinstance(value, str) and not choices and not meta["may_be_empty"] and not value.strip():
         return "must not be empty"
     return None

@@ -138,6 +138,7 @@ class Job:
     progress_note: str | None = None
     history: list[Attempt] = field(default_factory=list)
     seq: int = 0  # insertion order, assigned by the store: FIFO and listing order
+    owner: str | None = None  # the name of the token that enqueued it (None when jobq runs without tokens)
 
     @property
     def finished(self) -> bool:
@@ -245,6 +246,7 @@ class Job:
             "finished_at": rfc3339(self.finished_at),
             "lease_expires_at": rfc3339(self.lease_expires_at),
             "history": [attempt.to_dict() for attempt in self.history],
+            "owner": self.owner,
         }
 
     @classmethod
@@ -271,4 +273,5 @@ class Job:
             progress=data.get("progress"),
             progress_note=data.get("progress_note"),
             history=[Attempt.from_dict(a) for a in data.get("history", [])],
+            owner=data.get("owner"),
         )

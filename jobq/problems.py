@@ -82,7 +82,9 @@ async def problem_middleware(
             headers=headers,
         )
     except Exception:
-        log.exception("unhandled error serving %s %s", request.method, request.path)
+        job_id = request.match_info.get("id")
+        extra = {"job_id": job_id} if job_id is not None else None
+        log.exception("unhandled error serving %s %s", request.method, request.path, extra=extra)
         return web.Response(
             status=500,
             body=to_json(problem_body(500, "Internal error", "the server failed; the error is in its log")),

@@ -1,6 +1,10 @@
 """The job service: the store, the registry and the worker pool behind one set of verbs.
 
-The HTTP API (and later gRPC) call these methods; they hold no transport details.
+The HTTP API and gRPC call these methods; they hold no transport details.
+
+Verbs that read or act on one client's jobs take ``owner``: the name of the
+token asking, when it may see only its own jobs (None: every job). Another
+owner's job answers as if it did not exist, so ids do not leak.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,11 @@ log = logging.getLogger("jobq.service")
 
 HOUSEKEEPING_SECONDS = 1.0
 MAX_WAIT_SECONDS = 60.0  # longest long-poll a client may ask for
+OWNER_SCAN_PAGES = 20  # store pages one owner-filtered listing reads, at most, looking for the owner's jobs
+FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # a state change that records an error
+
+EnqueueListener = Callable[[Sequence[Job]], None]
+"""Called with the jobs each submission created (after they are stored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +63,13 @@ class JobService:
         self.finish_rate = RateMeter()
         self._drain_started = asyncio.Event()
         self._change_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._enqueue_listeners: list[EnqueueListener] = []
         store.add_listener(self._on_change)
         self._housekeeper: asyncio.Task[None] | None = None
+
+    def add_enqueue_listener(self, listener: EnqueueListener) -> None:
+        """Call ``listener(jobs)`` with the new jobs of every submission (metrics hang off this)."""
+        self._enqueue_listeners.append(listener)
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -87,27 +101,34 @@ class JobService:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             try:
                 for job in await self.store.expire_leases():
-                    log.warning("job %s lease expired; now %s", job.id, job.status)
+                    log.warning("job %s lease expired; now %s", job.id, job.status, extra=job_fields(job))
                 await self.store.purge()
             except Exception:
                 log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
 
     def _on_change(self, job: Job, before: JobStatus) -> None:
-        """Store listener: count finished jobs and wake whoever waits on this one."""
-        if job.status in TERMINAL:
+        """Store listener: log the change, count finished jobs and wake whoever waits on this one."""
+        status = job.status
+        if status in TERMINAL:
             self.finish_rate.mark()
+        if status in FAILING and job.error is not None:
+            log.warning(
+                "job %s (%s) %s -> %s: %s", job.id, job.type, before, status, job.error, extra=job_fields(job, before)
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job_fields(job, before))
         waiters = self._change_waiters.pop(job.id, None)
         if waiters:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def wait_for_change(self, job_id: str, timeout: float) -> Job:
+    async def wait_for_change(self, job_id: str, timeout: float, owner: str | None = None) -> Job:
         """The job after its next status change, or as it is when ``timeout`` passes (or a drain starts).
 
         Waiting costs one future, woken by the store listener: the store is never polled.
         """
-        job = await self.get(job_id)
+        job = await self.get(job_id, owner)
         timeout = min(timeout, MAX_WAIT_SECONDS)
         if timeout <= 0 or job.finished or self.draining:
             return job
@@ -124,20 +145,26 @@ class JobService:
                 waiters.remove(waiter)
                 if not waiters:
                     self._change_waiters.pop(job_id, None)
-        return await self.get(job_id)
+        return await self.get(job_id, owner)
 
-    async def wait_until_finished(self, job_id: str, timeout: float) -> Job:
+    async def wait_until_finished(self, job_id: str, timeout: float, owner: str | None = None) -> Job:
         """The job once it finished, or as it is after ``timeout`` seconds (capped)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(timeout, MAX_WAIT_SECONDS)
-        job = await self.get(job_id)
+        job = await self.get(job_id, owner)
         while not job.finished and not self.draining and (left := deadline - loop.time()) > 0:
-            job = await self.wait_for_change(job_id, left)
+            job = await self.wait_for_change(job_id, left, owner)
         return job
 
     # -- verbs -------------------------------------------------------------
-    async def submit(self, requests: Sequence[EnqueueRequest]) -> list[Submitted | JobqError]:
-        """Enqueue jobs; each gets its own answer (the job, or the error that refused it)."""
+    async def submit(
+        self, requests: Sequence[EnqueueRequest], owner: str | None = None, *, sees_all: bool = True
+    ) -> list[Submitted | JobqError]:
+        """Enqueue jobs owned by ``owner``; each gets its own answer (the job, or the error that refused it).
+
+        Re-sending a job id answers the stored job only to its owner (or to a caller that ``sees_all``);
+        anyone else gets IdReused, as for a different body.
+        """
         if self.draining:
             raise ShuttingDown("jobq is shutting down and accepts no new jobs")
         answers: list[Submitted | JobqError | None] = [None] * len(requests)
@@ -148,11 +175,18 @@ class JobService:
             if self._runs_here(request.queue) and request.type not in self.registry:
                 answers[index] = self.registry.unknown(request.type)
                 continue
-            jobs.append(request.to_job(now))
+            job = request.to_job(now)
+            job.owner = owner
+            jobs.append(job)
             slots.append(index)
         outcomes = await self.store.add(jobs) if jobs else []
         for index, job, outcome in zip(slots, jobs, outcomes, strict=True):
-            answers[index] = self._answer(job, outcome)
+            answers[index] = self._answer(job, outcome, sees_all)
+        if self._enqueue_listeners:
+            created = [o.job for o in outcomes if isinstance(o, Added) and o.created]
+            if created:
+                for listener in self._enqueue_listeners:
+                    listener(created)
         return answers  # type: ignore[return-value]
 
     def _runs_here(self, queue: str) -> bool:
@@ -160,23 +194,28 @@ class JobService:
         return self.pool.concurrency > 0 and (not self.config.queues or queue in self.config.queues)
 
     @staticmethod
-    def _answer(job: Job, outcome: Added | Exception) -> Submitted | JobqError:
+    def _answer(job: Job, outcome: Added | Exception, sees_all: bool) -> Submitted | JobqError:
         if isinstance(outcome, JobqError):
             return outcome
         if isinstance(outcome, Exception):
             raise outcome
-        if not outcome.created and not outcome.job.same_request(job):
-            return IdReused(f"job id {job.id!r} is taken by a job with a different body")
+        if not outcome.created:
+            stored = outcome.job
+            if not stored.same_request(job) or not (sees_all or stored.owner == job.owner):
+                return IdReused(f"job id {job.id!r} is taken by a job with a different body")
         return Submitted(outcome.job, outcome.created)
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; JobNotFound if there is none, or if ``owner`` is given and it is someone else's."""
         job = await self.store.get(job_id)
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             raise JobNotFound(job_id)
         return job
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel a job; a running one has its handler cancelled too."""
+        if owner is not None:
+            await self.get(job_id, owner)
         job = await self.store.cancel(job_id)
         self.pool.interrupt(job_id)
         return job
@@ -219,15 +258,29 @@ class JobService:
         """Run a failed or dead job again."""
         return await self.store.requeue(job_id)
 
-    async def logs(self, job_id: str) -> list[dict[str, Any]]:
+    async def logs(self, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
         """A job's log lines with RFC 3339 times."""
+        if owner is not None:
+            await self.get(job_id, owner)
         return [{"at": rfc3339(line["at"]), "message": line["message"]} for line in await self.store.logs(job_id)]
 
-    async def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]:
-        """One page of jobs, newest first, and the cursor of the next page."""
-        return await self.store.list_jobs(
-            status=query.status, queue=query.queue, job_type=query.type, limit=query.limit, cursor=query.cursor
-        )
+    async def list_jobs(self, query: ListQuery, owner: str | None = None) -> tuple[list[Job], str | None]:
+        """One page of jobs, newest first, and the cursor of the next page.
+
+        For an ``owner``, store pages are read and filtered until one holds some of the
+        owner's jobs (at most ``OWNER_SCAN_PAGES`` of them): a page may then hold fewer than
+        ``limit`` jobs, or none, with a cursor to read on from.
+        """
+        cursor = query.cursor
+        for _ in range(1 if owner is None else OWNER_SCAN_PAGES):
+            jobs, cursor = await self.store.list_jobs(
+                status=query.status, queue=query.queue, job_type=query.type, limit=query.limit, cursor=cursor
+            )
+            if owner is not None:
+                jobs = [job for job in jobs if job.owner == owner]
+            if jobs or cursor is None:
+                return jobs, cursor
+        return [], cursor
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         """Pause (accept but run nothing) or resume a queue."""
@@ -253,3 +306,15 @@ class JobService:
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "draining": self.draining,
         }
+
+
+def job_fields(job: Job, before: JobStatus | None = None) -> dict[str, Any]:
+    """Structured log fields for a line about a job (JSON logs carry them as keys)."""
+    fields: dict[str, Any] = {"job_id": job.id, "job_type": job.type, "queue": job.queue, "status": job.status.value}
+    if before is not None:
+        fields["from_status"] = before.value
+    if job.attempts:
+        fields["attempt"] = job.attempts
+    if job.status in FAILING and job.error is not None:
+        fields["error"] = job.error
+    return fields

@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from jobq import logs
 from jobq.client import DEFAULT_URL, JobqClient
 from jobq.handlers import load_handler_modules, registry
 from jobq.workers import WorkerPool
@@ -50,8 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(env.get("JOBQ_DRAIN_TIMEOUT", "30")),
         help="seconds to finish held jobs on SIGINT/SIGTERM [env JOBQ_DRAIN_TIMEOUT]",
     )
-    parser.add_argument("--token", default=env.get("JOBQ_WORKER_TOKEN"), help="bearer token [env JOBQ_WORKER_TOKEN]")
+    parser.add_argument(
+        "--token",
+        default=env.get("JOBQ_WORKER_TOKEN") or None,
+        help="bearer token of the worker (or admin) role; prefer the variable, as flags show in ps "
+        "[env JOBQ_WORKER_TOKEN]",
+    )
     parser.add_argument("--log-level", default=env.get("JOBQ_LOG_LEVEL", "info"), help="[env JOBQ_LOG_LEVEL]")
+    parser.add_argument(
+        "--log-format",
+        default=env.get("JOBQ_LOG_FORMAT", "text"),
+        choices=logs.FORMATS,
+        help="text or json (one JSON object per line) [env JOBQ_LOG_FORMAT]",
+    )
     return parser
 
 
@@ -95,7 +107,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args.log_level, args.log_format)
     try:
         load_handler_modules(split(args.handlers))
     except ImportError as exc:

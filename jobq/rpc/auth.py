@@ -1,55 +1,87 @@
-"""Bearer-token authentication for the jobq.v1 services (health and reflection stay open to probes)."""
+"""Bearer tokens and roles for the jobq.v1 services; health and reflection stay open to probes.
+
+The same :class:`~jobq.auth.TokenBook` and role rules as HTTP: every JobService RPC
+needs a client token, every WorkerService RPC a worker token, and an admin token
+may call anything. A missing or unknown token ends the call UNAUTHENTICATED, a
+token of the wrong role PERMISSION_DENIED; both carry ``www-authenticate`` and
+``jobq-error`` trailing metadata. While an allowed call runs, its caller is
+``jobq.auth.current_principal`` (servicers read it to scope jobs to their owner).
+"""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 
-PROTECTED_PREFIX = "/jobq.v1."
-UNAUTHENTICATED_MESSAGE = "Unauthorized: send the metadata 'authorization: Bearer <token>' with the server's token"
+from jobq.auth import Principal, Role, TokenBook, bearer_token, current_principal, refusal
+from jobq.errors import JobqError
+from jobq.rpc.intercept import Continuation, replaced, wrapped
+from jobq.rpc.status import status_code, trailing_metadata
+
+PROTECTED_PREFIX = "jobq.v1."
+SERVICE_ROLES: Mapping[str, frozenset[Role]] = {
+    "jobq.v1.JobService": frozenset({Role.CLIENT}),
+    "jobq.v1.WorkerService": frozenset({Role.WORKER}),
+}
+ADMIN_ONLY = frozenset({Role.ADMIN})  # a jobq.v1 service missing from SERVICE_ROLES
 
 
-class BearerToken(grpc.aio.ServerInterceptor):
-    """Refuses jobq.v1 calls without ``authorization: Bearer <token>`` metadata: UNAUTHENTICATED."""
+def required_roles(method: str) -> frozenset[Role] | None:
+    """Who may call a method (``/package.Service/Method``): its roles, or None when it is open."""
+    service = method.lstrip("/").partition("/")[0]
+    if not service.startswith(PROTECTED_PREFIX):
+        return None
+    return SERVICE_ROLES.get(service, ADMIN_ONLY)
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+def authorization(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The call's ``authorization`` metadata value, if any."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return None
+
+
+@contextmanager
+def acting_as(principal: Principal) -> Iterator[None]:
+    """Make ``principal`` the caller of the code run inside (``jobq.auth.current_principal``)."""
+    token = current_principal.set(principal)
+    try:
+        yield
+    finally:
+        current_principal.reset(token)
+
+
+class Authorizer(grpc.aio.ServerInterceptor):
+    """Checks every jobq.v1 call's bearer token and role before the servicer sees it."""
+
+    def __init__(self, tokens: TokenBook) -> None:
+        self.tokens = tokens
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(PROTECTED_PREFIX):
+        method = handler_call_details.method
+        roles = required_roles(method)
+        if handler is None or roles is None:
             return handler
-        if self.authorized(handler_call_details.invocation_metadata):
-            return handler
-        return refusal(handler)
-
-    def authorized(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
-        """Whether the call's metadata carries the token (compared in constant time)."""
-        for key, value in metadata or ():
-            if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(given, self._expected)
-        return False
+        header = authorization(handler_call_details.invocation_metadata)
+        principal = self.tokens.authenticate(header)
+        if principal is None or not principal.may(roles):
+            error = refusal(principal, roles, method.lstrip("/"), presented=bearer_token(header) is not None)
+            return replaced(handler, refuser(error))
+        return wrapped(handler, lambda context: acting_as(principal))
 
 
-async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(
-        grpc.StatusCode.UNAUTHENTICATED,
-        UNAUTHENTICATED_MESSAGE,
-        (("jobq-error", "Unauthorized"), ("www-authenticate", "Bearer")),
-    )
+def refuser(error: JobqError) -> Any:
+    """A behaviour that ends any call with ``error``'s status (UNAUTHENTICATED or PERMISSION_DENIED)."""
+    metadata = (*trailing_metadata(error), ("www-authenticate", error.headers["WWW-Authenticate"]))
 
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(status_code(error), f"{error.title}: {error.detail}", metadata)
 
-def refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
-    make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
-    return make(
-        refuse, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-    )
+    return refuse

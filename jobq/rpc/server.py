@@ -21,8 +21,11 @@ from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobq.rpc.auth import BearerToken
+from jobq.auth import TokenBook
+from jobq.metrics import Metrics
+from jobq.rpc.auth import Authorizer
 from jobq.rpc.gen import jobq_pb2 as pb
+from jobq.rpc.intercept import MeasuredCalls
 from jobq.rpc.servicers import JobServicer, WorkerServicer
 from jobq.rpc.status import lenient
 from jobq.service import JobService
@@ -86,16 +89,23 @@ async def start_grpc_server(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    token: str | None = None,
+    tokens: TokenBook | None = None,
+    metrics: Metrics | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> GrpcServer:
     """Serve jobq.v1, health and reflection on ``host:port`` (0 picks a free port) in the running loop.
 
-    ``token`` requires ``authorization: Bearer <token>`` metadata on jobq.v1
-    calls. Raises OSError (``strerror`` says why) when the address cannot be bound.
+    ``tokens`` requires ``authorization: Bearer <token>`` metadata of the right role on
+    jobq.v1 calls (see jobq/rpc/auth.py); ``metrics`` counts and times every call.
+    Raises OSError (``strerror`` says why) when the address cannot be bound.
     """
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if metrics is not None:
+        interceptors.append(MeasuredCalls(metrics.grpc_observe))  # first: it also counts refused calls
+    if tokens:
+        interceptors.append(Authorizer(tokens))
     server = grpc.aio.server(
-        interceptors=[BearerToken(token)] if token else None,
+        interceptors=interceptors or None,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a busy port is an error, not a port shared with another process

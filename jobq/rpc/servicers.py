@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from typing_extensions import override
 
+from jobq.auth import current_principal
 from jobq.errors import JobqError, ShuttingDown
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.models import (
@@ -36,6 +37,12 @@ WATCH_POLL_SECONDS = 30.0  # WatchJob re-checks the job (and the deadline) at le
 COMPLETIONS_REMEMBERED = 10_000  # recent Complete calls kept to answer a repeat with the same lease
 
 
+def owner_scope() -> str | None:
+    """Whose jobs the caller may see: its own name for a client token, None (all) for an admin or without tokens."""
+    principal = current_principal.get()
+    return principal.scope if principal is not None else None
+
+
 def capped_wait(wait: float, remaining: float | None) -> float:
     """A long-poll's wait, cut short to end ``DEADLINE_MARGIN_SECONDS`` before the call's deadline."""
     if remaining is None:
@@ -53,7 +60,11 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @unary
     async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
         job_request = EnqueueRequest.model_validate(convert.enqueue_fields(request))
-        [answer] = await self.service.submit([job_request])
+        principal = current_principal.get()
+        if principal is None:
+            [answer] = await self.service.submit([job_request])
+        else:
+            [answer] = await self.service.submit([job_request], principal.name, sees_all=principal.scope is None)
         if isinstance(answer, JobqError):
             raise answer
         return pb.EnqueueResponse(job=convert.job_message(answer.job), created=answer.created)
@@ -61,42 +72,43 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @override
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return convert.job_message(await self.service.get(request.id))
+        return convert.job_message(await self.service.get(request.id, owner_scope()))
 
     @override
     @unary
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
-        return convert.job_message(await self.service.cancel(request.id))
+        return convert.job_message(await self.service.cancel(request.id, owner_scope()))
 
     @override
     @unary
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         query = ListQuery.model_validate(convert.list_fields(request))
-        jobs, next_cursor = await self.service.list_jobs(query)
+        jobs, next_cursor = await self.service.list_jobs(query, owner_scope())
         return pb.ListJobsResponse(jobs=[convert.job_message(job) for job in jobs], next_cursor=next_cursor)
 
     @override
     @stream
     async def WatchJob(self, request: pb.WatchJobRequest, context: Context) -> AsyncIterator[pb.Job]:
-        job = await self.service.get(request.id)
+        owner = owner_scope()
+        job = await self.service.get(request.id, owner)
         last = job.status  # jobs are live objects: remember the status sent, not the job
         yield convert.job_message(job)
         while last not in TERMINAL:
-            job = await self._next_change(request.id, last, context)
+            job = await self._next_change(request.id, last, context, owner)
             if job.status is not last:
                 last = job.status
                 yield convert.job_message(job)
 
-    async def _next_change(self, job_id: str, last: JobStatus, context: Context) -> Job:
+    async def _next_change(self, job_id: str, last: JobStatus, context: Context, owner: str | None) -> Job:
         """The job once its status is no longer ``last``, or as it is when this wait runs out.
 
         Raises ShuttingDown (UNAVAILABLE) once a drain starts: like every long-poll, the watch
         is answered then rather than held through the drain.
         """
-        job = await self.service.get(job_id)  # it may have moved on while the last message was being sent
+        job = await self.service.get(job_id, owner)  # it may have moved on while the last message was being sent
         if job.status is not last:
             return job
-        job = await self.service.wait_for_change(job_id, await self._watch_timeout(context))
+        job = await self.service.wait_for_change(job_id, await self._watch_timeout(context), owner)
         if job.status is last and self.service.draining:
             raise ShuttingDown(f"jobq is shutting down; job {job_id!r} is still {job.status}: watch it again later")
         return job

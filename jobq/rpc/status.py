@@ -113,13 +113,17 @@ def known_error(exc: Exception) -> JobqError | None:
     return exc if isinstance(exc, JobqError) else None
 
 
-async def abort_for(context: grpc.aio.ServicerContext, exc: Exception, rpc: str) -> None:
-    """End the RPC for an exception a verb raised: a jobq error as itself, anything else as INTERNAL (logged)."""
+async def abort_for(context: grpc.aio.ServicerContext, exc: Exception, rpc: str, request: object = None) -> None:
+    """End the RPC for an exception a verb raised: a jobq error as itself, anything else as INTERNAL (logged).
+
+    The log line carries the request's job id, when it names one.
+    """
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     error = known_error(exc)
     if error is None:
-        log.error("gRPC %s failed", rpc, exc_info=exc)
+        job_id = getattr(request, "id", None)
+        log.error("gRPC %s failed", rpc, exc_info=exc, extra={"job_id": job_id} if job_id else None)
         await context.abort(Code.INTERNAL, INTERNAL_MESSAGE)
     else:
         await abort(context, error)
@@ -135,7 +139,7 @@ def unary(method: UnaryMethod[Servicer, Request, Response]) -> UnaryMethod[Servi
                 raise request.error()
             return await method(self, request, context)
         except Exception as exc:
-            await abort_for(context, exc, method.__name__)
+            await abort_for(context, exc, method.__name__, request)
             raise  # not reached: abort_for always raises
 
     return call
@@ -152,6 +156,6 @@ def stream(method: StreamMethod[Servicer, Request, Response]) -> StreamMethod[Se
             async for response in method(self, request, context):
                 yield response
         except Exception as exc:
-            await abort_for(context, exc, method.__name__)
+            await abort_for(context, exc, method.__name__, request)
 
     return call

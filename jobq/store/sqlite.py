@@ -66,6 +66,7 @@ COLUMNS = (
     "progress",
     "progress_note",
     "history",
+    "owner",
 )
 UPSERT_JOB = "INSERT INTO jobs ({}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}".format(
     ", ".join(COLUMNS),
@@ -104,6 +105,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX job_logs_by_job ON job_logs (job_id)",
         "CREATE TABLE paused_queues (queue TEXT PRIMARY KEY)",
     ),
+    ("ALTER TABLE jobs ADD COLUMN owner TEXT",),  # who enqueued each job; NULL for jobs from before tokens
 )
 
 
@@ -137,6 +139,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.progress,
         job.progress_note,
         _dump(job.history),
+        job.owner,
     )
 
 
@@ -146,7 +149,7 @@ STATUSES = {status.value: status for status in JobStatus}
 def job_from_row(row: Sequence[Any]) -> Job:
     """Rebuild a job from its row; raises ValueError, TypeError or KeyError on data jobq did not write."""
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
-    (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:]
+    (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history, owner) = row[12:]
     return Job(
         id=job_id,
         type=job_type,
@@ -169,6 +172,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         progress_note=note,
         history=[] if history == "[]" else [Attempt(**attempt) for attempt in from_json(history)],
         seq=seq,
+        owner=owner,
     )
 
 
@@ -270,9 +274,16 @@ def _settle(futures: list[asyncio.Future[Any]], error: JobqError | None, value: 
 class JournalWriter:
     """One thread that owns the SQLite connection and commits queued writes in groups."""
 
-    def __init__(self, path: str, synchronous: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str,
+        loop: asyncio.AbstractEventLoop,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.on_commit = on_commit  # called on this thread with each commit's seconds
         self.commits = 0  # transactions committed: far fewer than writes under load
         self.thread_id: int | None = None
         self._loop = loop
@@ -388,6 +399,7 @@ class JournalWriter:
         if not group:
             return
         futures = [future for _, _, future in group]
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             _write(conn, group)
@@ -399,6 +411,8 @@ class JournalWriter:
             self._reply(futures, error)
             return
         self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
         self._reply(futures, None)
 
     @staticmethod
@@ -501,6 +515,8 @@ class SQLiteStore(MemoryStore):
         self.durability = durability
         self._lock = FileLock(path)
         self._writer: JournalWriter | None = None
+        self.on_commit: Callable[[float], None] | None = None
+        """Called with the seconds each group commit took (write + COMMIT), on the writer thread."""
 
     @property
     def commits(self) -> int:
@@ -519,7 +535,9 @@ class SQLiteStore(MemoryStore):
             raise RuntimeError(f"the store {self.path} was opened before: a SQLiteStore opens once")
         started = time.monotonic()
         self._lock.acquire()
-        self._writer = JournalWriter(self.path, SYNCHRONOUS[self.durability], asyncio.get_running_loop())
+        self._writer = JournalWriter(
+            self.path, SYNCHRONOUS[self.durability], asyncio.get_running_loop(), self._committed
+        )
         try:
             await self._writer.start()
             snapshot = await self._writer.call(functools.partial(read_snapshot, path=self.path))
@@ -573,6 +591,14 @@ class SQLiteStore(MemoryStore):
                 "recovered %d jobs left processing by a stopped jobq; they are pending again and will re-run",
                 len(recovered),
             )
+
+    def _committed(self, seconds: float) -> None:
+        hook = self.on_commit  # read each time: it may be set after open
+        if hook is not None:
+            try:
+                hook(seconds)
+            except Exception:  # a broken observer must never stop the writer from answering
+                log.exception("the on_commit hook failed")
 
     # -- operator and test hooks --------------------------------------------
     async def with_connection(self, fn: Callable[[sqlite3.Connection], T]) -> T:

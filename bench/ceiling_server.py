@@ -1,0 +1,34 @@
+"""The ceiling: the barest aiohttp POST handler, to compare jobq's enqueue rate against.
+
+It does what any JSON API must do per request and nothing more: read the body,
+parse it as JSON, and answer 202 with a small JSON document. Run by
+``bench/run.py`` in its own process: ``python bench/ceiling_server.py PORT``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from aiohttp import web
+
+
+async def accept(request: web.Request) -> web.Response:
+    """Parse the body and answer 202 with a small JSON body, like an enqueue would."""
+    json.loads(await request.read())
+    return web.Response(status=202, body=b'{"id":"0","status":"pending"}', content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+def main() -> None:
+    app = web.Application()
+    app.router.add_post("/enqueue", accept)
+    app.router.add_get("/health", health)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

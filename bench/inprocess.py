@@ -1,0 +1,176 @@
+"""In-process measurements, each run in a fresh process by ``bench/run.py``; prints one JSON object.
+
+    python bench/inprocess.py add    --store sqlite:///tmp/b.db --jobs 100000 --batch 1000
+    python bench/inprocess.py e2e    --store memory:// --jobs 200000 --workers 32
+    python bench/inprocess.py memory --jobs 1000000
+
+``add`` times ``Store.add`` alone (the jobs are built beforehand), with one or
+more concurrent callers. ``e2e`` goes
+through ``JobService`` and its ``WorkerPool``: submit every job (in batches,
+as ``POST /enqueue/batch`` would), then wait until the pool has settled them
+all; the time covers both. ``memory`` fills a memory store with queued jobs
+and reports the growth of the process's resident set (VmRSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jobq.app import store_from_config  # noqa: E402
+from jobq.builtin_handlers import register_builtins  # noqa: E402
+from jobq.config import Config  # noqa: E402
+from jobq.handlers import Registry  # noqa: E402
+from jobq.models import EnqueueRequest  # noqa: E402
+from jobq.service import JobService  # noqa: E402
+
+BASE = Config(store="memory://", workers=0, queue_size=10_000_000, log_level="warning")
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def batches(total: int, size: int) -> list[int]:
+    """Batch sizes that add up to ``total``."""
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
+def requests(count: int, job_type: str = "noop") -> list[EnqueueRequest]:
+    return [EnqueueRequest(type=job_type) for _ in range(count)]
+
+
+def new_service(config: Config) -> JobService:
+    """A service over the store ``config`` names, with the built-in handlers."""
+    registry = Registry()
+    register_builtins(registry)
+    return JobService(config, store_from_config(config), registry)
+
+
+async def bench_add(config: Config, jobs: int, batch: int, producers: int) -> dict[str, Any]:
+    """Time ``Store.add`` alone: ``producers`` tasks each add ``batch`` prebuilt jobs per call, in turn.
+
+    One producer waits for each commit before building the next call, so its
+    loop-thread work and the store's write never overlap; several producers
+    (like concurrent HTTP requests) let a durable store commit their batches together.
+    """
+    store = store_from_config(config)
+    await store.open()
+    now = time.time()
+    prepared = iter([[r.to_job(now) for r in requests(size)] for size in batches(jobs, batch)])
+
+    async def produce() -> None:
+        for group in prepared:  # shared iterator: each batch is added once
+            outcomes = await store.add(group)
+            assert all(not isinstance(o, Exception) for o in outcomes), outcomes[0]
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(produce() for _ in range(producers)))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await store.close()
+    return {
+        "jobs": jobs,
+        "batch": batch,
+        "producers": producers,
+        "seconds": round(seconds, 4),
+        "jobs_per_second": round(jobs / seconds),
+        "cpu_us_per_job": round(cpu / jobs * 1e6, 2),  # this process, every thread (SQLite's writer too)
+    }
+
+
+async def wait_settled(service: JobService, count: int, timeout: float) -> None:
+    """Return once the pool has settled ``count`` jobs (checked every 5 ms); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while service.pool.settled < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {service.pool.settled} of {count} jobs settled in {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float) -> dict[str, Any]:
+    """Submit ``jobs`` no-op jobs through the service and time until every one has completed."""
+    service = new_service(config)
+    await service.start()
+    prepared = [requests(size) for size in batches(jobs, batch)]
+    started, cpu = time.perf_counter(), time.process_time()
+    for group in prepared:
+        answers = await service.submit(group)
+        assert all(hasattr(a, "job") for a in answers), answers[0]
+        await asyncio.sleep(0)  # let the workers run between batches, as between requests
+    submitted = time.perf_counter() - started
+    await wait_settled(service, jobs, timeout)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    counts = (await service.store.stats()).by_status
+    await service.drain()
+    await service.close()
+    return {
+        "jobs": jobs,
+        "workers": config.workers,
+        "submit_seconds": round(submitted, 4),
+        "seconds": round(seconds, 4),
+        "jobs_per_second": round(jobs / seconds),
+        "cpu_us_per_job": round(cpu / jobs * 1e6, 2),
+        "settled": service.pool.settled,
+        "statuses": counts,  # what the store still holds: retention drops finished jobs past 100,000
+    }
+
+
+async def bench_memory(jobs: int, batch: int) -> dict[str, Any]:
+    """RSS growth while a memory store holds ``jobs`` queued (pending) jobs."""
+    service = new_service(BASE)
+    await service.start()
+    gc.collect()
+    before = rss_bytes()
+    for size in batches(jobs, batch):
+        await service.submit(requests(size))
+    gc.collect()
+    after = rss_bytes()
+    queued = (await service.store.stats()).by_status.get("pending", 0)
+    await service.close()
+    delta = after - before
+    return {"jobs": queued, "rss_delta_bytes": delta, "bytes_per_job": round(delta / max(queued, 1))}
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("add", "e2e", "memory"))
+    parser.add_argument("--store", default="memory://")
+    parser.add_argument("--durability", default="full", choices=("full", "normal"))
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--producers", type=int, default=1, help="add: concurrent Store.add callers")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    config = replace(BASE, store=args.store, durability=args.durability, workers=args.workers)
+    if args.what == "add":
+        result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers))
+    elif args.what == "e2e":
+        result = asyncio.run(bench_e2e(config, args.jobs, args.batch, args.timeout))
+    else:
+        result = asyncio.run(bench_memory(args.jobs, args.batch))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Prometheus metrics: one ``CollectorRegistry`` per app, counted where things happen, read at scrape.
+
+Families (prometheus.io naming: ``jobq_`` prefix, base units, counters end in ``_total``;
+label values are queue names, job types, outcomes, route templates and method names, never job ids):
+
+* ``jobq_jobs_enqueued_total{queue,type}``: jobs accepted (a replayed id is not counted again);
+* ``jobq_jobs_finished_total{queue,type,outcome}``: jobs that reached a final state
+  (outcome ``completed``, ``failed``, ``dead`` or ``cancelled``);
+* ``jobq_jobs_retried_total{queue,type}``: failed attempts followed by another one, and re-runs by hand;
+* ``jobq_leases_expired_total{queue,type}``: attempts that ended because their lease ran out;
+* ``jobq_job_wait_seconds{queue}``: from when a job could run (created, due, released) to its attempt's start;
+* ``jobq_job_run_seconds{queue}``: how long each attempt ran;
+* ``jobq_queue_depth{queue,state}``: waiting jobs (``pending``, ``scheduled``, ``retrying``), read at scrape;
+* ``jobq_jobs_running{queue}`` and ``jobq_queue_paused{queue}``, read at scrape;
+* ``jobq_workers{state}``: this process's worker tasks, ``busy`` or ``idle``, read at scrape;
+* ``jobq_http_requests_total{method,route,code}`` and ``jobq_http_request_duration_seconds{method,route}``;
+* ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method}``;
+* ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
+* ``jobq_build_info{version}``.
+
+The hot path stays cheap: each labelled child is created once and cached, so a job's
+state change costs a dict lookup and an increment or observation (prometheus-client
+values each hold their own uncontended lock; nothing is shared across series). Depth
+gauges are computed from the store's counters at scrape time, not updated per job.
+
+Queue names and job types come from clients, so each family holds at most
+``MAX_LABEL_SETS`` of them; beyond that, new ones are counted under ``_other``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from jobq import __version__
+from jobq.auth import route_template
+from jobq.job import TERMINAL, Job, JobStatus
+from jobq.store.base import Store, StoreStats
+
+if TYPE_CHECKING:
+    from jobq.service import JobService
+
+log = logging.getLogger("jobq.metrics")
+
+MAX_LABEL_SETS = 1000  # distinct (queue, type) pairs, or queues, one family holds before folding into OTHER
+OTHER = "_other"
+MAX_READY_TRACKED = 100_000  # jobs whose ready time is remembered (later ones count their wait from creation)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CLIENT_CLOSED = 499  # the client hung up before the answer (as nginx counts it)
+
+JOB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+WAITING_STATES = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
+DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
+
+
+class JobSeries:
+    """The cached children one (queue, type) pair counts into."""
+
+    __slots__ = ("enqueued", "expired", "finished", "retried", "run", "wait")
+
+    def __init__(self, metrics: Metrics, queue: str, job_type: str) -> None:
+        self.enqueued = metrics.enqueued.labels(queue, job_type)
+        self.retried = metrics.retried.labels(queue, job_type)
+        self.expired = metrics.leases_expired.labels(queue, job_type)
+        self.finished = {status: metrics.finished.labels(queue, job_type, status.value) for status in TERMINAL}
+        self.wait = metrics.wait.labels(queue)
+        self.run = metrics.run.labels(queue)
+
+
+class Metrics:
+    """Every jobq metric family, in a registry of its own (one per app, so tests never share counts)."""
+
+    def __init__(self, version: str = __version__) -> None:
+        self.registry = registry = CollectorRegistry()
+        job_labels = ["queue", "type"]
+        self.enqueued = Counter("jobq_jobs_enqueued", "Jobs accepted.", job_labels, registry=registry)
+        self.finished = Counter(
+            "jobq_jobs_finished",
+            "Jobs that reached a final state, by outcome: completed, failed, dead or cancelled.",
+            [*job_labels, "outcome"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            "jobq_jobs_retried",
+            "Failed attempts followed by another attempt, and failed or dead jobs re-run by hand.",
+            job_labels,
+            registry=registry,
+        )
+        self.leases_expired = Counter(
+            "jobq_leases_expired", "Attempts that ended because their lease ran out.", job_labels, registry=registry
+        )
+        self.wait = Histogram(
+            "jobq_job_wait_seconds",
+            "Seconds from when a job could run (created, due or released) to the start of its attempt.",
+            ["queue"],
+            buckets=JOB_BUCKETS,
+            registry=registry,
+        )
+        self.run = Histogram(
+            "jobq_job_run_seconds", "Seconds each attempt ran.", ["queue"], buckets=JOB_BUCKETS, registry=registry
+        )
+        self.http_requests = Counter(
+            "jobq_http_requests",
+            "HTTP requests answered, by method, route template and status code (499: the client hung up).",
+            ["method", "route", "code"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "jobq_http_request_duration_seconds",
+            "Seconds from routing an HTTP request to its answer (long-polls included).",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.grpc_requests = Counter(
+            "jobq_grpc_requests",
+            "gRPC calls finished, by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.grpc_duration = Histogram(
+            "jobq_grpc_request_duration_seconds",
+            "Seconds each gRPC call took (streams and long-polls included).",
+            ["method"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.commit = Histogram(
+            "jobq_store_commit_seconds",
+            "Seconds each store group commit took (writing the group, then COMMIT and its fsync).",
+            buckets=COMMIT_BUCKETS,
+            registry=registry,
+        )
+        Info("jobq_build", "The running jobq's version.", registry=registry).info({"version": version})
+        self.state = StateCollector()
+        registry.register(self.state)
+        self._jobs: dict[tuple[str, str], JobSeries] = {}
+        self._ready: dict[str, float] = {}  # job id -> when it could run, for jobs that became pending later
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._folding = False
+        self._render = make_aiohttp_handler(self.registry)
+
+    # -- attaching ------------------------------------------------------------
+    def watch(self, store: Store, service: JobService) -> None:
+        """Count ``service``'s jobs, observe ``store``'s commits, and read both at scrape."""
+        store.add_listener(self.job_changed)
+        service.add_enqueue_listener(self.jobs_enqueued)
+        if hasattr(store, "on_commit"):  # the SQLite store
+            store.on_commit = self.commit.observe
+        self.state.service = service
+
+    # -- jobs (called on the event loop, from store and service listeners) ----
+    def series(self, queue: str, job_type: str) -> JobSeries:
+        """The children for a (queue, type) pair, created on first use."""
+        key = (queue, job_type)
+        series = self._jobs.get(key)
+        if series is None:
+            if len(self._jobs) >= MAX_LABEL_SETS:
+                self._fold_warning()
+                key = (OTHER, OTHER)
+                series = self._jobs.get(key)
+            if series is None:
+                series = self._jobs[key] = JobSeries(self, *key)
+        return series
+
+    def _fold_warning(self) -> None:
+        if not self._folding:
+            self._folding = True
+            log.warning("more than %d queue and job type pairs: counting new ones as %s", MAX_LABEL_SETS, OTHER)
+
+    def jobs_enqueued(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self.series(job.queue, job.type).enqueued.inc()
+
+    def job_changed(self, job: Job, before: JobStatus) -> None:
+        """Store listener: count the change of one job's status."""
+        series = self._jobs.get((job.queue, job.type)) or self.series(job.queue, job.type)
+        status = job.status
+        if status is JobStatus.PROCESSING:
+            ready = max(self._ready.pop(job.id, 0.0), job.created_at)
+            series.wait.observe(max((job.started_at or time.time()) - ready, 0.0))
+            return
+        if before is JobStatus.PROCESSING and job.history:
+            attempt = job.history[-1]
+            if attempt.finished_at is not None:
+                series.run.observe(max(attempt.finished_at - attempt.started_at, 0.0))
+            if attempt.outcome == "lease-expired":
+                series.expired.inc()
+        if status is JobStatus.PENDING:
+            self._became_ready(job, before)
+            if before in (JobStatus.FAILED, JobStatus.DEAD):
+                series.retried.inc()
+        elif status is JobStatus.RETRYING:
+            series.retried.inc()
+        elif status in TERMINAL:
+            series.finished[status].inc()
+            if before is JobStatus.PENDING:
+                self._ready.pop(job.id, None)
+
+    def _became_ready(self, job: Job, before: JobStatus) -> None:
+        """Remember when a job that was not new became able to run: its due time, or now."""
+        if len(self._ready) < MAX_READY_TRACKED:
+            due = job.run_at if before in DEFERRED else None
+            self._ready[job.id] = due or time.time()
+
+    async def forget_gone(self, store: Store) -> None:
+        """Drop ready times of jobs that left the store without running (a queue was cleared)."""
+        for job_id in list(self._ready):
+            job = await store.get(job_id)
+            if job is None or job.status is not JobStatus.PENDING:
+                self._ready.pop(job_id, None)
+
+    # -- HTTP ---------------------------------------------------------------------
+    def http_observe(self, method: str, route: str, code: int, seconds: float) -> None:
+        if method not in HTTP_METHODS:
+            method = "other"
+        key = (method, route, code)
+        children = self._http.get(key)
+        if children is None:
+            children = self._http[key] = (
+                self.http_requests.labels(method, route, str(code)),
+                self.http_duration.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def http_middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        """Middleware counting and timing every HTTP request (put it first, so it sees every answer)."""
+        observe = self.http_observe
+
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            code = 500
+            try:
+                response = await handler(request)
+                code = response.status
+                return response
+            except web.HTTPException as exc:
+                code = exc.status
+                raise
+            except asyncio.CancelledError:
+                code = CLIENT_CLOSED
+                raise
+            finally:
+                observe(request.method, route_template(request), code, time.perf_counter() - started)
+
+        return measure
+
+    # -- gRPC ---------------------------------------------------------------------
+    def grpc_observe(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        children = self._grpc.get(key)
+        if children is None:
+            children = self._grpc[key] = (self.grpc_requests.labels(method, code), self.grpc_duration.labels(method))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    # -- scraping -----------------------------------------------------------------
+    async def scrape(self, request: web.Request, store: Store) -> web.Response:
+        """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now."""
+        self.state.snapshot = await store.stats()
+        await self.forget_gone(store)
+        return await self._render(request)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class StateCollector:
+    """Gauges read at scrape time: queue depth, running jobs, paused queues and busy workers.
+
+    The scrape handler refreshes ``snapshot`` (the store's counters) just before rendering.
+    Queues seen once stay listed at 0, so their series do not vanish when they empty.
+    """
+
+    def __init__(self) -> None:
+        self.snapshot: StoreStats | None = None
+        self.service: JobService | None = None
+        self._queues: set[str] = set()
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        depth, running, paused, workers = self._families()
+        snapshot = self.snapshot
+        if snapshot is not None:
+            for queue in snapshot.by_queue:
+                if len(self._queues) < MAX_LABEL_SETS:
+                    self._queues.add(queue)
+            for queue in sorted(self._queues):
+                counts = snapshot.by_queue.get(queue, {})
+                for state in WAITING_STATES:
+                    depth.add_metric([queue, state.value], counts.get(state.value, 0))
+                running.add_metric([queue], counts.get(JobStatus.PROCESSING.value, 0))
+                paused.add_metric([queue], 1 if queue in snapshot.paused else 0)
+        if self.service is not None:
+            pool = self.service.pool
+            workers.add_metric(["busy"], pool.busy)
+            workers.add_metric(["idle"], max(pool.concurrency - pool.busy, 0))
+        return [depth, running, paused, workers]
+
+    @staticmethod
+    def _families() -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "jobq_queue_depth", "Jobs waiting to run, by queue and state.", labels=["queue", "state"]
+        )
+        yield GaugeMetricFamily("jobq_jobs_running", "Jobs leased and running, by queue.", labels=["queue"])
+        yield GaugeMetricFamily("jobq_queue_paused", "1 for a paused queue, 0 otherwise.", labels=["queue"])
+        yield GaugeMetricFamily("jobq_workers", "This process's worker tasks, busy or idle.", labels=["state"])
