@@ -7,9 +7,10 @@ lifecycle does not allow, so no code path can, say, complete a cancelled job.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -66,11 +67,24 @@ def new_job_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+_last_second: list[Any] = [None, ""]  # the second rendered last, and its "YYYY-MM-DDTHH:MM:SS" text
+
+
 def rfc3339(timestamp: float | None) -> str | None:
-    """Render a Unix timestamp as an RFC 3339 UTC string (or None)."""
+    """Render a Unix timestamp as an RFC 3339 UTC string with milliseconds (or None).
+
+    The same text as ``datetime.isoformat(timespec="milliseconds")``, without building
+    a datetime: the date and time of day are formatted once per second.
+    """
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second = math.floor(timestamp)
+    micros = round((timestamp - second) * 1e6)  # datetime rounds to microseconds, then truncates
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if second != _last_second[0]:
+        _last_second[0], _last_second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_last_second[1]}.{micros // 1000:03d}Z"
 
 
 def parse_rfc3339(text: str | None) -> float | None:

@@ -36,7 +36,7 @@ EnqueueListener = Callable[[Sequence[Job]], None]
 """Called with the jobs each submission created (after they are stored)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field set, per job
 class Submitted:
     """One job's answer to a submission: the job and whether this request created it."""
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from jobq.errors import JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter
-from jobq.job import Job
+from jobq.job import Job, JobStatus
 from jobq.retry import Retry
 
 log = logging.getLogger("jobq.workers")
@@ -86,7 +86,7 @@ class WorkerPool:
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(concurrency, 1))
         self._room = asyncio.Event()
         self._held: dict[str, Job] = {}  # leased by this pool and not yet settled
-        self._guards: dict[str, asyncio.Timeout] = {}  # running job id -> its timeout, to interrupt it
+        self._running: dict[str, asyncio.Task[None]] = {}  # job id -> the worker task inside its handler
         self._interrupted: set[str] = set()
         self._released: list[str] = []  # ids handed back unfinished by a stop
         self._feeder: asyncio.Task[None] | None = None
@@ -148,11 +148,11 @@ class WorkerPool:
 
     def interrupt(self, job_id: str) -> bool:
         """Cancel a running job's handler now (after the store marked it cancelled)."""
-        guard = self._guards.get(job_id)
-        if guard is None:
+        task = self._running.get(job_id)
+        if task is None:
             return False
         self._interrupted.add(job_id)
-        guard.reschedule(asyncio.get_running_loop().time())
+        task.cancel()
         return True
 
     # -- feeding -----------------------------------------------------------
@@ -205,17 +205,19 @@ class WorkerPool:
     # -- running -----------------------------------------------------------
     async def _work(self) -> None:
         queue = self._queue
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             job = await queue.get()
             if job is None:
                 return
-            await self._run(job)
+            await self._run(job, task)
             self._room.set()
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, task: asyncio.Task[None]) -> None:
         self.busy += 1
         try:
-            await self._settle(job, *await self._execute(job))
+            await self._settle(job, *await self._execute(job, task))
             self.settled += 1
         except StaleLease:
             log.debug("job %s lost its lease while running (cancelled or expired)", job.id)
@@ -228,27 +230,41 @@ class WorkerPool:
             self.busy -= 1
             self._held.pop(job.id, None)
 
-    async def _execute(self, job: Job) -> tuple[str, object]:
-        """Run the handler; returns ("completed", result), ("retry", Retry) or (outcome, error text)."""
+    async def _execute(self, job: Job, task: asyncio.Task[None]) -> tuple[str, object]:
+        """Run the handler; returns ("completed", result), ("retry", Retry) or (outcome, error text).
+
+        ``interrupt()`` cancels ``task`` (this worker) while it is inside the handler; that
+        cancellation, and only that one, becomes the "cancelled" outcome.
+        """
+        if job.status is JobStatus.CANCELLED:  # cancelled while it sat in this pool's queue
+            return "cancelled", None
         try:
             handler = self.registry.get(job.type)
         except JobqError as exc:
             return "failed", exc.detail
+        self._running[job.id] = task
         try:
-            async with asyncio.timeout(job.timeout) as guard:
-                self._guards[job.id] = guard
+            if job.timeout is None:  # most jobs: skip the cost of a timeout context
+                return "completed", await handler(JobContext(job, self.store))
+            async with asyncio.timeout(job.timeout):
                 return "completed", await handler(JobContext(job, self.store))
         except TimeoutError:
-            if job.id in self._interrupted:
-                return "cancelled", None
             return "timeout", f"timed out after {job.timeout:g}s"
         except Retry as request:
             return "retry", request
+        except asyncio.CancelledError:
+            if job.id in self._interrupted:
+                self._interrupted.discard(job.id)
+                if task.uncancel() == 0:
+                    return "cancelled", None
+            raise
         except Exception as exc:
             return "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            self._guards.pop(job.id, None)
-            self._interrupted.discard(job.id)
+            del self._running[job.id]
+            if job.id in self._interrupted:  # the handler swallowed the interrupt: take it back
+                self._interrupted.discard(job.id)
+                task.uncancel()
 
     async def _settle(self, job: Job, outcome: str, value: object) -> None:
         lease_id = job.lease_id or ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from jobq.errors import InvalidTransition
@@ -66,6 +68,15 @@ def test_transition_table_is_consistent() -> None:
     assert can_move(JobStatus.PENDING, JobStatus.PROCESSING)
     assert not can_move(JobStatus.COMPLETED, JobStatus.PENDING)
     assert not can_move(JobStatus.CANCELLED, JobStatus.PENDING)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [1_764_547_200.0, 1_764_547_200.9999995, 1_764_547_200.0005, 1_764_547_259.9996, 951_782_400.123, 4_102_444_799.9],
+)
+def test_rfc3339_matches_datetime_isoformat(timestamp: float) -> None:
+    expected = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert rfc3339(timestamp) == expected
 
 
 def test_rfc3339_is_utc_with_z() -> None:

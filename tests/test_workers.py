@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from jobq.handlers import JobContext, Registry
@@ -84,7 +85,10 @@ async def test_timed_out_handler_fails_and_frees_its_worker(registry: Registry, 
     assert (await wait_for_status(client, after, "completed"))["result"] == {"next": True}
 
 
-async def test_cancel_running_job_cancels_its_handler(registry: Registry, make_client: MakeClient) -> None:
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "with-timeout"])
+async def test_cancel_running_job_cancels_its_handler(
+    registry: Registry, make_client: MakeClient, timeout: float | None
+) -> None:
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -98,7 +102,7 @@ async def test_cancel_running_job_cancels_its_handler(registry: Registry, make_c
 
     registry.register("long")(long_task)
     client = await make_client(workers=1)
-    job_id = await enqueue(client, "long")
+    job_id = await enqueue(client, "long", timeout=timeout)
     await asyncio.wait_for(started.wait(), timeout=5)
     response = await client.post(f"/jobs/{job_id}/cancel")
     assert (await response.json())["status"] == "cancelled"

@@ -36,7 +36,7 @@ class StoreOptions:
     max_waiting: int = 1_000_000  # waiting (pending/scheduled/retrying) jobs before enqueue is refused
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field set, per job
 class Added:
     """The outcome of adding one job: the stored job, and whether it is new."""
 
