@@ -12,9 +12,10 @@ Tokens come from the environment (``JOBQ_TOKEN``, ``JOBQ_WORKER_TOKEN``,
 file (``--tokens-file``), a JSON list of ``{"name", "role", "token"}`` objects.
 They never come from flags, so they do not show in ``ps``.
 
-A presented token is compared with every known token using
-:func:`hmac.compare_digest`, without stopping at a match, so the time taken says
-nothing about which token, or how much of one, was right.
+A presented token's SHA-256 digest is compared with every known token's digest
+using :func:`hmac.compare_digest`, without stopping at a match: the digests all
+have one length, so the time taken says nothing about which token, how much of
+one, or how long a one was right.
 
 Each HTTP handler declares who may call it with :func:`requires` (or :func:`public`);
 the middleware from :func:`auth_middleware` enforces it. A handler that declares
@@ -23,6 +24,7 @@ nothing is for admins only.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -152,7 +154,7 @@ class TokenBook:
                 raise TokenError(f"{where} is also another principal's token; each token must be unique")
             names.add(principal.name)
             tokens.add(token)
-            self._entries.append((token.encode(), principal))
+            self._entries.append((token_digest(token), principal))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -170,7 +172,7 @@ class TokenBook:
         token = bearer_token(header)
         if token is None:
             return None
-        given = token.encode("utf-8", "replace")  # a known token is ASCII without '?', so a replaced one never matches
+        given = token_digest(token)
         found = None
         for known, principal in self._entries:
             if hmac.compare_digest(given, known):
@@ -193,6 +195,11 @@ class TokenBook:
         """``2 tokens (client: 1, worker: 1, admin: 0)`` for the startup log; never the tokens."""
         counts = {role: sum(1 for p in self.principals if p.role is role) for role in Role}
         return f"{len(self)} tokens ({', '.join(f'{role}: {n}' for role, n in counts.items())})"
+
+
+def token_digest(token: str) -> bytes:
+    """The SHA-256 of a token: what is kept and compared, so every comparison is of equal length."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()  # known tokens are ASCII
 
 
 def check_token(token: str, where: str) -> None:

@@ -87,17 +87,23 @@ def formatter(log_format: str) -> logging.Formatter:
 
 
 def setup(level: str = "info", log_format: str = "text", stream: IO[str] | None = None) -> logging.Handler:
-    """Send every log record at ``level`` and above to ``stream`` (stderr) in ``log_format``.
+    """Send jobq's log records at ``level`` and above to ``stream`` (stderr) in ``log_format``.
 
-    Replaces the root logger's handlers, so calling it again switches format. Returns the handler.
+    Libraries log at INFO and above even when jobq logs at DEBUG, so ``--log-level debug``
+    shows jobq's state changes without grpc's and asyncio's internals. Replaces the root
+    logger's handlers, so calling it again switches format. Returns the handler.
     """
+    jobq_level = logging.getLevelName(level.upper())
+    if not isinstance(jobq_level, int):
+        raise ValueError(f"unknown log level {level!r}")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(max(jobq_level, logging.INFO))
+    logging.getLogger("jobq").setLevel(jobq_level)
     logging.captureWarnings(True)
     return handler
 

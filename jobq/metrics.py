@@ -13,8 +13,10 @@ label values are queue names, job types, outcomes, route templates and method na
 * ``jobq_queue_depth{queue,state}``: waiting jobs (``pending``, ``scheduled``, ``retrying``), read at scrape;
 * ``jobq_jobs_running{queue}`` and ``jobq_queue_paused{queue}``, read at scrape;
 * ``jobq_workers{state}``: this process's worker tasks, ``busy`` or ``idle``, read at scrape;
-* ``jobq_http_requests_total{method,route,code}`` and ``jobq_http_request_duration_seconds{method,route}``;
-* ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method}``;
+* ``jobq_queue_oldest_job_age_seconds{queue}``: how long the job next in line has waited (since it was
+  created or fell due), read at scrape: in a queue whose jobs share one priority, the oldest job;
+* ``jobq_http_requests_total{method,route,code}`` and ``jobq_http_request_duration_seconds{method,route,code}``;
+* ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method,code}``;
 * ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
 * ``jobq_build_info{version}``.
 
@@ -118,7 +120,7 @@ class Metrics:
         self.http_duration = Histogram(
             "jobq_http_request_duration_seconds",
             "Seconds from routing an HTTP request to its answer (long-polls included).",
-            ["method", "route"],
+            ["method", "route", "code"],
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
@@ -131,7 +133,7 @@ class Metrics:
         self.grpc_duration = Histogram(
             "jobq_grpc_request_duration_seconds",
             "Seconds each gRPC call took (streams and long-polls included).",
-            ["method"],
+            ["method", "code"],
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
@@ -228,10 +230,8 @@ class Metrics:
         key = (method, route, code)
         children = self._http.get(key)
         if children is None:
-            children = self._http[key] = (
-                self.http_requests.labels(method, route, str(code)),
-                self.http_duration.labels(method, route),
-            )
+            labels = (method, route, str(code))
+            children = self._http[key] = (self.http_requests.labels(*labels), self.http_duration.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)
 
@@ -263,7 +263,10 @@ class Metrics:
         key = (method, code)
         children = self._grpc.get(key)
         if children is None:
-            children = self._grpc[key] = (self.grpc_requests.labels(method, code), self.grpc_duration.labels(method))
+            children = self._grpc[key] = (
+                self.grpc_requests.labels(method, code),
+                self.grpc_duration.labels(method, code),
+            )
         children[0].inc()
         children[1].observe(seconds)
 
@@ -294,9 +297,10 @@ class StateCollector:
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        depth, running, paused, workers = self._families()
+        depth, running, paused, oldest, workers = self._families()
         snapshot = self.snapshot
         if snapshot is not None:
+            now = time.time()
             for queue in snapshot.by_queue:
                 if len(self._queues) < MAX_LABEL_SETS:
                     self._queues.add(queue)
@@ -306,11 +310,13 @@ class StateCollector:
                     depth.add_metric([queue, state.value], counts.get(state.value, 0))
                 running.add_metric([queue], counts.get(JobStatus.PROCESSING.value, 0))
                 paused.add_metric([queue], 1 if queue in snapshot.paused else 0)
+                ready_since = snapshot.next_ready_since.get(queue)
+                oldest.add_metric([queue], max(now - ready_since, 0.0) if ready_since is not None else 0.0)
         if self.service is not None:
             pool = self.service.pool
             workers.add_metric(["busy"], pool.busy)
             workers.add_metric(["idle"], max(pool.concurrency - pool.busy, 0))
-        return [depth, running, paused, workers]
+        return [depth, running, paused, oldest, workers]
 
     @staticmethod
     def _families() -> Iterator[GaugeMetricFamily]:
@@ -319,4 +325,9 @@ class StateCollector:
         )
         yield GaugeMetricFamily("jobq_jobs_running", "Jobs leased and running, by queue.", labels=["queue"])
         yield GaugeMetricFamily("jobq_queue_paused", "1 for a paused queue, 0 otherwise.", labels=["queue"])
+        yield GaugeMetricFamily(
+            "jobq_queue_oldest_job_age_seconds",
+            "Seconds the job next in line has waited since it was created or fell due (0: none waiting).",
+            labels=["queue"],
+        )
         yield GaugeMetricFamily("jobq_workers", "This process's worker tasks, busy or idle.", labels=["state"])

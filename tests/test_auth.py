@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from jobq import auth
 from jobq.api import SERVICE
 from jobq.app import create_app
-from jobq.auth import Forbidden, Principal, Role, TokenBook, TokenError, Unauthorized, bearer_token
+from jobq.auth import Forbidden, Principal, Role, TokenBook, TokenError, Unauthorized, bearer_token, token_digest
 from jobq.client import JobqClient
 from jobq.errors import JobNotFound
 from jobq.handlers import Registry
@@ -222,14 +222,15 @@ def test_every_token_is_compared_with_compare_digest_without_stopping_early(monk
         principal = book.authenticate(f"Bearer {presented}")
         assert (principal.name if principal else None) == who
         # one constant-time comparison per known token, the first match included: no early exit
-        assert compared == [(presented.encode(), token.encode()) for token in known]
+        assert compared == [(token_digest(presented), token_digest(token)) for token in known]
+        assert {len(given) for pair in compared for given in pair} == {32}  # equal lengths: nothing to time
 
 
 def test_the_decision_is_compare_digests_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     book = token_book()
     monkeypatch.setattr(auth.hmac, "compare_digest", lambda given, known: False)
     assert book.authenticate(f"Bearer {CLIENT_TOKEN}") is None  # a right token is refused: no == behind it
-    monkeypatch.setattr(auth.hmac, "compare_digest", lambda given, known: known == WORKER_TOKEN.encode())
+    monkeypatch.setattr(auth.hmac, "compare_digest", lambda given, known: known == token_digest(WORKER_TOKEN))
     assert book.authenticate("Bearer anything-at-all-here").name == "worker-1"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jobq.api import SERVICE
-from jobq.logs import JsonFormatter, TextFormatter, formatter
+from jobq.logs import JsonFormatter, TextFormatter, formatter, setup
 from tests.conftest import MakeClient, wait_for_status
 from tests.procs import ServerProcess
 
@@ -56,6 +56,24 @@ def test_a_text_line_appends_extra_fields() -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="text, json"):
         formatter("xml")
+
+
+def test_debug_level_is_for_jobq_and_libraries_stay_at_info() -> None:
+    root, jobq_logger = logging.getLogger(), logging.getLogger("jobq")
+    saved = (list(root.handlers), root.level, jobq_logger.level)
+    stream = io.StringIO()
+    try:
+        setup("debug", "json", stream)
+        logging.getLogger("jobq.workers").debug("a jobq detail")
+        logging.getLogger("grpc._cython.cygrpc").debug("a library detail")
+        logging.getLogger("grpc._cython.cygrpc").info("a library event")
+        with pytest.raises(ValueError, match="log level"):
+            setup("chatty")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        jobq_logger.setLevel(saved[2])
+    assert [entry["message"] for entry in entries(stream)] == ["a jobq detail", "a library event"]
 
 
 @pytest.fixture

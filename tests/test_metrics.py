@@ -84,7 +84,9 @@ async def test_metrics_follow_jobs_as_they_flow(make_client: MakeClient, backend
     assert delta(before, after, "jobq_http_requests_total", method="POST", route="/enqueue", code="202") == 1
     assert delta(before, after, "jobq_http_requests_total", method="GET", route="/status/{id}", code="404") == 1
     assert delta(before, after, "jobq_http_requests_total", method="GET", route="/metrics", code="200") == 1
-    assert delta(before, after, "jobq_http_request_duration_seconds_count", method="POST", route="/enqueue") == 6
+    duration = "jobq_http_request_duration_seconds_count"
+    assert delta(before, after, duration, method="POST", route="/enqueue", code="200") == 5
+    assert delta(before, after, duration, method="GET", route="/status/{id}", code="404") == 1
     assert value(after, "jobq_queue_depth", queue="later", state="scheduled") == 0
     assert value(after, "jobq_workers", state="busy") + value(after, "jobq_workers", state="idle") == 2
     assert value(after, "jobq_build_info", version=__version__) == 1
@@ -104,6 +106,7 @@ async def test_depth_running_and_paused_are_read_at_scrape(make_client: MakeClie
     assert value(samples, "jobq_queue_depth", queue="mail", state="pending") == 2
     assert value(samples, "jobq_queue_depth", queue="mail", state="scheduled") == 1
     assert value(samples, "jobq_queue_paused", queue="mail") == 1
+    assert value(samples, "jobq_queue_oldest_job_age_seconds", queue="mail") > 0
     await client.post("/queues/mail/resume")
     leased = await client.post("/workers/lease", json={"queues": ["mail"], "max_jobs": 1})
     assert leased.status == 200
@@ -111,9 +114,56 @@ async def test_depth_running_and_paused_are_read_at_scrape(make_client: MakeClie
     samples = await scrape(client)
     assert value(samples, "jobq_jobs_running", queue="mail") == 1
     assert value(samples, "jobq_queue_paused", queue="mail") == 0
+    assert value(samples, "jobq_queue_oldest_job_age_seconds", queue="mail") == 0  # nothing waits any more
     # an emptied queue stays listed at 0 rather than vanishing
     assert ("jobq_queue_depth", frozenset({"queue": "mail", "state": "pending"}.items())) in samples
     assert value(samples, "jobq_queue_depth", queue="mail", state="pending") == 0
+
+
+async def test_oldest_job_age_is_the_wait_of_the_job_next_in_line(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    service = client.app[SERVICE]
+    first = await enqueue(client, {"type": "echo", "queue": "mail"})
+    stored = await service.store.get(first["id"])
+    assert stored is not None
+    stored.created_at -= 120.0  # as if it had been waiting two minutes
+    await enqueue(client, {"type": "echo", "queue": "mail"})
+    age = value(await scrape(client), "jobq_queue_oldest_job_age_seconds", queue="mail")
+    assert 120.0 <= age < 180.0
+    leased = await client.post("/workers/lease", json={"queues": ["mail"], "max_jobs": 1})
+    assert (await leased.json())["jobs"][0]["id"] == first["id"]
+    assert value(await scrape(client), "jobq_queue_oldest_job_age_seconds", queue="mail") < 60.0
+
+
+def test_every_family_follows_the_prometheus_naming_rules() -> None:
+    collected = metrics.Metrics()
+    collected.series("default", "echo").enqueued.inc()
+    collected.http_observe("POST", "/enqueue", 202, 0.001)
+    families = {family.name: family for family in collected.registry.collect()}
+    expected = {  # the families queue exporters have (prometheus_client names counters without _total)
+        "jobq_jobs_enqueued": "counter",
+        "jobq_jobs_finished": "counter",
+        "jobq_jobs_retried": "counter",
+        "jobq_leases_expired": "counter",
+        "jobq_queue_depth": "gauge",
+        "jobq_queue_oldest_job_age_seconds": "gauge",
+        "jobq_job_wait_seconds": "histogram",
+        "jobq_job_run_seconds": "histogram",
+        "jobq_workers": "gauge",
+        "jobq_http_requests": "counter",
+        "jobq_http_request_duration_seconds": "histogram",
+        "jobq_build": "info",
+    }
+    assert {name: families[name].type for name in expected if name in families} == expected
+    for name, family in families.items():
+        assert name.startswith("jobq_"), name
+        if family.type == "counter":
+            assert {s.name for s in family.samples} <= {f"{name}_total", f"{name}_created"}, name
+        if family.type == "histogram":
+            assert name.endswith("_seconds"), f"{name}: durations are in base units"
+        labels = {label for sample in family.samples for label in sample.labels}
+        assert not labels & {"id", "job_id"}, f"{name} is labelled by job"
+    assert next(s.name for s in families["jobq_jobs_enqueued"].samples) == "jobq_jobs_enqueued_total"
 
 
 async def test_an_expired_lease_is_counted(make_client: MakeClient) -> None:
@@ -179,7 +229,8 @@ async def test_grpc_calls_are_counted_by_method_and_code(make_client: MakeClient
     assert delta(before, after, requests, method="jobq.v1.JobService/Enqueue", code="OK") == 1
     assert delta(before, after, requests, method="jobq.v1.JobService/GetJob", code="NOT_FOUND") == 1
     assert delta(before, after, requests, method="jobq.v1.JobService/WatchJob", code="NOT_FOUND") == 1
-    assert delta(before, after, "jobq_grpc_request_duration_seconds_count", method="jobq.v1.JobService/Enqueue") == 1
+    duration = "jobq_grpc_request_duration_seconds_count"
+    assert delta(before, after, duration, method="jobq.v1.JobService/Enqueue", code="OK") == 1
     assert delta(before, after, "jobq_jobs_enqueued_total", queue="default", type="echo") == 1
 
 

@@ -51,6 +51,7 @@ class StoreStats:
     by_status: dict[str, int]
     by_queue: dict[str, dict[str, int]]
     paused: list[str]
+    next_ready_since: dict[str, float] = field(default_factory=dict)  # queue -> when its next job could first run
 
     @property
     def waiting(self) -> int:

@@ -365,7 +365,18 @@ class MemoryStore(Store):
                 if count:
                     by_status[status.value] += count
                     by_queue.setdefault(queue, {})[status.value] = count
-        return StoreStats(dict(by_status), by_queue, sorted(self._paused))
+        return StoreStats(dict(by_status), by_queue, sorted(self._paused), self._next_ready_since())
+
+    def _next_ready_since(self) -> dict[str, float]:
+        """For each queue with a ready job: since when the job next in line could run."""
+        since: dict[str, float] = {}
+        for queue, heap in self._ready.items():
+            while heap and not (heap[0][2].status is JobStatus.PENDING and self._live(heap[0][2])):
+                heapq.heappop(heap)  # leased, cancelled or cleared since it was queued: _take would skip it too
+            if heap:
+                job = heap[0][2]
+                since[queue] = job.run_at or job.created_at
+        return since
 
     async def list_jobs(
         self,
