@@ -34,6 +34,7 @@ class JobStatus(StrEnum):
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
 WAITING = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING})
+FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # states entered with an error
 _DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
@@ -181,7 +182,13 @@ class Job:
         self.result = result
         self.error = None
         self.finished_at = now
+        lease_id = self.lease_id
         self._end_attempt("completed", None, now)
+        self.lease_id = lease_id  # kept, so a repeated complete with it gets this answer again
+
+    def completed_under(self, lease_id: str | None) -> bool:
+        """Whether this job was completed by the holder of ``lease_id`` (a repeated complete)."""
+        return self.status is JobStatus.COMPLETED and lease_id is not None and self.lease_id == lease_id
 
     def fail(self, error: str, now: float, retry_at: float | None, outcome: str = "failed") -> None:
         """An attempt failed: retry at ``retry_at``, or give up (dead if retries were allowed)."""
@@ -236,6 +243,18 @@ class Job:
             and self.max_attempts == other.max_attempts
             and self.timeout == other.timeout
         )
+
+    def log_fields(self, before: JobStatus | None = None) -> dict[str, Any]:
+        """Structured fields for a log line about this job (JSON logs carry them as keys)."""
+        fields: dict[str, Any] = {"job_id": self.id, "job_type": self.type, "queue": self.queue}
+        fields["status"] = self.status.value
+        if before is not None:
+            fields["from_status"] = before.value
+        if self.attempts:
+            fields["attempt"] = self.attempts
+        if self.status in FAILING and self.error is not None:
+            fields["error"] = self.error
+        return fields
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON view of the job (timestamps in RFC 3339 UTC)."""

@@ -19,7 +19,7 @@ from typing import Any
 from jobq.config import Config
 from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
 from jobq.handlers import Registry
-from jobq.job import TERMINAL, Job, JobStatus, rfc3339
+from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
 from jobq.models import EnqueueRequest, LeaseRequest, ListQuery
 from jobq.rate import RateMeter
 from jobq.store.base import Added, Store
@@ -30,7 +30,6 @@ log = logging.getLogger("jobq.service")
 HOUSEKEEPING_SECONDS = 1.0
 MAX_WAIT_SECONDS = 60.0  # longest long-poll a client may ask for
 OWNER_SCAN_PAGES = 20  # store pages one owner-filtered listing reads, at most, looking for the owner's jobs
-FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # a state change that records an error
 
 EnqueueListener = Callable[[Sequence[Job]], None]
 """Called with the jobs each submission created (after they are stored)."""
@@ -101,7 +100,7 @@ class JobService:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             try:
                 for job in await self.store.expire_leases():
-                    log.warning("job %s lease expired; now %s", job.id, job.status, extra=job_fields(job))
+                    log.warning("job %s lease expired; now %s", job.id, job.status, extra=job.log_fields())
                 await self.store.purge()
             except Exception:
                 log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
@@ -113,10 +112,10 @@ class JobService:
             self.finish_rate.mark()
         if status in FAILING and job.error is not None:
             log.warning(
-                "job %s (%s) %s -> %s: %s", job.id, job.type, before, status, job.error, extra=job_fields(job, before)
+                "job %s (%s) %s -> %s: %s", job.id, job.type, before, status, job.error, extra=job.log_fields(before)
             )
         elif log.isEnabledFor(logging.DEBUG):
-            log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job_fields(job, before))
+            log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job.log_fields(before))
         waiters = self._change_waiters.pop(job.id, None)
         if waiters:
             for waiter in waiters:
@@ -306,15 +305,3 @@ class JobService:
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "draining": self.draining,
         }
-
-
-def job_fields(job: Job, before: JobStatus | None = None) -> dict[str, Any]:
-    """Structured log fields for a line about a job (JSON logs carry them as keys)."""
-    fields: dict[str, Any] = {"job_id": job.id, "job_type": job.type, "queue": job.queue, "status": job.status.value}
-    if before is not None:
-        fields["from_status"] = before.value
-    if job.attempts:
-        fields["attempt"] = job.attempts
-    if job.status in FAILING and job.error is not None:
-        fields["error"] = job.error
-    return fields

@@ -200,7 +200,7 @@ class WorkerPool:
                 except StaleLease:
                     pass  # settled or cancelled meanwhile
                 except Exception:
-                    log.exception("extending the lease of job %s failed", job.id)
+                    log.exception("extending the lease of job %s failed", job.id, extra=job.log_fields())
 
     # -- running -----------------------------------------------------------
     async def _work(self) -> None:
@@ -220,12 +220,12 @@ class WorkerPool:
             await self._settle(job, *await self._execute(job, task))
             self.settled += 1
         except StaleLease:
-            log.debug("job %s lost its lease while running (cancelled or expired)", job.id)
+            log.debug("job %s lost its lease while running (cancelled or expired)", job.id, extra=job.log_fields())
         except asyncio.CancelledError:
             await self._release(job)
             raise
         except Exception:
-            log.exception("settling job %s failed", job.id)
+            log.exception("settling job %s failed", job.id, extra=job.log_fields())
         finally:
             self.busy -= 1
             self._held.pop(job.id, None)
@@ -275,7 +275,6 @@ class WorkerPool:
             await self.store.fail(job.id, lease_id, str(value), retry_in=value.defer, outcome="retry")
         elif outcome != "cancelled":  # a cancelled job was already settled by whoever cancelled it
             await self.store.fail(job.id, lease_id, str(value), outcome=outcome)
-            log.info("job %s (%s) %s: %s", job.id, job.type, outcome, value)
 
     async def _release(self, job: Job) -> None:
         """Hand an unfinished job back to the store and note its id (unless it was settled meanwhile)."""
@@ -284,5 +283,7 @@ class WorkerPool:
         except StaleLease:
             return  # settled meanwhile: finished, or cancelled through the API
         except Exception:
-            log.exception("releasing job %s failed; it runs again once its lease expires", job.id)
+            log.exception(
+                "releasing job %s failed; it runs again once its lease expires", job.id, extra=job.log_fields()
+            )
         self._released.append(job.id)

@@ -21,7 +21,7 @@ def test_happy_path_pending_processing_completed() -> None:
     job.complete({"ok": True}, now=101.0)
     assert job.status is JobStatus.COMPLETED
     assert job.result == {"ok": True}
-    assert job.lease_id is None
+    assert (job.lease_expires_at, job.completed_under("lease-1"), job.completed_under("lease-2")) == (None, True, False)
     assert job.history[0].outcome == "completed"
     assert job.history[0].finished_at == 101.0
 

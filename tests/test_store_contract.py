@@ -173,9 +173,25 @@ async def test_complete_records_the_result(store: Store) -> None:
     await add(store, make_job("a"))
     job = await lease_one(store)
     done = await store.complete("a", job.lease_id or "", {"answer": 42})
-    assert (done.status, done.result, done.lease_id) == (JobStatus.COMPLETED, {"answer": 42}, None)
+    assert (done.status, done.result, done.lease_expires_at) == (JobStatus.COMPLETED, {"answer": 42}, None)
     assert done.finished_at is not None
     assert [a.outcome for a in done.history] == ["completed"]
+
+
+async def test_complete_is_idempotent_for_the_same_lease_only(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    lease_id = job.lease_id or ""
+    first = await store.complete("a", lease_id, "first")
+    again = await store.complete("a", lease_id, "second")  # a repeat after a lost answer
+    assert (again.status, again.result, again.finished_at) == (JobStatus.COMPLETED, "first", first.finished_at)
+    assert [a.outcome for a in again.history] == ["completed"]
+    for other in ("not-a-lease", ""):
+        with pytest.raises(StaleLease):
+            await store.complete("a", other, "third")
+    for verb in (store.fail("a", lease_id, "late"), store.release("a", lease_id), store.heartbeat("a", lease_id, 1)):
+        with pytest.raises(StaleLease):  # only a repeated complete is answered; nothing else may touch it
+            await verb
 
 
 @pytest.mark.parametrize("verb", ["heartbeat", "complete", "fail", "release", "progress"])

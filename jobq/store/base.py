@@ -120,7 +120,11 @@ class Store(ABC):
 
     @abstractmethod
     async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
-        """Finish a leased job with its result."""
+        """Finish a leased job with its result.
+
+        Idempotent for the same lease: completing again with the lease that completed
+        the job answers the completed job (with the first result) instead of StaleLease.
+        """
 
     @abstractmethod
     async def fail(
