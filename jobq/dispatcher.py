@@ -16,6 +16,11 @@ Latency is measured on the server's clock, from a job's ``created_at`` (when
 the server accepted it) to its ``finished_at``; both are RFC 3339 with
 millisecond resolution. The exit code is 0 only if every job was accepted and,
 unless ``--no-wait``, every accepted job completed.
+
+Against a server with tokens, every request (enqueue and status) carries
+``Authorization: Bearer <token>``: a client (or admin) token from ``JOBQ_TOKEN``,
+or ``--token``, which, like any flag, shows in ``ps``. Without one, or with a
+token the server does not know, each job is counted as a ``401`` refusal.
 """
 
 from __future__ import annotations
@@ -36,8 +41,11 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
+from jobq.auth import TOKEN_PATTERN
+
 ENV_PREFIX = "JOBQ_DISPATCH_"
 SHARED_URL_ENV = "JOBQ_URL"
+TOKEN_ENV = "JOBQ_TOKEN"  # the client token, as the server and JobqClient name it
 ACCEPTED_CODES = frozenset({200, 202})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "dead", "cancelled"})
 MISSING = "missing"  # GET /status answered 404: the job was purged (retention) or never stored
@@ -61,6 +69,12 @@ class DispatchConfig:
     wait: bool = True
     as_json: bool = False
     progress: bool | None = None  # None: shown when stderr is a terminal
+    token: str | None = field(default=None, repr=False)  # bearer token (client or admin role); None: send none
+
+
+def auth_headers(config: DispatchConfig) -> dict[str, str]:
+    """The ``Authorization`` header every request carries when the config has a token (else none)."""
+    return {"Authorization": f"Bearer {config.token}"} if config.token else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +208,7 @@ class Submitter:
         self.tally = tally
         self.base = config.url.rstrip("/")
         self._one = json.dumps({"type": config.job_type, "payload": config.payload}).encode()
+        self._headers = {"Content-Type": "application/json", **auth_headers(config)}
         self._bodies: dict[int, bytes] = {}
 
     def batch_body(self, size: int) -> bytes:
@@ -234,8 +249,7 @@ class Submitter:
                 self.tally.failures[str(code)] += 1
 
     async def _post(self, path: str, body: bytes) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
-        async with self.session.post(self.base + path, data=body, headers=headers) as response:
+        async with self.session.post(self.base + path, data=body, headers=self._headers) as response:
             raw = await response.read()
             return response.status, json.loads(raw) if response.status in ACCEPTED_CODES else None
 
@@ -270,6 +284,7 @@ class Waiter:
         self.base = config.url.rstrip("/")
         self.window = max(config.concurrency, 1)
         self.timeout = config.timeout
+        self.headers = auth_headers(config)
         self.errors: Counter[str] = Counter()
 
     async def wait(self, ids: Sequence[str], progress: tqdm) -> dict[str, Finished]:
@@ -306,7 +321,7 @@ class Waiter:
     async def _poll(self, job_id: str) -> Finished | None:
         """The job's final state, or None while it is still waiting or running (or the poll failed)."""
         try:
-            async with self.session.get(f"{self.base}/status/{job_id}") as response:
+            async with self.session.get(f"{self.base}/status/{job_id}", headers=self.headers) as response:
                 raw = await response.read()
                 if response.status == 404:
                     return Finished(MISSING)
@@ -503,12 +518,34 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         env = ENV_PREFIX + flag.removeprefix("--").upper().replace("-", "_")
         default = _env_default(parser, environ, env, env_flag, False)
         parser.add_argument(flag, dest=name, action="store_true", default=default, help=f"{text} [env {env}=1]")
+    parser.add_argument(
+        "--token",
+        default=environ.get(TOKEN_ENV),
+        help="bearer token of the client (or admin) role, sent with every request; prefer the variable, "
+        f"as flags show in ps [env {TOKEN_ENV}; default none]",
+    )
     return parser
 
 
+def clean_token(parser: argparse.ArgumentParser, token: str | None) -> str | None:
+    """The token stripped (None when empty); one that cannot travel in a header is a usage error.
+
+    The message never shows the token.
+    """
+    token = (token or "").strip()
+    if not token:
+        return None
+    if not TOKEN_PATTERN.fullmatch(token):
+        parser.error(
+            f"the token (--token or {TOKEN_ENV}) may hold only letters, digits and - . _ ~ + / (then = padding)"
+        )
+    return token
+
+
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> DispatchConfig:
-    """Flags first, then ``JOBQ_DISPATCH_*`` (and ``JOBQ_URL``), then the defaults."""
-    args = build_parser(os.environ if environ is None else environ).parse_args(argv)
+    """Flags first, then ``JOBQ_DISPATCH_*`` (and ``JOBQ_URL``, ``JOBQ_TOKEN``), then the defaults."""
+    parser = build_parser(os.environ if environ is None else environ)
+    args = parser.parse_args(argv)
     return DispatchConfig(
         url=args.url,
         jobs=args.jobs,
@@ -519,6 +556,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         timeout=args.timeout,
         wait=not args.no_wait,
         as_json=args.as_json,
+        token=clean_token(parser, args.token),
     )
 
 

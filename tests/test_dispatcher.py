@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from jobq.app import create_app
+from jobq.auth import Principal, Role, TokenBook
 from jobq.dispatcher import (
     LATENCY_SOURCE,
     DispatchConfig,
@@ -30,13 +31,22 @@ from jobq.handlers import Registry
 from tests.conftest import TEST_CONFIG
 from tests.procs import ROOT, ServerProcess, free_port
 
+CLIENT_TOKEN = "dispatch-client-token-0123456789"
+WORKER_TOKEN = "dispatch-worker-token-0123456789"
+WRONG_TOKEN = "dispatch-wrong-token-0123456789"
+
+
+def token_book() -> TokenBook:
+    return TokenBook([(CLIENT_TOKEN, Principal("loadgen", Role.CLIENT)), (WORKER_TOKEN, Principal("box", Role.WORKER))])
+
 
 @pytest.fixture
 async def make_server(aiohttp_server: Any, registry: Registry) -> Any:
-    """Start a jobq app on a real port with config overrides; returns its base URL."""
+    """Start a jobq app on a real port with config overrides (and optional tokens); returns its base URL."""
 
-    async def build(**overrides: Any) -> str:
-        server: TestServer = await aiohttp_server(create_app(replace(TEST_CONFIG, **overrides), handlers=registry))
+    async def build(tokens: TokenBook | None = None, **overrides: Any) -> str:
+        app = create_app(replace(TEST_CONFIG, **overrides), handlers=registry, tokens=tokens)
+        server: TestServer = await aiohttp_server(app)
         return str(server.make_url("")).rstrip("/")
 
     return build
@@ -139,6 +149,41 @@ async def test_answers_that_are_not_jobq_answers_are_counted_not_raised(aiohttp_
     assert summary.accepted == 0
 
 
+# -- against a live app with tokens ---------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 10], ids=["one-by-one", "batches"])
+async def test_with_the_right_token_every_job_completes(make_server: Any, batch: int) -> None:
+    url = await make_server(tokens=token_book(), workers=4)
+    summary = await dispatch(config(url, jobs=30, batch=batch, token=CLIENT_TOKEN))
+    assert (summary.accepted, summary.completed, summary.failures) == (30, 30, {})
+    assert summary.statuses == {"completed": 30}
+    assert summary.poll_errors == {}  # the status polls carried the token too
+    assert summary.ok
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["one-by-one", "batches"])
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [(None, "401"), (WRONG_TOKEN, "401"), (WORKER_TOKEN, "403")],
+    ids=["no-token", "unknown-token", "worker-role"],
+)
+async def test_a_refused_token_is_counted_by_status(make_server: Any, token: str | None, code: str, batch: int) -> None:
+    url = await make_server(tokens=token_book(), workers=4)
+    summary = await dispatch(config(url, jobs=10, batch=batch, token=token))
+    assert summary.accepted == 0
+    assert summary.failures == {code: 10}
+    assert not summary.ok
+    assert f"{code}: 10" in summary.render()
+    assert "NOT OK" in summary.render()
+
+
+async def test_a_token_is_harmless_against_a_server_without_tokens(make_server: Any) -> None:
+    url = await make_server(workers=4)
+    summary = await dispatch(config(url, jobs=10, token=CLIENT_TOKEN))
+    assert summary.ok
+
+
 def test_main_exits_1_and_prints_the_summary_when_the_server_is_down(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()
     code = main(["--url", f"http://127.0.0.1:{port}", "--jobs", "5", "--json"])
@@ -175,6 +220,40 @@ def test_the_command_line_against_a_server_process(tmp_path: Path) -> None:
     assert done.stderr == ""  # no progress bar when stderr is not a terminal
 
 
+def test_the_command_line_against_a_server_with_tokens(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+    unset = {k: "" for k in os.environ if k.startswith("JOBQ_")}  # ServerProcess adds os.environ back
+    server_env = {**unset, "JOBQ_GRPC_PORT": "0", "JOBQ_TOKEN": CLIENT_TOKEN}  # a client token: auth is on
+    args = ("--store", "memory://", "--workers", "8", "--log-level", "warning")
+    server = ServerProcess(tmp_path / "server.log", *args, env=server_env)
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobq.dispatcher", "--url", server.url, "--jobs", "60", "--timeout", "30", "--json"],
+            cwd=ROOT,
+            env={**clean, "PYTHONPATH": str(ROOT), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    try:
+        server.wait_ready()
+        with_token = run({"JOBQ_TOKEN": CLIENT_TOKEN})
+        without_token = run({})
+    finally:
+        server.stop()
+    assert with_token.returncode == 0, with_token.stdout + with_token.stderr
+    summary = json.loads(with_token.stdout)
+    assert (summary["accepted"], summary["completed"], summary["failures"]) == (60, 60, {})
+    assert summary["ok"] is True
+    assert CLIENT_TOKEN not in with_token.stdout + with_token.stderr  # the summary never shows the token
+
+    assert without_token.returncode == 1, without_token.stdout + without_token.stderr
+    summary = json.loads(without_token.stdout)
+    assert (summary["accepted"], summary["failures"], summary["ok"]) == (0, {"401": 60}, False)
+
+
 # -- configuration and arithmetic ---------------------------------------------
 
 
@@ -197,6 +276,23 @@ def test_flags_fall_back_to_environment_variables() -> None:
     assert parse_config(["--jobs", "9"], environ).jobs == 9
 
 
+def test_the_token_comes_from_jobq_token_or_the_flag() -> None:
+    assert parse_config([], {}).token is None
+    assert parse_config([], {"JOBQ_TOKEN": f" {CLIENT_TOKEN}\n"}).token == CLIENT_TOKEN
+    assert parse_config(["--token", WRONG_TOKEN], {"JOBQ_TOKEN": CLIENT_TOKEN}).token == WRONG_TOKEN
+    assert parse_config([], {"JOBQ_TOKEN": "  "}).token is None
+    assert CLIENT_TOKEN not in repr(parse_config([], {"JOBQ_TOKEN": CLIENT_TOKEN}))
+
+
+def test_a_token_that_cannot_be_a_header_is_a_usage_error_that_hides_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config([], {"JOBQ_TOKEN": "secret-part\nInjected: header"})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "JOBQ_TOKEN" in err
+    assert "secret-part" not in err
+
+
 def test_a_bad_environment_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_config([], {"JOBQ_DISPATCH_JOBS": "many"})
@@ -211,6 +307,7 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
     for name in ("URL", "JOBS", "CONCURRENCY", "TYPE", "PAYLOAD", "BATCH", "TIMEOUT", "NO_WAIT", "JSON"):
         assert f"JOBQ_DISPATCH_{name}" in text
     assert "JOBQ_URL" in text
+    assert "--token TOKEN" in text and "env JOBQ_TOKEN" in text and "ps" in text
 
 
 def test_chunks_cover_every_job_once() -> None:
