@@ -245,11 +245,11 @@ async def drain_and_report(service: JobService, config: Config) -> int:
     log.info("drained %d jobs in %.1fs", report.finished, time.monotonic() - started)
     if report.unfinished:
         if is_durable(config):
-            fate = "they are pending again and run from the beginning when jobq next starts"
+            fate = "they run again from the beginning when jobq next starts"
         else:
             fate = "the memory store keeps nothing, so they are lost"
         log.warning(
-            "%d jobs did not finish within the %gs drain timeout and were stopped: %s; %s",
+            "%d jobs did not finish within the %gs drain timeout: %s; %s",
             len(report.unfinished),
             config.drain_timeout,
             name_jobs(report.unfinished),

@@ -104,7 +104,10 @@ async def enqueue_batch(request: web.Request) -> web.Response:
     items = BatchRequest.model_validate_json(await request.read()).jobs
     limit = service.config.batch_limit
     if len(items) > limit:
-        raise ValidationFailed(f"a batch holds at most {limit} jobs; this one has {len(items)}")
+        raise ValidationFailed(
+            f"a batch holds at most {limit} jobs; this one has {len(items)}",
+            errors=[{"field": "jobs", "message": f"at most {limit} items"}],
+        )
     parsed: list[EnqueueRequest | JobqError] = []
     for item in items:
         try:

@@ -66,6 +66,12 @@ class Config:
     drain_timeout: float = _option(
         30.0, "seconds to finish accepted jobs on SIGINT/SIGTERM before stopping anyway", at_least=0
     )
+    max_wait: float = _option(
+        60.0,
+        "longest long-poll in seconds: ?wait= on enqueue and status, and a worker's lease wait, are capped to it",
+        at_least=0,
+        at_most=3600,
+    )
     lease_seconds: float = _option(60.0, "lease length; a job whose lease lapses is retried", above=0)
     retry_base: float = _option(1.0, "first retry backoff ceiling in seconds (doubles)", at_least=0)
     retry_cap: float = _option(300.0, "largest retry backoff in seconds", at_least=0)

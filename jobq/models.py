@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from jobq.job import Job, JobStatus, new_job_id
 
@@ -34,13 +34,25 @@ class EnqueueRequest(BaseModel):
     max_attempts: int = Field(default=1, ge=1, le=100, description="attempts before the job is given up")
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="seconds per attempt")
 
-    @model_validator(mode="after")
-    def _one_schedule(self) -> EnqueueRequest:
-        if self.delay is not None and self.run_at is not None:
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("run_at must be an RFC 3339 string, e.g. 2026-01-01T12:00:00Z")
+        return value
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at_in_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        if info.data.get("delay") is not None:
             raise ValueError("give delay or run_at, not both")
-        if self.run_at is not None and self.run_at.tzinfo is None:
+        if value.tzinfo is None:
             raise ValueError("run_at needs a time zone offset, e.g. 2026-01-01T12:00:00Z")
-        return self
+        if value.timestamp() > time.time() + MAX_DELAY_SECONDS:
+            raise ValueError(f"run_at may be at most {MAX_DELAY_SECONDS / 86400:.0f} days ahead")
+        return value
 
     def to_job(self, now: float | None = None) -> Job:
         """A new job for this request (scheduled when it is due later)."""
@@ -65,7 +77,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    jobs: list[dict[str, Any]] = Field(min_length=1, description="job objects, as for POST /enqueue")
+    jobs: list[Any] = Field(min_length=1, description="job objects, as for POST /enqueue; each is checked on its own")
 
 
 class ListQuery(BaseModel):

@@ -10,6 +10,7 @@ owner's job answers as if it did not exist, so ids do not leak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,6 @@ from jobq.workers import DrainReport, WorkerPool
 log = logging.getLogger("jobq.service")
 
 HOUSEKEEPING_SECONDS = 1.0
-MAX_WAIT_SECONDS = 60.0  # longest long-poll a client may ask for
 OWNER_SCAN_PAGES = 20  # store pages one owner-filtered listing reads, at most, looking for the owner's jobs
 
 EnqueueListener = Callable[[Sequence[Job]], None]
@@ -63,6 +63,8 @@ class JobService:
         self._drain_started = asyncio.Event()
         self._change_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._enqueue_listeners: list[EnqueueListener] = []
+        self._remote_held: set[str] = set()  # jobs leased to remote workers through this service, still running
+        self._remote_settled = asyncio.Event()  # set whenever one of them leaves processing
         store.add_listener(self._on_change)
         self._housekeeper: asyncio.Task[None] | None = None
 
@@ -85,7 +87,27 @@ class JobService:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-        return await self.pool.drain(self.config.drain_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        report = await self.pool.drain(self.config.drain_timeout)
+        remote = await self._drain_remote(deadline)
+        return DrainReport(report.finished + remote.finished, report.unfinished + remote.unfinished)
+
+    async def _drain_remote(self, deadline: float) -> DrainReport:
+        """Wait (until ``deadline``) for jobs that remote workers leased from this server to be settled.
+
+        Remote workers go on heartbeating and completing while the server drains; what is
+        still leased at the deadline keeps its lease and runs again once that lapses
+        (or, on a durable store, after the next start).
+        """
+        loop = asyncio.get_running_loop()
+        held = len(self._remote_held)
+        while self._remote_held and (left := deadline - loop.time()) > 0:
+            self._remote_settled.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._remote_settled.wait()
+        return DrainReport(held - len(self._remote_held), sorted(self._remote_held))
 
     async def close(self) -> None:
         """Stop housekeeping and close the store (after a drain)."""
@@ -116,6 +138,9 @@ class JobService:
             )
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job.log_fields(before))
+        if before is JobStatus.PROCESSING and self._remote_held:
+            self._remote_held.discard(job.id)
+            self._remote_settled.set()
         waiters = self._change_waiters.pop(job.id, None)
         if waiters:
             for waiter in waiters:
@@ -128,7 +153,7 @@ class JobService:
         Waiting costs one future, woken by the store listener: the store is never polled.
         """
         job = await self.get(job_id, owner)
-        timeout = min(timeout, MAX_WAIT_SECONDS)
+        timeout = min(timeout, self.config.max_wait)
         if timeout <= 0 or job.finished or self.draining:
             return job
         waiter = asyncio.get_running_loop().create_future()
@@ -149,7 +174,7 @@ class JobService:
     async def wait_until_finished(self, job_id: str, timeout: float, owner: str | None = None) -> Job:
         """The job once it finished, or as it is after ``timeout`` seconds (capped)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, MAX_WAIT_SECONDS)
+        deadline = loop.time() + min(timeout, self.config.max_wait)
         job = await self.get(job_id, owner)
         while not job.finished and not self.draining and (left := deadline - loop.time()) > 0:
             job = await self.wait_for_change(job_id, left, owner)
@@ -221,14 +246,16 @@ class JobService:
 
     async def lease(self, request: LeaseRequest) -> list[Job]:
         """Lease jobs to a remote worker, long-polling up to ``wait`` (capped); nothing once draining."""
-        if self.draining:
-            return []
-        wait = min(request.wait, MAX_WAIT_SECONDS)
+        if self.draining:  # a worker asking anew backs off; parked long-polls were answered at once
+            raise ShuttingDown("jobq is shutting down and leases no more jobs")
+        wait = min(request.wait, self.config.max_wait)
         leasing = asyncio.ensure_future(
             self.store.lease(request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait)
         )
         if wait <= 0:
-            return await leasing
+            jobs = await leasing
+            self._remote_held.update(job.id for job in jobs)
+            return jobs
         stopping = asyncio.ensure_future(self._drain_started.wait())
         try:
             await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -240,7 +267,9 @@ class JobService:
         if not leasing.done():
             await self._abandon(leasing)
             return []
-        return leasing.result()
+        jobs = leasing.result()
+        self._remote_held.update(job.id for job in jobs)
+        return jobs
 
     async def _abandon(self, leasing: asyncio.Future[list[Job]]) -> None:
         """Stop a lease call; jobs it already took go straight back."""

@@ -149,7 +149,7 @@ class WorkerPool:
     def interrupt(self, job_id: str) -> bool:
         """Cancel a running job's handler now (after the store marked it cancelled)."""
         task = self._running.get(job_id)
-        if task is None:
+        if task is None or job_id in self._interrupted:  # not running here, or being interrupted already
             return False
         self._interrupted.add(job_id)
         task.cancel()
@@ -197,8 +197,8 @@ class WorkerPool:
             for job in list(self._held.values()):
                 try:
                     await self.store.heartbeat(job.id, job.lease_id or "", self.lease_seconds)
-                except StaleLease:
-                    pass  # settled or cancelled meanwhile
+                except StaleLease:  # cancelled, or the lease lapsed and the job went to another worker
+                    self.interrupt(job.id)
                 except Exception:
                     log.exception("extending the lease of job %s failed", job.id, extra=job.log_fields())
 
@@ -246,8 +246,11 @@ class WorkerPool:
         try:
             if job.timeout is None:  # most jobs: skip the cost of a timeout context
                 return "completed", await handler(JobContext(job, self.store))
-            async with asyncio.timeout(job.timeout):
-                return "completed", await handler(JobContext(job, self.store))
+            async with asyncio.timeout(job.timeout) as guard:
+                result = await handler(JobContext(job, self.store))
+            if guard.expired():  # the handler swallowed its cancellation: the attempt still timed out
+                raise TimeoutError
+            return "completed", result
         except TimeoutError:
             return "timeout", f"timed out after {job.timeout:g}s"
         except Retry as request:

@@ -17,7 +17,7 @@ from jobq.builtin_handlers import register_builtins
 from jobq.config import Config
 from jobq.handlers import Registry
 
-TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=5.0)
+TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=1.0)
 
 BACKENDS = ["memory", "sqlite"]
 """Every store backend; API and store tests run once per backend."""

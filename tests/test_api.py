@@ -161,19 +161,21 @@ async def test_stats_counts_jobs_per_status(client: TestClient) -> None:
 async def test_batch_answers_each_job(client: TestClient) -> None:
     response = await client.post(
         "/enqueue/batch",
-        json={"jobs": [{"type": "noop"}, {"type": "nope"}, {"type": "echo", "priority": "x"}, {"type": "echo"}]},
+        json={"jobs": [{"type": "noop"}, {"type": "nope"}, {"type": "echo", "priority": "x"}, "x", {"type": "echo"}]},
     )
     assert response.status == 200
     body = await response.json()
-    assert (body["accepted"], body["rejected"]) == (2, 2)
-    assert [r["code"] for r in body["results"]] == [202, 422, 422, 202]
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    assert [r["code"] for r in body["results"]] == [202, 422, 422, 422, 202]  # a non-object item is its own 422
     assert body["results"][2]["problem"]["errors"][0]["field"] == "priority"
-    assert (await client.get(f"/status/{body['results'][3]['id']}")).status == 200
+    assert (await client.get(f"/status/{body['results'][4]['id']}")).status == 200
 
 
 async def test_batch_over_the_limit_is_422(make_client: MakeClient) -> None:
     client = await make_client(batch_limit=2)
-    await assert_problem(await client.post("/enqueue/batch", json={"jobs": [{"type": "noop"}] * 3}), 422, "at most 2")
+    response = await client.post("/enqueue/batch", json={"jobs": [{"type": "noop"}] * 3})
+    body = await assert_problem(response, 422, "at most 2")
+    assert body["errors"][0]["field"] == "jobs"
 
 
 async def test_cancel_pending_job_and_refuse_cancel_of_finished(make_client: MakeClient) -> None:

@@ -54,10 +54,19 @@ async def test_run_at_in_the_past_runs_now_and_naive_times_are_refused(client: T
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     job = await (await client.post("/enqueue", json={"type": "noop", "run_at": past})).json()
     assert job["status"] == "pending"
-    naive = await client.post("/enqueue", json={"type": "noop", "run_at": "2030-01-01T00:00:00"})
-    assert naive.status == 422
-    both = await client.post("/enqueue", json={"type": "noop", "delay": 1, "run_at": past})
-    assert both.status == 422
+    refused = {
+        "naive": {"run_at": "2030-01-01T00:00:00"},
+        "both": {"delay": 1, "run_at": past},
+        "too far": {"run_at": "9999-12-31T23:59:59-12:00"},
+        "a number": {"run_at": 1_900_000_000},
+    }
+    for case, fields in refused.items():
+        response = await client.post("/enqueue", json={"type": "noop", **fields})
+        assert response.status == 422, case
+        problem = await response.json()
+        assert [error["field"] for error in problem["errors"]] == ["run_at"], (case, problem)
+    batch = await client.post("/enqueue/batch", json={"jobs": [{"type": "noop", "run_at": 1_900_000_000}]})
+    assert (await batch.json())["results"][0]["code"] == 422
 
 
 async def test_dead_jobs_are_listed_and_can_be_retried(make_client: MakeClient) -> None:

@@ -144,3 +144,31 @@ async def test_queues_not_served_here_take_any_type_for_remote_workers(make_clie
     assert (job["id"], job["type"]) == (job_id, "thumbnail")
     local = await enqueue(client, "echo", payload={"here": True})
     assert (await wait_for_status(client, local, "completed"))["result"] == {"here": True}
+
+
+async def test_drain_waits_for_jobs_leased_to_remote_workers(make_client: MakeClient) -> None:
+    client = await make_client(workers=0, drain_timeout=30.0)
+    service = client.app[SERVICE]
+    job_id = await enqueue(client, "resize")
+    await enqueue(client, "resize")
+    [job] = await lease(client, max_jobs=1)
+    draining = asyncio.create_task(service.drain())
+    await asyncio.sleep(0)
+    refused = await client.post("/workers/lease", json={"max_jobs": 1})  # no new leases while draining
+    assert refused.status == 503
+    assert "Retry-After" in refused.headers
+    assert not draining.done()  # still waiting for the remote worker's job
+    heartbeat = await client.post(f"/jobs/{job_id}/heartbeat", json={"lease_id": job["lease_id"]})
+    assert heartbeat.status == 200  # a draining server still serves the workers holding its jobs
+    done = await client.post(f"/jobs/{job_id}/complete", json={"lease_id": job["lease_id"], "result": 1})
+    assert done.status == 200
+    report = await asyncio.wait_for(draining, timeout=5)
+    assert (report.finished, report.unfinished) == (1, [])
+
+
+async def test_drain_timeout_reports_jobs_still_leased_to_remote_workers(make_client: MakeClient) -> None:
+    client = await make_client(workers=0, drain_timeout=0.2)
+    job_id = await enqueue(client, "resize")
+    await lease(client, max_jobs=1)
+    report = await asyncio.wait_for(client.app[SERVICE].drain(), timeout=5)
+    assert (report.finished, report.unfinished) == (0, [job_id])
