@@ -50,7 +50,7 @@ async def serve(http_port: int, grpc_port: int) -> None:
     """jobq's HTTP app and gRPC server over one JobService until killed, as main.py runs them."""
     from aiohttp import web
 
-    from jobq.api import SERVICE
+    from jobq.api import METRICS, SERVICE
     from jobq.app import create_app
     from jobq.config import Config
     from jobq.rpc.server import start_grpc_server
@@ -60,7 +60,8 @@ async def serve(http_port: int, grpc_port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", http_port).start()
-    grpc_server = await start_grpc_server(app[SERVICE], "127.0.0.1", grpc_port)
+    # metrics on both sides, as main.py serves them (the HTTP app has them on by default)
+    grpc_server = await start_grpc_server(app[SERVICE], "127.0.0.1", grpc_port, metrics=app.get(METRICS))
     try:
         await asyncio.Event().wait()
     finally:

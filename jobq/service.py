@@ -164,11 +164,11 @@ class JobService:
                 await waiter
         except TimeoutError:
             pass
-        finally:
-            if not waiter.done():
+        finally:  # a timed-out or cancelled wait unlists itself (a woken one was unlisted already)
+            if waiter in waiters:
                 waiters.remove(waiter)
-                if not waiters:
-                    self._change_waiters.pop(job_id, None)
+                if not waiters and self._change_waiters.get(job_id) is waiters:
+                    del self._change_waiters[job_id]
         return await self.get(job_id, owner)
 
     async def wait_until_finished(self, job_id: str, timeout: float, owner: str | None = None) -> Job:

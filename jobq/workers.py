@@ -22,11 +22,17 @@ from typing import Any, Protocol
 from jobq.errors import JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter
 from jobq.job import Job, JobStatus
+from jobq.models import json_value
 from jobq.retry import Retry
 
 log = logging.getLogger("jobq.workers")
 
 IDLE_POLL_SECONDS = 1.0
+
+
+def describe(exc: BaseException) -> str:
+    """How a failed attempt's error reads: ``ValueError: bad input``."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 class JobSource(Reporter, Protocol):
@@ -243,16 +249,15 @@ class WorkerPool:
         except JobqError as exc:
             return "failed", exc.detail
         self._running[job.id] = task
+        guard: asyncio.Timeout | None = None
         try:
             if job.timeout is None:  # most jobs: skip the cost of a timeout context
                 return "completed", await handler(JobContext(job, self.store))
             async with asyncio.timeout(job.timeout) as guard:
                 result = await handler(JobContext(job, self.store))
             if guard.expired():  # the handler swallowed its cancellation: the attempt still timed out
-                raise TimeoutError
+                return "timeout", f"timed out after {job.timeout:g}s"
             return "completed", result
-        except TimeoutError:
-            return "timeout", f"timed out after {job.timeout:g}s"
         except Retry as request:
             return "retry", request
         except asyncio.CancelledError:
@@ -260,9 +265,15 @@ class WorkerPool:
                 self._interrupted.discard(job.id)
                 if task.uncancel() == 0:
                     return "cancelled", None
+            if task.cancelling() == 0:  # raised by the handler itself, not a cancellation of this worker
+                return "failed", "CancelledError: the handler was cancelled from within"
             raise
-        except Exception as exc:
-            return "failed", f"{type(exc).__name__}: {exc}"
+        except TimeoutError as exc:
+            if guard is not None and guard.expired():
+                return "timeout", f"timed out after {job.timeout:g}s"
+            return "failed", describe(exc)  # the handler's own timeout (a client call, wait_for, ...)
+        except BaseException as exc:  # SystemExit too: one handler never stops the server
+            return "failed", describe(exc)
         finally:
             del self._running[job.id]
             if job.id in self._interrupted:  # the handler swallowed the interrupt: take it back
@@ -271,6 +282,11 @@ class WorkerPool:
 
     async def _settle(self, job: Job, outcome: str, value: object) -> None:
         lease_id = job.lease_id or ""
+        if outcome == "completed":
+            try:
+                value = json_value(value)
+            except ValueError as exc:
+                outcome, value = "failed", f"the handler's result cannot be stored: {exc}"
         if outcome == "completed":
             await self.store.complete(job.id, lease_id, value)
         elif outcome == "retry":

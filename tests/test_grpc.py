@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +122,8 @@ def as_record(job: pb.Job) -> dict[str, Any]:
 
 
 def normalised(record: dict[str, Any]) -> dict[str, Any]:
-    """Times as datetimes, the status in lower case, and every history entry likewise.
-
-    The HTTP record's ``owner`` (who enqueued the job) is left out: jobq.v1.Job does not carry it.
-    """
+    """Times as datetimes, the status in lower case, and every history entry likewise."""
     out = {key: moment(item) if key.endswith("_at") and item else item for key, item in record.items()}
-    out.pop("owner", None)
     if isinstance(out.get("status"), str):
         out["status"] = out["status"].removeprefix("JOB_STATUS_").lower()
     if "history" in out:
@@ -181,10 +177,11 @@ async def test_enqueue_over_http_reads_the_same_over_grpc(rig: Rig) -> None:
 
 async def test_run_at_and_defaults_match_http(rig: Rig) -> None:
     request = pb.EnqueueRequest(type="later")
-    request.run_at.FromJsonString("2099-01-01T12:00:00Z")
+    later = datetime.fromtimestamp(int(time.time()) + 30 * 86400, UTC)  # within the 366 days run_at may be ahead
+    request.run_at.FromJsonString(later.strftime("%Y-%m-%dT%H:%M:%SZ"))
     job = (await rig.jobs.Enqueue(request)).job
     record = await http_record(rig.client, job.id)
-    assert (record["status"], record["run_at"]) == ("scheduled", "2099-01-01T12:00:00.000Z")
+    assert (record["status"], record["run_at"]) == ("scheduled", later.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     assert (record["payload"], record["queue"], record["priority"], record["max_attempts"]) == ({}, "default", 0, 1)
     assert record["timeout"] is None
 
@@ -273,22 +270,43 @@ async def test_watch_job_honours_the_deadline(rig: Rig) -> None:
     assert time.monotonic() - started < 5
 
 
-async def test_a_drain_answers_watches_at_once_with_unavailable(registry: Registry, make_rig: MakeRig) -> None:
+async def test_a_watch_follows_its_job_through_a_drain_to_the_end(registry: Registry, make_rig: MakeRig) -> None:
     gate = Gate()
     registry.register("gated")(gate.handler)
     rig = await make_rig(workers=1)
-    job_id = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="gated"))).job.id
+    job_id = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="gated", payload=value("x")))).job.id
     await asyncio.wait_for(gate.started.wait(), 5)
-    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)
-    assert (await stream.read()).status == pb.JOB_STATUS_PROCESSING
+    before = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)
+    assert (await before.read()).status == pb.JOB_STATUS_PROCESSING
     draining = asyncio.ensure_future(rig.service.drain())  # waits for the gated job
-    error = await rpc_error(stream.read())
-    assert error.code() == Code.UNAVAILABLE
-    assert "still processing" in (error.details() or "")
-    assert trailing(error)["retry-after"] == ShuttingDown.headers["Retry-After"]
+    await asyncio.sleep(0)
+    assert rig.service.draining
+    during = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)  # a watch begun during the drain
+    assert (await during.read()).status == pb.JOB_STATUS_PROCESSING
+    reads = [asyncio.ensure_future(stream.read()) for stream in (before, during)]
+    await asyncio.sleep(0.3)
+    assert not any(read.done() for read in reads)  # the drain neither ends the watches nor sends anything
     gate.release.set()
+    for read, stream in zip(reads, (before, during), strict=True):
+        last = await asyncio.wait_for(read, 5)
+        assert last.status == pb.JOB_STATUS_COMPLETED
+        assert convert.from_value(last.result, "result") == {"done": "x"}
+        assert await stream.read() is grpc.aio.EOF
+        assert await stream.code() == Code.OK
     assert (await asyncio.wait_for(draining, 5)).finished == 1
-    assert (await rig.jobs.GetJob(pb.GetJobRequest(id=job_id))).status == pb.JOB_STATUS_COMPLETED
+
+
+async def test_after_a_drain_stop_cuts_a_watch_whose_job_never_finished(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="never"))["id"]  # no workers: it stays pending
+    stream = rig.jobs.WatchJob(pb.WatchJobRequest(id=job_id), timeout=10)
+    assert (await stream.read()).status == pb.JOB_STATUS_PENDING
+    await rig.service.drain()
+    reading = asyncio.ensure_future(stream.read())
+    await asyncio.sleep(0.2)
+    assert not reading.done()  # still watching after the drain
+    await asyncio.wait_for(rig.server.stop(grace=0.5), 5)
+    error = await rpc_error(reading)
+    assert error.code() in (Code.CANCELLED, Code.UNAVAILABLE)
 
 
 # -- a remote worker over gRPC ----------------------------------------------------
@@ -570,6 +588,22 @@ async def test_token_is_required_when_set(make_rig: MakeRig) -> None:
     assert allowed.created
     health = health_pb2_grpc.HealthStub(rig.channel)  # probes need no token
     assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_owner_is_the_token_that_enqueued_the_job_as_over_http(make_rig: MakeRig) -> None:
+    shop, ops = "shop-shop-shop-shop-shop", "ops-ops-ops-ops-ops-ops"
+    tokens = TokenBook([(shop, Principal("shop", Role.CLIENT)), (ops, Principal("ops", Role.ADMIN))])
+    rig = await make_rig(tokens=tokens, workers=0)  # the rig's HTTP side runs without tokens
+    job = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="x"), metadata=(("authorization", f"Bearer {shop}"),))).job
+    assert job.owner == "shop"
+    record = await http_record(rig.client, job.id)
+    assert record["owner"] == "shop"
+    assert as_record(job) == normalised(record)
+
+    unowned = (await http_enqueue(rig.client, type="x"))["id"]  # enqueued without a token: no owner
+    message = await rig.jobs.GetJob(pb.GetJobRequest(id=unowned), metadata=(("authorization", f"Bearer {ops}"),))
+    assert not message.HasField("owner")
+    assert as_record(message) == normalised(await http_record(rig.client, unowned))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -148,3 +149,76 @@ async def test_job_context_logs_and_progress(registry: Registry, make_client: Ma
     job = await wait_for_status(client, job_id, "completed")
     assert job["progress"] == 0.5
     assert job["progress_note"] == "halfway"
+
+
+async def raise_system_exit(ctx: JobContext) -> None:
+    raise SystemExit(3)
+
+
+async def raise_cancelled(ctx: JobContext) -> None:
+    raise asyncio.CancelledError
+
+
+async def raise_timeout(ctx: JobContext) -> None:
+    raise TimeoutError("the mail server did not answer")
+
+
+async def swallow_timeout(ctx: JobContext) -> str:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    return "pretended to finish"
+
+
+@pytest.mark.parametrize(
+    ("handler", "timeout", "outcome", "error"),
+    [
+        (raise_system_exit, None, "failed", "SystemExit: 3"),
+        (raise_cancelled, None, "failed", "CancelledError: the handler was cancelled from within"),
+        (raise_timeout, None, "failed", "TimeoutError: the mail server did not answer"),
+        (raise_timeout, 30.0, "failed", "TimeoutError: the mail server did not answer"),
+        (swallow_timeout, 0.05, "timeout", "timed out after 0.05s"),
+    ],
+    ids=["system-exit", "own-cancel", "own-timeout", "own-timeout-under-a-timeout", "swallowed-timeout"],
+)
+async def test_a_misbehaving_handler_fails_its_job_and_its_worker_lives_on(
+    registry: Registry, make_client: MakeClient, handler: object, timeout: float | None, outcome: str, error: str
+) -> None:
+    registry.register("bad")(handler)  # type: ignore[arg-type]
+    client = await make_client(workers=1)
+    job_id = await enqueue(client, "bad", timeout=timeout)
+    job = await wait_for_status(client, job_id, "failed")
+    assert (job["history"][0]["outcome"], job["error"]) == (outcome, error)
+    after = await enqueue(client, "echo", payload={"next": True})  # the one worker is still there
+    assert (await wait_for_status(client, after, "completed"))["result"] == {"next": True}
+
+
+@pytest.mark.parametrize("result", [object(), float("nan"), {"x": [float("inf")]}], ids=["object", "nan", "inf"])
+async def test_a_result_json_cannot_carry_fails_the_job(
+    registry: Registry, make_client: MakeClient, result: object
+) -> None:
+    async def returns(ctx: JobContext) -> object:
+        return result
+
+    registry.register("odd")(returns)
+    client = await make_client(workers=1)
+    job_id = await enqueue(client, "odd")
+    job = await wait_for_status(client, job_id, "failed")
+    assert job["error"].startswith("the handler's result cannot be stored: not plain JSON"), job["error"]
+    assert job["result"] is None
+
+
+async def test_a_result_nested_too_deep_to_read_back_fails_the_job(registry: Registry, make_client: MakeClient) -> None:
+    deep: list[object] = []
+    inner = deep
+    for _ in range(250):
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+
+    async def returns(ctx: JobContext) -> object:
+        return deep
+
+    registry.register("deep")(returns)
+    client = await make_client(workers=1)
+    job = await wait_for_status(client, await enqueue(client, "deep"), "failed")
+    assert "nesting" in job["error"]
+    assert (await client.get("/jobs")).status == 200  # every job still reads back

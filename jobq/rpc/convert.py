@@ -163,6 +163,7 @@ def job_message(job: Job) -> pb.Job:
         finished_at=to_timestamp(job.finished_at),
         lease_expires_at=to_timestamp(job.lease_expires_at),
         history=[attempt_message(attempt) for attempt in job.history],
+        owner=job.owner,
     )
 
 

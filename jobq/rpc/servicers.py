@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from typing_extensions import override
 
 from jobq.auth import current_principal
-from jobq.errors import JobqError, ShuttingDown
+from jobq.errors import JobqError
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.models import (
     CompleteRequest,
@@ -28,13 +25,11 @@ from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
 from jobq.rpc.status import stream, unary
 from jobq.service import JobService
-from jobq.store.base import Store
 
 Context = grpc.aio.ServicerContext
 
 DEADLINE_MARGIN_SECONDS = 0.2  # a long-poll answers this long before the call's deadline, so the answer arrives
 WATCH_POLL_SECONDS = 30.0  # WatchJob re-checks the job (and the deadline) at least this often
-COMPLETIONS_REMEMBERED = 10_000  # recent Complete calls kept to answer a repeat with the same lease
 
 
 def owner_scope() -> str | None:
@@ -55,6 +50,11 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     def __init__(self, service: JobService) -> None:
         self.service = service
+        # WatchJob's waits, woken by this store listener. Not JobService.wait_for_change: that one
+        # answers at once when a drain starts (right for a long-poll), and a watch follows its job
+        # through the drain.
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        service.store.add_listener(self._job_changed)
 
     @override
     @unary
@@ -102,16 +102,36 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def _next_change(self, job_id: str, last: JobStatus, context: Context, owner: str | None) -> Job:
         """The job once its status is no longer ``last``, or as it is when this wait runs out.
 
-        Raises ShuttingDown (UNAVAILABLE) once a drain starts: like every long-poll, the watch
-        is answered then rather than held through the drain.
+        A drain does not end the wait: accepted jobs go on to finish during it, and the watch
+        streams them to the end. Only the server's stop (its grace period) cuts a watch short.
         """
-        job = await self.service.get(job_id, owner)  # it may have moved on while the last message was being sent
-        if job.status is not last:
-            return job
-        job = await self.service.wait_for_change(job_id, await self._watch_timeout(context), owner)
-        if job.status is last and self.service.draining:
-            raise ShuttingDown(f"jobq is shutting down; job {job_id!r} is still {job.status}: watch it again later")
-        return job
+        timeout = await self._watch_timeout(context)
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._watchers.setdefault(job_id, [])
+        waiters.append(waiter)  # before reading the job, so no change after the read goes unseen
+        try:
+            job = await self.service.get(job_id, owner)  # it may have moved on while the last message was sent
+            if job.status is not last:
+                return job
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            # Not woken (the listener pops a job's list as it wakes it): unlist the waiter. Its
+            # being done says nothing here, as a timeout or a cancelled call cancels it.
+            if self._watchers.get(job_id) is waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._watchers[job_id]
+        return await self.service.get(job_id, owner)
+
+    def _job_changed(self, job: Job, before: JobStatus) -> None:
+        """Store listener: wake the watches of a job whose status changed."""
+        if self._watchers and (waiters := self._watchers.pop(job.id, None)):
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     @staticmethod
     async def _watch_timeout(context: Context) -> float:
@@ -130,7 +150,6 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     def __init__(self, service: JobService) -> None:
         self.service = service
         self.store = service.store
-        self.completions = Completions(service.store)
 
     @override
     @unary
@@ -150,7 +169,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     @unary
     async def Complete(self, request: pb.CompleteRequest, context: Context) -> pb.Job:
         body = CompleteRequest.model_validate(convert.complete_fields(request))
-        return convert.job_message(await self.completions.complete(request.id, body.lease_id, body.result))
+        return convert.job_message(await self.store.complete(request.id, body.lease_id, body.result))
 
     @override
     @unary
@@ -164,42 +183,3 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.Job:
         body = ReleaseRequest.model_validate({"lease_id": request.lease_id})
         return convert.job_message(await self.store.release(request.id, body.lease_id))
-
-
-class Completions:
-    """Makes Complete idempotent for the same lease.
-
-    Each completion runs as its own task, remembered by (job id, lease id) while
-    in flight and after it succeeds: a repeat (say, after a lost answer) gets the
-    same outcome instead of a stale-lease error, and a call cancelled by its
-    deadline still finishes writing the final state. A failed completion is
-    forgotten, so it can be tried again. Lease ids are never reused.
-    """
-
-    def __init__(self, store: Store, size: int = COMPLETIONS_REMEMBERED) -> None:
-        self.store = store
-        self.size = size
-        self._tasks: OrderedDict[tuple[str, str], asyncio.Task[Job]] = OrderedDict()
-
-    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
-        """Complete the job, or answer as the earlier Complete with this lease did."""
-        key = (job_id, lease_id)
-        task = self._tasks.get(key)
-        if task is None:
-            task = asyncio.create_task(self.store.complete(job_id, lease_id, result), name=f"jobq-complete-{job_id}")
-            self._tasks[key] = task
-            task.add_done_callback(functools.partial(self._settled, key))
-            self._trim()
-        return await asyncio.shield(task)
-
-    def _settled(self, key: tuple[str, str], task: asyncio.Task[Job]) -> None:
-        if (task.cancelled() or task.exception() is not None) and self._tasks.get(key) is task:
-            del self._tasks[key]
-
-    def _trim(self) -> None:
-        """Forget the oldest finished completions beyond ``size``."""
-        while len(self._tasks) > self.size:
-            key, oldest = next(iter(self._tasks.items()))
-            if not oldest.done():
-                return
-            del self._tasks[key]

@@ -102,7 +102,8 @@ class JobServiceServicer:
 
     def WatchJob(self, request, context):
         """The job as it is now, then the job again after each change of status, ending after a
-        final status (completed, failed, dead, cancelled). Honours the call's deadline.
+        final status (completed, failed, dead, cancelled). Honours the call's deadline. A drain
+        does not end it (accepted jobs finish during the drain); the server's stop does, at the end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
