@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
-from pydantic_core import to_json
+from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
-from jobq.errors import JobqError, ValidationFailed
+from jobq.errors import BadRequest, JobqError, ValidationFailed
 from jobq.job import Job
 from jobq.metrics import Metrics
 from jobq.models import (
@@ -73,6 +73,37 @@ def wait_seconds(request: web.Request) -> float:
     return wait
 
 
+M = TypeVar("M", bound=BaseModel)
+EXPONENT = re.compile(rb"[0-9][eE]")  # only a number with an exponent can overflow to infinity
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The request body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field).
+
+    NaN and infinities are refused (JSON has no such numbers, and clients could not read them
+    back); so is a number too large for a float, which a parser would turn into infinity.
+    """
+    raw = await request.read()
+    try:
+        data = from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if EXPONENT.search(raw) and not all_finite(data):
+        raise BadRequest("the body holds a number too large for JSON's double precision")
+    return model.model_validate(data)
+
+
+def all_finite(value: Any) -> bool:
+    """Whether no float anywhere in a parsed JSON value is infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(all_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(all_finite(item) for item in value)
+    return True
+
+
 async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
     """Submit jobs owned by the caller (its token's name)."""
     principal = principal_of(request)
@@ -86,7 +117,7 @@ async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submi
 async def enqueue(request: web.Request) -> web.Response:
     """Accept one job: 202 when new, 200 when the same id and body were sent before."""
     wait = wait_seconds(request)
-    job_request = EnqueueRequest.model_validate_json(await request.read())
+    job_request = await read_body(request, EnqueueRequest)
     [answer] = await submit(request, [job_request])
     if isinstance(answer, JobqError):
         raise answer
@@ -101,7 +132,7 @@ async def enqueue(request: web.Request) -> web.Response:
 async def enqueue_batch(request: web.Request) -> web.Response:
     """Accept many jobs; each gets its own answer (code and job, or code and problem)."""
     service = request.app[SERVICE]
-    items = BatchRequest.model_validate_json(await request.read()).jobs
+    items = (await read_body(request, BatchRequest)).jobs
     limit = service.config.batch_limit
     if len(items) > limit:
         raise ValidationFailed(
@@ -248,7 +279,7 @@ def leased_view(job: Job) -> dict[str, Any]:
 @requires(Role.WORKER)
 async def lease(request: web.Request) -> web.Response:
     """Lease up to ``max_jobs`` jobs; 204 when none came within ``wait`` seconds (or jobq is draining)."""
-    jobs = await request.app[SERVICE].lease(LeaseRequest.model_validate_json(await request.read()))
+    jobs = await request.app[SERVICE].lease(await read_body(request, LeaseRequest))
     if not jobs:
         return web.Response(status=204)
     return json_response({"jobs": [leased_view(job) for job in jobs]})
@@ -258,7 +289,7 @@ async def lease(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def heartbeat(request: web.Request) -> web.Response:
     """Extend a lease; 409 if the lease id is not the job's current one."""
-    body = HeartbeatRequest.model_validate_json(await request.read())
+    body = await read_body(request, HeartbeatRequest)
     job = await request.app[SERVICE].store.heartbeat(request.match_info["id"], body.lease_id, body.lease)
     return json_response(leased_view(job))
 
@@ -267,7 +298,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def complete(request: web.Request) -> web.Response:
     """Finish a leased job with its result."""
-    body = CompleteRequest.model_validate_json(await request.read())
+    body = await read_body(request, CompleteRequest)
     return job_response(await request.app[SERVICE].store.complete(request.match_info["id"], body.lease_id, body.result))
 
 
@@ -275,7 +306,7 @@ async def complete(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def fail(request: web.Request) -> web.Response:
     """Record a failed attempt; the job is retried under its policy or given up."""
-    body = FailRequest.model_validate_json(await request.read())
+    body = await read_body(request, FailRequest)
     store = request.app[SERVICE].store
     job_id = request.match_info["id"]
     return job_response(
@@ -287,7 +318,7 @@ async def fail(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def release(request: web.Request) -> web.Response:
     """Hand a leased job back unfinished (a worker shutting down); it runs again."""
-    body = ReleaseRequest.model_validate_json(await request.read())
+    body = await read_body(request, ReleaseRequest)
     return job_response(await request.app[SERVICE].store.release(request.match_info["id"], body.lease_id))
 
 
@@ -295,7 +326,7 @@ async def release(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def append_log(request: web.Request) -> web.Response:
     """Append a line to a job's log."""
-    body = LogRequest.model_validate_json(await request.read())
+    body = await read_body(request, LogRequest)
     await request.app[SERVICE].store.append_log(request.match_info["id"], body.message)
     return web.Response(status=204)
 
@@ -304,6 +335,6 @@ async def append_log(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def progress(request: web.Request) -> web.Response:
     """Report a leased job's progress (0.0 to 1.0) and an optional note."""
-    body = ProgressRequest.model_validate_json(await request.read())
+    body = await read_body(request, ProgressRequest)
     await request.app[SERVICE].store.set_progress(request.match_info["id"], body.lease_id, body.fraction, body.note)
     return web.Response(status=204)

@@ -74,12 +74,24 @@ async def test_status_of_unknown_id_is_404(client: TestClient) -> None:
         (b"[" * 5000 + b"]" * 5000, "recursion limit"),
         (b'{"type": "echo", "payload": ' + b"9" * 5000 + b"}", "not valid JSON"),
         (b"\xff\xfe", "not valid JSON"),
+        (b'{"type": "echo", "payload": {"x": NaN}}', "not valid JSON"),
+        (b'{"type": "echo", "payload": [-Infinity]}', "not valid JSON"),
+        (b'{"type": "echo", "payload": {"x": [1e999]}}', "too large"),
     ],
-    ids=["truncated", "empty", "deeply-nested", "huge-integer", "not-utf8"],
+    ids=["truncated", "empty", "deeply-nested", "huge-integer", "not-utf8", "nan", "infinity", "overflow"],
 )
 async def test_malformed_bodies_are_400(client: TestClient, body: bytes, detail: str) -> None:
     await assert_problem(await client.post("/enqueue", data=body), 400, detail)
+    if body:  # the same inside a batch ([] alone is a valid, if empty, list)
+        batch = b'{"jobs": [' + body + b"]}"
+        await assert_problem(await client.post("/enqueue/batch", data=batch), 400, detail)
     await assert_still_serving(client)
+
+
+async def test_large_but_finite_numbers_are_accepted(client: TestClient) -> None:
+    response = await client.post("/enqueue", json={"type": "echo", "payload": {"x": 1e300, "y": -2.5e-300}})
+    assert response.status == 202
+    assert (await response.json())["payload"] == {"x": 1e300, "y": -2.5e-300}
 
 
 @pytest.mark.parametrize(
