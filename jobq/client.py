@@ -19,6 +19,7 @@ missing or unknown token raises ``Unauthorized`` (401), the wrong role ``Forbidd
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,14 @@ class JobqClient:
             ) as response:
                 if response.status == 204:
                     return None
-                data = await response.json(content_type=None)
+                text = await response.text()
+                try:
+                    data = json.loads(text)
+                except ValueError:  # not jobq answering (a proxy's error page, say)
+                    raise error_from_problem(
+                        response.status if response.status >= 400 else 502,
+                        {"title": response.reason or "Bad response", "detail": f"not a JSON answer: {text[:200]!r}"},
+                    ) from None
                 if response.status >= 400:
                     raise error_from_problem(response.status, data if isinstance(data, dict) else {})
                 return data

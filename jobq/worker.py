@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from jobq import logs
 from jobq.client import DEFAULT_URL, JobqClient
@@ -22,6 +23,22 @@ from jobq.handlers import load_handler_modules, registry
 from jobq.workers import WorkerPool
 
 log = logging.getLogger("jobq.worker")
+
+
+def positive(kind: type[float] | type[int], *, zero_ok: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (or at least 0), else a usage error naming the flag."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if zero_ok else 'above'} 0, got {text!r}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,17 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
-        default=int(env.get("JOBQ_CONCURRENCY", "16")),
-        help="jobs at once [env JOBQ_CONCURRENCY]",
+        type=positive(int),
+        default=env.get("JOBQ_CONCURRENCY", "16"),  # a string default goes through type= too: checked alike
+        help="jobs at once, at least 1 [env JOBQ_CONCURRENCY]",
     )
     parser.add_argument(
-        "--lease", type=float, default=float(env.get("JOBQ_LEASE", "60")), help="lease seconds [env JOBQ_LEASE]"
+        "--lease",
+        type=positive(float),
+        default=env.get("JOBQ_LEASE", "60"),
+        help="lease seconds, above 0 [env JOBQ_LEASE]",
     )
     parser.add_argument(
         "--drain-timeout",
-        type=float,
-        default=float(env.get("JOBQ_DRAIN_TIMEOUT", "30")),
+        type=positive(float, zero_ok=True),
+        default=env.get("JOBQ_DRAIN_TIMEOUT", "30"),
         help="seconds to finish held jobs on SIGINT/SIGTERM [env JOBQ_DRAIN_TIMEOUT]",
     )
     parser.add_argument(

@@ -1,0 +1,52 @@
+"""The remote worker's command line, and the SDK facing an answer that is not jobq's."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from jobq.client import JobqClient
+from jobq.errors import JobqError
+from jobq.worker import build_parser
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lease", "0"], "--lease: must be above 0"),
+        (["--lease", "nan"], "--lease: must be above 0"),
+        (["--concurrency", "0"], "--concurrency: must be above 0"),
+        (["--concurrency", "many"], "--concurrency: expected a number"),
+        (["--drain-timeout", "-1"], "--drain-timeout: must be at least 0"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_numbers_from_the_environment_are_checked_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOBQ_CONCURRENCY", "abc")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([])
+    assert "--concurrency: expected a number" in capsys.readouterr().err
+    monkeypatch.setenv("JOBQ_CONCURRENCY", "8")
+    assert build_parser().parse_args([]).concurrency == 8
+
+
+async def test_a_proxy_error_page_is_a_jobq_error_not_a_decode_error(aiohttp_server: object) -> None:
+    async def bad_gateway(request: web.Request) -> web.Response:
+        return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/status/{id}", bad_gateway)
+    server = await aiohttp_server(app)  # type: ignore[operator]
+    async with JobqClient(str(server.make_url(""))) as jobq:
+        with pytest.raises(JobqError) as raised:
+            await jobq.get("job-1")
+    assert raised.value.status == 502
+    assert "Bad Gateway" in raised.value.detail
