@@ -95,6 +95,17 @@ def parse_rfc3339(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same, types included: ``1``, ``1.0`` and ``true`` all differ."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 @dataclass(slots=True)
 class Attempt:
     """One run of a job: when, where, and how it ended."""
@@ -237,7 +248,7 @@ class Job:
         """Whether ``other`` asks for the same work (idempotent re-submission)."""
         return (
             self.type == other.type
-            and self.payload == other.payload
+            and same_json(self.payload, other.payload)
             and self.queue == other.queue
             and self.priority == other.priority
             and self.max_attempts == other.max_attempts

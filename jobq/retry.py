@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,14 +17,15 @@ class RetryPolicy:
 
     base: float = 1.0
     cap: float = 300.0
+    rng: random.Random | None = field(default=None, compare=False)  # a seeded one makes the schedule repeatable
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay after the ``attempt``-th failure (1-based)."""
         return min(self.cap, self.base * 2 ** (attempt - 1))
 
-    def next_delay(self, attempt: int, rng: random.Random | None = None) -> float:
+    def next_delay(self, attempt: int) -> float:
         """A jittered delay in ``[0, ceiling(attempt)]``."""
-        return (rng or random).uniform(0.0, self.ceiling(attempt))
+        return (self.rng or random).uniform(0.0, self.ceiling(attempt))
 
 
 class Retry(Exception):

@@ -60,6 +60,8 @@ async def test_same_id_same_body_is_idempotent_and_other_body_conflicts(make_cli
     assert (await again.json())["created_at"] == (await first.json())["created_at"]
     other = await client.post("/enqueue", json={"id": "order-42", "type": "echo", "payload": {"n": 2}})
     await assert_problem(other, 409, "order-42")
+    float_one = await client.post("/enqueue", json={"id": "order-42", "type": "echo", "payload": {"n": 1.0}})
+    await assert_problem(float_one, 409, "order-42")  # 1.0 is not the 1 that was sent
 
 
 async def test_status_of_unknown_id_is_404(client: TestClient) -> None:

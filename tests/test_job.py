@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from jobq.errors import InvalidTransition
-from jobq.job import TERMINAL, Job, JobStatus, can_move, rfc3339
+from jobq.job import TERMINAL, Job, JobStatus, can_move, rfc3339, same_json
 
 
 def make_job(**fields: object) -> Job:
@@ -92,3 +92,20 @@ def test_json_view_round_trips() -> None:
     assert again.to_dict() == job.to_dict()
     assert again.status is JobStatus.RETRYING
     assert again.history[0].error == "boom"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}, True),  # key order does not matter
+        (1, 1.0, False),
+        (1, True, False),
+        ({"n": 0}, {"n": False}, False),
+        ([1, [2]], [1, [2.0]], False),
+        (None, None, True),
+        ("x", "x", True),
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+    ],
+)
+def test_same_json_compares_types_too(a: object, b: object, same: bool) -> None:
+    assert same_json(a, b) is same

@@ -13,10 +13,9 @@ def test_ceiling_doubles_until_the_cap() -> None:
 
 
 def test_delays_are_jittered_within_the_ceiling() -> None:
-    policy = RetryPolicy(base=1.0, cap=60.0)
-    rng = random.Random(7)
+    policy = RetryPolicy(base=1.0, cap=60.0, rng=random.Random(7))
     for attempt in range(1, 10):
-        delays = [policy.next_delay(attempt, rng) for _ in range(200)]
+        delays = [policy.next_delay(attempt) for _ in range(200)]
         assert all(0.0 <= d <= policy.ceiling(attempt) for d in delays)
         assert len(set(delays)) == len(delays)  # jittered: no two retries in lockstep
         # full jitter spreads over the whole range, not just near the ceiling
@@ -25,8 +24,7 @@ def test_delays_are_jittered_within_the_ceiling() -> None:
 
 
 def test_average_delay_grows_with_attempts() -> None:
-    policy = RetryPolicy(base=1.0, cap=1000.0)
-    rng = random.Random(1)
-    means = [sum(policy.next_delay(n, rng) for _ in range(500)) / 500 for n in range(1, 6)]
+    policy = RetryPolicy(base=1.0, cap=1000.0, rng=random.Random(1))
+    means = [sum(policy.next_delay(n) for _ in range(500)) / 500 for n in range(1, 6)]
     assert means == sorted(means)
     assert means[-1] > 4 * means[0]

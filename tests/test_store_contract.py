@@ -7,8 +7,10 @@ every test here then runs against it unchanged.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +245,24 @@ async def test_fail_retries_with_backoff_then_ends_dead(make_store: MakeStore) -
     assert dead.finished_at is not None
     assert [a.outcome for a in dead.history] == ["failed", "failed", "failed"]
     assert await store.lease(1, 30.0, wait=0.1) == []
+
+
+async def test_the_backoff_schedule_is_the_policy_s_jittered_exponential_draws(make_store: MakeStore) -> None:
+    seed, policy = 1234, RetryPolicy(base=0.004, cap=0.016)
+    store = await make_store(retry=replace(policy, rng=random.Random(seed)))
+    await add(store, make_job("a", max_attempts=5))
+    delays = []
+    for attempt in range(1, 5):
+        job = await lease_one(store, wait=5.0)
+        assert job.attempts == attempt
+        failed = await store.fail("a", job.lease_id or "", f"boom {attempt}")
+        assert failed.status is JobStatus.RETRYING and failed.run_at is not None
+        delays.append(failed.run_at - (failed.history[-1].finished_at or 0.0))
+    expected_rng = random.Random(seed)
+    ceilings = [policy.ceiling(n) for n in range(1, 5)]
+    assert ceilings == [0.004, 0.008, 0.016, 0.016]  # doubling, then capped
+    assert delays == pytest.approx([expected_rng.uniform(0.0, c) for c in ceilings], abs=1e-6)
+    assert len(set(delays)) == 4  # jittered: no two the same
 
 
 async def test_retry_waits_within_the_jittered_ceiling(make_store: MakeStore) -> None:
