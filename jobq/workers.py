@@ -230,6 +230,8 @@ class WorkerPool:
         except asyncio.CancelledError:
             await self._release(job)
             raise
+        except JobqError as exc:  # the store refused the write (full, unavailable): its message says why
+            log.error("settling job %s failed: %s", job.id, exc.detail, extra=job.log_fields())
         except Exception:
             log.exception("settling job %s failed", job.id, extra=job.log_fields())
         finally:

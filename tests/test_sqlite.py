@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -318,6 +319,27 @@ async def test_a_full_disk_refuses_writes_with_store_full_until_space_returns(
     assert await again.get("big1") is None
     big2 = await again.get("big2")
     assert big2 is not None and big2.payload == BIG
+
+
+async def test_a_change_that_failed_to_commit_is_written_once_space_returns(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("a"))
+    [job] = await store.lease(1, 60.0)
+    await store.with_connection(lambda conn: None)  # the lease is on disk
+    await store.set_max_pages(await scalar(store, "PRAGMA page_count"))
+    with pytest.raises(StoreFull):
+        await store.complete("a", job.lease_id or "", {"blob": BIG})
+    on_disk = "SELECT status FROM jobs WHERE id = 'a'"
+    assert await scalar(store, on_disk) == "processing"  # memory says completed; the file could not follow
+    await store.set_max_pages(1_000_000)
+    deadline = time.monotonic() + 10
+    while await scalar(store, on_disk) != "completed":
+        assert time.monotonic() < deadline, "the failed change was never written again"
+        await asyncio.sleep(0.05)
+    await store.close()
+    again = await open_sqlite()
+    reread = await again.get("a")
+    assert reread is not None and (reread.status, reread.result) == (JobStatus.COMPLETED, {"blob": BIG})
 
 
 async def test_enqueue_answers_507_while_the_disk_is_full(

@@ -502,6 +502,9 @@ class FileLock:
 
 
 # -- the store -------------------------------------------------------------
+RESAVE_SECONDS = 1.0  # how often changes that failed to commit are written again
+
+
 class SQLiteStore(MemoryStore):
     """Jobs in memory for speed, journaled to a SQLite file for durability."""
 
@@ -517,6 +520,8 @@ class SQLiteStore(MemoryStore):
         self._writer: JournalWriter | None = None
         self.on_commit: Callable[[float], None] | None = None
         """Called with the seconds each group commit took (write + COMMIT), on the writer thread."""
+        self._unsaved: dict[str, Job] = {}  # jobs whose latest change failed to commit (disk full, I/O error)
+        self._resave: asyncio.TimerHandle | None = None
 
     @property
     def commits(self) -> int:
@@ -554,6 +559,9 @@ class SQLiteStore(MemoryStore):
         await self._shutdown()
 
     async def _shutdown(self) -> None:
+        if self._resave is not None:  # one last try for changes that failed to commit
+            self._resave.cancel()
+            self._write_unsaved()
         if self._writer is not None:
             await self._writer.stop()
         self._lock.release()
@@ -625,7 +633,29 @@ class SQLiteStore(MemoryStore):
         return self._writer.submit(kind, data)
 
     def _journal(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        return self._submit(UPSERT, [job_row(job) for job in jobs])
+        future = self._submit(UPSERT, [job_row(job) for job in jobs])
+        future.add_done_callback(functools.partial(self._check_saved, jobs))
+        return future
+
+    def _check_saved(self, jobs: Sequence[Job], future: asyncio.Future[None]) -> None:
+        """After a failed commit, write the jobs again until it succeeds, so the file catches up with memory.
+
+        Without this a job answered "completed" while the disk was full would still be
+        running on disk, and run again after a restart.
+        """
+        if future.cancelled() or future.exception() is None:
+            return
+        self._unsaved.update((job.id, job) for job in jobs)
+        if self._resave is None:
+            self._resave = asyncio.get_running_loop().call_later(RESAVE_SECONDS, self._write_unsaved)
+
+    def _write_unsaved(self) -> None:
+        """Write the current state of every job whose change failed to commit (a new failure re-arms this)."""
+        self._resave = None
+        jobs = [job for job in self._unsaved.values() if self._live(job)]  # an add that failed was never stored
+        self._unsaved.clear()
+        if jobs:
+            self._journal(jobs)
 
     def _journal_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
         return self._submit(DELETE, list(job_ids)) if job_ids else None
