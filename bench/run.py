@@ -174,6 +174,8 @@ def jobq_command(store: str, workers: int) -> list[str]:
         "2",
         "--log-level",
         "warning",
+        "--grpc-port",  # no gRPC listener: benchmark servers bind only their HTTP port
+        "0",
     ]
 
 
