@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     make: Callable[[], web.Application] = jobq_app if args.app == "jobq" else ceiling_app
+    sys.path.insert(0, str(ROOT))
+    from main import tune_gc
+
+    tune_gc()  # as main.py does once it serves, for both apps alike
     runs = [asyncio.run(cost_per_request(make(), args.requests, args.connections)) for _ in range(args.repeats)]
     best = round(min(runs), 1)
     print(json.dumps({"app": args.app, "best_us_per_request": best, "runs": [round(r, 1) for r in runs]}))

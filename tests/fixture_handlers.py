@@ -4,12 +4,16 @@
 time it starts, so a test can count how often every job ran. It then sleeps
 ``payload.seconds`` — only on the first ``payload.slow_attempts`` attempts when
 that is given, so a re-delivered job finishes quickly.
+
+``gated`` records its run the same way, then waits until its process gets
+SIGUSR1: a test decides when the job finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from jobq import JobContext, handler
 
@@ -29,3 +33,34 @@ async def record(ctx: JobContext) -> dict[str, str]:
     if seconds:
         await asyncio.sleep(seconds)
     return {"ran": ctx.job.id}
+
+
+_gate: asyncio.Event | None = None
+
+
+def gate() -> asyncio.Event:
+    """The event SIGUSR1 sets in this process (installed on first use, so send it only after a gated job started)."""
+    global _gate
+    if _gate is None:
+        _gate = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _gate.set)
+    return _gate
+
+
+@handler("gated")
+async def gated(ctx: JobContext) -> dict[str, object]:
+    """Like ``record``, but instead of sleeping it waits until its process gets SIGUSR1.
+
+    The signal handler is installed before the run is written to the runs file, so a test
+    may signal the process once it sees the run there. The gate then stays open: every
+    gated job of that process, running or later, finishes. The result names the attempt
+    that finished the job.
+    """
+    opened = gate()
+    fd = os.open(os.environ["JOBQ_TEST_RUNS_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (ctx.job.id + "\n").encode())
+    finally:
+        os.close(fd)
+    await opened.wait()
+    return {"ran": ctx.job.id, "attempt": ctx.job.attempts}

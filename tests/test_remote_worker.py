@@ -1,13 +1,22 @@
-"""``python -m jobq.worker`` as real processes beside a real server: sharing, crashes, drains."""
+"""``python -m jobq.worker`` as real processes beside a real server: sharing, crashes, drains.
+
+Also the long-polls of a real server: ``POST /enqueue?wait=`` and a thousand ``GET /status/{id}?wait=``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import resource
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.procs import ServerProcess, WorkerProcess
@@ -109,3 +118,186 @@ def test_remote_worker_drains_its_jobs_on_sigterm(tmp_path: Path, runs_file: Pat
     statuses = Counter(job_status(server, job_id)["status"] for job_id in ids)
     assert statuses == {"completed": 2, "pending": 2}, statuses  # finished what it held, leased no more
     assert "worker stopped" in worker.log()
+
+
+def access_codes(server: ServerProcess, path: str) -> list[int]:
+    """Status codes of the answered requests to ``path``, in order (from ``--access-log --log-format json``)."""
+    codes = []
+    for line in server.log().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("logger") == "jobq.access" and record.get("path") == path:
+            codes.append(record["status"])
+    return codes
+
+
+def outcomes(job: dict) -> list[str | None]:  # type: ignore[type-arg]
+    return [attempt["outcome"] for attempt in job["history"]]
+
+
+def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
+    tmp_path: Path,
+    runs_file: Path,
+    started: list,  # type: ignore[type-arg]
+) -> None:
+    server = start_server(tmp_path, runs_file, started, "--workers", "0", "--access-log", "--log-format", "json")
+    held = ("--lease", "2", "--concurrency", "1", "--log-level", "debug")
+    sleeper = start_worker(tmp_path, runs_file, started, server.url, "sleeper", *held)
+    status, body = server.request("POST", "/enqueue", {"type": "gated", "max_attempts": 3})
+    assert status == 202, body
+    job_id = body["id"]
+    complete_path = f"/jobs/{job_id}/complete"
+    wait_until(lambda: runs(runs_file)[job_id] == 1, 30, "the sleeper to start the job")
+
+    sleeper.send(signal.SIGSTOP)  # holding the lease of attempt 1, unable to heartbeat
+    wait_until(lambda: outcomes(job_status(server, job_id)) == ["lease-expired"], 30, "the lease to lapse")
+    rescuer = start_worker(tmp_path, runs_file, started, server.url, "rescuer", "--lease", "30")
+    wait_until(lambda: runs(runs_file)[job_id] == 2, 30, "the rescuer to start attempt 2")
+
+    # The sleeper wakes up and finishes attempt 1 while the rescuer holds attempt 2.
+    sleeper.send(signal.SIGUSR1)  # pending while it is stopped: delivered with the SIGCONT
+    sleeper.send(signal.SIGCONT)
+    wait_until(lambda: access_codes(server, complete_path) != [], 30, "the sleeper's late complete")
+    assert access_codes(server, complete_path) == [409]
+    running = job_status(server, job_id)
+    assert running["status"] == "processing" and running["result"] is None, running  # changed nothing
+    assert outcomes(running) == ["lease-expired", None]
+    wait_until(lambda: f"job {job_id} lost its lease" in sleeper.log(), 10, "the sleeper to log its lost lease")
+
+    rescuer.send(signal.SIGUSR1)
+    wait_until(lambda: job_status(server, job_id)["status"] == "completed", 30, "the rescuer to complete the job")
+    done = job_status(server, job_id)
+    assert done["result"] == {"ran": job_id, "attempt": 2}
+    assert access_codes(server, complete_path) == [409, 200]
+    assert outcomes(done) == ["lease-expired", "completed"]
+    assert done["history"][0]["worker"].endswith(f":{sleeper.process.pid}")
+    assert done["history"][1]["worker"].endswith(f":{rescuer.process.pid}")
+    assert runs(runs_file)[job_id] == 2
+    sleeper.send(signal.SIGTERM)  # the refusal did not hurt it: it drains and exits as usual
+    assert sleeper.wait(15) == 0, sleeper.log()
+
+
+def test_enqueue_wait_answers_200_with_the_result(tmp_path: Path, runs_file: Path, started: list) -> None:  # type: ignore[type-arg]
+    server = start_server(tmp_path, runs_file, started, "--workers", "2")
+    payload = {"to": "ada@example.com", "n": [1, 2.5, None]}
+    status, body = server.request("POST", "/enqueue?wait=10", {"type": "echo", "payload": payload}, timeout=30)
+    assert status == 200, body
+    assert body["status"] == "completed" and body["result"] == payload
+    assert outcomes(body) == ["completed"] and body["finished_at"] is not None
+
+    status, body = server.request(
+        "POST", "/enqueue?wait=10", {"type": "record", "payload": {"seconds": 0.3}}, timeout=30
+    )
+    assert status == 200, body
+    assert body["status"] == "completed" and body["result"] == {"ran": body["id"]}
+    assert runs(runs_file)[body["id"]] == 1
+
+    # the control: a job still running when the wait ends answers 202 as it is, and runs on
+    status, body = server.request("POST", "/enqueue?wait=0.5", {"type": "gated"}, timeout=30)
+    assert status == 202, body
+    assert body["status"] in ("pending", "processing")
+    wait_until(lambda: runs(runs_file)[body["id"]] == 1, 30, "the gated job to start")
+    server.send(signal.SIGUSR1)
+    status, job = server.request("GET", f"/status/{body['id']}?wait=10", timeout=30)
+    assert status == 200 and job["status"] == "completed", job
+
+
+WAITERS = 1000
+WAIT = 60  # the longest wait the server grants: a waiter nobody wakes answers only after that
+WOKEN_WITHIN = 20.0  # seconds from the job's end to the last answer; about one on an idle machine
+
+
+@pytest.fixture
+def open_files() -> Iterator[None]:
+    """Room for a thousand sockets on each side (the server inherits the limit); restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 3 * WAITERS if hard == resource.RLIM_INFINITY else min(hard, 3 * WAITERS)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_idle(pid: int, timeout: float) -> None:
+    """Until the process used no CPU for a quarter of a second (it has read every request and parked it)."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while True:
+        await asyncio.sleep(0.25)
+        now = cpu_seconds(pid)
+        if now == before:
+            return
+        assert time.monotonic() < deadline, f"the server kept busy for {timeout}s"
+        before = now
+
+
+async def watch(server: ServerProcess, job_id: str) -> tuple[list[tuple[int, Any, float]], float]:
+    """Hold ``WAITERS`` concurrent ``GET /status/{id}?wait=60``, then open the job's gate.
+
+    Returns every (status, body, arrival time) and the time the gate was opened.
+    """
+    sent = 0
+    all_sent = asyncio.Event()
+
+    async def on_headers_sent(*_: object) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == WAITERS:
+            all_sent.set()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_headers_sent)
+    connector = aiohttp.TCPConnector(limit=0)  # one connection per waiter
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=[trace]) as session:
+
+        async def wait_once() -> tuple[int, Any, float]:
+            async with session.get(f"{server.url}/status/{job_id}", params={"wait": str(WAIT)}) as response:
+                return response.status, await response.json(), time.monotonic()
+
+        waiters = [asyncio.create_task(wait_once()) for _ in range(WAITERS)]
+        try:
+            await asyncio.wait_for(all_sent.wait(), 60)
+            await wait_idle(server.process.pid, 30)
+            early = [w.result() if not w.exception() else w.exception() for w in waiters if w.done()]
+            assert not early, f"{len(early)} waiters answered before the job finished: {early[:3]}"
+            opened_at = time.monotonic()
+            server.send(signal.SIGUSR1)
+            return await asyncio.wait_for(asyncio.gather(*waiters), WAIT + 30), opened_at
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def test_a_thousand_waiters_all_see_the_final_status(
+    tmp_path: Path,
+    runs_file: Path,
+    started: list,  # type: ignore[type-arg]
+    open_files: None,
+) -> None:
+    server = start_server(tmp_path, runs_file, started, "--workers", "1")
+    status, body = server.request("POST", "/enqueue", {"type": "gated"})
+    assert status == 202, body
+    job_id = body["id"]
+    wait_until(lambda: runs(runs_file)[job_id] == 1, 30, "the job to start")
+    assert job_status(server, job_id)["status"] == "processing"
+
+    answers, opened_at = asyncio.run(watch(server, job_id))
+
+    assert len(answers) == WAITERS
+    assert Counter(code for code, _, _ in answers) == {200: WAITERS}
+    assert Counter(job["status"] for _, job, _ in answers) == {"completed": WAITERS}
+    assert all(job["result"] == {"ran": job_id, "attempt": 1} for _, job, _ in answers)
+    assert min(at for _, _, at in answers) >= opened_at  # every one was held until the job finished
+    last = max(at for _, _, at in answers) - opened_at
+    assert last < WOKEN_WITHIN, f"the last answer came {last:.1f}s after the job finished: not woken by it"
+    assert runs(runs_file)[job_id] == 1
