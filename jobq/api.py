@@ -31,6 +31,7 @@ from jobq.models import (
     LogRequest,
     ProgressRequest,
     ReleaseRequest,
+    SettleRequest,
 )
 from jobq.problems import from_validation_error, problem_body
 from jobq.service import JobService, Submitted
@@ -283,6 +284,28 @@ async def lease(request: web.Request) -> web.Response:
     if not jobs:
         return web.Response(status=204)
     return json_response({"jobs": [leased_view(job) for job in jobs]})
+
+
+@routes.post("/workers/settle")
+@requires(Role.WORKER)
+async def settle(request: web.Request) -> web.Response:
+    """Complete or fail many leased jobs at once; each gets its own code (200, or 409 for a stale lease)."""
+    service = request.app[SERVICE]
+    settlements = (await read_body(request, SettleRequest)).jobs
+    limit = service.config.batch_limit
+    if len(settlements) > limit:
+        raise ValidationFailed(
+            f"a settle request holds at most {limit} jobs; this one has {len(settlements)}",
+            errors=[{"field": "jobs", "message": f"at most {limit} items"}],
+        )
+    results = []
+    for item, answer in zip(settlements, await service.settle(settlements), strict=True):
+        if isinstance(answer, JobqError):
+            problem = problem_body(answer.status, answer.title, answer.detail, answer.errors)
+            results.append({"id": item.id, "code": answer.status, "problem": problem})
+        else:
+            results.append({"id": item.id, "code": 200, "status": answer.status.value})
+    return json_response({"results": results})
 
 
 @routes.post("/jobs/{id}/heartbeat")

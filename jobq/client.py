@@ -204,6 +204,14 @@ class JobqClient:
             body["retry_in"] = retry_in
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/fail", body))
 
+    async def settle(self, settlements: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Complete or fail many leased jobs in one request (``POST /workers/settle``); one answer each.
+
+        Each settlement is ``{"id", "lease_id", "result"}`` or ``{"id", "lease_id", "error"}`` (with
+        optional ``retry_in`` and ``outcome``); each answer has its ``code``, 200 or a problem's.
+        """
+        return (await self._call("POST", "/workers/settle", {"jobs": list(settlements)}))["results"]
+
     async def release(self, job_id: str, lease_id: str) -> Job:
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/release", {"lease_id": lease_id}))
 
@@ -213,6 +221,89 @@ class JobqClient:
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         body = {"lease_id": lease_id, "fraction": fraction, "note": note}
         await self._call("POST", f"/jobs/{job_id}/progress", body)
+
+
+class BatchedSource:
+    """The worker protocol over one client, with completes and fails sent in batches.
+
+    Settlements made in one pass of the event loop (several workers finishing at once),
+    up to ``max_batch`` of them, go out as one ``POST /workers/settle``; each caller
+    still gets its own outcome (``StaleLease`` for a lease that lapsed, say). This is
+    the :class:`~jobq.workers.JobSource` that ``python -m jobq.worker`` runs on.
+    """
+
+    def __init__(self, client: JobqClient, max_batch: int = 500) -> None:
+        self.client = client
+        self.max_batch = max_batch
+        self._batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def lease(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        worker: str | None = None,
+        wait: float = 0.0,
+    ) -> list[Job]:
+        return await self.client.lease(max_jobs, lease_seconds, queues=queues, worker=worker, wait=wait)
+
+    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
+        return await self.client.heartbeat(job_id, lease_id, lease_seconds)
+
+    async def release(self, job_id: str, lease_id: str) -> Job:
+        return await self.client.release(job_id, lease_id)
+
+    async def append_log(self, job_id: str, message: str) -> None:
+        await self.client.append_log(job_id, message)
+
+    async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
+        await self.client.set_progress(job_id, lease_id, fraction, note)
+
+    async def complete(self, job_id: str, lease_id: str, result: Any) -> None:
+        await self._settle({"id": job_id, "lease_id": lease_id, "result": result})
+
+    async def fail(
+        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
+    ) -> None:
+        item: dict[str, Any] = {"id": job_id, "lease_id": lease_id, "error": error, "outcome": outcome}
+        if retry_in is not None:
+            item["retry_in"] = retry_in
+        await self._settle(item)
+
+    async def _settle(self, item: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[None] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._flush)  # after every worker that finishes in this pass has added its own
+        self._batch.append((item, outcome))
+        if len(self._batch) >= self.max_batch:
+            self._flush()
+        await outcome
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:  # sent even if its callers are cancelled meanwhile: the jobs did finish
+            task = asyncio.create_task(self._send(batch), name="jobq-settle")
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        try:
+            answers = await self.client.settle([item for item, _ in batch])
+        except JobqError as exc:  # the server could not be reached, or refused the whole request
+            for _, outcome in batch:
+                if not outcome.done():
+                    outcome.set_exception(exc)
+            return
+        for (_, outcome), answer in zip(batch, answers, strict=True):
+            if outcome.done():
+                continue
+            if answer["code"] == 200:
+                outcome.set_result(None)
+            else:
+                outcome.set_exception(error_from_problem(answer["code"], answer.get("problem", {})))
 
 
 class SyncJobqClient:
@@ -247,4 +338,4 @@ class SyncJobqClient:
         return blocking
 
 
-__all__ = ["Forbidden", "JobPage", "JobqClient", "JobqError", "SyncJobqClient", "Unauthorized"]
+__all__ = ["BatchedSource", "Forbidden", "JobPage", "JobqClient", "JobqError", "SyncJobqClient", "Unauthorized"]

@@ -149,6 +149,27 @@ class FailRequest(BaseModel):
     outcome: Literal["failed", "timeout", "retry"] = "failed"
 
 
+class Settlement(BaseModel):
+    """One item of ``POST /workers/settle``: complete the job with ``result``, or, given ``error``, fail it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str
+    lease_id: str
+    result: Any = None
+    error: str | None = Field(default=None, max_length=10_000, description="present: the attempt failed")
+    retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
+    outcome: Literal["failed", "timeout", "retry"] = "failed"
+
+
+class SettleRequest(BaseModel):
+    """``POST /workers/settle``: the outcomes of many leased jobs in one request."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    jobs: list[Settlement] = Field(min_length=1, description="one settlement per finished job")
+
+
 class ReleaseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

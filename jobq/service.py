@@ -21,7 +21,7 @@ from jobq.config import Config
 from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
 from jobq.handlers import Registry
 from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
-from jobq.models import EnqueueRequest, LeaseRequest, ListQuery
+from jobq.models import EnqueueRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
 from jobq.store.base import Added, Store
 from jobq.workers import DrainReport, WorkerPool
@@ -281,6 +281,23 @@ class JobService:
             return
         for job in leasing.result():
             await self.store.release(job.id, job.lease_id or "")
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
+        """Complete or fail many leased jobs; each gets its own answer (the job, or why not, e.g. StaleLease).
+
+        They are settled concurrently, so a durable store writes them all in one group commit.
+        """
+        return await asyncio.gather(*(self._settle_one(item) for item in settlements))
+
+    async def _settle_one(self, item: Settlement) -> Job | JobqError:
+        try:
+            if item.error is None:
+                return await self.store.complete(item.id, item.lease_id, item.result)
+            return await self.store.fail(
+                item.id, item.lease_id, item.error, retry_in=item.retry_in, outcome=item.outcome
+            )
+        except JobqError as exc:
+            return exc
 
     async def retry(self, job_id: str) -> Job:
         """Run a failed or dead job again."""

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jobq import logs
-from jobq.client import DEFAULT_URL, JobqClient
+from jobq.client import DEFAULT_URL, BatchedSource, JobqClient
 from jobq.handlers import load_handler_modules, registry
 from jobq.workers import WorkerPool
 
@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> int:
     """Lease and run jobs until a signal; returns the exit code."""
     client = JobqClient(args.url, token=args.token)
     pool = WorkerPool(
-        client,
+        BatchedSource(client),  # finished jobs are settled many per request
         registry,
         concurrency=args.concurrency,
         lease_seconds=args.lease,

@@ -50,11 +50,11 @@ class JobSource(Reporter, Protocol):
 
     async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job: ...
 
-    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job: ...
+    async def complete(self, job_id: str, lease_id: str, result: Any) -> object: ...
 
     async def fail(
         self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
-    ) -> Job: ...
+    ) -> object: ...
 
     async def release(self, job_id: str, lease_id: str) -> Job: ...
 
@@ -204,7 +204,8 @@ class WorkerPool:
                 try:
                     await self.store.heartbeat(job.id, job.lease_id or "", self.lease_seconds)
                 except StaleLease:  # cancelled, or the lease lapsed and the job went to another worker
-                    self.interrupt(job.id)
+                    if self.interrupt(job.id):
+                        log.info("job %s lost its lease (cancelled, or it lapsed): its handler is stopped", job.id)
                 except Exception:
                     log.exception("extending the lease of job %s failed", job.id, extra=job.log_fields())
 

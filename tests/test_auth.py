@@ -71,6 +71,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/queues/{name}/resume"): "admin",
     ("DELETE", "/queues/{name}/jobs"): "admin",
     ("POST", "/workers/lease"): "worker",
+    ("POST", "/workers/settle"): "worker",
     ("POST", "/jobs/{id}/heartbeat"): "worker",
     ("POST", "/jobs/{id}/complete"): "worker",
     ("POST", "/jobs/{id}/fail"): "worker",

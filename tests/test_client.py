@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from jobq.client import JobqClient, SyncJobqClient
-from jobq.errors import IdReused, JobNotFound, QueueFull, UnknownJobType, Unreachable, ValidationFailed
+from jobq.client import BatchedSource, JobqClient, SyncJobqClient
+from jobq.errors import (
+    IdReused,
+    JobNotFound,
+    QueueFull,
+    StaleLease,
+    UnknownJobType,
+    Unreachable,
+    ValidationFailed,
+)
 from jobq.handlers import JobContext, Registry
 from jobq.job import JobStatus
 from jobq.workers import WorkerPool
@@ -95,6 +104,53 @@ async def test_remote_worker_pool_runs_jobs_over_http(registry: Registry, make_c
         report = await pool.drain(5, run_waiting=False)
         assert report.unfinished == []
         assert sorted(seen) == sorted(ids)
+
+
+async def test_a_batched_source_settles_many_jobs_per_request(registry: Registry, make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    settle_requests: list[int] = []
+
+    async def flaky(ctx: JobContext) -> str:
+        if ctx.payload["n"] % 5 == 0:
+            raise ValueError(f"no {ctx.payload['n']}")
+        return f"ok {ctx.payload['n']}"
+
+    registry.register("flaky")(flaky)
+    async with sdk_for(client) as jobq:
+        send = jobq.settle
+
+        async def counted(settlements: Any) -> Any:
+            settle_requests.append(len(settlements))
+            return await send(settlements)
+
+        jobq.settle = counted  # type: ignore[method-assign]
+        ids = [(await jobq.enqueue("flaky", {"n": n})).id for n in range(40)]
+        pool = WorkerPool(BatchedSource(jobq), registry, concurrency=20, lease_seconds=10, idle_wait=0.5)
+        pool.start()
+        for n, job_id in enumerate(ids):
+            job = await wait_for_status(client, job_id, "completed", "failed")
+            assert (job["result"], job["error"]) == ((None, f"ValueError: no {n}") if n % 5 == 0 else (f"ok {n}", None))
+        await pool.drain(5, run_waiting=False)
+    assert sum(settle_requests) == 40
+    assert len(settle_requests) < 40, settle_requests  # several jobs per request
+
+
+async def test_a_batched_source_raises_stale_lease_for_its_own_item_only(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    async with sdk_for(client) as jobq:
+        for n in range(2):
+            await jobq.enqueue("echo", {"n": n})
+        source = BatchedSource(jobq)
+        first, second = await jobq.lease(2, 10)
+        outcomes = await asyncio.gather(
+            source.complete(first.id, first.lease_id or "", "done"),
+            source.complete(second.id, "not-its-lease", "done"),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], StaleLease)
+        assert (await jobq.get(first.id)).status is JobStatus.COMPLETED
+        assert (await jobq.get(second.id)).status is JobStatus.PROCESSING
 
 
 def test_sync_client_against_a_server_process(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ Also the long-polls of a real server: ``POST /enqueue?wait=`` and a thousand ``G
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import signal
@@ -120,19 +119,6 @@ def test_remote_worker_drains_its_jobs_on_sigterm(tmp_path: Path, runs_file: Pat
     assert "worker stopped" in worker.log()
 
 
-def access_codes(server: ServerProcess, path: str) -> list[int]:
-    """Status codes of the answered requests to ``path``, in order (from ``--access-log --log-format json``)."""
-    codes = []
-    for line in server.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("logger") == "jobq.access" and record.get("path") == path:
-            codes.append(record["status"])
-    return codes
-
-
 def outcomes(job: dict) -> list[str | None]:  # type: ignore[type-arg]
     return [attempt["outcome"] for attempt in job["history"]]
 
@@ -142,13 +128,12 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     runs_file: Path,
     started: list,  # type: ignore[type-arg]
 ) -> None:
-    server = start_server(tmp_path, runs_file, started, "--workers", "0", "--access-log", "--log-format", "json")
+    server = start_server(tmp_path, runs_file, started, "--workers", "0")
     held = ("--lease", "2", "--concurrency", "1", "--log-level", "debug")
     sleeper = start_worker(tmp_path, runs_file, started, server.url, "sleeper", *held)
     status, body = server.request("POST", "/enqueue", {"type": "gated", "max_attempts": 3})
     assert status == 202, body
     job_id = body["id"]
-    complete_path = f"/jobs/{job_id}/complete"
     wait_until(lambda: runs(runs_file)[job_id] == 1, 30, "the sleeper to start the job")
 
     sleeper.send(signal.SIGSTOP)  # holding the lease of attempt 1, unable to heartbeat
@@ -159,18 +144,17 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     # The sleeper wakes up and finishes attempt 1 while the rescuer holds attempt 2.
     sleeper.send(signal.SIGUSR1)  # pending while it is stopped: delivered with the SIGCONT
     sleeper.send(signal.SIGCONT)
-    wait_until(lambda: access_codes(server, complete_path) != [], 30, "the sleeper's late complete")
-    assert access_codes(server, complete_path) == [409]
+    # Its late settle is refused (409 for its item), or its heartbeat finds the lease gone first and
+    # stops the handler: either way it logs the lost lease and changes nothing.
+    wait_until(lambda: f"job {job_id} lost its lease" in sleeper.log(), 30, "the sleeper to log its lost lease")
     running = job_status(server, job_id)
     assert running["status"] == "processing" and running["result"] is None, running  # changed nothing
     assert outcomes(running) == ["lease-expired", None]
-    wait_until(lambda: f"job {job_id} lost its lease" in sleeper.log(), 10, "the sleeper to log its lost lease")
 
     rescuer.send(signal.SIGUSR1)
     wait_until(lambda: job_status(server, job_id)["status"] == "completed", 30, "the rescuer to complete the job")
     done = job_status(server, job_id)
     assert done["result"] == {"ran": job_id, "attempt": 2}
-    assert access_codes(server, complete_path) == [409, 200]
     assert outcomes(done) == ["lease-expired", "completed"]
     assert done["history"][0]["worker"].endswith(f":{sleeper.process.pid}")
     assert done["history"][1]["worker"].endswith(f":{rescuer.process.pid}")

@@ -172,3 +172,26 @@ async def test_drain_timeout_reports_jobs_still_leased_to_remote_workers(make_cl
     await lease(client, max_jobs=1)
     report = await asyncio.wait_for(client.app[SERVICE].drain(), timeout=5)
     assert (report.finished, report.unfinished) == (0, [job_id])
+
+
+async def test_settle_completes_and_fails_many_jobs_each_with_its_own_answer(make_client: MakeClient) -> None:
+    client = await make_client(workers=0, batch_limit=3, retry_base=0.001, retry_cap=0.001)
+    ids = [await enqueue(client, "resize", max_attempts=2) for _ in range(3)]
+    jobs = {job["id"]: job for job in await lease(client, max_jobs=3)}
+    settlements = [
+        {"id": ids[0], "lease_id": jobs[ids[0]]["lease_id"], "result": {"w": 10}},
+        {"id": ids[1], "lease_id": jobs[ids[1]]["lease_id"], "error": "no space", "retry_in": 60},
+        {"id": ids[2], "lease_id": "not-it", "result": "late"},
+    ]
+    response = await client.post("/workers/settle", json={"jobs": settlements})
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [(r["id"], r["code"]) for r in results] == [(ids[0], 200), (ids[1], 200), (ids[2], 409)]
+    assert [r.get("status") for r in results[:2]] == ["completed", "retrying"]
+    assert results[2]["problem"]["status"] == 409
+    states = [(await (await client.get(f"/status/{job_id}")).json()) for job_id in ids]
+    assert [s["status"] for s in states] == ["completed", "retrying", "processing"]
+    assert (states[0]["result"], states[1]["error"]) == ({"w": 10}, "no space")
+    too_many = await client.post("/workers/settle", json={"jobs": settlements * 2})
+    assert too_many.status == 422
+    assert (await too_many.json())["errors"][0]["field"] == "jobs"
