@@ -24,9 +24,9 @@ same N jobs run by ``--workers 32`` in-process workers (no HTTP per job at all).
 
 Per row it reports jobs/s, the share of the ceiling, the CPU per job of the server
 and of the worker processes (from /proc, over the timed window), and, from the
-server's ``/metrics``, how many ``/workers/lease`` and ``/jobs/{id}/complete``
+server's ``/metrics``, how many ``/workers/lease`` and ``/workers/settle``
 requests the run took: the remote worker leases in batches (as many jobs as it has
-idle slots) but settles every job with its own ``complete`` request.
+idle slots) and settles the jobs that finish together in one ``settle`` request.
 
 With ``--profile DIR``, py-spy samples the server and the worker of the memory
 1 x 64 row (into DIR/server.txt and DIR/worker-0.txt, for bench/flame_top.py);
@@ -92,7 +92,7 @@ class Result:
     statuses: dict[str, int]
     server_cpu_us_per_job: float
     workers_cpu_us_per_job: float | None
-    requests: dict[str, int] = field(default_factory=dict)  # "POST /jobs/{id}/complete 200" -> count
+    requests: dict[str, int] = field(default_factory=dict)  # "POST /workers/settle 200" -> count
     share_of_ceiling: float | None = None
 
     def count(self, route: str, code: str = "200") -> int:
@@ -331,9 +331,10 @@ def notes(row: Result) -> str:
     parts = [f"{row.jobs:,} jobs in {row.seconds:.2f} s"]
     if row.processes:
         leases = row.count("/workers/lease")
-        completes = row.count("/jobs/{id}/complete")
+        settles = row.count("/workers/settle")
         other = {k: n for k, n in row.requests.items() if not k.endswith((" 200", " 204"))}
-        parts.append(f"{leases:,} leases ({row.jobs / max(leases, 1):.1f} jobs each), {completes:,} completes")
+        parts.append(f"{leases:,} leases ({row.jobs / max(leases, 1):.1f} jobs each)")
+        parts.append(f"{settles:,} settles ({row.jobs / max(settles, 1):.1f} jobs each)")
         if other:  # e.g. heartbeats of jobs settled meanwhile (409, harmless)
             parts.append(f"other answers: {other}")
     if unfinished:
