@@ -34,6 +34,7 @@ from jobq.config import Config  # noqa: E402
 from jobq.handlers import Registry  # noqa: E402
 from jobq.models import EnqueueRequest  # noqa: E402
 from jobq.service import JobService  # noqa: E402
+from main import tune_gc  # noqa: E402
 
 BASE = Config(store="memory://", workers=0, queue_size=10_000_000, log_level="warning")
 
@@ -165,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "add":
         result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers))
     elif args.what == "e2e":
+        tune_gc()  # as main.py does once it serves
         result = asyncio.run(bench_e2e(config, args.jobs, args.batch, args.timeout))
     else:
         result = asyncio.run(bench_memory(args.jobs, args.batch))

@@ -22,6 +22,7 @@ from typing import Any
 from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease, StoreUnavailable
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.store.base import Added, Store, StoreOptions, StoreStats
+from jobq.store.ready import ReadyQueue
 
 MAX_LOG_LINES = 1000
 RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what requeue accepts
@@ -34,7 +35,7 @@ class MemoryStore(Store):
         self.options = options or StoreOptions()
         self.listeners = []
         self._jobs: dict[str, Job] = {}
-        self._ready: dict[str, list[tuple[int, int, Job]]] = {}  # queue -> heap(-priority, seq, job)
+        self._ready: dict[str, ReadyQueue] = {}  # queue -> its pending jobs (entries may be stale: see _ready_job)
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
         self._leased: dict[str, Job] = {}
         self._finished: deque[tuple[float, Job]] = deque()  # (finished_at, job) in finishing order, for retention
@@ -100,7 +101,10 @@ class MemoryStore(Store):
         """Put a job where its status says it belongs (ready heap, timer heap, leases, finished)."""
         status = job.status
         if status is JobStatus.PENDING:
-            heapq.heappush(self._ready.setdefault(job.queue, []), (-job.priority, job.seq, job))
+            ready = self._ready.get(job.queue)
+            if ready is None:
+                ready = self._ready[job.queue] = ReadyQueue()
+            ready.push(job)
             self._wake()
         elif status is JobStatus.PROCESSING:
             self._leased[job.id] = job
@@ -125,6 +129,10 @@ class MemoryStore(Store):
     def _live(self, job: Job) -> bool:
         """Whether a heap entry's job is still stored (not cleared, purged or replaced by a re-added id)."""
         return self._jobs.get(job.id) is job
+
+    def _ready_job(self, job: Job) -> bool:
+        """Whether a ready-queue entry can run: still pending (not leased or cancelled) and still stored."""
+        return job.status is JobStatus.PENDING and self._jobs.get(job.id) is job
 
     def _wake(self) -> None:
         if self._waiters:
@@ -250,23 +258,22 @@ class MemoryStore(Store):
         if self._deferred and self._deferred[0][0] <= now:
             self._promote_due(now)
         names = self._ready if queues is None else queues
-        heaps = [h for name in names if name not in self._paused and (h := self._ready.get(name))]
+        readies = [r for name in names if name not in self._paused and (r := self._ready.get(name))]
         taken: list[Job] = []
         deadline = now + lease_seconds
         prefix = self._lease_prefix
-        while heaps and len(taken) < max_jobs:
-            for heap in heaps:  # round-robin across queues, one job each turn
-                while heap:
-                    job = heapq.heappop(heap)[2]
-                    if job.status is JobStatus.PENDING and self._live(job):
-                        job.begin_attempt(f"{prefix}-{next(self._lease_ids)}", deadline, worker, now)
-                        self._counted(job, JobStatus.PENDING)
-                        self._leased[job.id] = job
-                        taken.append(job)
+        usable = self._ready_job
+        while readies and len(taken) < max_jobs:
+            for ready in readies:  # round-robin across queues, one job each turn
+                job = ready.pop(usable)
+                if job is not None:
+                    job.begin_attempt(f"{prefix}-{next(self._lease_ids)}", deadline, worker, now)
+                    self._counted(job, JobStatus.PENDING)
+                    self._leased[job.id] = job
+                    taken.append(job)
+                    if len(taken) >= max_jobs:
                         break
-                if len(taken) >= max_jobs:
-                    break
-            heaps = [h for h in heaps if h]
+            readies = [r for r in readies if r]
         if taken:
             self._journal(taken)  # not awaited: a lost lease record only means the job runs again
         return taken
@@ -373,11 +380,9 @@ class MemoryStore(Store):
     def _next_ready_since(self) -> dict[str, float]:
         """For each queue with a ready job: since when the job next in line could run."""
         since: dict[str, float] = {}
-        for queue, heap in self._ready.items():
-            while heap and not (heap[0][2].status is JobStatus.PENDING and self._live(heap[0][2])):
-                heapq.heappop(heap)  # leased, cancelled or cleared since it was queued: _take would skip it too
-            if heap:
-                job = heap[0][2]
+        for queue, ready in self._ready.items():
+            job = ready.peek(self._ready_job)
+            if job is not None:
                 since[queue] = job.run_at or job.created_at
         return since
 

@@ -1,0 +1,58 @@
+"""The ready queue behind every store's leasing order."""
+
+from __future__ import annotations
+
+from jobq.job import Job, JobStatus
+from jobq.store.ready import ReadyQueue
+
+
+def job(seq: int, priority: int = 0) -> Job:
+    return Job(id=f"j{seq}", type="noop", payload={}, priority=priority, seq=seq)
+
+
+def always(_: Job) -> bool:
+    return True
+
+
+def drain(ready: ReadyQueue) -> list[int]:
+    taken = []
+    while (next_job := ready.pop(always)) is not None:
+        taken.append(next_job.seq)
+    return taken
+
+
+def test_highest_priority_first_then_oldest_first() -> None:
+    ready = ReadyQueue()
+    for seq, priority in [(1, 0), (2, 5), (3, 0), (4, -3), (5, 5), (6, 10)]:
+        ready.push(job(seq, priority))
+    assert drain(ready) == [6, 2, 5, 1, 3, 4]
+    assert not ready
+
+
+def test_a_job_pushed_back_goes_to_its_place() -> None:
+    ready = ReadyQueue()
+    for seq in (1, 2, 3, 4):
+        ready.push(job(seq))
+    first, second = ready.pop(always), ready.pop(always)
+    assert first is not None and second is not None
+    ready.push(second)  # released: back before 3 and 4
+    ready.push(first)
+    assert drain(ready) == [1, 2, 3, 4]
+
+
+def test_stale_entries_are_skipped_and_dropped() -> None:
+    ready = ReadyQueue()
+    jobs = [job(seq, priority) for seq, priority in [(1, 1), (2, 1), (3, 0)]]
+    for entry in jobs:
+        ready.push(entry)
+    jobs[0].status = JobStatus.CANCELLED
+    jobs[1].status = JobStatus.CANCELLED
+
+    def pending(entry: Job) -> bool:
+        return entry.status is JobStatus.PENDING
+
+    peeked = ready.peek(pending)
+    assert peeked is jobs[2]
+    assert ready.pop(pending) is jobs[2]  # peek left it in place
+    assert ready.pop(pending) is None
+    assert not ready
