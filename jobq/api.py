@@ -33,7 +33,7 @@ from jobq.models import (
     ReleaseRequest,
     SettleRequest,
 )
-from jobq.problems import from_validation_error, problem_body
+from jobq.problems import error_body, from_validation_error
 from jobq.service import JobService, Submitted
 
 SERVICE = web.AppKey("service", JobService)
@@ -105,6 +105,16 @@ def all_finite(value: Any) -> bool:
     return True
 
 
+def check_batch_size(request: web.Request, count: int) -> None:
+    """Refuse a batch (of jobs to enqueue or to settle) longer than ``--batch-limit``: 422 naming ``jobs``."""
+    limit = request.app[SERVICE].config.batch_limit
+    if count > limit:
+        raise ValidationFailed(
+            f"a batch holds at most {limit} jobs; this one has {count}",
+            errors=[{"field": "jobs", "message": f"at most {limit} items"}],
+        )
+
+
 async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
     """Submit jobs owned by the caller (its token's name)."""
     principal = principal_of(request)
@@ -132,14 +142,8 @@ async def enqueue(request: web.Request) -> web.Response:
 @requires(Role.CLIENT)
 async def enqueue_batch(request: web.Request) -> web.Response:
     """Accept many jobs; each gets its own answer (code and job, or code and problem)."""
-    service = request.app[SERVICE]
     items = (await read_body(request, BatchRequest)).jobs
-    limit = service.config.batch_limit
-    if len(items) > limit:
-        raise ValidationFailed(
-            f"a batch holds at most {limit} jobs; this one has {len(items)}",
-            errors=[{"field": "jobs", "message": f"at most {limit} items"}],
-        )
+    check_batch_size(request, len(items))
     parsed: list[EnqueueRequest | JobqError] = []
     for item in items:
         try:
@@ -152,12 +156,7 @@ async def enqueue_batch(request: web.Request) -> web.Response:
     for entry in parsed:
         answer = next(answers) if isinstance(entry, EnqueueRequest) else entry
         if isinstance(answer, JobqError):
-            results.append(
-                {
-                    "code": answer.status,
-                    "problem": problem_body(answer.status, answer.title, answer.detail, answer.errors),
-                }
-            )
+            results.append({"code": answer.status, "problem": error_body(answer)})
         else:
             code = 202 if answer.created else 200
             results.append({"code": code, "id": answer.job.id, "status": answer.job.status.value})
@@ -290,19 +289,12 @@ async def lease(request: web.Request) -> web.Response:
 @requires(Role.WORKER)
 async def settle(request: web.Request) -> web.Response:
     """Complete or fail many leased jobs at once; each gets its own code (200, or 409 for a stale lease)."""
-    service = request.app[SERVICE]
     settlements = (await read_body(request, SettleRequest)).jobs
-    limit = service.config.batch_limit
-    if len(settlements) > limit:
-        raise ValidationFailed(
-            f"a settle request holds at most {limit} jobs; this one has {len(settlements)}",
-            errors=[{"field": "jobs", "message": f"at most {limit} items"}],
-        )
+    check_batch_size(request, len(settlements))
     results = []
-    for item, answer in zip(settlements, await service.settle(settlements), strict=True):
+    for item, answer in zip(settlements, await request.app[SERVICE].settle(settlements), strict=True):
         if isinstance(answer, JobqError):
-            problem = problem_body(answer.status, answer.title, answer.detail, answer.errors)
-            results.append({"id": item.id, "code": answer.status, "problem": problem})
+            results.append({"id": item.id, "code": answer.status, "problem": error_body(answer)})
         else:
             results.append({"id": item.id, "code": 200, "status": answer.status.value})
     return json_response({"results": results})

@@ -31,11 +31,16 @@ def problem_body(status: int, title: str, detail: str, errors: list[dict[str, An
     return body
 
 
+def error_body(error: JobqError) -> dict[str, Any]:
+    """The problem body of a jobq error (also one item's answer inside a batch)."""
+    return problem_body(error.status, error.title, error.detail, error.errors)
+
+
 def problem_response(error: JobqError) -> web.Response:
     """The HTTP response for a jobq error."""
     return web.Response(
         status=error.status,
-        body=to_json(problem_body(error.status, error.title, error.detail, error.errors)),
+        body=to_json(error_body(error)),
         content_type=CONTENT_TYPE,
         headers=error.headers,
     )
