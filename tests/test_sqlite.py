@@ -321,6 +321,26 @@ async def test_a_full_disk_refuses_writes_with_store_full_until_space_returns(
     assert big2 is not None and big2.payload == BIG
 
 
+async def test_a_job_running_at_every_stop_is_set_aside_after_the_third(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("poison", max_attempts=10), make_job("fine"))
+    for stop in (1, 2, 3):
+        leased = {job.id for job in await store.lease(2, 60.0)}
+        assert "poison" in leased, f"stop {stop}: the job was not re-run"
+        done = await store.get("fine")
+        if done is not None and done.status is JobStatus.PROCESSING:
+            await store.complete("fine", done.lease_id or "", "ok")
+        await store.close()  # the leases stay on disk, as after a crash
+        store = await open_sqlite()
+    poison = await store.get("poison")
+    assert poison is not None
+    assert poison.status is JobStatus.DEAD
+    assert poison.error is not None and "3 times" in poison.error
+    assert [attempt.outcome for attempt in poison.history] == ["recovered"] * 3
+    assert await store.lease(1, 60.0, wait=0.05) == []  # nothing left to run
+    assert (await store.get("fine")) is not None
+
+
 async def test_a_change_that_failed_to_commit_is_written_once_space_returns(open_sqlite: OpenStore) -> None:
     store = await open_sqlite()
     await add(store, make_job("a"))

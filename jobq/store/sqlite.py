@@ -502,6 +502,7 @@ class FileLock:
 
 
 # -- the store -------------------------------------------------------------
+MAX_RECOVERIES = 3  # stops of jobq a job may be running at before it is set aside as the likely cause
 RESAVE_SECONDS = 1.0  # how often changes that failed to commit are written again
 
 
@@ -572,7 +573,7 @@ class SQLiteStore(MemoryStore):
         recovered = []
         for job in snapshot.jobs:
             if job.status is JobStatus.PROCESSING:
-                job.release("recovered", now)
+                self._recover(job, now)
                 recovered.append(job)
             self._load(job)
         self._seq = itertools.count(max((job.seq for job in snapshot.jobs), default=0) + 1)
@@ -582,6 +583,21 @@ class SQLiteStore(MemoryStore):
                 self._logs.setdefault(job_id, []).append((at, message))
         self._paused.update(snapshot.paused)
         return recovered
+
+    @staticmethod
+    def _recover(job: Job, now: float) -> None:
+        """Re-queue a job a stopped jobq left running, unless it was running at every one of the last stops.
+
+        A job that brings jobq down itself (it exhausts memory, say, and is killed) would
+        otherwise take it down again after every start: at ``MAX_RECOVERIES`` it is set aside.
+        """
+        recoveries = 1 + sum(1 for attempt in job.history if attempt.outcome == "recovered")
+        if recoveries < MAX_RECOVERIES:
+            job.release("recovered", now)
+            return
+        error = f"jobq stopped while this job ran, {recoveries} times: set aside, as it may be what stops jobq"
+        job.fail(error, now, None, outcome="recovered")
+        log.error("job %s: %s", job.id, error, extra=job.log_fields())
 
     def _log_open(self, snapshot: Snapshot, recovered: list[Job], seconds: float) -> None:
         waiting = sum(1 for job in snapshot.jobs if job.status in WAITING)
