@@ -20,10 +20,11 @@ label values are queue names, job types, outcomes, route templates and method na
 * ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
 * ``jobq_build_info{version}``.
 
-The hot path stays cheap: each labelled child is created once and cached, so a job's
-state change costs a dict lookup and an increment or observation (prometheus-client
-values each hold their own uncontended lock; nothing is shared across series). Depth
-gauges are computed from the store's counters at scrape time, not updated per job.
+The hot path stays cheap: counters and histograms are kept as plain numbers
+(jobq/tally.py) and rendered by prometheus-client only at scrape; each labelled
+series is created once and cached, so a job's state change costs a dict lookup and
+an addition, with no lock. Depth gauges are computed from the store's counters at
+scrape time, not updated per job.
 
 Queue names and job types come from clients, so each family holds at most
 ``MAX_LABEL_SETS`` of them; beyond that, new ones are counted under ``_other``.
@@ -38,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Info
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -46,6 +47,7 @@ from jobq import __version__
 from jobq.auth import route_template
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.store.base import Store, StoreStats
+from jobq.tally import CounterFamily, HistogramFamily
 
 if TYPE_CHECKING:
     from jobq.service import JobService
@@ -85,64 +87,65 @@ class Metrics:
     def __init__(self, version: str = __version__) -> None:
         self.registry = registry = CollectorRegistry()
         job_labels = ["queue", "type"]
-        self.enqueued = Counter("jobq_jobs_enqueued", "Jobs accepted.", job_labels, registry=registry)
-        self.finished = Counter(
+        self.enqueued = CounterFamily("jobq_jobs_enqueued", "Jobs accepted.", job_labels, registry)
+        self.finished = CounterFamily(
             "jobq_jobs_finished",
             "Jobs that reached a final state, by outcome: completed, failed, dead or cancelled.",
             [*job_labels, "outcome"],
-            registry=registry,
+            registry,
         )
-        self.retried = Counter(
+        self.retried = CounterFamily(
             "jobq_jobs_retried",
             "Failed attempts followed by another attempt, and failed or dead jobs re-run by hand.",
             job_labels,
-            registry=registry,
+            registry,
         )
-        self.leases_expired = Counter(
-            "jobq_leases_expired", "Attempts that ended because their lease ran out.", job_labels, registry=registry
+        self.leases_expired = CounterFamily(
+            "jobq_leases_expired", "Attempts that ended because their lease ran out.", job_labels, registry
         )
-        self.wait = Histogram(
+        self.wait = HistogramFamily(
             "jobq_job_wait_seconds",
             "Seconds from when a job could run (created, due or released) to the start of its attempt.",
             ["queue"],
-            buckets=JOB_BUCKETS,
-            registry=registry,
+            registry,
+            JOB_BUCKETS,
         )
-        self.run = Histogram(
-            "jobq_job_run_seconds", "Seconds each attempt ran.", ["queue"], buckets=JOB_BUCKETS, registry=registry
+        self.run = HistogramFamily(
+            "jobq_job_run_seconds", "Seconds each attempt ran.", ["queue"], registry, JOB_BUCKETS
         )
-        self.http_requests = Counter(
+        self.http_requests = CounterFamily(
             "jobq_http_requests",
             "HTTP requests answered, by method, route template and status code (499: the client hung up).",
             ["method", "route", "code"],
-            registry=registry,
+            registry,
         )
-        self.http_duration = Histogram(
+        self.http_duration = HistogramFamily(
             "jobq_http_request_duration_seconds",
             "Seconds from routing an HTTP request to its answer (long-polls included).",
             ["method", "route", "code"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
+            registry,
+            REQUEST_BUCKETS,
         )
-        self.grpc_requests = Counter(
+        self.grpc_requests = CounterFamily(
             "jobq_grpc_requests",
             "gRPC calls finished, by method and status code.",
             ["method", "code"],
-            registry=registry,
+            registry,
         )
-        self.grpc_duration = Histogram(
+        self.grpc_duration = HistogramFamily(
             "jobq_grpc_request_duration_seconds",
             "Seconds each gRPC call took (streams and long-polls included).",
             ["method", "code"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
+            registry,
+            REQUEST_BUCKETS,
         )
-        self.commit = Histogram(
+        self.commit = HistogramFamily(
             "jobq_store_commit_seconds",
             "Seconds each store group commit took (writing the group, then COMMIT and its fsync).",
-            buckets=COMMIT_BUCKETS,
-            registry=registry,
-        )
+            [],
+            registry,
+            COMMIT_BUCKETS,
+        ).labels()
         Info("jobq_build", "The running jobq's version.", registry=registry).info({"version": version})
         self.state = StateCollector()
         registry.register(self.state)

@@ -23,6 +23,7 @@ from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
 from jobq.rpc.server import start_grpc_server
 from jobq.store import Added
 from jobq.store.sqlite import SQLiteStore
+from jobq.tally import CounterFamily, HistogramFamily
 from tests.conftest import TEST_CONFIG, MakeClient, wait_for_status
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -241,13 +242,14 @@ async def test_children_are_cached_so_a_job_costs_no_label_lookup(
     await enqueue(client, {"type": "echo"}, wait=10)  # warm: every child this flow needs now exists
     await scrape(client)
     calls: list[tuple[Any, ...]] = []
-    real = MetricWrapperBase.labels
+    for family in (CounterFamily, HistogramFamily, MetricWrapperBase):
+        real = family.labels
 
-    def counting(self: MetricWrapperBase, *args: Any, **kwargs: Any) -> Any:
-        calls.append(args)
-        return real(self, *args, **kwargs)
+        def counting(self: Any, *args: Any, real: Any = real, **kwargs: Any) -> Any:
+            calls.append(args)
+            return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(MetricWrapperBase, "labels", counting)
+        monkeypatch.setattr(family, "labels", counting)
     for _ in range(20):
         await enqueue(client, {"type": "echo"}, wait=10)
     assert calls == []
