@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from jobq.auth import Forbidden, Unauthorized  # raised for 401 and 403 answers by error_from_problem
-from jobq.errors import JobqError, Unreachable, error_from_problem
+from jobq.errors import JobqError, Unreachable, ValidationFailed, error_from_problem
 from jobq.job import TERMINAL, Job
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -232,7 +232,7 @@ class BatchedSource:
     the :class:`~jobq.workers.JobSource` that ``python -m jobq.worker`` runs on.
     """
 
-    def __init__(self, client: JobqClient, max_batch: int = 500) -> None:
+    def __init__(self, client: JobqClient, max_batch: int = 200) -> None:
         self.client = client
         self.max_batch = max_batch
         self._batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
@@ -292,10 +292,19 @@ class BatchedSource:
     async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         try:
             answers = await self.client.settle([item for item, _ in batch])
-        except JobqError as exc:  # the server could not be reached, or refused the whole request
-            for _, outcome in batch:
-                if not outcome.done():
-                    outcome.set_exception(exc)
+            if len(answers) != len(batch):
+                raise JobqError(f"the server answered {len(answers)} settlements for {len(batch)}")
+        except ValidationFailed as refused:
+            if len(batch) > 1:  # over the server's --batch-limit, or one bad item: halve, so the rest lands
+                half = len(batch) // 2
+                await asyncio.gather(self._send(batch[:half]), self._send(batch[half:]))
+            else:
+                _fail_all(batch, refused)
+            return
+        except BaseException as exc:  # unreachable, a broken answer, a cancelled send: nobody may wait forever
+            _fail_all(batch, exc if isinstance(exc, JobqError) else Unreachable(f"settling failed: {exc!r}"))
+            if not isinstance(exc, Exception):
+                raise
             return
         for (_, outcome), answer in zip(batch, answers, strict=True):
             if outcome.done():
@@ -304,6 +313,18 @@ class BatchedSource:
                 outcome.set_result(None)
             else:
                 outcome.set_exception(error_from_problem(answer["code"], answer.get("problem", {})))
+
+    async def close(self) -> None:
+        """Send what is batched and wait for every settle request in flight (then close the client yourself)."""
+        self._flush()
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+def _fail_all(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], error: BaseException) -> None:
+    for _, outcome in batch:
+        if not outcome.done():
+            outcome.set_exception(error)
 
 
 class SyncJobqClient:

@@ -36,6 +36,7 @@ class JobContext:
 
     job: Job
     reporter: Reporter
+    lease_id: str | None = None  # the lease this run holds (the job object may be leased again meanwhile)
 
     @property
     def payload(self) -> Any:
@@ -47,7 +48,7 @@ class JobContext:
 
     async def progress(self, fraction: float, note: str | None = None) -> None:
         """Report how far along the job is (0.0 to 1.0), shown in its status."""
-        await self.reporter.set_progress(self.job.id, self.job.lease_id, fraction, note)
+        await self.reporter.set_progress(self.job.id, self.lease_id or self.job.lease_id, fraction, note)
 
 
 Handler = Callable[[JobContext], Awaitable[Any]]

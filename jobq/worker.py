@@ -94,8 +94,9 @@ def split(text: str) -> list[str]:
 async def run(args: argparse.Namespace) -> int:
     """Lease and run jobs until a signal; returns the exit code."""
     client = JobqClient(args.url, token=args.token)
+    source = BatchedSource(client)  # finished jobs are settled many per request
     pool = WorkerPool(
-        BatchedSource(client),  # finished jobs are settled many per request
+        source,
         registry,
         concurrency=args.concurrency,
         lease_seconds=args.lease,
@@ -121,6 +122,7 @@ async def run(args: argparse.Namespace) -> int:
     await stop.wait()
     report = await pool.drain(args.drain_timeout, run_waiting=False)
     log.info("worker stopped: %d jobs finished while draining, %d released", report.finished, len(report.unfinished))
+    await source.close()
     await client.close()
     return 0
 

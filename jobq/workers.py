@@ -59,6 +59,10 @@ class JobSource(Reporter, Protocol):
     async def release(self, job_id: str, lease_id: str) -> Job: ...
 
 
+Leased = tuple[Job, str]
+"""A job this pool leased and the lease id it holds: the job object itself may be leased again later."""
+
+
 @dataclass(frozen=True, slots=True)
 class DrainReport:
     """What a drain achieved."""
@@ -89,9 +93,9 @@ class WorkerPool:
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self.busy = 0
         self.settled = 0
-        self._queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=max(concurrency, 1))
+        self._queue: asyncio.Queue[Leased | None] = asyncio.Queue(maxsize=max(concurrency, 1))
         self._room = asyncio.Event()
-        self._held: dict[str, Job] = {}  # leased by this pool and not yet settled
+        self._held: dict[str, Leased] = {}  # leased by this pool and not yet settled, by job id
         self._running: dict[str, asyncio.Task[None]] = {}  # job id -> the worker task inside its handler
         self._interrupted: set[str] = set()
         self._released: list[str] = []  # ids handed back unfinished by a stop
@@ -143,9 +147,9 @@ class WorkerPool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # a cancelled worker releases its job
-        for job in list(self._held.values()):  # leased but never started
-            await self._release(job)
-            self._held.pop(job.id, None)
+        for leased in list(self._held.values()):  # leased but never started
+            await self._release(leased)
+            self._unhold(leased)
         return list(self._released)
 
     def held(self) -> list[str]:
@@ -181,8 +185,9 @@ class WorkerPool:
             else:
                 jobs = await self._lease_or_wait(room)
             for job in jobs:
-                self._held[job.id] = job
-                queue.put_nowait(job)
+                leased = (job, job.lease_id or "")
+                self._held[job.id] = leased
+                queue.put_nowait(leased)
         for _ in self._workers:
             await queue.put(None)  # one stop sentinel per worker, after every real job
 
@@ -200,9 +205,9 @@ class WorkerPool:
         """Extend the leases of held jobs well before they run out."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            for job in list(self._held.values()):
+            for job, lease_id in list(self._held.values()):
                 try:
-                    await self.store.heartbeat(job.id, job.lease_id or "", self.lease_seconds)
+                    await self.store.heartbeat(job.id, lease_id, self.lease_seconds)
                 except StaleLease:  # cancelled, or the lease lapsed and the job went to another worker
                     if self.interrupt(job.id):
                         log.info("job %s lost its lease (cancelled, or it lapsed): its handler is stopped", job.id)
@@ -215,21 +220,22 @@ class WorkerPool:
         task = asyncio.current_task()
         assert task is not None
         while True:
-            job = await queue.get()
-            if job is None:
+            leased = await queue.get()
+            if leased is None:
                 return
-            await self._run(job, task)
+            await self._run(leased, task)
             self._room.set()
 
-    async def _run(self, job: Job, task: asyncio.Task[None]) -> None:
+    async def _run(self, leased: Leased, task: asyncio.Task[None]) -> None:
+        job = leased[0]
         self.busy += 1
         try:
-            await self._settle(job, *await self._execute(job, task))
+            await self._settle(leased, *await self._execute(leased, task))
             self.settled += 1
         except StaleLease:
             log.debug("job %s lost its lease while running (cancelled or expired)", job.id, extra=job.log_fields())
         except asyncio.CancelledError:
-            await self._release(job)
+            await self._release(leased)
             raise
         except JobqError as exc:  # the store refused the write (full, unavailable): its message says why
             log.error("settling job %s failed: %s", job.id, exc.detail, extra=job.log_fields())
@@ -237,27 +243,34 @@ class WorkerPool:
             log.exception("settling job %s failed", job.id, extra=job.log_fields())
         finally:
             self.busy -= 1
-            self._held.pop(job.id, None)
+            self._unhold(leased)
 
-    async def _execute(self, job: Job, task: asyncio.Task[None]) -> tuple[str, object]:
+    def _unhold(self, leased: Leased) -> None:
+        """Forget a settled or released job, unless the pool holds it again under a newer lease."""
+        if self._held.get(leased[0].id) is leased:
+            del self._held[leased[0].id]
+
+    async def _execute(self, leased: Leased, task: asyncio.Task[None]) -> tuple[str, object]:
         """Run the handler; returns ("completed", result), ("retry", Retry) or (outcome, error text).
 
         ``interrupt()`` cancels ``task`` (this worker) while it is inside the handler; that
         cancellation, and only that one, becomes the "cancelled" outcome.
         """
+        job, lease_id = leased
         if job.status is JobStatus.CANCELLED:  # cancelled while it sat in this pool's queue
             return "cancelled", None
         try:
             handler = self.registry.get(job.type)
         except JobqError as exc:
             return "failed", exc.detail
+        context = JobContext(job, self.store, lease_id)
         self._running[job.id] = task
         guard: asyncio.Timeout | None = None
         try:
             if job.timeout is None:  # most jobs: skip the cost of a timeout context
-                return "completed", await handler(JobContext(job, self.store))
+                return "completed", await handler(context)
             async with asyncio.timeout(job.timeout) as guard:
-                result = await handler(JobContext(job, self.store))
+                result = await handler(context)
             if guard.expired():  # the handler swallowed its cancellation: the attempt still timed out
                 return "timeout", f"timed out after {job.timeout:g}s"
             return "completed", result
@@ -278,13 +291,14 @@ class WorkerPool:
         except BaseException as exc:  # SystemExit too: one handler never stops the server
             return "failed", describe(exc)
         finally:
-            del self._running[job.id]
+            if self._running.get(job.id) is task:
+                del self._running[job.id]
             if job.id in self._interrupted:  # the handler swallowed the interrupt: take it back
                 self._interrupted.discard(job.id)
                 task.uncancel()
 
-    async def _settle(self, job: Job, outcome: str, value: object) -> None:
-        lease_id = job.lease_id or ""
+    async def _settle(self, leased: Leased, outcome: str, value: object) -> None:
+        job, lease_id = leased
         if outcome == "completed":
             try:
                 value = json_value(value)
@@ -298,10 +312,11 @@ class WorkerPool:
         elif outcome != "cancelled":  # a cancelled job was already settled by whoever cancelled it
             await self.store.fail(job.id, lease_id, str(value), outcome=outcome)
 
-    async def _release(self, job: Job) -> None:
+    async def _release(self, leased: Leased) -> None:
         """Hand an unfinished job back to the store and note its id (unless it was settled meanwhile)."""
+        job, lease_id = leased
         try:
-            await self.store.release(job.id, job.lease_id or "")
+            await self.store.release(job.id, lease_id)
         except StaleLease:
             return  # settled meanwhile: finished, or cancelled through the API
         except Exception:

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from jobq.client import BatchedSource, JobqClient, SyncJobqClient
 from jobq.errors import (
     IdReused,
     JobNotFound,
+    JobqError,
     QueueFull,
     StaleLease,
     UnknownJobType,
@@ -151,6 +153,34 @@ async def test_a_batched_source_raises_stale_lease_for_its_own_item_only(make_cl
         assert isinstance(outcomes[1], StaleLease)
         assert (await jobq.get(first.id)).status is JobStatus.COMPLETED
         assert (await jobq.get(second.id)).status is JobStatus.PROCESSING
+
+
+async def test_a_batched_source_halves_batches_over_the_servers_limit(make_client: MakeClient) -> None:
+    client = await make_client(workers=0, batch_limit=3)
+    async with sdk_for(client) as jobq:
+        for n in range(10):
+            await jobq.enqueue("echo", {"n": n})
+        leased = await jobq.lease(10, 30)
+        source = BatchedSource(jobq)
+        outcomes = await asyncio.gather(*(source.complete(job.id, job.lease_id or "", job.payload) for job in leased))
+        assert outcomes == [None] * 10
+        assert {(await jobq.get(job.id)).status for job in leased} == {JobStatus.COMPLETED}
+        await source.close()
+
+
+async def test_a_batched_source_never_leaves_a_settlement_waiting(aiohttp_server: Any) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"results": []})  # an answer that does not match the request
+
+    app = web.Application()
+    app.router.add_post("/workers/settle", broken)
+    server = await aiohttp_server(app)
+    async with JobqClient(str(server.make_url(""))) as jobq:
+        source = BatchedSource(jobq)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(source.complete("a", "l1", 1), source.fail("b", "l2", "boom"), return_exceptions=True), 5
+        )
+        assert all(isinstance(outcome, JobqError) for outcome in outcomes), outcomes
 
 
 def test_sync_client_against_a_server_process(tmp_path: Path) -> None:

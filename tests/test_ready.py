@@ -40,6 +40,15 @@ def test_a_job_pushed_back_goes_to_its_place() -> None:
     assert drain(ready) == [1, 2, 3, 4]
 
 
+def test_jobs_falling_due_late_take_their_place_by_seq() -> None:
+    ready = ReadyQueue()
+    for seq in (10, 11, 12):
+        ready.push(job(seq))
+    for seq in (3, 11_000, 7):  # a scheduled job created early falls due now; one newer than all
+        ready.push(job(seq))
+    assert drain(ready) == [3, 7, 10, 11, 12, 11_000]
+
+
 def test_stale_entries_are_skipped_and_dropped() -> None:
     ready = ReadyQueue()
     jobs = [job(seq, priority) for seq, priority in [(1, 1), (2, 1), (3, 0)]]

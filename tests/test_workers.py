@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from jobq.api import SERVICE
 from jobq.handlers import JobContext, Registry
 from jobq.retry import Retry
 from tests.conftest import MakeClient, wait_for_status
@@ -222,3 +224,42 @@ async def test_a_result_nested_too_deep_to_read_back_fails_the_job(registry: Reg
     job = await wait_for_status(client, await enqueue(client, "deep"), "failed")
     assert "nesting" in job["error"]
     assert (await client.get("/jobs")).status == 200  # every job still reads back
+
+
+async def test_a_stale_run_of_a_job_leased_again_in_the_same_pool_cannot_settle_it(
+    registry: Registry, make_client: MakeClient
+) -> None:
+    attempts: list[int] = []
+    release = {1: asyncio.Event(), 2: asyncio.Event()}
+    inside = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    async def held(ctx: JobContext) -> str:
+        attempt = ctx.job.attempts
+        attempts.append(attempt)
+        inside[attempt].set()
+        await release[attempt].wait()
+        return f"attempt {attempt}"
+
+    registry.register("held")(held)
+    client = await make_client(workers=2, retry_base=0.001, retry_cap=0.001)
+    store = client.app[SERVICE].store
+    job_id = await enqueue(client, "held", max_attempts=2)
+    await asyncio.wait_for(inside[1].wait(), 5)
+    job = await store.get(job_id)
+    assert job is not None
+    job.lease_expires_at = 0.0  # as if the worker had hung past its lease
+    assert [j.id for j in await store.expire_leases()] == [job_id]
+    await asyncio.wait_for(inside[2].wait(), 5)  # the same pool leased it again, to its other worker
+    pool = client.app[SERVICE].pool
+    assert pool.busy == 2
+    release[1].set()  # the stale first run finishes: its lease is gone, so it must change nothing
+    deadline = time.monotonic() + 5
+    while pool.busy != 1:  # its worker has tried to settle and moved on
+        assert time.monotonic() < deadline, "the stale run never finished"
+        await asyncio.sleep(0.005)
+    assert (await wait_for_status(client, job_id, "processing"))["result"] is None
+    release[2].set()
+    done = await wait_for_status(client, job_id, "completed")
+    assert done["result"] == "attempt 2"
+    assert [a["outcome"] for a in done["history"]] == ["lease-expired", "completed"]
+    assert attempts == [1, 2]

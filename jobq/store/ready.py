@@ -1,64 +1,90 @@
-"""The ready jobs of one queue: highest priority first, oldest first within a priority.
+"""The ready jobs of one queue: highest priority first, oldest (lowest ``seq``) first within a priority.
 
-A deque per priority instead of one heap: taking or adding the usual job (a new one,
-at the back of its priority) is O(1) rather than O(log n) tuple comparisons, which
-matters at a million queued jobs. A job going back to its place (released, recovered)
-is inserted by its sequence number: O(n), and rare.
+Per priority, a deque holds jobs in the order they arrived, and a small heap holds
+the jobs that come back with an older ``seq`` than the deque's newest (a scheduled or
+retried job falling due, a released one): taking or adding a new job is O(1), a
+returning one O(log k) in the k returning jobs, never O(n) in a million queued ones.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import deque
 from collections.abc import Callable
 
 from jobq.job import Job
 
+Usable = Callable[[Job], bool]
+"""Whether a queued entry can still run (entries go stale: leased, cancelled, cleared)."""
 
-def _seq(job: Job) -> int:
-    return job.seq
+
+class _Bucket:
+    """The jobs of one priority: arrivals in order, and returning jobs by ``seq``."""
+
+    __slots__ = ("arrived", "returned")
+
+    def __init__(self) -> None:
+        self.arrived: deque[Job] = deque()
+        self.returned: list[tuple[int, Job]] = []
+
+    def push(self, job: Job) -> None:
+        if not self.arrived or self.arrived[-1].seq < job.seq:
+            self.arrived.append(job)
+        else:
+            heapq.heappush(self.returned, (job.seq, job))
+
+    def first(self, usable: Usable) -> Job | None:
+        """The lowest-``seq`` usable job, left in place; stale entries in front of it are dropped."""
+        arrived, returned = self.arrived, self.returned
+        while arrived and not usable(arrived[0]):
+            arrived.popleft()
+        while returned and not usable(returned[0][1]):
+            heapq.heappop(returned)
+        if returned and (not arrived or returned[0][0] < arrived[0].seq):
+            return returned[0][1]
+        return arrived[0] if arrived else None
+
+    def take(self, job: Job) -> None:
+        """Remove ``job``, which ``first`` just returned."""
+        if self.returned and self.returned[0][1] is job:
+            heapq.heappop(self.returned)
+        else:
+            self.arrived.popleft()
 
 
 class ReadyQueue:
-    """Jobs in priority order, FIFO by ``seq`` within a priority. Entries may go stale: callers check."""
+    """Jobs in priority order, FIFO by ``seq`` within a priority. Entries may go stale: callers say which."""
 
     __slots__ = ("_buckets", "_priorities")
 
     def __init__(self) -> None:
-        self._buckets: dict[int, deque[Job]] = {}
+        self._buckets: dict[int, _Bucket] = {}
         self._priorities: list[int] = []  # the buckets' priorities, negated and sorted: highest first
 
     def push(self, job: Job) -> None:
-        """Queue ``job`` behind the jobs of its priority with a lower ``seq``."""
+        """Queue ``job`` among the jobs of its priority, by its ``seq``."""
         bucket = self._buckets.get(job.priority)
         if bucket is None:
-            bucket = self._buckets[job.priority] = deque()
+            bucket = self._buckets[job.priority] = _Bucket()
             bisect.insort(self._priorities, -job.priority)
-        if not bucket or bucket[-1].seq < job.seq:
-            bucket.append(job)
-        else:  # back to its place (a released job): rare
-            bucket.insert(bisect.bisect_left(bucket, job.seq, key=_seq), job)
+        bucket.push(job)
 
-    def pop(self, usable: Callable[[Job], bool]) -> Job | None:
-        """Remove and return the first job that is ``usable``, dropping stale ones before it; None when empty."""
+    def peek(self, usable: Usable) -> Job | None:
+        """The job ``pop`` would return, left in place (stale entries before it are dropped)."""
         while self._priorities:
-            priority = -self._priorities[0]
-            bucket = self._buckets[priority]
-            while bucket:
-                job = bucket.popleft()
-                if usable(job):
-                    return job
-            del self._buckets[priority]
+            job = self._buckets[-self._priorities[0]].first(usable)
+            if job is not None:
+                return job
+            del self._buckets[-self._priorities[0]]  # nothing usable left at this priority
             self._priorities.pop(0)
         return None
 
-    def peek(self, usable: Callable[[Job], bool]) -> Job | None:
-        """The first ``usable`` job without taking it (stale ones before it are dropped)."""
-        job = self.pop(usable)
+    def pop(self, usable: Usable) -> Job | None:
+        """Remove and return the first usable job; None when there is none."""
+        job = self.peek(usable)
         if job is not None:
-            self._buckets.setdefault(job.priority, deque()).appendleft(job)
-            if -job.priority not in self._priorities:
-                bisect.insort(self._priorities, -job.priority)
+            self._buckets[job.priority].take(job)
         return job
 
     def __bool__(self) -> bool:
