@@ -362,6 +362,26 @@ async def test_a_change_that_failed_to_commit_is_written_once_space_returns(open
     assert reread is not None and (reread.status, reread.result) == (JobStatus.COMPLETED, {"blob": BIG})
 
 
+async def test_a_failed_change_whose_caller_gave_up_is_written_too(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("a"))
+    [job] = await store.lease(1, 60.0)
+    await store.with_connection(lambda conn: None)
+    await store.set_max_pages(await scalar(store, "PRAGMA page_count"))
+    completing = asyncio.create_task(store.complete("a", job.lease_id or "", {"blob": BIG}))
+    await asyncio.sleep(0)  # the change is made and queued; the caller now waits for its commit
+    completing.cancel()  # a client that hung up, a gRPC deadline
+    with pytest.raises(asyncio.CancelledError):
+        await completing
+    on_disk = "SELECT status FROM jobs WHERE id = 'a'"
+    assert await scalar(store, on_disk) == "processing"
+    await store.set_max_pages(1_000_000)
+    deadline = time.monotonic() + 10
+    while await scalar(store, on_disk) != "completed":
+        assert time.monotonic() < deadline, "the change of a cancelled caller was never written again"
+        await asyncio.sleep(0.05)
+
+
 async def test_enqueue_answers_507_while_the_disk_is_full(
     aiohttp_client: Any, registry: Registry, db_path: str
 ) -> None:

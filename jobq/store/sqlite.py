@@ -280,10 +280,12 @@ class JournalWriter:
         synchronous: str,
         loop: asyncio.AbstractEventLoop,
         on_commit: Callable[[float], None] | None = None,
+        on_failure: Callable[[list[tuple[int, Any]]], None] | None = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.on_commit = on_commit  # called on this thread with each commit's seconds
+        self.on_failure = on_failure  # called on this thread with the (kind, data) of each group that failed
         self.commits = 0  # transactions committed: far fewer than writes under load
         self.thread_id: int | None = None
         self._loop = loop
@@ -408,6 +410,8 @@ class JournalWriter:
             self._rollback(conn)
             error = storage_error(exc, self.path)
             log.error("committing %d changes failed: %s", len(group), error.detail)
+            if self.on_failure is not None:  # before the replies: the store learns of it first
+                self.on_failure([(kind, data) for kind, data, _ in group])
             self._reply(futures, error)
             return
         self.commits += 1
@@ -521,8 +525,12 @@ class SQLiteStore(MemoryStore):
         self._writer: JournalWriter | None = None
         self.on_commit: Callable[[float], None] | None = None
         """Called with the seconds each group commit took (write + COMMIT), on the writer thread."""
-        self._unsaved: dict[str, Job] = {}  # jobs whose latest change failed to commit (disk full, I/O error)
+        # What failed to commit (disk full, I/O error), written again every RESAVE_SECONDS until it lands:
+        self._unsaved_jobs: set[str] = set()  # ids whose current state is to be written
+        self._unsaved_ops: list[tuple[int, Any]] = []  # deletes and log lines
+        self._unsaved_paused: set[str] = set()  # queues whose paused state is to be written
         self._resave: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def commits(self) -> int:
@@ -541,8 +549,9 @@ class SQLiteStore(MemoryStore):
             raise RuntimeError(f"the store {self.path} was opened before: a SQLiteStore opens once")
         started = time.monotonic()
         self._lock.acquire()
+        self._loop = asyncio.get_running_loop()
         self._writer = JournalWriter(
-            self.path, SYNCHRONOUS[self.durability], asyncio.get_running_loop(), self._committed
+            self.path, SYNCHRONOUS[self.durability], self._loop, self._committed, self._commit_failed
         )
         try:
             await self._writer.start()
@@ -563,8 +572,17 @@ class SQLiteStore(MemoryStore):
         if self._resave is not None:  # one last try for changes that failed to commit
             self._resave.cancel()
             self._write_unsaved()
-        if self._writer is not None:
-            await self._writer.stop()
+        writer, self._writer = self._writer, None  # no more retries once closing
+        if writer is not None:
+            await writer.stop()
+            await asyncio.sleep(0)  # let the writer's last failure reports arrive
+        if self._unsaved_jobs:
+            log.error(
+                "%d job changes could not be written to %s before it closed; on the next start those jobs "
+                "are as the file last had them (a finished job may run again)",
+                len(self._unsaved_jobs),
+                self.path,
+            )
         self._lock.release()
 
     def _restore(self, snapshot: Snapshot) -> list[Job]:
@@ -649,29 +667,41 @@ class SQLiteStore(MemoryStore):
         return self._writer.submit(kind, data)
 
     def _journal(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        future = self._submit(UPSERT, [job_row(job) for job in jobs])
-        future.add_done_callback(functools.partial(self._check_saved, jobs))
-        return future
+        return self._submit(UPSERT, [job_row(job) for job in jobs])
 
-    def _check_saved(self, jobs: Sequence[Job], future: asyncio.Future[None]) -> None:
-        """After a failed commit, write the jobs again until it succeeds, so the file catches up with memory.
+    def _commit_failed(self, ops: list[tuple[int, Any]]) -> None:
+        """Writer thread: a group failed to commit; have the loop write it again later."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing more can be done
+                self._loop.call_soon_threadsafe(self._remember_unsaved, ops)
 
-        Without this a job answered "completed" while the disk was full would still be
-        running on disk, and run again after a restart.
-        """
-        if future.cancelled() or future.exception() is None:
-            return
-        self._unsaved.update((job.id, job) for job in jobs)
-        if self._resave is None:
+    def _remember_unsaved(self, ops: list[tuple[int, Any]]) -> None:
+        """Note what failed so the file catches up with memory: a job answered "completed" while the
+        disk was full must not be running again after a restart."""
+        for kind, data in ops:
+            if kind == UPSERT:
+                self._unsaved_jobs.update(row[0] for row in data)
+            elif kind == PAUSE:
+                self._unsaved_paused.add(data[0])
+            else:
+                self._unsaved_ops.append((kind, data))
+        if self._resave is None and self._writer is not None:
             self._resave = asyncio.get_running_loop().call_later(RESAVE_SECONDS, self._write_unsaved)
 
     def _write_unsaved(self) -> None:
-        """Write the current state of every job whose change failed to commit (a new failure re-arms this)."""
+        """Write again what failed: jobs as they are now, deletes and log lines, paused states as they are now."""
         self._resave = None
-        jobs = [job for job in self._unsaved.values() if self._live(job)]  # an add that failed was never stored
-        self._unsaved.clear()
+        jobs = [job for job_id in self._unsaved_jobs if (job := self._jobs.get(job_id)) is not None]
+        ops, paused = self._unsaved_ops, self._unsaved_paused  # (a failed add was forgotten: not in _jobs)
+        self._unsaved_jobs, self._unsaved_ops, self._unsaved_paused = set(), [], set()
         if jobs:
             self._journal(jobs)
+        for kind, data in ops:
+            if kind == DELETE:
+                data = [job_id for job_id in data if job_id not in self._jobs]  # not if added again since
+            self._submit(kind, data)
+        for queue in paused:
+            self._submit(PAUSE, (queue, queue in self._paused))
 
     def _journal_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
         return self._submit(DELETE, list(job_ids)) if job_ids else None
