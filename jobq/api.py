@@ -75,7 +75,7 @@ def wait_seconds(request: web.Request) -> float:
 
 
 M = TypeVar("M", bound=BaseModel)
-EXPONENT = re.compile(rb"[0-9][eE]")  # only a number with an exponent can overflow to infinity
+OVERFLOW = re.compile(rb"[0-9][eE]|[0-9]{309}")  # only an exponent or 309+ digits can overflow a float
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
@@ -89,7 +89,7 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         data = from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if EXPONENT.search(raw) and not all_finite(data):
+    if OVERFLOW.search(raw) and not all_finite(data):
         raise BadRequest("the body holds a number too large for JSON's double precision")
     return model.model_validate(data)
 

@@ -69,7 +69,7 @@ class Config:
     max_wait: float = _option(
         60.0,
         "longest long-poll in seconds: ?wait= on enqueue and status, and a worker's lease wait, are capped to it",
-        at_least=0,
+        above=0,
         at_most=3600,
     )
     lease_seconds: float = _option(60.0, "lease length; a job whose lease lapses is retried", above=0)

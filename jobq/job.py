@@ -114,7 +114,8 @@ class Attempt:
     started_at: float
     worker: str | None = None
     finished_at: float | None = None
-    outcome: str | None = None  # completed, failed, timeout, cancelled, released, lease-expired
+    outcome: str | None = None  # completed, failed, timeout, retry, cancelled, released, lease-expired,
+    # recovered (jobq stopped while it ran), set-aside (it was running at several stops in a row)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -161,6 +161,20 @@ class Settlement(BaseModel):
     retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
     outcome: Literal["failed", "timeout", "retry"] = "failed"
 
+    @field_validator("retry_in", "outcome")
+    @classmethod
+    def _only_with_an_error(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("error") is None:
+            raise ValueError(f"{info.field_name} goes with error (a failed attempt)")
+        return value
+
+    @field_validator("error")
+    @classmethod
+    def _not_with_a_result(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("result") is not None:
+            raise ValueError("give result (completed) or error (failed), not both")
+        return value
+
 
 class SettleRequest(BaseModel):
     """``POST /workers/settle``: the outcomes of many leased jobs in one request."""

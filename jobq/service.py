@@ -253,9 +253,7 @@ class JobService:
             self.store.lease(request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait)
         )
         if wait <= 0:
-            jobs = await leasing
-            self._remote_held.update(job.id for job in jobs)
-            return jobs
+            return self._hold_remote(await leasing)
         stopping = asyncio.ensure_future(self._drain_started.wait())
         try:
             await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -267,8 +265,11 @@ class JobService:
         if not leasing.done():
             await self._abandon(leasing)
             return []
-        jobs = leasing.result()
-        self._remote_held.update(job.id for job in jobs)
+        return self._hold_remote(leasing.result())
+
+    def _hold_remote(self, jobs: list[Job]) -> list[Job]:
+        """Note jobs leased to a remote worker, so a drain waits for them (unless already settled meanwhile)."""
+        self._remote_held.update(job.id for job in jobs if job.status is JobStatus.PROCESSING)
         return jobs
 
     async def _abandon(self, leasing: asyncio.Future[list[Job]]) -> None:

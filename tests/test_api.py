@@ -79,8 +79,19 @@ async def test_status_of_unknown_id_is_404(client: TestClient) -> None:
         (b'{"type": "echo", "payload": {"x": NaN}}', "not valid JSON"),
         (b'{"type": "echo", "payload": [-Infinity]}', "not valid JSON"),
         (b'{"type": "echo", "payload": {"x": [1e999]}}', "too large"),
+        (b'{"type": "echo", "payload": {"x": ' + b"1" * 400 + b".5}}", "too large"),
     ],
-    ids=["truncated", "empty", "deeply-nested", "huge-integer", "not-utf8", "nan", "infinity", "overflow"],
+    ids=[
+        "truncated",
+        "empty",
+        "deeply-nested",
+        "huge-integer",
+        "not-utf8",
+        "nan",
+        "infinity",
+        "overflow",
+        "long-float",
+    ],
 )
 async def test_malformed_bodies_are_400(client: TestClient, body: bytes, detail: str) -> None:
     await assert_problem(await client.post("/enqueue", data=body), 400, detail)

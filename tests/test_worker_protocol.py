@@ -192,6 +192,11 @@ async def test_settle_completes_and_fails_many_jobs_each_with_its_own_answer(mak
     states = [(await (await client.get(f"/status/{job_id}")).json()) for job_id in ids]
     assert [s["status"] for s in states] == ["completed", "retrying", "processing"]
     assert (states[0]["result"], states[1]["error"]) == ({"w": 10}, "no space")
+    both = await client.post(
+        "/workers/settle", json={"jobs": [{"id": ids[2], "lease_id": "x", "result": 1, "error": "and yet"}]}
+    )
+    assert both.status == 422
+    assert [e["field"] for e in (await both.json())["errors"]] == ["jobs.0.error"]
     too_many = await client.post("/workers/settle", json={"jobs": settlements * 2})
     assert too_many.status == 422
     assert (await too_many.json())["errors"][0]["field"] == "jobs"

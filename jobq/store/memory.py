@@ -300,7 +300,8 @@ class MemoryStore(Store):
     async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
         done = self._jobs.get(job_id)
         if done is not None and done.completed_under(lease_id):
-            return done  # a repeat (say, after a lost answer): the first result stands
+            await self._commit([done])  # a repeat (say, after a lost answer): the first result stands, once durable
+            return done
         job = self._leased_job(job_id, lease_id)
         job.complete(result, time.time())
         self._moved(job, JobStatus.PROCESSING)

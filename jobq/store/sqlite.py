@@ -609,12 +609,16 @@ class SQLiteStore(MemoryStore):
         A job that brings jobq down itself (it exhausts memory, say, and is killed) would
         otherwise take it down again after every start: at ``MAX_RECOVERIES`` it is set aside.
         """
-        recoveries = 1 + sum(1 for attempt in job.history if attempt.outcome == "recovered")
+        recoveries = 1  # this stop, and the stops in a row before it (the attempts ended "recovered")
+        for attempt in reversed(job.history[:-1]):
+            if attempt.outcome != "recovered":
+                break
+            recoveries += 1
         if recoveries < MAX_RECOVERIES:
             job.release("recovered", now)
             return
-        error = f"jobq stopped while this job ran, {recoveries} times: set aside, as it may be what stops jobq"
-        job.fail(error, now, None, outcome="recovered")
+        error = f"jobq stopped while this job ran, {recoveries} times in a row: set aside, as it may be what stops jobq"
+        job.fail(error, now, None, outcome="set-aside")
         log.error("job %s: %s", job.id, error, extra=job.log_fields())
 
     def _log_open(self, snapshot: Snapshot, recovered: list[Job], seconds: float) -> None:
@@ -628,10 +632,10 @@ class SQLiteStore(MemoryStore):
             len(snapshot.paused),
             self.durability,
         )
-        if recovered:
+        again = sum(1 for job in recovered if job.status is JobStatus.PENDING)
+        if again:
             log.warning(
-                "recovered %d jobs left processing by a stopped jobq; they are pending again and will re-run",
-                len(recovered),
+                "recovered %d jobs left processing by a stopped jobq; they are pending again and will re-run", again
             )
 
     def _committed(self, seconds: float) -> None:
