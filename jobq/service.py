@@ -348,6 +348,7 @@ class JobService:
             "paused_queues": counts.paused,
             "queue_depth": counts.waiting,
             "workers": {"total": self.pool.concurrency, "busy": self.pool.busy},
+            "waiting_requests": sum(len(waiters) for waiters in self._change_waiters.values()),  # held by ?wait=
             "jobs_per_second": round(self.finish_rate.per_second(), 2),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "draining": self.draining,

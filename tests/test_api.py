@@ -180,6 +180,7 @@ async def test_stats_counts_jobs_per_status(client: TestClient) -> None:
     assert stats["workers"] == {"total": 4, "busy": 0}
     assert stats["jobs_per_second"] > 0
     assert stats["uptime_seconds"] >= 0
+    assert stats["waiting_requests"] == 0
     assert stats["queues"]["default"]["completed"] == 2
 
 

@@ -6,7 +6,6 @@ Also the long-polls of a real server: ``POST /enqueue?wait=`` and a thousand ``G
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import signal
 import time
@@ -204,23 +203,16 @@ def open_files() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def wait_idle(pid: int, timeout: float) -> None:
-    """Until the process used no CPU for a quarter of a second (it has read every request and parked it)."""
+async def wait_parked(session: aiohttp.ClientSession, server: ServerProcess, count: int, timeout: float) -> None:
+    """Until the server holds ``count`` parked long-polls (its /stats says so)."""
     deadline = time.monotonic() + timeout
-    before = cpu_seconds(pid)
     while True:
-        await asyncio.sleep(0.25)
-        now = cpu_seconds(pid)
-        if now == before:
+        async with session.get(f"{server.url}/stats") as response:
+            parked = (await response.json())["waiting_requests"]
+        if parked >= count:
             return
-        assert time.monotonic() < deadline, f"the server kept busy for {timeout}s"
-        before = now
+        assert time.monotonic() < deadline, f"only {parked} of {count} long-polls reached the server"
+        await asyncio.sleep(0.05)
 
 
 async def watch(server: ServerProcess, job_id: str) -> tuple[list[tuple[int, Any, float]], float]:
@@ -250,7 +242,7 @@ async def watch(server: ServerProcess, job_id: str) -> tuple[list[tuple[int, Any
         waiters = [asyncio.create_task(wait_once()) for _ in range(WAITERS)]
         try:
             await asyncio.wait_for(all_sent.wait(), 60)
-            await wait_idle(server.process.pid, 30)
+            await wait_parked(session, server, WAITERS, 60)
             early = [w.result() if not w.exception() else w.exception() for w in waiters if w.done()]
             assert not early, f"{len(early)} waiters answered before the job finished: {early[:3]}"
             opened_at = time.monotonic()
