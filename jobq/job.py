@@ -166,6 +166,9 @@ class Job:
     history: list[Attempt] = field(default_factory=list)
     seq: int = 0  # insertion order, assigned by the store: FIFO and listing order
     owner: str | None = None  # the name of the token that enqueued it (None when jobq runs without tokens)
+    ready_at: float = (
+        0.0  # when it could first run in its current wait (created or due, released, re-run); 0: created_at
+    )
 
     @property
     def finished(self) -> bool:
@@ -206,7 +209,7 @@ class Job:
         """An attempt failed: retry at ``retry_at``, or give up (dead if retries were allowed)."""
         if retry_at is not None:
             self.move_to(JobStatus.RETRYING)
-            self.run_at = retry_at
+            self.run_at = self.ready_at = retry_at
         else:
             self.move_to(JobStatus.DEAD if self.max_attempts > 1 else JobStatus.FAILED)
             self.finished_at = now
@@ -216,6 +219,7 @@ class Job:
     def release(self, reason: str, now: float) -> None:
         """Hand a leased job back unfinished (shutdown, crash recovery): it runs again."""
         self.move_to(JobStatus.PENDING)
+        self.ready_at = now
         self._end_attempt(reason, None, now)
 
     def cancel(self, now: float) -> None:
@@ -227,11 +231,12 @@ class Job:
         if running:
             self._end_attempt("cancelled", None, now)
 
-    def requeue(self) -> None:
+    def requeue(self, now: float) -> None:
         """Re-run a failed or dead job by hand, with a fresh set of attempts (history is kept)."""
         if self.status not in (JobStatus.FAILED, JobStatus.DEAD):
             raise InvalidTransition(self.id, self.status, JobStatus.PENDING)
         self.move_to(JobStatus.PENDING)
+        self.ready_at = now
         self.attempts = 0
         self.finished_at = None
         self.error = None

@@ -56,7 +56,6 @@ log = logging.getLogger("jobq.metrics")
 
 MAX_LABEL_SETS = 1000  # distinct (queue, type) pairs, or queues, one family holds before folding into OTHER
 OTHER = "_other"
-MAX_READY_TRACKED = 100_000  # jobs whose ready time is remembered (later ones count their wait from creation)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CLIENT_CLOSED = 499  # the client hung up before the answer (as nginx counts it)
 
@@ -64,7 +63,6 @@ JOB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 3
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 WAITING_STATES = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
-DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
 
 
 class JobSeries:
@@ -150,7 +148,6 @@ class Metrics:
         self.state = StateCollector()
         registry.register(self.state)
         self._jobs: dict[tuple[str, str], JobSeries] = {}
-        self._ready: dict[str, float] = {}  # job id -> when it could run, for jobs that became pending later
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._folding = False
@@ -193,7 +190,7 @@ class Metrics:
         series = self._jobs.get((job.queue, job.type)) or self.series(job.queue, job.type)
         status = job.status
         if status is JobStatus.PROCESSING:
-            ready = max(self._ready.pop(job.id, 0.0), job.created_at)
+            ready = job.ready_at or job.created_at
             series.wait.observe(max((job.started_at or time.time()) - ready, 0.0))
             return
         if before is JobStatus.PROCESSING and job.history:
@@ -203,28 +200,12 @@ class Metrics:
             if attempt.outcome == "lease-expired":
                 series.expired.inc()
         if status is JobStatus.PENDING:
-            self._became_ready(job, before)
             if before in (JobStatus.FAILED, JobStatus.DEAD):
                 series.retried.inc()
         elif status is JobStatus.RETRYING:
             series.retried.inc()
         elif status in TERMINAL:
             series.finished[status].inc()
-            if before is JobStatus.PENDING:
-                self._ready.pop(job.id, None)
-
-    def _became_ready(self, job: Job, before: JobStatus) -> None:
-        """Remember when a job that was not new became able to run: its due time, or now."""
-        if len(self._ready) < MAX_READY_TRACKED:
-            due = job.run_at if before in DEFERRED else None
-            self._ready[job.id] = due or time.time()
-
-    async def forget_gone(self, store: Store) -> None:
-        """Drop ready times of jobs that left the store without running (a queue was cleared)."""
-        for job_id in list(self._ready):
-            job = await store.get(job_id)
-            if job is None or job.status is not JobStatus.PENDING:
-                self._ready.pop(job_id, None)
 
     # -- HTTP ---------------------------------------------------------------------
     def http_observe(self, method: str, route: str, code: int, seconds: float) -> None:
@@ -277,7 +258,6 @@ class Metrics:
     async def scrape(self, request: web.Request, store: Store) -> web.Response:
         """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now."""
         self.state.snapshot = await store.stats()
-        await self.forget_gone(store)
         return await self._render(request)
 
 

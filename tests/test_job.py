@@ -60,7 +60,7 @@ def test_cancel_finished_job_is_refused_and_requeue_of_dead_allowed() -> None:
     with pytest.raises(InvalidTransition):
         done.cancel(now=1.0)
     dead = make_job(status=JobStatus.DEAD, attempts=3)
-    dead.requeue()
+    dead.requeue(now=300.0)
     assert (dead.status, dead.attempts) == (JobStatus.PENDING, 0)
 
 

@@ -127,12 +127,18 @@ async def test_oldest_job_age_is_the_wait_of_the_job_next_in_line(make_client: M
     first = await enqueue(client, {"type": "echo", "queue": "mail"})
     stored = await service.store.get(first["id"])
     assert stored is not None
-    stored.created_at -= 120.0  # as if it had been waiting two minutes
+    stored.ready_at -= 120.0  # as if it had been waiting two minutes
     await enqueue(client, {"type": "echo", "queue": "mail"})
     age = value(await scrape(client), "jobq_queue_oldest_job_age_seconds", queue="mail")
     assert 120.0 <= age < 180.0
+    stored.created_at -= 3600.0
     leased = await client.post("/workers/lease", json={"queues": ["mail"], "max_jobs": 1})
-    assert (await leased.json())["jobs"][0]["id"] == first["id"]
+    [job] = (await leased.json())["jobs"]
+    assert job["id"] == first["id"]
+    assert value(await scrape(client), "jobq_queue_oldest_job_age_seconds", queue="mail") < 60.0
+    released = await client.post(f"/jobs/{job['id']}/release", json={"lease_id": job["lease_id"]})
+    assert released.status == 200
+    # next in line again, but waiting only since its release, not since its creation an hour ago
     assert value(await scrape(client), "jobq_queue_oldest_job_age_seconds", queue="mail") < 60.0
 
 

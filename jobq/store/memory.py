@@ -351,7 +351,7 @@ class MemoryStore(Store):
         before = job.status
         if before not in RERUNNABLE:  # the lifecycle also lets a running job become pending (a release)
             raise InvalidTransition(job_id, before, JobStatus.PENDING)
-        job.requeue()
+        job.requeue(time.time())
         self._moved(job, before)
         await self._commit([job])
         return job
@@ -384,7 +384,7 @@ class MemoryStore(Store):
         for queue, ready in self._ready.items():
             job = ready.peek(self._ready_job)
             if job is not None:
-                since[queue] = job.run_at or job.created_at
+                since[queue] = job.ready_at or job.created_at
         return since
 
     async def list_jobs(

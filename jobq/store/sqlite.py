@@ -173,6 +173,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         history=[] if history == "[]" else [Attempt(**attempt) for attempt in from_json(history)],
         seq=seq,
         owner=owner,
+        ready_at=run_at or created_at,  # not stored: since its due time, or its creation
     )
 
 
