@@ -91,7 +91,7 @@ class EnqueueRequest(BaseModel):
             status=JobStatus.SCHEDULED if due > now else JobStatus.PENDING,
             created_at=now,
             run_at=due if due > now else None,
-            ready_at=max(due, now),
+            ready_at=due if due > now else now,  # (the same float object as created_at when due now)
         )
 
 
