@@ -147,24 +147,37 @@ class JobService:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def wait_for_change(self, job_id: str, timeout: float, owner: str | None = None) -> Job:
-        """The job after its next status change, or as it is when ``timeout`` passes (or a drain starts).
+    async def wait_for_change(
+        self,
+        job_id: str,
+        timeout: float,
+        owner: str | None = None,
+        *,
+        seen: JobStatus | None = None,
+        through_drain: bool = False,
+    ) -> Job:
+        """The job after its next status change, or as it is when ``timeout`` passes (capped).
 
+        With ``seen`` (the status the caller last saw), a job that has moved on already is
+        answered at once. A drain ends the wait at once, so long-polls never hold it up,
+        unless ``through_drain``: a watch follows its job through the drain to the end.
         Waiting costs one future, woken by the store listener: the store is never polled.
         """
-        job = await self.get(job_id, owner)
         timeout = min(timeout, self.config.max_wait)
-        if timeout <= 0 or job.finished or self.draining:
-            return job
         waiter = asyncio.get_running_loop().create_future()
         waiters = self._change_waiters.setdefault(job_id, [])
-        waiters.append(waiter)
+        waiters.append(waiter)  # before reading the job, so no change after the read goes unseen
         try:
+            job = await self.get(job_id, owner)
+            if (seen is not None and job.status is not seen) or timeout <= 0 or job.finished:
+                return job
+            if self.draining and not through_drain:
+                return job
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
             pass
-        finally:  # a timed-out or cancelled wait unlists itself (a woken one was unlisted already)
+        finally:  # a timed-out, cancelled or answered wait unlists itself (a woken one was unlisted already)
             if waiter in waiters:
                 waiters.remove(waiter)
                 if not waiters and self._change_waiters.get(job_id) is waiters:
@@ -348,7 +361,7 @@ class JobService:
             "paused_queues": counts.paused,
             "queue_depth": counts.waiting,
             "workers": {"total": self.pool.concurrency, "busy": self.pool.busy},
-            "waiting_requests": sum(len(waiters) for waiters in self._change_waiters.values()),  # held by ?wait=
+            "waiting_requests": sum(len(w) for w in self._change_waiters.values()),  # ?wait= and watches
             "jobs_per_second": round(self.finish_rate.per_second(), 2),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "draining": self.draining,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -50,11 +49,6 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     def __init__(self, service: JobService) -> None:
         self.service = service
-        # WatchJob's waits, woken by this store listener. Not JobService.wait_for_change: that one
-        # answers at once when a drain starts (right for a long-poll), and a watch follows its job
-        # through the drain.
-        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
-        service.store.add_listener(self._job_changed)
 
     @override
     @unary
@@ -106,32 +100,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         streams them to the end. Only the server's stop (its grace period) cuts a watch short.
         """
         timeout = await self._watch_timeout(context)
-        waiter = asyncio.get_running_loop().create_future()
-        waiters = self._watchers.setdefault(job_id, [])
-        waiters.append(waiter)  # before reading the job, so no change after the read goes unseen
-        try:
-            job = await self.service.get(job_id, owner)  # it may have moved on while the last message was sent
-            if job.status is not last:
-                return job
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:
-            # Not woken (the listener pops a job's list as it wakes it): unlist the waiter. Its
-            # being done says nothing here, as a timeout or a cancelled call cancels it.
-            if self._watchers.get(job_id) is waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._watchers[job_id]
-        return await self.service.get(job_id, owner)
-
-    def _job_changed(self, job: Job, before: JobStatus) -> None:
-        """Store listener: wake the watches of a job whose status changed."""
-        if self._watchers and (waiters := self._watchers.pop(job.id, None)):
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        return await self.service.wait_for_change(job_id, timeout, owner, seen=last, through_drain=True)
 
     @staticmethod
     async def _watch_timeout(context: Context) -> float:
