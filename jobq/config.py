@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -165,15 +165,36 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
+def parse_bool(text: str) -> bool:
+    """A yes/no flag or variable: 1/0, true/false, yes/no, on/off (any case); ValueError otherwise."""
+    word = text.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise ValueError(f"expected yes or no (1/0, true/false, on/off), got {text!r}")
+    return word in TRUE_WORDS
+
+
+def positive(kind: type[float] | type[int], *, zero_ok: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (or at least 0), else a usage error naming the flag."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if zero_ok else 'above'} 0, got {text!r}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def parse_value(spec: Field[Any], text: str) -> Any:
     """Turn a flag's or variable's text into the field's value; ValueError says what was wrong."""
     kind = type(spec.default)
     value: Any
     if kind is bool:
-        word = text.strip().lower()
-        if word not in TRUE_WORDS | FALSE_WORDS:
-            raise ValueError(f"expected yes or no (1/0, true/false, on/off), got {text!r}")
-        value = word in TRUE_WORDS
+        value = parse_bool(text)
     elif kind is tuple:
         value = tuple(part.strip() for part in text.split(",") if part.strip())
     elif kind is int:

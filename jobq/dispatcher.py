@@ -42,6 +42,7 @@ import aiohttp
 from tqdm import tqdm
 
 from jobq.auth import TOKEN_PATTERN
+from jobq.config import parse_bool, positive
 
 ENV_PREFIX = "JOBQ_DISPATCH_"
 SHARED_URL_ENV = "JOBQ_URL"
@@ -429,18 +430,10 @@ async def dispatch(config: DispatchConfig) -> Summary:
 
 # -- command line -----------------------------------------------------------
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
-
-def env_flag(text: str) -> bool:
-    """A boolean environment variable: 1/true/yes/on or 0/false/no/off."""
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+def switch_value(text: str) -> bool:
+    """A switch's environment variable: yes/no words, or empty for no."""
+    return bool(text.strip()) and parse_bool(text)
 
 
 def json_value(text: str) -> Any:
@@ -451,28 +444,14 @@ def json_value(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
-
-
 # flag, config field, parse, help
 _OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
-    ("--jobs", "jobs", positive_int, "how many jobs to submit"),
-    ("--concurrency", "concurrency", positive_int, "submitter tasks, connections and status polls at once"),
+    ("--jobs", "jobs", positive(int), "how many jobs to submit"),
+    ("--concurrency", "concurrency", positive(int), "submitter tasks, connections and status polls at once"),
     ("--type", "job_type", str, "job type (a registered handler)"),
     ("--payload", "payload", json_value, "job payload as JSON"),
-    ("--batch", "batch", positive_int, "jobs per request; above 1, POST /enqueue/batch is used"),
-    ("--timeout", "timeout", positive_float, "seconds per HTTP request, and to wait for the jobs to finish"),
+    ("--batch", "batch", positive(int), "jobs per request; above 1, POST /enqueue/batch is used"),
+    ("--timeout", "timeout", positive(float), "seconds per HTTP request, and to wait for the jobs to finish"),
 )
 
 
@@ -516,7 +495,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         parser.add_argument(flag, dest=name, type=parse, default=default, help=f"{text} [env {env}; default {shown}]")
     for flag, name, text in _SWITCHES:
         env = ENV_PREFIX + flag.removeprefix("--").upper().replace("-", "_")
-        default = _env_default(parser, environ, env, env_flag, False)
+        default = _env_default(parser, environ, env, switch_value, False)
         parser.add_argument(flag, dest=name, action="store_true", default=default, help=f"{text} [env {env}=1]")
     parser.add_argument(
         "--token",

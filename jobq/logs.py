@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from jobq.auth import PRINCIPAL, route_template
+from jobq.job import rfc3339
 
 FORMATS = ("text", "json")
 ACCESS_LOGGER = "jobq.access"
@@ -36,8 +36,7 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 def timestamp(record: logging.LogRecord) -> str:
     """The record's time in RFC 3339 UTC with milliseconds, as the API renders times."""
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(record.created) or ""
 
 
 class TextFormatter(logging.Formatter):

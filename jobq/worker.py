@@ -11,34 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from jobq import logs
 from jobq.client import DEFAULT_URL, BatchedSource, JobqClient
+from jobq.config import positive
 from jobq.handlers import load_handler_modules, registry
 from jobq.workers import WorkerPool
 
 log = logging.getLogger("jobq.worker")
-
-
-def positive(kind: type[float] | type[int], *, zero_ok: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number above 0 (or at least 0), else a usage error naming the flag."""
-
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-            raise argparse.ArgumentTypeError(f"must be {'at least' if zero_ok else 'above'} 0, got {text!r}")
-        return value
-
-    convert.__name__ = kind.__name__
-    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
