@@ -29,7 +29,6 @@ from jobq.workers import DrainReport, WorkerPool
 log = logging.getLogger("jobq.service")
 
 HOUSEKEEPING_SECONDS = 1.0
-OWNER_SCAN_PAGES = 20  # store pages one owner-filtered listing reads, at most, looking for the owner's jobs
 
 EnqueueListener = Callable[[Sequence[Job]], None]
 """Called with the jobs each submission created (after they are stored)."""
@@ -324,22 +323,15 @@ class JobService:
         return [{"at": rfc3339(line["at"]), "message": line["message"]} for line in await self.store.logs(job_id)]
 
     async def list_jobs(self, query: ListQuery, owner: str | None = None) -> tuple[list[Job], str | None]:
-        """One page of jobs, newest first, and the cursor of the next page.
-
-        For an ``owner``, store pages are read and filtered until one holds some of the
-        owner's jobs (at most ``OWNER_SCAN_PAGES`` of them): a page may then hold fewer than
-        ``limit`` jobs, or none, with a cursor to read on from.
-        """
-        cursor = query.cursor
-        for _ in range(1 if owner is None else OWNER_SCAN_PAGES):
-            jobs, cursor = await self.store.list_jobs(
-                status=query.status, queue=query.queue, job_type=query.type, limit=query.limit, cursor=cursor
-            )
-            if owner is not None:
-                jobs = [job for job in jobs if job.owner == owner]
-            if jobs or cursor is None:
-                return jobs, cursor
-        return [], cursor
+        """One page of jobs (only ``owner``'s, when given), newest first, and the cursor of the next page."""
+        return await self.store.list_jobs(
+            status=query.status,
+            queue=query.queue,
+            job_type=query.type,
+            owner=owner,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         """Pause (accept but run nothing) or resume a queue."""

@@ -418,6 +418,17 @@ async def test_list_jobs_filters(store: Store) -> None:
     assert [j.id for j in (await store.list_jobs(queue="q1"))[0]] == ["c", "a"]
     assert [j.id for j in (await store.list_jobs(job_type="other"))[0]] == ["b"]
     assert [j.id for j in (await store.list_jobs(status=JobStatus.COMPLETED))[0]] == ["a"]
+
+
+async def test_list_jobs_of_one_owner_fills_its_pages(store: Store) -> None:
+    jobs = [make_job(f"j{i}") for i in range(9)]
+    for index, job in enumerate(jobs):
+        job.owner = "alice" if index % 3 == 0 else "bob"  # alice's are sparse: j0, j3, j6
+    await add(store, *jobs)
+    page, cursor = await store.list_jobs(owner="alice", limit=2)
+    assert [j.id for j in page] == ["j6", "j3"] and cursor
+    page, cursor = await store.list_jobs(owner="alice", limit=2, cursor=cursor)
+    assert [j.id for j in page] == ["j0"] and cursor is None
     assert (await store.list_jobs(queue="q1", status=JobStatus.FAILED))[0] == []
 
 

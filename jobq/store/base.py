@@ -168,10 +168,11 @@ class Store(ABC):
         status: JobStatus | None = None,
         queue: str | None = None,
         job_type: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Jobs newest first, and the cursor of the next page (None on the last one)."""
+        """Jobs newest first (only ``owner``'s, when given), and the cursor of the next page (None on the last)."""
 
     @abstractmethod
     async def set_paused(self, queue: str, paused: bool) -> None:

@@ -393,6 +393,7 @@ class MemoryStore(Store):
         status: JobStatus | None = None,
         queue: str | None = None,
         job_type: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
@@ -405,6 +406,7 @@ class MemoryStore(Store):
                 (status and job.status is not status)
                 or (queue and job.queue != queue)
                 or (job_type and job.type != job_type)
+                or (owner is not None and job.owner != owner)
             ):
                 continue
             if len(page) == limit:
