@@ -261,11 +261,12 @@ class JobService:
         if self.draining:  # a worker asking anew backs off; parked long-polls were answered at once
             raise ShuttingDown("jobq is shutting down and leases no more jobs")
         wait = min(request.wait, self.config.max_wait)
-        leasing = asyncio.ensure_future(
-            self.store.lease(request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait)
+        leasing = self.store.lease(
+            request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait
         )
         if wait <= 0:
             return self._hold_remote(await leasing)
+        leasing = asyncio.ensure_future(leasing)  # a task, so a drain can end the long-poll
         stopping = asyncio.ensure_future(self._drain_started.wait())
         try:
             await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from jobq.app import create_app
-from jobq.errors import StoreCorrupt, StoreFull, StoreUnavailable
+from jobq.errors import StaleLease, StoreCorrupt, StoreFull, StoreUnavailable
 from jobq.handlers import Registry
 from jobq.job import Job, JobStatus
 from jobq.retry import RetryPolicy
@@ -339,6 +339,20 @@ async def test_a_job_running_at_every_stop_is_set_aside_after_the_third(open_sql
     assert [attempt.outcome for attempt in poison.history] == ["recovered", "recovered", "set-aside"]
     assert await store.lease(1, 60.0, wait=0.05) == []  # nothing left to run
     assert (await store.get("fine")) is not None
+
+
+async def test_a_repeated_complete_after_a_restart_gets_the_first_answer(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("a"))
+    [job] = await store.lease(1, 60.0)
+    lease_id = job.lease_id or ""
+    await store.complete("a", lease_id, {"first": True})
+    await store.close()
+    again = await open_sqlite()
+    repeated = await again.complete("a", lease_id, {"second": True})  # its answer was lost across the restart
+    assert (repeated.status, repeated.result) == (JobStatus.COMPLETED, {"first": True})
+    with pytest.raises(StaleLease):
+        await again.complete("a", "another-lease", None)
 
 
 async def test_a_change_that_failed_to_commit_is_written_once_space_returns(open_sqlite: OpenStore) -> None:

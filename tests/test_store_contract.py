@@ -305,12 +305,14 @@ async def test_cancel_waiting_jobs(store: Store) -> None:
 
 async def test_cancel_a_running_job_voids_its_lease(store: Store) -> None:
     await add(store, make_job("a"))
-    job = await lease_one(store)
+    lease_id = (await lease_one(store)).lease_id or ""  # as the worker holds it (the job object changes)
     cancelled = await store.cancel("a")
     assert cancelled.status is JobStatus.CANCELLED
     assert cancelled.history[-1].outcome == "cancelled"
-    with pytest.raises(StaleLease):
-        await store.complete("a", job.lease_id or "", None)
+    for verb in (store.complete("a", lease_id, None), store.fail("a", lease_id, "late"), store.release("a", lease_id)):
+        with pytest.raises(StaleLease):
+            await verb
+    assert (await store.get("a")).status is JobStatus.CANCELLED  # type: ignore[union-attr]
 
 
 async def test_cancel_a_finished_job_is_refused(store: Store) -> None:
