@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -261,12 +262,12 @@ class JobService:
         if self.draining:  # a worker asking anew backs off; parked long-polls were answered at once
             raise ShuttingDown("jobq is shutting down and leases no more jobs")
         wait = min(request.wait, self.config.max_wait)
-        leasing = self.store.lease(
-            request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait
+        lease = functools.partial(
+            self.store.lease, request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait
         )
         if wait <= 0:
-            return self._hold_remote(await leasing)
-        leasing = asyncio.ensure_future(leasing)  # a task, so a drain can end the long-poll
+            return self._hold_remote(await lease())
+        leasing = asyncio.ensure_future(lease())  # a task, so a drain can end the long-poll
         stopping = asyncio.ensure_future(self._drain_started.wait())
         try:
             await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
