@@ -2,6 +2,7 @@
 
     python bench/inprocess.py add    --store sqlite:///tmp/b.db --jobs 100000 --batch 1000
     python bench/inprocess.py e2e    --store memory:// --jobs 200000 --workers 32
+    python bench/inprocess.py floor  --jobs 200000 --workers 32
     python bench/inprocess.py memory --jobs 1000000
 
 ``add`` times ``Store.add`` alone (the jobs are built beforehand), with one or
@@ -131,6 +132,38 @@ async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float) -> di
     }
 
 
+async def bench_floor(jobs: int, workers: int) -> dict[str, Any]:
+    """The ceiling for ``e2e``: ``workers`` tasks draining an ``asyncio.Queue`` of no-op calls, nothing else.
+
+    What any asyncio worker pool pays per job (a queue hand-off, a task switch, one await)
+    before it stores, leases or records anything.
+    """
+
+    async def noop() -> None:
+        return None
+
+    queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=workers)
+
+    async def work() -> None:
+        while await queue.get() is not None:
+            await noop()
+
+    tasks = [asyncio.create_task(work()) for _ in range(workers)]
+    started, cpu = time.perf_counter(), time.process_time()
+    for n in range(jobs):
+        await queue.put(n)
+    for _ in tasks:
+        await queue.put(None)
+    await asyncio.gather(*tasks)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "jobs": jobs,
+        "workers": workers,
+        "jobs_per_second": round(jobs / seconds),
+        "cpu_us_per_job": round(cpu / jobs * 1e6, 2),
+    }
+
+
 async def bench_memory(jobs: int, batch: int) -> dict[str, Any]:
     """RSS growth while a memory store holds ``jobs`` queued (pending) jobs."""
     service = new_service(BASE)
@@ -149,7 +182,7 @@ async def bench_memory(jobs: int, batch: int) -> dict[str, Any]:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("add", "e2e", "memory"))
+    parser.add_argument("what", choices=("add", "e2e", "floor", "memory"))
     parser.add_argument("--store", default="memory://")
     parser.add_argument("--durability", default="full", choices=("full", "normal"))
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -168,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.what == "e2e":
         tune_gc()  # as main.py does once it serves
         result = asyncio.run(bench_e2e(config, args.jobs, args.batch, args.timeout))
+    elif args.what == "floor":
+        tune_gc()
+        result = asyncio.run(bench_floor(args.jobs, args.workers))
     else:
         result = asyncio.run(bench_memory(args.jobs, args.batch))
     print(json.dumps(result))

@@ -311,6 +311,11 @@ def measure_e2e(stores: dict[str, str], scale: Scale, workdir: Path) -> list[Row
     rows = []
     targets = {"memory": 100_000, "sqlite": 5_000}
     sizes = {"memory": scale.e2e_memory_jobs, "sqlite": scale.e2e_sqlite_jobs}
+    floor = inprocess("floor", "--jobs", str(scale.e2e_memory_jobs), "--workers", "32")
+    note = f"32 tasks draining an asyncio.Queue of no-op calls, nothing stored; {floor['cpu_us_per_job']} µs CPU/job"
+    rows.append(
+        Row("end to end", "ceiling: bare asyncio.Queue, 32 tasks", floor["jobs_per_second"], "jobs/s", note=note)
+    )
     for label, make_url in stores.items():
         out = inprocess("e2e", "--store", _fresh(make_url, workdir), "--jobs", str(sizes[label]), "--workers", "32")
         rate, target = out["jobs_per_second"], targets[label]
