@@ -108,16 +108,6 @@ def all_finite(value: Any) -> bool:
     return True
 
 
-def check_batch_size(request: web.Request, count: int) -> None:
-    """Refuse a batch (of jobs to enqueue or to settle) longer than ``--batch-limit``: 422 naming ``jobs``."""
-    limit = request.app[SERVICE].config.batch_limit
-    if count > limit:
-        raise ValidationFailed(
-            f"a batch holds at most {limit} jobs; this one has {count}",
-            errors=[{"field": "jobs", "message": f"at most {limit} items"}],
-        )
-
-
 async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
     """Submit jobs owned by the caller (its token's name)."""
     principal = principal_of(request)
@@ -146,7 +136,7 @@ async def enqueue(request: web.Request) -> web.Response:
 async def enqueue_batch(request: web.Request) -> web.Response:
     """Accept many jobs; each gets its own answer (code and job, or code and problem)."""
     items = (await read_body(request, BatchRequest)).jobs
-    check_batch_size(request, len(items))
+    request.app[SERVICE].check_batch(len(items))
     parsed: list[EnqueueRequest | JobqError] = []
     for item in items:
         try:
@@ -293,7 +283,6 @@ async def lease(request: web.Request) -> web.Response:
 async def settle(request: web.Request) -> web.Response:
     """Complete or fail many leased jobs at once; each gets its own code (200, or 409 for a stale lease)."""
     settlements = (await read_body(request, SettleRequest)).jobs
-    check_batch_size(request, len(settlements))
     results = []
     for item, answer in zip(settlements, await request.app[SERVICE].settle(settlements), strict=True):
         if isinstance(answer, JobqError):

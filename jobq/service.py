@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobq.config import Config
-from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown
+from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
 from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
 from jobq.models import EnqueueRequest, LeaseRequest, ListQuery, Settlement
@@ -301,8 +301,19 @@ class JobService:
         """Complete or fail many leased jobs; each gets its own answer (the job, or why not, e.g. StaleLease).
 
         They are settled concurrently, so a durable store writes them all in one group commit.
+        More than ``--batch-limit`` of them is a ValidationFailed.
         """
+        self.check_batch(len(settlements))
         return await asyncio.gather(*(self._settle_one(item) for item in settlements))
+
+    def check_batch(self, count: int) -> None:
+        """Refuse a batch (of jobs to enqueue or to settle) longer than ``--batch-limit``."""
+        limit = self.config.batch_limit
+        if count > limit:
+            raise ValidationFailed(
+                f"a batch holds at most {limit} jobs; this one has {count}",
+                errors=[{"field": "jobs", "message": f"at most {limit} items"}],
+            )
 
     async def _settle_one(self, item: Settlement) -> Job | JobqError:
         try:

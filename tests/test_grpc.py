@@ -310,6 +310,29 @@ async def test_after_a_drain_stop_cuts_a_watch_whose_job_never_finished(rig: Rig
 
 
 # -- a remote worker over gRPC ----------------------------------------------------
+async def test_settle_completes_and_fails_many_jobs_each_with_its_own_result(make_rig: MakeRig) -> None:
+    rig = await make_rig(workers=0, batch_limit=3)
+    ids = [(await http_enqueue(rig.client, type="resize", max_attempts=2))["id"] for _ in range(3)]
+    leases = {job.job.id: job.lease_id for job in (await rig.workers.Lease(pb.LeaseRequest(max_jobs=3))).jobs}
+    request = pb.SettleRequest(
+        jobs=[
+            pb.Settlement(complete=pb.CompleteRequest(id=ids[0], lease_id=leases[ids[0]], result=value({"w": 1}))),
+            pb.Settlement(fail=pb.FailRequest(id=ids[1], lease_id=leases[ids[1]], error="corrupt", retry_in=60)),
+            pb.Settlement(complete=pb.CompleteRequest(id=ids[2], lease_id="stale")),
+        ]
+    )
+    results = (await rig.workers.Settle(request)).results
+    assert [(r.id, r.code) for r in results] == [(ids[0], 0), (ids[1], 0), (ids[2], Code.FAILED_PRECONDITION.value[0])]
+    assert [r.status for r in results[:2]] == [pb.JOB_STATUS_COMPLETED, pb.JOB_STATUS_RETRYING]
+    assert "stale" in results[2].message
+    done = await (await rig.client.get(f"/status/{ids[0]}")).json()
+    assert done["result"] == {"w": 1}  # read back over HTTP
+    too_many = await rpc_error(rig.workers.Settle(pb.SettleRequest(jobs=list(request.jobs) * 2)))
+    assert too_many.code() is Code.INVALID_ARGUMENT
+    empty = await rpc_error(rig.workers.Settle(pb.SettleRequest(jobs=[pb.Settlement()])))
+    assert empty.code() is Code.INVALID_ARGUMENT and "complete or fail" in (empty.details() or "")
+
+
 async def test_remote_worker_leases_heartbeats_and_completes(rig: Rig) -> None:
     polling = asyncio.ensure_future(
         rig.workers.Lease(pb.LeaseRequest(wait=10, max_jobs=5, queues=["remote"], worker="w-1"), timeout=15)
@@ -693,7 +716,7 @@ async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
     methods = {service.name: [method.name for method in service.method] for service in jobq_file.service}
     assert methods == {
         "JobService": ["Enqueue", "GetJob", "CancelJob", "ListJobs", "WatchJob"],
-        "WorkerService": ["Lease", "Heartbeat", "Complete", "Fail", "Release"],
+        "WorkerService": ["Lease", "Heartbeat", "Complete", "Fail", "Settle", "Release"],
     }
 
 

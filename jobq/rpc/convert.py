@@ -231,3 +231,13 @@ def fail_fields(request: pb.FailRequest) -> dict[str, Any]:
         raise invalid("outcome", f"unknown outcome {request.outcome}")
     fields = {"lease_id": request.lease_id, "error": request.error, "outcome": OUTCOME_FROM_PB[request.outcome]}
     return fields | present(request, "retry_in")
+
+
+def settlement_fields(settlement: pb.Settlement) -> dict[str, Any]:
+    """One item of the equivalent ``POST /workers/settle``."""
+    which = settlement.WhichOneof("outcome")
+    if which == "complete":
+        return {"id": settlement.complete.id, **complete_fields(settlement.complete)}
+    if which == "fail":
+        return {"id": settlement.fail.id, **fail_fields(settlement.fail)}
+    raise invalid("jobs", "each settlement needs complete or fail")

@@ -18,11 +18,12 @@ from jobq.models import (
     LeaseRequest,
     ListQuery,
     ReleaseRequest,
+    SettleRequest,
 )
 from jobq.rpc import convert
 from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
-from jobq.rpc.status import stream, unary
+from jobq.rpc.status import status_code, stream, unary
 from jobq.service import JobService
 
 Context = grpc.aio.ServicerContext
@@ -146,6 +147,19 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         body = FailRequest.model_validate(convert.fail_fields(request))
         job = await self.store.fail(request.id, body.lease_id, body.error, retry_in=body.retry_in, outcome=body.outcome)
         return convert.job_message(job)
+
+    @override
+    @unary
+    async def Settle(self, request: pb.SettleRequest, context: Context) -> pb.SettleResponse:
+        body = SettleRequest.model_validate({"jobs": [convert.settlement_fields(item) for item in request.jobs]})
+        results = []
+        for item, answer in zip(body.jobs, await self.service.settle(body.jobs), strict=True):
+            if isinstance(answer, JobqError):
+                code = status_code(answer).value[0]
+                results.append(pb.SettleResult(id=item.id, code=code, message=answer.detail))
+            else:
+                results.append(pb.SettleResult(id=item.id, status=convert.STATUS_TO_PB[answer.status]))
+        return pb.SettleResponse(results=results)
 
     @override
     @unary

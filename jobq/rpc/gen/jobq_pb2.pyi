@@ -240,6 +240,38 @@ class FailRequest(_message.Message):
     outcome: FailOutcome
     def __init__(self, id: _Optional[str] = ..., lease_id: _Optional[str] = ..., error: _Optional[str] = ..., retry_in: _Optional[float] = ..., outcome: _Optional[_Union[FailOutcome, str]] = ...) -> None: ...
 
+class Settlement(_message.Message):
+    __slots__ = ("complete", "fail")
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    FAIL_FIELD_NUMBER: _ClassVar[int]
+    complete: CompleteRequest
+    fail: FailRequest
+    def __init__(self, complete: _Optional[_Union[CompleteRequest, _Mapping]] = ..., fail: _Optional[_Union[FailRequest, _Mapping]] = ...) -> None: ...
+
+class SettleRequest(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Settlement]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Settlement, _Mapping]]] = ...) -> None: ...
+
+class SettleResult(_message.Message):
+    __slots__ = ("id", "code", "message", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    code: int
+    message: str
+    status: JobStatus
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ...) -> None: ...
+
+class SettleResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SettleResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SettleResult, _Mapping]]] = ...) -> None: ...
+
 class ReleaseRequest(_message.Message):
     __slots__ = ("id", "lease_id")
     ID_FIELD_NUMBER: _ClassVar[int]

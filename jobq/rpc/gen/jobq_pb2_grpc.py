@@ -318,6 +318,11 @@ class WorkerServiceStub:
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.FailRequest.SerializeToString,
                 response_deserializer=jobq_dot_v1_dot_jobq__pb2.Job.FromString,
                 _registered_method=True)
+        self.Settle = channel.unary_unary(
+                '/jobq.v1.WorkerService/Settle',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.SettleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.SettleResponse.FromString,
+                _registered_method=True)
         self.Release = channel.unary_unary(
                 '/jobq.v1.WorkerService/Release',
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.ReleaseRequest.SerializeToString,
@@ -364,6 +369,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Settle(self, request, context):
+        """Complete or fail many leased jobs in one call (POST /workers/settle): each gets its own
+        result, in the order asked, so one stale lease does not fail the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Release(self, request, context):
         """Hand a leased job back unfinished (a worker shutting down); it runs again.
         """
@@ -393,6 +406,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Fail,
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.FailRequest.FromString,
                     response_serializer=jobq_dot_v1_dot_jobq__pb2.Job.SerializeToString,
+            ),
+            'Settle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Settle,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.SettleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.SettleResponse.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
@@ -512,6 +530,33 @@ class WorkerService:
             '/jobq.v1.WorkerService/Fail',
             jobq_dot_v1_dot_jobq__pb2.FailRequest.SerializeToString,
             jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Settle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.WorkerService/Settle',
+            jobq_dot_v1_dot_jobq__pb2.SettleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.SettleResponse.FromString,
             options,
             channel_credentials,
             insecure,
