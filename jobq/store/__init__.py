@@ -1,4 +1,4 @@
-"""Store backends, chosen by URL: ``memory://``, ``sqlite:///path/to/jobq.db``, ``redis://host:6379/0``."""
+"""Store backends, chosen by URL: ``memory://`` or ``sqlite:///path/to/jobq.db``, each imported when asked for."""
 
 from __future__ import annotations
 

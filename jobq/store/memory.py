@@ -29,7 +29,7 @@ RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what requeue accep
 
 
 class MemoryStore(Store):
-    """Jobs in process memory. Single-process only; see RedisStore for sharing."""
+    """Jobs in process memory: the fastest backend, for one process; nothing survives a restart."""
 
     def __init__(self, options: StoreOptions | None = None) -> None:
         self.options = options or StoreOptions()
