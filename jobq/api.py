@@ -76,7 +76,7 @@ def wait_seconds(request: web.Request) -> float:
 
 M = TypeVar("M", bound=BaseModel)
 # Only these can stand for a number JSON cannot carry: NaN, an infinity, or one that overflows a float.
-NOT_FINITE = re.compile(rb"NaN|Infinity|[0-9][eE]|[0-9]{309}")
+NOT_FINITE = re.compile(rb"NaN|Infinity|[0-9][eE]\+?[0-9]{3}|[0-9]{309}")  # overflow needs e308+ or 309 digits
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

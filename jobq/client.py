@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from jobq.auth import Forbidden, Unauthorized  # raised for 401 and 403 answers by error_from_problem
-from jobq.errors import JobqError, Unreachable, ValidationFailed, error_from_problem
+from jobq.errors import JobqError, Unreachable, error_from_problem
 from jobq.job import TERMINAL, Job
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -232,10 +232,12 @@ class BatchedSource:
     the :class:`~jobq.workers.JobSource` that ``python -m jobq.worker`` runs on.
     """
 
-    def __init__(self, client: JobqClient, max_batch: int = 200) -> None:
+    def __init__(self, client: JobqClient, max_batch: int = 200, max_bytes: int = 256 * 1024) -> None:
         self.client = client
         self.max_batch = max_batch
+        self.max_bytes = max_bytes  # well under the server's --body-limit (1 MiB by default)
         self._batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._batch_bytes = 0
         self._sending: set[asyncio.Task[None]] = set()
 
     async def lease(
@@ -278,12 +280,13 @@ class BatchedSource:
         if not self._batch:
             loop.call_soon(self._flush)  # after every worker that finishes in this pass has added its own
         self._batch.append((item, outcome))
-        if len(self._batch) >= self.max_batch:
+        self._batch_bytes += len(json.dumps(item, default=str))  # a microsecond or two, against ~50 per request
+        if len(self._batch) >= self.max_batch or self._batch_bytes >= self.max_bytes:
             self._flush()
         await outcome
 
     def _flush(self) -> None:
-        batch, self._batch = self._batch, []
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         if batch:  # sent even if its callers are cancelled meanwhile: the jobs did finish
             task = asyncio.create_task(self._send(batch), name="jobq-settle")
             self._sending.add(task)
@@ -294,9 +297,12 @@ class BatchedSource:
             answers = await self.client.settle([item for item, _ in batch])
             if len(answers) != len(batch):
                 raise JobqError(f"the server answered {len(answers)} settlements for {len(batch)}")
-        except ValidationFailed as refused:
-            if len(batch) > 1:  # over the server's --batch-limit, or one bad item: halve, so the rest lands
+        except JobqError as refused:
+            # Over the server's --batch-limit (422) or --body-limit (413), or one bad item: halve,
+            # so the rest lands, and send no more than that from now on.
+            if refused.status in (413, 422) and len(batch) > 1:
                 half = len(batch) // 2
+                self.max_batch = min(self.max_batch, half)
                 await asyncio.gather(self._send(batch[:half]), self._send(batch[half:]))
             else:
                 _fail_all(batch, refused)

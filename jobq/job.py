@@ -68,7 +68,7 @@ def new_job_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-_last_second: list[Any] = [None, ""]  # the second rendered last, and its "YYYY-MM-DDTHH:MM:SS" text
+_last_second: tuple[int, str] = (-1, "")  # the second rendered last and its text, rebound whole (threads)
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -83,9 +83,12 @@ def rfc3339(timestamp: float | None) -> str | None:
     micros = round((timestamp - second) * 1e6)  # datetime rounds to microseconds, then truncates
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    if second != _last_second[0]:
-        _last_second[0], _last_second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_last_second[1]}.{micros // 1000:03d}Z"
+    global _last_second
+    cached, text = _last_second
+    if second != cached:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _last_second = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
 
 
 def parse_rfc3339(text: str | None) -> float | None:

@@ -14,7 +14,8 @@ label values are queue names, job types, outcomes, route templates and method na
 * ``jobq_jobs_running{queue}`` and ``jobq_queue_paused{queue}``, read at scrape;
 * ``jobq_workers{state}``: this process's worker tasks, ``busy`` or ``idle``, read at scrape;
 * ``jobq_queue_oldest_job_age_seconds{queue}``: how long the job next in line has waited (since it was
-  created or fell due), read at scrape: in a queue whose jobs share one priority, the oldest job;
+  created or fell due, released or re-run), read at scrape: in a queue whose jobs share one priority,
+  the oldest job;
 * ``jobq_http_requests_total{method,route,code}`` and ``jobq_http_request_duration_seconds{method,route,code}``;
 * ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method,code}``;
 * ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
@@ -310,7 +311,7 @@ class StateCollector:
         yield GaugeMetricFamily("jobq_queue_paused", "1 for a paused queue, 0 otherwise.", labels=["queue"])
         yield GaugeMetricFamily(
             "jobq_queue_oldest_job_age_seconds",
-            "Seconds the job next in line has waited since it was created or fell due (0: none waiting).",
+            "Seconds the job next in line has waited since it could run: created or due, released, re-run (0: none).",
             labels=["queue"],
         )
         yield GaugeMetricFamily("jobq_workers", "This process's worker tasks, busy or idle.", labels=["state"])

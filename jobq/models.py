@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
 from jobq.job import Job, JobStatus, new_job_id
@@ -15,6 +15,7 @@ from jobq.job import Job, JobStatus, new_job_id
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_DELAY_SECONDS = 366 * 24 * 3600.0
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+MAX_ERROR_CHARS = 10_000  # the longest error text an attempt keeps
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -145,7 +146,7 @@ class FailRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     lease_id: str
-    error: str = Field(max_length=10_000)
+    error: str = Field(max_length=MAX_ERROR_CHARS)
     retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
     outcome: Literal["failed", "timeout", "retry"] = "failed"
 
@@ -158,23 +159,18 @@ class Settlement(BaseModel):
     id: str
     lease_id: str
     result: Any = None
-    error: str | None = Field(default=None, max_length=10_000, description="present: the attempt failed")
+    error: str | None = Field(default=None, max_length=MAX_ERROR_CHARS, description="present: the attempt failed")
     retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
     outcome: Literal["failed", "timeout", "retry"] = "failed"
 
-    @field_validator("retry_in", "outcome")
-    @classmethod
-    def _only_with_an_error(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.data.get("error") is None:
-            raise ValueError(f"{info.field_name} goes with error (a failed attempt)")
-        return value
-
-    @field_validator("error")
-    @classmethod
-    def _not_with_a_result(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and info.data.get("result") is not None:
+    @model_validator(mode="after")
+    def _complete_or_fail(self) -> Settlement:
+        if self.error is None:
+            if self.retry_in is not None or "outcome" in self.model_fields_set:
+                raise ValueError("retry_in and outcome go with error (a failed attempt)")
+        elif self.result is not None:
             raise ValueError("give result (completed) or error (failed), not both")
-        return value
+        return self
 
 
 class SettleRequest(BaseModel):

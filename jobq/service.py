@@ -156,14 +156,15 @@ class JobService:
         seen: JobStatus | None = None,
         through_drain: bool = False,
     ) -> Job:
-        """The job after its next status change, or as it is when ``timeout`` passes (capped).
+        """The job after its next status change, or as it is when ``timeout`` passes (capped by ``--max-wait``).
 
         With ``seen`` (the status the caller last saw), a job that has moved on already is
         answered at once. A drain ends the wait at once, so long-polls never hold it up,
         unless ``through_drain``: a watch follows its job through the drain to the end.
         Waiting costs one future, woken by the store listener: the store is never polled.
         """
-        timeout = min(timeout, self.config.max_wait)
+        if not through_drain:  # long-polls are capped; a watch's wait is bounded by its caller's deadline
+            timeout = min(timeout, self.config.max_wait)
         waiter = asyncio.get_running_loop().create_future()
         waiters = self._change_waiters.setdefault(job_id, [])
         waiters.append(waiter)  # before reading the job, so no change after the read goes unseen

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from jobq.errors import JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter
 from jobq.job import Job, JobStatus
-from jobq.models import json_value
+from jobq.models import MAX_ERROR_CHARS, json_value
 from jobq.retry import Retry
 
 log = logging.getLogger("jobq.workers")
@@ -31,8 +31,9 @@ IDLE_POLL_SECONDS = 1.0
 
 
 def describe(exc: BaseException) -> str:
-    """How a failed attempt's error reads: ``ValueError: bad input``."""
-    return f"{type(exc).__name__}: {exc}"
+    """How a failed attempt's error reads: ``ValueError: bad input`` (cut to what a job keeps)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class JobSource(Reporter, Protocol):
@@ -95,9 +96,11 @@ class WorkerPool:
         self.settled = 0
         self._queue: asyncio.Queue[Leased | None] = asyncio.Queue(maxsize=max(concurrency, 1))
         self._room = asyncio.Event()
-        self._held: dict[str, Leased] = {}  # leased by this pool and not yet settled, by job id
-        self._running: dict[str, asyncio.Task[None]] = {}  # job id -> the worker task inside its handler
-        self._interrupted: set[str] = set()
+        # By lease id, not job id: a job whose lease lapsed may be leased again to this same pool,
+        # and the stale run and the live one must never be taken for each other.
+        self._held: dict[str, Leased] = {}  # leased by this pool and not yet settled
+        self._running: dict[str, tuple[str, asyncio.Task[None]]] = {}  # lease -> (job id, task in its handler)
+        self._interrupted: set[str] = set()  # leases whose handler interrupt() cancelled
         self._released: list[str] = []  # ids handed back unfinished by a stop
         self._feeder: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -154,15 +157,20 @@ class WorkerPool:
 
     def held(self) -> list[str]:
         """Ids of jobs this pool has leased and not settled."""
-        return list(self._held)
+        return list(dict.fromkeys(job.id for job, _ in self._held.values()))
 
     def interrupt(self, job_id: str) -> bool:
-        """Cancel a running job's handler now (after the store marked it cancelled)."""
-        task = self._running.get(job_id)
-        if task is None or job_id in self._interrupted:  # not running here, or being interrupted already
+        """Cancel the handler of every run of this job here now (after the store marked it cancelled)."""
+        runs = [lease_id for lease_id, (running, _) in self._running.items() if running == job_id]
+        return any([self._interrupt(lease_id) for lease_id in runs])
+
+    def _interrupt(self, lease_id: str) -> bool:
+        """Cancel the handler of the run that holds ``lease_id``, if it is inside it and not interrupted yet."""
+        run = self._running.get(lease_id)
+        if run is None or lease_id in self._interrupted:
             return False
-        self._interrupted.add(job_id)
-        task.cancel()
+        self._interrupted.add(lease_id)
+        run[1].cancel()
         return True
 
     # -- feeding -----------------------------------------------------------
@@ -186,7 +194,7 @@ class WorkerPool:
                 jobs = await self._lease_or_wait(room)
             for job in jobs:
                 leased = (job, job.lease_id or "")
-                self._held[job.id] = leased
+                self._held[leased[1]] = leased
                 queue.put_nowait(leased)
         for _ in self._workers:
             await queue.put(None)  # one stop sentinel per worker, after every real job
@@ -209,7 +217,7 @@ class WorkerPool:
                 try:
                     await self.store.heartbeat(job.id, lease_id, self.lease_seconds)
                 except StaleLease:  # cancelled, or the lease lapsed and the job went to another worker
-                    if self.interrupt(job.id):
+                    if self._interrupt(lease_id):
                         log.info("job %s lost its lease (cancelled, or it lapsed): its handler is stopped", job.id)
                 except Exception:
                     log.exception("extending the lease of job %s failed", job.id, extra=job.log_fields())
@@ -246,9 +254,8 @@ class WorkerPool:
             self._unhold(leased)
 
     def _unhold(self, leased: Leased) -> None:
-        """Forget a settled or released job, unless the pool holds it again under a newer lease."""
-        if self._held.get(leased[0].id) is leased:
-            del self._held[leased[0].id]
+        """Forget a settled or released lease."""
+        self._held.pop(leased[1], None)
 
     async def _execute(self, leased: Leased, task: asyncio.Task[None]) -> tuple[str, object]:
         """Run the handler; returns ("completed", result), ("retry", Retry) or (outcome, error text).
@@ -264,7 +271,7 @@ class WorkerPool:
         except JobqError as exc:
             return "failed", exc.detail
         context = JobContext(job, self.store, lease_id)
-        self._running[job.id] = task
+        self._running[lease_id] = (job.id, task)
         guard: asyncio.Timeout | None = None
         try:
             if job.timeout is None:  # most jobs: skip the cost of a timeout context
@@ -277,8 +284,8 @@ class WorkerPool:
         except Retry as request:
             return "retry", request
         except asyncio.CancelledError:
-            if job.id in self._interrupted:
-                self._interrupted.discard(job.id)
+            if lease_id in self._interrupted:
+                self._interrupted.discard(lease_id)
                 if task.uncancel() == 0:
                     return "cancelled", None
             if task.cancelling() == 0:  # raised by the handler itself, not a cancellation of this worker
@@ -291,10 +298,9 @@ class WorkerPool:
         except BaseException as exc:  # SystemExit too: one handler never stops the server
             return "failed", describe(exc)
         finally:
-            if self._running.get(job.id) is task:
-                del self._running[job.id]
-            if job.id in self._interrupted:  # the handler swallowed the interrupt: take it back
-                self._interrupted.discard(job.id)
+            del self._running[lease_id]
+            if lease_id in self._interrupted:  # the handler swallowed the interrupt: take it back
+                self._interrupted.discard(lease_id)
                 task.uncancel()
 
     async def _settle(self, leased: Leased, outcome: str, value: object) -> None:

@@ -168,6 +168,19 @@ async def test_a_batched_source_halves_batches_over_the_servers_limit(make_clien
         await source.close()
 
 
+async def test_a_batched_source_keeps_requests_under_the_servers_body_limit(make_client: MakeClient) -> None:
+    client = await make_client(workers=0, body_limit=200_000)
+    async with sdk_for(client) as jobq:
+        for n in range(30):
+            await jobq.enqueue("echo", {"n": n})
+        leased = await jobq.lease(30, 30)
+        source = BatchedSource(jobq, max_bytes=150_000)
+        big = "x" * 40_000  # 30 of these are 1.2 MB: several requests, each under the limit
+        outcomes = await asyncio.gather(*(source.complete(job.id, job.lease_id or "", big) for job in leased))
+        assert outcomes == [None] * 30
+        assert {(await jobq.get(job.id)).status for job in leased} == {JobStatus.COMPLETED}
+
+
 async def test_a_batched_source_never_leaves_a_settlement_waiting(aiohttp_server: Any) -> None:
     async def broken(request: web.Request) -> web.Response:
         return web.json_response({"results": []})  # an answer that does not match the request

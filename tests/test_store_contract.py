@@ -19,7 +19,7 @@ import pytest
 from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.retry import RetryPolicy
-from jobq.store import Added, Retention, Store, StoreOptions, open_store
+from jobq.store import Added, Retention, Store, StoreOptions, memory, open_store
 from tests.conftest import BACKENDS, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
@@ -420,6 +420,7 @@ async def test_list_jobs_filters(store: Store) -> None:
     assert [j.id for j in (await store.list_jobs(queue="q1"))[0]] == ["c", "a"]
     assert [j.id for j in (await store.list_jobs(job_type="other"))[0]] == ["b"]
     assert [j.id for j in (await store.list_jobs(status=JobStatus.COMPLETED))[0]] == ["a"]
+    assert (await store.list_jobs(queue="q1", status=JobStatus.FAILED))[0] == []
 
 
 async def test_list_jobs_of_one_owner_fills_its_pages(store: Store) -> None:
@@ -431,7 +432,24 @@ async def test_list_jobs_of_one_owner_fills_its_pages(store: Store) -> None:
     assert [j.id for j in page] == ["j6", "j3"] and cursor
     page, cursor = await store.list_jobs(owner="alice", limit=2, cursor=cursor)
     assert [j.id for j in page] == ["j0"] and cursor is None
-    assert (await store.list_jobs(queue="q1", status=JobStatus.FAILED))[0] == []
+
+
+async def test_a_selective_listing_reads_a_bounded_stretch_per_page(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory, "MAX_SCANNED", 4)
+    jobs = [make_job(f"j{i}") for i in range(10)]
+    jobs[1].owner = jobs[8].owner = "alice"
+    await add(store, *jobs)
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = await store.list_jobs(owner="alice", limit=5, cursor=cursor)
+        seen += [job.id for job in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert seen == ["j8", "j1"]  # every match, newest first, over pages that may hold fewer than limit
+    assert pages == 3  # 10 jobs, at most 4 read per page
 
 
 async def test_clear_deletes_only_waiting_jobs(store: Store) -> None:

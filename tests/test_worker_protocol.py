@@ -196,7 +196,8 @@ async def test_settle_completes_and_fails_many_jobs_each_with_its_own_answer(mak
         "/workers/settle", json={"jobs": [{"id": ids[2], "lease_id": "x", "result": 1, "error": "and yet"}]}
     )
     assert both.status == 422
-    assert [e["field"] for e in (await both.json())["errors"]] == ["jobs.0.error"]
+    assert [e["field"] for e in (await both.json())["errors"]] == ["jobs.0"]
+    assert "not both" in (await both.json())["errors"][0]["message"]
     too_many = await client.post("/workers/settle", json={"jobs": settlements * 2})
     assert too_many.status == 422
     assert (await too_many.json())["errors"][0]["field"] == "jobs"

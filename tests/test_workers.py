@@ -263,3 +263,35 @@ async def test_a_stale_run_of_a_job_leased_again_in_the_same_pool_cannot_settle_
     assert done["result"] == "attempt 2"
     assert [a["outcome"] for a in done["history"]] == ["lease-expired", "completed"]
     assert attempts == [1, 2]
+
+
+async def test_a_stale_run_that_hangs_is_stopped_once_its_lease_is_gone(
+    registry: Registry, make_client: MakeClient
+) -> None:
+    stopped = asyncio.Event()
+
+    async def hangs_first(ctx: JobContext) -> str:
+        if ctx.job.attempts == 1:
+            try:
+                await asyncio.Event().wait()  # hung: why its lease lapsed
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+        return "second"
+
+    registry.register("hangs")(hangs_first)
+    client = await make_client(workers=2, lease_seconds=0.3, retry_base=0.001, retry_cap=0.001)
+    service = client.app[SERVICE]
+    job_id = await enqueue(client, "hangs", max_attempts=2)
+    await wait_for_status(client, job_id, "processing")
+    job = await service.store.get(job_id)
+    assert job is not None
+    job.lease_expires_at = 0.0
+    await service.store.expire_leases()
+    done = await wait_for_status(client, job_id, "completed")  # the pool's other worker ran attempt 2
+    assert done["result"] == "second"
+    await asyncio.wait_for(stopped.wait(), 5)  # the keeper found attempt 1's lease gone and stopped it
+    deadline = time.monotonic() + 5
+    while service.pool.busy:
+        assert time.monotonic() < deadline, "a worker is still held by the stale run"
+        await asyncio.sleep(0.01)

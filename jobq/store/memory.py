@@ -25,6 +25,7 @@ from jobq.store.base import Added, Store, StoreOptions, StoreStats
 from jobq.store.ready import ReadyQueue
 
 MAX_LOG_LINES = 1000
+MAX_SCANNED = 20_000  # jobs one listing page reads at most (a page of a selective filter may hold fewer)
 RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what requeue accepts
 
 
@@ -399,9 +400,13 @@ class MemoryStore(Store):
     ) -> tuple[list[Job], str | None]:
         below = int(cursor) if cursor else math.inf
         page: list[Job] = []
+        scanned = 0
         for job in reversed(self._jobs.values()):
             if job.seq >= below:
                 continue
+            scanned += 1
+            if scanned > MAX_SCANNED:  # a selective filter: end the page here, the cursor reads on
+                return page, str(job.seq + 1)
             if (
                 (status and job.status is not status)
                 or (queue and job.queue != queue)

@@ -192,7 +192,7 @@ def read_snapshot(conn: sqlite3.Connection, path: str) -> Snapshot:
         jobs = [job_from_row(row) for row in conn.execute(SELECT_JOBS)]
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreCorrupt(f"{path} holds a job jobq cannot read ({type(exc).__name__}: {exc})") from None
-    logs = conn.execute("SELECT job_id, at, message FROM job_logs ORDER BY rowid").fetchall()
+    logs = conn.execute("SELECT job_id, at, message FROM job_logs ORDER BY at, rowid").fetchall()
     paused = [name for (name,) in conn.execute("SELECT queue FROM paused_queues")]
     return Snapshot(jobs, logs, paused)
 
@@ -412,7 +412,10 @@ class JournalWriter:
             error = storage_error(exc, self.path)
             log.error("committing %d changes failed: %s", len(group), error.detail)
             if self.on_failure is not None:  # before the replies: the store learns of it first
-                self.on_failure([(kind, data) for kind, data, _ in group])
+                try:
+                    self.on_failure([(kind, data) for kind, data, _ in group])
+                except Exception:  # a broken hook must never stop the writer from answering
+                    log.exception("the on_failure hook failed")
             self._reply(futures, error)
             return
         self.commits += 1
@@ -575,13 +578,13 @@ class SQLiteStore(MemoryStore):
             self._write_unsaved()
         writer, self._writer = self._writer, None  # no more retries once closing
         if writer is not None:
-            await writer.stop()
-            await asyncio.sleep(0)  # let the writer's last failure reports arrive
-        if self._unsaved_jobs:
+            await writer.stop()  # the writer's failure reports arrive before it answers the stop
+        lost = len(self._unsaved_jobs) + len(self._unsaved_ops) + len(self._unsaved_paused)
+        if lost:
             log.error(
-                "%d job changes could not be written to %s before it closed; on the next start those jobs "
-                "are as the file last had them (a finished job may run again)",
-                len(self._unsaved_jobs),
+                "%d changes could not be written to %s before it closed; on the next start the file has "
+                "the jobs as it last had them (a finished job may run again)",
+                lost,
                 self.path,
             )
         self._lock.release()
@@ -704,6 +707,8 @@ class SQLiteStore(MemoryStore):
         for kind, data in ops:
             if kind == DELETE:
                 data = [job_id for job_id in data if job_id not in self._jobs]  # not if added again since
+            elif data[0] not in self._jobs:  # a log line of a job deleted since
+                continue
             self._submit(kind, data)
         for queue in paused:
             self._submit(PAUSE, (queue, queue in self._paused))
