@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from jobq.app import create_app
 from jobq.builtin_handlers import register_builtins
 from jobq.config import Config
 from jobq.handlers import Registry
+from tests.procs import ServerProcess
 
 TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=1.0)
 
@@ -70,3 +71,36 @@ async def wait_for_status(client: TestClient, job_id: str, *statuses: str, timeo
             return job
         assert time.monotonic() < deadline, f"job {job_id} stuck in {job['status']}, wanted {statuses}"
         await asyncio.sleep(0.01)
+
+
+StartServer = Callable[..., ServerProcess]
+"""``start(*flags)``: a ``main.py`` process with the test handlers, ready to serve."""
+
+
+@pytest.fixture
+def runs_file(tmp_path: Path) -> Path:
+    """Where the test handlers (tests/fixture_handlers.py) record each run of a job."""
+    return tmp_path / "runs.txt"
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, runs_file: Path) -> Iterator[StartServer]:
+    """Start ``main.py`` processes with the test handlers and the given flags; all stopped at teardown."""
+    servers: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        server = ServerProcess(
+            tmp_path / f"server-{len(servers)}.log",
+            "--handlers",
+            "tests.fixture_handlers",
+            *args,
+            env={"JOBQ_TEST_RUNS_FILE": str(runs_file)},
+        )
+        servers.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.wait(timeout=10)  # closes the log file even when the process exited on its own

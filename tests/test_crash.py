@@ -12,15 +12,14 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import StartServer
 from tests.procs import ServerProcess
-
-StartServer = Callable[..., ServerProcess]
 
 CRASH_WORKERS = 16
 CRASH_JOBS = 2000
@@ -85,30 +84,13 @@ def stop_cleanly(server: ServerProcess) -> None:
 
 
 @pytest.fixture
-def runs_file(tmp_path: Path) -> Path:
-    return tmp_path / "runs.txt"
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, runs_file: Path) -> Iterator[StartServer]:
-    """Start ``main.py`` on ``<tmp>/jobq.db`` with the test handlers; gone by teardown."""
-    servers: list[ServerProcess] = []
+def start_server(start_server: StartServer, tmp_path: Path) -> StartServer:
+    """The shared fixture's servers, on ``<tmp>/jobq.db`` (the same file each time, as across restarts)."""
 
     def start(*args: str, workers: int) -> ServerProcess:
-        db = tmp_path / "jobq.db"
-        server = ServerProcess(
-            tmp_path / f"server-{len(servers)}.log",
-            *("--handlers", "tests.fixture_handlers", "--store", f"sqlite:///{db}", "--workers", str(workers)),
-            *args,
-            env={"JOBQ_TEST_RUNS_FILE": str(runs_file)},
-        )
-        servers.append(server)
-        server.wait_ready()
-        return server
+        return start_server("--store", f"sqlite:///{tmp_path / 'jobq.db'}", "--workers", str(workers), *args)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def test_sigkill_mid_run_loses_no_accepted_job(start_server: StartServer, runs_file: Path, tmp_path: Path) -> None:

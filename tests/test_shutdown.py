@@ -15,16 +15,16 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import StartServer
 from tests.procs import ServerProcess
 
 WORKERS = 2
-StartServer = Callable[..., ServerProcess]
 
 
 # -- helpers -------------------------------------------------------------------
@@ -90,29 +90,13 @@ def log_line(log: str, pattern: str) -> str:
 
 # -- fixtures ------------------------------------------------------------------
 @pytest.fixture
-def runs_file(tmp_path: Path) -> Path:
-    return tmp_path / "runs.txt"
-
-
-@pytest.fixture
-def start_server(tmp_path: Path, runs_file: Path) -> Iterator[StartServer]:
-    """Start ``main.py`` on the memory store with the test handlers; killed at teardown if still up."""
-    servers: list[ServerProcess] = []
+def start_server(start_server: StartServer) -> StartServer:
+    """The shared fixture's servers, on the memory store with ``WORKERS`` workers."""
 
     def start(*args: str) -> ServerProcess:
-        server = ServerProcess(
-            tmp_path / f"server-{len(servers)}.log",
-            *("--store", "memory://", "--handlers", "tests.fixture_handlers", "--workers", str(WORKERS), *args),
-            env={"JOBQ_TEST_RUNS_FILE": str(runs_file)},
-        )
-        servers.append(server)
-        server.wait_ready()
-        return server
+        return start_server("--store", "memory://", "--workers", str(WORKERS), *args)
 
-    yield start
-    for server in servers:
-        server.stop()
-        server.wait(timeout=10)  # closes the log file even when the process exited on its own
+    return start
 
 
 # -- tests ---------------------------------------------------------------------
