@@ -188,6 +188,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--prefetch", type=int, default=0, help="e2e: jobs the pool leases ahead")
     parser.add_argument("--producers", type=int, default=1, help="add: concurrent Store.add callers")
     parser.add_argument("--timeout", type=float, default=300.0)
     return parser.parse_args(argv)
@@ -195,7 +196,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    config = replace(BASE, store=args.store, durability=args.durability, workers=args.workers)
+    config = replace(BASE, store=args.store, durability=args.durability, workers=args.workers, prefetch=args.prefetch)
     if args.what == "add":
         result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers))
     elif args.what == "e2e":

@@ -48,6 +48,12 @@ class Config:
     port: int = _option(8080, "HTTP port (0 picks a free one)", at_least=0, at_most=65535)
     grpc_port: int = _option(50051, "gRPC port, on the same host (0 turns gRPC off)", at_least=0, at_most=65535)
     workers: int = _option(32, "in-process worker tasks (jobs run at once; 0 runs none)", at_least=0)
+    prefetch: int = _option(
+        0,
+        "jobs the in-process workers lease ahead of the ones they run: more throughput for short jobs, "
+        "but a job leased ahead is not passed by a higher-priority one that arrives meanwhile",
+        at_least=0,
+    )
     queues: tuple[str, ...] = _option(
         (),
         "queues the in-process workers take jobs from (comma-separated; all when empty); "

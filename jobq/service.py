@@ -56,6 +56,7 @@ class JobService:
             concurrency=config.workers,
             lease_seconds=config.lease_seconds,
             queues=config.queues or None,
+            prefetch=config.prefetch if config.workers else 0,
         )
         self.started_at = time.time()
         self.draining = False

@@ -84,8 +84,10 @@ class WorkerPool:
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         idle_wait: float = IDLE_POLL_SECONDS,
+        prefetch: int = 0,
     ) -> None:
         self.store = store
+        self.prefetch = prefetch  # jobs leased ahead of idle workers
         self.queues = queues
         self.idle_wait = idle_wait
         self.registry = registry
@@ -94,7 +96,7 @@ class WorkerPool:
         self.name = f"{os.uname().nodename}:{os.getpid()}"
         self.busy = 0
         self.settled = 0
-        self._queue: asyncio.Queue[Leased | None] = asyncio.Queue(maxsize=max(concurrency, 1))
+        self._queue: asyncio.Queue[Leased | None] = asyncio.Queue(maxsize=max(concurrency + prefetch, 1))
         self._room = asyncio.Event()
         # By lease id, not job id: a job whose lease lapsed may be leased again to this same pool,
         # and the stale run and the live one must never be taken for each other.
@@ -177,9 +179,10 @@ class WorkerPool:
     async def _feed(self) -> None:
         queue = self._queue
         while True:
-            # Lease only for idle workers: a job leased early would jump ahead of
-            # higher-priority jobs that arrive while it sits in the queue.
-            room = self.concurrency - self.busy - queue.qsize()
+            # Lease for idle workers only, unless told to prefetch: a job leased early jumps ahead
+            # of higher-priority jobs that arrive while it sits here, but a worker that finds the
+            # next job waiting does not have to wait for the feeder (see --prefetch).
+            room = self.concurrency + self.prefetch - self.busy - queue.qsize()
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()

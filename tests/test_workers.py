@@ -295,3 +295,24 @@ async def test_a_stale_run_that_hangs_is_stopped_once_its_lease_is_gone(
     while service.pool.busy:
         assert time.monotonic() < deadline, "a worker is still held by the stale run"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+async def test_prefetch_leases_that_many_jobs_ahead_of_the_running_ones(
+    registry: Registry, make_client: MakeClient, prefetch: int
+) -> None:
+    gate = Gate(expected=1)
+    registry.register("gate")(gate.handler)
+    client = await make_client(workers=1, prefetch=prefetch)
+    ids = [await enqueue(client, "gate") for _ in range(5)]
+    await asyncio.wait_for(gate.all_inside.wait(), 5)
+    store = client.app[SERVICE].store
+    deadline = time.monotonic() + 5
+    while (await store.stats()).by_status.get("processing", 0) < 1 + prefetch:
+        assert time.monotonic() < deadline, "the pool did not lease ahead"
+        await asyncio.sleep(0.005)
+    counts = (await store.stats()).by_status  # the feeder leases its room in one call: no more follow
+    assert (counts.get("processing", 0), counts.get("pending", 0)) == (1 + prefetch, 4 - prefetch)
+    gate.release.set()
+    for job_id in ids:
+        await wait_for_status(client, job_id, "completed")
