@@ -17,14 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import StartServer
 from tests.procs import ServerProcess, WorkerProcess
 
 HANDLERS = ("--handlers", "tests.fixture_handlers")
-
-
-@pytest.fixture
-def runs_file(tmp_path: Path) -> Path:
-    return tmp_path / "runs.txt"
 
 
 @pytest.fixture
@@ -47,14 +43,6 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
         time.sleep(0.05)
 
 
-def start_server(tmp_path: Path, runs_file: Path, started: list, *args: str) -> ServerProcess:  # type: ignore[type-arg]
-    env = {"JOBQ_TEST_RUNS_FILE": str(runs_file)}
-    server = ServerProcess(tmp_path / "server.log", "--store", "memory://", *HANDLERS, *args, env=env)
-    started.append(server)
-    server.wait_ready()
-    return server
-
-
 def start_worker(tmp_path: Path, runs_file: Path, started: list, url: str, name: str, *args: str) -> WorkerProcess:  # type: ignore[type-arg]
     env = {"JOBQ_TEST_RUNS_FILE": str(runs_file)}
     worker = WorkerProcess(tmp_path / f"{name}.log", url, *HANDLERS, *args, env=env)
@@ -68,8 +56,10 @@ def job_status(server: ServerProcess, job_id: str) -> dict:  # type: ignore[type
     return job
 
 
-def test_remote_and_in_process_workers_share_the_queue(tmp_path: Path, runs_file: Path, started: list) -> None:  # type: ignore[type-arg]
-    server = start_server(tmp_path, runs_file, started, "--workers", "2")
+def test_remote_and_in_process_workers_share_the_queue(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", "memory://", "--workers", "2")
     worker = start_worker(tmp_path, runs_file, started, server.url, "remote", "--concurrency", "4")
     status, body = server.request(
         "POST", "/enqueue/batch", {"jobs": [{"type": "record", "payload": {"seconds": 0.05}}] * 60}
@@ -85,11 +75,12 @@ def test_remote_and_in_process_workers_share_the_queue(tmp_path: Path, runs_file
 
 
 def test_killed_remote_worker_lease_lapses_and_the_job_is_redelivered(
+    start_server: StartServer,
     tmp_path: Path,
     runs_file: Path,
     started: list,  # type: ignore[type-arg]
 ) -> None:
-    server = start_server(tmp_path, runs_file, started, "--workers", "0")
+    server = start_server("--store", "memory://", "--workers", "0")
     doomed = start_worker(tmp_path, runs_file, started, server.url, "doomed", "--lease", "1")
     job = {"type": "record", "payload": {"seconds": 60, "slow_attempts": 1}, "max_attempts": 3}
     status, body = server.request("POST", "/enqueue", job)
@@ -104,8 +95,10 @@ def test_killed_remote_worker_lease_lapses_and_the_job_is_redelivered(
     assert [a["outcome"] for a in final["history"]] == ["lease-expired", "completed"]
 
 
-def test_remote_worker_drains_its_jobs_on_sigterm(tmp_path: Path, runs_file: Path, started: list) -> None:  # type: ignore[type-arg]
-    server = start_server(tmp_path, runs_file, started, "--workers", "0")
+def test_remote_worker_drains_its_jobs_on_sigterm(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", "memory://", "--workers", "0")
     worker = start_worker(tmp_path, runs_file, started, server.url, "draining", "--concurrency", "2")
     ids = [
         server.request("POST", "/enqueue", {"type": "record", "payload": {"seconds": 0.5}})[1]["id"] for _ in range(4)
@@ -123,11 +116,12 @@ def outcomes(job: dict) -> list[str | None]:  # type: ignore[type-arg]
 
 
 def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
+    start_server: StartServer,
     tmp_path: Path,
     runs_file: Path,
     started: list,  # type: ignore[type-arg]
 ) -> None:
-    server = start_server(tmp_path, runs_file, started, "--workers", "0")
+    server = start_server("--store", "memory://", "--workers", "0")
     held = ("--lease", "2", "--concurrency", "1", "--log-level", "debug")
     sleeper = start_worker(tmp_path, runs_file, started, server.url, "sleeper", *held)
     status, body = server.request("POST", "/enqueue", {"type": "gated", "max_attempts": 3})
@@ -162,8 +156,10 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     assert sleeper.wait(15) == 0, sleeper.log()
 
 
-def test_enqueue_wait_answers_200_with_the_result(tmp_path: Path, runs_file: Path, started: list) -> None:  # type: ignore[type-arg]
-    server = start_server(tmp_path, runs_file, started, "--workers", "2")
+def test_enqueue_wait_answers_200_with_the_result(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", "memory://", "--workers", "2")
     payload = {"to": "ada@example.com", "n": [1, 2.5, None]}
     status, body = server.request("POST", "/enqueue?wait=10", {"type": "echo", "payload": payload}, timeout=30)
     assert status == 200, body
@@ -255,12 +251,13 @@ async def watch(server: ServerProcess, job_id: str) -> tuple[list[tuple[int, Any
 
 
 def test_a_thousand_waiters_all_see_the_final_status(
+    start_server: StartServer,
     tmp_path: Path,
     runs_file: Path,
     started: list,  # type: ignore[type-arg]
     open_files: None,
 ) -> None:
-    server = start_server(tmp_path, runs_file, started, "--workers", "1")
+    server = start_server("--store", "memory://", "--workers", "1")
     status, body = server.request("POST", "/enqueue", {"type": "gated"})
     assert status == 202, body
     job_id = body["id"]
