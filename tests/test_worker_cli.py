@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import tomllib
+
 import pytest
 from aiohttp import web
 
 from jobq.client import JobqClient
 from jobq.errors import JobqError
 from jobq.worker import build_parser
+from tests.procs import ROOT
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,15 @@ async def test_a_proxy_error_page_is_a_jobq_error_not_a_decode_error(aiohttp_ser
             await jobq.get("job-1")
     assert raised.value.status == 502
     assert "Bad Gateway" in raised.value.detail
+
+
+def test_the_installed_commands_point_at_real_entry_points() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    scripts = project["project"]["scripts"]
+    assert set(scripts) == {"jobq-worker", "jobq-dispatch"}
+    for target in scripts.values():
+        module, _, function = target.partition(":")
+        entry = getattr(importlib.import_module(module), function)
+        assert callable(entry), target
+    requirements = project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"]
+    assert all((ROOT / name).is_file() for name in requirements)
