@@ -1,9 +1,11 @@
 """The in-process worker pool: N asyncio tasks draining one ``asyncio.Queue``.
 
 A feeder task leases ready jobs from the store in batches (as many as there are
-idle workers) and puts them on the queue; each worker takes a job, runs its
-handler under the job's timeout, and settles it in the store: complete, fail
-(retried under the job's policy) or, on a forced stop, release.
+idle workers, plus ``prefetch``) and puts them on the queue; each worker takes a
+job, runs its handler under the job's timeout, and settles it under the lease it
+was given: complete, fail (retried under the job's policy) or, on a forced stop,
+release. A lease that lapsed meanwhile makes the settle a no-op (StaleLease), and
+the lease keeper stops a handler whose lease is gone.
 
 Settling never needs ``asyncio.shield``: every store method changes the job and
 queues its write before its first ``await``, so a cancellation that lands while
