@@ -239,29 +239,12 @@ class BatchedSource:
         self._batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._batch_bytes = 0
         self._sending: set[asyncio.Task[None]] = set()
-
-    async def lease(
-        self,
-        max_jobs: int,
-        lease_seconds: float,
-        *,
-        queues: Sequence[str] | None = None,
-        worker: str | None = None,
-        wait: float = 0.0,
-    ) -> list[Job]:
-        return await self.client.lease(max_jobs, lease_seconds, queues=queues, worker=worker, wait=wait)
-
-    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
-        return await self.client.heartbeat(job_id, lease_id, lease_seconds)
-
-    async def release(self, job_id: str, lease_id: str) -> Job:
-        return await self.client.release(job_id, lease_id)
-
-    async def append_log(self, job_id: str, message: str) -> None:
-        await self.client.append_log(job_id, message)
-
-    async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
-        await self.client.set_progress(job_id, lease_id, fraction, note)
+        # Everything but settling goes to the client as it is.
+        self.lease = client.lease
+        self.heartbeat = client.heartbeat
+        self.release = client.release
+        self.append_log = client.append_log
+        self.set_progress = client.set_progress
 
     async def complete(self, job_id: str, lease_id: str, result: Any) -> None:
         await self._settle({"id": job_id, "lease_id": lease_id, "result": result})

@@ -155,30 +155,28 @@ async def test_a_batched_source_raises_stale_lease_for_its_own_item_only(make_cl
         assert (await jobq.get(second.id)).status is JobStatus.PROCESSING
 
 
+async def complete_all_at_once(jobq: JobqClient, source: BatchedSource, count: int, result: object) -> None:
+    """Lease ``count`` new jobs and complete them all in one loop pass through ``source``; all must land."""
+    for n in range(count):
+        await jobq.enqueue("echo", {"n": n})
+    leased = await jobq.lease(count, 30)
+    outcomes = await asyncio.gather(*(source.complete(job.id, job.lease_id or "", result) for job in leased))
+    assert outcomes == [None] * count
+    assert {(await jobq.get(job.id)).status for job in leased} == {JobStatus.COMPLETED}
+
+
 async def test_a_batched_source_halves_batches_over_the_servers_limit(make_client: MakeClient) -> None:
-    client = await make_client(workers=0, batch_limit=3)
-    async with sdk_for(client) as jobq:
-        for n in range(10):
-            await jobq.enqueue("echo", {"n": n})
-        leased = await jobq.lease(10, 30)
+    async with sdk_for(await make_client(workers=0, batch_limit=3)) as jobq:
         source = BatchedSource(jobq)
-        outcomes = await asyncio.gather(*(source.complete(job.id, job.lease_id or "", job.payload) for job in leased))
-        assert outcomes == [None] * 10
-        assert {(await jobq.get(job.id)).status for job in leased} == {JobStatus.COMPLETED}
+        await complete_all_at_once(jobq, source, 10, {"small": True})
+        assert source.max_batch <= 3  # it learned the limit
         await source.close()
 
 
 async def test_a_batched_source_keeps_requests_under_the_servers_body_limit(make_client: MakeClient) -> None:
-    client = await make_client(workers=0, body_limit=200_000)
-    async with sdk_for(client) as jobq:
-        for n in range(30):
-            await jobq.enqueue("echo", {"n": n})
-        leased = await jobq.lease(30, 30)
-        source = BatchedSource(jobq, max_bytes=150_000)
-        big = "x" * 40_000  # 30 of these are 1.2 MB: several requests, each under the limit
-        outcomes = await asyncio.gather(*(source.complete(job.id, job.lease_id or "", big) for job in leased))
-        assert outcomes == [None] * 30
-        assert {(await jobq.get(job.id)).status for job in leased} == {JobStatus.COMPLETED}
+    async with sdk_for(await make_client(workers=0, body_limit=200_000)) as jobq:
+        # 30 results of 40 kB are 1.2 MB: several requests, each under the limit
+        await complete_all_at_once(jobq, BatchedSource(jobq, max_bytes=150_000), 30, "x" * 40_000)
 
 
 async def test_a_batched_source_never_leaves_a_settlement_waiting(aiohttp_server: Any) -> None:

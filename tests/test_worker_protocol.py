@@ -153,7 +153,8 @@ async def test_drain_waits_for_jobs_leased_to_remote_workers(make_client: MakeCl
     await enqueue(client, "resize")
     [job] = await lease(client, max_jobs=1)
     draining = asyncio.create_task(service.drain())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the drain task starts: it marks the service draining before its first await
+    assert service.draining
     refused = await client.post("/workers/lease", json={"max_jobs": 1})  # no new leases while draining
     assert refused.status == 503
     assert "Retry-After" in refused.headers
