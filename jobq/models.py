@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticSerializationError, from_json, to_json
 
 from jobq.job import Job, JobStatus, new_job_id
+from jobq.values import MAX_ERROR_CHARS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_DELAY_SECONDS = 366 * 24 * 3600.0
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
-MAX_ERROR_CHARS = 10_000  # the longest error text an attempt keeps
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-PLAIN_JSON = (str, bool, int, type(None))
-
-
-def json_value(value: Any) -> Any:
-    """``value`` as stored JSON will give it back; ValueError if it has no faithful JSON form.
-
-    Refuses what JSON cannot carry (objects, NaN and infinities) and nesting too deep
-    to be read back, so a handler's result can never make a job unreadable.
-    """
-    if isinstance(value, PLAIN_JSON) or (type(value) is float and math.isfinite(value)):
-        return value
-    try:
-        return from_json(to_json(value), allow_inf_nan=False)
-    except (PydanticSerializationError, ValueError) as exc:
-        detail = str(exc).splitlines()[0]
-        raise ValueError(
-            f"not plain JSON (objects, NaN, infinities and nesting past 200 levels are not): {detail}"
-        ) from None
 
 
 class EnqueueRequest(BaseModel):

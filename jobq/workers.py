@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from jobq.errors import JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter
 from jobq.job import Job, JobStatus
-from jobq.models import MAX_ERROR_CHARS, json_value
 from jobq.retry import Retry
+from jobq.values import MAX_ERROR_CHARS, json_value
 
 log = logging.getLogger("jobq.workers")
 
