@@ -1,4 +1,4 @@
-"""Remote-worker throughput: no-op jobs leased and completed over HTTP by ``python -m jobq.worker``.
+"""Remote-worker throughput: no-op jobs leased and completed over HTTP by ``python -m jobq.sdk.remote_worker``.
 
     .venv/bin/python bench/remote_worker.py              # about three minutes on 2 cores
     .venv/bin/python bench/remote_worker.py --quick      # a smoke run with small numbers
@@ -11,7 +11,7 @@ Each measurement runs in fresh processes:
 1. ``main.py --store S --workers W`` starts (``W`` is 0 for the remote rows; each
    SQLite measurement gets a new file) and queue ``default`` is paused;
 2. N ``noop`` jobs are enqueued with ``POST /enqueue/batch``, 1,000 per request;
-3. for the remote rows, k ``python -m jobq.worker --concurrency C`` processes start,
+3. for the remote rows, k ``python -m jobq.sdk.remote_worker --concurrency C`` processes start,
    and the script waits until each has logged that it is running;
 4. the queue is resumed and the clock starts; it stops when ``GET /stats`` (polled
    every 20 ms, under a deadline) counts every job finished.
@@ -117,12 +117,12 @@ def serving(store: str, workers: int, port: int, log: Path) -> Iterator[bench.Se
 
 
 class Worker:
-    """One ``python -m jobq.worker`` process; its log goes to a file."""
+    """One ``python -m jobq.sdk.remote_worker`` process; its log goes to a file."""
 
     def __init__(self, url: str, concurrency: int, log: Path) -> None:
         self.log = log
         self._log_file = log.open("wb")
-        command = [PYTHON, "-m", "jobq.worker", "--url", url, "--concurrency", str(concurrency)]
+        command = [PYTHON, "-m", "jobq.sdk.remote_worker", "--url", url, "--concurrency", str(concurrency)]
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=bench.clean_env(), stdout=self._log_file, stderr=subprocess.STDOUT
         )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_routedef import AbstractRouteDef
 
 from jobq.api import METRICS, SERVICE, routes
 from jobq.auth import TokenBook, auth_middleware
 from jobq.config import Config
 from jobq.handlers import Registry, registry
 from jobq.metrics import Metrics
-from jobq.problems import problem_middleware
+from jobq.problems import ProblemRequestHandler, body_limit_middleware, expect_handler, problem_middleware
 from jobq.retry import RetryPolicy
 from jobq.service import JobService
 from jobq.store import Retention, Store, StoreOptions, open_store
@@ -19,12 +24,14 @@ from jobq.store import Retention, Store, StoreOptions, open_store
 TOKENS = web.AppKey("tokens", TokenBook)  # absent when jobq runs without tokens
 
 
-def store_from_config(config: Config) -> Store:
-    """The store ``config.store`` names, with the retry, retention and size settings applied."""
+def store_from_config(config: Config, clock: Callable[[], float] = time.time) -> Store:
+    """The store ``config.store`` names, with the retry, retention, size and lost-run settings applied."""
     options = StoreOptions(
         retry=RetryPolicy(base=config.retry_base, cap=config.retry_cap),
         retention=Retention(max_age=config.retention_age, max_count=config.retention_count),
         max_waiting=config.queue_size,
+        max_lost_runs=config.max_lost_runs,
+        clock=clock,
     )
     extra = {"durability": config.durability} if config.store.startswith("sqlite:") else {}
     return open_store(config.store, options, **extra)
@@ -44,7 +51,7 @@ def create_app(
     jobs, requests and commits for ``GET /metrics``.
     """
     service = JobService(config, store or store_from_config(config), handlers or registry)
-    middlewares = [problem_middleware]
+    middlewares = [problem_middleware, body_limit_middleware(config.body_limit)]
     collected = None
     if config.metrics:
         collected = Metrics()
@@ -59,8 +66,20 @@ def create_app(
     if tokens:
         app[TOKENS] = tokens
     app.cleanup_ctx.append(_service_lifetime)
-    app.add_routes(routes)
+    app.add_routes(_with_expect_handler(routes, expect_handler(config.body_limit)))
     return app
+
+
+def _with_expect_handler(
+    definitions: Iterable[AbstractRouteDef], handler: Callable[[web.Request], Any]
+) -> Iterator[AbstractRouteDef]:
+    """The route definitions, each route answering ``Expect: 100-continue`` with ``handler``."""
+    for definition in definitions:
+        if isinstance(definition, web.RouteDef):
+            kwargs = {"expect_handler": handler, **definition.kwargs}
+            yield web.RouteDef(definition.method, definition.path, definition.handler, kwargs)
+        else:
+            yield definition
 
 
 async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -70,3 +89,32 @@ async def _service_lifetime(app: web.Application) -> AsyncIterator[None]:
     if not service.draining:
         await service.drain()
     await service.close()
+
+
+class ProblemServer(web.Server):
+    """aiohttp's low-level server, serving each connection with a ``ProblemRequestHandler``."""
+
+    @classmethod
+    def like(cls, server: web.Server) -> ProblemServer:
+        """A ProblemServer with the handler, request factory and settings of ``server``."""
+        return cls(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **server._kwargs,
+        )
+
+    def __call__(self) -> RequestHandler:
+        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """``web.AppRunner`` for a jobq app: requests aiohttp cannot parse get problem+json too.
+
+    Such requests never reach the app (no route, no middleware), so this is the one place to
+    answer them: see ``jobq.problems.ProblemRequestHandler``. main.py serves with it.
+    """
+
+    async def _make_server(self) -> web.Server:
+        return ProblemServer.like(await super()._make_server())

@@ -39,11 +39,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from jobq.errors import JobqError
+from jobq.errors import Forbidden, JobqError, Unauthorized
 
 log = logging.getLogger("jobq.auth")
 
-REALM = "jobq"
 MIN_TOKEN_LENGTH = 16
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token: safe in a header as it is
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
@@ -81,30 +80,6 @@ class Principal:
     def scope(self) -> str | None:
         """The owner whose jobs this principal sees: its own name, or None (every job) for an admin."""
         return None if self.role is Role.ADMIN else self.name
-
-
-# -- errors (401 and 403, as problem+json and as gRPC UNAUTHENTICATED / PERMISSION_DENIED) --
-class Unauthorized(JobqError):
-    """No token, or one jobq does not know."""
-
-    status = 401
-    title = "Unauthorized"
-
-    def __init__(self, detail: str, *, invalid: bool = False) -> None:
-        super().__init__(detail)
-        challenge = f'Bearer realm="{REALM}"' + (', error="invalid_token"' if invalid else "")
-        self.headers = {"WWW-Authenticate": challenge}
-
-
-class Forbidden(JobqError):
-    """A known token whose role may not do this."""
-
-    status = 403
-    title = "Forbidden"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.headers = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'}
 
 
 MISSING_TOKEN = "send 'Authorization: Bearer <token>' with a jobq token"

@@ -78,7 +78,14 @@ class Config:
         above=0,
         at_most=3600,
     )
-    lease_seconds: float = _option(60.0, "lease length; a job whose lease lapses is retried", above=0)
+    lease_seconds: float = _option(
+        60.0, "lease length; a job whose lease lapses runs again (a lost run, using no attempt)", above=0
+    )
+    max_lost_runs: int = _option(
+        3,
+        "lost runs in a row (lease lapsed, jobq stopped while it ran) after which a job is dead",
+        at_least=1,
+    )
     retry_base: float = _option(1.0, "first retry backoff ceiling in seconds (doubles)", at_least=0)
     retry_cap: float = _option(300.0, "largest retry backoff in seconds", at_least=0)
     retention_age: float = _option(7 * 24 * 3600.0, "seconds finished jobs stay readable", at_least=0)

@@ -68,6 +68,32 @@ class InvalidTransition(Conflict):
         self.target = target
 
 
+REALM = "jobq"  # of the bearer challenge in a 401 or 403 answer's WWW-Authenticate
+
+
+class Unauthorized(JobqError):
+    """No token, or one jobq does not know (401; gRPC UNAUTHENTICATED)."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, invalid: bool = False) -> None:
+        super().__init__(detail)
+        challenge = f'Bearer realm="{REALM}"' + (', error="invalid_token"' if invalid else "")
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(JobqError):
+    """A known token whose role may not do this (403; gRPC PERMISSION_DENIED)."""
+
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'}
+
+
 class QueueFull(JobqError):
     status = 503
     title = "Queue full"
@@ -84,6 +110,13 @@ class StoreFull(JobqError):
     status = 507
     title = "Storage full"
     headers = {"Retry-After": "30"}
+
+
+class UnstorableValue(JobqError):
+    """A value the store cannot write (a lone surrogate, an integer too large): nothing of it is stored."""
+
+    status = 422
+    title = "Value cannot be stored"
 
 
 class StoreUnavailable(JobqError):

@@ -284,7 +284,7 @@ class StateCollector:
         depth, running, paused, oldest, workers = self._families()
         snapshot = self.snapshot
         if snapshot is not None:
-            now = time.time()
+            now = self.service.store.clock() if self.service is not None else time.time()
             for queue in snapshot.by_queue:
                 if len(self._queues) < MAX_LABEL_SETS:
                     self._queues.add(queue)

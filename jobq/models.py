@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from jobq.job import Job, JobStatus, new_job_id
-from jobq.values import MAX_ERROR_CHARS
+from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_DELAY_SECONDS = 366 * 24 * 3600.0
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+MAX_SENT_TRACEBACK = 100_000  # the longest traceback a worker may send (jobq keeps its last MAX_TRACEBACK_CHARS)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -104,6 +105,9 @@ class LeaseRequest(BaseModel):
     wait: float = Field(default=0.0, ge=0, description="seconds to wait for work (capped by the server)")
     lease: float = Field(default=60.0, gt=0, le=24 * 3600.0, description="seconds before an unfinished job is retried")
     worker: str | None = Field(default=None, max_length=200, description="worker name, shown in job history")
+    types: list[Name] | None = Field(
+        default=None, description="job types to take (those the worker has handlers for); all when omitted"
+    )
 
 
 class HeartbeatRequest(BaseModel):
@@ -127,6 +131,7 @@ class FailRequest(BaseModel):
     error: str = Field(max_length=MAX_ERROR_CHARS)
     retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
     outcome: Literal["failed", "timeout", "retry"] = "failed"
+    traceback: str | None = Field(default=None, max_length=MAX_SENT_TRACEBACK, description="kept: its last lines")
 
 
 class Settlement(BaseModel):
@@ -140,12 +145,13 @@ class Settlement(BaseModel):
     error: str | None = Field(default=None, max_length=MAX_ERROR_CHARS, description="present: the attempt failed")
     retry_in: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
     outcome: Literal["failed", "timeout", "retry"] = "failed"
+    traceback: str | None = Field(default=None, max_length=MAX_SENT_TRACEBACK, description="kept: its last lines")
 
     @model_validator(mode="after")
     def _complete_or_fail(self) -> Settlement:
         if self.error is None:
-            if self.retry_in is not None or "outcome" in self.model_fields_set:
-                raise ValueError("retry_in and outcome go with error (a failed attempt)")
+            if self.retry_in is not None or self.traceback is not None or "outcome" in self.model_fields_set:
+                raise ValueError("retry_in, outcome and traceback go with error (a failed attempt)")
         elif self.result is not None:
             raise ValueError("give result (completed) or error (failed), not both")
         return self
@@ -168,7 +174,7 @@ class ReleaseRequest(BaseModel):
 class LogRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    message: str = Field(max_length=10_000)
+    message: str = Field(max_length=MAX_LOG_CHARS)
 
 
 class ProgressRequest(BaseModel):
@@ -176,4 +182,4 @@ class ProgressRequest(BaseModel):
 
     lease_id: str
     fraction: float = Field(ge=0, le=1)
-    note: str | None = Field(default=None, max_length=1000)
+    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)

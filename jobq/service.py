@@ -22,9 +22,11 @@ from jobq.config import Config
 from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
 from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
-from jobq.models import EnqueueRequest, LeaseRequest, ListQuery, Settlement
+from jobq.models import EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
-from jobq.store.base import Added, Store
+from jobq.store.base import Added, JobEvent, Store
+from jobq.store.base import Settlement as StoreSettlement
+from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS, MAX_TRACEBACK_CHARS, storable_text
 from jobq.workers import DrainReport, WorkerPool
 
 log = logging.getLogger("jobq.service")
@@ -41,6 +43,19 @@ class Submitted:
 
     job: Job
     created: bool
+
+
+def failure(job_id: str, item: Settlement | FailRequest) -> StoreSettlement:
+    """A failed attempt as the store takes it, its texts made storable."""
+    assert item.error is not None
+    return StoreSettlement(
+        job_id,
+        item.lease_id,
+        error=storable_text(item.error, MAX_ERROR_CHARS),
+        retry_in=item.retry_in,
+        outcome=item.outcome,
+        traceback=None if item.traceback is None else storable_text(item.traceback, MAX_TRACEBACK_CHARS, keep="tail"),
+    )
 
 
 class JobService:
@@ -66,7 +81,8 @@ class JobService:
         self._enqueue_listeners: list[EnqueueListener] = []
         self._remote_held: set[str] = set()  # jobs leased to remote workers through this service, still running
         self._remote_settled = asyncio.Event()  # set whenever one of them leaves processing
-        store.add_listener(self._on_change)
+        store.add_listener(self._on_change)  # local and immediate: logs and throughput
+        store.subscribe(self._on_event)  # durable changes: waiters and drain accounting
         self._housekeeper: asyncio.Task[None] | None = None
 
     def add_enqueue_listener(self, listener: EnqueueListener) -> None:
@@ -118,18 +134,23 @@ class JobService:
         await self.store.close()
 
     async def _housekeep(self) -> None:
-        """Expire lapsed leases and enforce retention, once a second; survive its own errors."""
+        """Promote due jobs, expire lapsed leases and enforce retention, once a second; survive its own errors."""
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             try:
-                for job in await self.store.expire_leases():
+                done = await self.store.housekeep()
+                for job in done.expired:
                     log.warning("job %s lease expired; now %s", job.id, job.status, extra=job.log_fields())
-                await self.store.purge()
             except Exception:
                 log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why jobq cannot serve jobs now (its store cannot write), or None; ``/health`` reports it."""
+        return self.store.unavailable
+
     def _on_change(self, job: Job, before: JobStatus) -> None:
-        """Store listener: log the change, count finished jobs and wake whoever waits on this one."""
+        """Store listener (local, as each change is made): log the change and count finished jobs."""
         status = job.status
         if status in TERMINAL:
             self.finish_rate.mark()
@@ -139,7 +160,11 @@ class JobService:
             )
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job.log_fields(before))
-        if before is JobStatus.PROCESSING and self._remote_held:
+
+    def _on_event(self, event: JobEvent) -> None:
+        """Store subscriber (once a change is durable): account remote leases, wake whoever waits on the job."""
+        job = event.job
+        if event.before is JobStatus.PROCESSING and self._remote_held:
             self._remote_held.discard(job.id)
             self._remote_settled.set()
         waiters = self._change_waiters.pop(job.id, None)
@@ -209,7 +234,7 @@ class JobService:
         answers: list[Submitted | JobqError | None] = [None] * len(requests)
         jobs: list[Job] = []
         slots: list[int] = []
-        now = time.time()
+        now = self.store.clock()  # the store owns the clock: created and due times follow it
         for index, request in enumerate(requests):
             if self._runs_here(request.queue) and request.type not in self.registry:
                 answers[index] = self.registry.unknown(request.type)
@@ -260,12 +285,22 @@ class JobService:
         return job
 
     async def lease(self, request: LeaseRequest) -> list[Job]:
-        """Lease jobs to a remote worker, long-polling up to ``wait`` (capped); nothing once draining."""
+        """Lease jobs to a remote worker, long-polling up to ``wait`` (capped); nothing once draining.
+
+        Jobs leased for a caller that is gone by then (it hung up, or the call was cancelled)
+        go straight back as undelivered (see ``undelivered``).
+        """
         if self.draining:  # a worker asking anew backs off; parked long-polls were answered at once
             raise ShuttingDown("jobq is shutting down and leases no more jobs")
         wait = min(request.wait, self.config.max_wait)
         lease = functools.partial(
-            self.store.lease, request.max_jobs, request.lease, queues=request.queues, worker=request.worker, wait=wait
+            self.store.lease,
+            request.max_jobs,
+            request.lease,
+            queues=request.queues,
+            worker=request.worker,
+            wait=wait,
+            types=request.types,
         )
         if wait <= 0:
             return self._hold_remote(await lease())
@@ -296,17 +331,29 @@ class JobService:
             return
         if leasing.cancelled() or leasing.exception() is not None:
             return
-        for job in leasing.result():
-            await self.store.release(job.id, job.lease_id or "")
+        await self.undelivered(leasing.result())
+
+    async def undelivered(self, jobs: Sequence[Job]) -> None:
+        """Jobs leased for an answer that never reached its worker: back at once, as a lost run (jobq.lifecycle)."""
+        for job in jobs:
+            with contextlib.suppress(JobqError):  # settled or cancelled meanwhile: nothing to hand back
+                await self.store.release(job.id, job.lease_id or "", "undelivered")
+            self._remote_held.discard(job.id)
+        if jobs:
+            log.info("%d leased jobs never reached their worker (it hung up): they run again", len(jobs))
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
         """Complete or fail many leased jobs; each gets its own answer (the job, or why not, e.g. StaleLease).
 
-        They are settled concurrently, so a durable store writes them all in one group commit.
-        More than ``--batch-limit`` of them is a ValidationFailed.
+        The store settles them in one write. More than ``--batch-limit`` of them is a ValidationFailed.
         """
         self.check_batch(len(settlements))
-        return await asyncio.gather(*(self._settle_one(item) for item in settlements))
+        return await self.store.settle_many(
+            [
+                StoreSettlement(item.id, item.lease_id, item.result) if item.error is None else failure(item.id, item)
+                for item in settlements
+            ]
+        )
 
     def check_batch(self, count: int) -> None:
         """Refuse a batch (of jobs to enqueue or to settle) longer than ``--batch-limit``."""
@@ -317,15 +364,27 @@ class JobService:
                 errors=[{"field": "jobs", "message": f"at most {limit} items"}],
             )
 
-    async def _settle_one(self, item: Settlement) -> Job | JobqError:
-        try:
-            if item.error is None:
-                return await self.store.complete(item.id, item.lease_id, item.result)
-            return await self.store.fail(
-                item.id, item.lease_id, item.error, retry_in=item.retry_in, outcome=item.outcome
-            )
-        except JobqError as exc:
-            return exc
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
+        """Extend many leases at once; each gets its own answer (the job, or StaleLease)."""
+        self.check_batch(len(leases))
+        return await self.store.heartbeat_many(leases, lease_seconds)
+
+    async def fail(self, job_id: str, item: FailRequest) -> Job:
+        """Record one failed attempt of a leased job."""
+        [answer] = await self.store.settle_many([failure(job_id, item)])
+        if isinstance(answer, JobqError):
+            raise answer
+        return answer
+
+    async def append_log(self, job_id: str, lease_id: str, message: str) -> None:
+        """Add a line to the log of a job leased under ``lease_id``."""
+        await self.store.append_log(job_id, storable_text(message, MAX_LOG_CHARS), lease_id)
+
+    async def set_progress(self, job_id: str, lease_id: str, fraction: float, note: str | None) -> None:
+        """Record how far a job leased under ``lease_id`` is."""
+        await self.store.set_progress(
+            job_id, lease_id, fraction, None if note is None else storable_text(note, MAX_NOTE_CHARS)
+        )
 
     async def retry(self, job_id: str) -> Job:
         """Run a failed or dead job again."""

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from jobq.app import create_app
+from jobq.app import create_app, store_from_config
 from jobq.builtin_handlers import register_builtins
 from jobq.config import Config
 from jobq.handlers import Registry
@@ -47,11 +47,14 @@ MakeClient = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 def make_client(aiohttp_client: Any, registry: Registry, backend: str, tmp_path: Path) -> MakeClient:
-    """Build a test client for an app on each backend with config overrides, e.g. ``await make_client(workers=2)``."""
+    """Build a test client for an app on each backend with config overrides, e.g. ``await make_client(workers=2)``.
 
-    async def build(**overrides: Any) -> TestClient:
+    ``clock`` is the store's clock (a FakeClock moves time only when the test says).
+    """
+
+    async def build(clock: Callable[[], float] = time.time, **overrides: Any) -> TestClient:
         config = replace(TEST_CONFIG, store=store_url(backend, tmp_path), **overrides)
-        return await aiohttp_client(create_app(config, handlers=registry))
+        return await aiohttp_client(create_app(config, store=store_from_config(config, clock), handlers=registry))
 
     return build
 
@@ -71,6 +74,19 @@ async def wait_for_status(client: TestClient, job_id: str, *statuses: str, timeo
             return job
         assert time.monotonic() < deadline, f"job {job_id} stuck in {job['status']}, wanted {statuses}"
         await asyncio.sleep(0.01)
+
+
+class FakeClock:
+    """A store clock that moves only when a test says so."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 StartServer = Callable[..., ServerProcess]

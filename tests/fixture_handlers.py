@@ -2,8 +2,8 @@
 
 ``record`` appends the job id to the file named by ``JOBQ_TEST_RUNS_FILE`` each
 time it starts, so a test can count how often every job ran. It then sleeps
-``payload.seconds`` — only on the first ``payload.slow_attempts`` attempts when
-that is given, so a re-delivered job finishes quickly.
+``payload.seconds`` — only on the first ``payload.slow_runs`` runs when that is
+given, so a re-delivered job finishes quickly.
 
 ``gated`` records its run the same way, then waits until its process gets
 SIGUSR1: a test decides when the job finishes.
@@ -28,7 +28,8 @@ async def record(ctx: JobContext) -> dict[str, str]:
         os.close(fd)
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
     seconds = payload.get("seconds", 0)
-    if ctx.job.attempts > payload.get("slow_attempts", ctx.job.attempts):
+    run = len(ctx.job.history)  # this run's number: a lost run uses no attempt, but is in the history
+    if run > payload.get("slow_runs", run):
         seconds = 0
     if seconds:
         await asyncio.sleep(seconds)
@@ -53,7 +54,7 @@ async def gated(ctx: JobContext) -> dict[str, object]:
 
     The signal handler is installed before the run is written to the runs file, so a test
     may signal the process once it sees the run there. The gate then stays open: every
-    gated job of that process, running or later, finishes. The result names the attempt
+    gated job of that process, running or later, finishes. The result names the run
     that finished the job.
     """
     opened = gate()
@@ -63,4 +64,4 @@ async def gated(ctx: JobContext) -> dict[str, object]:
     finally:
         os.close(fd)
     await opened.wait()
-    return {"ran": ctx.job.id, "attempt": ctx.job.attempts}
+    return {"ran": ctx.job.id, "run": len(ctx.job.history)}

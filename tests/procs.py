@@ -65,10 +65,10 @@ class ManagedProcess:
 
 
 class WorkerProcess(ManagedProcess):
-    """One ``python -m jobq.worker`` process leasing from ``url``."""
+    """One ``python -m jobq.sdk.remote_worker`` process leasing from ``url``."""
 
     def __init__(self, log_path: Path, url: str, *args: str, env: dict[str, str] | None = None) -> None:
-        super().__init__(log_path, ["-m", "jobq.worker", "--url", url, *args], env)
+        super().__init__(log_path, ["-m", "jobq.sdk.remote_worker", "--url", url, *args], env)
 
 
 class ServerProcess(ManagedProcess):

@@ -27,13 +27,13 @@ from jobq import auth
 from jobq.api import SERVICE
 from jobq.app import create_app
 from jobq.auth import Forbidden, Principal, Role, TokenBook, TokenError, Unauthorized, bearer_token, token_digest
-from jobq.client import JobqClient
 from jobq.errors import JobNotFound
 from jobq.handlers import Registry
 from jobq.job import Job, JobStatus
 from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
 from jobq.rpc.server import GrpcServer, start_grpc_server
+from jobq.sdk.client import JobqClient
 from jobq.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.conftest import TEST_CONFIG
 from tests.procs import ROOT, ManagedProcess, ServerProcess, WorkerProcess, free_port
@@ -616,7 +616,7 @@ async def test_owners_survive_a_restart_and_files_from_before_owners_stay_readab
     old = await store.get("old-1")
     assert old is not None and (old.status, old.owner) == (JobStatus.PENDING, None)
     await store.add([Job(id="new-1", type="echo", payload={}, owner="alice")])
-    assert await store.with_connection(lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]) == 2
+    assert await store.with_connection(lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]) == len(MIGRATIONS)
     await store.close()
     reopened = SQLiteStore(path)
     await reopened.open()

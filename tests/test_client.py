@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from jobq.client import BatchedSource, JobqClient, SyncJobqClient
 from jobq.errors import (
     IdReused,
     JobNotFound,
@@ -24,6 +23,7 @@ from jobq.errors import (
 )
 from jobq.handlers import JobContext, Registry
 from jobq.job import JobStatus
+from jobq.sdk.client import BatchedSource, JobqClient, SyncJobqClient
 from jobq.workers import WorkerPool
 from tests.conftest import MakeClient, wait_for_status
 from tests.procs import ServerProcess, free_port
@@ -83,7 +83,7 @@ async def test_wait_returns_the_finished_job(sdk: JobqClient) -> None:
 
 
 async def test_remote_worker_pool_runs_jobs_over_http(registry: Registry, make_client: MakeClient) -> None:
-    """The same WorkerPool, fed by the SDK instead of a store: what ``python -m jobq.worker`` runs."""
+    """The same WorkerPool, fed by the SDK instead of a store: what ``python -m jobq.sdk.remote_worker`` runs."""
     seen: list[str] = []
 
     async def shout(ctx: JobContext) -> str:

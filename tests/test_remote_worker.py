@@ -1,4 +1,4 @@
-"""``python -m jobq.worker`` as real processes beside a real server: sharing, crashes, drains.
+"""``python -m jobq.sdk.remote_worker`` as real processes beside a real server: sharing, crashes, drains.
 
 Also the long-polls of a real server: ``POST /enqueue?wait=`` and a thousand ``GET /status/{id}?wait=``.
 """
@@ -82,7 +82,7 @@ def test_killed_remote_worker_lease_lapses_and_the_job_is_redelivered(
 ) -> None:
     server = start_server("--store", "memory://", "--workers", "0")
     doomed = start_worker(tmp_path, runs_file, started, server.url, "doomed", "--lease", "1")
-    job = {"type": "record", "payload": {"seconds": 60, "slow_attempts": 1}, "max_attempts": 3}
+    job = {"type": "record", "payload": {"seconds": 60, "slow_runs": 1}}  # default options: one attempt
     status, body = server.request("POST", "/enqueue", job)
     assert status == 202
     job_id = body["id"]
@@ -124,7 +124,7 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     server = start_server("--store", "memory://", "--workers", "0")
     held = ("--lease", "2", "--concurrency", "1", "--log-level", "debug")
     sleeper = start_worker(tmp_path, runs_file, started, server.url, "sleeper", *held)
-    status, body = server.request("POST", "/enqueue", {"type": "gated", "max_attempts": 3})
+    status, body = server.request("POST", "/enqueue", {"type": "gated"})
     assert status == 202, body
     job_id = body["id"]
     wait_until(lambda: runs(runs_file)[job_id] == 1, 30, "the sleeper to start the job")
@@ -147,7 +147,7 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     rescuer.send(signal.SIGUSR1)
     wait_until(lambda: job_status(server, job_id)["status"] == "completed", 30, "the rescuer to complete the job")
     done = job_status(server, job_id)
-    assert done["result"] == {"ran": job_id, "attempt": 2}
+    assert done["result"] == {"ran": job_id, "run": 2}
     assert outcomes(done) == ["lease-expired", "completed"]
     assert done["history"][0]["worker"].endswith(f":{sleeper.process.pid}")
     assert done["history"][1]["worker"].endswith(f":{rescuer.process.pid}")
@@ -269,7 +269,7 @@ def test_a_thousand_waiters_all_see_the_final_status(
     assert len(answers) == WAITERS
     assert Counter(code for code, _, _ in answers) == {200: WAITERS}
     assert Counter(job["status"] for _, job, _ in answers) == {"completed": WAITERS}
-    assert all(job["result"] == {"ran": job_id, "attempt": 1} for _, job, _ in answers)
+    assert all(job["result"] == {"ran": job_id, "run": 1} for _, job, _ in answers)
     assert min(at for _, _, at in answers) >= opened_at  # every one was held until the job finished
     last = max(at for _, _, at in answers) - opened_at
     assert last < WOKEN_WITHIN, f"the last answer came {last:.1f}s after the job finished: not woken by it"

@@ -20,7 +20,7 @@ from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.retry import RetryPolicy
 from jobq.store import Added, Retention, Store, StoreOptions, memory, open_store
-from tests.conftest import BACKENDS, store_url
+from tests.conftest import BACKENDS, FakeClock, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
 
@@ -223,7 +223,7 @@ async def test_release_returns_the_job_to_pending_in_its_place(store: Store) -> 
     await add(store, make_job("first"), make_job("second"))
     job = await lease_one(store)
     released = await store.release("first", job.lease_id or "")
-    assert (released.status, released.attempts, released.lease_id) == (JobStatus.PENDING, 1, None)
+    assert (released.status, released.attempts, released.lease_id) == (JobStatus.PENDING, 0, None)  # no attempt used
     assert released.history[-1].outcome == "released"
     assert (await lease_one(store)).id == "first"
 
@@ -345,19 +345,68 @@ async def test_requeue_a_dead_job(store: Store) -> None:
 
 
 # -- housekeeping ----------------------------------------------------------
-async def test_expire_leases_requeues_or_fails_lapsed_jobs(store: Store) -> None:
-    await add(store, make_job("retried", max_attempts=2), make_job("once"), make_job("alive"))
-    await store.lease(2, 0.0)
-    await store.lease(1, 60.0)
-    expired = {job.id: job for job in await store.expire_leases()}
-    assert sorted(expired) == ["once", "retried"]
-    assert expired["retried"].status is JobStatus.RETRYING
-    assert expired["once"].status is JobStatus.FAILED
-    for job in expired.values():
-        assert job.history[-1].outcome == "lease-expired"
-        assert job.lease_id is None
+async def test_a_lapsed_lease_re_delivers_the_job_without_using_an_attempt(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    await add(store, make_job("once"), make_job("alive"))
+    lapsing = await lease_one(store, 10.0)
+    await lease_one(store, 60.0)
+    clock.advance(10.0)
+    [expired] = await store.expire_leases()
+    assert (expired.id, expired.status, expired.attempts, expired.lease_id) == ("once", JobStatus.PENDING, 0, None)
+    assert [(a.outcome, a.finished_at) for a in expired.history] == [("lease-expired", clock.now)]
     assert (await store.get("alive")).status is JobStatus.PROCESSING  # type: ignore[union-attr]
     assert await store.expire_leases() == []
+    again = await lease_one(store, 10.0)  # the idle worker gets it, as a fresh attempt
+    assert (again.id, again.attempts, len(again.history)) == ("once", 1, 2)
+    assert again.lease_id != lapsing.lease_id
+    with pytest.raises(StaleLease):  # the lost worker's late answer changes nothing
+        await store.complete("once", lapsing.lease_id or "", "late")
+    done = await store.complete("once", again.lease_id or "", "ok")
+    assert (done.status, done.result, done.attempts) == (JobStatus.COMPLETED, "ok", 1)
+
+
+async def test_a_job_lost_max_lost_runs_times_in_a_row_is_dead(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock, max_lost_runs=3)
+    await add(store, make_job("poison", max_attempts=5))
+    for expected in (JobStatus.PENDING, JobStatus.PENDING, JobStatus.DEAD):
+        await lease_one(store, 5.0)
+        clock.advance(5.0)
+        [job] = await store.expire_leases()
+        assert job.status is expected
+    assert job.attempts == 0  # lost runs used none of its five attempts
+    assert [a.outcome for a in job.history] == ["lease-expired"] * 3
+    assert job.error is not None and "lost 3 runs in a row" in job.error
+    assert job.finished_at == clock.now
+
+
+async def test_a_failed_run_breaks_a_row_of_lost_runs(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock, max_lost_runs=2)
+    await add(store, make_job("flaky", max_attempts=3))
+    await lease_one(store, 5.0)
+    clock.advance(5.0)
+    await store.expire_leases()
+    job = await lease_one(store, 5.0)
+    await store.fail("flaky", job.lease_id or "", "boom", retry_in=0.0)  # a real failure: not lost
+    clock.advance(1.0)
+    await lease_one(store, 5.0)
+    clock.advance(5.0)
+    [job] = await store.expire_leases()
+    assert job.status is JobStatus.PENDING  # one lost run in a row, not two
+    assert [a.outcome for a in job.history] == ["lease-expired", "failed", "lease-expired"]
+
+
+async def test_an_undelivered_lease_goes_back_at_once_and_counts_as_lost(make_store: MakeStore) -> None:
+    store = await make_store(max_lost_runs=2)
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    back = await store.release("a", job.lease_id or "", "undelivered")
+    assert (back.status, back.attempts, back.history[-1].outcome) == (JobStatus.PENDING, 0, "undelivered")
+    job = await lease_one(store)
+    dead = await store.release("a", job.lease_id or "", "undelivered")
+    assert dead.status is JobStatus.DEAD
 
 
 async def finish(store: Store, *job_ids: str) -> None:

@@ -8,9 +8,9 @@ import tomllib
 import pytest
 from aiohttp import web
 
-from jobq.client import JobqClient
 from jobq.errors import JobqError
-from jobq.worker import build_parser
+from jobq.sdk.client import JobqClient
+from jobq.sdk.remote_worker import build_parser
 from tests.procs import ROOT
 
 

@@ -175,6 +175,7 @@ def attempt_message(attempt: Attempt) -> pb.Attempt:
         finished_at=to_timestamp(attempt.finished_at),
         outcome=attempt.outcome,
         error=attempt.error,
+        traceback=attempt.traceback,
     )
 
 

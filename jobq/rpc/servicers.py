@@ -145,8 +145,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     @unary
     async def Fail(self, request: pb.FailRequest, context: Context) -> pb.Job:
         body = FailRequest.model_validate(convert.fail_fields(request))
-        job = await self.store.fail(request.id, body.lease_id, body.error, retry_in=body.retry_in, outcome=body.outcome)
-        return convert.job_message(job)
+        return convert.job_message(await self.service.fail(request.id, body))
 
     @override
     @unary

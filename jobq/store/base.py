@@ -1,21 +1,42 @@
 """The storage seam: the one interface workers, the API and every feature use.
 
 Claiming work is an atomic *lease*: ``lease()`` moves ready jobs to
-``processing`` under a fresh lease id with a deadline. Only the holder of the
-current lease id may heartbeat, complete or fail the job; a stale id gets
-:class:`~jobq.errors.StaleLease` and changes nothing. A lease that runs out puts
-the job back under its retry policy (``expire_leases``). This is what lets
-several processes share one store.
+``processing`` under a fresh, unguessable lease id with a deadline. Only the
+holder of the current lease id may heartbeat, complete, fail or release the job;
+a stale id gets :class:`~jobq.errors.StaleLease` and changes nothing. This is
+what lets several processes share one store.
+
+What every backend promises (tests/test_store_contract.py checks each):
+
+- **Snapshots.** Every job a store returns is a copy: changing it never changes
+  the stored job (see :meth:`Job.snapshot`).
+- **Durable answers.** A verb returns once its change is durable (on a durable
+  backend), and a read never shows a change that is not durable yet.
+- **Events after commit.** Subscribers (``subscribe``) get each status change of
+  a job once it is durable, in the order the changes were made; they are the
+  only thing ``?wait=``, watches and drain accounting listen to. Local listeners
+  (``add_listener``) see each transition as it is made, exactly once, for metrics
+  and logs.
+- **One set of rules.** What a failed, lost or released run means is decided by
+  :mod:`jobq.lifecycle`; backends only persist the outcome.
+- **The store's clock.** Due times and lease deadlines are read from
+  ``options.clock`` (injectable: tests drive a fake one).
+- **Housekeeping** (``housekeep``) promotes due jobs, expires lapsed leases and
+  purges by retention whether or not anyone leases, and is safe to run in
+  several processes at once on a shared store.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobq.errors import JobqError
 from jobq.job import Job, JobStatus
+from jobq.lifecycle import RELEASED, Rules
 from jobq.retry import RetryPolicy
 
 
@@ -34,6 +55,12 @@ class StoreOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retention: Retention = field(default_factory=Retention)
     max_waiting: int = 1_000_000  # waiting (pending/scheduled/retrying) jobs before enqueue is refused
+    max_lost_runs: int = 3  # lost runs in a row (lease expired, jobq stopped) after which a job is dead
+    clock: Callable[[], float] = time.time  # the store's clock, in Unix seconds
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.retry, self.max_lost_runs)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field set, per job
@@ -42,6 +69,28 @@ class Added:
 
     job: Job
     created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a leased run ended: a result (``error`` None), or a failure with its error text."""
+
+    id: str
+    lease_id: str
+    result: Any = None
+    error: str | None = None
+    retry_in: float | None = None  # a failure: run again after this long, whatever the policy says
+    outcome: str = "failed"  # a failure: failed, timeout or retry
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Housekeeping:
+    """What one round of housekeeping did."""
+
+    promoted: int  # scheduled or retrying jobs that fell due
+    expired: list[Job]  # jobs whose lease ran out, as they are now
+    purged: int  # finished jobs past retention, deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +107,58 @@ class StoreStats:
         return sum(self.by_status.get(s, 0) for s in ("pending", "scheduled", "retrying"))
 
 
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """A job's status changed, durably: the job as it now is (a snapshot), and its status before."""
+
+    job: Job
+    before: JobStatus
+
+
 ChangeListener = Callable[[Job, JobStatus], None]
-"""Called as ``listener(job, before)`` after a stored job moves from status ``before``."""
+"""Called as ``listener(job, before)`` as a job moves from status ``before`` (local, before commit)."""
+
+Subscriber = Callable[[JobEvent], None]
+"""Called with each durable status change (after commit)."""
 
 
 class Store(ABC):
     """A job store. Every backend passes the same conformance suite (tests/test_store_contract.py)."""
 
-    options: StoreOptions
-    listeners: list[ChangeListener]
+    def __init__(self, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
+        self.rules = self.options.rules
+        self.clock = self.options.clock
+        self.listeners: list[ChangeListener] = []
+        self.subscribers: list[Subscriber] = []
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """Call ``listener`` on the event loop after every status change of a stored job.
+        """Call ``listener(job, before)`` on the event loop as each job changes status here.
 
-        It must be quick and must not raise: it runs inside store operations.
-        Waiting for a job (``?wait=``), watch streams and metrics hang off this.
+        Local and immediate (before the change is durable), exactly once per
+        transition made by this process: for metrics and logs. It must be quick
+        and must not raise: it runs inside store operations.
         """
         self.listeners.append(listener)
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber(event)`` on the event loop for each durable status change; returns an unsubscribe.
+
+        Changes arrive once committed, in the order they were made. ``?wait=``,
+        watches and drain accounting listen here. It must be quick and must not raise.
+        """
+        self.subscribers.append(subscriber)
+        return lambda: self.subscribers.remove(subscriber) if subscriber in self.subscribers else None
+
+    def _publish(self, events: Sequence[JobEvent]) -> None:
+        for subscriber in list(self.subscribers):
+            for event in events:
+                subscriber(event)
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the store cannot serve (a dead writer, say), or None while it can; ``/health`` reports it."""
+        return None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema, and recover after a crash."""
@@ -115,30 +199,59 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
-        """Extend a lease; raises StaleLease if ``lease_id`` is not the current one."""
+    async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
+        """Extend many leases (``(job_id, lease_id)`` pairs) in one write; one answer each, in order.
 
-    @abstractmethod
-    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
-        """Finish a leased job with its result.
-
-        Idempotent for the same lease: completing again with the lease that completed
-        the job answers the completed job (with the first result) instead of StaleLease.
+        An answer is the job, or StaleLease if that lease is not the job's current one.
         """
 
-    @abstractmethod
-    async def fail(
-        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
-    ) -> Job:
-        """Record a failed attempt: retried under the retry policy (or after ``retry_in``), or given up."""
+    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
+        """Extend one lease; raises StaleLease if ``lease_id`` is not the current one."""
+        [answer] = await self.heartbeat_many([(job_id, lease_id)], lease_seconds)
+        if isinstance(answer, JobqError):
+            raise answer
+        return answer
 
     @abstractmethod
-    async def release(self, job_id: str, lease_id: str) -> Job:
-        """Hand a leased job back unfinished; it becomes pending again at its place."""
+    async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
+        """Complete or fail many leased jobs in one write; one answer each, in order.
+
+        A completion is idempotent for the same lease: completing again with the
+        lease that completed the job answers the completed job (with the first
+        result) instead of StaleLease. A failure follows :func:`jobq.lifecycle.fail_attempt`.
+        """
+
+    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
+        """Finish one leased job with its result (see ``settle_many``)."""
+        return await self._settle_one(Settlement(job_id, lease_id, result))
+
+    async def fail(
+        self,
+        job_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        retry_in: float | None = None,
+        outcome: str = "failed",
+        traceback: str | None = None,
+    ) -> Job:
+        """Record one failed attempt: retried under the retry policy (or after ``retry_in``), or given up."""
+        return await self._settle_one(Settlement(job_id, lease_id, None, error, retry_in, outcome, traceback))
+
+    async def _settle_one(self, settlement: Settlement) -> Job:
+        [answer] = await self.settle_many([settlement])
+        if isinstance(answer, JobqError):
+            raise answer
+        return answer
+
+    @abstractmethod
+    async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
+        """End a leased run without a result: handed back by its worker (``released``), or lost
+        (``undelivered``: the answer that leased it never reached a worker). See jobq.lifecycle."""
 
     @abstractmethod
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
-        """Record how far a running job is."""
+        """Record how far a leased job is (StaleLease unless ``lease_id`` holds it); ``note`` is storable text."""
 
     # -- operators ---------------------------------------------------------
     @abstractmethod
@@ -150,8 +263,8 @@ class Store(ABC):
         """Run a failed or dead job again."""
 
     @abstractmethod
-    async def append_log(self, job_id: str, message: str) -> None:
-        """Add a line to a job's log."""
+    async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
+        """Add a line (storable text) to a job's log; with ``lease_id``, StaleLease unless that lease holds the job."""
 
     @abstractmethod
     async def logs(self, job_id: str) -> list[dict[str, Any]]:
@@ -183,9 +296,19 @@ class Store(ABC):
         """Delete a queue's waiting jobs; returns how many."""
 
     # -- housekeeping ------------------------------------------------------
+    async def housekeep(self) -> Housekeeping:
+        """One round of every periodic duty: promote due jobs, expire lapsed leases, purge."""
+        promoted = await self.promote_due()
+        expired = await self.expire_leases()
+        return Housekeeping(promoted, expired, await self.purge())
+
+    @abstractmethod
+    async def promote_due(self) -> int:
+        """Make scheduled and retrying jobs whose time has come pending; returns how many."""
+
     @abstractmethod
     async def expire_leases(self) -> list[Job]:
-        """Fail every job whose lease ran out (worker crashed or hung); returns them."""
+        """End every run whose lease ran out as lost (see jobq.lifecycle); returns those jobs as they now are."""
 
     @abstractmethod
     async def purge(self) -> int:

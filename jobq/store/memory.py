@@ -1,8 +1,13 @@
 """The in-process store: every job in dicts and heaps, the fastest backend.
 
 It is also the index behind the SQLite store, which subclasses it and turns
-the ``_journal*`` hooks into group-committed writes. Nothing here survives a
+the ``_persist*`` hooks into group-committed writes. Nothing here survives a
 restart.
+
+Jobs handed out are snapshots (``Job.snapshot``); the stored objects never
+leave. Each change is persisted through ``_journal``, which also holds back
+the change's events until its write is committed, and records the write as
+in flight so that ``get`` waits for it: a reader never sees what is not durable.
 """
 
 from __future__ import annotations
@@ -13,31 +18,41 @@ import functools
 import heapq
 import itertools
 import math
-import os
-import time
+import secrets
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease, StoreUnavailable
+from jobq.errors import InvalidTransition, JobNotFound, JobqError, QueueFull, StaleLease, StoreUnavailable
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
-from jobq.store.base import Added, Store, StoreOptions, StoreStats
-from jobq.store.ready import ReadyQueue
+from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run, release_run
+from jobq.store.base import Added, JobEvent, Settlement, Store, StoreOptions, StoreStats
+from jobq.store.ready import QueueReady
 
 MAX_LOG_LINES = 1000
 MAX_SCANNED = 20_000  # jobs one listing page reads at most (a page of a selective filter may hold fewer)
 RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what requeue accepts
+DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
+COMPACT_AFTER = 1024  # stale timer entries (cancelled or cleared jobs) tolerated before the heap is rebuilt
+
+# What a write changes, so a durable backend writes only that (see SQLiteStore._persist).
+ADD, STATE, LEASE, HEARTBEAT, PROGRESS = "add", "state", "lease", "heartbeat", "progress"
+
+
+def new_lease_id() -> str:
+    """An unguessable lease id: holding one is what lets a worker settle a job."""
+    return secrets.token_hex(12)
 
 
 class MemoryStore(Store):
     """Jobs in process memory: the fastest backend, for one process; nothing survives a restart."""
 
     def __init__(self, options: StoreOptions | None = None) -> None:
-        self.options = options or StoreOptions()
-        self.listeners = []
+        super().__init__(options)
         self._jobs: dict[str, Job] = {}
-        self._ready: dict[str, ReadyQueue] = {}  # queue -> its pending jobs (entries may be stale: see _ready_job)
+        self._ready: dict[str, QueueReady] = {}  # queue -> its pending jobs (entries may be stale: see _ready_job)
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
+        self._deferred_stale = 0  # heap entries of jobs cancelled or cleared before they fell due
         self._leased: dict[str, Job] = {}
         self._finished: deque[tuple[float, Job]] = deque()  # (finished_at, job) in finishing order, for retention
         self._counts: dict[str, dict[JobStatus, int]] = {}  # queue -> status -> jobs
@@ -46,29 +61,63 @@ class MemoryStore(Store):
         self._paused: set[str] = set()
         self._logs: dict[str, list[tuple[float, str]]] = {}
         self._seq = itertools.count(1)
-        self._lease_ids = itertools.count(1)
-        self._lease_prefix = os.urandom(6).hex()
         self._waiters: set[asyncio.Future[None]] = set()
         self._adding: dict[str, asyncio.Future[None]] = {}  # job id -> the commit that makes it durable
+        self._inflight: dict[str, asyncio.Future[None]] = {}  # job id -> its latest write not yet committed
+        self._log_inflight: dict[str, asyncio.Future[None]] = {}  # job id -> its latest log line not yet committed
+        self._unpublished: list[JobEvent] = []  # changes made since the last write was queued
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
-    def _journal(self, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
-        """Persist these jobs' current state; returns a future for the commit, if any."""
+    def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
+        """Write what ``kind`` says changed in these jobs; returns a future for the commit, if any."""
         return None
 
-    def _journal_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
+    def _persist_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
         return None
 
-    def _journal_log(self, job_id: str, at: float, message: str) -> asyncio.Future[None] | None:
+    def _persist_log(self, job_id: str, at: float, message: str) -> asyncio.Future[None] | None:
         return None
 
-    def _journal_paused(self, queue: str, paused: bool) -> asyncio.Future[None] | None:
+    def _persist_paused(self, queue: str, paused: bool) -> asyncio.Future[None] | None:
         return None
 
-    async def _commit(self, jobs: Sequence[Job]) -> None:
-        future = self._journal(jobs)
+    def _journal(self, jobs: Sequence[Job], kind: str = STATE) -> asyncio.Future[None] | None:
+        """Persist a change of ``jobs``; its events (and any made since the last write) follow its commit."""
+        future = self._persist(kind, jobs)
+        events, self._unpublished = self._unpublished, []
+        if future is None:
+            if events:
+                self._publish(events)
+            return None
+        inflight = self._inflight
+        for job in jobs:
+            inflight[job.id] = future
+        future.add_done_callback(functools.partial(self._landed, jobs, events))
+        return future
+
+    def _landed(self, jobs: Sequence[Job], events: list[JobEvent], future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            # Not durable: readers keep waiting on it (and get its error) until the write that
+            # catches up replaces it, and its events go out with that write.
+            self._unpublished[:0] = events
+            return
+        inflight = self._inflight
+        for job in jobs:
+            if inflight.get(job.id) is future:
+                del inflight[job.id]
+        if events:
+            self._publish(events)
+
+    async def _commit(self, jobs: Sequence[Job], kind: str = STATE) -> None:
+        future = self._journal(jobs, kind)
         if future is not None:
-            await future
+            await asyncio.shield(future)  # shielded: a cancelled caller never cancels a commit
+
+    async def _durable(self, job_id: str) -> None:
+        """Wait until the latest write of this job is committed (raises its storage error if it failed)."""
+        future = self._inflight.get(job_id)
+        if future is not None:
+            await asyncio.shield(future)
 
     # -- bookkeeping -------------------------------------------------------
     def _load(self, job: Job) -> None:
@@ -80,7 +129,7 @@ class MemoryStore(Store):
         self._place(job)
 
     def _counted(self, job: Job, before: JobStatus | None) -> None:
-        """Keep the per-status counters right after ``job`` moved from ``before``."""
+        """Keep the per-status counters right after ``job`` moved from ``before``; tell listeners."""
         after = job.status
         if before is after:
             return
@@ -97,14 +146,16 @@ class MemoryStore(Store):
         if before is not None:
             for listener in self.listeners:
                 listener(job, before)
+            if self.subscribers:
+                self._unpublished.append(JobEvent(job.snapshot(), before))
 
     def _place(self, job: Job) -> None:
-        """Put a job where its status says it belongs (ready heap, timer heap, leases, finished)."""
+        """Put a job where its status says it belongs (ready queue, timer heap, leases, finished)."""
         status = job.status
         if status is JobStatus.PENDING:
             ready = self._ready.get(job.queue)
             if ready is None:
-                ready = self._ready[job.queue] = ReadyQueue()
+                ready = self._ready[job.queue] = QueueReady()
             ready.push(job)
             self._wake()
         elif status is JobStatus.PROCESSING:
@@ -118,17 +169,40 @@ class MemoryStore(Store):
     def _moved(self, job: Job, before: JobStatus) -> None:
         self._counted(job, before)
         self._place(job)
+        if before in DEFERRED and job.status not in WAITING:  # left the timer heap early (cancelled)
+            self._deferred_stale += 1
+            self._compact_deferred()
 
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
-        self._counts[job.queue][job.status] -= 1
+        counts = self._counts[job.queue]
+        counts[job.status] -= 1
+        if not any(counts.values()):  # a queue name nobody uses any more keeps nothing
+            del self._counts[job.queue]
         self._waiting -= job.status in WAITING
         self._terminal -= job.status in TERMINAL
+        if job.status in DEFERRED:
+            self._deferred_stale += 1
         self._leased.pop(job.id, None)
         self._logs.pop(job.id, None)
+        self._inflight.pop(job.id, None)
+        self._log_inflight.pop(job.id, None)
+
+    def _compact_deferred(self) -> None:
+        """Rebuild the timer heap once most of it is stale, so cancelled jobs (and their payloads) go."""
+        if self._deferred_stale < COMPACT_AFTER or self._deferred_stale * 2 < len(self._deferred):
+            return
+        self._deferred = [entry for entry in self._deferred if self._due_entry(entry)]
+        heapq.heapify(self._deferred)
+        self._deferred_stale = 0
+
+    def _due_entry(self, entry: tuple[float, int, Job]) -> bool:
+        """Whether a timer entry still stands for its job (not cancelled, cleared, or re-timed)."""
+        run_at, _, job = entry
+        return job.status in DEFERRED and job.run_at == run_at and self._live(job)
 
     def _live(self, job: Job) -> bool:
-        """Whether a heap entry's job is still stored (not cleared, purged or replaced by a re-added id)."""
+        """Whether an index entry's job is still stored (not cleared, purged or replaced by a re-added id)."""
         return self._jobs.get(job.id) is job
 
     def _ready_job(self, job: Job) -> bool:
@@ -168,33 +242,33 @@ class MemoryStore(Store):
             elif self._waiting >= self.options.max_waiting:
                 outcomes.append(QueueFull(f"the queue holds {self._waiting} waiting jobs, its limit"))
             else:
+                job = job.snapshot()  # the store keeps its own copy
                 job.seq = next(self._seq)
                 self._jobs[job.id] = job
                 self._counted(job, None)
                 fresh.append(job)
                 outcomes.append(Added(job, created=True))
-        future = self._journal(fresh) if fresh else None
+        future = self._journal(fresh, ADD) if fresh else None
         if future is not None:
             self._adding.update((job.id, future) for job in fresh)
             commits.update((job.id, future) for job in fresh)
         else:
             for job in fresh:
                 self._place(job)
-        if not commits:
-            return outcomes
-        try:
-            for commit in set(commits.values()):  # shielded: a cancelled caller never cancels a commit
-                with contextlib.suppress(Exception):  # read back per job below
-                    await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            if future is not None:  # finish the bookkeeping when the commit lands, caller or not
-                future.add_done_callback(functools.partial(self._added, fresh))
-            raise
-        if future is not None:
-            # Placed here, not in a done-callback, so the accepting request answers
-            # before any worker can lease the job: its 202 shows it pending.
-            self._added(fresh, future)
-        return [self._commit_outcome(o, commits) for o in outcomes]
+        if commits:
+            try:
+                for commit in set(commits.values()):  # shielded: a cancelled caller never cancels a commit
+                    with contextlib.suppress(Exception):  # read back per job below
+                        await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                if future is not None:  # finish the bookkeeping when the commit lands, caller or not
+                    future.add_done_callback(functools.partial(self._added, fresh))
+                raise
+            if future is not None:
+                # Placed here, not in a done-callback, so the accepting request answers
+                # before any worker can lease the job: its 202 shows it pending.
+                self._added(fresh, future)
+        return [self._outcome(o, commits) for o in outcomes]
 
     def _added(self, fresh: list[Job], future: asyncio.Future[None]) -> None:
         """Settle the jobs of a finished commit; runs once per job (a second call finds nothing to do)."""
@@ -211,15 +285,22 @@ class MemoryStore(Store):
                 self._place(job)
 
     @staticmethod
-    def _commit_outcome(outcome: Added | Exception, commits: dict[str, asyncio.Future[None]]) -> Added | Exception:
-        if not isinstance(outcome, Added) or (future := commits.get(outcome.job.id)) is None:
+    def _outcome(outcome: Added | Exception, commits: dict[str, asyncio.Future[None]]) -> Added | Exception:
+        if not isinstance(outcome, Added):
             return outcome
-        if future.cancelled():
-            return StoreUnavailable(f"storing job {outcome.job.id!r} was interrupted")
-        return future.exception() or outcome
+        future = commits.get(outcome.job.id)
+        if future is not None:
+            if future.cancelled():
+                return StoreUnavailable(f"storing job {outcome.job.id!r} was interrupted")
+            if future.exception() is not None:
+                return future.exception()  # type: ignore[return-value]
+        return Added(outcome.job.snapshot(), outcome.created)
 
     async def get(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        if job_id in self._inflight:
+            await self._durable(job_id)
+        job = self._jobs.get(job_id)
+        return None if job is None else job.snapshot()
 
     # -- consumers ---------------------------------------------------------
     async def lease(
@@ -230,18 +311,40 @@ class MemoryStore(Store):
         queues: Sequence[str] | None = None,
         worker: str | None = None,
         wait: float = 0.0,
+        types: Collection[str] | None = None,
     ) -> list[Job]:
-        jobs = self._take(max_jobs, lease_seconds, queues, worker)
-        if jobs or wait <= 0:
+        jobs = self._take(max_jobs, lease_seconds, queues, worker, types)
+        if not jobs and wait > 0:
+            jobs = await self._wait_and_take(max_jobs, lease_seconds, queues, worker, types, wait)
+        if not jobs:
             return jobs
+        future = self._journal(jobs, LEASE)
+        if future is not None:
+            try:  # durable before any worker runs it, so a crash shows (and counts) the run
+                await asyncio.shield(future)
+            except asyncio.CancelledError:  # nobody will run these: hand them straight back
+                self._hand_back(jobs)
+                raise
+        return [job.snapshot() for job in jobs]
+
+    async def _wait_and_take(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None,
+        worker: str | None,
+        types: Collection[str] | None,
+        wait: float,
+    ) -> list[Job]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        jobs: list[Job] = []
         while not jobs:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             if self._deferred:  # wake up when the next scheduled job falls due
-                remaining = min(remaining, max(self._deferred[0][0] - time.time(), 0.0) + 0.001)
+                remaining = min(remaining, max(self._deferred[0][0] - self.clock(), 0.0) + 0.001)
             waiter = loop.create_future()
             self._waiters.add(waiter)
             try:
@@ -251,122 +354,181 @@ class MemoryStore(Store):
                 pass
             finally:
                 self._waiters.discard(waiter)
-            jobs = self._take(max_jobs, lease_seconds, queues, worker)
+            jobs = self._take(max_jobs, lease_seconds, queues, worker, types)
         return jobs
 
-    def _take(self, max_jobs: int, lease_seconds: float, queues: Sequence[str] | None, worker: str | None) -> list[Job]:
-        now = time.time()
+    def _hand_back(self, jobs: Sequence[Job]) -> None:
+        """Release leased jobs nobody received (their lease call was cancelled): they run next, using no attempt."""
+        now = self.clock()
+        back = []
+        for job in jobs:
+            if job.status is JobStatus.PROCESSING and self._live(job):
+                release_run(job, now)
+                self._moved(job, JobStatus.PROCESSING)
+                back.append(job)
+        if back:
+            self._journal(back)
+
+    def _take(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None,
+        worker: str | None,
+        types: Collection[str] | None,
+    ) -> list[Job]:
+        now = self.clock()
         if self._deferred and self._deferred[0][0] <= now:
-            self._promote_due(now)
-        names = self._ready if queues is None else queues
-        readies = [r for name in names if name not in self._paused and (r := self._ready.get(name))]
+            self._promote(now)
+        ready = self._ready
+        names = list(ready) if queues is None else queues
+        readies = [(name, r) for name in names if name not in self._paused and (r := ready.get(name))]
         taken: list[Job] = []
         deadline = now + lease_seconds
-        prefix = self._lease_prefix
         usable = self._ready_job
         while readies and len(taken) < max_jobs:
-            for ready in readies:  # round-robin across queues, one job each turn
-                job = ready.pop(usable)
-                if job is not None:
-                    job.begin_attempt(f"{prefix}-{next(self._lease_ids)}", deadline, worker, now)
-                    self._counted(job, JobStatus.PENDING)
-                    self._leased[job.id] = job
-                    taken.append(job)
-                    if len(taken) >= max_jobs:
-                        break
-            readies = [r for r in readies if r]
-        if taken:
-            self._journal(taken)  # not awaited: a lost lease record only means the job runs again
+            for name, queue_ready in readies:  # round-robin across queues, one job each turn
+                job = queue_ready.pop(usable, types)
+                if job is None:
+                    if not queue_ready:  # nothing left at all: a queue name nobody uses keeps nothing
+                        ready.pop(name, None)
+                    continue
+                job.begin_attempt(new_lease_id(), deadline, worker, now)
+                self._counted(job, JobStatus.PENDING)
+                self._leased[job.id] = job
+                taken.append(job)
+                if len(taken) >= max_jobs:
+                    break
+            readies = [(name, r) for name, r in readies if r and (types is None or r.peek(usable, types))]
         return taken
 
-    def _promote_due(self, now: float) -> None:
+    def _promote(self, now: float) -> list[Job]:
+        """Move due scheduled and retrying jobs to pending (queues their write, unawaited)."""
         deferred = self._deferred
         promoted = []
         while deferred and deferred[0][0] <= now:
-            run_at, _, job = heapq.heappop(deferred)
-            if job.status in (JobStatus.SCHEDULED, JobStatus.RETRYING) and job.run_at == run_at and self._live(job):
+            entry = heapq.heappop(deferred)
+            if self._due_entry(entry):
+                job = entry[2]
                 before = job.status
                 job.move_to(JobStatus.PENDING)
                 self._moved(job, before)
                 promoted.append(job)
+            else:
+                self._deferred_stale = max(self._deferred_stale - 1, 0)
         if promoted:
             self._journal(promoted)
+        return promoted
 
-    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
-        job = self._leased_job(job_id, lease_id)
-        job.lease_expires_at = time.time() + lease_seconds
-        self._journal([job])
-        return job
+    async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
+        now = self.clock()
+        answers: list[Job | JobqError] = []
+        extended: list[Job] = []
+        for job_id, lease_id in leases:
+            try:
+                job = self._leased_job(job_id, lease_id)
+            except JobqError as exc:
+                answers.append(exc)
+                continue
+            job.lease_expires_at = now + lease_seconds
+            extended.append(job)
+            answers.append(job)
+        if extended:
+            await self._commit(extended, HEARTBEAT)
+        return [answer.snapshot() if isinstance(answer, Job) else answer for answer in answers]
 
-    async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
-        done = self._jobs.get(job_id)
-        if done is not None and done.completed_under(lease_id):
-            await self._commit([done])  # a repeat (say, after a lost answer): the first result stands, once durable
-            return done
+    async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
+        now = self.clock()
+        answers: list[Job | JobqError] = []
+        settled: list[Job] = []
+        repeated: list[str] = []
+        for item in settlements:
+            if item.error is None and completed_again(self._jobs.get(item.id), item.lease_id):
+                repeated.append(item.id)  # a repeat (say, after a lost answer): the first result stands
+                answers.append(self._jobs[item.id])
+                continue
+            try:
+                job = self._leased_job(item.id, item.lease_id)
+            except JobqError as exc:
+                answers.append(exc)
+                continue
+            if item.error is None:
+                job.complete(item.result, now)
+            else:
+                fail_attempt(
+                    job,
+                    item.error,
+                    now,
+                    self.rules,
+                    retry_in=item.retry_in,
+                    outcome=item.outcome,
+                    traceback=item.traceback,
+                )
+            self._moved(job, JobStatus.PROCESSING)
+            settled.append(job)
+            answers.append(job)
+        if settled:
+            await self._commit(settled)
+        for job_id in repeated:  # answered once durable
+            await self._durable(job_id)
+        return [answer.snapshot() if isinstance(answer, Job) else answer for answer in answers]
+
+    async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
         job = self._leased_job(job_id, lease_id)
-        job.complete(result, time.time())
+        end_run(job, reason, self.clock(), self.rules)
         self._moved(job, JobStatus.PROCESSING)
         await self._commit([job])
-        return job
-
-    async def fail(
-        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
-    ) -> Job:
-        job = self._leased_job(job_id, lease_id)
-        self._fail(job, error, retry_in, outcome, time.time())
-        await self._commit([job])
-        return job
-
-    def _fail(self, job: Job, error: str, retry_in: float | None, outcome: str, now: float) -> None:
-        retry_at = None
-        if job.attempts < job.max_attempts:
-            delay = retry_in if retry_in is not None else self.options.retry.next_delay(job.attempts)
-            retry_at = now + delay
-        job.fail(error, now, retry_at, outcome)
-        self._moved(job, JobStatus.PROCESSING)
-
-    async def release(self, job_id: str, lease_id: str) -> Job:
-        job = self._leased_job(job_id, lease_id)
-        job.release("released", time.time())
-        self._moved(job, JobStatus.PROCESSING)
-        await self._commit([job])
-        return job
+        return job.snapshot()
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         job = self._leased_job(job_id, lease_id)
         job.progress = min(max(float(fraction), 0.0), 1.0)
         job.progress_note = note
-        self._journal([job])
+        self._journal([job], PROGRESS)  # not awaited: a reader of the job waits for it (see get)
 
     # -- operators ---------------------------------------------------------
     async def cancel(self, job_id: str) -> Job:
         job = self._job(job_id)
         before = job.status
-        job.cancel(time.time())
+        job.cancel(self.clock())
         self._moved(job, before)
         await self._commit([job])
-        return job
+        return job.snapshot()
 
     async def requeue(self, job_id: str) -> Job:
         job = self._job(job_id)
         before = job.status
         if before not in RERUNNABLE:  # the lifecycle also lets a running job become pending (a release)
             raise InvalidTransition(job_id, before, JobStatus.PENDING)
-        job.requeue(time.time())
+        job.requeue(self.clock())
         self._moved(job, before)
         await self._commit([job])
-        return job
+        return job.snapshot()
 
-    async def append_log(self, job_id: str, message: str) -> None:
-        self._job(job_id)
+    async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
+        if lease_id is None:
+            self._job(job_id)
+        else:
+            self._leased_job(job_id, lease_id)
         lines = self._logs.setdefault(job_id, [])
         if len(lines) < MAX_LOG_LINES:
-            at = time.time()
+            at = self.clock()
             lines.append((at, message))
-            self._journal_log(job_id, at, message)
+            future = self._persist_log(job_id, at, message)
+            if future is not None:  # not awaited: a reader of the logs waits for it
+                self._log_inflight[job_id] = future
+                future.add_done_callback(functools.partial(self._log_committed, job_id))
+
+    def _log_committed(self, job_id: str, future: asyncio.Future[None]) -> None:
+        if self._log_inflight.get(job_id) is future:
+            del self._log_inflight[job_id]
 
     async def logs(self, job_id: str) -> list[dict[str, Any]]:
         self._job(job_id)
+        pending = self._log_inflight.get(job_id)
+        if pending is not None:
+            with contextlib.suppress(JobqError):  # a line that failed to commit is written again later
+                await asyncio.shield(pending)
         return [{"at": at, "message": message} for at, message in self._logs.get(job_id, [])]
 
     async def stats(self) -> StoreStats:
@@ -416,7 +578,7 @@ class MemoryStore(Store):
                 continue
             if len(page) == limit:
                 return page, str(page[-1].seq)
-            page.append(job)
+            page.append(job.snapshot())
         return page, None
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -425,33 +587,50 @@ class MemoryStore(Store):
         else:
             self._paused.discard(queue)
             self._wake()
-        future = self._journal_paused(queue, paused)
+        future = self._persist_paused(queue, paused)
         if future is not None:
             await future
 
     async def clear(self, queue: str) -> int:
-        doomed = [j for j in self._jobs.values() if j.queue == queue and j.status in WAITING]
-        for job in doomed:
+        ready = self._ready.pop(queue, None)
+        doomed = {job.id: job for job in ready.jobs(self._ready_job)} if ready is not None else {}
+        doomed.update(
+            (job.id, job) for entry in self._deferred if (job := entry[2]).queue == queue and self._due_entry(entry)
+        )
+        doomed.update(
+            (job_id, job)
+            for job_id in self._adding
+            if (job := self._jobs[job_id]).queue == queue and job.status in WAITING
+        )
+        for job in doomed.values():
             self._forget(job)
-        self._ready.pop(queue, None)
-        future = self._journal_delete([job.id for job in doomed])
+        self._compact_deferred()
+        future = self._persist_delete(list(doomed))
         if future is not None:
             await future
         return len(doomed)
 
     # -- housekeeping ------------------------------------------------------
+    async def promote_due(self) -> int:
+        promoted = self._promote(self.clock())
+        if promoted:
+            for job in promoted:
+                await self._durable(job.id)
+        return len(promoted)
+
     async def expire_leases(self) -> list[Job]:
-        now = time.time()
-        expired = [job for job in self._leased.values() if (job.lease_expires_at or 0.0) <= now]
+        now = self.clock()
+        expired = [job for job in self._leased.values() if lease_expired(job, now)]
         for job in expired:
-            self._fail(job, "lease expired: the worker stopped responding", None, "lease-expired", now)
+            lose_run(job, "lease-expired", now, self.rules)
+            self._moved(job, JobStatus.PROCESSING)
         if expired:
             await self._commit(expired)
-        return expired
+        return [job.snapshot() for job in expired]
 
     async def purge(self) -> int:
         retention = self.options.retention
-        oldest_kept = time.time() - retention.max_age
+        oldest_kept = self.clock() - retention.max_age
         finished = self._finished
         doomed: list[str] = []
         while finished and (self._terminal > retention.max_count or finished[0][0] < oldest_kept):
@@ -461,7 +640,7 @@ class MemoryStore(Store):
                 self._forget(job)
                 doomed.append(job.id)
         if doomed:
-            future = self._journal_delete(doomed)
+            future = self._persist_delete(doomed)
             if future is not None:
                 await future
         return len(doomed)

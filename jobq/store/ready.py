@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from jobq.job import Job
 
@@ -87,5 +87,70 @@ class ReadyQueue:
             self._buckets[job.priority].take(job)
         return job
 
+    def jobs(self, usable: Usable) -> list[Job]:
+        """Every usable job queued here, in no particular order."""
+        found = []
+        for bucket in self._buckets.values():
+            found.extend(job for job in bucket.arrived if usable(job))
+            found.extend(job for _, job in bucket.returned if usable(job))
+        return found
+
     def __bool__(self) -> bool:
         return bool(self._priorities)
+
+
+class QueueReady:
+    """The ready jobs of one queue, a ReadyQueue per job type, so a worker can lease only the types it runs.
+
+    ``pop`` takes the best job (highest priority, then oldest) across the wanted types,
+    so leasing every type keeps the queue's strict order.
+    """
+
+    __slots__ = ("by_type",)
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, ReadyQueue] = {}
+
+    def push(self, job: Job) -> None:
+        ready = self.by_type.get(job.type)
+        if ready is None:
+            ready = self.by_type[job.type] = ReadyQueue()
+        ready.push(job)
+
+    def _best(self, usable: Usable, types: Collection[str] | None) -> tuple[Job, ReadyQueue] | None:
+        by_type = self.by_type
+        if types is None and len(by_type) == 1:  # most queues hold one type: no comparing
+            [(job_type, ready)] = by_type.items()
+            job = ready.peek(usable)
+            if job is None:
+                del by_type[job_type]
+                return None
+            return job, ready
+        best: tuple[Job, ReadyQueue] | None = None
+        for job_type in list(by_type) if types is None else [t for t in types if t in by_type]:
+            ready = by_type[job_type]
+            job = ready.peek(usable)
+            if job is None:
+                del by_type[job_type]  # nothing usable left of this type
+            elif best is None or (-job.priority, job.seq) < (-best[0].priority, best[0].seq):
+                best = job, ready
+        return best
+
+    def peek(self, usable: Usable, types: Collection[str] | None = None) -> Job | None:
+        """The job ``pop`` would return, left in place."""
+        best = self._best(usable, types)
+        return None if best is None else best[0]
+
+    def pop(self, usable: Usable, types: Collection[str] | None = None) -> Job | None:
+        """Remove and return the best usable job of the wanted ``types`` (None: any type)."""
+        best = self._best(usable, types)
+        if best is None:
+            return None
+        best[1].pop(usable)  # the same job: peek left it first
+        return best[0]
+
+    def jobs(self, usable: Usable) -> list[Job]:
+        return [job for ready in self.by_type.values() for job in ready.jobs(usable)]
+
+    def __bool__(self) -> bool:
+        return bool(self.by_type)

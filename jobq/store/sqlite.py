@@ -1,15 +1,22 @@
 """The durable store: the memory index plus a SQLite journal, group-committed on one thread.
 
-Every job lives in the :class:`MemoryStore` index, so leasing never waits on
-disk. Each change is also handed to a :class:`JournalWriter`: one thread that
+Every job lives in the :class:`MemoryStore` index, so leasing never searches
+the disk. Each change is also handed to a :class:`JournalWriter`: one thread that
 owns the only SQLite connection, takes everything queued since its last commit,
 writes it in one transaction and commits (one fsync for the whole group), then
 resolves the futures of every write in that group. Writes are applied in the
-order they were queued.
+order they were queued, and each writes only what changed: a lease, heartbeat or
+progress report touches a few columns, and a payload is written once, on add.
+
+A group that fails is retried write by write, so one bad write never fails
+another client's: a write that still cannot be stored is set aside (an ERROR
+names its jobs), and writes that failed for want of room or I/O are written
+again every second until they land. If the writer thread itself dies, every
+write fails at once with StoreUnavailable and ``unavailable`` says why.
 
 On open, the file is locked (one jobq process per file), migrated, and read
-back into the index; jobs a crashed process left ``processing`` go back to
-``pending`` (their attempt stays counted) and run again: at-least-once.
+back into the index; a run a crashed process left ``processing`` is lost, and
+the lifecycle rules re-run the job (or give it up after too many lost runs).
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ from typing import Any, TypeVar
 
 from pydantic_core import from_json, to_json
 
-from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable
+from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, UnstorableValue
 from jobq.job import WAITING, Attempt, Job, JobStatus
+from jobq.lifecycle import lose_run
 from jobq.store.base import StoreOptions
-from jobq.store.memory import MemoryStore
+from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, MemoryStore
 
 log = logging.getLogger("jobq.store")
 
@@ -67,13 +75,37 @@ COLUMNS = (
     "progress_note",
     "history",
     "owner",
+    "worker",
 )
-UPSERT_JOB = "INSERT INTO jobs ({}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}".format(
-    ", ".join(COLUMNS),
-    ", ".join("?" * len(COLUMNS)),
-    ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:]),
-)
+INSERT_JOB = "INSERT OR REPLACE INTO jobs ({}) VALUES ({})".format(", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
 SELECT_JOBS = "SELECT {} FROM jobs ORDER BY seq".format(", ".join(COLUMNS))
+# What each kind of write changes (an add writes every column).
+STATE_COLUMNS = (
+    "status",
+    "result",
+    "error",
+    "attempts",
+    "run_at",
+    "started_at",
+    "finished_at",
+    "lease_id",
+    "lease_expires_at",
+    "progress",
+    "progress_note",
+    "history",
+    "worker",
+)
+LEASE_COLUMNS = (
+    "status",
+    "attempts",
+    "run_at",
+    "started_at",
+    "lease_id",
+    "lease_expires_at",
+    "progress",
+    "progress_note",
+    "worker",
+)
 
 # Each migration is a list of statements; migration n (1-based) brings the schema to version n.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -106,51 +138,74 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE paused_queues (queue TEXT PRIMARY KEY)",
     ),
     ("ALTER TABLE jobs ADD COLUMN owner TEXT",),  # who enqueued each job; NULL for jobs from before tokens
+    ("ALTER TABLE jobs ADD COLUMN worker TEXT",),  # who runs the current attempt (its history entry is written
+    # when the attempt ends, so a lease writes a few columns)
 )
 
 
 # -- rows ------------------------------------------------------------------
 def _dump(value: Any) -> str:
-    """JSON text for a column; a value JSON cannot hold is stored as its ``str``."""
-    return to_json(value, serialize_unknown=True).decode()
+    """JSON text for a column (values reach the store as plain JSON: see jobq.values)."""
+    return to_json(value).decode()
 
 
-def job_row(job: Job) -> tuple[Any, ...]:
-    """The ``jobs`` row for a job, in COLUMNS order (built on the loop thread, at the time of the change)."""
-    return (
-        job.id,
-        job.seq,
-        job.type,
-        job.queue,
-        job.priority,
-        job.status.value,
-        _dump(job.payload),
-        None if job.result is None else _dump(job.result),
-        job.error,
-        job.attempts,
-        job.max_attempts,
-        job.timeout,
-        job.created_at,
-        job.run_at,
-        job.started_at,
-        job.finished_at,
-        job.lease_id,
-        job.lease_expires_at,
-        job.progress,
-        job.progress_note,
-        _dump(job.history),
-        job.owner,
-    )
+def _history(job: Job) -> str:
+    return "[]" if not job.history else _dump(job.history)
+
+
+def job_columns(job: Job, kind: str) -> dict[str, Any]:
+    """The columns a ``kind`` of write changes, with the job's values (built on the loop thread, at the change)."""
+    if kind == HEARTBEAT:
+        return {"lease_expires_at": job.lease_expires_at}
+    if kind == PROGRESS:
+        return {"progress": job.progress, "progress_note": job.progress_note}
+    columns = {
+        "status": job.status.value,
+        "attempts": job.attempts,
+        "run_at": job.run_at,
+        "started_at": job.started_at,
+        "lease_id": job.lease_id,
+        "lease_expires_at": job.lease_expires_at,
+        "progress": job.progress,
+        "progress_note": job.progress_note,
+        "worker": job.worker,
+    }
+    if kind == LEASE:
+        return columns
+    columns["result"] = None if job.result is None else _dump(job.result)
+    columns["error"] = job.error
+    columns["finished_at"] = job.finished_at
+    columns["history"] = _history(job)
+    if kind == ADD:
+        columns.update(
+            id=job.id,
+            seq=job.seq,
+            type=job.type,
+            queue=job.queue,
+            priority=job.priority,
+            payload=_dump(job.payload),
+            max_attempts=job.max_attempts,
+            timeout=job.timeout,
+            created_at=job.created_at,
+            owner=job.owner,
+        )
+    return columns
 
 
 STATUSES = {status.value: status for status in JobStatus}
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
-    """Rebuild a job from its row; raises ValueError, TypeError or KeyError on data jobq did not write."""
+    """Rebuild a job from its row; raises ValueError, TypeError or KeyError on data jobq did not write.
+
+    A job left processing gets its running attempt back from the row (its history
+    entry is written only when the attempt ends).
+    """
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
-    (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history, owner) = row[12:]
-    return Job(
+    (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
+    owner, worker = row[21:]
+    attempts_so_far = [] if history == "[]" else [Attempt(**attempt) for attempt in from_json(history)]
+    job = Job(
         id=job_id,
         type=job_type,
         payload=from_json(payload),
@@ -170,11 +225,15 @@ def job_from_row(row: Sequence[Any]) -> Job:
         lease_expires_at=lease_expires_at,
         progress=progress,
         progress_note=note,
-        history=[] if history == "[]" else [Attempt(**attempt) for attempt in from_json(history)],
+        history=attempts_so_far,
         seq=seq,
         owner=owner,
         ready_at=run_at or created_at,  # not stored: since its due time, or its creation
     )
+    running = job.status is JobStatus.PROCESSING
+    if running and (not attempts_so_far or attempts_so_far[-1].finished_at is not None):
+        job.history.append(Attempt(len(attempts_so_far) + 1, started_at or created_at, worker))
+    return job
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +296,11 @@ def migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
 
 
 def storage_error(exc: BaseException, path: str) -> JobqError:
-    """The jobq error for a failed SQLite call: full, corrupt, or otherwise unavailable."""
+    """The jobq error for a failed SQLite call: full, corrupt, a value it cannot bind, or otherwise unavailable."""
     if isinstance(exc, JobqError):
         return exc
+    if isinstance(exc, (*UNBINDABLE, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return UnstorableValue(f"{path}: a value cannot be stored ({type(exc).__name__}: {exc})")
     code = getattr(exc, "sqlite_errorcode", None)
     if code == sqlite3.SQLITE_FULL:
         return StoreFull(f"{path}: the disk (or the database size limit) is full")
@@ -250,8 +311,16 @@ def storage_error(exc: BaseException, path: str) -> JobqError:
     return StoreUnavailable(f"{path}: {exc}")
 
 
+UNBINDABLE = (UnicodeError, OverflowError, ValueError, TypeError)  # what binding a bad value raises
+
+
+def transient(error: JobqError) -> bool:
+    """Whether a failed write may land if written again later (room freed, I/O back), unlike a bad value."""
+    return isinstance(error, StoreFull | StoreUnavailable)
+
+
 # -- the writer thread -----------------------------------------------------
-UPSERT, DELETE, LOG, PAUSE, CALL, STOP = range(6)
+WRITE, DELETE, LOG, PAUSE, CALL, STOP = range(6)
 
 Op = tuple[int, Any, asyncio.Future[Any]]  # (kind, data, the future its caller may await)
 
@@ -286,9 +355,10 @@ class JournalWriter:
         self.path = path
         self.synchronous = synchronous
         self.on_commit = on_commit  # called on this thread with each commit's seconds
-        self.on_failure = on_failure  # called on this thread with the (kind, data) of each group that failed
+        self.on_failure = on_failure  # called on this thread with the (kind, data) of writes to write again later
         self.commits = 0  # transactions committed: far fewer than writes under load
         self.thread_id: int | None = None
+        self.died: str | None = None  # why the thread ended unasked, if it did
         self._loop = loop
         self._queue: SimpleQueue[Op] = SimpleQueue()
         self._accepting = False
@@ -310,7 +380,8 @@ class JournalWriter:
         if self._accepting:
             self._queue.put((kind, data, future))
         else:
-            _settle([future], StoreUnavailable(f"the store {self.path} is closed"))
+            reason = self.died or "it is closed"
+            _settle([future], StoreUnavailable(f"the store {self.path} cannot write: {reason}"))
         return future
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -338,10 +409,24 @@ class JournalWriter:
             self._reply([ready], None)
             try:
                 self._serve(conn)
+            except BaseException as exc:  # a bug: no write may wait forever for a thread that is gone
+                self._die(exc)
             finally:
                 conn.close()
         finally:
             self._reply([self._done], None)
+
+    def _die(self, exc: BaseException) -> None:
+        """The thread is ending on an unexpected error: refuse new writes and fail every queued one."""
+        self._accepting = False
+        self.died = f"its writer thread failed ({type(exc).__name__}: {exc})"
+        log.critical("the SQLite writer of %s failed; no more writes will be stored", self.path, exc_info=exc)
+        error = StoreUnavailable(f"the store {self.path} cannot write: {self.died}")
+        futures = []
+        with contextlib.suppress(Empty):
+            while True:
+                futures.append(self._queue.get_nowait()[2])
+        self._reply([f for f in futures if f is not self._done], error)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None)
@@ -399,29 +484,52 @@ class JournalWriter:
             self._reply([future], None, value)
 
     def _commit(self, conn: sqlite3.Connection, group: list[Op]) -> None:
+        """Commit a group in one transaction; if that fails, each write alone, so only bad writes fail."""
         if not group:
             return
-        futures = [future for _, _, future in group]
         started = time.perf_counter()
+        error = self._transaction(conn, group)
+        if error is None:
+            self.commits += 1
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started)
+            self._reply([future for _, _, future in group], None)
+            return
+        if len(group) == 1:
+            self._failed(group[0], error)
+            return
+        log.warning("committing %d writes together failed (%s); writing them one by one", len(group), error.detail)
+        for op in group:
+            alone = self._transaction(conn, [op])
+            if alone is None:
+                self.commits += 1
+                self._reply([op[2]], None)
+            else:
+                self._failed(op, alone)
+
+    def _transaction(self, conn: sqlite3.Connection, group: list[Op]) -> JobqError | None:
         try:
             conn.execute("BEGIN IMMEDIATE")
             _write(conn, group)
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except Exception as exc:
             self._rollback(conn)
-            error = storage_error(exc, self.path)
-            log.error("committing %d changes failed: %s", len(group), error.detail)
-            if self.on_failure is not None:  # before the replies: the store learns of it first
+            return storage_error(exc, self.path)
+        return None
+
+    def _failed(self, op: Op, error: JobqError) -> None:
+        """One write could not be stored: write it again later if that may help, else set it aside."""
+        kind, data, future = op
+        if transient(error):
+            log.error("a write to %s failed: %s; it is written again until it lands", self.path, error.detail)
+            if self.on_failure is not None:  # before the reply: the store learns of it first
                 try:
-                    self.on_failure([(kind, data) for kind, data, _ in group])
+                    self.on_failure([(kind, data)])
                 except Exception:  # a broken hook must never stop the writer from answering
                     log.exception("the on_failure hook failed")
-            self._reply(futures, error)
-            return
-        self.commits += 1
-        if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started)
-        self._reply(futures, None)
+        else:
+            log.error("a write to %s was set aside, not stored: %s (jobs: %s)", self.path, error.detail, _job_ids(op))
+        self._reply([future], error)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -434,36 +542,66 @@ class JournalWriter:
             self._loop.call_soon_threadsafe(_settle, futures, error, value)
 
 
+def _job_ids(op: Op) -> str:
+    kind, data, _ = op
+    if kind == WRITE:
+        ids = [job_id for job_id, _, _ in data]
+    elif kind == DELETE:
+        ids = list(data)
+    elif kind == LOG:
+        ids = [data[0]]
+    else:
+        return "none"
+    return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+
+Change = tuple[str, str, dict[str, Any]]
+"""One job's write: its id, the kind of change (add, state, lease, ...), and the columns it sets."""
+
+
 def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
-    """Apply a group of writes in queue order; runs of upserts, log lines and pauses are batched."""
-    upserts: dict[str, tuple[Any, ...]] = {}  # a job changed twice in one group is written once, as it is last
+    """Apply a group of writes in queue order; each job's changes are merged and written once."""
+    jobs: dict[str, tuple[bool, dict[str, Any]]] = {}  # id -> (added in this group, the columns to set)
     lines: list[tuple[str, float, str]] = []
     paused: dict[str, bool] = {}
     for kind, data, _ in group:
-        if kind == UPSERT:
-            for row in data:
-                upserts[row[0]] = row
+        if kind == WRITE:
+            for job_id, change, columns in data:
+                merged = jobs.get(job_id)
+                if merged is None or change == ADD:
+                    jobs[job_id] = (change == ADD, dict(columns))
+                else:
+                    merged[1].update(columns)
         elif kind == LOG:
             lines.append(data)
         elif kind == PAUSE:
             paused[data[0]] = data[1]
         elif kind == DELETE:  # a deleted id may be added again later in the group: keep the order
-            _flush(conn, upserts, lines, paused)
+            _flush(conn, jobs, lines, paused)
             ids = [(job_id,) for job_id in data]
             conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
             conn.executemany("DELETE FROM job_logs WHERE job_id = ?", ids)
-    _flush(conn, upserts, lines, paused)
+    _flush(conn, jobs, lines, paused)
 
 
 def _flush(
     conn: sqlite3.Connection,
-    upserts: dict[str, tuple[Any, ...]],
+    jobs: dict[str, tuple[bool, dict[str, Any]]],
     lines: list[tuple[str, float, str]],
     paused: dict[str, bool],
 ) -> None:
-    if upserts:
-        conn.executemany(UPSERT_JOB, upserts.values())
-        upserts.clear()
+    if jobs:
+        inserts = [tuple(columns[c] for c in COLUMNS) for added, columns in jobs.values() if added]
+        if inserts:
+            conn.executemany(INSERT_JOB, inserts)
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # the columns set -> rows
+        for job_id, (added, columns) in jobs.items():
+            if not added:
+                updates.setdefault(tuple(columns), []).append((*columns.values(), job_id))
+        for names, rows in updates.items():
+            assignments = ", ".join(f"{name} = ?" for name in names)
+            conn.executemany(f"UPDATE jobs SET {assignments} WHERE id = ?", rows)  # column names only, never data
+        jobs.clear()
     if lines:
         conn.executemany("INSERT INTO job_logs (job_id, at, message) VALUES (?, ?, ?)", lines)
         lines.clear()
@@ -510,7 +648,6 @@ class FileLock:
 
 
 # -- the store -------------------------------------------------------------
-MAX_RECOVERIES = 3  # stops of jobq a job may be running at before it is set aside as the likely cause
 RESAVE_SECONDS = 1.0  # how often changes that failed to commit are written again
 
 
@@ -545,6 +682,13 @@ class SQLiteStore(MemoryStore):
     def writer_thread_id(self) -> int | None:
         """The ident of the thread that runs every SQLite call."""
         return self._writer.thread_id if self._writer is not None else None
+
+    @property
+    def unavailable(self) -> str | None:
+        writer = self._writer
+        if writer is not None and writer.died is not None:
+            return f"the store {self.path} cannot write: {writer.died}"
+        return None
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
@@ -590,12 +734,14 @@ class SQLiteStore(MemoryStore):
         self._lock.release()
 
     def _restore(self, snapshot: Snapshot) -> list[Job]:
-        """Index what the file holds; returns the jobs released from ``processing``."""
-        now = time.time()
+        """Index what the file holds; returns the jobs whose run a stop cut short (now lost runs)."""
+        now = self.clock()
         recovered = []
         for job in snapshot.jobs:
             if job.status is JobStatus.PROCESSING:
-                self._recover(job, now)
+                lose_run(job, "recovered", now, self.rules)
+                if job.status is JobStatus.DEAD:
+                    log.error("job %s: %s", job.id, job.error, extra=job.log_fields())
                 recovered.append(job)
             self._load(job)
         self._seq = itertools.count(max((job.seq for job in snapshot.jobs), default=0) + 1)
@@ -605,25 +751,6 @@ class SQLiteStore(MemoryStore):
                 self._logs.setdefault(job_id, []).append((at, message))
         self._paused.update(snapshot.paused)
         return recovered
-
-    @staticmethod
-    def _recover(job: Job, now: float) -> None:
-        """Re-queue a job a stopped jobq left running, unless it was running at every one of the last stops.
-
-        A job that brings jobq down itself (it exhausts memory, say, and is killed) would
-        otherwise take it down again after every start: at ``MAX_RECOVERIES`` it is set aside.
-        """
-        recoveries = 1  # this stop, and the stops in a row before it (the attempts ended "recovered")
-        for attempt in reversed(job.history[:-1]):
-            if attempt.outcome != "recovered":
-                break
-            recoveries += 1
-        if recoveries < MAX_RECOVERIES:
-            job.release("recovered", now)
-            return
-        error = f"jobq stopped while this job ran, {recoveries} times in a row: set aside, as it may be what stops jobq"
-        job.fail(error, now, None, outcome="set-aside")
-        log.error("job %s: %s", job.id, error, extra=job.log_fields())
 
     def _log_open(self, snapshot: Snapshot, recovered: list[Job], seconds: float) -> None:
         waiting = sum(1 for job in snapshot.jobs if job.status in WAITING)
@@ -674,8 +801,8 @@ class SQLiteStore(MemoryStore):
             return future
         return self._writer.submit(kind, data)
 
-    def _journal(self, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        return self._submit(UPSERT, [job_row(job) for job in jobs])
+    def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None]:
+        return self._submit(WRITE, [(job.id, kind, job_columns(job, kind)) for job in jobs])
 
     def _commit_failed(self, ops: list[tuple[int, Any]]) -> None:
         """Writer thread: a group failed to commit; have the loop write it again later."""
@@ -687,8 +814,8 @@ class SQLiteStore(MemoryStore):
         """Note what failed so the file catches up with memory: a job answered "completed" while the
         disk was full must not be running again after a restart."""
         for kind, data in ops:
-            if kind == UPSERT:
-                self._unsaved_jobs.update(row[0] for row in data)
+            if kind == WRITE:
+                self._unsaved_jobs.update(job_id for job_id, _, _ in data)
             elif kind == PAUSE:
                 self._unsaved_paused.add(data[0])
             else:
@@ -703,7 +830,7 @@ class SQLiteStore(MemoryStore):
         ops, paused = self._unsaved_ops, self._unsaved_paused  # (a failed add was forgotten: not in _jobs)
         self._unsaved_jobs, self._unsaved_ops, self._unsaved_paused = set(), [], set()
         if jobs:
-            self._journal(jobs)
+            self._journal(jobs)  # the whole state: what failed may have been any kind of change
         for kind, data in ops:
             if kind == DELETE:
                 data = [job_id for job_id in data if job_id not in self._jobs]  # not if added again since
@@ -713,11 +840,11 @@ class SQLiteStore(MemoryStore):
         for queue in paused:
             self._submit(PAUSE, (queue, queue in self._paused))
 
-    def _journal_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
+    def _persist_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
         return self._submit(DELETE, list(job_ids)) if job_ids else None
 
-    def _journal_log(self, job_id: str, at: float, message: str) -> asyncio.Future[None]:
+    def _persist_log(self, job_id: str, at: float, message: str) -> asyncio.Future[None]:
         return self._submit(LOG, (job_id, at, message))
 
-    def _journal_paused(self, queue: str, paused: bool) -> asyncio.Future[None]:
+    def _persist_paused(self, queue: str, paused: bool) -> asyncio.Future[None]:
         return self._submit(PAUSE, (queue, paused))

@@ -29,59 +29,59 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12jobq/v1/jobq.proto\x12\x07jobq.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\"\n\x06status\x18\x05 \x01(\x0e\x32\x12.jobq.v1.JobStatus\x12\'\n\x07payload\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x06result\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x14\n\x0cmax_attempts\x18\n \x01(\x05\x12\x14\n\x07timeout\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08progress\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rprogress_note\x18\r \x01(\tH\x03\x88\x01\x01\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06run_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bnext_run_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10lease_expires_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x07history\x18\x14 \x03(\x0b\x32\x10.jobq.v1.Attempt\x12\x12\n\x05owner\x18\x15 \x01(\tH\x04\x88\x01\x01\x42\x08\n\x06_errorB\n\n\x08_timeoutB\x0b\n\t_progressB\x10\n\x0e_progress_noteB\x08\n\x06_owner\"\xda\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x13\n\x06worker\x18\x02 \x01(\tH\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x07outcome\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_workerB\n\n\x08_outcomeB\x08\n\x06_error\"8\n\tLeasedJob\x12\x19\n\x03job\x18\x01 \x01(\x0b\x32\x0c.jobq.v1.Job\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"\xb9\x02\n\x0e\x45nqueueRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x02id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05queue\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08priority\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05\x64\x65lay\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12*\n\x06run_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0cmax_attempts\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x14\n\x07timeout\x18\t \x01(\x01H\x05\x88\x01\x01\x42\x05\n\x03_idB\x08\n\x06_queueB\x0b\n\t_priorityB\x08\n\x06_delayB\x0f\n\r_max_attemptsB\n\n\x08_timeout\"=\n\x0f\x45nqueueResponse\x12\x19\n\x03job\x18\x01 \x01(\x0b\x32\x0c.jobq.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xad\x01\n\x0fListJobsRequest\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.jobq.v1.JobStatus\x12\x12\n\x05queue\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04type\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05limit\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06\x63ursor\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x08\n\x06_queueB\x07\n\x05_typeB\x08\n\x06_limitB\t\n\x07_cursor\"X\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.jobq.v1.Job\x12\x18\n\x0bnext_cursor\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x9c\x01\n\x0cLeaseRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x15\n\x08max_jobs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\x04wait\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05lease\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06worker\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x0b\n\t_max_jobsB\x07\n\x05_waitB\x08\n\x06_leaseB\t\n\x07_worker\"1\n\rLeaseResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.jobq.v1.LeasedJob\"N\n\x10HeartbeatRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x12\n\x05lease\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_lease\"W\n\x0f\x43ompleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"\x85\x01\n\x0b\x46\x61ilRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\x08retry_in\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12%\n\x07outcome\x18\x05 \x01(\x0e\x32\x14.jobq.v1.FailOutcomeB\x0b\n\t_retry_in\"k\n\nSettlement\x12,\n\x08\x63omplete\x18\x01 \x01(\x0b\x32\x18.jobq.v1.CompleteRequestH\x00\x12$\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x14.jobq.v1.FailRequestH\x00\x42\t\n\x07outcome\"2\n\rSettleRequest\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.jobq.v1.Settlement\"]\n\x0cSettleResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\"\n\x06status\x18\x04 \x01(\x0e\x32\x12.jobq.v1.JobStatus\"8\n\x0eSettleResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.jobq.v1.SettleResult\".\n\x0eReleaseRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t*\xed\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x18\n\x14JOB_STATUS_SCHEDULED\x10\x02\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x03\x12\x17\n\x13JOB_STATUS_RETRYING\x10\x04\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x05\x12\x15\n\x11JOB_STATUS_FAILED\x10\x06\x12\x13\n\x0fJOB_STATUS_DEAD\x10\x07\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x08*v\n\x0b\x46\x61ilOutcome\x12\x1c\n\x18\x46\x41IL_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41IL_OUTCOME_FAILED\x10\x01\x12\x18\n\x14\x46\x41IL_OUTCOME_TIMEOUT\x10\x02\x12\x16\n\x12\x46\x41IL_OUTCOME_RETRY\x10\x03\x32\xa7\x02\n\nJobService\x12<\n\x07\x45nqueue\x12\x17.jobq.v1.EnqueueRequest\x1a\x18.jobq.v1.EnqueueResponse\x12.\n\x06GetJob\x12\x16.jobq.v1.GetJobRequest\x1a\x0c.jobq.v1.Job\x12\x34\n\tCancelJob\x12\x19.jobq.v1.CancelJobRequest\x1a\x0c.jobq.v1.Job\x12?\n\x08ListJobs\x12\x18.jobq.v1.ListJobsRequest\x1a\x19.jobq.v1.ListJobsResponse\x12\x34\n\x08WatchJob\x12\x18.jobq.v1.WatchJobRequest\x1a\x0c.jobq.v1.Job0\x01\x32\xd0\x02\n\rWorkerService\x12\x36\n\x05Lease\x12\x15.jobq.v1.LeaseRequest\x1a\x16.jobq.v1.LeaseResponse\x12:\n\tHeartbeat\x12\x19.jobq.v1.HeartbeatRequest\x1a\x12.jobq.v1.LeasedJob\x12\x32\n\x08\x43omplete\x12\x18.jobq.v1.CompleteRequest\x1a\x0c.jobq.v1.Job\x12*\n\x04\x46\x61il\x12\x14.jobq.v1.FailRequest\x1a\x0c.jobq.v1.Job\x12\x39\n\x06Settle\x12\x16.jobq.v1.SettleRequest\x1a\x17.jobq.v1.SettleResponse\x12\x30\n\x07Release\x12\x17.jobq.v1.ReleaseRequest\x1a\x0c.jobq.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12jobq/v1/jobq.proto\x12\x07jobq.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\"\n\x06status\x18\x05 \x01(\x0e\x32\x12.jobq.v1.JobStatus\x12\'\n\x07payload\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x06result\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\x05\x65rror\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x14\n\x0cmax_attempts\x18\n \x01(\x05\x12\x14\n\x07timeout\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08progress\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rprogress_note\x18\r \x01(\tH\x03\x88\x01\x01\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06run_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bnext_run_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10lease_expires_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x07history\x18\x14 \x03(\x0b\x32\x10.jobq.v1.Attempt\x12\x12\n\x05owner\x18\x15 \x01(\tH\x04\x88\x01\x01\x42\x08\n\x06_errorB\n\n\x08_timeoutB\x0b\n\t_progressB\x10\n\x0e_progress_noteB\x08\n\x06_owner\"\x80\x02\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x13\n\x06worker\x18\x02 \x01(\tH\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x07outcome\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x16\n\ttraceback\x18\x07 \x01(\tH\x03\x88\x01\x01\x42\t\n\x07_workerB\n\n\x08_outcomeB\x08\n\x06_errorB\x0c\n\n_traceback\"8\n\tLeasedJob\x12\x19\n\x03job\x18\x01 \x01(\x0b\x32\x0c.jobq.v1.Job\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"\xb9\x02\n\x0e\x45nqueueRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\'\n\x07payload\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x0f\n\x02id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05queue\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08priority\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05\x64\x65lay\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12*\n\x06run_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0cmax_attempts\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x14\n\x07timeout\x18\t \x01(\x01H\x05\x88\x01\x01\x42\x05\n\x03_idB\x08\n\x06_queueB\x0b\n\t_priorityB\x08\n\x06_delayB\x0f\n\r_max_attemptsB\n\n\x08_timeout\"=\n\x0f\x45nqueueResponse\x12\x19\n\x03job\x18\x01 \x01(\x0b\x32\x0c.jobq.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xad\x01\n\x0fListJobsRequest\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.jobq.v1.JobStatus\x12\x12\n\x05queue\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04type\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05limit\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06\x63ursor\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x08\n\x06_queueB\x07\n\x05_typeB\x08\n\x06_limitB\t\n\x07_cursor\"X\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.jobq.v1.Job\x12\x18\n\x0bnext_cursor\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x9c\x01\n\x0cLeaseRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x15\n\x08max_jobs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\x04wait\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05lease\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06worker\x18\x05 \x01(\tH\x03\x88\x01\x01\x42\x0b\n\t_max_jobsB\x07\n\x05_waitB\x08\n\x06_leaseB\t\n\x07_worker\"1\n\rLeaseResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.jobq.v1.LeasedJob\"N\n\x10HeartbeatRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x12\n\x05lease\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_lease\"W\n\x0f\x43ompleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\"\x85\x01\n\x0b\x46\x61ilRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\x08retry_in\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12%\n\x07outcome\x18\x05 \x01(\x0e\x32\x14.jobq.v1.FailOutcomeB\x0b\n\t_retry_in\"k\n\nSettlement\x12,\n\x08\x63omplete\x18\x01 \x01(\x0b\x32\x18.jobq.v1.CompleteRequestH\x00\x12$\n\x04\x66\x61il\x18\x02 \x01(\x0b\x32\x14.jobq.v1.FailRequestH\x00\x42\t\n\x07outcome\"2\n\rSettleRequest\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.jobq.v1.Settlement\"]\n\x0cSettleResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\"\n\x06status\x18\x04 \x01(\x0e\x32\x12.jobq.v1.JobStatus\"8\n\x0eSettleResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.jobq.v1.SettleResult\".\n\x0eReleaseRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t*\xed\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x18\n\x14JOB_STATUS_SCHEDULED\x10\x02\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x03\x12\x17\n\x13JOB_STATUS_RETRYING\x10\x04\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x05\x12\x15\n\x11JOB_STATUS_FAILED\x10\x06\x12\x13\n\x0fJOB_STATUS_DEAD\x10\x07\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x08*v\n\x0b\x46\x61ilOutcome\x12\x1c\n\x18\x46\x41IL_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41IL_OUTCOME_FAILED\x10\x01\x12\x18\n\x14\x46\x41IL_OUTCOME_TIMEOUT\x10\x02\x12\x16\n\x12\x46\x41IL_OUTCOME_RETRY\x10\x03\x32\xa7\x02\n\nJobService\x12<\n\x07\x45nqueue\x12\x17.jobq.v1.EnqueueRequest\x1a\x18.jobq.v1.EnqueueResponse\x12.\n\x06GetJob\x12\x16.jobq.v1.GetJobRequest\x1a\x0c.jobq.v1.Job\x12\x34\n\tCancelJob\x12\x19.jobq.v1.CancelJobRequest\x1a\x0c.jobq.v1.Job\x12?\n\x08ListJobs\x12\x18.jobq.v1.ListJobsRequest\x1a\x19.jobq.v1.ListJobsResponse\x12\x34\n\x08WatchJob\x12\x18.jobq.v1.WatchJobRequest\x1a\x0c.jobq.v1.Job0\x01\x32\xd0\x02\n\rWorkerService\x12\x36\n\x05Lease\x12\x15.jobq.v1.LeaseRequest\x1a\x16.jobq.v1.LeaseResponse\x12:\n\tHeartbeat\x12\x19.jobq.v1.HeartbeatRequest\x1a\x12.jobq.v1.LeasedJob\x12\x32\n\x08\x43omplete\x12\x18.jobq.v1.CompleteRequest\x1a\x0c.jobq.v1.Job\x12*\n\x04\x46\x61il\x12\x14.jobq.v1.FailRequest\x1a\x0c.jobq.v1.Job\x12\x39\n\x06Settle\x12\x16.jobq.v1.SettleRequest\x1a\x17.jobq.v1.SettleResponse\x12\x30\n\x07Release\x12\x17.jobq.v1.ReleaseRequest\x1a\x0c.jobq.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobq.rpc.gen.jobq_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=2715
-  _globals['_JOBSTATUS']._serialized_end=2952
-  _globals['_FAILOUTCOME']._serialized_start=2954
-  _globals['_FAILOUTCOME']._serialized_end=3072
+  _globals['_JOBSTATUS']._serialized_start=2753
+  _globals['_JOBSTATUS']._serialized_end=2990
+  _globals['_FAILOUTCOME']._serialized_start=2992
+  _globals['_FAILOUTCOME']._serialized_end=3110
   _globals['_JOB']._serialized_start=95
   _globals['_JOB']._serialized_end=819
   _globals['_ATTEMPT']._serialized_start=822
-  _globals['_ATTEMPT']._serialized_end=1040
-  _globals['_LEASEDJOB']._serialized_start=1042
-  _globals['_LEASEDJOB']._serialized_end=1098
-  _globals['_ENQUEUEREQUEST']._serialized_start=1101
-  _globals['_ENQUEUEREQUEST']._serialized_end=1414
-  _globals['_ENQUEUERESPONSE']._serialized_start=1416
-  _globals['_ENQUEUERESPONSE']._serialized_end=1477
-  _globals['_GETJOBREQUEST']._serialized_start=1479
-  _globals['_GETJOBREQUEST']._serialized_end=1506
-  _globals['_CANCELJOBREQUEST']._serialized_start=1508
-  _globals['_CANCELJOBREQUEST']._serialized_end=1538
-  _globals['_LISTJOBSREQUEST']._serialized_start=1541
-  _globals['_LISTJOBSREQUEST']._serialized_end=1714
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1716
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1804
-  _globals['_WATCHJOBREQUEST']._serialized_start=1806
-  _globals['_WATCHJOBREQUEST']._serialized_end=1835
-  _globals['_LEASEREQUEST']._serialized_start=1838
-  _globals['_LEASEREQUEST']._serialized_end=1994
-  _globals['_LEASERESPONSE']._serialized_start=1996
-  _globals['_LEASERESPONSE']._serialized_end=2045
-  _globals['_HEARTBEATREQUEST']._serialized_start=2047
-  _globals['_HEARTBEATREQUEST']._serialized_end=2125
-  _globals['_COMPLETEREQUEST']._serialized_start=2127
-  _globals['_COMPLETEREQUEST']._serialized_end=2214
-  _globals['_FAILREQUEST']._serialized_start=2217
-  _globals['_FAILREQUEST']._serialized_end=2350
-  _globals['_SETTLEMENT']._serialized_start=2352
-  _globals['_SETTLEMENT']._serialized_end=2459
-  _globals['_SETTLEREQUEST']._serialized_start=2461
-  _globals['_SETTLEREQUEST']._serialized_end=2511
-  _globals['_SETTLERESULT']._serialized_start=2513
-  _globals['_SETTLERESULT']._serialized_end=2606
-  _globals['_SETTLERESPONSE']._serialized_start=2608
-  _globals['_SETTLERESPONSE']._serialized_end=2664
-  _globals['_RELEASEREQUEST']._serialized_start=2666
-  _globals['_RELEASEREQUEST']._serialized_end=2712
-  _globals['_JOBSERVICE']._serialized_start=3075
-  _globals['_JOBSERVICE']._serialized_end=3370
-  _globals['_WORKERSERVICE']._serialized_start=3373
-  _globals['_WORKERSERVICE']._serialized_end=3709
+  _globals['_ATTEMPT']._serialized_end=1078
+  _globals['_LEASEDJOB']._serialized_start=1080
+  _globals['_LEASEDJOB']._serialized_end=1136
+  _globals['_ENQUEUEREQUEST']._serialized_start=1139
+  _globals['_ENQUEUEREQUEST']._serialized_end=1452
+  _globals['_ENQUEUERESPONSE']._serialized_start=1454
+  _globals['_ENQUEUERESPONSE']._serialized_end=1515
+  _globals['_GETJOBREQUEST']._serialized_start=1517
+  _globals['_GETJOBREQUEST']._serialized_end=1544
+  _globals['_CANCELJOBREQUEST']._serialized_start=1546
+  _globals['_CANCELJOBREQUEST']._serialized_end=1576
+  _globals['_LISTJOBSREQUEST']._serialized_start=1579
+  _globals['_LISTJOBSREQUEST']._serialized_end=1752
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1754
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1842
+  _globals['_WATCHJOBREQUEST']._serialized_start=1844
+  _globals['_WATCHJOBREQUEST']._serialized_end=1873
+  _globals['_LEASEREQUEST']._serialized_start=1876
+  _globals['_LEASEREQUEST']._serialized_end=2032
+  _globals['_LEASERESPONSE']._serialized_start=2034
+  _globals['_LEASERESPONSE']._serialized_end=2083
+  _globals['_HEARTBEATREQUEST']._serialized_start=2085
+  _globals['_HEARTBEATREQUEST']._serialized_end=2163
+  _globals['_COMPLETEREQUEST']._serialized_start=2165
+  _globals['_COMPLETEREQUEST']._serialized_end=2252
+  _globals['_FAILREQUEST']._serialized_start=2255
+  _globals['_FAILREQUEST']._serialized_end=2388
+  _globals['_SETTLEMENT']._serialized_start=2390
+  _globals['_SETTLEMENT']._serialized_end=2497
+  _globals['_SETTLEREQUEST']._serialized_start=2499
+  _globals['_SETTLEREQUEST']._serialized_end=2549
+  _globals['_SETTLERESULT']._serialized_start=2551
+  _globals['_SETTLERESULT']._serialized_end=2644
+  _globals['_SETTLERESPONSE']._serialized_start=2646
+  _globals['_SETTLERESPONSE']._serialized_end=2702
+  _globals['_RELEASEREQUEST']._serialized_start=2704
+  _globals['_RELEASEREQUEST']._serialized_end=2750
+  _globals['_JOBSERVICE']._serialized_start=3113
+  _globals['_JOBSERVICE']._serialized_end=3408
+  _globals['_WORKERSERVICE']._serialized_start=3411
+  _globals['_WORKERSERVICE']._serialized_end=3747
 # @@protoc_insertion_point(module_scope)

@@ -9,31 +9,45 @@ catch the same classes on either side of the wire::
         done = await jobq.wait(job.id, timeout=30)
 
 The client also speaks the worker protocol (lease, heartbeat, complete, fail,
-release), which is how ``python -m jobq.worker`` runs handlers remotely.
+release), which is how ``python -m jobq.sdk.remote_worker`` runs handlers remotely.
 
 A server with tokens needs ``token=``: a client token to enqueue and read its own
 jobs, a worker token for the worker protocol, an admin token for everything. A
 missing or unknown token raises ``Unauthorized`` (401), the wrong role ``Forbidden`` (403).
+
+Like the rest of ``jobq.sdk``, this module imports nothing of the server (no
+``aiohttp.web``, no request models, no gRPC): a worker host needs aiohttp and the
+job record, not the server's dependencies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from jobq.auth import Forbidden, Unauthorized  # raised for 401 and 403 answers by error_from_problem
-from jobq.errors import JobqError, Unreachable, error_from_problem
+from jobq.errors import Forbidden, JobqError, StaleLease, Unauthorized, Unreachable, error_from_problem
 from jobq.job import TERMINAL, Job
+from jobq.retry import RetryPolicy
+
+log = logging.getLogger("jobq.sdk")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 LONG_POLL_SLACK = 10.0  # extra client timeout beyond a long-poll's wait
+TRANSIENT_STATUSES = frozenset({502, 503, 504})  # a gateway's, or jobq's "come back later" (store down, restarting)
+SETTLE_BACKOFF = RetryPolicy(base=0.1, cap=2.0)  # between sends of a batch that did not get through
+
+
+def is_transient(error: JobqError) -> bool:
+    """Whether a request that failed this way may succeed sent again as it is: jobq was not reached, or said later."""
+    return isinstance(error, Unreachable) or error.status in TRANSIENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +112,11 @@ class JobqClient:
                 if response.status >= 400:
                     raise error_from_problem(response.status, data if isinstance(data, dict) else {})
                 return data
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        except (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            TimeoutError,
+        ) as exc:  # a reset mid-answer too
             raise Unreachable(f"{method} {self.url}{path} failed: {exc or type(exc).__name__}") from exc
 
     # -- producers ---------------------------------------------------------
@@ -223,20 +241,49 @@ class JobqClient:
         await self._call("POST", f"/jobs/{job_id}/progress", body)
 
 
+Batch = list[tuple[dict[str, Any], asyncio.Future[None]]]
+"""Settlements to send together, each with the future its caller awaits."""
+
+
 class BatchedSource:
     """The worker protocol over one client, with completes and fails sent in batches.
 
     Settlements made in one pass of the event loop (several workers finishing at once),
     up to ``max_batch`` of them, go out as one ``POST /workers/settle``; each caller
     still gets its own outcome (``StaleLease`` for a lease that lapsed, say). This is
-    the :class:`~jobq.workers.JobSource` that ``python -m jobq.worker`` runs on.
+    the :class:`~jobq.workers.JobSource` that ``python -m jobq.sdk.remote_worker`` runs on.
+
+    A batch that does not get through (jobq unreachable, a connection reset, a timeout,
+    a 502, 503 or 504, for the whole batch or for some of its items) is sent again,
+    ``backoff`` apart (0.1 s doubling to 2 s, jittered), until each settlement has its
+    answer or ``give_up_after`` seconds have passed since the first send; then its
+    callers get the last error. The callers wait meanwhile, and a worker pool keeps
+    heartbeating a job until its settle returns, so the lease outlives a short outage.
+
+    Sending again is safe when an answer was lost: a complete repeated under the same
+    lease answers 200 with the first result. A repeated fail is answered 409, so a fail
+    whose first answer was lost reaches its caller as ``StaleLease`` (it did land).
     """
 
-    def __init__(self, client: JobqClient, max_batch: int = 200, max_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        client: JobqClient,
+        max_batch: int = 200,
+        max_bytes: int = 256 * 1024,
+        *,
+        give_up_after: float = 60.0,
+        backoff: RetryPolicy = SETTLE_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.client = client
         self.max_batch = max_batch
         self.max_bytes = max_bytes  # well under the server's --body-limit (1 MiB by default)
-        self._batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.give_up_after = give_up_after  # a remote worker passes its lease: after that, the jobs are gone anyway
+        self.backoff = backoff
+        self._clock = clock
+        self._sleep = sleep
+        self._batch: Batch = []
         self._batch_bytes = 0
         self._sending: set[asyncio.Task[None]] = set()
         # Everything but settling goes to the client as it is.
@@ -275,42 +322,99 @@ class BatchedSource:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+    async def _send(self, batch: Batch, deadline: float | None = None) -> None:
+        """Send ``batch`` until every settlement in it is answered, or ``deadline`` passes; answer each caller."""
+        deadline = self._clock() + self.give_up_after if deadline is None else deadline
+        tries = 0
         try:
-            answers = await self.client.settle([item for item, _ in batch])
-            if len(answers) != len(batch):
-                raise JobqError(f"the server answered {len(answers)} settlements for {len(batch)}")
-        except JobqError as refused:
-            # Over the server's --batch-limit (422) or --body-limit (413), or one bad item: halve,
-            # so the rest lands, and send no more than that from now on.
-            if refused.status in (413, 422) and len(batch) > 1:
-                half = len(batch) // 2
-                self.max_batch = min(self.max_batch, half)
-                await asyncio.gather(self._send(batch[:half]), self._send(batch[half:]))
-            else:
-                _fail_all(batch, refused)
-            return
-        except BaseException as exc:  # unreachable, a broken answer, a cancelled send: nobody may wait forever
+            while True:
+                try:
+                    answers = await self.client.settle([item for item, _ in batch])
+                    if len(answers) != len(batch):
+                        raise JobqError(f"the server answered {len(answers)} settlements for {len(batch)}")
+                except JobqError as refused:
+                    if refused.status in (413, 422) and len(batch) > 1:
+                        # Over the server's --batch-limit (422) or --body-limit (413), or one bad item: halve,
+                        # so the rest lands, and send no more than that from now on.
+                        half = len(batch) // 2
+                        self.max_batch = min(self.max_batch, half)
+                        await asyncio.gather(self._send(batch[:half], deadline), self._send(batch[half:], deadline))
+                        return
+                    if not is_transient(refused):
+                        _fail_all(batch, refused)
+                        return
+                    error = refused
+                else:
+                    batch, error = _answer(batch, answers)
+                    if error is None:
+                        if tries:
+                            log.info("settled %d jobs at try %d", len(answers), tries + 1)
+                        return
+                tries += 1
+                if not await self._wait_to_resend(batch, error, tries, deadline):
+                    return
+        except BaseException as exc:  # a broken answer, a cancelled send: nobody may wait forever
             _fail_all(batch, exc if isinstance(exc, JobqError) else Unreachable(f"settling failed: {exc!r}"))
             if not isinstance(exc, Exception):
                 raise
-            return
-        for (_, outcome), answer in zip(batch, answers, strict=True):
-            if outcome.done():
-                continue
-            if answer["code"] == 200:
-                outcome.set_result(None)
-            else:
-                outcome.set_exception(error_from_problem(answer["code"], answer.get("problem", {})))
 
-    async def close(self) -> None:
-        """Send what is batched and wait for every settle request in flight (then close the client yourself)."""
+    async def _wait_to_resend(self, batch: Batch, error: JobqError, tries: int, deadline: float) -> bool:
+        """Sleep before sending ``batch`` again; False (and its callers get ``error``) once ``deadline`` would pass."""
+        delay = self.backoff.next_delay(tries)
+        if self._clock() + delay > deadline:
+            log.error(
+                "settling %d jobs failed %d times, for %.0fs: %s; giving up",
+                len(batch),
+                tries,
+                self.give_up_after,
+                error,
+            )
+            _fail_all(batch, error)
+            return False
+        if tries == 1:
+            log.warning(
+                "settling %d jobs failed: %s; sending again for up to %.0fs", len(batch), error, self.give_up_after
+            )
+        else:
+            log.debug("settling %d jobs failed again: %s; next try in %.2fs", len(batch), error, delay)
+        await self._sleep(delay)
+        return True
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Send what is batched and wait for every settle request in flight, sends again included.
+
+        After ``timeout`` seconds (None: as long as they take), stop sending: what has not
+        landed fails its callers with ``Unreachable``, and those jobs' leases lapse on the
+        server. Close the client yourself afterwards.
+        """
         self._flush()
+        if self._sending and timeout is not None:
+            _, late = await asyncio.wait(self._sending, timeout=timeout)
+            for task in late:
+                task.cancel()
         while self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
 
-def _fail_all(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], error: BaseException) -> None:
+def _answer(batch: Batch, answers: Sequence[dict[str, Any]]) -> tuple[Batch, JobqError | None]:
+    """Give each caller its settlement's answer; returns the settlements to send again, and why (None: none)."""
+    again: Batch = []
+    error: JobqError | None = None
+    for (item, outcome), answer in zip(batch, answers, strict=True):
+        refused = None if answer["code"] == 200 else error_from_problem(answer["code"], answer.get("problem", {}))
+        if refused is not None and is_transient(refused):
+            again.append((item, outcome))  # even if its caller is gone: the job did finish
+            error = refused
+        elif outcome.done():
+            continue
+        elif refused is None:
+            outcome.set_result(None)
+        else:
+            outcome.set_exception(refused)
+    return again, error
+
+
+def _fail_all(batch: Batch, error: BaseException) -> None:
     for _, outcome in batch:
         if not outcome.done():
             outcome.set_exception(error)
@@ -348,4 +452,15 @@ class SyncJobqClient:
         return blocking
 
 
-__all__ = ["BatchedSource", "Forbidden", "JobPage", "JobqClient", "JobqError", "SyncJobqClient", "Unauthorized"]
+__all__ = [
+    "BatchedSource",
+    "Forbidden",
+    "JobPage",
+    "JobqClient",
+    "JobqError",
+    "StaleLease",
+    "SyncJobqClient",
+    "Unauthorized",
+    "Unreachable",
+    "is_transient",
+]

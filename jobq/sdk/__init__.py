@@ -1,0 +1,11 @@
+"""The jobq SDK: what a producer or a worker host needs, without the server.
+
+* :mod:`jobq.sdk.client`: ``JobqClient``, ``SyncJobqClient``, ``BatchedSource``;
+* :mod:`jobq.sdk.remote_worker`: ``python -m jobq.sdk.remote_worker`` (the ``jobq-worker``
+  command), the worker pool leasing over HTTP.
+
+Nothing under ``jobq.sdk`` imports the server: no ``aiohttp.web``, no request models
+(pydantic), no gRPC, no storage. It needs aiohttp's client, the job record
+(``jobq.job``), the errors (``jobq.errors``) and, to run handlers, the worker pool
+(``jobq.workers``) and the handler registry.
+"""

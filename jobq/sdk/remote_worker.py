@@ -1,0 +1,256 @@
+"""A remote worker: ``python -m jobq.sdk.remote_worker --url http://host:8080 --handlers my.module``.
+
+It runs the same handler registry and worker pool as the server, but leases
+jobs over HTTP, heartbeats long jobs, and on SIGINT/SIGTERM stops leasing,
+finishes its jobs (up to ``--drain-timeout``) and releases the rest. A second
+signal exits at once; its leases then lapse and the server re-delivers them.
+
+When the server cannot be reached it waits: leasing backs off (1 s doubling to
+30 s, one log line per try), settling sends again for up to ``--lease`` seconds.
+After ``--give-up-after`` seconds without reaching the server the worker exits
+with code 3, so a supervisor can restart or alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from jobq import logformat
+from jobq.config import positive
+from jobq.errors import JobqError
+from jobq.handlers import load_handler_modules, registry
+from jobq.job import Job
+from jobq.retry import RetryPolicy
+from jobq.sdk.client import DEFAULT_URL, BatchedSource, JobqClient, is_transient
+from jobq.workers import JobSource, WorkerPool
+
+log = logging.getLogger("jobq.sdk.remote_worker")
+
+EXIT_GAVE_UP = 3  # the server was out of reach for --give-up-after seconds
+RECONNECT_BACKOFF = RetryPolicy(base=1.0, cap=30.0)  # between lease tries while the server is out of reach
+GAVE_UP_DRAIN_SECONDS = 1.0  # enough for idle workers to stop; held jobs' leases are long gone by then
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="python -m jobq.sdk.remote_worker", description="Run jobq jobs in this process."
+    )
+    parser.add_argument("--url", default=env.get("JOBQ_URL", DEFAULT_URL), help="jobq server [env JOBQ_URL]")
+    parser.add_argument(
+        "--handlers",
+        default=env.get("JOBQ_HANDLERS", ""),
+        help="comma-separated modules whose @handler functions to run [env JOBQ_HANDLERS]",
+    )
+    parser.add_argument(
+        "--queues", default=env.get("JOBQ_QUEUES", ""), help="comma-separated queues; all when empty [env JOBQ_QUEUES]"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive(int),
+        default=env.get("JOBQ_CONCURRENCY", "16"),  # a string default goes through type= too: checked alike
+        help="jobs at once, at least 1 [env JOBQ_CONCURRENCY]",
+    )
+    parser.add_argument(
+        "--lease",
+        type=positive(float),
+        default=env.get("JOBQ_LEASE", "60"),
+        help="lease seconds, above 0; also how long a finished job's result is sent again while the server "
+        "is out of reach [env JOBQ_LEASE]",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=positive(float, zero_ok=True),
+        default=env.get("JOBQ_DRAIN_TIMEOUT", "30"),
+        help="seconds to finish held jobs on SIGINT/SIGTERM [env JOBQ_DRAIN_TIMEOUT]",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=positive(float, zero_ok=True),
+        default=env.get("JOBQ_GIVE_UP_AFTER", "300"),
+        help=f"exit with code {EXIT_GAVE_UP} after this many seconds without reaching the server; 0: never "
+        "[env JOBQ_GIVE_UP_AFTER]",
+    )
+    parser.add_argument(
+        "--token",
+        default=env.get("JOBQ_WORKER_TOKEN") or None,
+        help="bearer token of the worker (or admin) role; prefer the variable, as flags show in ps "
+        "[env JOBQ_WORKER_TOKEN]",
+    )
+    parser.add_argument("--log-level", default=env.get("JOBQ_LOG_LEVEL", "info"), help="[env JOBQ_LOG_LEVEL]")
+    parser.add_argument(
+        "--log-format",
+        default=env.get("JOBQ_LOG_FORMAT", "text"),
+        choices=logformat.FORMATS,
+        help="text or json (one JSON object per line) [env JOBQ_LOG_FORMAT]",
+    )
+    return parser
+
+
+def split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class PatientSource:
+    """A job source whose ``lease`` waits out a server it cannot reach, instead of failing.
+
+    When a lease fails for want of the server (``is_transient``: unreachable, or a
+    502/503/504), ``lease`` logs one line naming the next wait, sleeps it (``backoff``:
+    1 s doubling to 30 s, each wait drawn from the upper half of its step) and answers
+    no jobs, so the pool's feeder asks again without logging an error of its own.
+    The first lease that gets through logs that the server is back. Once the server
+    has been out of reach for ``give_up_after`` seconds (0: never), it logs why, calls
+    ``on_give_up`` once and sets ``gave_up``. Everything else goes to ``source`` as it is.
+    """
+
+    def __init__(
+        self,
+        source: JobSource,
+        url: str,
+        *,
+        give_up_after: float,
+        on_give_up: Callable[[], None],
+        backoff: RetryPolicy = RECONNECT_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.source = source
+        self.url = url
+        self.give_up_after = give_up_after
+        self.on_give_up = on_give_up
+        self.backoff = backoff
+        self.gave_up = False
+        self._clock = clock
+        self._sleep = sleep
+        self._down_since: float | None = None  # the first failed try of this outage
+        self._tries = 0  # failed tries in this outage
+        self.heartbeat = source.heartbeat
+        self.complete = source.complete
+        self.fail = source.fail
+        self.release = source.release
+        self.append_log = source.append_log
+        self.set_progress = source.set_progress
+
+    async def lease(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        worker: str | None = None,
+        wait: float = 0.0,
+    ) -> list[Job]:
+        if self.gave_up:  # the worker is stopping: ask nothing more, and do not spin the pool's feeder
+            await self._sleep(self.backoff.cap)
+            return []
+        try:
+            jobs = await self.source.lease(max_jobs, lease_seconds, queues=queues, worker=worker, wait=wait)
+        except JobqError as exc:
+            if not is_transient(exc):
+                raise
+            await self._wait_out(exc)
+            return []
+        if self._down_since is not None:
+            log.info("reached %s again after %.1fs without it", self.url, self._clock() - self._down_since)
+            self._down_since, self._tries = None, 0
+        return jobs
+
+    async def _wait_out(self, error: JobqError) -> None:
+        """One failed try: give up if it has been too long, else log the next wait and sleep it."""
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+        down = now - self._down_since
+        if self.give_up_after and down >= self.give_up_after:
+            log.error(
+                "giving up: cannot reach %s for %.0fs (--give-up-after %g): %s",
+                self.url,
+                down,
+                self.give_up_after,
+                error.detail,
+            )
+            self.gave_up = True
+            self.on_give_up()
+            return
+        self._tries += 1
+        # Jittered within the upper half of the step, so workers restarted together spread out but still back off.
+        delay = (self.backoff.ceiling(self._tries) + self.backoff.next_delay(self._tries)) / 2
+        if self.give_up_after:
+            delay = min(delay, self.give_up_after - down)  # try once more right at the deadline
+        log.warning("cannot reach %s: %s; retrying in %.1fs", self.url, error.detail, delay)
+        await self._sleep(delay)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Lease and run jobs until a signal (exit code 0) or until the server is gone too long (``EXIT_GAVE_UP``)."""
+    client = JobqClient(args.url, token=args.token)
+    batched = BatchedSource(client, give_up_after=args.lease)  # finished jobs are settled many per request
+    stop = asyncio.Event()
+    source = PatientSource(batched, args.url, give_up_after=args.give_up_after, on_give_up=stop.set)
+    pool = WorkerPool(
+        source,
+        registry,
+        concurrency=args.concurrency,
+        lease_seconds=args.lease,
+        queues=split(args.queues) or None,
+        idle_wait=min(30.0, args.lease / 2),
+    )
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now; leases of %s will lapse", signal.Signals(signum).name, pool.held())
+            os._exit(1)
+        log.info("%s received: finishing %d held jobs", signal.Signals(signum).name, len(pool.held()))
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        pool.start()
+        log.info(
+            "worker %s running %d at once from %s (queues: %s)",
+            pool.name,
+            args.concurrency,
+            args.url,
+            args.queues or "all",
+        )
+        await stop.wait()
+        # Given up, the held jobs' leases are gone: stop rather than finish work nobody will take.
+        drain_timeout = min(args.drain_timeout, GAVE_UP_DRAIN_SECONDS) if source.gave_up else args.drain_timeout
+        report = await pool.drain(drain_timeout, run_waiting=False)
+        log.info(
+            "worker stopped: %d jobs finished while draining, %d released", report.finished, len(report.unfinished)
+        )
+        await batched.close(timeout=0 if source.gave_up else None)
+        await client.close()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    if source.gave_up:
+        log.error("exiting with code %d: no jobq server at %s", EXIT_GAVE_UP, args.url)
+        return EXIT_GAVE_UP
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logformat.setup(args.log_level, args.log_format)
+    try:
+        load_handler_modules(split(args.handlers))
+    except ImportError as exc:
+        log.error("cannot load handlers: %s", exc)
+        return 2
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
