@@ -31,7 +31,7 @@ from aiohttp import web
 
 from jobq import logs
 from jobq.api import METRICS, SERVICE
-from jobq.app import create_app
+from jobq.app import Runner, create_app
 from jobq.auth import TokenBook, TokenError
 from jobq.config import Config
 from jobq.errors import JobqError
@@ -178,7 +178,7 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
     shutdown = Shutdown(service, config)
     shutdown.install()
     # handler_cancellation: a client that hangs up mid long-poll must not be leased jobs it will never see.
-    runner = web.AppRunner(
+    runner = Runner(
         app,
         access_log=logging.getLogger(logs.ACCESS_LOGGER) if config.access_log else None,
         access_log_class=logs.AccessLogger,
