@@ -11,13 +11,13 @@ import math
 import re
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import BadRequest, JobqError, ValidationFailed
-from jobq.job import Job
+from jobq.job import Job, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
     NAME_PATTERN,
@@ -26,6 +26,7 @@ from jobq.models import (
     EnqueueRequest,
     FailRequest,
     HeartbeatRequest,
+    HeartbeatsRequest,
     LeaseRequest,
     ListQuery,
     LogRequest,
@@ -273,8 +274,11 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.get("/health")
 @public
 async def health(request: web.Request) -> web.Response:
-    """Liveness: answers while the process serves HTTP, without touching the store."""
+    """Readiness, without a store round trip: 200 ``ok`` (or ``draining``), 503 when the store cannot write."""
     service = request.app[SERVICE]
+    unavailable = service.unavailable
+    if unavailable is not None:
+        return json_response({"status": "unavailable", "detail": unavailable}, 503, {"Retry-After": "5"})
     return json_response({"status": "draining" if service.draining else "ok"})
 
 
@@ -304,11 +308,46 @@ def leased_view(job: Job) -> dict[str, Any]:
 @routes.post("/workers/lease")
 @requires(Role.WORKER)
 async def lease(request: web.Request) -> web.Response:
-    """Lease up to ``max_jobs`` jobs; 204 when none came within ``wait`` seconds (or jobq is draining)."""
-    jobs = await request.app[SERVICE].lease(await read_body(request, LeaseRequest))
+    """Lease up to ``max_jobs`` jobs; 204 when none came within ``wait`` seconds (or jobq is draining).
+
+    Jobs leased for a worker that hung up meanwhile, or whose answer cannot be written,
+    go straight back (undelivered) instead of waiting out their lease.
+    """
+    service = request.app[SERVICE]
+    jobs = await service.lease(await read_body(request, LeaseRequest))
     if not jobs:
         return web.Response(status=204)
-    return json_response({"jobs": [leased_view(job) for job in jobs]})
+    response = json_response({"jobs": [leased_view(job) for job in jobs]})
+    if hung_up(request):
+        await service.undelivered(jobs)
+        return response  # nobody reads it
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except (ConnectionError, ClientConnectionResetError):
+        await service.undelivered(jobs)
+    return response
+
+
+def hung_up(request: web.Request) -> bool:
+    """Whether the client of this request has gone (its connection closed while the handler ran)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+@routes.post("/workers/heartbeat")
+@requires(Role.WORKER)
+async def heartbeat_many(request: web.Request) -> web.Response:
+    """Extend many leases at once; each gets its own code (200 with its new deadline, or 409 for a stale lease)."""
+    body = await read_body(request, HeartbeatsRequest)
+    leases = [(item.id, item.lease_id) for item in body.leases]
+    results = []
+    for (job_id, _), answer in zip(leases, await request.app[SERVICE].heartbeat(leases, body.lease), strict=True):
+        if isinstance(answer, JobqError):
+            results.append({"id": job_id, "code": answer.status, "problem": error_body(answer)})
+        else:
+            results.append({"id": job_id, "code": 200, "lease_expires_at": rfc3339(answer.lease_expires_at)})
+    return json_response({"results": results})
 
 
 @routes.post("/workers/settle")
@@ -330,7 +369,9 @@ async def settle(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     """Extend a lease; 409 if the lease id is not the job's current one."""
     body = await read_body(request, HeartbeatRequest)
-    job = await request.app[SERVICE].store.heartbeat(request.match_info["id"], body.lease_id, body.lease)
+    [job] = await request.app[SERVICE].heartbeat([(request.match_info["id"], body.lease_id)], body.lease)
+    if isinstance(job, JobqError):
+        raise job
     return json_response(leased_view(job))
 
 
@@ -361,9 +402,9 @@ async def release(request: web.Request) -> web.Response:
 @routes.post("/jobs/{id}/log")
 @requires(Role.WORKER)
 async def append_log(request: web.Request) -> web.Response:
-    """Append a line to a job's log."""
+    """Append a line to the log of a job leased under ``lease_id`` (409 for any other lease)."""
     body = await read_body(request, LogRequest)
-    await request.app[SERVICE].store.append_log(request.match_info["id"], body.message)
+    await request.app[SERVICE].append_log(request.match_info["id"], body.lease_id, body.message)
     return web.Response(status=204)
 
 

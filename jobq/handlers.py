@@ -1,4 +1,4 @@
-"""The handler registry: which async function runs each job type.
+"""The handler registry: which function runs each job type.
 
 Users register their own handlers with a decorator, Sidekiq-style, in a module
 they load with ``--handlers my.module``::
@@ -9,34 +9,46 @@ they load with ``--handlers my.module``::
     async def send_email(ctx):
         await mailer.send(**ctx.payload)
         return {"sent": True}
+
+An ``async def`` handler runs on the event loop; a plain ``def`` runs in a thread
+of the worker pool (as Celery, RQ and dramatiq run theirs), and its context's
+``log`` and ``progress`` are plain calls there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jobq.errors import UnknownJobType
 from jobq.job import Job
+from jobq.values import MAX_LOG_CHARS, MAX_NOTE_CHARS, storable_text
 
 
 class Reporter(Protocol):
     """Where a running job's log lines and progress go: the store, or a server over HTTP."""
 
-    async def append_log(self, job_id: str, message: str) -> None: ...
+    async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None: ...
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None: ...
 
 
 @dataclass(slots=True)
 class JobContext:
-    """What a handler receives: the job, and ways to report on it while it runs."""
+    """What a handler receives: its own copy of the job, and ways to report on it while it runs.
+
+    Log lines and progress notes are made storable here (text, valid UTF-8, bounded), so
+    nothing a handler passes can make a write fail: a dict note is stored as its JSON text,
+    a file name that is not UTF-8 with escapes.
+    """
 
     job: Job
     reporter: Reporter
-    lease_id: str | None = None  # the lease this run holds (the job object may be leased again meanwhile)
+    lease_id: str | None = None  # the lease this run holds
 
     @property
     def payload(self) -> Any:
@@ -44,14 +56,48 @@ class JobContext:
 
     async def log(self, message: str) -> None:
         """Append a line to the job's log (``GET /jobs/{id}/logs``)."""
-        await self.reporter.append_log(self.job.id, str(message))
+        await self.reporter.append_log(self.job.id, storable_text(message, MAX_LOG_CHARS), self.lease_id)
 
-    async def progress(self, fraction: float, note: str | None = None) -> None:
-        """Report how far along the job is (0.0 to 1.0), shown in its status."""
-        await self.reporter.set_progress(self.job.id, self.lease_id or self.job.lease_id, fraction, note)
+    async def progress(self, fraction: float, note: Any = None) -> None:
+        """Report how far along the job is (0.0 to 1.0), shown in its status, with an optional note."""
+        text = None if note is None else storable_text(note, MAX_NOTE_CHARS)
+        await self.reporter.set_progress(self.job.id, self.lease_id, fraction, text)
 
 
-Handler = Callable[[JobContext], Awaitable[Any]]
+@dataclass(slots=True)
+class ThreadJobContext:
+    """What a plain ``def`` handler receives: as JobContext, but ``log`` and ``progress`` are blocking calls.
+
+    They hand the report to the event loop and wait for it, so a handler thread never
+    touches the store itself.
+    """
+
+    context: JobContext
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+
+    @property
+    def job(self) -> Job:
+        return self.context.job
+
+    @property
+    def payload(self) -> Any:
+        return self.context.job.payload
+
+    @property
+    def lease_id(self) -> str | None:
+        return self.context.lease_id
+
+    def log(self, message: str) -> None:
+        """Append a line to the job's log."""
+        asyncio.run_coroutine_threadsafe(self.context.log(message), self.loop).result()
+
+    def progress(self, fraction: float, note: Any = None) -> None:
+        """Report how far along the job is (0.0 to 1.0)."""
+        asyncio.run_coroutine_threadsafe(self.context.progress(fraction, note), self.loop).result()
+
+
+Handler = Callable[[JobContext], Awaitable[Any]] | Callable[[ThreadJobContext], Any]
+"""An ``async def`` taking a JobContext, or a plain ``def`` taking a ThreadJobContext."""
 
 
 class Registry:
@@ -59,15 +105,24 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._threaded: set[str] = set()  # types whose handler is a plain def
 
     def register(self, job_type: str) -> Callable[[Handler], Handler]:
         """Decorator: ``@registry.register("type")`` makes the function run jobs of that type."""
 
         def decorate(fn: Handler) -> Handler:
             self._handlers[job_type] = fn
+            if inspect.iscoroutinefunction(fn):
+                self._threaded.discard(job_type)
+            else:
+                self._threaded.add(job_type)
             return fn
 
         return decorate
+
+    def runs_in_thread(self, job_type: str) -> bool:
+        """Whether this type's handler is a plain ``def`` (run in a thread) rather than an ``async def``."""
+        return job_type in self._threaded
 
     def get(self, job_type: str) -> Handler:
         """The handler for a type; UnknownJobType if none is registered."""

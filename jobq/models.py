@@ -117,6 +117,22 @@ class HeartbeatRequest(BaseModel):
     lease: float = Field(default=60.0, gt=0, le=24 * 3600.0)
 
 
+class LeaseRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str
+    lease_id: str
+
+
+class HeartbeatsRequest(BaseModel):
+    """``POST /workers/heartbeat``: extend many leases in one request."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    leases: list[LeaseRef] = Field(max_length=10_000)
+    lease: float = Field(default=60.0, gt=0, le=24 * 3600.0)
+
+
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -174,6 +190,7 @@ class ReleaseRequest(BaseModel):
 class LogRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    lease_id: str
     message: str = Field(max_length=MAX_LOG_CHARS)
 
 

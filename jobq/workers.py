@@ -7,6 +7,11 @@ was given: complete, fail (retried under the job's policy) or, on a forced stop,
 release. A lease that lapsed meanwhile makes the settle a no-op (StaleLease), and
 the lease keeper stops a handler whose lease is gone.
 
+A handler gets its own copy of the job (payload included): nothing it does to
+it reaches the store. A plain ``def`` handler runs in the pool's threads. A failed
+attempt keeps its traceback. The feeder and the lease keeper are supervised: an
+unexpected error is logged at once and the task restarts after a backoff.
+
 Settling never needs ``asyncio.shield``: every store method changes the job and
 queues its write before its first ``await``, so a cancellation that lands while
 a worker waits for a commit cannot leave a finished job marked running.
@@ -17,25 +22,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jobq.errors import JobqError, StaleLease
-from jobq.handlers import JobContext, Registry, Reporter
+from jobq.errors import JobNotFound, JobqError, StaleLease
+from jobq.handlers import JobContext, Registry, Reporter, ThreadJobContext
 from jobq.job import Job, JobStatus
 from jobq.retry import Retry
-from jobq.values import MAX_ERROR_CHARS, json_value
+from jobq.values import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, copy_json, json_value, storable_text
 
 log = logging.getLogger("jobq.workers")
 
 IDLE_POLL_SECONDS = 1.0
+RESTART_SECONDS = (0.1, 5.0)  # a supervised task that failed restarts after this, doubling up to the cap
 
 
 def describe(exc: BaseException) -> str:
-    """How a failed attempt's error reads: ``ValueError: bad input`` (cut to what a job keeps)."""
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    """How a failed attempt's error reads: ``ValueError: bad input`` (storable, cut to what a job keeps)."""
+    return storable_text(f"{type(exc).__name__}: {exc}", MAX_ERROR_CHARS)
+
+
+def traceback_of(exc: BaseException) -> str:
+    """A failed attempt's traceback, its last lines (storable)."""
+    return storable_text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS, keep="tail")
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run ``run`` until it returns; if it fails, log it at once and start it again after a growing pause."""
+    pause = RESTART_SECONDS[0]
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting it in %.1fs", name, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RESTART_SECONDS[1])
 
 
 class JobSource(Reporter, Protocol):
@@ -49,17 +76,37 @@ class JobSource(Reporter, Protocol):
         queues: Sequence[str] | None = None,
         worker: str | None = None,
         wait: float = 0.0,
+        types: Sequence[str] | None = None,
     ) -> list[Job]: ...
 
-    async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job: ...
+    async def heartbeat_many(
+        self, leases: Sequence[tuple[str, str]], lease_seconds: float
+    ) -> Sequence[Job | JobqError]: ...
 
     async def complete(self, job_id: str, lease_id: str, result: Any) -> object: ...
 
     async def fail(
-        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
+        self,
+        job_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        retry_in: float | None = None,
+        outcome: str = "failed",
+        traceback: str | None = None,
     ) -> object: ...
 
     async def release(self, job_id: str, lease_id: str) -> Job: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a run's attempt ended: completed (``value`` is the result), retry (a Retry), failed or
+    timeout (``value`` is the error text, with the traceback of what the handler raised), or cancelled."""
+
+    outcome: str
+    value: object = None
+    traceback: str | None = None
 
 
 Leased = tuple[Job, str]
@@ -87,8 +134,10 @@ class WorkerPool:
         queues: Sequence[str] | None = None,
         idle_wait: float = IDLE_POLL_SECONDS,
         prefetch: int = 0,
+        types: Sequence[str] | None = None,
     ) -> None:
         self.store = store
+        self.types = types  # the job types to lease (None: every type)
         self.prefetch = prefetch  # jobs leased ahead of idle workers
         self.queues = queues
         self.idle_wait = idle_wait
@@ -109,6 +158,7 @@ class WorkerPool:
         self._feeder: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._threads: ThreadPoolExecutor | None = None  # for plain def handlers, made when first needed
         self._draining = False
         self._run_waiting = True
 
@@ -118,8 +168,8 @@ class WorkerPool:
         if self.concurrency <= 0:
             return
         self._workers = [asyncio.create_task(self._work(), name=f"jobq-worker-{i}") for i in range(self.concurrency)]
-        self._feeder = asyncio.create_task(self._feed(), name="jobq-feeder")
-        self._keeper = asyncio.create_task(self._keep_leases(), name="jobq-lease-keeper")
+        self._feeder = asyncio.create_task(supervise("the feeder", self._feed), name="jobq-feeder")
+        self._keeper = asyncio.create_task(supervise("the lease keeper", self._keep_leases), name="jobq-lease-keeper")
 
     async def drain(self, timeout: float, *, run_waiting: bool = True) -> DrainReport:
         """Finish held jobs (and, with ``run_waiting``, every ready job), then stop.
@@ -136,7 +186,7 @@ class WorkerPool:
         if self._feeder is not None:  # restart the feeder so it stops waiting for new work
             self._feeder.cancel()
             await asyncio.gather(self._feeder, return_exceptions=True)
-        self._feeder = asyncio.create_task(self._feed(), name="jobq-feeder-draining")
+        self._feeder = asyncio.create_task(supervise("the feeder", self._feed), name="jobq-feeder-draining")
         # asyncio.wait, not gather under a timeout: a timeout would cancel the gather and with it
         # every worker, which releases and forgets its job before anyone can report it.
         done, pending = await asyncio.wait([*self._workers, self._feeder], timeout=timeout)
@@ -157,6 +207,8 @@ class WorkerPool:
         for leased in list(self._held.values()):  # leased but never started
             await self._release(leased)
             self._unhold(leased)
+        if self._threads is not None:  # a handler thread still running cannot be stopped: it is left to end
+            self._threads.shutdown(wait=False, cancel_futures=True)
         return list(self._released)
 
     def held(self) -> list[str]:
@@ -192,7 +244,9 @@ class WorkerPool:
             if self._draining:
                 if not self._run_waiting:
                     break
-                jobs = await self.store.lease(room, self.lease_seconds, queues=self.queues, worker=self.name)
+                jobs = await self.store.lease(
+                    room, self.lease_seconds, queues=self.queues, worker=self.name, types=self.types
+                )
                 if not jobs:
                     break
             else:
@@ -207,7 +261,7 @@ class WorkerPool:
     async def _lease_or_wait(self, room: int) -> list[Job]:
         try:
             return await self.store.lease(
-                room, self.lease_seconds, queues=self.queues, worker=self.name, wait=self.idle_wait
+                room, self.lease_seconds, queues=self.queues, worker=self.name, wait=self.idle_wait, types=self.types
             )
         except JobqError as exc:  # the store is down: keep the loop alive and retry
             log.error("leasing jobs failed: %s", exc)
@@ -215,17 +269,27 @@ class WorkerPool:
             return []
 
     async def _keep_leases(self) -> None:
-        """Extend the leases of held jobs well before they run out."""
+        """Extend the leases of held jobs well before they run out, all in one call."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            for job, lease_id in list(self._held.values()):
-                try:
-                    await self.store.heartbeat(job.id, lease_id, self.lease_seconds)
-                except StaleLease:  # cancelled, or the lease lapsed and the job went to another worker
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                answers = await self.store.heartbeat_many(
+                    [(job.id, lease_id) for job, lease_id in held], self.lease_seconds
+                )
+            except JobqError as exc:  # unreachable or unavailable: the next round tries again
+                log.warning("extending %d leases failed: %s", len(held), exc.detail)
+                continue
+            for (job, lease_id), answer in zip(held, answers, strict=True):
+                if isinstance(answer, StaleLease | JobNotFound):  # cancelled, lapsed and run elsewhere, or gone
                     if self._interrupt(lease_id):
                         log.info("job %s lost its lease (cancelled, or it lapsed): its handler is stopped", job.id)
-                except Exception:
-                    log.exception("extending the lease of job %s failed", job.id, extra=job.log_fields())
+                elif isinstance(answer, JobqError):
+                    log.warning(
+                        "extending the lease of job %s failed: %s", job.id, answer.detail, extra=job.log_fields()
+                    )
 
     # -- running -----------------------------------------------------------
     async def _work(self) -> None:
@@ -243,7 +307,7 @@ class WorkerPool:
         job = leased[0]
         self.busy += 1
         try:
-            await self._settle(leased, *await self._execute(leased, task))
+            await self._settle(leased, await self._execute(leased, task))
             self.settled += 1
         except StaleLease:
             log.debug("job %s lost its lease while running (cancelled or expired)", job.id, extra=job.log_fields())
@@ -262,54 +326,71 @@ class WorkerPool:
         """Forget a settled or released lease."""
         self._held.pop(leased[1], None)
 
-    async def _execute(self, leased: Leased, task: asyncio.Task[None]) -> tuple[str, object]:
-        """Run the handler; returns ("completed", result), ("retry", Retry) or (outcome, error text).
+    def _invoke(self, handler: Any, context: JobContext) -> Awaitable[Any]:
+        """Start the handler: an ``async def`` on the loop, a plain ``def`` in one of the pool's threads."""
+        if not self.registry.runs_in_thread(context.job.type):
+            return handler(context)  # type: ignore[no-any-return]
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max(self.concurrency, 1), thread_name_prefix="jobq-handler")
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._threads, handler, ThreadJobContext(context, loop))
+
+    async def _execute(self, leased: Leased, task: asyncio.Task[None]) -> Ending:
+        """Run the handler and say how the attempt ended.
 
         ``interrupt()`` cancels ``task`` (this worker) while it is inside the handler; that
         cancellation, and only that one, becomes the "cancelled" outcome.
         """
         job, lease_id = leased
         if job.status is JobStatus.CANCELLED:  # cancelled while it sat in this pool's queue
-            return "cancelled", None
+            return Ending("cancelled")
         try:
             handler = self.registry.get(job.type)
         except JobqError as exc:
-            return "failed", exc.detail
+            return Ending("failed", exc.detail)
+        job.payload = copy_json(job.payload)  # the handler's own: nothing it does reaches the store
         context = JobContext(job, self.store, lease_id)
         self._running[lease_id] = (job.id, task)
         guard: asyncio.Timeout | None = None
         try:
             if job.timeout is None:  # most jobs: skip the cost of a timeout context
-                return "completed", await handler(context)
+                return Ending("completed", await self._invoke(handler, context))
             async with asyncio.timeout(job.timeout) as guard:
-                result = await handler(context)
+                result = await self._invoke(handler, context)
             if guard.expired():  # the handler swallowed its cancellation: the attempt still timed out
-                return "timeout", f"timed out after {job.timeout:g}s"
-            return "completed", result
+                return Ending("timeout", f"timed out after {job.timeout:g}s")
+            return Ending("completed", result)
         except Retry as request:
-            return "retry", request
+            return Ending("retry", request)
         except asyncio.CancelledError:
             if lease_id in self._interrupted:
                 self._interrupted.discard(lease_id)
                 if task.uncancel() == 0:
-                    return "cancelled", None
+                    return Ending("cancelled")
             if task.cancelling() == 0:  # raised by the handler itself, not a cancellation of this worker
-                return "failed", "CancelledError: the handler was cancelled from within"
+                return Ending("failed", "CancelledError: the handler was cancelled from within")
             raise
         except TimeoutError as exc:
             if guard is not None and guard.expired():
-                return "timeout", f"timed out after {job.timeout:g}s"
-            return "failed", describe(exc)  # the handler's own timeout (a client call, wait_for, ...)
+                return Ending("timeout", f"timed out after {job.timeout:g}s")
+            return self._failed(job, exc)  # the handler's own timeout (a client call, wait_for, ...)
         except BaseException as exc:  # SystemExit too: one handler never stops the server
-            return "failed", describe(exc)
+            return self._failed(job, exc)
         finally:
             del self._running[lease_id]
             if lease_id in self._interrupted:  # the handler swallowed the interrupt: take it back
                 self._interrupted.discard(lease_id)
                 task.uncancel()
 
-    async def _settle(self, leased: Leased, outcome: str, value: object) -> None:
+    @staticmethod
+    def _failed(job: Job, exc: BaseException) -> Ending:
+        """A handler raised: its error and traceback go into the attempt, and the traceback into the log."""
+        log.warning("job %s (%s) raised %s", job.id, job.type, type(exc).__name__, exc_info=exc, extra=job.log_fields())
+        return Ending("failed", describe(exc), traceback_of(exc))
+
+    async def _settle(self, leased: Leased, ending: Ending) -> None:
         job, lease_id = leased
+        outcome, value = ending.outcome, ending.value
         if outcome == "completed":
             try:
                 value = json_value(value)
@@ -319,9 +400,12 @@ class WorkerPool:
             await self.store.complete(job.id, lease_id, value)
         elif outcome == "retry":
             assert isinstance(value, Retry)
-            await self.store.fail(job.id, lease_id, str(value), retry_in=value.defer, outcome="retry")
+            await self.store.fail(
+                job.id, lease_id, storable_text(str(value), MAX_ERROR_CHARS), retry_in=value.defer, outcome="retry"
+            )
         elif outcome != "cancelled":  # a cancelled job was already settled by whoever cancelled it
-            await self.store.fail(job.id, lease_id, str(value), outcome=outcome)
+            error = storable_text(str(value), MAX_ERROR_CHARS)
+            await self.store.fail(job.id, lease_id, error, outcome=outcome, traceback=ending.traceback)
 
     async def _release(self, leased: Leased) -> None:
         """Hand an unfinished job back to the store and note its id (unless it was settled meanwhile)."""

@@ -72,6 +72,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("DELETE", "/queues/{name}/jobs"): "admin",
     ("POST", "/workers/lease"): "worker",
     ("POST", "/workers/settle"): "worker",
+    ("POST", "/workers/heartbeat"): "worker",
     ("POST", "/jobs/{id}/heartbeat"): "worker",
     ("POST", "/jobs/{id}/complete"): "worker",
     ("POST", "/jobs/{id}/fail"): "worker",
@@ -616,7 +617,9 @@ async def test_owners_survive_a_restart_and_files_from_before_owners_stay_readab
     old = await store.get("old-1")
     assert old is not None and (old.status, old.owner) == (JobStatus.PENDING, None)
     await store.add([Job(id="new-1", type="echo", payload={}, owner="alice")])
-    assert await store.with_connection(lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]) == len(MIGRATIONS)
+    assert await store.with_connection(lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]) == len(
+        MIGRATIONS
+    )
     await store.close()
     reopened = SQLiteStore(path)
     await reopened.open()

@@ -172,7 +172,8 @@ def test_the_server_logs_json_lines_with_an_access_log(tmp_path: Path) -> None:
         server.stop()
     lines = [json.loads(line) for line in server.log().splitlines()]  # every line parses
     assert {"time", "level", "logger", "message"} <= set(lines[0])
-    failure = [e for e in lines if e.get("job_id") == "j-1" and e["level"] == "WARNING"]
+    changes = [e for e in lines if e["logger"] == "jobq.service"]
+    failure = [e for e in changes if e.get("job_id") == "j-1" and e["level"] == "WARNING"]
     assert failure and failure[0]["error"] == "JobFailed: failed on purpose"
     [access] = [e for e in lines if e["logger"] == "jobq.access" and e["route"] == "/enqueue"]
     assert (access["method"], access["status"], access["path"]) == ("POST", 200, "/enqueue")

@@ -108,7 +108,11 @@ async def test_every_status_logs_and_paused_queues_survive_a_restart(open_sqlite
     assert list(after) == list(before)  # same jobs, same newest-first order
     running = after.pop("running")
     assert {k: v for k, v in after.items()} == {k: v for k, v in before.items() if k != "running"}
-    assert (running["status"], running["attempts"], running["history"][-1]["outcome"]) == ("pending", 0, "recovered")  # a lost run uses no attempt
+    assert (running["status"], running["attempts"], running["history"][-1]["outcome"]) == (
+        "pending",
+        0,
+        "recovered",
+    )  # a lost run uses no attempt
     assert [line["message"] for line in await again.logs("completed")] == ["first line", "second line"]
     assert (await again.stats()).paused == ["pending"]
     assert await again.lease(1, 60.0, queues=["pending"]) == []
@@ -468,3 +472,113 @@ async def test_sqlite_runs_only_on_the_writer_thread(monkeypatch: pytest.MonkeyP
     assert any("job_logs" in sql for sql in statements) and any("DELETE" in sql for sql in statements)
     assert threads == {writer}
     assert threading.get_ident() not in threads
+
+
+# -- the write path -----------------------------------------------------------
+def hold_writer(store: SQLiteStore) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Block the writer thread until the returned event is set (a slow disk, say)."""
+    go = threading.Event()
+    held = asyncio.ensure_future(store.with_connection(lambda conn: go.wait(10)))
+    return go, held  # type: ignore[return-value]
+
+
+async def test_nothing_is_seen_or_published_before_it_is_committed(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("a"))
+    job = await store.lease(1, 60.0)
+    events: list[str] = []
+    store.subscribe(lambda e: events.append(e.job.status.value))
+    go, held = hold_writer(store)
+    completing = asyncio.ensure_future(store.complete("a", job[0].lease_id or "", "ok"))
+    reading = asyncio.ensure_future(store.get("a"))
+    for _ in range(20):  # give both every chance to finish early
+        await asyncio.sleep(0)
+    assert not completing.done() and not reading.done() and events == []  # in memory, not yet on disk
+    go.set()
+    await held
+    assert (await completing).status is JobStatus.COMPLETED
+    got = await reading
+    assert got is not None and got.status is JobStatus.COMPLETED
+    assert events == ["completed"]
+
+
+async def test_one_unstorable_write_fails_alone_and_is_set_aside(
+    open_sqlite: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("bad"))
+    [job] = await store.lease(1, 60.0)
+    go, held = hold_writer(store)
+    # Values no handler can pass any more (JobContext makes them storable), written straight to the store:
+    await store.set_progress("bad", job.lease_id, 0.5, {"step": 1})  # type: ignore[arg-type]
+    await store.append_log("bad", "processing caf\udce9.txt")
+    others = [asyncio.ensure_future(store.add([make_job(f"ok-{i}")])) for i in range(20)]
+    go.set()
+    await held
+    outcomes = [outcome for [outcome] in await asyncio.gather(*others)]
+    assert all(isinstance(o, Added) for o in outcomes), outcomes  # every other client's write landed
+    assert "set aside" in caplog.text and "bad" in caplog.text
+    commits = store.commits
+    await add(store, make_job("after"))
+    assert store.commits == commits + 1  # the bad writes are not sent again
+    await store.close()
+    again = await open_sqlite()
+    assert {f"ok-{i}" for i in range(20)} <= {j.id for j in (await again.list_jobs(limit=100))[0]}
+
+
+async def test_a_dead_writer_fails_every_write_at_once_and_health_says_so(
+    open_sqlite: OpenStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_sqlite()
+    writer = store._writer
+    assert writer is not None
+
+    def broken(conn: sqlite3.Connection, group: list[Any]) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(writer, "_transaction", broken)
+    [outcome] = await asyncio.wait_for(store.add([make_job("lost")]), 5)
+    assert isinstance(outcome, StoreUnavailable)
+    assert store.unavailable is not None and "writer thread failed" in store.unavailable
+    [refused] = await asyncio.wait_for(store.add([make_job("later")]), 5)  # refused at once, never hangs
+    assert isinstance(refused, StoreUnavailable)
+    assert "CRITICAL" in caplog.text or "writer of" in caplog.text
+
+
+async def test_a_lease_heartbeat_and_progress_write_no_payload(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    await add(store, make_job("a", payload={"big": "x" * 2000}))
+    statements: list[str] = []
+    await store.with_connection(lambda conn: conn.set_trace_callback(statements.append))
+    [job] = await store.lease(1, 60.0)
+    await store.heartbeat("a", job.lease_id or "", 60.0)
+    await store.set_progress("a", job.lease_id, 0.5, "half")
+    await store.with_connection(lambda conn: conn.set_trace_callback(None))
+    writes = [s for s in statements if s.startswith("UPDATE")]
+    assert len(writes) == 3, statements
+    assert all("payload" not in s and "history" not in s and "result" not in s for s in writes), writes
+    await store.complete("a", job.lease_id or "", "ok")
+    await store.close()
+    again = await open_sqlite()
+    done = await again.get("a")
+    assert done is not None and (done.status, done.result, done.payload) == (
+        JobStatus.COMPLETED,
+        "ok",
+        {"big": "x" * 2000},
+    )
+    assert [a.outcome for a in done.history] == ["completed"]
+
+
+async def test_health_turns_503_when_the_writer_is_gone(
+    aiohttp_client: Any, registry: Registry, db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db_path)
+    client = await aiohttp_client(create_app(replace(TEST_CONFIG, workers=0), store=store, handlers=registry))
+    assert (await client.get("/health")).status == 200
+    assert store._writer is not None
+    monkeypatch.setattr(store._writer, "_transaction", lambda conn, group: 1 / 0)
+    refused = await client.post("/enqueue", json={"type": "echo"})
+    assert refused.status == 503 and refused.content_type == "application/problem+json"
+    health = await client.get("/health")
+    body = await health.json()
+    assert health.status == 503 and body["status"] == "unavailable" and "writer thread failed" in body["detail"]

@@ -20,6 +20,7 @@ from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.retry import RetryPolicy
 from jobq.store import Added, Retention, Store, StoreOptions, memory, open_store
+from jobq.store.base import Settlement
 from tests.conftest import BACKENDS, FakeClock, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
@@ -546,3 +547,162 @@ async def test_stats_counts_by_status_and_queue(store: Store) -> None:
     assert stats.by_status == {"completed": 1, "processing": 1, "pending": 1, "scheduled": 1}
     assert stats.by_queue == {"default": {"completed": 1, "processing": 1, "scheduled": 1}, "q": {"pending": 1}}
     assert stats.waiting == 2
+
+
+async def test_a_log_line_with_a_lease_needs_the_current_one(store: Store) -> None:
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    await store.append_log("a", "mine", job.lease_id)
+    with pytest.raises(StaleLease):
+        await store.append_log("a", "not mine", "someone-else")
+    assert [line["message"] for line in await store.logs("a")] == ["mine"]
+
+
+# -- the seam's promises -----------------------------------------------------
+async def test_every_job_a_store_returns_is_a_snapshot(store: Store) -> None:
+    mine = make_job("a", payload={"n": 1})
+    [added] = await add(store, mine)
+    mine.status = JobStatus.CANCELLED  # the caller's own object is not the stored one
+    added.priority = 99
+    got = await store.get("a")
+    assert got is not None and (got.status, got.priority) == (JobStatus.PENDING, 0)
+    got.queue = "elsewhere"
+    [leased] = await store.lease(1, 30.0)
+    leased.status = JobStatus.COMPLETED
+    leased.history.clear()
+    leased.attempts = 7
+    again = await store.get("a")
+    assert again is not None
+    assert (again.queue, again.status, again.attempts, len(again.history)) == ("default", JobStatus.PROCESSING, 1, 1)
+    [listed], _ = await store.list_jobs()
+    listed.lease_id = "forged"
+    with pytest.raises(StaleLease):
+        await store.complete("a", "forged", None)
+    done = await store.complete("a", leased.lease_id or "", "ok")
+    done.result = "changed"
+    assert (await store.get("a")).result == "ok"  # type: ignore[union-attr]
+
+
+async def test_subscribers_get_each_status_change_in_order_once_durable(store: Store) -> None:
+    events: list[tuple[str, str, str]] = []
+    unsubscribe = store.subscribe(lambda e: events.append((e.job.id, e.before.value, e.job.status.value)))
+    await add(store, make_job("a"), make_job("b", max_attempts=2))
+    [a, b] = await store.lease(2, 30.0)
+    await store.complete("a", a.lease_id or "", 1)
+    await store.fail("b", b.lease_id or "", "boom", retry_in=60.0)
+    await store.cancel("b")
+    assert events == [
+        ("a", "pending", "processing"),
+        ("b", "pending", "processing"),
+        ("a", "processing", "completed"),
+        ("b", "processing", "retrying"),
+        ("b", "retrying", "cancelled"),
+    ]
+    unsubscribe()
+    await add(store, make_job("c"))
+    await store.cancel("c")
+    assert len(events) == 5
+
+
+async def test_an_event_carries_the_job_as_it_was_when_it_changed(store: Store) -> None:
+    seen: list[Job] = []
+    store.subscribe(lambda e: seen.append(e.job))
+    await add(store, make_job("a"))
+    job = await lease_one(store)
+    await store.complete("a", job.lease_id or "", {"v": 1})
+    processing, completed = seen
+    assert (processing.status, processing.result) == (JobStatus.PROCESSING, None)
+    assert (completed.status, completed.result) == (JobStatus.COMPLETED, {"v": 1})
+
+
+async def test_settle_many_answers_each_settlement_in_one_call(make_store: MakeStore) -> None:
+    store = await make_store(retry=RetryPolicy(base=10.0, cap=10.0))
+    await add(store, make_job("ok"), make_job("bad", max_attempts=2), make_job("late"), make_job("again"))
+    leased = {job.id: job.lease_id or "" for job in await store.lease(4, 30.0)}
+    await store.complete("again", leased["again"], "first")
+    answers = await store.settle_many(
+        [
+            Settlement("ok", leased["ok"], {"done": True}),
+            Settlement("bad", leased["bad"], error="boom", traceback="Traceback ...\nValueError: boom"),
+            Settlement("late", "not-its-lease", "x"),
+            Settlement("again", leased["again"], "second"),  # a repeated complete: the first result stands
+            Settlement("missing", "x", None),
+        ]
+    )
+    ok, bad, late, again, missing = answers
+    assert isinstance(ok, Job) and (ok.status, ok.result) == (JobStatus.COMPLETED, {"done": True})
+    assert isinstance(bad, Job) and bad.status is JobStatus.RETRYING
+    assert bad.history[-1].traceback == "Traceback ...\nValueError: boom"
+    assert isinstance(late, StaleLease)
+    assert isinstance(again, Job) and again.result == "first"
+    assert isinstance(missing, JobNotFound)
+    assert (await store.get("late")).status is JobStatus.PROCESSING  # type: ignore[union-attr]
+
+
+async def test_heartbeat_many_extends_the_current_leases_only(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    await add(store, make_job("a"), make_job("b"))
+    leased = {job.id: job.lease_id or "" for job in await store.lease(2, 10.0)}
+    clock.advance(5.0)
+    a, stale = await store.heartbeat_many([("a", leased["a"]), ("b", "stale")], 10.0)
+    assert isinstance(a, Job) and a.lease_expires_at == clock.now + 10.0
+    assert isinstance(stale, StaleLease)
+    clock.advance(6.0)
+    assert [job.id for job in await store.expire_leases()] == ["b"]
+
+
+async def test_housekeeping_promotes_due_jobs_with_nobody_leasing(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    await add(store, make_job("later", status=JobStatus.SCHEDULED, run_at=clock.now + 30.0))
+    assert (await store.housekeep()).promoted == 0
+    clock.advance(30.0)
+    done = await store.housekeep()
+    assert (done.promoted, done.expired, done.purged) == (1, [], 0)
+    later = await store.get("later")
+    assert later is not None and later.status is JobStatus.PENDING
+    assert (await store.stats()).next_ready_since == {"default": clock.now}
+
+
+async def test_housekeeping_purges_by_age_on_the_store_clock(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock, retention=Retention(max_age=60.0))
+    await add(store, make_job("old"))
+    await finish(store, "old")
+    clock.advance(59.0)
+    assert (await store.housekeep()).purged == 0
+    clock.advance(2.0)
+    assert (await store.housekeep()).purged == 1
+    assert await store.get("old") is None
+
+
+async def test_lease_takes_only_the_wanted_job_types_in_order(store: Store) -> None:
+    await add(store, make_job("t1", type="resize"), make_job("m1", type="mail"), make_job("t2", type="resize"))
+    await add(store, make_job("m2", type="mail", priority=5))
+    taken = await store.lease(10, 30.0, types=["mail"])
+    assert [job.id for job in taken] == ["m2", "m1"]  # priority, then FIFO, within the wanted types
+    assert await store.lease(10, 30.0, types=["video"]) == []
+    assert [job.id for job in await store.lease(10, 30.0)] == ["t1", "t2"]
+
+
+async def test_lease_ids_are_unguessable(store: Store) -> None:
+    await add(store, *(make_job(f"j{i}") for i in range(20)))
+    ids = [job.lease_id or "" for job in await store.lease(20, 30.0)]
+    assert len(set(ids)) == 20
+    assert all(len(lease_id) >= 24 for lease_id in ids)  # 96 random bits or more
+    assert len({lease_id[:8] for lease_id in ids}) == 20  # no shared prefix and counter
+
+
+async def test_cancelled_and_cleared_scheduled_jobs_leave_nothing_behind(make_store: MakeStore) -> None:
+    store = await make_store()
+    later = time.time() + 3600
+    jobs = [make_job(f"s{i}", queue=f"q{i % 3}", status=JobStatus.SCHEDULED, run_at=later) for i in range(3000)]
+    await store.add(jobs)
+    for job in jobs[:1000]:
+        await store.cancel(job.id)
+    assert await store.clear("q1") == len([j for j in jobs[1000:] if j.queue == "q1"])
+    assert isinstance(store, memory.MemoryStore)  # both backends index in memory: check what the index holds
+    live = {job.id for _, _, job in store._deferred}
+    assert len(store._deferred) == len(live)  # rebuilt once mostly stale: no cancelled payload kept
+    assert all(job.queue != "q1" and job.status is JobStatus.SCHEDULED for _, _, job in store._deferred)

@@ -94,7 +94,10 @@ async def test_log_and_progress_from_a_remote_worker(make_client: MakeClient) ->
     client = await make_client(workers=0)
     job_id = await enqueue(client, "report")
     [job] = await lease(client)
-    assert (await client.post(f"/jobs/{job_id}/log", json={"message": "step 1"})).status == 204
+    line = {"lease_id": job["lease_id"], "message": "step 1"}
+    assert (await client.post(f"/jobs/{job_id}/log", json=line)).status == 204
+    stale = await client.post(f"/jobs/{job_id}/log", json={"lease_id": "not-its-lease", "message": "forged"})
+    assert stale.status == 409  # a worker token alone does not let anyone write into a job's log
     progress = {"lease_id": job["lease_id"], "fraction": 0.25, "note": "a quarter"}
     assert (await client.post(f"/jobs/{job_id}/progress", json=progress)).status == 204
     status = await (await client.get(f"/status/{job_id}")).json()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import time
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from jobq import workers
 from jobq.api import SERVICE
-from jobq.handlers import JobContext, Registry
+from jobq.handlers import JobContext, Registry, ThreadJobContext
+from jobq.job import Job
 from jobq.retry import Retry
+from jobq.values import MAX_LOG_CHARS
 from tests.conftest import TEST_CONFIG, FakeClock, MakeClient, wait_for_status
 
 
@@ -313,3 +318,81 @@ async def test_prefetch_leases_that_many_jobs_ahead_of_the_running_ones(
     gate.release.set()
     for job_id in ids:
         await wait_for_status(client, job_id, "completed")
+
+
+async def test_a_plain_def_handler_runs_in_a_thread(registry: Registry, make_client: MakeClient) -> None:
+    threads: list[str] = []
+
+    def blocking(ctx: ThreadJobContext) -> dict[str, int]:
+        threads.append(threading.current_thread().name)
+        ctx.log("from a thread")
+        ctx.progress(0.5, "half")
+        return {"sum": sum(ctx.payload["numbers"])}
+
+    registry.register("blocking")(blocking)
+    client = await make_client()
+    job_id = await enqueue(client, "blocking", payload={"numbers": [1, 2, 3]})
+    done = await wait_for_status(client, job_id, "completed")
+    assert done["result"] == {"sum": 6} and done["progress_note"] == "half"
+    assert threads and threads[0].startswith("jobq-handler")
+    logs = await (await client.get(f"/jobs/{job_id}/logs")).json()
+    assert [line["message"] for line in logs["logs"]] == ["from a thread"]
+
+
+async def test_a_failed_attempt_keeps_its_traceback(
+    registry: Registry, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(ctx: JobContext) -> None:
+        {}["missing"]
+
+    registry.register("broken")(broken)
+    client = await make_client()
+    job_id = await enqueue(client, "broken")
+    failed = await wait_for_status(client, job_id, "failed")
+    [attempt] = failed["history"]
+    assert attempt["error"] == "KeyError: 'missing'"
+    assert attempt["traceback"].startswith("Traceback") and 'in broken\n    {}["missing"]' in attempt["traceback"]
+    assert "KeyError: 'missing'" in caplog.text and "Traceback" in caplog.text  # logged too
+
+
+async def test_what_a_handler_reports_is_made_storable(registry: Registry, make_client: MakeClient) -> None:
+    async def chatty(ctx: JobContext) -> None:
+        ctx.payload.pop("card")  # the handler's own copy: the stored payload keeps it
+        await ctx.progress(0.5, {"step": 1})
+        name = os.fsdecode(b"caf\xe9.txt")  # a file name that is not UTF-8, as os.listdir() gives it
+        await ctx.log(f"processing {name}")
+        await ctx.log("x" * 100_000)
+
+    registry.register("chatty")(chatty)
+    client = await make_client()
+    job_id = await enqueue(client, "chatty", payload={"card": "4242"})
+    others = [await enqueue(client, "echo") for _ in range(10)]
+    done = await wait_for_status(client, job_id, "completed")
+    assert done["payload"] == {"card": "4242"} and done["progress_note"] == '{"step":1}'
+    lines = [line["message"] for line in (await (await client.get(f"/jobs/{job_id}/logs")).json())["logs"]]
+    assert lines[0] == "processing caf\\udce9.txt" and len(lines[1]) == MAX_LOG_CHARS
+    replay = await client.post("/enqueue", json={"type": "chatty", "id": job_id, "payload": {"card": "4242"}})
+    assert replay.status == 200  # the same request again is a replay, not a conflict
+    for other in others:
+        await wait_for_status(client, other, "completed")
+
+
+async def test_the_feeder_restarts_after_an_unexpected_error(
+    registry: Registry, make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "RESTART_SECONDS", (0.01, 0.05))
+    client = await make_client()
+    store = client.app[SERVICE].store
+    real_lease = store.lease
+    failures = iter([RuntimeError("a bug in leasing")])
+
+    async def flaky_lease(*args: object, **kwargs: object) -> list[Job]:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await real_lease(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "lease", flaky_lease)
+    job_id = await enqueue(client, "echo")
+    await wait_for_status(client, job_id, "completed")
+    assert "the feeder failed; restarting it" in caplog.text and "a bug in leasing" in caplog.text

@@ -200,9 +200,17 @@ class JobqClient:
         queues: Sequence[str] | None = None,
         worker: str | None = None,
         wait: float = 0.0,
+        types: Sequence[str] | None = None,
     ) -> list[Job]:
-        """Lease up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds."""
-        body = {"max_jobs": max_jobs, "lease": lease_seconds, "wait": wait, "queues": queues, "worker": worker}
+        """Lease up to ``max_jobs`` jobs (of ``types`` only, when given), long-polling up to ``wait`` seconds."""
+        body = {
+            "max_jobs": max_jobs,
+            "lease": lease_seconds,
+            "wait": wait,
+            "queues": queues,
+            "worker": worker,
+            "types": None if types is None else list(types),
+        }
         data = await self._call("POST", "/workers/lease", {k: v for k, v in body.items() if v is not None}, wait=wait)
         return [] if data is None else [Job.from_dict(j) for j in data["jobs"]]
 
@@ -210,16 +218,40 @@ class JobqClient:
         body = {"lease_id": lease_id, "lease": lease_seconds}
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/heartbeat", body))
 
+    async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
+        """Extend many leases in one request (``POST /workers/heartbeat``); one answer each, in order.
+
+        An answer is the job as far as the answer tells (its id, lease and new deadline),
+        or the error for that lease (``StaleLease`` when it is no longer the job's).
+        """
+        body = {"leases": [{"id": job_id, "lease_id": lease_id} for job_id, lease_id in leases], "lease": lease_seconds}
+        answers = (await self._call("POST", "/workers/heartbeat", body))["results"]
+        if len(answers) != len(leases):
+            raise JobqError(f"the server answered {len(answers)} heartbeats for {len(leases)}")
+        results: list[Job | JobqError] = []
+        for (job_id, lease_id), answer in zip(leases, answers, strict=True):
+            if answer["code"] != 200:
+                results.append(error_from_problem(answer["code"], answer.get("problem", {})))
+                continue
+            expires = datetime.fromisoformat(answer["lease_expires_at"].replace("Z", "+00:00")).timestamp()
+            results.append(Job(id=job_id, type="", payload=None, lease_id=lease_id, lease_expires_at=expires))
+        return results
+
     async def complete(self, job_id: str, lease_id: str, result: Any) -> Job:
         body = {"lease_id": lease_id, "result": result}
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/complete", body))
 
     async def fail(
-        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
+        self,
+        job_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        retry_in: float | None = None,
+        outcome: str = "failed",
+        traceback: str | None = None,
     ) -> Job:
-        body: dict[str, Any] = {"lease_id": lease_id, "error": error, "outcome": outcome}
-        if retry_in is not None:
-            body["retry_in"] = retry_in
+        body = failure_item(lease_id, error, retry_in, outcome, traceback)
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/fail", body))
 
     async def settle(self, settlements: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -233,12 +265,25 @@ class JobqClient:
     async def release(self, job_id: str, lease_id: str) -> Job:
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/release", {"lease_id": lease_id}))
 
-    async def append_log(self, job_id: str, message: str) -> None:
-        await self._call("POST", f"/jobs/{job_id}/log", {"message": message})
+    async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
+        """Add a line to the log of a job this worker holds under ``lease_id``."""
+        await self._call("POST", f"/jobs/{job_id}/log", {"lease_id": lease_id, "message": message})
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         body = {"lease_id": lease_id, "fraction": fraction, "note": note}
         await self._call("POST", f"/jobs/{job_id}/progress", body)
+
+
+def failure_item(
+    lease_id: str, error: str, retry_in: float | None, outcome: str, traceback: str | None
+) -> dict[str, Any]:
+    """The body of a failed attempt, as ``/jobs/{id}/fail`` and ``/workers/settle`` take it."""
+    item: dict[str, Any] = {"lease_id": lease_id, "error": error, "outcome": outcome}
+    if retry_in is not None:
+        item["retry_in"] = retry_in
+    if traceback is not None:
+        item["traceback"] = traceback
+    return item
 
 
 Batch = list[tuple[dict[str, Any], asyncio.Future[None]]]
@@ -289,6 +334,7 @@ class BatchedSource:
         # Everything but settling goes to the client as it is.
         self.lease = client.lease
         self.heartbeat = client.heartbeat
+        self.heartbeat_many = client.heartbeat_many
         self.release = client.release
         self.append_log = client.append_log
         self.set_progress = client.set_progress
@@ -297,12 +343,16 @@ class BatchedSource:
         await self._settle({"id": job_id, "lease_id": lease_id, "result": result})
 
     async def fail(
-        self, job_id: str, lease_id: str, error: str, *, retry_in: float | None = None, outcome: str = "failed"
+        self,
+        job_id: str,
+        lease_id: str,
+        error: str,
+        *,
+        retry_in: float | None = None,
+        outcome: str = "failed",
+        traceback: str | None = None,
     ) -> None:
-        item: dict[str, Any] = {"id": job_id, "lease_id": lease_id, "error": error, "outcome": outcome}
-        if retry_in is not None:
-            item["retry_in"] = retry_in
-        await self._settle(item)
+        await self._settle({"id": job_id, **failure_item(lease_id, error, retry_in, outcome, traceback)})
 
     async def _settle(self, item: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()

@@ -146,12 +146,15 @@ class PatientSource:
         queues: Sequence[str] | None = None,
         worker: str | None = None,
         wait: float = 0.0,
+        types: Sequence[str] | None = None,
     ) -> list[Job]:
         if self.gave_up:  # the worker is stopping: ask nothing more, and do not spin the pool's feeder
             await self._sleep(self.backoff.cap)
             return []
         try:
-            jobs = await self.source.lease(max_jobs, lease_seconds, queues=queues, worker=worker, wait=wait)
+            jobs = await self.source.lease(
+                max_jobs, lease_seconds, queues=queues, worker=worker, wait=wait, types=types
+            )
         except JobqError as exc:
             if not is_transient(exc):
                 raise
@@ -201,6 +204,7 @@ async def run(args: argparse.Namespace) -> int:
         lease_seconds=args.lease,
         queues=split(args.queues) or None,
         idle_wait=min(30.0, args.lease / 2),
+        types=list(registry),  # only the job types this worker has handlers for
     )
 
     def on_signal(signum: int) -> None:

@@ -412,6 +412,7 @@ class MemoryStore(Store):
                 job = entry[2]
                 before = job.status
                 job.move_to(JobStatus.PENDING)
+                job.ready_at = entry[0]  # it could run from its due time
                 self._moved(job, before)
                 promoted.append(job)
             else:

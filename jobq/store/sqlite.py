@@ -361,6 +361,7 @@ class JournalWriter:
         self.died: str | None = None  # why the thread ended unasked, if it did
         self._loop = loop
         self._queue: SimpleQueue[Op] = SimpleQueue()
+        self._current: list[Op] = []  # the writes being applied now
         self._accepting = False
         self._thread: threading.Thread | None = None
         self._done: asyncio.Future[None] = loop.create_future()
@@ -422,7 +423,7 @@ class JournalWriter:
         self.died = f"its writer thread failed ({type(exc).__name__}: {exc})"
         log.critical("the SQLite writer of %s failed; no more writes will be stored", self.path, exc_info=exc)
         error = StoreUnavailable(f"the store {self.path} cannot write: {self.died}")
-        futures = []
+        futures = [future for _, _, future in self._current]  # answered already or not: _settle skips the done
         with contextlib.suppress(Empty):
             while True:
                 futures.append(self._queue.get_nowait()[2])
@@ -445,8 +446,11 @@ class JournalWriter:
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         """Commit whatever is queued, group after group, until a STOP."""
-        while self._apply(conn, self._take()):  # no local keeps a group's futures alive while idle
-            pass
+        while True:
+            self._current = self._take()
+            if not self._apply(conn, self._current):
+                return
+            self._current = []  # nothing keeps a group's futures alive while idle
 
     def _take(self) -> list[Op]:
         """Block for the first queued write, then take everything queued behind it."""
