@@ -29,7 +29,7 @@ from types import FrameType
 
 from aiohttp import web
 
-from jobq import logs
+from jobq import logformat, logs
 from jobq.api import METRICS, SERVICE
 from jobq.app import Runner, create_app
 from jobq.auth import TokenBook, TokenError
@@ -301,7 +301,7 @@ def load_handlers(modules: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the configuration, load handler modules, and serve. Returns the exit code."""
     config = Config.from_args(argv)
-    logs.setup(config.log_level, config.log_format)
+    logformat.setup(config.log_level, config.log_format)
     tokens = load_tokens(config)
     if tokens is None:
         return EXIT_CANNOT_START

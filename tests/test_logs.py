@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jobq.api import SERVICE
-from jobq.logs import JsonFormatter, TextFormatter, formatter, setup
+from jobq.logformat import JsonFormatter, TextFormatter, formatter, setup
 from tests.conftest import MakeClient, wait_for_status
 from tests.procs import ServerProcess
 
