@@ -81,6 +81,7 @@ class JobService:
         self._enqueue_listeners: list[EnqueueListener] = []
         self._remote_held: set[str] = set()  # jobs leased to remote workers through this service, still running
         self._remote_settled = asyncio.Event()  # set whenever one of them leaves processing
+        self._lease_polls = 0  # lease long-polls waiting for work
         store.add_listener(self._on_change)  # local and immediate: logs and throughput
         store.subscribe(self._on_event)  # durable changes: waiters and drain accounting
         self._housekeeper: asyncio.Task[None] | None = None
@@ -306,12 +307,14 @@ class JobService:
             return self._hold_remote(await lease())
         leasing = asyncio.ensure_future(lease())  # a task, so a drain can end the long-poll
         stopping = asyncio.ensure_future(self._drain_started.wait())
+        self._lease_polls += 1
         try:
             await asyncio.wait((leasing, stopping), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the worker hung up: nobody would ever see these jobs
             await self._abandon(leasing)
             raise
         finally:
+            self._lease_polls -= 1
             stopping.cancel()
         if not leasing.done():
             await self._abandon(leasing)
@@ -428,6 +431,7 @@ class JobService:
             "queue_depth": counts.waiting,
             "workers": {"total": self.pool.concurrency, "busy": self.pool.busy},
             "waiting_requests": sum(len(w) for w in self._change_waiters.values()),  # ?wait= and watches
+            "waiting_leases": self._lease_polls,  # workers' lease long-polls parked here
             "jobs_per_second": round(self.finish_rate.per_second(), 2),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "draining": self.draining,

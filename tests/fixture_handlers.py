@@ -65,3 +65,12 @@ async def gated(ctx: JobContext) -> dict[str, object]:
         os.close(fd)
     await opened.wait()
     return {"ran": ctx.job.id, "run": len(ctx.job.history)}
+
+
+@handler("chatty")
+async def chatty(ctx: JobContext) -> str:
+    """Reports what a careless handler reports: a dict as its progress note, a file name that is not UTF-8."""
+    await ctx.progress(0.5, {"step": 1})
+    name = os.fsdecode(b"caf\xe9.txt")  # as os.listdir() gives a name that is not UTF-8
+    await ctx.log(f"processing {name}")
+    return name.encode("utf-8", "backslashreplace").decode()

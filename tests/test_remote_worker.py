@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.conftest import StartServer
 from tests.procs import ServerProcess, WorkerProcess
@@ -274,3 +275,116 @@ def test_a_thousand_waiters_all_see_the_final_status(
     last = max(at for _, _, at in answers) - opened_at
     assert last < WOKEN_WITHIN, f"the last answer came {last:.1f}s after the job finished: not woken by it"
     assert runs(runs_file)[job_id] == 1
+
+
+# -- lost runs and network trouble --------------------------------------------
+class BlinkingProxy:
+    """An HTTP proxy in the test's loop that, while ``dark``, resets every connection it gets."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.dark = False
+        self.reset = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        if self.dark:
+            self.reset += 1
+            assert request.transport is not None
+            request.transport.abort()  # a reset, as a network blip looks to the client
+            return web.Response(status=500)  # never sent
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization")}
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers, timeout=timeout
+        ) as answer:
+            return web.Response(body=await answer.read(), status=answer.status, content_type=answer.content_type)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def eventually(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_network_blip_during_settle_still_ends_the_job_completed_once(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list, aiohttp_server: Any
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", f"sqlite:///{tmp_path / 'jobq.db'}", "--workers", "0")
+    proxy = BlinkingProxy(server.url)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.forward)
+    front = await aiohttp_server(app)
+    worker = start_worker(tmp_path, runs_file, started, str(front.make_url("")).rstrip("/"), "blinked")
+    status, body = await asyncio.to_thread(server.request, "POST", "/enqueue", {"type": "gated"})
+    assert status == 202
+    job_id = body["id"]
+    await eventually(lambda: runs(runs_file)[job_id] == 1, 30, "the worker to start the job")
+    proxy.dark = True  # from now on, 1.5 s of resets: the settle the job's end sends meets them
+    worker.send(signal.SIGUSR1)
+    await asyncio.sleep(1.5)  # the blip's length: what is under test is what happens after it
+    resets = proxy.reset
+    proxy.dark = False
+    done: dict[str, Any] = {}
+
+    def completed() -> bool:
+        done.update(job_status(server, job_id))
+        return done["status"] == "completed"
+
+    await eventually(completed, 30, "the job to complete through the proxy")
+    assert resets >= 1, "the blip met no request: the test proved nothing"
+    assert [a["outcome"] for a in done["history"]] == ["completed"]
+    assert done["result"] == {"ran": job_id, "run": 1}
+    assert runs(runs_file)[job_id] == 1  # ran once, completed once
+    await proxy.close()
+    worker.send(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 15) == 0
+
+
+async def test_a_lease_long_poll_that_hung_up_gives_its_job_back_at_once(start_server: StartServer) -> None:
+    server = start_server("--store", "memory://", "--workers", "0")
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = b'{"wait": 30, "worker": "gone"}'
+    writer.write(
+        b"POST /workers/lease HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    await eventually(lambda: server.request("GET", "/stats")[1]["waiting_leases"] == 1, 10, "the poll to park")
+    writer.close()  # the worker goes away while its long-poll waits
+    await writer.wait_closed()
+    status, enqueued = await asyncio.to_thread(server.request, "POST", "/enqueue", {"type": "record"})
+    assert status == 202
+    status, leased = await asyncio.to_thread(server.request, "POST", "/workers/lease", {"wait": 10, "worker": "alive"})
+    assert status == 200, leased  # handed back at once, not after its 60 s lease
+    [job] = leased["jobs"]
+    assert job["id"] == enqueued["id"]
+    # The hung-up poll ended with its connection (it took nothing), so the job ran at once elsewhere.
+    assert [(a["worker"], a["outcome"]) for a in job["history"]] == [("alive", None)]
+    assert server.request("GET", "/stats")[1]["waiting_leases"] == 0
+
+
+async def test_a_careless_handler_cannot_fail_other_clients_writes(start_server: StartServer, tmp_path: Path) -> None:
+    server = start_server("--store", f"sqlite:///{tmp_path / 'jobq.db'}", "--workers", "4")
+    jobs = [{"type": "chatty"} if i % 5 == 0 else {"type": "echo", "payload": {"i": i}} for i in range(100)]
+    answers = await asyncio.gather(*(asyncio.to_thread(server.request, "POST", "/enqueue", job) for job in jobs))
+    assert [status for status, _ in answers] == [202] * 100  # every enqueue landed, beside the chatty runs
+    ids = [body["id"] for _, body in answers]
+    await eventually(
+        lambda: server.request("GET", "/stats")[1]["jobs"]["completed"] == 100, 30, "every job to complete"
+    )
+    chatty = job_status(server, ids[0])
+    assert chatty["progress_note"] == '{"step":1}'
+    status, logs = server.request("GET", f"/jobs/{ids[0]}/logs")
+    assert [line["message"] for line in logs["logs"]] == ["processing caf\\udce9.txt"]
+    status, later = server.request("POST", "/enqueue?wait=10", {"type": "echo"})
+    assert (status, later["status"]) == (200, "completed")  # and it still runs jobs
+    assert "set aside" not in server.log() and "Storage corrupt" not in server.log()

@@ -7,8 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from jobq import api
 from jobq.api import SERVICE
 from jobq.app import create_app
 from jobq.handlers import Registry
@@ -205,3 +207,17 @@ async def test_settle_completes_and_fails_many_jobs_each_with_its_own_answer(mak
     too_many = await client.post("/workers/settle", json={"jobs": settlements * 2})
     assert too_many.status == 422
     assert (await too_many.json())["errors"][0]["field"] == "jobs"
+
+
+async def test_jobs_leased_for_a_worker_that_hung_up_go_back_at_once(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client(workers=0)
+    job_id = await enqueue(client, "report")
+    gone = iter([True])  # the first answer finds its worker gone: the job was leased as it hung up
+    monkeypatch.setattr(api, "hung_up", lambda request: next(gone, False))
+    await client.post("/workers/lease", json={"worker": "gone"})
+    [job] = await lease(client)
+    assert job["id"] == job_id
+    assert [(a["worker"], a["outcome"]) for a in job["history"]] == [("gone", "undelivered"), (None, None)]
+    assert job["attempts"] == 1  # the undelivered run used no attempt
