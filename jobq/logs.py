@@ -19,6 +19,7 @@ SECRET_PARAMETER = re.compile(
 )
 REDACTED = "REDACTED"
 
+
 class AccessLogger(AbstractAccessLogger):
     """One ``jobq.access`` line per HTTP request (``--access-log``), with structured fields.
 

@@ -135,9 +135,13 @@ class WorkerPool:
         idle_wait: float = IDLE_POLL_SECONDS,
         prefetch: int = 0,
         types: Sequence[str] | None = None,
+        check_every: float | None = None,
     ) -> None:
         self.store = store
         self.types = types  # the job types to lease (None: every type)
+        # How often held leases are extended, which is also how soon a run learns that its job was
+        # cancelled elsewhere (a stale lease stops its handler); a third of the lease by default.
+        self.check_every = check_every if check_every is not None else lease_seconds / 3
         self.prefetch = prefetch  # jobs leased ahead of idle workers
         self.queues = queues
         self.idle_wait = idle_wait
@@ -271,7 +275,7 @@ class WorkerPool:
     async def _keep_leases(self) -> None:
         """Extend the leases of held jobs well before they run out, all in one call."""
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+            await asyncio.sleep(self.check_every)
             held = list(self._held.values())
             if not held:
                 continue

@@ -402,6 +402,17 @@ async def test_fail_retries_then_gives_up_and_release_requeues(rig: Rig) -> None
     assert (await http_record(rig.client, job_id))["error"] == "timed out"
 
 
+async def test_lease_takes_only_the_asked_types_and_a_fail_keeps_its_traceback(rig: Rig) -> None:
+    wanted = (await http_enqueue(rig.client, type="flaky"))["id"]
+    await http_enqueue(rig.client, type="echo")
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest(max_jobs=5, types=["flaky"]))).jobs
+    assert leased.job.id == wanted
+    failed = await rig.workers.Fail(
+        pb.FailRequest(id=wanted, lease_id=leased.lease_id, error="boom", traceback="Traceback\nValueError: boom")
+    )
+    assert failed.history[-1].traceback == "Traceback\nValueError: boom"
+
+
 async def test_lease_caps_its_wait_by_the_deadline(rig: Rig) -> None:
     started = time.monotonic()
     answer = await rig.workers.Lease(pb.LeaseRequest(wait=30), timeout=1.0)  # answered, not DEADLINE_EXCEEDED

@@ -388,3 +388,19 @@ async def test_a_careless_handler_cannot_fail_other_clients_writes(start_server:
     status, later = server.request("POST", "/enqueue?wait=10", {"type": "echo"})
     assert (status, later["status"]) == (200, "completed")  # and it still runs jobs
     assert "set aside" not in server.log() and "Storage corrupt" not in server.log()
+
+
+def test_a_remote_handler_learns_of_a_cancel_within_seconds(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", "memory://", "--workers", "0")
+    worker = start_worker(tmp_path, runs_file, started, server.url, "cancelled")  # the default 60 s lease
+    status, body = server.request("POST", "/enqueue", {"type": "gated"})
+    assert status == 202
+    job_id = body["id"]
+    wait_until(lambda: runs(runs_file)[job_id] == 1, 20, "the worker to start the job")
+    assert server.request("POST", f"/jobs/{job_id}/cancel")[0] == 200
+    cancelled_at = time.monotonic()
+    wait_until(lambda: f"job {job_id} lost its lease" in worker.log(), 10, "the handler to be stopped")
+    assert time.monotonic() - cancelled_at < 3.0  # within a second or two, not at a heartbeat 20 s away
+    assert job_status(server, job_id)["status"] == "cancelled"

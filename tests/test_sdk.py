@@ -313,10 +313,10 @@ class FlakyLeases:
             raise self.errors.pop(0)
         return []
 
-    async def heartbeat(self, *args: Any) -> Job:
+    async def heartbeat_many(self, *args: Any) -> Job:
         raise NotImplementedError
 
-    complete = fail = release = append_log = set_progress = heartbeat
+    complete = fail = release = append_log = set_progress = heartbeat_many
 
 
 URL = "http://jobq.example:8080"

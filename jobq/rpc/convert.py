@@ -217,6 +217,8 @@ def lease_fields(request: pb.LeaseRequest) -> dict[str, Any]:
     fields = present(request, "max_jobs", "wait", "lease", "worker")
     if request.queues:
         fields["queues"] = list(request.queues)
+    if request.types:
+        fields["types"] = list(request.types)
     return fields
 
 
@@ -231,7 +233,7 @@ def fail_fields(request: pb.FailRequest) -> dict[str, Any]:
     if request.outcome not in OUTCOME_FROM_PB:
         raise invalid("outcome", f"unknown outcome {request.outcome}")
     fields = {"lease_id": request.lease_id, "error": request.error, "outcome": OUTCOME_FROM_PB[request.outcome]}
-    return fields | present(request, "retry_in")
+    return fields | present(request, "retry_in", "traceback")
 
 
 def settlement_fields(settlement: pb.Settlement) -> dict[str, Any]:

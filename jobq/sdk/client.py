@@ -333,7 +333,6 @@ class BatchedSource:
         self._sending: set[asyncio.Task[None]] = set()
         # Everything but settling goes to the client as it is.
         self.lease = client.lease
-        self.heartbeat = client.heartbeat
         self.heartbeat_many = client.heartbeat_many
         self.release = client.release
         self.append_log = client.append_log

@@ -33,6 +33,8 @@ from jobq.workers import JobSource, WorkerPool
 
 log = logging.getLogger("jobq.sdk.remote_worker")
 
+CANCEL_CHECK_SECONDS = 1.0  # how often held leases are extended: a job cancelled on the server stops here soon
+
 EXIT_GAVE_UP = 3  # the server was out of reach for --give-up-after seconds
 RECONNECT_BACKOFF = RetryPolicy(base=1.0, cap=30.0)  # between lease tries while the server is out of reach
 GAVE_UP_DRAIN_SECONDS = 1.0  # enough for idle workers to stop; held jobs' leases are long gone by then
@@ -131,7 +133,7 @@ class PatientSource:
         self._sleep = sleep
         self._down_since: float | None = None  # the first failed try of this outage
         self._tries = 0  # failed tries in this outage
-        self.heartbeat = source.heartbeat
+        self.heartbeat_many = source.heartbeat_many
         self.complete = source.complete
         self.fail = source.fail
         self.release = source.release
@@ -205,6 +207,7 @@ async def run(args: argparse.Namespace) -> int:
         queues=split(args.queues) or None,
         idle_wait=min(30.0, args.lease / 2),
         types=list(registry),  # only the job types this worker has handlers for
+        check_every=min(CANCEL_CHECK_SECONDS, args.lease / 3),  # a cancel on the server stops the handler soon
     )
 
     def on_signal(signum: int) -> None:

@@ -13,11 +13,11 @@ in flight so that ``get`` waits for it: a reader never sees what is not durable.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import heapq
 import itertools
-import math
 import secrets
 from collections import Counter, deque
 from collections.abc import Collection, Sequence
@@ -39,6 +39,10 @@ COMPACT_AFTER = 1024  # stale timer entries (cancelled or cleared jobs) tolerate
 ADD, STATE, LEASE, HEARTBEAT, PROGRESS = "add", "state", "lease", "heartbeat", "progress"
 
 
+def seq_of(job: Job) -> int:
+    return job.seq
+
+
 def new_lease_id() -> str:
     """An unguessable lease id: holding one is what lets a worker settle a job."""
     return secrets.token_hex(12)
@@ -50,6 +54,8 @@ class MemoryStore(Store):
     def __init__(self, options: StoreOptions | None = None) -> None:
         super().__init__(options)
         self._jobs: dict[str, Job] = {}
+        self._order: list[Job] = []  # every stored job by seq, oldest first (entries of deleted jobs go stale)
+        self._order_stale = 0
         self._ready: dict[str, QueueReady] = {}  # queue -> its pending jobs (entries may be stale: see _ready_job)
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
         self._deferred_stale = 0  # heap entries of jobs cancelled or cleared before they fell due
@@ -121,10 +127,9 @@ class MemoryStore(Store):
 
     # -- bookkeeping -------------------------------------------------------
     def _load(self, job: Job) -> None:
-        """Index a job (new, or read back from disk) by its current status."""
-        if not job.seq:
-            job.seq = next(self._seq)
+        """Index a job read back from disk (in seq order) by its current status."""
         self._jobs[job.id] = job
+        self._order.append(job)
         self._counted(job, None)
         self._place(job)
 
@@ -175,6 +180,10 @@ class MemoryStore(Store):
 
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
+        self._order_stale += 1
+        if self._order_stale > COMPACT_AFTER and self._order_stale * 2 > len(self._order):
+            self._order = [entry for entry in self._order if self._live(entry)]
+            self._order_stale = 0
         counts = self._counts[job.queue]
         counts[job.status] -= 1
         if not any(counts.values()):  # a queue name nobody uses any more keeps nothing
@@ -245,6 +254,7 @@ class MemoryStore(Store):
                 job = job.snapshot()  # the store keeps its own copy
                 job.seq = next(self._seq)
                 self._jobs[job.id] = job
+                self._order.append(job)
                 self._counted(job, None)
                 fresh.append(job)
                 outcomes.append(Added(job, created=True))
@@ -561,11 +571,13 @@ class MemoryStore(Store):
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        below = int(cursor) if cursor else math.inf
+        order = self._order
+        start = bisect.bisect_left(order, int(cursor), key=seq_of) if cursor else len(order)  # jobs before the cursor
         page: list[Job] = []
         scanned = 0
-        for job in reversed(self._jobs.values()):
-            if job.seq >= below:
+        for index in range(start - 1, -1, -1):
+            job = order[index]
+            if not self._live(job):
                 continue
             scanned += 1
             if scanned > MAX_SCANNED:  # a selective filter: end the page here, the cursor reads on

@@ -189,18 +189,20 @@ class WatchJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("queues", "max_jobs", "wait", "lease", "worker")
+    __slots__ = ("queues", "max_jobs", "wait", "lease", "worker", "types")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedScalarFieldContainer[str]
     max_jobs: int
     wait: float
     lease: float
     worker: str
-    def __init__(self, queues: _Optional[_Iterable[str]] = ..., max_jobs: _Optional[int] = ..., wait: _Optional[float] = ..., lease: _Optional[float] = ..., worker: _Optional[str] = ...) -> None: ...
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, queues: _Optional[_Iterable[str]] = ..., max_jobs: _Optional[int] = ..., wait: _Optional[float] = ..., lease: _Optional[float] = ..., worker: _Optional[str] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -229,18 +231,20 @@ class CompleteRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., lease_id: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class FailRequest(_message.Message):
-    __slots__ = ("id", "lease_id", "error", "retry_in", "outcome")
+    __slots__ = ("id", "lease_id", "error", "retry_in", "outcome", "traceback")
     ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRY_IN_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     lease_id: str
     error: str
     retry_in: float
     outcome: FailOutcome
-    def __init__(self, id: _Optional[str] = ..., lease_id: _Optional[str] = ..., error: _Optional[str] = ..., retry_in: _Optional[float] = ..., outcome: _Optional[_Union[FailOutcome, str]] = ...) -> None: ...
+    traceback: str
+    def __init__(self, id: _Optional[str] = ..., lease_id: _Optional[str] = ..., error: _Optional[str] = ..., retry_in: _Optional[float] = ..., outcome: _Optional[_Union[FailOutcome, str]] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class Settlement(_message.Message):
     __slots__ = ("complete", "fail")
