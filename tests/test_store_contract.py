@@ -706,3 +706,32 @@ async def test_cancelled_and_cleared_scheduled_jobs_leave_nothing_behind(make_st
     live = {job.id for _, _, job in store._deferred}
     assert len(store._deferred) == len(live)  # rebuilt once mostly stale: no cancelled payload kept
     assert all(job.queue != "q1" and job.status is JobStatus.SCHEDULED for _, _, job in store._deferred)
+
+
+DURABLE = [backend for backend in BACKENDS if backend != "memory"]  # backends a second store instance can open
+
+
+@pytest.mark.parametrize("backend", DURABLE)
+async def test_a_second_store_on_the_same_data_sees_every_answered_change(backend: str, tmp_path: Path) -> None:
+    url = store_url(backend, tmp_path)
+    first = open_store(url)
+    await first.open()
+    await add(first, make_job("done"), make_job("failed"), make_job("running"), make_job("waiting"))
+    leased = {job.id: job.lease_id or "" for job in await first.lease(3, 60.0)}
+    await first.complete("done", leased["done"], {"ok": True})
+    await first.fail("failed", leased["failed"], "boom", traceback="Traceback\nValueError: boom")
+    await first.close()  # as if this process had stopped: what it answered must be in the store
+    second = open_store(url)
+    await second.open()
+    try:
+        done, failed, running, waiting = [
+            await second.get(job_id) for job_id in ("done", "failed", "running", "waiting")
+        ]
+        assert done is not None and (done.status, done.result) == (JobStatus.COMPLETED, {"ok": True})
+        assert failed is not None and failed.status is JobStatus.FAILED
+        assert failed.history[-1].traceback == "Traceback\nValueError: boom"
+        assert running is not None and running.status is JobStatus.PENDING  # its run was lost with the process
+        assert [a.outcome for a in running.history] == ["recovered"] and running.attempts == 0
+        assert waiting is not None and waiting.status is JobStatus.PENDING and waiting.history == []
+    finally:
+        await second.close()
