@@ -518,6 +518,8 @@ async def test_one_unstorable_write_fails_alone_and_is_set_aside(
     outcomes = [outcome for [outcome] in await asyncio.gather(*others)]
     assert all(isinstance(o, Added) for o in outcomes), outcomes  # every other client's write landed
     assert "set aside" in caplog.text and "bad" in caplog.text
+    still = await store.get("bad")  # the job stays readable; only the bad write was dropped
+    assert still is not None and still.status is JobStatus.PROCESSING
     commits = store.commits
     await add(store, make_job("after"))
     assert store.commits == commits + 1  # the bad writes are not sent again

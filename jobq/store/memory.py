@@ -23,7 +23,15 @@ from collections import Counter, deque
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from jobq.errors import InvalidTransition, JobNotFound, JobqError, QueueFull, StaleLease, StoreUnavailable
+from jobq.errors import (
+    InvalidTransition,
+    JobNotFound,
+    JobqError,
+    QueueFull,
+    StaleLease,
+    StoreUnavailable,
+    UnstorableValue,
+)
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run, release_run
 from jobq.store.base import Added, JobEvent, Settlement, Store, StoreOptions, StoreStats
@@ -102,11 +110,13 @@ class MemoryStore(Store):
         return future
 
     def _landed(self, jobs: Sequence[Job], events: list[JobEvent], future: asyncio.Future[None]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            # Not durable: readers keep waiting on it (and get its error) until the write that
+        failed = future.cancelled() or future.exception() is not None
+        if failed and not isinstance(future.exception(), UnstorableValue):
+            # Not durable yet: readers keep waiting on it (and get its error) until the write that
             # catches up replaces it, and its events go out with that write.
             self._unpublished[:0] = events
             return
+        # Committed, or set aside for good (a value the store cannot hold: no later write would land it).
         inflight = self._inflight
         for job in jobs:
             if inflight.get(job.id) is future:
