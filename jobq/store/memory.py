@@ -20,7 +20,7 @@ import heapq
 import itertools
 import secrets
 from collections import Counter, deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from jobq.errors import (
@@ -333,9 +333,10 @@ class MemoryStore(Store):
         wait: float = 0.0,
         types: Collection[str] | None = None,
     ) -> list[Job]:
-        jobs = self._take(max_jobs, lease_seconds, queues, worker, types)
+        take = functools.partial(self._take, max_jobs, lease_seconds, queues, worker, types)
+        jobs = take()
         if not jobs and wait > 0:
-            jobs = await self._wait_and_take(max_jobs, lease_seconds, queues, worker, types, wait)
+            jobs = await self._wait_and_take(take, wait)
         if not jobs:
             return jobs
         future = self._journal(jobs, LEASE)
@@ -347,15 +348,8 @@ class MemoryStore(Store):
                 raise
         return [job.snapshot() for job in jobs]
 
-    async def _wait_and_take(
-        self,
-        max_jobs: int,
-        lease_seconds: float,
-        queues: Sequence[str] | None,
-        worker: str | None,
-        types: Collection[str] | None,
-        wait: float,
-    ) -> list[Job]:
+    async def _wait_and_take(self, take: Callable[[], list[Job]], wait: float) -> list[Job]:
+        """Wait up to ``wait`` seconds for ``take()`` to find jobs (woken as jobs arrive or fall due)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         jobs: list[Job] = []
@@ -374,7 +368,7 @@ class MemoryStore(Store):
                 pass
             finally:
                 self._waiters.discard(waiter)
-            jobs = self._take(max_jobs, lease_seconds, queues, worker, types)
+            jobs = take()
         return jobs
 
     def _hand_back(self, jobs: Sequence[Job]) -> None:

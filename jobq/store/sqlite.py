@@ -79,34 +79,6 @@ COLUMNS = (
 )
 INSERT_JOB = "INSERT OR REPLACE INTO jobs ({}) VALUES ({})".format(", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
 SELECT_JOBS = "SELECT {} FROM jobs ORDER BY seq".format(", ".join(COLUMNS))
-# What each kind of write changes (an add writes every column).
-STATE_COLUMNS = (
-    "status",
-    "result",
-    "error",
-    "attempts",
-    "run_at",
-    "started_at",
-    "finished_at",
-    "lease_id",
-    "lease_expires_at",
-    "progress",
-    "progress_note",
-    "history",
-    "worker",
-)
-LEASE_COLUMNS = (
-    "status",
-    "attempts",
-    "run_at",
-    "started_at",
-    "lease_id",
-    "lease_expires_at",
-    "progress",
-    "progress_note",
-    "worker",
-)
-
 # Each migration is a list of statements; migration n (1-based) brings the schema to version n.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
