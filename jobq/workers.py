@@ -273,7 +273,13 @@ class WorkerPool:
             return []
 
     async def _keep_leases(self) -> None:
-        """Extend the leases of held jobs well before they run out, all in one call."""
+        """Extend the leases of held jobs well before they run out, all in one call.
+
+        While that fails (the store or server is out of reach) it says so once, and again
+        when it works: the next round always tries again.
+        """
+        failing_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.check_every)
             held = list(self._held.values())
@@ -283,9 +289,19 @@ class WorkerPool:
                 answers = await self.store.heartbeat_many(
                     [(job.id, lease_id) for job, lease_id in held], self.lease_seconds
                 )
-            except JobqError as exc:  # unreachable or unavailable: the next round tries again
-                log.warning("extending %d leases failed: %s", len(held), exc.detail)
+            except JobqError as exc:
+                if failing_since is None:
+                    failing_since = loop.time()
+                    log.warning(
+                        "extending %d leases failed: %s; trying again every %gs",
+                        len(held),
+                        exc.detail,
+                        self.check_every,
+                    )
                 continue
+            if failing_since is not None:
+                log.info("extending leases works again, after %.1fs", loop.time() - failing_since)
+                failing_since = None
             for (job, lease_id), answer in zip(held, answers, strict=True):
                 if isinstance(answer, StaleLease | JobNotFound):  # cancelled, lapsed and run elsewhere, or gone
                     if self._interrupt(lease_id):

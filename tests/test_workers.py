@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from jobq import workers
 from jobq.api import SERVICE
+from jobq.errors import StoreUnavailable
 from jobq.handlers import JobContext, Registry, ThreadJobContext
 from jobq.job import Job
 from jobq.retry import Retry
@@ -396,3 +398,33 @@ async def test_the_feeder_restarts_after_an_unexpected_error(
     job_id = await enqueue(client, "echo")
     await wait_for_status(client, job_id, "completed")
     assert "the feeder failed; restarting it" in caplog.text and "a bug in leasing" in caplog.text
+
+
+async def test_the_lease_keeper_says_once_that_it_cannot_extend_leases_and_once_that_it_can(
+    registry: Registry, make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, "jobq.workers")
+    gate = Gate(expected=1)
+    registry.register("gate")(gate.handler)
+    client = await make_client(workers=1, lease_seconds=0.3)  # the keeper runs every 0.1 s
+    store = client.app[SERVICE].store
+    real = store.heartbeat_many
+    failures = 5
+
+    async def out_of_reach(*args: object, **kwargs: object) -> object:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise StoreUnavailable("the store is out of reach")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "heartbeat_many", out_of_reach)
+    job_id = await enqueue(client, "gate")
+    await asyncio.wait_for(gate.all_inside.wait(), 5)
+    deadline = time.monotonic() + 10
+    while "extending leases works again" not in caplog.text:
+        assert time.monotonic() < deadline, "the keeper never recovered"
+        await asyncio.sleep(0.02)
+    assert caplog.text.count("extending 1 leases failed") == 1
+    gate.release.set()
+    await wait_for_status(client, job_id, "completed")
