@@ -30,10 +30,10 @@ from jobq.handlers import JobContext, Registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
 from jobq.sdk.client import BatchedSource, JobqClient
-from jobq.sdk.remote_worker import EXIT_GAVE_UP, PatientSource, build_parser, run
+from jobq.sdk.remote_worker import EXIT_GAVE_UP, EXIT_REFUSED, PatientSource, build_parser, run
 from jobq.workers import WorkerPool
 from tests.conftest import MakeClient, wait_for_status
-from tests.procs import ROOT, WorkerProcess, free_port
+from tests.procs import ROOT, ServerProcess, WorkerProcess, free_port
 
 QUICK = RetryPolicy(base=0.01, cap=0.05)  # settle resends, test-sized
 
@@ -413,3 +413,19 @@ def test_give_up_after_comes_from_the_flag_or_the_environment(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--give-up-after", "-1"])
     assert "--give-up-after: must be at least 0" in capsys.readouterr().err
+
+
+def test_the_worker_command_stops_at_once_when_the_server_refuses_its_token(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server.log", "--store", "memory://", env={"JOBQ_WORKER_TOKEN": "w" * 24})
+    try:
+        server.wait_ready()
+        worker = WorkerProcess(tmp_path / "worker.log", server.url, env={"JOBQ_WORKER_TOKEN": "not-the-token-at-all"})
+        try:
+            assert worker.wait(timeout=30) == EXIT_REFUSED
+        finally:
+            worker.stop()
+    finally:
+        server.stop()
+    log = worker.log()
+    assert log.count("refuses this worker (Unauthorized)") == 1  # said once, not once a second
+    assert f"exiting with code {EXIT_REFUSED}: set a worker token" in log

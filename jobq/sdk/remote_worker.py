@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from jobq import logformat
 from jobq.config import positive
-from jobq.errors import JobqError
+from jobq.errors import Forbidden, JobqError, Unauthorized
 from jobq.handlers import load_handler_modules, registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
@@ -35,6 +35,7 @@ log = logging.getLogger("jobq.sdk.remote_worker")
 
 CANCEL_CHECK_SECONDS = 1.0  # how often held leases are extended: a job cancelled on the server stops here soon
 
+EXIT_REFUSED = 2  # the server refused the worker's token
 EXIT_GAVE_UP = 3  # the server was out of reach for --give-up-after seconds
 RECONNECT_BACKOFF = RetryPolicy(base=1.0, cap=30.0)  # between lease tries while the server is out of reach
 GAVE_UP_DRAIN_SECONDS = 1.0  # enough for idle workers to stop; held jobs' leases are long gone by then
@@ -109,7 +110,8 @@ class PatientSource:
     no jobs, so the pool's feeder asks again without logging an error of its own.
     The first lease that gets through logs that the server is back. Once the server
     has been out of reach for ``give_up_after`` seconds (0: never), it logs why, calls
-    ``on_give_up`` once and sets ``gave_up``. Everything else goes to ``source`` as it is.
+    ``on_give_up`` once and sets ``gave_up``; so it does at once, setting ``refused``, when
+    the server refuses the worker's token (401 or 403). Everything else goes to ``source`` as it is.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class PatientSource:
         self.on_give_up = on_give_up
         self.backoff = backoff
         self.gave_up = False
+        self.refused = False  # it gave up because the server refused its token
         self._clock = clock
         self._sleep = sleep
         self._down_since: float | None = None  # the first failed try of this outage
@@ -157,6 +160,12 @@ class PatientSource:
             jobs = await self.source.lease(
                 max_jobs, lease_seconds, queues=queues, worker=worker, wait=wait, types=types
             )
+        except (Unauthorized, Forbidden) as exc:  # asking again cannot help: stop, saying why
+            log.error("the server at %s refuses this worker (%s): %s", self.url, exc.title, exc.detail)
+            self.refused = True
+            self.gave_up = True
+            self.on_give_up()
+            return []
         except JobqError as exc:
             if not is_transient(exc):
                 raise
@@ -242,6 +251,11 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+    if source.refused:
+        log.error(
+            "exiting with code %d: set a worker token (--token or JOBQ_WORKER_TOKEN) for %s", EXIT_REFUSED, args.url
+        )
+        return EXIT_REFUSED
     if source.gave_up:
         log.error("exiting with code %d: no jobq server at %s", EXIT_GAVE_UP, args.url)
         return EXIT_GAVE_UP
