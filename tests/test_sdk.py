@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from jobq.errors import JobqError, StaleLease, Unauthorized, Unreachable
+from jobq.errors import JobqError, StaleLease, Unauthorized, Unreachable, ValidationFailed
 from jobq.handlers import JobContext, Registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
@@ -374,9 +374,16 @@ async def test_leasing_gives_up_after_give_up_after_seconds(caplog: pytest.LogCa
 
 
 async def test_leasing_passes_on_errors_that_are_not_about_reaching_the_server() -> None:
-    source = patient(FlakyLeases(Unauthorized("no token")), FakeTime(), 10, [])
-    with pytest.raises(Unauthorized):
+    source = patient(FlakyLeases(ValidationFailed("bad lease")), FakeTime(), 10, [])
+    with pytest.raises(ValidationFailed):
         await source.lease(1, 60)
+
+
+async def test_leasing_stops_the_worker_at_once_when_its_token_is_refused() -> None:
+    gave_up: list[bool] = []
+    source = patient(FlakyLeases(Unauthorized("no token")), FakeTime(), 10, gave_up)
+    assert await source.lease(1, 60) == []
+    assert source.refused and source.gave_up and gave_up
 
 
 async def test_the_remote_worker_exits_when_the_server_stays_out_of_reach(caplog: pytest.LogCaptureFixture) -> None:
