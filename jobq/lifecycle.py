@@ -64,12 +64,16 @@ def fail_attempt(
 
 
 def lost_in_a_row(job: Job) -> int:
-    """How many finished runs of ``job``, counting back from the newest, were lost."""
+    """How many finished runs of ``job``, counting back from the newest, were lost.
+
+    The row ends at a run that was not lost, and at the lost run that gave the job up
+    (it carries the error): a job re-run by hand after that starts a new row.
+    """
     lost = 0
     for attempt in reversed(job.history):
         if attempt.finished_at is None:
             continue  # the run being ended now
-        if not attempt.lost:
+        if not attempt.lost or attempt.error is not None:
             break
         lost += 1
     return lost

@@ -735,3 +735,19 @@ async def test_a_second_store_on_the_same_data_sees_every_answered_change(backen
         assert waiting is not None and waiting.status is JobStatus.PENDING and waiting.history == []
     finally:
         await second.close()
+
+
+async def test_a_job_given_up_for_lost_runs_and_re_run_by_hand_starts_a_new_row(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock, max_lost_runs=2)
+    await add(store, make_job("a"))
+    for _ in range(2):
+        await lease_one(store, 5.0)
+        clock.advance(5.0)
+        [job] = await store.expire_leases()
+    assert job.status is JobStatus.DEAD
+    await store.requeue("a")
+    await lease_one(store, 5.0)
+    clock.advance(5.0)
+    [job] = await store.expire_leases()
+    assert job.status is JobStatus.PENDING  # one lost run since the re-run, not three

@@ -124,16 +124,29 @@ class MemoryStore(Store):
         if events:
             self._publish(events)
 
-    async def _commit(self, jobs: Sequence[Job], kind: str = STATE) -> None:
+    async def _commit(self, jobs: Sequence[Job], kind: str = STATE) -> list[Job]:
+        """Persist a change of ``jobs`` and answer them once durable, as snapshots."""
         future = self._journal(jobs, kind)
         if future is not None:
             await asyncio.shield(future)  # shielded: a cancelled caller never cancels a commit
+        return [await self._current(job) for job in jobs]
 
     async def _durable(self, job_id: str) -> None:
-        """Wait until the latest write of this job is committed (raises its storage error if it failed)."""
-        future = self._inflight.get(job_id)
-        if future is not None:
+        """Wait until every write of this job queued so far is committed (raises the storage error of one that failed).
+
+        Another change may follow while one commits (a worker leases the job just re-run, say):
+        a reader waits for that one too, so what it sees is never ahead of the disk.
+        """
+        while (future := self._inflight.get(job_id)) is not None:
             await asyncio.shield(future)
+            if self._inflight.get(job_id) is future:
+                return  # set aside for good (unstorable): nothing more will land
+
+    async def _current(self, job: Job) -> Job:
+        """A snapshot of ``job`` once everything written about it is durable."""
+        if job.id in self._inflight:
+            await self._durable(job.id)
+        return job.snapshot()
 
     # -- bookkeeping -------------------------------------------------------
     def _load(self, job: Job) -> None:
@@ -346,7 +359,7 @@ class MemoryStore(Store):
             except asyncio.CancelledError:  # nobody will run these: hand them straight back
                 self._hand_back(jobs)
                 raise
-        return [job.snapshot() for job in jobs]
+        return [await self._current(job) for job in jobs]
 
     async def _wait_and_take(self, take: Callable[[], list[Job]], wait: float) -> list[Job]:
         """Wait up to ``wait`` seconds for ``take()`` to find jobs (woken as jobs arrive or fall due)."""
@@ -450,17 +463,15 @@ class MemoryStore(Store):
             answers.append(job)
         if extended:
             await self._commit(extended, HEARTBEAT)
-        return [answer.snapshot() if isinstance(answer, Job) else answer for answer in answers]
+        return [await self._current(answer) if isinstance(answer, Job) else answer for answer in answers]
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
         now = self.clock()
         answers: list[Job | JobqError] = []
         settled: list[Job] = []
-        repeated: list[str] = []
         for item in settlements:
             if item.error is None and completed_again(self._jobs.get(item.id), item.lease_id):
-                repeated.append(item.id)  # a repeat (say, after a lost answer): the first result stands
-                answers.append(self._jobs[item.id])
+                answers.append(self._jobs[item.id])  # a repeat (say, after a lost answer): the first result stands
                 continue
             try:
                 job = self._leased_job(item.id, item.lease_id)
@@ -483,17 +494,18 @@ class MemoryStore(Store):
             settled.append(job)
             answers.append(job)
         if settled:
-            await self._commit(settled)
-        for job_id in repeated:  # answered once durable
-            await self._durable(job_id)
-        return [answer.snapshot() if isinstance(answer, Job) else answer for answer in answers]
+            future = self._journal(settled)
+            if future is not None:
+                await asyncio.shield(future)
+        # every answer (a repeated complete's too) once what it shows is durable
+        return [await self._current(answer) if isinstance(answer, Job) else answer for answer in answers]
 
     async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
         job = self._leased_job(job_id, lease_id)
         end_run(job, reason, self.clock(), self.rules)
         self._moved(job, JobStatus.PROCESSING)
-        await self._commit([job])
-        return job.snapshot()
+        [answer] = await self._commit([job])
+        return answer
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         job = self._leased_job(job_id, lease_id)
@@ -507,8 +519,8 @@ class MemoryStore(Store):
         before = job.status
         job.cancel(self.clock())
         self._moved(job, before)
-        await self._commit([job])
-        return job.snapshot()
+        [answer] = await self._commit([job])
+        return answer
 
     async def requeue(self, job_id: str) -> Job:
         job = self._job(job_id)
@@ -517,8 +529,8 @@ class MemoryStore(Store):
             raise InvalidTransition(job_id, before, JobStatus.PENDING)
         job.requeue(self.clock())
         self._moved(job, before)
-        await self._commit([job])
-        return job.snapshot()
+        [answer] = await self._commit([job])
+        return answer
 
     async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
         if lease_id is None:
@@ -641,9 +653,7 @@ class MemoryStore(Store):
         for job in expired:
             lose_run(job, "lease-expired", now, self.rules)
             self._moved(job, JobStatus.PROCESSING)
-        if expired:
-            await self._commit(expired)
-        return [job.snapshot() for job in expired]
+        return await self._commit(expired) if expired else []
 
     async def purge(self) -> int:
         retention = self.options.retention
