@@ -153,12 +153,17 @@ class Shutdown:
             fate = "the store keeps them and they run again from the start, as do the jobs still waiting"
         else:
             fate = "the memory store keeps nothing, so they are lost, as are the jobs still waiting"
+        remote = self.service.held_remotely()
         log.warning(
-            "second %s: stopping at once; %d jobs in progress here did not finish: %s; %s",
+            "second %s: stopping at once; %d jobs in progress here did not finish: %s; %s. "
+            "%d jobs leased to remote workers run on; if they are not settled, they run again once "
+            "their lease lapses: %s",
             signal.Signals(signum).name,
             len(held),
             name_jobs(held),
             fate,
+            len(remote),
+            name_jobs(remote),
         )
         logging.shutdown()
         os._exit(EXIT_FORCED)

@@ -321,6 +321,10 @@ class JobService:
             return []
         return self._hold_remote(leasing.result())
 
+    def held_remotely(self) -> list[str]:
+        """Ids of jobs leased to remote workers through this service and not yet settled."""
+        return sorted(self._remote_held)
+
     def _hold_remote(self, jobs: list[Job]) -> list[Job]:
         """Note jobs leased to a remote worker, so a drain waits for them (unless already settled meanwhile)."""
         self._remote_held.update(job.id for job in jobs if job.status is JobStatus.PROCESSING)
