@@ -17,11 +17,12 @@ from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import BadRequest, JobqError, ValidationFailed
-from jobq.job import Job, rfc3339
+from jobq.job import Job, JobStatus, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
     NAME_PATTERN,
     BatchRequest,
+    BulkRequest,
     CompleteRequest,
     EnqueueRequest,
     FailRequest,
@@ -231,11 +232,64 @@ async def retry(request: web.Request) -> web.Response:
     return job_response(await request.app[SERVICE].retry(request.match_info["id"]))
 
 
+@routes.delete("/jobs/{id}")
+@requires(Role.ADMIN)
+async def delete_job(request: web.Request) -> web.Response:
+    """Delete a job that is not running, with its logs; answers the job as it was (409 while it runs)."""
+    return json_response((await request.app[SERVICE].delete(request.match_info["id"])).to_dict())
+
+
+@routes.post("/jobs/retry")
+@requires(Role.ADMIN)
+async def retry_many(request: web.Request) -> web.Response:
+    """Re-run every failed or dead job matching a filter, up to ``limit``; answers how many."""
+    return await bulk(request, "retry")
+
+
+@routes.post("/jobs/delete")
+@requires(Role.ADMIN)
+async def delete_many(request: web.Request) -> web.Response:
+    """Delete every job in a state (and queue, type) matching a filter, up to ``limit``; answers how many."""
+    return await bulk(request, "delete")
+
+
+async def bulk(request: web.Request, action: str) -> web.Response:
+    query = await read_body(request, BulkRequest)
+    if action == "retry" and query.status not in (JobStatus.FAILED, JobStatus.DEAD):
+        raise ValidationFailed(
+            f"only failed and dead jobs can be retried, not {query.status.value} ones",
+            errors=[{"field": "status", "message": "failed or dead"}],
+        )
+    if action == "delete" and query.status is JobStatus.PROCESSING:
+        raise ValidationFailed(
+            "running jobs cannot be deleted: cancel them first",
+            errors=[{"field": "status", "message": "any state but processing"}],
+        )
+    result = await request.app[SERVICE].bulk(action, query)
+    done = "retried" if action == "retry" else "deleted"
+    return json_response({done: result.done, "skipped": result.skipped, "more": result.more})
+
+
 def queue_name(request: web.Request) -> str:
     name = request.match_info["name"]
     if not re.fullmatch(NAME_PATTERN, name):
         raise ValidationFailed(f"{name!r} is not a queue name", errors=[{"field": "name", "message": NAME_PATTERN}])
     return name
+
+
+@routes.get("/queues")
+@requires(*ANY_ROLE)
+async def list_queues(request: web.Request) -> web.Response:
+    """Every queue holding jobs or paused: counts by state, paused, and how long its next job has waited."""
+    return json_response({"queues": await request.app[SERVICE].queues()})
+
+
+@routes.get("/queues/{name}/next")
+@requires(Role.ADMIN)
+async def peek_queue(request: web.Request) -> web.Response:
+    """The job a worker would get next from this queue, without leasing it; 204 when none is ready."""
+    job = await request.app[SERVICE].peek(queue_name(request))
+    return web.Response(status=204) if job is None else job_response(job)
 
 
 @routes.post("/queues/{name}/pause")

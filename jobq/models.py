@@ -95,6 +95,20 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, pattern=r"^\d{1,20}$")
 
 
+MAX_BULK = 10_000  # jobs one bulk retry or delete acts on at most
+
+
+class BulkRequest(BaseModel):
+    """``POST /jobs/retry`` and ``POST /jobs/delete``: act on every job matching a filter, up to ``limit``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: JobStatus = Field(strict=False, description="only jobs in this state (retry: failed or dead)")
+    queue: Name | None = None
+    type: Name | None = None
+    limit: int = Field(default=1000, ge=1, le=MAX_BULK, description="act on at most this many; more says if any remain")
+
+
 class LeaseRequest(BaseModel):
     """``POST /workers/lease``: claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds."""
 

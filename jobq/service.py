@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobq.config import Config
-from jobq.errors import IdReused, JobNotFound, JobqError, ShuttingDown, ValidationFailed
+from jobq.errors import IdReused, InvalidTransition, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
 from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
-from jobq.models import EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
+from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
 from jobq.store.base import Added, JobEvent, Store
 from jobq.store.base import Settlement as StoreSettlement
@@ -35,6 +35,15 @@ HOUSEKEEPING_SECONDS = 1.0
 
 EnqueueListener = Callable[[Sequence[Job]], None]
 """Called with the jobs each submission created (after they are stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk retry or delete did."""
+
+    done: int  # jobs retried or deleted
+    skipped: int  # jobs that matched but changed meanwhile
+    more: bool  # the limit was reached with jobs left to read: matching ones may remain
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field set, per job
@@ -396,6 +405,62 @@ class JobService:
     async def retry(self, job_id: str) -> Job:
         """Run a failed or dead job again."""
         return await self.store.requeue(job_id)
+
+    async def delete(self, job_id: str) -> Job:
+        """Delete a job that is not running (and its logs); returns it as it was."""
+        job = await self.store.delete(job_id)
+        log.info("job %s deleted (it was %s)", job_id, job.status, extra=job.log_fields())
+        return job
+
+    async def bulk(self, action: str, query: BulkRequest) -> BulkResult:
+        """Retry or delete every job matching ``query``, up to its limit, newest first.
+
+        Reads the store a page at a time; a job that changed meanwhile (retried or deleted
+        by someone else, say) is counted as skipped. ``more``: call again for the rest.
+        """
+        verb = {"retry": self.store.requeue, "delete": self.store.delete}[action]
+        done = skipped = 0
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.store.list_jobs(
+                status=query.status,
+                queue=query.queue,
+                job_type=query.type,
+                limit=min(500, query.limit - done - skipped),
+                cursor=cursor,
+            )
+            for job in page:
+                try:
+                    await verb(job.id)
+                    done += 1
+                except (JobNotFound, InvalidTransition):
+                    skipped += 1
+            if cursor is None or done + skipped >= query.limit:
+                break
+        more = cursor is not None  # stopped at the limit with jobs left to read: call again for the rest
+        log.info("bulk %s of %s jobs: %d done, %d skipped", action, query.status, done, skipped)
+        return BulkResult(done, skipped, more)
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue that holds jobs or is paused: its counts by status, paused or not, and its next job's wait."""
+        counts = await self.store.stats()
+        now = self.store.clock()
+        names = sorted(set(counts.by_queue) | set(counts.paused))
+        return [
+            {
+                "name": name,
+                "paused": name in counts.paused,
+                "jobs": {status.value: counts.by_queue.get(name, {}).get(status.value, 0) for status in JobStatus},
+                "oldest_wait_seconds": round(max(now - since, 0.0), 3)
+                if (since := counts.next_ready_since.get(name)) is not None
+                else 0.0,
+            }
+            for name in names
+        ]
+
+    async def peek(self, queue: str) -> Job | None:
+        """The job a worker would get next from ``queue`` (nothing is leased)."""
+        return await self.store.peek(queue)
 
     async def logs(self, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
         """A job's log lines with RFC 3339 times."""

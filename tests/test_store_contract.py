@@ -751,3 +751,39 @@ async def test_a_job_given_up_for_lost_runs_and_re_run_by_hand_starts_a_new_row(
     clock.advance(5.0)
     [job] = await store.expire_leases()
     assert job.status is JobStatus.PENDING  # one lost run since the re-run, not three
+
+
+async def test_delete_removes_a_job_that_is_not_running(store: Store) -> None:
+    await add(
+        store,
+        make_job("waiting"),
+        make_job("running"),
+        make_job("later", status=JobStatus.SCHEDULED, run_at=time.time() + 60),
+    )
+    await store.append_log("waiting", "a line")
+    [running] = await store.lease(1, 30.0, queues=["default"])
+    assert running.id == "waiting"  # the oldest pending job
+    with pytest.raises(InvalidTransition):
+        await store.delete("waiting")  # running now: cancel it first
+    deleted = await store.delete("running")
+    assert deleted.status is JobStatus.PENDING and await store.get("running") is None
+    await store.delete("later")
+    assert (await store.stats()).by_status == {"processing": 1}
+    assert await store.lease(5, 30.0) == []  # nothing deleted is ever leased
+    with pytest.raises(JobNotFound):
+        await store.delete("running")
+    await store.cancel("waiting")
+    await store.delete("waiting")
+    with pytest.raises(JobNotFound):
+        await store.logs("waiting")
+
+
+async def test_peek_shows_the_next_job_without_leasing_it(store: Store) -> None:
+    assert await store.peek("default") is None
+    await add(store, make_job("low"), make_job("high", priority=5), make_job("other", queue="q"))
+    peeked = await store.peek("default")
+    assert peeked is not None and (peeked.id, peeked.status) == ("high", JobStatus.PENDING)
+    [leased] = await store.lease(1, 30.0, queues=["default"])
+    assert leased.id == "high"
+    await store.set_paused("default", True)
+    assert (await store.peek("default")).id == "low"  # type: ignore[union-attr]

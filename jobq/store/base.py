@@ -263,6 +263,17 @@ class Store(ABC):
         """Run a failed or dead job again."""
 
     @abstractmethod
+    async def delete(self, job_id: str) -> Job:
+        """Delete a job that is not running, with its logs; returns it as it was.
+
+        JobNotFound for an unknown id; InvalidTransition for a running job (cancel it first).
+        """
+
+    @abstractmethod
+    async def peek(self, queue: str) -> Job | None:
+        """The job a worker leasing from ``queue`` would get next (None if none is ready); nothing is leased."""
+
+    @abstractmethod
     async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
         """Add a line (storable text) to a job's log; with ``lease_id``, StaleLease unless that lease holds the job."""
 

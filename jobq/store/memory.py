@@ -532,6 +532,26 @@ class MemoryStore(Store):
         [answer] = await self._commit([job])
         return answer
 
+    async def delete(self, job_id: str) -> Job:
+        job = self._job(job_id)
+        if job.status is JobStatus.PROCESSING:
+            raise InvalidTransition(job_id, job.status, "deleted (cancel it first)")
+        if job_id in self._adding:  # its add is still committing: answer once it is durable, then delete
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._adding[job_id])
+            return await self.delete(job_id)
+        self._forget(job)
+        self._compact_deferred()
+        future = self._persist_delete([job_id])
+        if future is not None:
+            await asyncio.shield(future)
+        return job.snapshot()
+
+    async def peek(self, queue: str) -> Job | None:
+        ready = self._ready.get(queue)
+        job = None if ready is None else ready.peek(self._ready_job)
+        return None if job is None else await self._current(job)
+
     async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
         if lease_id is None:
             self._job(job_id)
