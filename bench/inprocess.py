@@ -4,6 +4,8 @@
     python bench/inprocess.py e2e    --store memory:// --jobs 200000 --workers 32
     python bench/inprocess.py floor  --jobs 200000 --workers 32
     python bench/inprocess.py memory --jobs 1000000
+    python bench/inprocess.py e2e    --store sqlite:///tmp/e.db --jobs 20000 --payload-bytes 2048
+    python bench/inprocess.py e2e    --tree ../other-checkout ...   # measure another checkout's jobq
 
 ``add`` times ``Store.add`` alone (the jobs are built beforehand), with one or
 more concurrent callers. ``e2e`` goes
@@ -11,6 +13,12 @@ through ``JobService`` and its ``WorkerPool``: submit every job (in batches,
 as ``POST /enqueue/batch`` would), then wait until the pool has settled them
 all; the time covers both. ``memory`` fills a memory store with queued jobs
 and reports the growth of the process's resident set (VmRSS).
+
+``--payload-bytes N`` gives every job (``add``, ``e2e``) its own copy of a
+realistic JSON object that serialises to N bytes (``bench/payload_cost.py``
+builds it); the default is the empty payload, ``{}``. ``--tree PATH`` imports
+jobq (and ``main.tune_gc``) from another checkout, e.g. a worktree of an older
+commit, so the same measurement runs against both.
 """
 
 from __future__ import annotations
@@ -26,8 +34,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+
+
+def source_tree(argv: Sequence[str]) -> Path:
+    """The checkout whose jobq is measured: ``--tree PATH`` if given, else the one this file is in.
+
+    Read before anything of jobq is imported, so it cannot go through argparse.
+    """
+    for at, arg in enumerate(argv):
+        if arg == "--tree" and at + 1 < len(argv):
+            return Path(argv[at + 1]).resolve()
+        if arg.startswith("--tree="):
+            return Path(arg.split("=", 1)[1]).resolve()
+    return BENCH.parent
+
+
+ROOT = source_tree(sys.argv[1:])
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(BENCH))
+
+from payload_cost import sized_payload  # noqa: E402 - bench/payload_cost.py: plain Python, no jobq
 
 from jobq.app import store_from_config  # noqa: E402
 from jobq.builtin_handlers import register_builtins  # noqa: E402
@@ -53,8 +80,12 @@ def batches(total: int, size: int) -> list[int]:
     return [min(size, total - start) for start in range(0, total, size)]
 
 
-def requests(count: int, job_type: str = "noop") -> list[EnqueueRequest]:
-    return [EnqueueRequest(type=job_type) for _ in range(count)]
+def requests(count: int, job_type: str = "noop", payload_bytes: int = 0) -> list[EnqueueRequest]:
+    """``count`` requests, each with its own payload object (as each parsed request body would have)."""
+    if not payload_bytes:
+        return [EnqueueRequest(type=job_type) for _ in range(count)]
+    text = json.dumps(sized_payload(payload_bytes))
+    return [EnqueueRequest(type=job_type, payload=json.loads(text)) for _ in range(count)]
 
 
 def new_service(config: Config) -> JobService:
@@ -64,7 +95,7 @@ def new_service(config: Config) -> JobService:
     return JobService(config, store_from_config(config), registry)
 
 
-async def bench_add(config: Config, jobs: int, batch: int, producers: int) -> dict[str, Any]:
+async def bench_add(config: Config, jobs: int, batch: int, producers: int, payload_bytes: int = 0) -> dict[str, Any]:
     """Time ``Store.add`` alone: ``producers`` tasks each add ``batch`` prebuilt jobs per call, in turn.
 
     One producer waits for each commit before building the next call, so its
@@ -74,7 +105,8 @@ async def bench_add(config: Config, jobs: int, batch: int, producers: int) -> di
     store = store_from_config(config)
     await store.open()
     now = time.time()
-    prepared = iter([[r.to_job(now) for r in requests(size)] for size in batches(jobs, batch)])
+    groups = [requests(size, payload_bytes=payload_bytes) for size in batches(jobs, batch)]
+    prepared = iter([[r.to_job(now) for r in group] for group in groups])
 
     async def produce() -> None:
         for group in prepared:  # shared iterator: each batch is added once
@@ -89,6 +121,7 @@ async def bench_add(config: Config, jobs: int, batch: int, producers: int) -> di
         "jobs": jobs,
         "batch": batch,
         "producers": producers,
+        "payload_bytes": payload_bytes,
         "seconds": round(seconds, 4),
         "jobs_per_second": round(jobs / seconds),
         "cpu_us_per_job": round(cpu / jobs * 1e6, 2),  # this process, every thread (SQLite's writer too)
@@ -104,11 +137,11 @@ async def wait_settled(service: JobService, count: int, timeout: float) -> None:
         await asyncio.sleep(0.005)
 
 
-async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float) -> dict[str, Any]:
+async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float, payload_bytes: int = 0) -> dict[str, Any]:
     """Submit ``jobs`` no-op jobs through the service and time until every one has completed."""
     service = new_service(config)
     await service.start()
-    prepared = [requests(size) for size in batches(jobs, batch)]
+    prepared = [requests(size, payload_bytes=payload_bytes) for size in batches(jobs, batch)]
     started, cpu = time.perf_counter(), time.process_time()
     for group in prepared:
         answers = await service.submit(group)
@@ -123,6 +156,7 @@ async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float) -> di
     return {
         "jobs": jobs,
         "workers": config.workers,
+        "payload_bytes": payload_bytes,
         "submit_seconds": round(submitted, 4),
         "seconds": round(seconds, 4),
         "jobs_per_second": round(jobs / seconds),
@@ -191,6 +225,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--prefetch", type=int, default=0, help="e2e: jobs the pool leases ahead")
     parser.add_argument("--producers", type=int, default=1, help="add: concurrent Store.add callers")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--payload-bytes", type=int, default=0, help="add, e2e: a JSON payload of about this size")
+    parser.add_argument("--tree", type=Path, help="import jobq from this checkout (read before parsing)")
     return parser.parse_args(argv)
 
 
@@ -198,10 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     config = replace(BASE, store=args.store, durability=args.durability, workers=args.workers, prefetch=args.prefetch)
     if args.what == "add":
-        result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers))
+        result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers, args.payload_bytes))
     elif args.what == "e2e":
         tune_gc()  # as main.py does once it serves
-        result = asyncio.run(bench_e2e(config, args.jobs, args.batch, args.timeout))
+        result = asyncio.run(bench_e2e(config, args.jobs, args.batch, args.timeout, args.payload_bytes))
     elif args.what == "floor":
         tune_gc()
         result = asyncio.run(bench_floor(args.jobs, args.workers))

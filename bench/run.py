@@ -96,10 +96,13 @@ class Row:
 # -- processes ------------------------------------------------------------------
 
 
-def clean_env() -> dict[str, str]:
-    """This environment without any JOBQ_* variable (a token or a store there would change what is measured)."""
+def clean_env(root: Path = ROOT) -> dict[str, str]:
+    """This environment without any JOBQ_* variable (a token or a store there would change what is measured).
+
+    ``root`` is the checkout whose jobq the child imports: this one unless another is being measured.
+    """
     env = {name: value for name, value in os.environ.items() if not name.startswith("JOBQ_")}
-    return {**env, "PYTHONPATH": str(ROOT)}
+    return {**env, "PYTHONPATH": str(root)}
 
 
 def free_port() -> int:
@@ -111,13 +114,13 @@ def free_port() -> int:
 class Server:
     """A server subprocess (jobq's main.py or the ceiling) listening on a free port; its log goes to a file."""
 
-    def __init__(self, command: list[str], port: int, log: Path) -> None:
+    def __init__(self, command: list[str], port: int, log: Path, root: Path = ROOT) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self._log_file = log.open("wb")
-        env = clean_env()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        env = clean_env(root)
+        self.process = subprocess.Popen(command, cwd=root, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -144,9 +147,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(command: Sequence[str], workdir: Path, name: str) -> Iterator[Server]:
+def serving(command: Sequence[str], workdir: Path, name: str, root: Path = ROOT) -> Iterator[Server]:
     port = free_port()
-    server = Server([*command, *_port_args(command, port)], port, workdir / f"{name}.log")
+    server = Server([*command, *_port_args(command, port)], port, workdir / f"{name}.log", root)
     try:
         server.wait_ready()
         yield server
@@ -158,10 +161,11 @@ def _port_args(command: Sequence[str], port: int) -> list[str]:
     return [str(port)] if command[-1].endswith("ceiling_server.py") else ["--port", str(port)]
 
 
-def jobq_command(store: str, workers: int) -> list[str]:
+def jobq_command(store: str, workers: int, root: Path = ROOT) -> list[str]:
+    """``main.py`` of checkout ``root`` with the benchmark flags (docs/benchmarks.md, "Running them")."""
     return [
         PYTHON,
-        str(ROOT / "main.py"),
+        str(root / "main.py"),
         "--store",
         store,
         "--workers",
