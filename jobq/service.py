@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from jobq.handlers import Registry
 from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
 from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
-from jobq.store.base import Added, JobEvent, Store
+from jobq.store.base import Added, LogEvent, Store, StoreEvent
 from jobq.store.base import Settlement as StoreSettlement
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS, MAX_TRACEBACK_CHARS, storable_text
 from jobq.workers import DrainReport, WorkerPool
@@ -91,6 +91,7 @@ class JobService:
         self._remote_held: set[str] = set()  # jobs leased to remote workers through this service, still running
         self._remote_settled = asyncio.Event()  # set whenever one of them leaves processing
         self._lease_polls = 0  # lease long-polls waiting for work
+        self._log_followers: dict[str, set[asyncio.Event]] = {}  # job id -> log streams to wake
         store.add_listener(self._on_change)  # local and immediate: logs and throughput
         store.subscribe(self._on_event)  # durable changes: waiters and drain accounting
         self._housekeeper: asyncio.Task[None] | None = None
@@ -171,9 +172,15 @@ class JobService:
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job.log_fields(before))
 
-    def _on_event(self, event: JobEvent) -> None:
+    def _on_event(self, event: StoreEvent) -> None:
         """Store subscriber (once a change is durable): account remote leases, wake whoever waits on the job."""
+        if isinstance(event, LogEvent):
+            for follower in self._log_followers.get(event.job_id, ()):
+                follower.set()
+            return
         job = event.job
+        for follower in self._log_followers.get(job.id, ()):
+            follower.set()  # a follower stops once the job has finished
         if event.before is JobStatus.PROCESSING and self._remote_held:
             self._remote_held.discard(job.id)
             self._remote_settled.set()
@@ -418,6 +425,16 @@ class JobService:
         Reads the store a page at a time; a job that changed meanwhile (retried or deleted
         by someone else, say) is counted as skipped. ``more``: call again for the rest.
         """
+        if action == "retry" and query.status not in (JobStatus.FAILED, JobStatus.DEAD):
+            raise ValidationFailed(
+                f"only failed and dead jobs can be retried, not {query.status.value} ones",
+                errors=[{"field": "status", "message": "failed or dead"}],
+            )
+        if action == "delete" and query.status is JobStatus.PROCESSING:
+            raise ValidationFailed(
+                "running jobs cannot be deleted: cancel them first",
+                errors=[{"field": "status", "message": "any state but processing"}],
+            )
         verb = {"retry": self.store.requeue, "delete": self.store.delete}[action]
         done = skipped = 0
         cursor: str | None = None
@@ -467,6 +484,36 @@ class JobService:
         if owner is not None:
             await self.get(job_id, owner)
         return [{"at": rfc3339(line["at"]), "message": line["message"]} for line in await self.store.logs(job_id)]
+
+    async def follow_logs(self, job_id: str, timeout: float, owner: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """A job's log lines, then each new one once it is durable, until the job has finished (or ``timeout``).
+
+        Woken by the store's feed (log lines and status changes), never by polling.
+        """
+        wake = asyncio.Event()
+        followers = self._log_followers.setdefault(job_id, set())
+        followers.add(wake)  # before the first read, so no line after it goes unseen
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            sent = 0
+            while True:
+                wake.clear()
+                finished = (await self.get(job_id, owner)).finished  # read before the lines: none is missed
+                lines = await self.logs(job_id)
+                for line in lines[sent:]:
+                    yield line
+                sent = len(lines)
+                left = deadline - loop.time()
+                if finished or left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await wake.wait()
+        finally:
+            followers.discard(wake)
+            if not followers:
+                self._log_followers.pop(job_id, None)
 
     async def list_jobs(self, query: ListQuery, owner: str | None = None) -> tuple[list[Job], str | None]:
         """One page of jobs (only ``owner``'s, when given), newest first, and the cursor of the next page."""

@@ -64,6 +64,7 @@ class Rig:
     channel: grpc.aio.Channel
     jobs: pb_grpc.JobServiceStub
     workers: pb_grpc.WorkerServiceStub
+    admin: pb_grpc.AdminServiceStub
 
 
 MakeRig = Callable[..., Awaitable[Rig]]
@@ -80,9 +81,8 @@ async def make_rig(make_client: MakeClient) -> AsyncIterator[MakeRig]:
         server = await start_grpc_server(service, "127.0.0.1", 0, tokens=tokens)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         opened.append((server, channel))
-        return Rig(
-            client, service, server, channel, pb_grpc.JobServiceStub(channel), pb_grpc.WorkerServiceStub(channel)
-        )
+        stubs = (pb_grpc.JobServiceStub(channel), pb_grpc.WorkerServiceStub(channel), pb_grpc.AdminServiceStub(channel))
+        return Rig(client, service, server, channel, *stubs)
 
     yield build
     for server, channel in opened:
@@ -717,7 +717,7 @@ async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
     ]
     listed, described = [answer async for answer in stub.ServerReflectionInfo(iter(asks))]
     names = {service.name for service in listed.list_services_response.service}
-    assert {"jobq.v1.JobService", "jobq.v1.WorkerService", "grpc.health.v1.Health"} <= names
+    assert {"jobq.v1.JobService", "jobq.v1.WorkerService", "jobq.v1.AdminService", "grpc.health.v1.Health"} <= names
     files = [
         descriptor_pb2.FileDescriptorProto.FromString(raw)
         for raw in described.file_descriptor_response.file_descriptor_proto
@@ -726,8 +726,19 @@ async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
     assert jobq_file.name == "jobq/v1/jobq.proto"
     methods = {service.name: [method.name for method in service.method] for service in jobq_file.service}
     assert methods == {
-        "JobService": ["Enqueue", "GetJob", "CancelJob", "ListJobs", "WatchJob"],
-        "WorkerService": ["Lease", "Heartbeat", "Complete", "Fail", "Settle", "Release"],
+        "JobService": ["Enqueue", "GetJob", "CancelJob", "ListJobs", "WatchJob", "GetJobLogs", "WatchJobLogs"],
+        "WorkerService": ["Lease", "Heartbeat", "Complete", "Fail", "Settle", "Release", "Log", "Progress"],
+        "AdminService": [
+            "RetryJob",
+            "DeleteJob",
+            "RetryJobs",
+            "DeleteJobs",
+            "ListQueues",
+            "PeekQueue",
+            "PauseQueue",
+            "ResumeQueue",
+            "ClearQueue",
+        ],
     }
 
 
@@ -794,3 +805,65 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
             f"{committed} is stale: run python -m jobq.rpc.generate "
             "(with the grpcio-tools version pinned in requirements.txt)"
         )
+
+
+# -- logs, worker reports and the admin service ---------------------------------
+async def test_a_worker_logs_and_reports_progress_and_a_client_reads_and_follows_the_log(rig: Rig) -> None:
+    job_id = (await http_enqueue(rig.client, type="echo"))["id"]
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+    following = rig.jobs.WatchJobLogs(pb.WatchJobLogsRequest(id=job_id), timeout=10)
+    await rig.workers.Log(pb.LogRequest(id=job_id, lease_id=leased.lease_id, message="step 1"))
+    await rig.workers.Progress(pb.ProgressRequest(id=job_id, lease_id=leased.lease_id, fraction=0.5, note="half"))
+    stale = await rpc_error(rig.workers.Log(pb.LogRequest(id=job_id, lease_id="not-its-lease", message="x")))
+    assert stale.code() is grpc.StatusCode.FAILED_PRECONDITION
+    first = await following.read()
+    assert first.message == "step 1"
+    await rig.workers.Log(pb.LogRequest(id=job_id, lease_id=leased.lease_id, message="step 2"))
+    assert (await following.read()).message == "step 2"  # followed as it is written
+    await rig.workers.Complete(pb.CompleteRequest(id=job_id, lease_id=leased.lease_id))
+    assert await following.read() is grpc.aio.EOF  # the stream ends with the job
+    logs = await rig.jobs.GetJobLogs(pb.GetJobLogsRequest(id=job_id))
+    assert [line.message for line in logs.lines] == ["step 1", "step 2"]
+    job = await rig.jobs.GetJob(pb.GetJobRequest(id=job_id))
+    assert (job.progress, job.progress_note) == (0.5, "half")
+
+
+async def test_the_admin_service_acts_on_jobs_and_queues(rig: Rig) -> None:
+    kept = (await http_enqueue(rig.client, type="echo", queue="mail", priority=5))["id"]
+    other = (await http_enqueue(rig.client, type="echo", queue="mail"))["id"]
+    peeked = await rig.admin.PeekQueue(pb.QueueRequest(name="mail"))
+    assert peeked.HasField("job") and peeked.job.id == kept
+    assert not (await rig.admin.PeekQueue(pb.QueueRequest(name="empty"))).HasField("job")
+    paused = await rig.admin.PauseQueue(pb.QueueRequest(name="mail"))
+    assert (paused.name, paused.paused, dict(paused.jobs)) == ("mail", True, {"pending": 2})
+    [queue] = (await rig.admin.ListQueues(pb.ListQueuesRequest())).queues
+    assert queue.name == "mail" and queue.paused
+    deleted = await rig.admin.DeleteJob(pb.DeleteJobRequest(id=other))
+    assert deleted.id == other
+    missing = await rpc_error(rig.admin.DeleteJob(pb.DeleteJobRequest(id=other)))
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+    assert (await rig.admin.ResumeQueue(pb.QueueRequest(name="mail"))).paused is False
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+    await rig.workers.Fail(pb.FailRequest(id=kept, lease_id=leased.lease_id, error="boom"))
+    retried = await rig.admin.RetryJobs(pb.BulkRequest(status=pb.JOB_STATUS_FAILED, queue="mail"))
+    assert (retried.done, retried.skipped, retried.more) == (1, 0, False)
+    refused = await rpc_error(rig.admin.RetryJobs(pb.BulkRequest(status=pb.JOB_STATUS_PENDING)))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    cleared = await rig.admin.ClearQueue(pb.QueueRequest(name="mail"))
+    assert (cleared.name, cleared.cleared) == ("mail", 1)
+    gone = await rig.admin.DeleteJobs(pb.BulkRequest(status=pb.JOB_STATUS_PENDING))
+    assert gone.done == 0
+    bad = await rpc_error(rig.admin.PeekQueue(pb.QueueRequest(name="no such")))
+    assert bad.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_admin_service_needs_an_admin_token(make_rig: MakeRig) -> None:
+    shop, ops = "shop-" + "s" * 20, "ops-" + "o" * 20
+    tokens = TokenBook([(shop, Principal("shop", Role.CLIENT)), (ops, Principal("ops", Role.ADMIN))])
+    rig = await make_rig(tokens=tokens, workers=0)
+    refused = await rpc_error(
+        rig.admin.ListQueues(pb.ListQueuesRequest(), metadata=(("authorization", f"Bearer {shop}"),))
+    )
+    assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
+    allowed = await rig.admin.ListQueues(pb.ListQueuesRequest(), metadata=(("authorization", f"Bearer {ops}"),))
+    assert list(allowed.queues) == []

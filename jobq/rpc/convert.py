@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,8 @@ from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobq.errors import ValidationFailed
-from jobq.job import Attempt, Job, JobStatus
+from jobq.job import Attempt, Job, JobStatus, parse_rfc3339
+from jobq.models import NAME_PATTERN
 from jobq.rpc.gen import jobq_pb2 as pb
 
 log = logging.getLogger("jobq.rpc")
@@ -244,3 +246,32 @@ def settlement_fields(settlement: pb.Settlement) -> dict[str, Any]:
     if which == "fail":
         return {"id": settlement.fail.id, **fail_fields(settlement.fail)}
     raise invalid("jobs", "each settlement needs complete or fail")
+
+
+def log_line(line: dict[str, Any]) -> pb.LogLine:
+    """A log line as the service renders it (``at`` in RFC 3339) as a message."""
+    return pb.LogLine(at=to_timestamp(parse_rfc3339(line["at"])), message=line["message"])
+
+
+def bulk_fields(request: pb.BulkRequest) -> dict[str, Any]:
+    """The body of the equivalent ``POST /jobs/retry`` or ``POST /jobs/delete``."""
+    if request.status not in STATUS_FROM_PB:
+        raise invalid("status", "give the state of the jobs to act on")
+    return {"status": STATUS_FROM_PB[request.status].value, **present(request, "queue", "type", "limit")}
+
+
+def queue_name(request: pb.QueueRequest) -> str:
+    """The queue a request names, checked as the HTTP routes check it."""
+    if not re.fullmatch(NAME_PATTERN, request.name):
+        raise invalid("name", f"{request.name!r} is not a queue name")
+    return request.name
+
+
+def queue_message(queue: dict[str, Any]) -> pb.Queue:
+    """One entry of the service's queue listing as a message."""
+    return pb.Queue(
+        name=queue["name"],
+        paused=queue["paused"],
+        jobs={status: count for status, count in queue["jobs"].items() if count},
+        oldest_wait_seconds=queue["oldest_wait_seconds"],
+    )

@@ -26,7 +26,7 @@ from jobq.metrics import Metrics
 from jobq.rpc.auth import Authorizer
 from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.rpc.intercept import MeasuredCalls
-from jobq.rpc.servicers import JobServicer, WorkerServicer
+from jobq.rpc.servicers import AdminServicer, JobServicer, WorkerServicer
 from jobq.rpc.status import lenient
 from jobq.service import JobService
 
@@ -113,6 +113,7 @@ async def start_grpc_server(
     )
     add_service(server, JobServicer(service), "JobService")
     add_service(server, WorkerServicer(service), "WorkerService")
+    add_service(server, AdminServicer(service), "AdminService")
     health_servicer = await add_health(server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     address = listen_address(host, port)

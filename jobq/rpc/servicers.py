@@ -11,12 +11,15 @@ from jobq.auth import current_principal
 from jobq.errors import JobqError
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.models import (
+    BulkRequest,
     CompleteRequest,
     EnqueueRequest,
     FailRequest,
     HeartbeatRequest,
     LeaseRequest,
     ListQuery,
+    LogRequest,
+    ProgressRequest,
     ReleaseRequest,
     SettleRequest,
 )
@@ -30,6 +33,7 @@ Context = grpc.aio.ServicerContext
 
 DEADLINE_MARGIN_SECONDS = 0.2  # a long-poll answers this long before the call's deadline, so the answer arrives
 WATCH_POLL_SECONDS = 30.0  # WatchJob re-checks the job (and the deadline) at least this often
+LOG_WATCH_SECONDS = 24 * 3600.0  # how long WatchJobLogs follows a job when the call sets no deadline
 
 
 def owner_scope() -> str | None:
@@ -86,7 +90,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def WatchJob(self, request: pb.WatchJobRequest, context: Context) -> AsyncIterator[pb.Job]:
         owner = owner_scope()
         job = await self.service.get(request.id, owner)
-        last = job.status  # jobs are live objects: remember the status sent, not the job
+        last = job.status
         yield convert.job_message(job)
         while last not in TERMINAL:
             job = await self._next_change(request.id, last, context, owner)
@@ -102,6 +106,20 @@ class JobServicer(pb_grpc.JobServiceServicer):
         """
         timeout = await self._watch_timeout(context)
         return await self.service.wait_for_change(job_id, timeout, owner, seen=last, through_drain=True)
+
+    @override
+    @unary
+    async def GetJobLogs(self, request: pb.GetJobLogsRequest, context: Context) -> pb.JobLogs:
+        lines = await self.service.logs(request.id, owner_scope())
+        return pb.JobLogs(id=request.id, lines=[convert.log_line(line) for line in lines])
+
+    @override
+    @stream
+    async def WatchJobLogs(self, request: pb.WatchJobLogsRequest, context: Context) -> AsyncIterator[pb.LogLine]:
+        remaining = context.time_remaining()
+        timeout = LOG_WATCH_SECONDS if remaining is None else max(remaining - DEADLINE_MARGIN_SECONDS, 0.0)
+        async for line in self.service.follow_logs(request.id, timeout, owner_scope()):
+            yield convert.log_line(line)
 
     @staticmethod
     async def _watch_timeout(context: Context) -> float:
@@ -165,3 +183,84 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.Job:
         body = ReleaseRequest.model_validate({"lease_id": request.lease_id})
         return convert.job_message(await self.store.release(request.id, body.lease_id))
+
+    @override
+    @unary
+    async def Log(self, request: pb.LogRequest, context: Context) -> pb.Ack:
+        body = LogRequest.model_validate({"lease_id": request.lease_id, "message": request.message})
+        await self.service.append_log(request.id, body.lease_id, body.message)
+        return pb.Ack()
+
+    @override
+    @unary
+    async def Progress(self, request: pb.ProgressRequest, context: Context) -> pb.Ack:
+        fields = {"lease_id": request.lease_id, "fraction": request.fraction, **convert.present(request, "note")}
+        body = ProgressRequest.model_validate(fields)
+        await self.service.set_progress(request.id, body.lease_id, body.fraction, body.note)
+        return pb.Ack()
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    """jobq.v1.AdminService: what an admin token may do over HTTP to jobs and queues."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    @override
+    @unary
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.Job:
+        return convert.job_message(await self.service.retry(request.id))
+
+    @override
+    @unary
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> pb.Job:
+        return convert.job_message(await self.service.delete(request.id))
+
+    @override
+    @unary
+    async def RetryJobs(self, request: pb.BulkRequest, context: Context) -> pb.BulkResponse:
+        return await self._bulk("retry", request)
+
+    @override
+    @unary
+    async def DeleteJobs(self, request: pb.BulkRequest, context: Context) -> pb.BulkResponse:
+        return await self._bulk("delete", request)
+
+    async def _bulk(self, action: str, request: pb.BulkRequest) -> pb.BulkResponse:
+        result = await self.service.bulk(action, BulkRequest.model_validate(convert.bulk_fields(request)))
+        return pb.BulkResponse(done=result.done, skipped=result.skipped, more=result.more)
+
+    @override
+    @unary
+    async def ListQueues(self, request: pb.ListQueuesRequest, context: Context) -> pb.ListQueuesResponse:
+        return pb.ListQueuesResponse(queues=[convert.queue_message(queue) for queue in await self.service.queues()])
+
+    @override
+    @unary
+    async def PeekQueue(self, request: pb.QueueRequest, context: Context) -> pb.PeekQueueResponse:
+        job = await self.service.peek(convert.queue_name(request))
+        return pb.PeekQueueResponse() if job is None else pb.PeekQueueResponse(job=convert.job_message(job))
+
+    @override
+    @unary
+    async def PauseQueue(self, request: pb.QueueRequest, context: Context) -> pb.Queue:
+        return await self._paused(request, True)
+
+    @override
+    @unary
+    async def ResumeQueue(self, request: pb.QueueRequest, context: Context) -> pb.Queue:
+        return await self._paused(request, False)
+
+    async def _paused(self, request: pb.QueueRequest, paused: bool) -> pb.Queue:
+        name = convert.queue_name(request)
+        await self.service.set_paused(name, paused)
+        queue = next((q for q in await self.service.queues() if q["name"] == name), None)
+        if queue is None:  # an empty queue resumed: nothing holds it any more
+            queue = {"name": name, "paused": False, "jobs": {}, "oldest_wait_seconds": 0.0}
+        return convert.queue_message(queue)
+
+    @override
+    @unary
+    async def ClearQueue(self, request: pb.QueueRequest, context: Context) -> pb.ClearQueueResponse:
+        name = convert.queue_name(request)
+        return pb.ClearQueueResponse(name=name, cleared=await self.service.clear(name))

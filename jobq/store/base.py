@@ -13,8 +13,8 @@ What every backend promises (tests/test_store_contract.py checks each):
 - **Durable answers.** A verb returns once its change is durable (on a durable
   backend), and a read never shows a change that is not durable yet.
 - **Events after commit.** Subscribers (``subscribe``) get each status change of
-  a job once it is durable, in the order the changes were made; they are the
-  only thing ``?wait=``, watches and drain accounting listen to. Local listeners
+  a job and each log line once it is durable, in the order they were made; they
+  are the only thing ``?wait=``, watches, log streams and drain accounting listen to. Local listeners
   (``add_listener``) see each transition as it is made, exactly once, for metrics
   and logs.
 - **One set of rules.** What a failed, lost or released run means is decided by
@@ -115,11 +115,22 @@ class JobEvent:
     before: JobStatus
 
 
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """A line was added to a job's log, durably."""
+
+    job_id: str
+    at: float
+    message: str
+
+
+StoreEvent = JobEvent | LogEvent
+
 ChangeListener = Callable[[Job, JobStatus], None]
 """Called as ``listener(job, before)`` as a job moves from status ``before`` (local, before commit)."""
 
-Subscriber = Callable[[JobEvent], None]
-"""Called with each durable status change (after commit)."""
+Subscriber = Callable[[StoreEvent], None]
+"""Called with each durable change: a status change or a log line (after commit)."""
 
 
 class Store(ABC):
@@ -142,15 +153,16 @@ class Store(ABC):
         self.listeners.append(listener)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber(event)`` on the event loop for each durable status change; returns an unsubscribe.
+        """Call ``subscriber(event)`` on the event loop for each durable change; returns an unsubscribe.
 
-        Changes arrive once committed, in the order they were made. ``?wait=``,
-        watches and drain accounting listen here. It must be quick and must not raise.
+        A status change arrives as a JobEvent, a log line as a LogEvent, once committed and
+        in the order they were made. ``?wait=``, watches, log streams and drain accounting
+        listen here. It must be quick and must not raise.
         """
         self.subscribers.append(subscriber)
         return lambda: self.subscribers.remove(subscriber) if subscriber in self.subscribers else None
 
-    def _publish(self, events: Sequence[JobEvent]) -> None:
+    def _publish(self, events: Sequence[StoreEvent]) -> None:
         for subscriber in list(self.subscribers):
             for event in events:
                 subscriber(event)

@@ -34,7 +34,7 @@ from jobq.errors import (
 )
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run, release_run
-from jobq.store.base import Added, JobEvent, Settlement, Store, StoreOptions, StoreStats
+from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
 from jobq.store.ready import QueueReady
 
 MAX_LOG_LINES = 1000
@@ -79,7 +79,7 @@ class MemoryStore(Store):
         self._adding: dict[str, asyncio.Future[None]] = {}  # job id -> the commit that makes it durable
         self._inflight: dict[str, asyncio.Future[None]] = {}  # job id -> its latest write not yet committed
         self._log_inflight: dict[str, asyncio.Future[None]] = {}  # job id -> its latest log line not yet committed
-        self._unpublished: list[JobEvent] = []  # changes made since the last write was queued
+        self._unpublished: list[StoreEvent] = []  # changes made since the last write was queued
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -109,7 +109,7 @@ class MemoryStore(Store):
         future.add_done_callback(functools.partial(self._landed, jobs, events))
         return future
 
-    def _landed(self, jobs: Sequence[Job], events: list[JobEvent], future: asyncio.Future[None]) -> None:
+    def _landed(self, jobs: Sequence[Job], events: list[StoreEvent], future: asyncio.Future[None]) -> None:
         failed = future.cancelled() or future.exception() is not None
         if failed and not isinstance(future.exception(), UnstorableValue):
             # Not durable yet: readers keep waiting on it (and get its error) until the write that
@@ -561,14 +561,19 @@ class MemoryStore(Store):
         if len(lines) < MAX_LOG_LINES:
             at = self.clock()
             lines.append((at, message))
+            event = LogEvent(job_id, at, message)
             future = self._persist_log(job_id, at, message)
-            if future is not None:  # not awaited: a reader of the logs waits for it
+            if future is None:
+                self._publish([event])
+            else:  # not awaited: a reader of the logs waits for it
                 self._log_inflight[job_id] = future
-                future.add_done_callback(functools.partial(self._log_committed, job_id))
+                future.add_done_callback(functools.partial(self._log_committed, event))
 
-    def _log_committed(self, job_id: str, future: asyncio.Future[None]) -> None:
-        if self._log_inflight.get(job_id) is future:
-            del self._log_inflight[job_id]
+    def _log_committed(self, event: LogEvent, future: asyncio.Future[None]) -> None:
+        if self._log_inflight.get(event.job_id) is future:
+            del self._log_inflight[event.job_id]
+        if not future.cancelled() and future.exception() is None:
+            self._publish([event])
 
     async def logs(self, job_id: str) -> list[dict[str, Any]]:
         self._job(job_id)

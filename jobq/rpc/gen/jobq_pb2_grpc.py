@@ -63,6 +63,16 @@ class JobServiceStub:
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=jobq_dot_v1_dot_jobq__pb2.Job.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/jobq.v1.JobService/GetJobLogs',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.JobLogs.FromString,
+                _registered_method=True)
+        self.WatchJobLogs = channel.unary_stream(
+                '/jobq.v1.JobService/WatchJobLogs',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.WatchJobLogsRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.LogLine.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -109,6 +119,21 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """The lines a job's handler logged, oldest first (GET /jobs/{id}/logs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJobLogs(self, request, context):
+        """The job's log lines so far, then each new line as it is written, ending once the job has
+        finished and every line is out. Honours the call's deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +161,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.WatchJobRequest.FromString,
                     response_serializer=jobq_dot_v1_dot_jobq__pb2.Job.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.JobLogs.SerializeToString,
+            ),
+            'WatchJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobLogs,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.WatchJobLogsRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.LogLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +319,487 @@ class JobService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.JobService/GetJobLogs',
+            jobq_dot_v1_dot_jobq__pb2.GetJobLogsRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.JobLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobq.v1.JobService/WatchJobLogs',
+            jobq_dot_v1_dot_jobq__pb2.WatchJobLogsRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminServiceStub:
+    """Operators (an admin token): act on jobs by id or by filter, and on queues.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RetryJob = channel.unary_unary(
+                '/jobq.v1.AdminService/RetryJob',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/jobq.v1.AdminService/DeleteJob',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+                _registered_method=True)
+        self.RetryJobs = channel.unary_unary(
+                '/jobq.v1.AdminService/RetryJobs',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.BulkRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.BulkResponse.FromString,
+                _registered_method=True)
+        self.DeleteJobs = channel.unary_unary(
+                '/jobq.v1.AdminService/DeleteJobs',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.BulkRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.BulkResponse.FromString,
+                _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/jobq.v1.AdminService/ListQueues',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.PeekQueue = channel.unary_unary(
+                '/jobq.v1.AdminService/PeekQueue',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.PeekQueueResponse.FromString,
+                _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/jobq.v1.AdminService/PauseQueue',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Queue.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/jobq.v1.AdminService/ResumeQueue',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Queue.FromString,
+                _registered_method=True)
+        self.ClearQueue = channel.unary_unary(
+                '/jobq.v1.AdminService/ClearQueue',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Operators (an admin token): act on jobs by id or by filter, and on queues.
+    """
+
+    def RetryJob(self, request, context):
+        """Run a failed or dead job again (POST /jobs/{id}/retry); FAILED_PRECONDITION in any other state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Delete a job that is not running, with its logs (DELETE /jobs/{id}); answers it as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJobs(self, request, context):
+        """Re-run every failed or dead job matching a filter, up to `limit` (POST /jobs/retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJobs(self, request, context):
+        """Delete every job in a state (not processing) matching a filter, up to `limit` (POST /jobs/delete).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueues(self, request, context):
+        """Every queue holding jobs or paused (GET /queues).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PeekQueue(self, request, context):
+        """The job a worker would get next from a queue, without leasing it (GET /queues/{name}/next).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseQueue(self, request, context):
+        """Stop running a queue's jobs (it still accepts new ones), or run them again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearQueue(self, request, context):
+        """Delete a queue's waiting jobs (DELETE /queues/{name}/jobs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.RetryJobRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Job.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.DeleteJobRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Job.SerializeToString,
+            ),
+            'RetryJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJobs,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.BulkRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.BulkResponse.SerializeToString,
+            ),
+            'DeleteJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJobs,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.BulkRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.BulkResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ListQueuesRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'PeekQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PeekQueue,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.PeekQueueResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Queue.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Queue.SerializeToString,
+            ),
+            'ClearQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearQueue,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'jobq.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('jobq.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Operators (an admin token): act on jobs by id or by filter, and on queues.
+    """
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/RetryJob',
+            jobq_dot_v1_dot_jobq__pb2.RetryJobRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/DeleteJob',
+            jobq_dot_v1_dot_jobq__pb2.DeleteJobRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/RetryJobs',
+            jobq_dot_v1_dot_jobq__pb2.BulkRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.BulkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/DeleteJobs',
+            jobq_dot_v1_dot_jobq__pb2.BulkRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.BulkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/ListQueues',
+            jobq_dot_v1_dot_jobq__pb2.ListQueuesRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PeekQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/PeekQueue',
+            jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.PeekQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/PauseQueue',
+            jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Queue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/ResumeQueue',
+            jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Queue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/ClearQueue',
+            jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class WorkerServiceStub:
     """Remote workers: the HTTP worker protocol (POST /workers/lease, /jobs/{id}/heartbeat, ...).
@@ -327,6 +843,16 @@ class WorkerServiceStub:
                 '/jobq.v1.WorkerService/Release',
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+                _registered_method=True)
+        self.Log = channel.unary_unary(
+                '/jobq.v1.WorkerService/Log',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.LogRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
+                _registered_method=True)
+        self.Progress = channel.unary_unary(
+                '/jobq.v1.WorkerService/Progress',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ProgressRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
                 _registered_method=True)
 
 
@@ -378,7 +904,21 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """Hand a leased job back unfinished (a worker shutting down); it runs again.
+        """Hand a leased job back unfinished (a worker shutting down); it runs again, using no attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Log(self, request, context):
+        """Add a line to the log of a job held under lease_id (POST /jobs/{id}/log).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Progress(self, request, context):
+        """Report how far a job held under lease_id is (POST /jobs/{id}/progress).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -416,6 +956,16 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.ReleaseRequest.FromString,
                     response_serializer=jobq_dot_v1_dot_jobq__pb2.Job.SerializeToString,
+            ),
+            'Log': grpc.unary_unary_rpc_method_handler(
+                    servicer.Log,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.LogRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Ack.SerializeToString,
+            ),
+            'Progress': grpc.unary_unary_rpc_method_handler(
+                    servicer.Progress,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ProgressRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -584,6 +1134,60 @@ class WorkerService:
             '/jobq.v1.WorkerService/Release',
             jobq_dot_v1_dot_jobq__pb2.ReleaseRequest.SerializeToString,
             jobq_dot_v1_dot_jobq__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Log(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.WorkerService/Log',
+            jobq_dot_v1_dot_jobq__pb2.LogRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Progress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.WorkerService/Progress',
+            jobq_dot_v1_dot_jobq__pb2.ProgressRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,
