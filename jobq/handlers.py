@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from jobq.errors import UnknownJobType
 from jobq.job import Job
-from jobq.values import MAX_LOG_CHARS, MAX_NOTE_CHARS, storable_text
+from jobq.values import MAX_LOG_CHARS, MAX_NOTE_CHARS, copy_json, storable_text
 
 
 class Reporter(Protocol):
@@ -37,18 +37,30 @@ class Reporter(Protocol):
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None: ...
 
 
-@dataclass(slots=True)
 class JobContext:
     """What a handler receives: its own copy of the job, and ways to report on it while it runs.
 
-    Log lines and progress notes are made storable here (text, valid UTF-8, bounded), so
-    nothing a handler passes can make a write fail: a dict note is stored as its JSON text,
-    a file name that is not UTF-8 with escapes.
+    The job's payload is copied the first time the handler reads ``job`` or ``payload``
+    (a handler that never looks pays nothing), so nothing a handler does to it reaches
+    the store. Log lines and progress notes are made storable here (text, valid UTF-8,
+    bounded), so nothing a handler passes can make a write fail: a dict note is stored
+    as its JSON text, a file name that is not UTF-8 with escapes.
     """
 
-    job: Job
-    reporter: Reporter
-    lease_id: str | None = None  # the lease this run holds
+    __slots__ = ("_copied", "_job", "lease_id", "reporter")
+
+    def __init__(self, job: Job, reporter: Reporter, lease_id: str | None = None) -> None:
+        self._job = job  # a snapshot whose payload is still the store's
+        self._copied = False
+        self.reporter = reporter
+        self.lease_id = lease_id  # the lease this run holds
+
+    @property
+    def job(self) -> Job:
+        if not self._copied:
+            self._job.payload = copy_json(self._job.payload)
+            self._copied = True
+        return self._job
 
     @property
     def payload(self) -> Any:
@@ -56,12 +68,12 @@ class JobContext:
 
     async def log(self, message: str) -> None:
         """Append a line to the job's log (``GET /jobs/{id}/logs``)."""
-        await self.reporter.append_log(self.job.id, storable_text(message, MAX_LOG_CHARS), self.lease_id)
+        await self.reporter.append_log(self._job.id, storable_text(message, MAX_LOG_CHARS), self.lease_id)
 
     async def progress(self, fraction: float, note: Any = None) -> None:
         """Report how far along the job is (0.0 to 1.0), shown in its status, with an optional note."""
         text = None if note is None else storable_text(note, MAX_NOTE_CHARS)
-        await self.reporter.set_progress(self.job.id, self.lease_id, fraction, text)
+        await self.reporter.set_progress(self._job.id, self.lease_id, fraction, text)
 
 
 @dataclass(slots=True)

@@ -42,12 +42,16 @@ def json_value(value: Any) -> Any:
 
 
 def copy_json(value: Any) -> Any:
-    """A deep copy of a JSON value (a handler's own payload), at the cost of one encode and decode."""
-    if isinstance(value, PLAIN_JSON) or type(value) is float:
-        return value
-    if not value:
-        return type(value)()  # {} or []: most payloads of no-op and test jobs
-    return from_json(to_json(value))
+    """A deep copy of a JSON value (a handler's own payload): new dicts and lists, the same scalars."""
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_json(item) if type(item) in _CONTAINERS else item for key, item in value.items()}
+    if kind is list:
+        return [copy_json(item) if type(item) in _CONTAINERS else item for item in value]
+    return value  # str, int, float, bool, None: immutable
+
+
+_CONTAINERS = (dict, list)
 
 
 def storable_text(value: Any, limit: int, *, keep: str = "head") -> str:

@@ -32,7 +32,7 @@ from jobq.errors import JobNotFound, JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter, ThreadJobContext
 from jobq.job import Job, JobStatus
 from jobq.retry import Retry
-from jobq.values import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, copy_json, json_value, storable_text
+from jobq.values import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, json_value, storable_text
 
 log = logging.getLogger("jobq.workers")
 
@@ -346,9 +346,9 @@ class WorkerPool:
         """Forget a settled or released lease."""
         self._held.pop(leased[1], None)
 
-    def _invoke(self, handler: Any, context: JobContext) -> Awaitable[Any]:
+    def _invoke(self, handler: Any, job_type: str, context: JobContext) -> Awaitable[Any]:
         """Start the handler: an ``async def`` on the loop, a plain ``def`` in one of the pool's threads."""
-        if not self.registry.runs_in_thread(context.job.type):
+        if not self.registry.runs_in_thread(job_type):
             return handler(context)  # type: ignore[no-any-return]
         if self._threads is None:
             self._threads = ThreadPoolExecutor(max(self.concurrency, 1), thread_name_prefix="jobq-handler")
@@ -368,15 +368,14 @@ class WorkerPool:
             handler = self.registry.get(job.type)
         except JobqError as exc:
             return Ending("failed", exc.detail)
-        job.payload = copy_json(job.payload)  # the handler's own: nothing it does reaches the store
-        context = JobContext(job, self.store, lease_id)
+        context = JobContext(job, self.store, lease_id)  # copies the payload once the handler looks
         self._running[lease_id] = (job.id, task)
         guard: asyncio.Timeout | None = None
         try:
             if job.timeout is None:  # most jobs: skip the cost of a timeout context
-                return Ending("completed", await self._invoke(handler, context))
+                return Ending("completed", await self._invoke(handler, job.type, context))
             async with asyncio.timeout(job.timeout) as guard:
-                result = await self._invoke(handler, context)
+                result = await self._invoke(handler, job.type, context)
             if guard.expired():  # the handler swallowed its cancellation: the attempt still timed out
                 return Ending("timeout", f"timed out after {job.timeout:g}s")
             return Ending("completed", result)

@@ -584,3 +584,11 @@ async def test_health_turns_503_when_the_writer_is_gone(
     health = await client.get("/health")
     body = await health.json()
     assert health.status == 503 and body["status"] == "unavailable" and "writer thread failed" in body["detail"]
+
+
+async def test_a_new_file_has_pages_a_job_with_a_large_payload_shares(open_sqlite: OpenStore) -> None:
+    store = await open_sqlite()
+    assert await store.with_connection(lambda conn: conn.execute("PRAGMA page_size").fetchone()[0]) == 16384
+    await add(store, *(make_job(f"j{i}", payload={"blob": "x" * 2000}) for i in range(50)))
+    pages = await store.with_connection(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    assert pages < 25  # about seven 2 kB jobs to a page, not one

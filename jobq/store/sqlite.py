@@ -43,13 +43,14 @@ from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, Un
 from jobq.job import WAITING, Attempt, Job, JobStatus
 from jobq.lifecycle import lose_run
 from jobq.store.base import StoreOptions
-from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, MemoryStore
+from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, STATE, MemoryStore
 
 log = logging.getLogger("jobq.store")
 
 T = TypeVar("T")
 
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # durability -> PRAGMA synchronous
+PAGE_SIZE = 16384  # of new files: a job's whole row (a 2 kB payload included) fits a page with others
 BUSY_TIMEOUT_MS = 5000  # another SQLite client (a backup, the sqlite3 shell) may hold the file briefly
 
 COLUMNS = (
@@ -125,43 +126,81 @@ def _history(job: Job) -> str:
     return "[]" if not job.history else _dump(job.history)
 
 
-def job_columns(job: Job, kind: str) -> dict[str, Any]:
-    """The columns a ``kind`` of write changes, with the job's values (built on the loop thread, at the change)."""
+STATE_COLUMNS = (
+    "status",
+    "attempts",
+    "run_at",
+    "started_at",
+    "lease_id",
+    "lease_expires_at",
+    "progress",
+    "progress_note",
+    "worker",
+    "result",
+    "error",
+    "finished_at",
+    "history",
+)
+KIND_COLUMNS = {  # what each kind of write sets; an add sets every column
+    ADD: COLUMNS,
+    STATE: STATE_COLUMNS,
+    LEASE: STATE_COLUMNS[:9],
+    HEARTBEAT: ("lease_expires_at",),
+    PROGRESS: ("progress", "progress_note"),
+}
+UPDATES = {  # one statement per kind of change
+    kind: "UPDATE jobs SET {} WHERE id = ?".format(", ".join(f"{name} = ?" for name in names))
+    for kind, names in KIND_COLUMNS.items()
+    if kind != ADD
+}
+
+
+def job_values(job: Job, kind: str) -> tuple[Any, ...]:
+    """The values of the columns a ``kind`` of write sets (KIND_COLUMNS), built on the loop thread at the change."""
     if kind == HEARTBEAT:
-        return {"lease_expires_at": job.lease_expires_at}
+        return (job.lease_expires_at,)
     if kind == PROGRESS:
-        return {"progress": job.progress, "progress_note": job.progress_note}
-    columns = {
-        "status": job.status.value,
-        "attempts": job.attempts,
-        "run_at": job.run_at,
-        "started_at": job.started_at,
-        "lease_id": job.lease_id,
-        "lease_expires_at": job.lease_expires_at,
-        "progress": job.progress,
-        "progress_note": job.progress_note,
-        "worker": job.worker,
-    }
-    if kind == LEASE:
-        return columns
-    columns["result"] = None if job.result is None else _dump(job.result)
-    columns["error"] = job.error
-    columns["finished_at"] = job.finished_at
-    columns["history"] = _history(job)
-    if kind == ADD:
-        columns.update(
-            id=job.id,
-            seq=job.seq,
-            type=job.type,
-            queue=job.queue,
-            priority=job.priority,
-            payload=_dump(job.payload),
-            max_attempts=job.max_attempts,
-            timeout=job.timeout,
-            created_at=job.created_at,
-            owner=job.owner,
+        return (job.progress, job.progress_note)
+    if kind == ADD:  # the payload is written here, once: no later write of the job touches it
+        return (
+            job.id,
+            job.seq,
+            job.type,
+            job.queue,
+            job.priority,
+            job.status.value,
+            _dump(job.payload),
+            None if job.result is None else _dump(job.result),
+            job.error,
+            job.attempts,
+            job.max_attempts,
+            job.timeout,
+            job.created_at,
+            job.run_at,
+            job.started_at,
+            job.finished_at,
+            job.lease_id,
+            job.lease_expires_at,
+            job.progress,
+            job.progress_note,
+            _history(job),
+            job.owner,
+            job.worker,
         )
-    return columns
+    lease = (
+        job.status.value,
+        job.attempts,
+        job.run_at,
+        job.started_at,
+        job.lease_id,
+        job.lease_expires_at,
+        job.progress,
+        job.progress_note,
+        job.worker,
+    )
+    if kind == LEASE:
+        return lease
+    return (*lease, None if job.result is None else _dump(job.result), job.error, job.finished_at, _history(job))
 
 
 STATUSES = {status.value: status for status in JobStatus}
@@ -406,6 +445,8 @@ class JournalWriter:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = stored_version(conn, self.path)  # before any write: a foreign file stays untouched
+            if version == 0:  # a new file: large pages, so a job's row (payload included) shares its page
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode != "wal":
                 raise StoreUnavailable(f"{self.path}: SQLite refused WAL mode (it is in {mode} mode)")
@@ -531,23 +572,30 @@ def _job_ids(op: Op) -> str:
     return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
-Change = tuple[str, str, dict[str, Any]]
-"""One job's write: its id, the kind of change (add, state, lease, ...), and the columns it sets."""
+Change = tuple[str, str, tuple[Any, ...]]
+"""One job's write: its id, the kind of change (add, state, lease, ...), and the values of KIND_COLUMNS[kind]."""
+
+Pending = list[Any]
+"""A job's writes within a group: [added in the group, kind, values] while it changed once; after a second
+change, [added, None, {column: value}] with the changes merged in order."""
 
 
 def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
     """Apply a group of writes in queue order; each job's changes are merged and written once."""
-    jobs: dict[str, tuple[bool, dict[str, Any]]] = {}  # id -> (added in this group, the columns to set)
+    jobs: dict[str, Pending] = {}
     lines: list[tuple[str, float, str]] = []
     paused: dict[str, bool] = {}
     for kind, data, _ in group:
         if kind == WRITE:
-            for job_id, change, columns in data:
-                merged = jobs.get(job_id)
-                if merged is None or change == ADD:
-                    jobs[job_id] = (change == ADD, dict(columns))
-                else:
-                    merged[1].update(columns)
+            for job_id, change, values in data:
+                pending = jobs.get(job_id)
+                if pending is None or change == ADD:
+                    jobs[job_id] = [change == ADD, change, values]
+                    continue
+                if pending[1] is not None:  # a second change of the job in this group: merge by column
+                    pending[2] = dict(zip(KIND_COLUMNS[pending[1]], pending[2], strict=True))
+                    pending[1] = None
+                pending[2].update(zip(KIND_COLUMNS[change], values, strict=True))
         elif kind == LOG:
             lines.append(data)
         elif kind == PAUSE:
@@ -562,21 +610,28 @@ def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
 
 def _flush(
     conn: sqlite3.Connection,
-    jobs: dict[str, tuple[bool, dict[str, Any]]],
+    jobs: dict[str, Pending],
     lines: list[tuple[str, float, str]],
     paused: dict[str, bool],
 ) -> None:
     if jobs:
-        inserts = [tuple(columns[c] for c in COLUMNS) for added, columns in jobs.values() if added]
+        inserts = []
+        updates: dict[str | tuple[str, ...], list[tuple[Any, ...]]] = {}  # a kind, or the columns merged -> rows
+        for job_id, (added, kind, values) in jobs.items():
+            if added:
+                inserts.append(values if kind is not None else tuple(values[c] for c in COLUMNS))
+            elif kind is not None:
+                updates.setdefault(kind, []).append((*values, job_id))
+            else:
+                updates.setdefault(tuple(values), []).append((*values.values(), job_id))
         if inserts:
             conn.executemany(INSERT_JOB, inserts)
-        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # the columns set -> rows
-        for job_id, (added, columns) in jobs.items():
-            if not added:
-                updates.setdefault(tuple(columns), []).append((*columns.values(), job_id))
-        for names, rows in updates.items():
-            assignments = ", ".join(f"{name} = ?" for name in names)
-            conn.executemany(f"UPDATE jobs SET {assignments} WHERE id = ?", rows)  # column names only, never data
+        for key, rows in updates.items():
+            if isinstance(key, str):
+                statement = UPDATES[key]
+            else:  # column names only, never data
+                statement = "UPDATE jobs SET {} WHERE id = ?".format(", ".join(f"{name} = ?" for name in key))
+            conn.executemany(statement, rows)
         jobs.clear()
     if lines:
         conn.executemany("INSERT INTO job_logs (job_id, at, message) VALUES (?, ?, ?)", lines)
@@ -778,7 +833,7 @@ class SQLiteStore(MemoryStore):
         return self._writer.submit(kind, data)
 
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        return self._submit(WRITE, [(job.id, kind, job_columns(job, kind)) for job in jobs])
+        return self._submit(WRITE, [(job.id, kind, job_values(job, kind)) for job in jobs])
 
     def _commit_failed(self, ops: list[tuple[int, Any]]) -> None:
         """Writer thread: a group failed to commit; have the loop write it again later."""
