@@ -1,4 +1,5 @@
 # Two commands: `make run` sets up and serves jobq; `make test` sets up and runs every test.
+# Setting up installs jobq itself into .venv (editable, with the server's extra), so .venv/bin/jobq exists.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,8 +10,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-server.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e '.[server]'
 	touch $@
 
 setup: $(VENV)/.installed

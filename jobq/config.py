@@ -116,13 +116,19 @@ class Config:
                 raise ValueError(f"{spec.name} {problem}")
 
     @classmethod
-    def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    def from_args(
+        cls,
+        argv: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        prog: str = "python main.py",
+    ) -> Config:
         """Parse flags; each unset flag falls back to its ``JOBQ_*`` variable, then the default.
 
-        A bad flag or variable exits with a usage message and code 2.
+        A bad flag or variable exits with a usage message and code 2. ``prog`` names the command in it.
         """
         env = os.environ if environ is None else environ
-        parser = build_parser()
+        parser = build_parser(prog)
         given = vars(parser.parse_args(argv))
         values: dict[str, Any] = {}
         for spec in fields(cls):
@@ -149,10 +155,10 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``main.py`` argument parser. Unset flags parse as None; ``Config.from_args`` fills them in."""
+def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
+    """The server's argument parser. Unset flags parse as None; ``Config.from_args`` fills them in."""
     parser = argparse.ArgumentParser(
-        prog="python main.py",
+        prog=prog,
         description="jobq: a job-queue server. Jobs come in over HTTP and run on in-process async workers. "
         "SIGINT or SIGTERM stops it gracefully: new jobs are refused, accepted ones finish "
         "(up to --drain-timeout), and a second signal stops it at once.",

@@ -1,6 +1,8 @@
 """The bulk dispatcher: submit many jobs over HTTP, wait for them to finish, and report.
 
-    python -m jobq.dispatcher --jobs 10000 --concurrency 64 --type noop
+    jobq dispatch --jobs 10000 --concurrency 64 --type noop
+
+(``python -m jobq.dispatcher`` runs the same, with the same flags.)
 
 ``concurrency`` submitter tasks share one ``aiohttp.ClientSession`` whose
 connector holds that many connections. Each job is sent once (no retries), so
@@ -475,11 +477,11 @@ def _env_default(
         parser.error(f"{name}={raw!r}: {exc}")
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str], prog: str = "python -m jobq.dispatcher") -> argparse.ArgumentParser:
     """The dispatcher's argument parser; each flag's default comes from its environment variable."""
     defaults = DispatchConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m jobq.dispatcher",
+        prog=prog,
         description="Submit many jobs to a jobq server over HTTP, wait for them to finish, and report "
         "throughput, failures by HTTP status and latency. Exits 1 if any job was refused or did not complete.",
     )
@@ -521,9 +523,13 @@ def clean_token(parser: argparse.ArgumentParser, token: str | None) -> str | Non
     return token
 
 
-def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> DispatchConfig:
+def parse_config(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "python -m jobq.dispatcher",
+) -> DispatchConfig:
     """Flags first, then ``JOBQ_DISPATCH_*`` (and ``JOBQ_URL``, ``JOBQ_TOKEN``), then the defaults."""
-    parser = build_parser(os.environ if environ is None else environ)
+    parser = build_parser(os.environ if environ is None else environ, prog)
     args = parser.parse_args(argv)
     return DispatchConfig(
         url=args.url,
@@ -539,9 +545,12 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a dispatch and print its summary; 0 if everything was accepted and completed, else 1."""
-    config = parse_config(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.dispatcher") -> int:
+    """Run a dispatch and print its summary; 0 if everything was accepted and completed, else 1.
+
+    ``prog`` is how the command is named in usage messages (``jobq dispatch`` from the CLI).
+    """
+    config = parse_config(argv, prog=prog)
     summary = asyncio.run(dispatch(config))
     print(json.dumps(summary.to_dict(), indent=2) if config.as_json else summary.render())
     return 0 if summary.ok else 1

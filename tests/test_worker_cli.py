@@ -59,7 +59,7 @@ async def test_a_proxy_error_page_is_a_jobq_error_not_a_decode_error(aiohttp_ser
 def test_the_installed_commands_point_at_real_entry_points() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     scripts = project["project"]["scripts"]
-    assert set(scripts) == {"jobq-worker", "jobq-dispatch"}
+    assert set(scripts) == {"jobq"}  # one command: jobq worker, jobq dispatch, jobq serve, ...
     for target in scripts.values():
         module, _, function = target.partition(":")
         entry = getattr(importlib.import_module(module), function)

@@ -1,8 +1,8 @@
 """The jobq SDK: what a producer or a worker host needs, without the server.
 
 * :mod:`jobq.sdk.client`: ``JobqClient``, ``SyncJobqClient``, ``BatchedSource``;
-* :mod:`jobq.sdk.remote_worker`: ``python -m jobq.sdk.remote_worker`` (the ``jobq-worker``
-  command), the worker pool leasing over HTTP.
+* :mod:`jobq.sdk.remote_worker`: ``jobq worker`` (or ``python -m jobq.sdk.remote_worker``),
+  the worker pool leasing over HTTP.
 
 Nothing under ``jobq.sdk`` imports the server: no ``aiohttp.web``, no request models
 (pydantic), no gRPC, no storage. It needs aiohttp's client, the job record

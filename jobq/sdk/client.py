@@ -169,7 +169,30 @@ class JobqClient:
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/cancel"))
 
     async def retry(self, job_id: str) -> Job:
+        """Run a failed or dead job again (an admin token)."""
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/retry"))
+
+    async def delete(self, job_id: str) -> Job:
+        """Delete a job that is not running, with its logs (an admin token); returns the job as it was."""
+        return Job.from_dict(await self._call("DELETE", f"/jobs/{job_id}"))
+
+    async def retry_all(
+        self, status: str, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Re-run every ``failed`` or ``dead`` job matching the filter, up to ``limit`` (an admin token).
+
+        Answers ``{"retried", "skipped", "more"}``: ``more`` says jobs beyond ``limit`` still match.
+        """
+        return await self._call("POST", "/jobs/retry", _bulk_body(status, queue, type, limit))
+
+    async def delete_all(
+        self, status: str, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """Delete every job in ``status`` (not ``processing``) matching the filter, up to ``limit`` (admin token).
+
+        Answers ``{"deleted", "skipped", "more"}``.
+        """
+        return await self._call("POST", "/jobs/delete", _bulk_body(status, queue, type, limit))
 
     async def list(
         self,
@@ -190,6 +213,31 @@ class JobqClient:
 
     async def stats(self) -> dict[str, Any]:
         return await self._call("GET", "/stats")
+
+    # -- queues ------------------------------------------------------------
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue holding jobs or paused: ``{"name", "paused", "jobs": {status: count}, "oldest_wait_seconds"}``.
+
+        Any token may ask.
+        """
+        return (await self._call("GET", "/queues"))["queues"]
+
+    async def peek(self, queue: str) -> Job | None:
+        """The job a worker would get next from ``queue``, without leasing it; None when none is ready (admin)."""
+        data = await self._call("GET", f"/queues/{queue}/next")
+        return None if data is None else Job.from_dict(data)
+
+    async def pause(self, queue: str) -> None:
+        """Stop running the queue's jobs; it still accepts new ones (an admin token)."""
+        await self._call("POST", f"/queues/{queue}/pause")
+
+    async def resume(self, queue: str) -> None:
+        """Run a paused queue's jobs again (an admin token)."""
+        await self._call("POST", f"/queues/{queue}/resume")
+
+    async def clear(self, queue: str) -> int:
+        """Delete the queue's waiting jobs (an admin token); returns how many."""
+        return (await self._call("DELETE", f"/queues/{queue}/jobs"))["cleared"]
 
     # -- the worker protocol (makes the client a JobSource for WorkerPool) --
     async def lease(
@@ -272,6 +320,12 @@ class JobqClient:
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         body = {"lease_id": lease_id, "fraction": fraction, "note": note}
         await self._call("POST", f"/jobs/{job_id}/progress", body)
+
+
+def _bulk_body(status: str, queue: str | None, type: str | None, limit: int | None) -> dict[str, Any]:
+    """The filter of ``POST /jobs/retry`` and ``POST /jobs/delete``, without the fields left out."""
+    body = {"status": status, "queue": queue, "type": type, "limit": limit}
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def failure_item(

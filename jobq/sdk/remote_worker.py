@@ -1,4 +1,6 @@
-"""A remote worker: ``python -m jobq.sdk.remote_worker --url http://host:8080 --handlers my.module``.
+"""A remote worker: ``jobq worker --url http://host:8080 --handlers my.module``.
+
+``python -m jobq.sdk.remote_worker`` runs the same, with the same flags.
 
 It runs the same handler registry and worker pool as the server, but leases
 jobs over HTTP, heartbeats long jobs, and on SIGINT/SIGTERM stops leasing,
@@ -41,11 +43,9 @@ RECONNECT_BACKOFF = RetryPolicy(base=1.0, cap=30.0)  # between lease tries while
 GAVE_UP_DRAIN_SECONDS = 1.0  # enough for idle workers to stop; held jobs' leases are long gone by then
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.ArgumentParser:
     env = os.environ
-    parser = argparse.ArgumentParser(
-        prog="python -m jobq.sdk.remote_worker", description="Run jobq jobs in this process."
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="Run jobq jobs in this process.")
     parser.add_argument("--url", default=env.get("JOBQ_URL", DEFAULT_URL), help="jobq server [env JOBQ_URL]")
     parser.add_argument(
         "--handlers",
@@ -262,8 +262,12 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.sdk.remote_worker") -> int:
+    """Parse the flags, import the handler modules and run until stopped. Returns the exit code.
+
+    ``prog`` is how the command is named in usage messages (``jobq worker`` from the CLI).
+    """
+    args = build_parser(prog).parse_args(argv)
     logformat.setup(args.log_level, args.log_format)
     try:
         load_handler_modules(split(args.handlers))

@@ -1,0 +1,474 @@
+"""The client commands of ``jobq``: requests to a running server, printed as plain tables or JSON.
+
+Each command takes ``--url`` (``JOBQ_URL``, default http://127.0.0.1:8080), ``--token``
+(``JOBQ_TOKEN``) and ``--json`` (the server's answer as JSON, for scripts). Reading and
+enqueueing take a client token; ``retry``, ``delete`` and the queue actions but listing
+take an admin one. Errors go to stderr as the problem's title and detail, and the exit
+code says what happened (``jobq.cli.EXIT_CODES``).
+
+This module uses the SDK only (:mod:`jobq.sdk.client`), nothing of the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jobq.config import positive
+from jobq.errors import JobqError, Unreachable
+from jobq.job import TERMINAL, WAITING, Job, JobStatus, rfc3339
+from jobq.sdk.client import DEFAULT_URL, TRANSIENT_STATUSES, SyncJobqClient
+
+URL_ENV = "JOBQ_URL"
+TOKEN_ENV = "JOBQ_TOKEN"
+LONGEST_WAIT = 3600.0  # the most one ?wait= may ask for; the server caps each to its --max-wait
+FOLLOW_POLL_SECONDS = 1.0  # logs --follow: how often new lines are fetched (sooner when the job changes)
+
+EXIT_OK = 0
+EXIT_NOT_DONE = 1  # --wait: the job failed, died or was cancelled; a clear not confirmed
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_UNREACHABLE = 5
+EXIT_REFUSED = 6
+EXIT_STILL_RUNNING = 7
+EXIT_SERVER_ERROR = 8
+
+Handler = Callable[[SyncJobqClient, argparse.Namespace, "Output"], int]
+
+
+# -- output -------------------------------------------------------------------
+class Output:
+    """Prints each answer as JSON (``--json``) or as text for people."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def show(self, data: Any, text: Callable[[], str]) -> None:
+        print(json.dumps(data, indent=2, ensure_ascii=False) if self.as_json else text(), flush=True)
+
+    def job(self, job: Job) -> None:
+        data = job.to_dict()
+        self.show(data, lambda: job_text(data))
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """Plain aligned columns; the columns numbered in ``right`` are aligned right (numbers)."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join(line(row) for row in [headers, *rows])
+
+
+def pairs(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def job_text(job: dict[str, Any]) -> str:
+    """One job, a field per line: the set ones, then each attempt."""
+    rows = [
+        ("id", job["id"]),
+        ("type", job["type"]),
+        ("queue", job["queue"]),
+        ("status", job["status"]),
+        ("priority", str(job["priority"])),
+        ("attempts", f"{job['attempts']} of {job['max_attempts']}"),
+    ]
+    for key, label in (
+        ("created_at", "created"),
+        ("next_run_at", "next run"),
+        ("started_at", "started"),
+        ("finished_at", "finished"),
+        ("lease_expires_at", "lease until"),
+    ):
+        if job.get(key):
+            rows.append((label, job[key]))
+    if job.get("timeout") is not None:
+        rows.append(("timeout", seconds(job["timeout"])))
+    if job.get("progress") is not None:
+        rows.append(("progress", f"{job['progress']:.0%} {job.get('progress_note') or ''}".rstrip()))
+    rows.append(("payload", compact(job["payload"])))
+    if job["status"] == JobStatus.COMPLETED:
+        rows.append(("result", compact(job["result"])))
+    if job.get("error"):
+        rows.append(("error", job["error"]))
+    if job.get("owner"):
+        rows.append(("owner", job["owner"]))
+    for attempt in job.get("history", []):
+        outcome = attempt.get("outcome") or "running"
+        where = f"on {attempt.get('worker')} at {attempt['started_at']}"
+        rows.append((f"attempt {attempt['number']}", f"{outcome} {where}"))
+    return pairs(rows)
+
+
+def jobs_table(jobs: Sequence[Job]) -> str:
+    headers = ("ID", "TYPE", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED")
+    rows = [
+        (
+            j.id,
+            j.type,
+            j.queue,
+            j.status,
+            str(j.priority),
+            f"{j.attempts}/{j.max_attempts}",
+            rfc3339(j.created_at) or "",
+        )
+        for j in jobs
+    ]
+    return table(headers, rows, right=(4,)) if rows else "no jobs"
+
+
+def queues_table(queues: Sequence[dict[str, Any]]) -> str:
+    headers = ("QUEUE", "PAUSED", "WAITING", "RUNNING", "COMPLETED", "FAILED", "DEAD", "CANCELLED", "OLDEST WAIT")
+    rows = []
+    for queue in queues:
+        counts = queue.get("jobs", {})
+        waiting = sum(counts.get(status, 0) for status in WAITING)
+        done = [str(counts.get(s, 0)) for s in ("processing", "completed", "failed", "dead", "cancelled")]
+        oldest = queue.get("oldest_wait_seconds")
+        paused = "yes" if queue.get("paused") else "no"
+        rows.append((queue["name"], paused, str(waiting), *done, seconds(oldest) if waiting else "-"))
+    return table(headers, rows, right=range(2, 9)) if rows else "no queues"
+
+
+def stats_text(stats: dict[str, Any]) -> str:
+    workers = stats.get("workers", {})
+    summary = pairs(
+        [
+            ("waiting jobs", str(stats.get("queue_depth", 0))),
+            ("workers busy", f"{workers.get('busy', 0)} of {workers.get('total', 0)}"),
+            ("jobs per second", str(stats.get("jobs_per_second", 0))),
+            ("held waits", f"{stats.get('waiting_requests', 0)} requests, {stats.get('waiting_leases', 0)} leases"),
+            ("paused queues", ", ".join(stats.get("paused_queues", [])) or "none"),
+            ("uptime", seconds(stats.get("uptime_seconds"))),
+            ("draining", "yes" if stats.get("draining") else "no"),
+        ]
+    )
+    counts = stats.get("jobs", {})
+    return summary + "\n\n" + table(("STATUS", "JOBS"), [(s, str(n)) for s, n in counts.items()], right=(1,))
+
+
+# -- waiting ------------------------------------------------------------------
+def until_finished(jobq: SyncJobqClient, job: Job, wait: float, started: float) -> Job:
+    """The job once finished, or as it is when ``wait`` seconds from ``started`` have passed (long-polls)."""
+    while job.status not in TERMINAL:
+        left = started + wait - time.monotonic()
+        if left <= 0:
+            break
+        job = jobq.get(job.id, wait=min(left, LONGEST_WAIT))
+    return job
+
+
+def finished_code(job: Job) -> int:
+    if job.status is JobStatus.COMPLETED:
+        return EXIT_OK
+    return EXIT_NOT_DONE if job.status in TERMINAL else EXIT_STILL_RUNNING
+
+
+# -- the commands -------------------------------------------------------------
+def enqueue(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    started = time.monotonic()
+    job = jobq.enqueue(
+        args.type,
+        args.payload,
+        id=args.id,
+        queue=args.queue,
+        priority=args.priority,
+        delay=args.delay,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        wait=None if args.wait is None else min(args.wait, LONGEST_WAIT),
+    )
+    if args.wait is not None:
+        job = until_finished(jobq, job, args.wait, started)
+    out.job(job)
+    return EXIT_OK if args.wait is None else finished_code(job)
+
+
+def status(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    started = time.monotonic()
+    job = jobq.get(args.id)
+    if args.wait is not None:
+        job = until_finished(jobq, job, args.wait, started)
+    out.job(job)
+    return EXIT_OK if args.wait is None else finished_code(job)
+
+
+def list_jobs(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    page = jobq.list(status=args.status, queue=args.queue, type=args.type, limit=args.limit, cursor=args.cursor)
+    out.show({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor}, lambda: jobs_table(page.jobs))
+    if page.next_cursor and not out.as_json:
+        print(f"more: jobq list --cursor {page.next_cursor} (with the same filters)", file=sys.stderr)
+    return EXIT_OK
+
+
+def logs(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    if not args.follow:
+        lines = jobq.logs(args.id)
+        out.show({"id": args.id, "logs": lines}, lambda: "\n".join(log_line(line) for line in lines) or "no log lines")
+        return EXIT_OK
+    job = jobq.get(args.id)
+    printed = 0
+    while True:  # the job's state first, then its lines: every line written before it finished is fetched
+        lines = jobq.logs(args.id)
+        for line in lines[printed:]:
+            print(compact(line) if out.as_json else log_line(line), flush=True)
+        printed = len(lines)
+        if job.status in TERMINAL:
+            return EXIT_OK
+        job = jobq.get(args.id, wait=FOLLOW_POLL_SECONDS)  # answers at once when the job changes
+
+
+def log_line(line: dict[str, Any]) -> str:
+    return f"{line['at']}  {line['message']}"
+
+
+def cancel(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    out.job(jobq.cancel(args.id))
+    return EXIT_OK
+
+
+def retry(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    if check_bulk(args, "retry"):
+        answer = jobq.retry_all(args.status, queue=args.queue, type=args.type, limit=args.limit)
+        out.show(answer, lambda: bulk_text("retried", answer, args.status))
+    else:
+        out.job(jobq.retry(args.id))
+    return EXIT_OK
+
+
+def delete(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    if check_bulk(args, "delete"):
+        answer = jobq.delete_all(args.status, queue=args.queue, type=args.type, limit=args.limit)
+        out.show(answer, lambda: bulk_text("deleted", answer, args.status))
+    else:
+        job = jobq.delete(args.id)
+        out.show(job.to_dict(), lambda: f"deleted job {job.id} (it was {job.status.value})")
+    return EXIT_OK
+
+
+def check_bulk(args: argparse.Namespace, verb: str) -> bool:
+    """Whether this is the ``--all`` form; a usage error when the arguments mix both forms."""
+    parser: argparse.ArgumentParser = args.parser
+    filters = [args.status, args.queue, args.type, args.limit]
+    if args.all:
+        if args.id is not None:
+            parser.error(f"give a job ID or --all, not both: {verb} {args.id} or {verb} --all --status ...")
+        if args.status is None:
+            parser.error("--all needs --status, the state of the jobs to act on")
+        return True
+    if args.id is None:
+        parser.error(f"give a job ID, or --all --status STATUS to {verb} every job in a state")
+    if any(value is not None for value in filters):
+        parser.error("--status, --queue, --type and --limit go with --all")
+    return False
+
+
+def bulk_text(done: str, answer: dict[str, Any], state: str) -> str:
+    text = f"{done} {answer[done]} {state} jobs"
+    if answer.get("skipped"):
+        text += f", skipped {answer['skipped']} that changed meanwhile"
+    if answer.get("more"):
+        text += "; more jobs match: run it again"
+    return text
+
+
+def stats(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    answer = jobq.stats()
+    out.show(answer, lambda: stats_text(answer))
+    return EXIT_OK
+
+
+def queues(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    answer = jobq.queues()
+    out.show({"queues": answer}, lambda: queues_table(answer))
+    return EXIT_OK
+
+
+def pause(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    jobq.pause(args.name)
+    out.show({"queue": args.name, "paused": True}, lambda: f"queue {args.name} paused: it accepts jobs, runs none")
+    return EXIT_OK
+
+
+def resume(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    jobq.resume(args.name)
+    out.show({"queue": args.name, "paused": False}, lambda: f"queue {args.name} resumed")
+    return EXIT_OK
+
+
+def clear(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    if not args.yes and not confirm_clear(jobq, args.name):
+        return EXIT_NOT_DONE
+    cleared = jobq.clear(args.name)
+    out.show({"queue": args.name, "cleared": cleared}, lambda: f"deleted {cleared} waiting jobs of queue {args.name}")
+    return EXIT_OK
+
+
+def confirm_clear(jobq: SyncJobqClient, name: str) -> bool:
+    """Ask on the terminal (stderr, stdin) before deleting a queue's waiting jobs."""
+    counts = next((q.get("jobs", {}) for q in jobq.queues() if q["name"] == name), {})
+    waiting = sum(counts.get(status, 0) for status in WAITING)
+    print(f"delete the {waiting} waiting jobs of queue {name}? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("not cleared" + ("" if answer else " (no answer; --yes clears without asking)"), file=sys.stderr)
+    return False
+
+
+def peek(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    job = jobq.peek(args.name)
+    if job is None:
+        out.show(None, lambda: f"no job is ready in queue {args.name}")
+    else:
+        out.job(job)
+    return EXIT_OK
+
+
+# -- the command line ---------------------------------------------------------
+def json_argument(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the client commands to the ``jobq`` parser."""
+    # Defaults are SUPPRESS so that `jobq queues --json pause x` keeps --json: run() fills them in.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=argparse.SUPPRESS, help=f"the jobq server [env {URL_ENV}; default {DEFAULT_URL}]"
+    )
+    common.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help=f"bearer token: a client token, or an admin one for retry, delete and queue actions; prefer the "
+        f"variable, as flags show in ps [env {TOKEN_ENV}]",
+    )
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, for scripts")
+
+    def command(name: str, handler: Handler, text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=text, description=text)
+        parser.set_defaults(handler=handler, parser=parser)
+        return parser
+
+    wait_help = "wait up to this many seconds for the job to finish; the exit code tells how it ended"
+    sub = command("enqueue", enqueue, "submit a job")
+    sub.add_argument("type", metavar="TYPE", help="job type")
+    sub.add_argument("--payload", type=json_argument, metavar="JSON", help="the payload, as JSON (default {})")
+    sub.add_argument("--id", help="your own unique job id (the same id and body again answers the same job)")
+    sub.add_argument("--queue", help="queue name (default: default)")
+    sub.add_argument("--priority", type=int, metavar="N", help="-1000 to 1000, higher first (default 0)")
+    sub.add_argument("--delay", type=positive(float, zero_ok=True), metavar="SECONDS", help="wait before it may run")
+    sub.add_argument("--max-attempts", type=positive(int), metavar="N", help="attempts before it is dead (default 1)")
+    sub.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="seconds an attempt may run")
+    sub.add_argument("--wait", type=positive(float), metavar="SECONDS", help=wait_help)
+
+    sub = command("status", status, "show a job, with every attempt")
+    sub.add_argument("id", metavar="ID")
+    sub.add_argument("--wait", type=positive(float), metavar="SECONDS", help=wait_help)
+
+    sub = command("list", list_jobs, "list jobs, newest first")
+    sub.add_argument("--status", choices=[s.value for s in JobStatus])
+    sub.add_argument("--queue")
+    sub.add_argument("--type")
+    sub.add_argument("--limit", type=positive(int), default=50, metavar="N", help="jobs per page, 1-500 (default 50)")
+    sub.add_argument("--cursor", help="the page after this cursor (printed when there are more)")
+
+    sub = command("logs", logs, "print a job's log lines")
+    sub.add_argument("id", metavar="ID")
+    sub.add_argument("--follow", "-f", action="store_true", help="print new lines as they come, until the job ends")
+
+    sub = command("cancel", cancel, "cancel a waiting or running job")
+    sub.add_argument("id", metavar="ID")
+
+    for name, handler, text, states in (
+        ("retry", retry, "run a failed or dead job again, or every one in a state (admin)", ["failed", "dead"]),
+        ("delete", delete, "delete a job that is not running, or every one in a state (admin)", None),
+    ):
+        sub = command(name, handler, text)
+        sub.add_argument("id", metavar="ID", nargs="?", help="the job; or --all --status STATUS")
+        group = sub.add_argument_group("every job in a state")
+        group.add_argument("--all", action="store_true", help="act on every job matching the filter")
+        group.add_argument("--status", choices=states or [s.value for s in JobStatus if s != JobStatus.PROCESSING])
+        group.add_argument("--queue", help="only this queue's jobs")
+        group.add_argument("--type", help="only jobs of this type")
+        group.add_argument("--limit", type=positive(int), metavar="N", help="at most this many (default 1000)")
+
+    command("stats", stats, "counts by status and queue, workers, rates")
+
+    sub = command("queues", queues, "list queues; or pause, resume, clear one, or show its next job")
+    actions = sub.add_subparsers(dest="action", metavar="ACTION")
+    command("list", queues, "list queues with their jobs by state (any token)", actions)
+    for name, handler, text in (
+        ("pause", pause, "stop running a queue's jobs; it still accepts new ones (admin)"),
+        ("resume", resume, "run a paused queue's jobs again (admin)"),
+        ("clear", clear, "delete a queue's waiting jobs, after asking (admin)"),
+        ("next", peek, "show the job a worker would get next from a queue, without taking it (admin)"),
+    ):
+        sub = command(name, handler, text, actions)
+        sub.add_argument("name", metavar="NAME", help="queue name")
+    sub = actions.choices["clear"]
+    sub.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+
+def exit_code(error: JobqError) -> int:
+    """What an error means for the exit code (see ``jobq.cli.EXIT_CODES``)."""
+    if isinstance(error, Unreachable) or error.status in TRANSIENT_STATUSES:
+        return EXIT_UNREACHABLE
+    return {
+        400: EXIT_USAGE,
+        413: EXIT_USAGE,
+        422: EXIT_USAGE,
+        401: EXIT_REFUSED,
+        403: EXIT_REFUSED,
+        404: EXIT_NOT_FOUND,
+        409: EXIT_CONFLICT,
+    }.get(error.status, EXIT_SERVER_ERROR)
+
+
+def report(error: JobqError) -> int:
+    """Print the problem's title, detail and fields to stderr; returns the exit code."""
+    print(f"jobq: {error.title}: {error.detail}", file=sys.stderr)
+    for item in error.errors or []:
+        print(f"  {item.get('field')}: {item.get('message')}", file=sys.stderr)
+    if error.status == 401:
+        print(f"  set {TOKEN_ENV} (or --token) to a token the server knows", file=sys.stderr)
+    elif error.status == 403:
+        print(f"  this needs an admin token: set {TOKEN_ENV} (or --token) to one", file=sys.stderr)
+    return exit_code(error)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed client command against the server; returns the exit code."""
+    url = getattr(args, "url", None) or os.environ.get(URL_ENV) or DEFAULT_URL
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+    out = Output(getattr(args, "json", False))
+    try:
+        with SyncJobqClient(url, token=token) as jobq:
+            return args.handler(jobq, args, out)
+    except JobqError as error:
+        return report(error)
+    except KeyboardInterrupt:
+        return 130

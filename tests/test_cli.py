@@ -1,0 +1,338 @@
+"""The ``jobq`` command, end to end: the installed console script run from outside the repository.
+
+One server with tokens serves the whole module; each test uses its own queues and ids.
+The commands run from a temporary directory, with the environment a user would set
+(``JOBQ_URL``, ``JOBQ_TOKEN``), so they import the installed package, not the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobq.store import open_store, sqlite_path
+from tests.procs import ROOT, ManagedProcess, ServerProcess, free_port
+
+JOBQ = Path(sys.executable).parent / "jobq"
+CLIENT = "client-token-0123456789"
+WORKER = "worker-token-0123456789"
+ADMIN = "admin-token-0123456789"
+COMMANDS = ("serve", "worker", "dispatch", "enqueue", "status", "list", "logs", "retry", "cancel", "delete", "stats")
+BULK_QUEUE = "bulk"  # run by the server's workers, used by one test only
+STORE_FORMS = "memory://, sqlite:///relative/path or sqlite:////absolute/path"
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment without any JOBQ_* variable of the test run, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_") and k != "PYTHONPATH"}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with client, worker and admin tokens; queues but ``default`` and ``bulk`` wait for remote workers."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    flags = ("--store", "memory://", "--workers", "4", "--queues", f"default,{BULK_QUEUE}", "--retry-base", "0.01")
+    tokens = {"JOBQ_TOKEN": CLIENT, "JOBQ_WORKER_TOKEN": WORKER, "JOBQ_ADMIN_TOKEN": ADMIN}
+    process = ServerProcess(log, *flags, env=tokens)
+    process.wait_ready()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def jobq(server: ServerProcess, tmp_path: Path) -> Any:
+    """``jobq(*args, token=..., input=...)``: run the command in a directory outside the repository."""
+    assert JOBQ.is_file(), f"{JOBQ} is missing: set up with `make setup` (pip install -e '.[server]')"
+
+    def run(*args: str, token: str = CLIENT, input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        environ = user_env(JOBQ_URL=server.url, JOBQ_TOKEN=token, **env)
+        return subprocess.run(
+            [str(JOBQ), *args], cwd=tmp_path, env=environ, input=input, capture_output=True, text=True, timeout=30
+        )
+
+    return run
+
+
+def answer(result: subprocess.CompletedProcess[str], code: int = 0) -> Any:
+    """The JSON a ``--json`` command printed, after checking its exit code."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- the command itself ------------------------------------------------------
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    for argv in ([str(JOBQ), "--help"], [sys.executable, "-m", "jobq", "--help"]):
+        result = subprocess.run(argv, cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        for command in (*COMMANDS, "queues"):
+            assert f"    {command} " in result.stdout, command
+        assert "exit codes" in result.stdout
+    bare = subprocess.run([str(JOBQ)], cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=30)
+    assert bare.returncode == 2
+    assert "usage: jobq" in bare.stderr
+
+
+def test_the_client_commands_import_nothing_of_the_server() -> None:
+    from tests.test_sdk import SERVER_MODULES
+
+    probe = "import json, sys, jobq.cli, jobq.cli.client; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout)
+    assert [m for m in loaded if any(m == s or m.startswith(s + ".") for s in SERVER_MODULES)] == []
+
+
+# -- jobs ---------------------------------------------------------------------
+def test_enqueue_and_status_wait_for_the_outcome(jobq: Any) -> None:
+    done = answer(jobq("enqueue", "echo", "--payload", '{"to": "ada"}', "--wait", "10", "--json"))
+    assert (done["status"], done["result"]) == ("completed", {"to": "ada"})
+    assert answer(jobq("status", done["id"], "--json"))["id"] == done["id"]
+
+    shown = jobq("status", done["id"])
+    assert shown.returncode == 0
+    assert "completed" in shown.stdout and '{"to":"ada"}' in shown.stdout
+
+    failed = jobq("enqueue", "fail", "--payload", '{"message": "smtp down"}', "--max-attempts", "2", "--wait", "10")
+    assert failed.returncode == 1, failed.stderr  # dead: the exit code says the job did not complete
+    assert "JobFailed: smtp down" in failed.stdout
+
+    slow = answer(jobq("enqueue", "sleep", "--payload", '{"seconds": 1}', "--wait", "0.1", "--json"), code=7)
+    assert slow["status"] in ("pending", "processing")
+    finished = answer(jobq("status", slow["id"], "--wait", "10", "--json"))
+    assert finished["result"] == {"slept": 1.0}
+
+
+def test_list_pages_and_prints_json(jobq: Any) -> None:
+    queue = unique("listed")
+    ids = [answer(jobq("enqueue", "noop", "--queue", queue, "--json"))["id"] for _ in range(3)]
+    page = answer(jobq("list", "--queue", queue, "--json"))
+    assert [job["id"] for job in page["jobs"]] == ids[::-1]  # newest first
+    assert page["next_cursor"] is None
+
+    first = jobq("list", "--queue", queue, "--limit", "2")
+    assert first.returncode == 0
+    assert first.stdout.split()[:4] == ["ID", "TYPE", "QUEUE", "STATUS"]
+    assert ids[2] in first.stdout and ids[0] not in first.stdout
+    cursor = first.stderr.split("--cursor ")[1].split()[0]
+    rest = answer(jobq("list", "--queue", queue, "--cursor", cursor, "--json"))
+    assert [job["id"] for job in rest["jobs"]] == [ids[0]]
+
+
+def test_logs_print_and_follow_until_the_job_ends(jobq: Any) -> None:
+    job_id = unique("napping")
+    jobq("enqueue", "sleep", "--payload", '{"seconds": 0.5}', "--id", job_id)
+    started = time.monotonic()
+    followed = jobq("logs", job_id, "--follow")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.strip().endswith("sleeping 0.5s")
+    assert time.monotonic() - started < 10
+    logs = answer(jobq("logs", job_id, "--json"))
+    assert [line["message"] for line in logs["logs"]] == ["sleeping 0.5s"]
+
+
+def test_cancel_retry_and_delete(jobq: Any) -> None:
+    later = answer(jobq("enqueue", "noop", "--delay", "60", "--json"))
+    assert answer(jobq("cancel", later["id"], "--json"))["status"] == "cancelled"
+    again = jobq("cancel", later["id"])
+    assert again.returncode == 4  # conflict: it is cancelled already
+    assert "Job is in the wrong state" in again.stderr
+
+    failed = answer(jobq("enqueue", "fail", "--wait", "10", "--json"), code=1)
+    refused = jobq("retry", failed["id"])  # a client token may not
+    assert refused.returncode == 6
+    assert "admin token" in refused.stderr
+    rerun = answer(jobq("retry", failed["id"], "--json", token=ADMIN))
+    assert rerun["status"] in ("pending", "processing", "failed")
+    answer(jobq("status", rerun["id"], "--wait", "10", "--json"), code=1)  # it fails again
+
+    deleted = jobq("delete", failed["id"], token=ADMIN)
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"deleted job {failed['id']}" in deleted.stdout
+    assert jobq("status", failed["id"]).returncode == 3
+
+
+def test_stats(jobq: Any) -> None:
+    jobq("enqueue", "noop", "--wait", "10")
+    stats = answer(jobq("stats", "--json"))
+    assert stats["jobs"]["completed"] >= 1
+    shown = jobq("stats")
+    assert "workers busy" in shown.stdout and "completed" in shown.stdout
+
+
+# -- queues and bulk actions ----------------------------------------------------
+def test_queues_pause_peek_clear_and_resume(jobq: Any) -> None:
+    queue = unique("held")
+    assert answer(jobq("queues", "pause", queue, "--json", token=ADMIN)) == {"queue": queue, "paused": True}
+    job = answer(jobq("enqueue", "noop", "--queue", queue, "--json"))
+    listed = {q["name"]: q for q in answer(jobq("queues", "--json"))["queues"]}
+    assert listed[queue]["paused"] is True
+    assert listed[queue]["jobs"]["pending"] == 1
+    assert queue in jobq("queues").stdout
+
+    assert answer(jobq("queues", "next", queue, "--json", token=ADMIN))["id"] == job["id"]  # a peek: it stays
+    declined = jobq("queues", "clear", queue, token=ADMIN, input="n\n")
+    assert declined.returncode == 1
+    assert "delete the 1 waiting jobs" in declined.stderr
+    assert answer(jobq("status", job["id"], "--json"))["status"] == "pending"
+
+    assert answer(jobq("queues", "clear", queue, "--yes", "--json", token=ADMIN)) == {"queue": queue, "cleared": 1}
+    assert answer(jobq("queues", "next", queue, "--json", token=ADMIN)) is None
+    assert jobq("status", job["id"]).returncode == 3
+    assert answer(jobq("queues", "resume", queue, "--json", token=ADMIN))["paused"] is False
+
+
+def test_bulk_retry_and_delete_of_dead_jobs(jobq: Any) -> None:
+    queue = BULK_QUEUE
+    for _ in range(3):
+        answer(jobq("enqueue", "fail", "--queue", queue, "--max-attempts", "2", "--wait", "10", "--json"), code=1)
+    retried = answer(jobq("retry", "--all", "--status", "dead", "--queue", queue, "--json", token=ADMIN))
+    assert retried == {"retried": 3, "skipped": 0, "more": False}
+    deadline = time.monotonic() + 10
+    while len(answer(jobq("list", "--queue", queue, "--status", "dead", "--json"))["jobs"]) < 3:
+        assert time.monotonic() < deadline, "the retried jobs did not fail again"
+        time.sleep(0.05)
+    shown = jobq("delete", "--all", "--status", "dead", "--queue", queue, token=ADMIN)
+    assert shown.returncode == 0, shown.stderr
+    assert "deleted 3 dead jobs" in shown.stdout
+    assert answer(jobq("list", "--queue", queue, "--json"))["jobs"] == []
+
+    mixed = jobq("retry", "some-id", "--all", "--status", "dead", token=ADMIN)
+    assert mixed.returncode == 2
+    assert "not both" in mixed.stderr
+
+
+# -- a worker with handlers from the working directory -------------------------------
+def test_worker_runs_handlers_from_the_working_directory(jobq: Any, server: ServerProcess, tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(
+        "from jobq import handler\n\n"
+        "@handler('shout')\n"
+        "async def shout(ctx):\n"
+        "    await ctx.log('shouting')\n"
+        "    return ctx.payload.upper()\n"
+    )
+    queue = unique("remote")
+    worker = subprocess.Popen(
+        [str(JOBQ), "worker", "--handlers", "tasks", "--queues", queue, "--url", server.url],
+        cwd=tmp_path,
+        env=user_env(JOBQ_WORKER_TOKEN=WORKER),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        done = answer(jobq("enqueue", "shout", "--payload", '"hello"', "--queue", queue, "--wait", "10", "--json"))
+        assert done["result"] == "HELLO"
+        assert "shouting" in jobq("logs", done["id"]).stdout
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 0, output
+
+
+# -- errors and exit codes --------------------------------------------------------
+def test_exit_codes_say_what_went_wrong(jobq: Any) -> None:
+    missing = jobq("status", "no-such-job")
+    assert missing.returncode == 3
+    assert missing.stderr.startswith("jobq: Job not found: no job with id 'no-such-job'")
+
+    unreachable = jobq("list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 5
+    assert "Server unreachable" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+
+    assert jobq("stats", token="not-a-known-token-at-all").returncode == 6
+    invalid = jobq("enqueue", "teleport")
+    assert invalid.returncode == 2
+    assert "Unknown job type" in invalid.stderr and "type: known types" in invalid.stderr
+    bad_json = jobq("enqueue", "echo", "--payload", "{nope")
+    assert bad_json.returncode == 2
+    assert "not valid JSON" in bad_json.stderr
+
+
+# -- jobq serve -----------------------------------------------------------------
+def test_serve_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(JOBQ), "serve", "--port", str(port), "--store", "memory://", "--grpc-port", "0"],
+            cwd=tmp_path,
+            env=user_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            probe = subprocess.run([str(JOBQ), "stats", "--url", url], env=user_env(), capture_output=True, timeout=30)
+            if probe.returncode == 0:
+                break
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "jobq stopped" in log.read_text()
+
+
+@pytest.mark.parametrize("url", ["sqlite:jobq.db", "sqlite://host/jobq.db", "sqlite:///jobq.db?mode=ro", "bogus://x"])
+def test_serve_and_main_refuse_a_malformed_store_url(url: str, tmp_path: Path) -> None:
+    for argv in ([str(JOBQ), "serve"], [sys.executable, str(ROOT / "main.py")]):
+        result = subprocess.run(
+            [*argv, "--store", url, "--port", "0", "--grpc-port", "0"],
+            cwd=tmp_path,
+            env=user_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, result.stderr
+        assert STORE_FORMS in result.stderr
+        assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named after the URL
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///jobq.db", "jobq.db"),
+        ("sqlite:///data/jobq.db", "data/jobq.db"),
+        ("sqlite:////var/j.db", "/var/j.db"),
+    ],
+)
+def test_store_urls_accepted(url: str, path: str) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:jobq.db", "sqlite:/jobq.db", "sqlite://", "sqlite:///", "sqlite:///dir/", "sqlite://h/x", "memory:"]
+)
+def test_store_urls_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="sqlite:////absolute/path"):
+        open_store(url)
+
+
+def test_the_worker_subprocess_helpers_still_run_the_module(tmp_path: Path) -> None:
+    """``python -m jobq.sdk.remote_worker`` and ``python -m jobq.dispatcher`` keep their own names."""
+    for module in ("jobq.sdk.remote_worker", "jobq.dispatcher"):
+        process = ManagedProcess(tmp_path / f"{module}.log", ["-m", module, "--help"])
+        assert process.wait(timeout=30) == 0
+        assert f"usage: python -m {module}" in process.log()
