@@ -336,3 +336,19 @@ def test_the_worker_subprocess_helpers_still_run_the_module(tmp_path: Path) -> N
         process = ManagedProcess(tmp_path / f"{module}.log", ["-m", module, "--help"])
         assert process.wait(timeout=30) == 0
         assert f"usage: python -m {module}" in process.log()
+
+
+def test_serve_names_the_missing_extra_on_a_plain_install(tmp_path: Path) -> None:
+    """Without the server extra (pydantic shadowed here by a module that cannot be imported), serve says what to add."""
+    blocked = tmp_path / "blocked" / "pydantic"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pydantic'\", name='pydantic')\n")
+    env = user_env(PYTHONPATH=str(blocked.parent))
+    result = subprocess.run([str(JOBQ), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "pip install 'jobq[server]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    client = subprocess.run(
+        [str(JOBQ), "list", "--url", f"http://127.0.0.1:{free_port()}"], env=env, capture_output=True, timeout=30
+    )
+    assert client.returncode == 5  # the client commands need no extra

@@ -472,3 +472,6 @@ def run(args: argparse.Namespace) -> int:
         return report(error)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `jobq list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when stdout is flushed at exit
+        return EXIT_OK
