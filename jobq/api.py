@@ -20,21 +20,40 @@ from jobq.errors import BadRequest, JobqError, ValidationFailed
 from jobq.job import Job, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
+    MAX_WAIT_PARAMETER,
     NAME_PATTERN,
+    BatchAnswer,
     BatchRequest,
+    BulkDeleted,
     BulkRequest,
+    BulkRetried,
     CompleteRequest,
     EnqueueRequest,
     FailRequest,
+    Health,
+    HeartbeatAnswer,
     HeartbeatRequest,
     HeartbeatsRequest,
+    JobList,
+    JobLogs,
+    JobRecord,
+    LeaseAnswer,
+    LeasedJob,
     LeaseRequest,
     ListQuery,
     LogRequest,
     ProgressRequest,
+    QueueCleared,
+    QueueList,
+    QueuePaused,
     ReleaseRequest,
+    SettleAnswer,
     SettleRequest,
+    Stats,
+    Unhealthy,
+    WaitQuery,
 )
+from jobq.openapi import DOCS_CSP, DOCS_FILES, Reply, docs_file, document_json, documented, links
 from jobq.problems import error_body, from_validation_error
 from jobq.service import JobService, Submitted
 
@@ -43,9 +62,55 @@ METRICS = web.AppKey("metrics", Metrics)  # absent when metrics are off
 
 routes = web.RouteTableDef()
 
+# Shared pieces of the routes' @documented declarations (jobq/openapi.py builds /openapi.json from them).
+LOCATION = {"Location": "the job's own URL: /status/{id}"}
+NO_JOB = "no job with this id (a client token sees only the jobs it enqueued)"
+STORE_WRITES = {503: "the store cannot write", 507: ""}
+LEASE_CONFLICT = "the lease id is not the job's current lease (stale, or the job moved on)"
+
+
+# What a client can do next with a job it was answered (OpenAPI links, by operationId: the handler's name).
+JOB_LINKS = links(
+    {
+        "read": "status",
+        "status": "GET /status/{id}",
+        "logs": "job_logs",
+        "cancel": "cancel",
+        "retry": "retry",
+        "delete": "delete_job",
+    },
+    {"id": "$response.body#/id"},
+)
+# What a worker does next with the first job it leased.
+LEASED = {"id": "$response.body#/jobs/0/id", "lease_id": "$response.body#/jobs/0/lease_id"}
+LEASE_LINKS = {
+    **links(
+        {
+            "heartbeat": "heartbeat",
+            "complete": "complete",
+            "fail": "fail",
+            "release": "release",
+            "log": "append_log",
+            "progress": "progress",
+        },
+        {"id": LEASED["id"]},
+        {"lease_id": LEASED["lease_id"]},
+    ),
+    **links({"heartbeat_many": "heartbeat_many"}, {}, {"leases": [LEASED]}),
+    **links({"settle": "settle"}, {}, {"jobs": [LEASED]}),
+}
+
+
+def job_reply(description: str) -> Reply:
+    return Reply(description, JobRecord, headers=LOCATION, links=JOB_LINKS)
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response serialised by pydantic-core (fast, and handles any JSON value)."""
+    """A JSON response serialised by pydantic-core (fast, and handles any JSON value or answer model).
+
+    Hot routes hand it plain dicts shaped like their answer models (jobq/models.py); building a model
+    per answer would cost them time. tests/test_openapi.py checks both against the document.
+    """
     return web.Response(body=to_json(data), status=status, content_type="application/json", headers=headers)
 
 
@@ -68,9 +133,9 @@ def wait_seconds(request: web.Request) -> float:
         wait = float(raw)
     except ValueError:
         wait = math.nan
-    if not 0 <= wait <= 3600:
+    if not 0 <= wait <= MAX_WAIT_PARAMETER:
         raise ValidationFailed(
-            f"wait must be a number of seconds from 0 to 3600, not {raw!r}",
+            f"wait must be a number of seconds from 0 to {MAX_WAIT_PARAMETER:.0f}, not {raw!r}",
             errors=[{"field": "wait", "message": "a number of seconds"}],
         )
     return wait
@@ -153,6 +218,21 @@ async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submi
 
 @routes.post("/enqueue")
 @requires(Role.CLIENT)
+@documented(
+    "jobs",
+    {
+        202: job_reply("accepted: a new job (with ?wait=: still unfinished when the wait ended)"),
+        200: job_reply("the same id and body were sent before: that job (with ?wait=: finished)"),
+    },
+    body=EnqueueRequest,
+    query=(WaitQuery,),
+    problems={
+        409: "the id is taken by a job with another body (or another client's)",
+        422: "an unknown job type, or a value the store cannot keep",
+        503: "the queue is full (--queue-size), jobq is shutting down, or the store cannot write",
+        507: "",
+    },
+)
 async def enqueue(request: web.Request) -> web.Response:
     """Accept one job: 202 when new, 200 when the same id and body were sent before."""
     wait = wait_seconds(request)
@@ -168,6 +248,12 @@ async def enqueue(request: web.Request) -> web.Response:
 
 @routes.post("/enqueue/batch")
 @requires(Role.CLIENT)
+@documented(
+    "jobs",
+    {200: Reply("each job's own answer, in order: its code and id, or its code and problem", BatchAnswer)},
+    body=BatchRequest,
+    problems={422: "more jobs than --batch-limit", 503: "jobq is shutting down, or the store cannot write", 507: ""},
+)
 async def enqueue_batch(request: web.Request) -> web.Response:
     """Accept many jobs; each gets its own answer (code and job, or code and problem)."""
     items = (await read_body(request, BatchRequest)).jobs
@@ -195,6 +281,7 @@ async def enqueue_batch(request: web.Request) -> web.Response:
 @routes.get("/status/{id}")
 @routes.get("/jobs/{id}")
 @requires(Role.CLIENT)
+@documented("jobs", {200: job_reply("the job")}, query=(WaitQuery,), problems={404: NO_JOB})
 async def status(request: web.Request) -> web.Response:
     """The whole job record, with every attempt in ``history``; ``?wait=`` long-polls for its next change."""
     wait = wait_seconds(request)
@@ -207,6 +294,11 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/jobs")
 @requires(Role.CLIENT)
+@documented(
+    "jobs",
+    {200: Reply("one page of jobs", JobList, headers={"Link": '<next page>; rel="next", when there is one'})},
+    query=(ListQuery,),
+)
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs newest first, filtered by status, queue and type; cursor pagination."""
     query = ListQuery.model_validate(dict(request.query))
@@ -219,6 +311,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/jobs/{id}/logs")
 @requires(Role.CLIENT)
+@documented("jobs", {200: Reply("the job's log lines", JobLogs)}, problems={404: NO_JOB})
 async def job_logs(request: web.Request) -> web.Response:
     """The lines a job's handler logged, oldest first."""
     job_id = request.match_info["id"]
@@ -227,6 +320,11 @@ async def job_logs(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/retry")
 @requires(Role.ADMIN)
+@documented(
+    "jobs",
+    {200: job_reply("the job, waiting to run again")},
+    problems={404: NO_JOB, 409: "the job is neither failed nor dead", **STORE_WRITES},
+)
 async def retry(request: web.Request) -> web.Response:
     """Run a failed or dead job again; 409 for a job in any other state."""
     return job_response(await request.app[SERVICE].retry(request.match_info["id"]))
@@ -234,6 +332,11 @@ async def retry(request: web.Request) -> web.Response:
 
 @routes.delete("/jobs/{id}")
 @requires(Role.ADMIN)
+@documented(
+    "jobs",
+    {200: Reply("the job as it was before it was deleted", JobRecord)},
+    problems={404: NO_JOB, 409: "the job is running (cancel it first)", **STORE_WRITES},
+)
 async def delete_job(request: web.Request) -> web.Response:
     """Delete a job that is not running, with its logs; answers the job as it was (409 while it runs)."""
     return json_response((await request.app[SERVICE].delete(request.match_info["id"])).to_dict())
@@ -241,6 +344,12 @@ async def delete_job(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/retry")
 @requires(Role.ADMIN)
+@documented(
+    "jobs",
+    {200: Reply("how many jobs were retried", BulkRetried)},
+    body=BulkRequest,
+    problems={422: "a status other than failed or dead", **STORE_WRITES},
+)
 async def retry_many(request: web.Request) -> web.Response:
     """Re-run every failed or dead job matching a filter, up to ``limit``; answers how many."""
     return await bulk(request, "retry")
@@ -248,6 +357,12 @@ async def retry_many(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/delete")
 @requires(Role.ADMIN)
+@documented(
+    "jobs",
+    {200: Reply("how many jobs were deleted", BulkDeleted)},
+    body=BulkRequest,
+    problems={422: "status processing (cancel running jobs first)", **STORE_WRITES},
+)
 async def delete_many(request: web.Request) -> web.Response:
     """Delete every job in a state (and queue, type) matching a filter, up to ``limit``; answers how many."""
     return await bulk(request, "delete")
@@ -256,8 +371,9 @@ async def delete_many(request: web.Request) -> web.Response:
 async def bulk(request: web.Request, action: str) -> web.Response:
     query = await read_body(request, BulkRequest)
     result = await request.app[SERVICE].bulk(action, query)
-    done = "retried" if action == "retry" else "deleted"
-    return json_response({done: result.done, "skipped": result.skipped, "more": result.more})
+    if action == "retry":
+        return json_response(BulkRetried(retried=result.done, skipped=result.skipped, more=result.more))
+    return json_response(BulkDeleted(deleted=result.done, skipped=result.skipped, more=result.more))
 
 
 def queue_name(request: web.Request) -> str:
@@ -269,6 +385,7 @@ def queue_name(request: web.Request) -> str:
 
 @routes.get("/queues")
 @requires(*ANY_ROLE)
+@documented("queues", {200: Reply("the queues, by name", QueueList)})
 async def list_queues(request: web.Request) -> web.Response:
     """Every queue holding jobs or paused: counts by state, paused, and how long its next job has waited."""
     return json_response({"queues": await request.app[SERVICE].queues()})
@@ -276,6 +393,7 @@ async def list_queues(request: web.Request) -> web.Response:
 
 @routes.get("/queues/{name}/next")
 @requires(Role.ADMIN)
+@documented("queues", {200: job_reply("the job a worker would get next"), 204: Reply("no job of this queue is ready")})
 async def peek_queue(request: web.Request) -> web.Response:
     """The job a worker would get next from this queue, without leasing it; 204 when none is ready."""
     job = await request.app[SERVICE].peek(queue_name(request))
@@ -284,32 +402,40 @@ async def peek_queue(request: web.Request) -> web.Response:
 
 @routes.post("/queues/{name}/pause")
 @requires(Role.ADMIN)
+@documented("queues", {200: Reply("the queue is paused", QueuePaused)}, problems=STORE_WRITES)
 async def pause_queue(request: web.Request) -> web.Response:
     """Stop running a queue's jobs (it still accepts new ones)."""
     name = queue_name(request)
     await request.app[SERVICE].set_paused(name, True)
-    return json_response({"queue": name, "paused": True})
+    return json_response(QueuePaused(queue=name, paused=True))
 
 
 @routes.post("/queues/{name}/resume")
 @requires(Role.ADMIN)
+@documented("queues", {200: Reply("the queue runs again", QueuePaused)}, problems=STORE_WRITES)
 async def resume_queue(request: web.Request) -> web.Response:
     """Run a paused queue's jobs again."""
     name = queue_name(request)
     await request.app[SERVICE].set_paused(name, False)
-    return json_response({"queue": name, "paused": False})
+    return json_response(QueuePaused(queue=name, paused=False))
 
 
 @routes.delete("/queues/{name}/jobs")
 @requires(Role.ADMIN)
+@documented("queues", {200: Reply("how many waiting jobs were deleted", QueueCleared)}, problems=STORE_WRITES)
 async def clear_queue(request: web.Request) -> web.Response:
     """Delete a queue's waiting jobs; answers how many."""
     name = queue_name(request)
-    return json_response({"queue": name, "cleared": await request.app[SERVICE].clear(name)})
+    return json_response(QueueCleared(queue=name, cleared=await request.app[SERVICE].clear(name)))
 
 
 @routes.post("/jobs/{id}/cancel")
 @requires(Role.CLIENT)
+@documented(
+    "jobs",
+    {200: job_reply("the job, cancelled")},
+    problems={404: NO_JOB, 409: "the job has finished already", **STORE_WRITES},
+)
 async def cancel(request: web.Request) -> web.Response:
     """Cancel a waiting or running job; 409 if it already finished."""
     return job_response(await request.app[SERVICE].cancel(request.match_info["id"], owner_scope(request)))
@@ -317,6 +443,13 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.get("/health")
 @public
+@documented(
+    "server",
+    {
+        200: Reply("jobq serves (ok), or is shutting down (draining)", Health),
+        503: Reply("the store cannot write", Unhealthy, headers={"Retry-After": "seconds to wait"}),
+    },
+)
 async def health(request: web.Request) -> web.Response:
     """Readiness, without a store round trip: 200 ``ok`` (or ``draining``), 503 when the store cannot write."""
     service = request.app[SERVICE]
@@ -328,6 +461,7 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/stats")
 @requires(*ANY_ROLE)
+@documented("server", {200: Reply("the numbers", Stats)})
 async def stats(request: web.Request) -> web.Response:
     """Counts per status and queue, queue depth, busy workers, jobs/s over the last minute, uptime."""
     return json_response(await request.app[SERVICE].stats())
@@ -335,12 +469,62 @@ async def stats(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 @requires(*ANY_ROLE)
+@documented(
+    "server",
+    {
+        200: Reply(
+            "Prometheus text exposition, or OpenMetrics when the Accept header asks for it",
+            media={
+                "text/plain": {"type": "string"},
+                "application/openmetrics-text": {"type": "string"},
+            },
+        )
+    },
+    problems={404: "metrics are off (--metrics no)"},
+)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics (text exposition, or OpenMetrics when the scraper asks for it)."""
     collected = request.app.get(METRICS)
     if collected is None:
         raise web.HTTPNotFound(text="metrics are off (--metrics no)")
     return await collected.scrape(request, request.app[SERVICE].store)
+
+
+# -- this API's own description: public, like /health (it holds no job data) --
+@routes.get("/openapi.json")
+@public
+@documented("docs", {200: Reply("this document", media={"application/json": {"type": "object"}})})
+async def openapi_document(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document, built from its routes and their request and answer models."""
+    return web.Response(body=document_json(request.app), content_type="application/json")
+
+
+DOCS_HEADERS = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+
+@routes.get("/docs")
+@public
+@documented("docs", {200: Reply("an HTML page", media={"text/html": {"type": "string"}})})
+async def docs_page(request: web.Request) -> web.Response:
+    """An interactive page for this API (Swagger UI, from files jobq ships: nothing is loaded from elsewhere)."""
+    return web.Response(body=docs_file("index.html"), content_type="text/html", charset="utf-8", headers=DOCS_HEADERS)
+
+
+@routes.get("/docs/{file}")
+@public
+@documented(
+    "docs",
+    {200: Reply("the file", media={media: {"type": "string"} for media in sorted(set(DOCS_FILES.values()))})},
+    problems={404: "no such file"},
+)
+async def docs_asset(request: web.Request) -> web.Response:
+    """A script or style sheet of the /docs page."""
+    name = request.match_info["file"]
+    media = DOCS_FILES.get(name)
+    if media is None:
+        raise web.HTTPNotFound()
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"}
+    return web.Response(body=docs_file(name), content_type=media, charset="utf-8", headers=headers)
 
 
 # -- the worker protocol: remote workers lease, heartbeat and settle over HTTP --
@@ -351,6 +535,15 @@ def leased_view(job: Job) -> dict[str, Any]:
 
 @routes.post("/workers/lease")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {
+        200: Reply("the jobs leased, each with its lease_id", LeaseAnswer, links=LEASE_LINKS),
+        204: Reply("no job came within wait seconds (or jobq is draining)"),
+    },
+    body=LeaseRequest,
+    problems={503: "jobq is shutting down, or the store cannot write", 507: ""},
+)
 async def lease(request: web.Request) -> web.Response:
     """Lease up to ``max_jobs`` jobs; 204 when none came within ``wait`` seconds (or jobq is draining).
 
@@ -381,6 +574,12 @@ def hung_up(request: web.Request) -> bool:
 
 @routes.post("/workers/heartbeat")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {200: Reply("each lease's own answer, in order: 200 with its new deadline, or a problem", HeartbeatAnswer)},
+    body=HeartbeatsRequest,
+    problems={422: "more leases than --batch-limit", **STORE_WRITES},
+)
 async def heartbeat_many(request: web.Request) -> web.Response:
     """Extend many leases at once; each gets its own code (200 with its new deadline, or 409 for a stale lease)."""
     body = await read_body(request, HeartbeatsRequest)
@@ -396,6 +595,12 @@ async def heartbeat_many(request: web.Request) -> web.Response:
 
 @routes.post("/workers/settle")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {200: Reply("each settlement's own answer, in order: 200 with the job's status, or a problem", SettleAnswer)},
+    body=SettleRequest,
+    problems={422: "more settlements than --batch-limit", **STORE_WRITES},
+)
 async def settle(request: web.Request) -> web.Response:
     """Complete or fail many leased jobs at once; each gets its own code (200, or 409 for a stale lease)."""
     settlements = (await read_body(request, SettleRequest)).jobs
@@ -410,6 +615,12 @@ async def settle(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/heartbeat")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {200: Reply("the job with its new lease deadline", LeasedJob)},
+    body=HeartbeatRequest,
+    problems={404: NO_JOB, 409: LEASE_CONFLICT, **STORE_WRITES},
+)
 async def heartbeat(request: web.Request) -> web.Response:
     """Extend a lease; 409 if the lease id is not the job's current one."""
     body = await read_body(request, HeartbeatRequest)
@@ -421,6 +632,12 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/complete")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {200: job_reply("the job, completed (a repeat with the same lease: the first result stands)")},
+    body=CompleteRequest,
+    problems={404: NO_JOB, 409: LEASE_CONFLICT, 422: "a result the store cannot keep", **STORE_WRITES},
+)
 async def complete(request: web.Request) -> web.Response:
     """Finish a leased job with its result."""
     body = await read_body(request, CompleteRequest)
@@ -429,6 +646,12 @@ async def complete(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/fail")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {200: job_reply("the job: retrying, or failed or dead when given up")},
+    body=FailRequest,
+    problems={404: NO_JOB, 409: LEASE_CONFLICT, **STORE_WRITES},
+)
 async def fail(request: web.Request) -> web.Response:
     """Record a failed attempt; the job is retried under its policy or given up."""
     body = await read_body(request, FailRequest)
@@ -437,6 +660,12 @@ async def fail(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/release")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {200: job_reply("the job, waiting to run again")},
+    body=ReleaseRequest,
+    problems={404: NO_JOB, 409: LEASE_CONFLICT, **STORE_WRITES},
+)
 async def release(request: web.Request) -> web.Response:
     """Hand a leased job back unfinished (a worker shutting down); it runs again."""
     body = await read_body(request, ReleaseRequest)
@@ -445,6 +674,12 @@ async def release(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/log")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {204: Reply("the line is stored")},
+    body=LogRequest,
+    problems={404: NO_JOB, 409: LEASE_CONFLICT, **STORE_WRITES},
+)
 async def append_log(request: web.Request) -> web.Response:
     """Append a line to the log of a job leased under ``lease_id`` (409 for any other lease)."""
     body = await read_body(request, LogRequest)
@@ -454,6 +689,12 @@ async def append_log(request: web.Request) -> web.Response:
 
 @routes.post("/jobs/{id}/progress")
 @requires(Role.WORKER)
+@documented(
+    "workers",
+    {204: Reply("the progress is stored")},
+    body=ProgressRequest,
+    problems={404: NO_JOB, 409: LEASE_CONFLICT, **STORE_WRITES},
+)
 async def progress(request: web.Request) -> web.Response:
     """Report a leased job's progress (0.0 to 1.0) and an optional note."""
     body = await read_body(request, ProgressRequest)

@@ -1,4 +1,7 @@
-"""Request bodies, validated by pydantic; their JSON Schema feeds the OpenAPI document."""
+"""Request bodies and query parameters, validated by pydantic, and the answers routes send.
+
+Their JSON Schema is the OpenAPI document's (jobq/openapi.py).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_DELAY_SECONDS = 366 * 24 * 3600.0
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 MAX_SENT_TRACEBACK = 100_000  # the longest traceback a worker may send (jobq keeps its last MAX_TRACEBACK_CHARS)
+MAX_WAIT_PARAMETER = 3600.0  # the longest ?wait= a request may ask for (--max-wait caps what it gets)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -22,9 +26,18 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 class EnqueueRequest(BaseModel):
     """``POST /enqueue``: a job to run."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={  # what _run_at_in_range checks, for the document: delay or run_at, not both
+            "not": {
+                "required": ["delay", "run_at"],
+                "properties": {"delay": {"type": "number"}, "run_at": {"type": "string"}},
+            }
+        },
+    )
 
-    type: Name = Field(description="job type; a registered handler runs it")
+    type: Name = Field(description="job type; a registered handler runs it", examples=["echo"])
     payload: Any = Field(default_factory=dict, description="any JSON value, handed to the handler")
     id: Name | None = Field(default=None, description="client-chosen unique id; re-sending it is idempotent")
     queue: Name = Field(default="default", description="named queue")
@@ -214,3 +227,234 @@ class ProgressRequest(BaseModel):
     lease_id: str
     fraction: float = Field(ge=0, le=1)
     note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS)
+
+
+class WaitQuery(BaseModel):
+    """The ``?wait=SECONDS`` query parameter of ``POST /enqueue`` and ``GET /status/{id}`` (the server caps it)."""
+
+    wait: float = Field(
+        default=0.0, ge=0, le=MAX_WAIT_PARAMETER, description="seconds to hold the request for an answer (0: none)"
+    )
+
+
+# -- answers: the bodies routes send back. /openapi.json documents each route with these models;
+# -- hot routes build plain dicts of the same shape (tests check the two agree), colder ones the models.
+class Answer(BaseModel):
+    """Base of the answer models: every key they send is declared (additionalProperties: false)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(Answer):
+    """One invalid field of a request."""
+
+    field: str = Field(description="dotted path of the field (``jobs.0.type``), or ``(body)``")
+    message: str
+
+
+class Problem(Answer):
+    """An RFC 9457 problem document: every error answer (``application/problem+json``)."""
+
+    type: str = Field(description="a URI naming the kind of problem", json_schema_extra={"format": "uri"})
+    title: str = Field(description="short, the same for every problem of this type")
+    status: int = Field(ge=400, le=599, description="the HTTP status code")
+    detail: str = Field(description="what went wrong with this request")
+    errors: list[FieldError] = Field(default_factory=list, description="present for invalid fields: each named")
+
+
+class AttemptRecord(Answer):
+    """One run of a job, in its ``history``."""
+
+    number: int = Field(ge=1, description="counted across re-runs by hand")
+    worker: str | None = Field(description="who ran it")
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None = Field(
+        description="completed, failed, timeout, retry, cancelled, released, or a lost run: lease-expired, "
+        "recovered, undelivered; null while it runs"
+    )
+    error: str | None
+    traceback: str | None = Field(description="a failed attempt's traceback: its last lines")
+
+
+class JobRecord(Answer):
+    """A job as the API answers it (``jobq.job.Job.to_dict()``); times are RFC 3339 UTC."""
+
+    id: str
+    type: str
+    queue: str
+    priority: int
+    status: JobStatus
+    payload: Any = Field(description="any JSON value")
+    result: Any = Field(description="the handler's result (any JSON value); null until completed")
+    error: str | None = Field(description="the last failure")
+    attempts: int = Field(ge=0)
+    max_attempts: int = Field(ge=1)
+    timeout: float | None = Field(description="seconds per attempt")
+    progress: float | None = Field(description="0.0 to 1.0, as the handler last reported it")
+    progress_note: str | None
+    created_at: datetime
+    run_at: datetime | None = Field(description="when a scheduled or retrying job becomes due")
+    next_run_at: datetime | None = Field(description="run_at while scheduled or retrying, else null")
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None = Field(description="while processing: when its lease lapses")
+    history: list[AttemptRecord] = Field(description="every attempt, oldest first")
+    owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
+
+
+class LeasedJob(JobRecord):
+    """A job as a worker leased it: the record plus the lease id every later call about it presents."""
+
+    lease_id: str
+
+
+class JobList(Answer):
+    """``GET /jobs``: one page, newest first."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None = Field(description="the cursor of the next page (also in the Link header); null: done")
+
+
+class BatchItemAccepted(Answer):
+    code: Literal[200, 202] = Field(description="202 new, 200 the same id and body were sent before")
+    id: str
+    status: JobStatus
+
+
+class BatchItemRefused(Answer):
+    code: int = Field(ge=400, le=599)
+    problem: Problem
+
+
+class BatchAnswer(Answer):
+    """``POST /enqueue/batch``: one answer per job, in order."""
+
+    accepted: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    results: list[BatchItemAccepted | BatchItemRefused]
+
+
+class LogLine(Answer):
+    at: datetime
+    message: str
+
+
+class JobLogs(Answer):
+    """``GET /jobs/{id}/logs``: the lines a job's handler logged, oldest first."""
+
+    id: str
+    logs: list[LogLine]
+
+
+class BulkRetried(Answer):
+    """``POST /jobs/retry``: what a bulk retry did."""
+
+    retried: int = Field(ge=0)
+    skipped: int = Field(ge=0, description="matched, but changed meanwhile")
+    more: bool = Field(description="the limit was reached: matching jobs may remain (call again)")
+
+
+class BulkDeleted(Answer):
+    """``POST /jobs/delete``: what a bulk delete did."""
+
+    deleted: int = Field(ge=0)
+    skipped: int = Field(ge=0, description="matched, but changed meanwhile")
+    more: bool = Field(description="the limit was reached: matching jobs may remain (call again)")
+
+
+Counts = dict[JobStatus, Annotated[int, Field(ge=0)]]
+
+
+class QueueSummary(Answer):
+    name: str
+    paused: bool
+    jobs: Counts = Field(description="jobs by status (every status)")
+    oldest_wait_seconds: float = Field(ge=0, description="how long its next ready job has waited (0: none)")
+
+
+class QueueList(Answer):
+    """``GET /queues``: every queue that holds jobs or is paused."""
+
+    queues: list[QueueSummary]
+
+
+class QueuePaused(Answer):
+    queue: str
+    paused: bool
+
+
+class QueueCleared(Answer):
+    queue: str
+    cleared: int = Field(ge=0, description="waiting jobs deleted")
+
+
+class WorkerCounts(Answer):
+    total: int = Field(ge=0)
+    busy: int = Field(ge=0)
+
+
+class Stats(Answer):
+    """``GET /stats``."""
+
+    jobs: Counts = Field(description="jobs by status (every status)")
+    queues: dict[str, Counts] = Field(description="jobs by queue, then status (statuses with none may be absent)")
+    paused_queues: list[str]
+    queue_depth: int = Field(ge=0, description="waiting jobs")
+    workers: WorkerCounts = Field(description="the in-process workers")
+    waiting_requests: int = Field(ge=0, description="requests held by ?wait= (and gRPC watches)")
+    waiting_leases: int = Field(ge=0, description="workers' lease long-polls parked")
+    jobs_per_second: float = Field(ge=0, description="jobs finished per second over the last minute")
+    uptime_seconds: float = Field(ge=0)
+    draining: bool
+
+
+class Health(Answer):
+    """``GET /health`` when jobq can serve (``draining`` during a shutdown)."""
+
+    status: Literal["ok", "draining"]
+
+
+class Unhealthy(Answer):
+    """``GET /health`` when the store cannot write."""
+
+    status: Literal["unavailable"]
+    detail: str
+
+
+class LeaseAnswer(Answer):
+    """``POST /workers/lease``: the jobs leased."""
+
+    jobs: list[LeasedJob] = Field(min_length=1)
+
+
+class HeartbeatItem(Answer):
+    id: str
+    code: Literal[200]
+    lease_expires_at: datetime
+
+
+class RefusedItem(Answer):
+    """One item of a batch the server refused: why, as a problem."""
+
+    id: str
+    code: int = Field(ge=400, le=599)
+    problem: Problem
+
+
+class HeartbeatAnswer(Answer):
+    """``POST /workers/heartbeat``: one answer per lease, in order."""
+
+    results: list[HeartbeatItem | RefusedItem]
+
+
+class SettleItem(Answer):
+    id: str
+    code: Literal[200]
+    status: JobStatus = Field(description="the job's status after the settlement")
+
+
+class SettleAnswer(Answer):
+    """``POST /workers/settle``: one answer per settlement, in order."""
+
+    results: list[SettleItem | RefusedItem]

@@ -57,6 +57,9 @@ ANY = "any role"
 # Who may call each route. A route missing here fails test_every_route_is_in_the_access_table.
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/health"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/{file}"): PUBLIC,
     ("GET", "/stats"): ANY,
     ("GET", "/metrics"): ANY,
     ("POST", "/enqueue"): "client",
