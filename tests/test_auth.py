@@ -398,7 +398,7 @@ JOBQ_METHODS = [
     for service in pb.DESCRIPTOR.services_by_name.values()
     for method in service.methods
 ]
-GRPC_ACCESS = {"jobq.v1.JobService": "client", "jobq.v1.WorkerService": "worker"}
+GRPC_ACCESS = {"jobq.v1.JobService": "client", "jobq.v1.WorkerService": "worker", "jobq.v1.AdminService": "admin"}
 
 
 def metadata(token: str | None) -> tuple[tuple[str, str], ...]:
