@@ -560,10 +560,8 @@ async def test_a_log_line_with_a_lease_needs_the_current_one(store: Store) -> No
 
 # -- the seam's promises -----------------------------------------------------
 async def test_every_job_a_store_returns_is_a_snapshot(store: Store) -> None:
-    mine = make_job("a", payload={"n": 1})
-    [added] = await add(store, mine)
-    mine.status = JobStatus.CANCELLED  # the caller's own object is not the stored one
-    added.priority = 99
+    [added] = await add(store, make_job("a", payload={"n": 1}))
+    added.priority = 99  # the answer is a copy
     got = await store.get("a")
     assert got is not None and (got.status, got.priority) == (JobStatus.PENDING, 0)
     got.queue = "elsewhere"

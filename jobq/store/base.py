@@ -183,10 +183,11 @@ class Store(ABC):
     async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
         """Store new jobs; returns one outcome per job, in order.
 
-        A job whose id already exists is not stored again: its outcome is the
-        existing job with ``created=False``. When the store is full, the outcome
-        is a :class:`~jobq.errors.QueueFull` (or a storage error). A job is
-        durable when this returns, on a durable backend.
+        The store takes the jobs it is given (a caller builds them for the call and does not
+        change them after); the outcomes hold snapshots. A job whose id already exists is
+        not stored again: its outcome is the existing job with ``created=False``. When the
+        store is full, the outcome is a :class:`~jobq.errors.QueueFull` (or a storage error).
+        A job is durable when this returns, on a durable backend.
         """
 
     @abstractmethod

@@ -98,7 +98,11 @@ class MemoryStore(Store):
     def _journal(self, jobs: Sequence[Job], kind: str = STATE) -> asyncio.Future[None] | None:
         """Persist a change of ``jobs``; its events (and any made since the last write) follow its commit."""
         future = self._persist(kind, jobs)
-        events, self._unpublished = self._unpublished, []
+        events: Sequence[StoreEvent] = self._unpublished
+        if events:
+            self._unpublished = []
+        else:
+            events = ()  # not the live list: later changes belong to later writes
         if future is None:
             if events:
                 self._publish(events)
@@ -109,7 +113,7 @@ class MemoryStore(Store):
         future.add_done_callback(functools.partial(self._landed, jobs, events))
         return future
 
-    def _landed(self, jobs: Sequence[Job], events: list[StoreEvent], future: asyncio.Future[None]) -> None:
+    def _landed(self, jobs: Sequence[Job], events: Sequence[StoreEvent], future: asyncio.Future[None]) -> None:
         failed = future.cancelled() or future.exception() is not None
         if failed and not isinstance(future.exception(), UnstorableValue):
             # Not durable yet: readers keep waiting on it (and get its error) until the write that
@@ -273,8 +277,7 @@ class MemoryStore(Store):
                     commits[job.id] = adding  # a replay is answered once the original is durable
             elif self._waiting >= self.options.max_waiting:
                 outcomes.append(QueueFull(f"the queue holds {self._waiting} waiting jobs, its limit"))
-            else:
-                job = job.snapshot()  # the store keeps its own copy
+            else:  # the store takes the job it is given (see Store.add)
                 job.seq = next(self._seq)
                 self._jobs[job.id] = job
                 self._order.append(job)
@@ -327,7 +330,8 @@ class MemoryStore(Store):
                 return StoreUnavailable(f"storing job {outcome.job.id!r} was interrupted")
             if future.exception() is not None:
                 return future.exception()  # type: ignore[return-value]
-        return Added(outcome.job.snapshot(), outcome.created)
+        outcome.job = outcome.job.snapshot()  # the answer is a copy, like every job a store hands out
+        return outcome
 
     async def get(self, job_id: str) -> Job | None:
         if job_id in self._inflight:
