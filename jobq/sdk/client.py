@@ -40,7 +40,6 @@ from jobq.retry import RetryPolicy
 log = logging.getLogger("jobq.sdk")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-LONG_POLL_SLACK = 10.0  # extra client timeout beyond a long-poll's wait
 TRANSIENT_STATUSES = frozenset({502, 503, 504})  # a gateway's, or jobq's "come back later" (store down, restarting)
 SETTLE_BACKOFF = RetryPolicy(base=0.1, cap=2.0)  # between sends of a batch that did not get through
 

@@ -833,7 +833,8 @@ class SQLiteStore(MemoryStore):
         return self._writer.submit(kind, data)
 
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        return self._submit(WRITE, [(job.id, kind, job_values(job, kind)) for job in jobs])
+        changes: list[Change] = [(job.id, kind, job_values(job, kind)) for job in jobs]
+        return self._submit(WRITE, changes)
 
     def _commit_failed(self, ops: list[tuple[int, Any]]) -> None:
         """Writer thread: a group failed to commit; have the loop write it again later."""
