@@ -36,6 +36,7 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
 WAITING = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING})
 FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # states entered with an error
+RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what a re-run by hand (retry) accepts
 _DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
@@ -277,7 +278,7 @@ class Job:
 
     def requeue(self, now: float) -> None:
         """Re-run a failed or dead job by hand, with a fresh set of attempts (history is kept)."""
-        if self.status not in (JobStatus.FAILED, JobStatus.DEAD):
+        if self.status not in RERUNNABLE:  # the lifecycle also lets a running job become pending (a release)
             raise InvalidTransition(self.id, self.status, JobStatus.PENDING)
         self.move_to(JobStatus.PENDING)
         self.ready_at = now

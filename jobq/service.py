@@ -21,7 +21,7 @@ from typing import Any
 from jobq.config import Config
 from jobq.errors import IdReused, InvalidTransition, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
-from jobq.job import FAILING, TERMINAL, Job, JobStatus, rfc3339
+from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
 from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
 from jobq.store.base import Added, LogEvent, Store, StoreEvent
@@ -425,7 +425,7 @@ class JobService:
         Reads the store a page at a time; a job that changed meanwhile (retried or deleted
         by someone else, say) is counted as skipped. ``more``: call again for the rest.
         """
-        if action == "retry" and query.status not in (JobStatus.FAILED, JobStatus.DEAD):
+        if action == "retry" and query.status not in RERUNNABLE:
             raise ValidationFailed(
                 f"only failed and dead jobs can be retried, not {query.status.value} ones",
                 errors=[{"field": "status", "message": "failed or dead"}],

@@ -39,7 +39,6 @@ from jobq.store.ready import QueueReady
 
 MAX_LOG_LINES = 1000
 MAX_SCANNED = 20_000  # jobs one listing page reads at most (a page of a selective filter may hold fewer)
-RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what requeue accepts
 DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
 COMPACT_AFTER = 1024  # stale timer entries (cancelled or cleared jobs) tolerated before the heap is rebuilt
 
@@ -157,9 +156,9 @@ class MemoryStore(Store):
         a reader waits for that one too, so what it sees is never ahead of the disk.
         """
         while (future := self._inflight.get(job_id)) is not None:
-            await asyncio.shield(future)
+            await asyncio.shield(future)  # a landed write's _landed callback ran first and unlisted it
             if self._inflight.get(job_id) is future:
-                return  # set aside for good (unstorable): nothing more will land
+                return  # never, by the above; a guard against waiting on one write forever
 
     async def _current(self, job: Job) -> Job:
         """A snapshot of ``job`` once everything written about it is durable."""
@@ -544,8 +543,6 @@ class MemoryStore(Store):
     async def requeue(self, job_id: str) -> Job:
         job = self._job(job_id)
         before = job.status
-        if before not in RERUNNABLE:  # the lifecycle also lets a running job become pending (a release)
-            raise InvalidTransition(job_id, before, JobStatus.PENDING)
         job.requeue(self.clock())
         self._moved(job, before)
         [answer] = await self._commit([job])
