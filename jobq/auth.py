@@ -254,8 +254,15 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def route_template(request: web.BaseRequest) -> str:
-    """The matched route's template (``/jobs/{id}``), never the raw path; ``(unmatched)`` for none."""
-    match = getattr(request, "match_info", None)  # a routed web.Request has one
+    """The matched route's template (``/jobs/{id}``), never the raw path.
+
+    ``(unmatched)`` for a path no route serves; ``(unparsed)`` for a request aiohttp could
+    not parse, which never reached the router.
+    """
+    try:
+        match = request.match_info  # type: ignore[attr-defined]
+    except (AttributeError, AssertionError):  # aiohttp asserts on a request it never routed
+        return "(unparsed)"
     resource = match.route.resource if match is not None else None
     return resource.canonical if resource is not None else "(unmatched)"
 

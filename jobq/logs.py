@@ -9,7 +9,6 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from jobq.auth import PRINCIPAL, route_template
-from jobq.problems import UNPARSED
 
 ACCESS_LOGGER = "jobq.access"
 
@@ -34,7 +33,7 @@ class AccessLogger(AbstractAccessLogger):
         fields = {
             "method": request.method,
             "path": request.path,
-            "route": "(unparsed)" if request.get(UNPARSED) else route_template(request),
+            "route": route_template(request),
             "status": response.status,
             "duration_seconds": round(time, 6),
             "remote": request.remote,

@@ -68,9 +68,6 @@ def from_validation_error(exc: ValidationError) -> JobqError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
-# True on the stand-in request aiohttp makes for one it could not parse: it has no route, no match_info.
-UNPARSED = web.RequestKey("unparsed", bool)
-
 _HTTP_TITLES = {
     404: "Not found",
     405: "Method not allowed",
@@ -213,7 +210,6 @@ class ProblemRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         if status < 500:
-            request[UNPARSED] = True
             status, title, detail = _parse_problem(exc, message)
             log.debug("refused an HTTP request from %s: %s", request.remote, detail)
         else:

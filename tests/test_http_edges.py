@@ -209,6 +209,8 @@ async def test_a_request_aiohttp_cannot_parse_is_a_400_problem_logged_at_debug(
     assert_no_errors_logged(caplog)
     [line] = [r for r in caplog.records if r.name.startswith("jobq") and "refused an HTTP request" in r.getMessage()]
     assert (line.levelno, line.exc_info) == (logging.DEBUG, None)
+    access = [r for r in caplog.records if r.name == ACCESS_LOGGER and r.status == 400]  # type: ignore[attr-defined]
+    assert [r.route for r in access] == ["(unparsed)"]  # type: ignore[attr-defined]
     await assert_nothing_stored_and_still_serving(client)
 
 
