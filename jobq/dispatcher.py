@@ -37,7 +37,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -45,6 +44,7 @@ from tqdm import tqdm
 
 from jobq.auth import TOKEN_PATTERN
 from jobq.config import parse_bool, positive
+from jobq.job import parse_rfc3339
 
 ENV_PREFIX = "JOBQ_DISPATCH_"
 SHARED_URL_ENV = "JOBQ_URL"
@@ -274,11 +274,6 @@ async def submit_all(submitter: Submitter, progress: tqdm) -> float:
 # -- waiting ----------------------------------------------------------------
 
 
-def parse_time(text: str | None) -> float | None:
-    """An RFC 3339 timestamp as Unix seconds (None stays None)."""
-    return None if text is None else datetime.fromisoformat(text).timestamp()
-
-
 class Waiter:
     """Polls ``GET /status/{id}`` for jobs not yet seen finished, until all are or time runs out."""
 
@@ -334,7 +329,7 @@ class Waiter:
                 job = json.loads(raw)
                 if job["status"] not in TERMINAL_STATUSES:
                     return None
-                return Finished(job["status"], parse_time(job["created_at"]), parse_time(job["finished_at"]))
+                return Finished(job["status"], parse_rfc3339(job["created_at"]), parse_rfc3339(job["finished_at"]))
         except (aiohttp.ClientError, TimeoutError, ValueError, LookupError, TypeError) as exc:
             self.errors[describe_error(exc)] += 1
             return None

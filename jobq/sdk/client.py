@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 from jobq.errors import Forbidden, JobqError, StaleLease, Unauthorized, Unreachable, error_from_problem
-from jobq.job import TERMINAL, Job
+from jobq.job import TERMINAL, Job, parse_rfc3339
 from jobq.retry import RetryPolicy
 
 log = logging.getLogger("jobq.sdk")
@@ -280,7 +280,7 @@ class JobqClient:
             if answer["code"] != 200:
                 results.append(error_from_problem(answer["code"], answer.get("problem", {})))
                 continue
-            expires = datetime.fromisoformat(answer["lease_expires_at"].replace("Z", "+00:00")).timestamp()
+            expires = parse_rfc3339(answer["lease_expires_at"])
             results.append(Job(id=job_id, type="", payload=None, lease_id=lease_id, lease_expires_at=expires))
         return results
 
