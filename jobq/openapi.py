@@ -36,6 +36,7 @@ from pydantic_core import to_json
 
 from jobq import __version__
 from jobq.auth import ANY_ROLE, PUBLIC, Role, access_of
+from jobq.errors import REALM
 from jobq.models import Name, Problem
 from jobq.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 
@@ -146,8 +147,8 @@ PROBLEM_MEANINGS: Mapping[int, str] = {
     507: "the store's disk is full: nothing was stored; try again after Retry-After",
 }
 PROBLEM_HEADERS: Mapping[int, Mapping[str, str]] = {
-    401: {"WWW-Authenticate": 'Bearer realm="jobq" (with error="invalid_token" for an unknown token)'},
-    403: {"WWW-Authenticate": 'Bearer realm="jobq", error="insufficient_scope"'},
+    401: {"WWW-Authenticate": f'Bearer realm="{REALM}" (with error="invalid_token" for an unknown token)'},
+    403: {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'},
     503: {"Retry-After": "seconds to wait before trying again"},
     507: {"Retry-After": "seconds to wait before trying again"},
 }
@@ -156,7 +157,7 @@ BODY_PROBLEMS: Mapping[int, str] = {
     "or the HTTP request cannot be parsed",
     413: PROBLEM_MEANINGS[413],
     415: PROBLEM_MEANINGS[415],
-    422: "invalid fields, each named in errors[]",
+    422: PROBLEM_MEANINGS[422],
 }
 
 # -- the docs page's files: jobq/static/docs ----------------------------------

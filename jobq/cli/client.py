@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobq.config import positive
-from jobq.errors import JobqError, Unreachable
+from jobq.errors import JobqError
 from jobq.job import TERMINAL, WAITING, Job, JobStatus, rfc3339
-from jobq.sdk.client import DEFAULT_URL, TRANSIENT_STATUSES, SyncJobqClient
+from jobq.sdk.client import DEFAULT_URL, SyncJobqClient, is_transient
 
 URL_ENV = "JOBQ_URL"
 TOKEN_ENV = "JOBQ_TOKEN"
@@ -435,7 +435,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def exit_code(error: JobqError) -> int:
     """What an error means for the exit code (see ``jobq.cli.EXIT_CODES``)."""
-    if isinstance(error, Unreachable) or error.status in TRANSIENT_STATUSES:
+    if is_transient(error):
         return EXIT_UNREACHABLE
     return {
         400: EXIT_USAGE,

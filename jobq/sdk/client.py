@@ -412,7 +412,7 @@ class BatchedSource:
         if not self._batch:
             loop.call_soon(self._flush)  # after every worker that finishes in this pass has added its own
         self._batch.append((item, outcome))
-        self._batch_bytes += len(json.dumps(item, default=str))  # a microsecond or two, against ~50 per request
+        self._batch_bytes += len(json.dumps(item))  # results are plain JSON (the pool checked them)
         if len(self._batch) >= self.max_batch or self._batch_bytes >= self.max_bytes:
             self._flush()
         await outcome
