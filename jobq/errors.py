@@ -131,6 +131,10 @@ class StoreCorrupt(JobqError):
     title = "Storage corrupt"
 
 
+class HandlersFailed(JobqError):
+    """A ``--handlers`` module could not be imported: jobq (or the worker) does not start."""
+
+
 class Unreachable(JobqError):
     """The client could not reach the jobq server (refused, reset, timed out)."""
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from jobq.errors import UnknownJobType
+from jobq.errors import HandlersFailed, UnknownJobType
 from jobq.job import Job
 from jobq.values import MAX_LOG_CHARS, MAX_NOTE_CHARS, copy_json, storable_text
 
@@ -163,7 +165,20 @@ registry = Registry()
 handler = registry.register
 
 
-def load_handler_modules(modules: list[str]) -> None:
-    """Import user modules so their ``@handler`` decorators register into the default registry."""
+def load_handler_modules(modules: Sequence[str]) -> None:
+    """Import user modules so their ``@handler`` decorators register into the default registry.
+
+    The working directory comes first on ``sys.path``, as under ``python -m``, so ``--handlers
+    tasks`` finds ./tasks.py wherever jobq or its worker is started. HandlersFailed names the
+    module that could not be loaded and why (the error it raised is its cause).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise HandlersFailed(f"handler module {name!r} cannot be imported: {exc}") from exc
+        except Exception as exc:
+            raise HandlersFailed(f"handler module {name!r} failed while being imported: {exc!r}") from exc

@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -36,7 +35,7 @@ from jobq.api import METRICS, SERVICE
 from jobq.app import Runner, create_app
 from jobq.auth import TokenBook, TokenError
 from jobq.config import Config
-from jobq.errors import JobqError
+from jobq.errors import HandlersFailed, JobqError
 from jobq.handlers import load_handler_modules
 from jobq.job import WAITING
 from jobq.rpc.server import GrpcServer, start_grpc_server
@@ -291,17 +290,12 @@ async def log_waiting(service: JobService, config: Config, stopped: set[str]) ->
 
 def load_handlers(modules: Sequence[str]) -> bool:
     """Import each ``--handlers`` module; on failure, log which one and why, and return False."""
-    if os.getcwd() not in sys.path:  # let `--handlers tasks` find ./tasks.py, as other job runners do
-        sys.path.append(os.getcwd())
-    for name in modules:
-        try:
-            load_handler_modules([name])
-        except ImportError as exc:
-            log.error("jobq cannot start: handler module %r cannot be imported: %s", name, exc)
-            return False
-        except Exception:
-            log.exception("jobq cannot start: handler module %r failed while being imported", name)
-            return False
+    try:
+        load_handler_modules(modules)
+    except HandlersFailed as exc:
+        cause = exc.__cause__
+        log.error("jobq cannot start: %s", exc.detail, exc_info=None if isinstance(cause, ImportError) else cause)
+        return False
     return True
 
 

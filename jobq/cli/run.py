@@ -8,7 +8,6 @@ server's dependencies, runs ``jobq worker`` and is told what to install for ``jo
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,15 +17,7 @@ SERVER_PACKAGES = frozenset({"pydantic", "grpc", "grpc_health", "grpc_reflection
 """Top-level modules the server needs beyond the SDK's dependencies: the ``jobq[server]`` extra."""
 
 
-def cwd_on_path() -> None:
-    """Let ``--handlers tasks`` import ./tasks.py: the working directory goes first on sys.path, like ``python -m``."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-
-
 def serve(argv: Sequence[str]) -> int:
-    cwd_on_path()
     try:
         from jobq import server
     except ModuleNotFoundError as exc:
@@ -42,7 +33,6 @@ def serve(argv: Sequence[str]) -> int:
 
 
 def worker(argv: Sequence[str]) -> int:
-    cwd_on_path()
     from jobq.sdk import remote_worker
 
     return remote_worker.main(argv, prog="jobq worker")

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from jobq import logformat
 from jobq.config import positive
-from jobq.errors import Forbidden, JobqError, Unauthorized
+from jobq.errors import Forbidden, HandlersFailed, JobqError, Unauthorized
 from jobq.handlers import load_handler_modules, registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
@@ -271,8 +271,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.sdk.remo
     logformat.setup(args.log_level, args.log_format)
     try:
         load_handler_modules(split(args.handlers))
-    except ImportError as exc:
-        log.error("cannot load handlers: %s", exc)
+    except HandlersFailed as exc:
+        log.error("cannot load handlers: %s", exc.detail)
         return 2
     return asyncio.run(run(args))
 
