@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, TypeVar
 
+from jobq import logformat
+
 T = TypeVar("T")
 
 
@@ -93,9 +95,9 @@ class Config:
     handlers: tuple[str, ...] = _option(
         (), "modules to import for @handler functions (comma-separated, also in JOBQ_HANDLERS)"
     )
-    log_level: str = _option("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    log_level: str = _option("info", "debug, info, warning or error", choices=logformat.LEVELS)
     log_format: str = _option(
-        "text", "text (one readable line per record) or json (one JSON object per line)", choices=("text", "json")
+        "text", "text (one readable line per record) or json (one JSON object per line)", choices=logformat.FORMATS
     )
     access_log: bool = _option(False, "log every HTTP request: method, route, status, duration, caller")
     tokens_file: str = _option(

@@ -22,6 +22,7 @@ from typing import IO, Any
 from jobq.job import rfc3339
 
 FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warning", "error")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

@@ -66,3 +66,15 @@ def test_the_installed_commands_point_at_real_entry_points() -> None:
         assert callable(entry), target
     requirements = project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"]
     assert all((ROOT / name).is_file() for name in requirements)
+
+
+def test_an_empty_variable_counts_as_unset_and_a_bad_log_level_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("JOBQ_LOG_LEVEL", "JOBQ_CONCURRENCY", "JOBQ_LEASE"):
+        monkeypatch.setenv(name, "")
+    args = build_parser().parse_args([])
+    assert (args.log_level, args.concurrency, args.lease) == ("info", 16, 60.0)
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["--log-level", "bogus"])
+    assert stopped.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err

@@ -46,38 +46,40 @@ GAVE_UP_DRAIN_SECONDS = 1.0  # enough for idle workers to stop; held jobs' lease
 def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog=prog, description="Run jobq jobs in this process.")
-    parser.add_argument("--url", default=env.get("JOBQ_URL", DEFAULT_URL), help="jobq server [env JOBQ_URL]")
+    parser.add_argument("--url", default=env.get("JOBQ_URL") or DEFAULT_URL, help="jobq server [env JOBQ_URL]")
     parser.add_argument(
         "--handlers",
-        default=env.get("JOBQ_HANDLERS", ""),
+        default=env.get("JOBQ_HANDLERS") or "",
         help="comma-separated modules whose @handler functions to run [env JOBQ_HANDLERS]",
     )
     parser.add_argument(
-        "--queues", default=env.get("JOBQ_QUEUES", ""), help="comma-separated queues; all when empty [env JOBQ_QUEUES]"
+        "--queues",
+        default=env.get("JOBQ_QUEUES") or "",
+        help="comma-separated queues; all when empty [env JOBQ_QUEUES]",
     )
     parser.add_argument(
         "--concurrency",
         type=positive(int),
-        default=env.get("JOBQ_CONCURRENCY", "16"),  # a string default goes through type= too: checked alike
+        default=env.get("JOBQ_CONCURRENCY") or "16",  # a string default goes through type= too: checked alike
         help="jobs at once, at least 1 [env JOBQ_CONCURRENCY]",
     )
     parser.add_argument(
         "--lease",
         type=positive(float),
-        default=env.get("JOBQ_LEASE", "60"),
+        default=env.get("JOBQ_LEASE") or "60",
         help="lease seconds, above 0; also how long a finished job's result is sent again while the server "
         "is out of reach [env JOBQ_LEASE]",
     )
     parser.add_argument(
         "--drain-timeout",
         type=positive(float, zero_ok=True),
-        default=env.get("JOBQ_DRAIN_TIMEOUT", "30"),
+        default=env.get("JOBQ_DRAIN_TIMEOUT") or "30",
         help="seconds to finish held jobs on SIGINT/SIGTERM [env JOBQ_DRAIN_TIMEOUT]",
     )
     parser.add_argument(
         "--give-up-after",
         type=positive(float, zero_ok=True),
-        default=env.get("JOBQ_GIVE_UP_AFTER", "300"),
+        default=env.get("JOBQ_GIVE_UP_AFTER") or "300",
         help=f"exit with code {EXIT_GAVE_UP} after this many seconds without reaching the server; 0: never "
         "[env JOBQ_GIVE_UP_AFTER]",
     )
@@ -87,10 +89,15 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
         help="bearer token of the worker (or admin) role; prefer the variable, as flags show in ps "
         "[env JOBQ_WORKER_TOKEN]",
     )
-    parser.add_argument("--log-level", default=env.get("JOBQ_LOG_LEVEL", "info"), help="[env JOBQ_LOG_LEVEL]")
+    parser.add_argument(
+        "--log-level",
+        default=env.get("JOBQ_LOG_LEVEL") or "info",
+        choices=logformat.LEVELS,
+        help="[env JOBQ_LOG_LEVEL]",
+    )
     parser.add_argument(
         "--log-format",
-        default=env.get("JOBQ_LOG_FORMAT", "text"),
+        default=env.get("JOBQ_LOG_FORMAT") or "text",
         choices=logformat.FORMATS,
         help="text or json (one JSON object per line) [env JOBQ_LOG_FORMAT]",
     )
