@@ -188,6 +188,7 @@ async def test_jobs_left_processing_by_a_crash_are_pending_again(
     assert await asyncio.wait_for(crashed.wait(), 30) == 0
     caplog.set_level(logging.INFO, logger="jobq.store")
     store = await open_sqlite()
+    await store.loaded()  # the jobs are read back while the store serves; the count is logged at the end
     assert any("recovered 3 jobs" in r.getMessage() for r in caplog.records), caplog.text
     assert (await store.stats()).by_status == {"pending": 5}
     recovered = await store.get("j0")
