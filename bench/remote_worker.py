@@ -63,7 +63,7 @@ BATCH = 1000
 POLL_SECONDS = 0.02
 IN_PROCESS_WORKERS = 32
 REMOTE = ((1, 16), (1, 64), (2, 32))  # (worker processes, concurrency of each)
-SQLITE_REMOTE = ((1, 64), (2, 32))
+SQLITE_REMOTE = ((1, 16), (1, 64), (2, 32))
 METRIC_LINE = re.compile(r"^jobq_http_requests_total\{(?P<labels>.*)\} (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -304,7 +304,14 @@ def fresh_store(store_url: str, workdir: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def run_all(stores: Sequence[str], scale: Scale, workdir: Path, port: int, profile: Path | None) -> list[Result]:
+def run_all(
+    stores: Sequence[str],
+    scale: Scale,
+    workdir: Path,
+    port: int,
+    profile: Path | None,
+    setups: Sequence[tuple[int, int]] | None = None,
+) -> list[Result]:
     results: list[Result] = []
     for label in stores:
         jobs = scale.memory_jobs if label == "memory" else scale.sqlite_jobs
@@ -313,7 +320,7 @@ def run_all(stores: Sequence[str], scale: Scale, workdir: Path, port: int, profi
         ceiling = measure(label, store_url, jobs, 0, IN_PROCESS_WORKERS, scale, workdir, port)
         ceiling.share_of_ceiling = 1.0
         rows = [ceiling]
-        for i, (processes, concurrency) in enumerate(REMOTE if label == "memory" else SQLITE_REMOTE):
+        for i, (processes, concurrency) in enumerate(setups or (REMOTE if label == "memory" else SQLITE_REMOTE)):
             spy = profile if (profile is not None and label == "memory" and i == 1) else None
             row = measure(label, store_url, jobs, processes, concurrency, scale, workdir, port, spy)
             row.share_of_ceiling = round(row.jobs_per_second / ceiling.jobs_per_second, 3)
@@ -369,11 +376,25 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def parse_setups(text: str) -> list[tuple[int, int]]:
+    """``1x16,2x32`` as ``[(1, 16), (2, 32)]``: worker processes and the concurrency of each."""
+    setups = []
+    for part in text.split(","):
+        processes, _, concurrency = part.strip().partition("x")
+        setups.append((int(processes), int(concurrency)))
+    return setups
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small numbers: checks that everything runs")
     parser.add_argument("--stores", default="memory,sqlite", help="comma-separated: memory, sqlite")
     parser.add_argument("--jobs", type=int, help="jobs per measurement (every store)")
+    parser.add_argument(
+        "--setups",
+        type=parse_setups,
+        help="remote rows as PROCESSESxCONCURRENCY, comma-separated (e.g. 1x16,2x32); default: a fixed set per store",
+    )
     parser.add_argument("--port", type=int, default=0, help="port for the servers (default: a free one)")
     parser.add_argument(
         "--json",
@@ -400,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {info}", file=sys.stderr)
     port = args.port or bench.free_port()
     with tempfile.TemporaryDirectory(prefix="jobq-bench-remote-") as tmp:
-        results = run_all(stores, scale, Path(tmp), port, args.profile)
+        results = run_all(stores, scale, Path(tmp), port, args.profile, args.setups)
     print(table(results))
     if args.json:
         document = json.dumps({"machine": info, "rows": [asdict(r) for r in results]}, indent=2)

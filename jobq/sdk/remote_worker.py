@@ -144,8 +144,7 @@ class PatientSource:
         self._down_since: float | None = None  # the first failed try of this outage
         self._tries = 0  # failed tries in this outage
         self.heartbeat_many = source.heartbeat_many
-        self.complete = source.complete
-        self.fail = source.fail
+        self.settle_many = source.settle_many
         self.release = source.release
         self.append_log = source.append_log
         self.set_progress = source.set_progress
