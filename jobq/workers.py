@@ -16,7 +16,7 @@ A worker does not wait for its job's settle: the runs that end in one pass of
 the event loop are settled together, in one ``settle_many`` call (one write, or
 one request for a remote worker), while the workers take their next jobs. Their
 leases stay held, and extended, until that call answers; a pool holds at most
-twice its concurrency (plus ``prefetch``) leases. Settling never needs
+twice its concurrency plus ``prefetch`` leases. Settling never needs
 ``asyncio.shield``: the call runs in a task nobody cancels (a stop waits for it),
 and every store method changes the job and queues its write before its first
 ``await``.
@@ -173,7 +173,7 @@ class WorkerPool:
         # By lease id, not job id: a job whose lease lapsed may be leased again to this same pool,
         # and the stale run and the live one must never be taken for each other.
         self._held: dict[str, Leased] = {}  # leased by this pool and not yet settled
-        self._max_held = 2 * concurrency + prefetch  # running or queued, and settles on their way
+        self._max_held = 2 * (concurrency + prefetch)  # running or queued, and as many settles on their way
         self._endings: list[tuple[Leased, Settlement | None]] = []  # finished runs not yet handed to the store
         self._settling: set[asyncio.Task[None]] = set()  # settle_many calls on their way
         self._running: dict[str, tuple[str, asyncio.Task[None]]] = {}  # lease -> (job id, task in its handler)
@@ -198,9 +198,10 @@ class WorkerPool:
     async def drain(self, timeout: float, *, run_waiting: bool = True) -> DrainReport:
         """Finish held jobs (and, with ``run_waiting``, every ready job), then stop.
 
-        After ``timeout`` seconds, what is left is released: back to pending in
-        the store (a durable store runs them after the next start). Scheduled
-        jobs are left for later.
+        Without ``run_waiting``, the jobs leased ahead (prefetched, not started) are
+        released at once, for other workers. After ``timeout`` seconds, what is left
+        is released: back to pending in the store (a durable store runs them after
+        the next start). Scheduled jobs are left for later.
         """
         if not self._workers:
             return DrainReport(0, [])
@@ -210,6 +211,8 @@ class WorkerPool:
         if self._feeder is not None:  # restart the feeder so it stops waiting for new work
             self._feeder.cancel()
             await asyncio.gather(self._feeder, return_exceptions=True)
+        if not run_waiting:
+            await self._release_queued()
         self._feeder = asyncio.create_task(supervise("the feeder", self._feed), name="jobq-feeder-draining")
         # asyncio.wait, not gather under a timeout: a timeout would cancel the gather and with it
         # every worker, which releases and forgets its job before anyone can report it.
@@ -240,6 +243,17 @@ class WorkerPool:
         if self._threads is not None:  # a handler thread still running cannot be stopped: it is left to end
             self._threads.shutdown(wait=False, cancel_futures=True)
         return list(self._released)
+
+    async def _release_queued(self) -> None:
+        """Hand back the jobs leased ahead that no worker has started."""
+        queued: list[Leased] = []
+        while not self._queue.empty():
+            leased = self._queue.get_nowait()
+            if leased is not None:
+                queued.append(leased)
+        for leased in queued:
+            await self._release(leased)
+            self._unhold(leased)
 
     def held(self) -> list[str]:
         """Ids of jobs this pool has leased and not settled."""

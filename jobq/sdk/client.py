@@ -443,9 +443,8 @@ class BatchedSource:
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[JobqError | None]:
         """Settle leased jobs (a worker pool's finished runs); one answer each: None, or why it did not land."""
-        answers = await asyncio.gather(
-            *(self._settle(settlement_item(settlement)) for settlement in settlements), return_exceptions=True
-        )
+        outcomes = [self._add(settlement_item(settlement)) for settlement in settlements]
+        answers = await asyncio.gather(*outcomes, return_exceptions=True)
         return [
             None if answer is None else answer if isinstance(answer, JobqError) else Unreachable(repr(answer))
             for answer in answers
@@ -467,6 +466,10 @@ class BatchedSource:
         await self._settle({"id": job_id, **failure_item(lease_id, error, retry_in, outcome, traceback)})
 
     async def _settle(self, item: dict[str, Any]) -> None:
+        await self._add(item)
+
+    def _add(self, item: dict[str, Any]) -> asyncio.Future[None]:
+        """Put a settlement in the batch; the future answers it (None, or the error it got)."""
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[None] = loop.create_future()
         if not self._batch:
@@ -476,7 +479,7 @@ class BatchedSource:
         self._batch_bytes += len(encoded)
         if len(self._batch) >= self.max_batch or self._batch_bytes >= self.max_bytes:
             self._flush()
-        await outcome
+        return outcome
 
     def _flush(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
