@@ -59,7 +59,7 @@ sys.path.insert(0, str(BENCH))
 import run as bench  # noqa: E402 - bench/run.py, found through the path set just above
 from loadgen import process_cpu  # noqa: E402 - bench/loadgen.py
 
-ROOT = bench.ROOT
+TREE = bench.ROOT  # the checkout whose jobq runs the servers and workers (--tree)
 PYTHON = bench.PYTHON
 BATCH = 1000
 POLL_SECONDS = 0.02
@@ -118,12 +118,12 @@ class Result:
 
 
 def server_command(store: str, workers: int, port: int) -> list[str]:
-    return [*bench.jobq_command(store, workers), "--port", str(port)]
+    return [*bench.jobq_command(store, workers, root=TREE), "--port", str(port)]
 
 
 @contextmanager
 def serving(store: str, workers: int, port: int, log: Path) -> Iterator[bench.Server]:
-    server = bench.Server(server_command(store, workers, port), port, log)
+    server = bench.Server(server_command(store, workers, port), port, log, root=TREE)
     try:
         server.wait_ready()
         yield server
@@ -139,7 +139,7 @@ class Worker:
         self._log_file = log.open("wb")
         command = [PYTHON, "-m", "jobq.sdk.remote_worker", "--url", url, *flags]
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=bench.clean_env(), stdout=self._log_file, stderr=subprocess.STDOUT
+            command, cwd=TREE, env=bench.clean_env(TREE), stdout=self._log_file, stderr=subprocess.STDOUT
         )
 
     def running(self) -> bool:
@@ -412,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="remote rows, comma-separated: P (P workers at their defaults) or PxC (--concurrency C), "
         "either with +N for --prefetch N: 1,1x64,2x32+32 (the default)",
     )
+    parser.add_argument(
+        "--tree", type=Path, help="measure the jobq of this checkout (its main.py and SDK); default: this one"
+    )
     parser.add_argument("--port", type=int, default=0, help="port for the servers (default: a free one)")
     parser.add_argument(
         "--json",
@@ -427,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DIR/server.txt and DIR/worker-0.txt (summarise them with bench/flame_top.py); that row runs slower for it",
     )
     args = parser.parse_args(argv)
+    if args.tree is not None:
+        global TREE
+        TREE = args.tree.resolve()
     scale = QUICK if args.quick else Scale()
     if args.jobs:
         scale = Scale(memory_jobs=args.jobs, sqlite_jobs=args.jobs, timeout=scale.timeout)
