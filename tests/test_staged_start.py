@@ -227,3 +227,16 @@ async def test_a_row_that_cannot_be_read_stops_the_store_from_serving(open_sqlit
     assert store.unavailable is not None and "reading its jobs back failed" in store.unavailable
     with pytest.raises(StoreUnavailable):
         await store.stats()
+
+
+async def test_rows_that_share_a_seq_are_all_read_back(open_sqlite: OpenStore, chunks: Chunks) -> None:
+    chunks.allow_all()
+    first = await fill(open_sqlite, *numbered(25))
+    for leased in await first.lease(25, 60.0):
+        await first.complete(leased.id, leased.lease_id or "", None)
+    await first.with_connection(lambda conn: conn.execute("UPDATE jobs SET seq = 10 WHERE id IN ('j10', 'j11')"))
+    await first.close()  # j9, j10 and j11 now share seq 10, across the first chunk's end (jobq never does this)
+    store = await open_sqlite()
+    await store.loaded()
+    page, _ = await store.list_jobs(limit=100)
+    assert sorted(j.id for j in page) == sorted(f"j{n}" for n in range(25))

@@ -80,11 +80,15 @@ COLUMNS = (
     "worker",
 )
 INSERT_JOB = "INSERT OR REPLACE INTO jobs ({}) VALUES ({})".format(", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
-SELECT_CHUNK = "SELECT {} FROM jobs WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?".format(", ".join(COLUMNS))
-SELECT_CHUNK_LOGS = (
-    "SELECT job_id, at, message FROM job_logs WHERE job_id IN (SELECT id FROM jobs WHERE seq > ? AND seq <= ?) "
-    "ORDER BY at, rowid"
+# Chunks go by (seq, rowid), so no row is skipped even if two share a seq (jobq gives each its own).
+SELECT_CHUNK = "SELECT rowid, {} FROM jobs WHERE (seq, rowid) > (?, ?) ORDER BY seq, rowid LIMIT ?".format(
+    ", ".join(COLUMNS)
 )
+SELECT_CHUNK_LOGS = (
+    "SELECT job_id, at, message FROM job_logs WHERE job_id IN "
+    "(SELECT id FROM jobs WHERE (seq, rowid) > (?, ?) AND (seq, rowid) <= (?, ?)) ORDER BY at, rowid"
+)
+IDS_PER_READ = 500  # ids per query when jobs are read by id
 # Each migration is a list of statements; migration n (1-based) brings the schema to version n.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -303,26 +307,29 @@ def read_head(conn: sqlite3.Connection, path: str) -> Head:
     return head
 
 
-def read_chunk(conn: sqlite3.Connection, path: str, after: int, upto: int) -> Chunk:
-    """The next CHUNK jobs with ``after < seq <= upto``, by seq, and their log lines."""
-    rows = conn.execute(SELECT_CHUNK, (after, upto, CHUNK)).fetchall()
+def read_chunk(conn: sqlite3.Connection, path: str, after: tuple[int, int]) -> tuple[Chunk, tuple[int, int]]:
+    """The next CHUNK jobs after the (seq, rowid) ``after``, in that order, with their log lines; and where they end."""
+    rows = conn.execute(SELECT_CHUNK, (*after, CHUNK)).fetchall()
     if not rows:
-        return Chunk([], [])
-    logs = conn.execute(SELECT_CHUNK_LOGS, (after, rows[-1][1])).fetchall()
-    return Chunk(decode(rows, path), logs)
+        return Chunk([], []), after
+    last = (rows[-1][2], rows[-1][0])
+    logs = conn.execute(SELECT_CHUNK_LOGS, (*after, *last)).fetchall()
+    return Chunk(decode((row[1:] for row in rows), path), logs), last
 
 
 def read_jobs(conn: sqlite3.Connection, path: str, job_ids: Sequence[str]) -> Chunk:
     """The jobs with these ids that the file holds, and their log lines."""
-    marks = ", ".join("?" * len(job_ids))
-    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id IN ({marks})", job_ids).fetchall()
-    if not rows:
-        return Chunk([], [])
-    found = [row[0] for row in rows]
-    logs = conn.execute(
-        f"SELECT job_id, at, message FROM job_logs WHERE job_id IN ({', '.join('?' * len(found))}) ORDER BY at, rowid",
-        found,
-    ).fetchall()
+    rows: list[Any] = []
+    logs: list[tuple[str, float, str]] = []
+    for start in range(0, len(job_ids), IDS_PER_READ):
+        ids = job_ids[start : start + IDS_PER_READ]
+        marks = ", ".join("?" * len(ids))
+        found = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id IN ({marks})", ids).fetchall()
+        if found:
+            rows += found
+            marks = ", ".join("?" * len(found))
+            query = f"SELECT job_id, at, message FROM job_logs WHERE job_id IN ({marks}) ORDER BY at, rowid"
+            logs += conn.execute(query, [row[0] for row in found]).fetchall()
     return Chunk(decode(rows, path), logs)
 
 
@@ -814,7 +821,10 @@ class SQLiteStore(MemoryStore):
             await self._shutdown()
             raise
         self._begin_loading(head)
-        self._loader = asyncio.create_task(self._load(head, started), name="jobq-store-loader")
+        if head.jobs:  # a new or empty file has nothing to read back
+            self._loader = asyncio.create_task(self._load(head, started), name="jobq-store-loader")
+        else:
+            self._loaded_all()
         waiting = sum(count for _, status, _, count in head.counts if STATUSES[status] in WAITING)
         log.info(
             "opened %s in %.2fs: %d jobs (%d waiting), %d paused queues, durability %s; reading the jobs back",
@@ -877,15 +887,12 @@ class SQLiteStore(MemoryStore):
         if quiet:
             gc.disable()
         try:
-            after = 0
-            while after < head.last_seq:
-                chunk = await writer.call(
-                    functools.partial(read_chunk, path=self.path, after=after, upto=head.last_seq)
-                )
+            after = (0, 0)  # (seq, rowid) of the last row read
+            while True:
+                chunk, after = await writer.call(functools.partial(read_chunk, path=self.path, after=after))
                 if not chunk.jobs:
                     break
-                after = chunk.jobs[-1].seq
-                self._read_back(chunk.jobs, chunk.logs, after)
+                self._read_back(chunk.jobs, chunk.logs, after[0])
                 loading.advanced()
                 await asyncio.sleep(0)  # requests between chunks
             self._loaded_all()
