@@ -425,6 +425,14 @@ def _settle(futures: list[asyncio.Future[Any]], error: JobqError | None, value: 
             future.exception()
 
 
+class Commit(asyncio.Future[Any]):
+    """A write's future. It refuses cancellation: whoever awaits it and is cancelled gets the
+    CancelledError once the write has landed, and the write itself is never called off."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
 class JournalWriter:
     """One thread that owns the SQLite connection and commits queued writes in groups."""
 
@@ -461,7 +469,7 @@ class JournalWriter:
 
     def submit(self, kind: int, data: Any) -> asyncio.Future[Any]:
         """Queue a write; the future resolves when it is committed (or fails with a storage error)."""
-        future: asyncio.Future[Any] = self._loop.create_future()
+        future: asyncio.Future[Any] = Commit(loop=self._loop)
         if self._accepting:
             self._queue.put((kind, data, future))
         else:
@@ -912,8 +920,7 @@ class SQLiteStore(MemoryStore):
 
     def _log_loaded(self, loading: Loading, seconds: float) -> None:
         log.info("read %d jobs back from %s in %.2fs since open", loading.read, self.path, seconds)
-        again = sum(1 for job in self._recovered if job.status is JobStatus.PENDING)
-        self._recovered = []
+        again, self._requeued = self._requeued, 0
         if again:
             log.warning(
                 "recovered %d jobs left processing by a stopped jobq; they are pending again and will re-run", again
@@ -964,7 +971,7 @@ class SQLiteStore(MemoryStore):
     # -- journal hooks (loop thread: build rows, queue them, return at once) -
     def _submit(self, kind: int, data: Any) -> asyncio.Future[None]:
         if self._writer is None:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[None] = Commit()
             _settle([future], StoreUnavailable(f"the store {self.path} is not open"))
             return future
         return self._writer.submit(kind, data)
