@@ -401,14 +401,16 @@ def notes(rows: Sequence[Row]) -> list[str]:
     return found
 
 
-def describe_run(jobs: int, rounds: int, services: dict[str, str], machine: dict[str, Any]) -> str:
+def describe_run(jobs: int, rounds: int, rows: Sequence[Row], services: dict[str, str], machine: dict[str, Any]) -> str:
     """How the table was measured, printed under it."""
+    loads = [m.load_average[0] for row in rows for m in row.measurements]
     lines = [
         f"{jobs:,} no-op jobs per measurement, enqueued before the worker starts (not timed); jobs/s is the "
         "rate between the first poll (every 20 ms) at or below 90 % of the backlog and the first at or below "
         f"10 %; median of {rounds} interleaved round(s); the ratios are medians of per-round ratios.",
         f"Machine: {machine['cores']} x {machine['cpu']}; load average {fmt_load(machine['load_average_at_start'])} "
-        f"at the start, {fmt_load(machine['load_average_at_end'])} at the end.",
+        f"at the start, {fmt_load(machine['load_average_at_end'])} at the end; 1-minute load average "
+        f"{min(loads, default=0):.2f} to {max(loads, default=0):.2f} at the starts of the measurements.",
     ]
     lines += [f"{store}: {description}" for store, description in services.items()]
     return "\n".join(lines)
@@ -495,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [setup.row for setup in setups]
     print(table(rows, args.rounds))
     print()
-    print(describe_run(args.jobs, args.rounds, services, machine))
+    print(describe_run(args.jobs, args.rounds, rows, services, machine))
     for note in notes(rows):
         print(f"- {note}")
     if args.json:
