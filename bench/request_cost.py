@@ -2,6 +2,7 @@
 
     python bench/request_cost.py jobq       # the jobq app on the memory store, 0 workers
     python bench/request_cost.py ceiling    # the bare handler of bench/ceiling_server.py
+    python bench/request_cost.py jobq --tree ../jobq-before   # jobq as another checkout has it (A/B)
 
 Raw request bytes are fed to aiohttp's own protocol handler (the C parser,
 the middlewares, the route, the handler, the response writer) over in-memory
@@ -113,7 +114,6 @@ def ceiling_app() -> web.Application:
 
 
 def jobq_app() -> web.Application:
-    sys.path.insert(0, str(ROOT))
     from jobq.app import create_app
     from jobq.config import Config
 
@@ -126,9 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose jobq is measured (this one)")
     args = parser.parse_args(argv)
     make: Callable[[], web.Application] = jobq_app if args.app == "jobq" else ceiling_app
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(args.tree.resolve()))
     from main import tune_gc
 
     tune_gc()  # as main.py does once it serves, for both apps alike
