@@ -17,7 +17,7 @@ from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import BadRequest, JobqError, ValidationFailed
-from jobq.job import Job, rfc3339
+from jobq.job import Job, JobStatus, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
     MAX_WAIT_PARAMETER,
@@ -28,6 +28,7 @@ from jobq.models import (
     BulkRequest,
     BulkRetried,
     CompleteRequest,
+    EnqueueAnswer,
     EnqueueRequest,
     FailRequest,
     Health,
@@ -101,8 +102,8 @@ LEASE_LINKS = {
 }
 
 
-def job_reply(description: str) -> Reply:
-    return Reply(description, JobRecord, headers=LOCATION, links=JOB_LINKS)
+def job_reply(description: str, model: type[BaseModel] = JobRecord) -> Reply:
+    return Reply(description, model, headers=LOCATION, links=JOB_LINKS)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -116,6 +117,22 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def job_response(job: Job, status: int = 200) -> web.Response:
     return json_response(job.to_dict(), status, {"Location": f"/status/{job.id}"})
+
+
+DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # the states with a next_run_at (Job.to_dict)
+
+
+def receipt_response(job: Job, status: int) -> web.Response:
+    """A job's receipt (``JobReceipt``): the keys a client follows it by, not its whole record."""
+    receipt = {
+        "id": job.id,
+        "status": job.status.value,
+        "queue": job.queue,
+        "created_at": rfc3339(job.created_at),
+        "next_run_at": rfc3339(job.run_at) if job.status in DEFERRED else None,
+        "owner": job.owner,
+    }
+    return json_response(receipt, status, {"Location": f"/status/{job.id}"})
 
 
 def owner_scope(request: web.Request) -> str | None:
@@ -221,8 +238,14 @@ async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submi
 @documented(
     "jobs",
     {
-        202: job_reply("accepted: a new job (with ?wait=: still unfinished when the wait ended)"),
-        200: job_reply("the same id and body were sent before: that job (with ?wait=: finished)"),
+        202: job_reply(
+            "accepted: a new job's receipt (with ?wait=: the whole job, still unfinished when the wait ended)",
+            EnqueueAnswer,
+        ),
+        200: job_reply(
+            "the same id and body were sent before: that job's receipt (with ?wait=: the whole job, finished)",
+            EnqueueAnswer,
+        ),
     },
     body=EnqueueRequest,
     query=(WaitQuery,),
@@ -234,7 +257,11 @@ async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submi
     },
 )
 async def enqueue(request: web.Request) -> web.Response:
-    """Accept one job: 202 when new, 200 when the same id and body were sent before."""
+    """Accept one job: 202 when new, 200 when the same id and body were sent before.
+
+    The answer is the job's receipt: its id, status, queue, created_at, next_run_at and owner (and
+    ``Location: /status/{id}``, where the whole record is). With ``?wait=``, the whole record.
+    """
     wait = wait_seconds(request)
     job_request = await read_body(request, EnqueueRequest)
     [answer] = await submit(request, [job_request])
@@ -243,7 +270,7 @@ async def enqueue(request: web.Request) -> web.Response:
     if wait:
         job = await request.app[SERVICE].wait_until_finished(answer.job.id, wait)
         return job_response(job, 200 if job.finished else 202)
-    return job_response(answer.job, 202 if answer.created else 200)
+    return receipt_response(answer.job, 202 if answer.created else 200)
 
 
 @routes.post("/enqueue/batch")

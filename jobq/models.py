@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator, model_validator
 
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
@@ -301,6 +301,22 @@ class JobRecord(Answer):
     lease_expires_at: datetime | None = Field(description="while processing: when its lease lapses")
     history: list[AttemptRecord] = Field(description="every attempt, oldest first")
     owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
+
+
+class JobReceipt(Answer):
+    """``POST /enqueue`` without ``?wait=``: what jobq decided for the job, to follow it by; ``GET /status/{id}`` has
+    the whole record. Each key means what it means in the record (``JobRecord``)."""
+
+    id: str
+    status: JobStatus = Field(description="pending or scheduled for a new job; a job sent before: as it is now")
+    queue: str
+    created_at: datetime
+    next_run_at: datetime | None = Field(description="when it becomes due while scheduled or retrying, else null")
+    owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
+
+
+class EnqueueAnswer(RootModel[JobReceipt | JobRecord]):
+    """``POST /enqueue``: the receipt; with ``?wait=``, the whole record."""
 
 
 class LeasedJob(JobRecord):
