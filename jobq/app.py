@@ -91,8 +91,7 @@ def gate(
         try:
             try:
                 refuse_large_body(request, body_limit)
-                if tokens is not None:
-                    authorize(tokens, request)
+                authorize(tokens, request)
                 response = await handler(request)
             except Exception as exc:
                 response = error_response(request, exc)  # raises a redirect again: it is no error

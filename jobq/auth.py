@@ -249,7 +249,9 @@ def access_of(handler: Any) -> frozenset[Role] | None:
     return getattr(handler, ACCESS_ATTRIBUTE, frozenset({Role.ADMIN}))
 
 
-PRINCIPAL = web.RequestKey("principal", Principal)
+PRINCIPAL = web.RequestKey[Principal | None]("principal")
+"""Who made a request: set by the app's middleware before the route runs (None without tokens, on a
+public route, or for a token jobq does not know)."""
 
 
 def route_template(request: web.BaseRequest) -> str:
@@ -271,12 +273,16 @@ def principal_of(request: web.Request) -> Principal | None:
     return request.get(PRINCIPAL)
 
 
-def authorize(tokens: TokenBook, request: web.Request) -> None:
+def authorize(tokens: TokenBook | None, request: web.Request) -> None:
     """Refuse a request whose token is missing or unknown (401) or whose role may not call the route (403).
 
-    A request no route serves (404, 405) has nothing to protect, nor has a public route. A known
-    token's principal is kept on the request (``principal_of``), refused or not: the access log names it.
+    Without ``tokens`` every route is open. A request no route serves (404, 405) has nothing to
+    protect, nor has a public route. The caller's principal is kept on the request (``principal_of``;
+    None when there is none), refused or not: the access log names it.
     """
+    request[PRINCIPAL] = None
+    if tokens is None:
+        return
     match = request.match_info
     if match.http_exception is not None:
         return

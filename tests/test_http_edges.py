@@ -276,6 +276,21 @@ async def test_expect_100_continue_within_the_limit_continues(client: TestClient
         writer.close()
 
 
+@pytest.mark.parametrize("size", [LIMIT // 2, LIMIT + 1])
+async def test_a_chunked_body_sent_at_once_is_read_and_bounded(client: TestClient, size: int) -> None:
+    """One write: the body is all there when the route reads it, and still bounded by the limit."""
+    body = b'{"type": "noop", "payload": "' + b"x" * (size - 30) + b'"}'
+    head = b"POST /enqueue HTTP/1.1\r\nHost: jobq\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = await exchange(client, head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    if size > LIMIT:
+        check_problem(answer, 413, str(LIMIT))
+        await assert_nothing_stored_and_still_serving(client)
+    else:
+        assert answer.status == 202, answer
+        job = await (await client.get(f"/status/{json.loads(answer.body)['id']}")).json()
+        assert len(job["payload"]) == size - 30
+
+
 async def test_a_chunked_body_over_the_limit_is_still_413(client: TestClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"type": "echo", "payload": "'
