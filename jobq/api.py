@@ -132,7 +132,8 @@ def receipt_response(job: Job, status: int) -> web.Response:
         "next_run_at": rfc3339(job.run_at) if job.status in DEFERRED else None,
         "owner": job.owner,
     }
-    return json_response(receipt, status, {"Location": f"/status/{job.id}"})
+    headers = {"Content-Type": "application/json", "Location": f"/status/{job.id}"}
+    return web.Response(body=to_json(receipt), status=status, headers=headers)
 
 
 def owner_scope(request: web.Request) -> str | None:

@@ -70,22 +70,32 @@ class EnqueueRequest(BaseModel):
         return value
 
     def to_job(self, now: float | None = None) -> Job:
-        """A new job for this request (scheduled when it is due later)."""
+        """A new job for this request (scheduled when it is due later).
+
+        A copy of ``NEW_JOB`` with this request's fields set: every other field as ``Job`` starts
+        it, copied by its own field table (``Job.snapshot``), for about half what ``Job(...)`` with
+        these keywords costs (this is every ``POST /enqueue``'s).
+        """
         now = time.time() if now is None else now
-        due = self.run_at.timestamp() if self.run_at is not None else now + (self.delay or 0.0)
-        return Job(
-            id=self.id or new_job_id(),
-            type=self.type,
-            payload=self.payload,
-            queue=self.queue,
-            priority=self.priority,
-            max_attempts=self.max_attempts,
-            timeout=self.timeout,
-            status=JobStatus.SCHEDULED if due > now else JobStatus.PENDING,
-            created_at=now,
-            run_at=due if due > now else None,
-            ready_at=due if due > now else now,  # (the same float object as created_at when due now)
-        )
+        job = NEW_JOB.snapshot()
+        job.id = self.id or new_job_id()
+        job.type = self.type
+        job.payload = self.payload
+        job.queue = self.queue
+        job.priority = self.priority
+        job.max_attempts = self.max_attempts
+        job.timeout = self.timeout
+        job.created_at = job.ready_at = now
+        if self.run_at is not None or self.delay:
+            due = self.run_at.timestamp() if self.run_at is not None else now + (self.delay or 0.0)
+            if due > now:
+                job.status = JobStatus.SCHEDULED
+                job.run_at = job.ready_at = due
+        return job
+
+
+NEW_JOB = Job(id="", type="", payload=None)
+"""What a new job is before a request fills it in: ``Job``'s defaults (pending, no attempts, no history)."""
 
 
 class BatchRequest(BaseModel):
