@@ -46,12 +46,10 @@ class BulkResult:
     more: bool  # the limit was reached with jobs left to read: matching ones may remain
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field set, per job
-class Submitted:
-    """One job's answer to a submission: the job and whether this request created it."""
-
-    job: Job
-    created: bool
+Submitted = Added
+"""One job's answer to a submission: the job and whether this request created it. It is the store's
+own outcome (``Added``: the stored job and whether it is new), handed on as it is: a copy per job
+would cost every enqueue an allocation."""
 
 
 def failure(job_id: str, item: Settlement | FailRequest) -> StoreSettlement:
@@ -307,7 +305,7 @@ class JobService:
             stored = outcome.job
             if not stored.same_request(job) or not (sees_all or stored.owner == job.owner):
                 return IdReused(f"job id {job.id!r} is taken by a job with a different body")
-        return Submitted(outcome.job, outcome.created)
+        return outcome
 
     async def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job; JobNotFound if there is none, or if ``owner`` is given and it is someone else's."""
