@@ -132,7 +132,7 @@ def receipt_response(job: Job, status: int) -> web.Response:
         "next_run_at": rfc3339(job.run_at) if job.status in DEFERRED else None,
         "owner": job.owner,
     }
-    headers = {"Content-Type": "application/json", "Location": f"/status/{job.id}"}
+    headers = {"Location": f"/status/{job.id}", "Content-Type": "application/json"}
     return web.Response(body=to_json(receipt), status=status, headers=headers)
 
 
