@@ -2,6 +2,8 @@
 
     python bench/request_cost.py jobq       # the jobq app on the memory store, 0 workers
     python bench/request_cost.py ceiling    # the bare handler of bench/ceiling_server.py
+    python bench/request_cost.py jobq --tree ../jobq-before   # jobq as another checkout has it (A/B)
+    python bench/request_cost.py jobq --store sqlite --workers 32   # the defaults: a new SQLite file, 32 workers
 
 Raw request bytes are fed to aiohttp's own protocol handler (the C parser,
 the middlewares, the route, the handler, the response writer) over in-memory
@@ -16,8 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import functools
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -112,12 +118,16 @@ def ceiling_app() -> web.Application:
     return app
 
 
-def jobq_app() -> web.Application:
-    sys.path.insert(0, str(ROOT))
+def jobq_app(store: str = "memory://", workers: int = 0) -> web.Application:
+    """The jobq app on ``store`` (``sqlite``: a new file, removed at exit) with ``workers`` in-process workers."""
     from jobq.app import create_app
     from jobq.config import Config
 
-    return create_app(Config(store="memory://", workers=0, queue_size=100_000_000, log_level="error"))
+    if store == "sqlite":
+        directory = tempfile.mkdtemp(prefix="jobq-request-cost-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        store = f"sqlite:///{directory}/jobq.db"
+    return create_app(Config(store=store, workers=workers, queue_size=100_000_000, log_level="error"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,9 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose jobq is measured (this one)")
+    parser.add_argument("--store", default="memory://", help="jobq's store: a URL, or sqlite for a new file")
+    parser.add_argument("--workers", type=int, default=0, help="jobq's in-process workers (they run every job)")
     args = parser.parse_args(argv)
-    make: Callable[[], web.Application] = jobq_app if args.app == "jobq" else ceiling_app
-    sys.path.insert(0, str(ROOT))
+    make: Callable[[], web.Application] = ceiling_app
+    if args.app == "jobq":
+        make = functools.partial(jobq_app, args.store, args.workers)
+    sys.path.insert(0, str(args.tree.resolve()))
     from main import tune_gc
 
     tune_gc()  # as main.py does once it serves, for both apps alike

@@ -18,7 +18,7 @@ have one length, so the time taken says nothing about which token, how much of
 one, or how long a one was right.
 
 Each HTTP handler declares who may call it with :func:`requires` (or :func:`public`);
-the middleware from :func:`auth_middleware` enforces it. A handler that declares
+:func:`authorize` enforces it, in the app's middleware (jobq/app.py). A handler that declares
 nothing is for admins only.
 """
 
@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -221,7 +221,6 @@ def _file_entry(path: str, index: int, item: Any) -> tuple[str, Principal]:
 
 
 # -- who may call what -------------------------------------------------------
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
 ACCESS_ATTRIBUTE = "jobq_access"
 PUBLIC = None  # the access of a route anyone may call
@@ -250,7 +249,9 @@ def access_of(handler: Any) -> frozenset[Role] | None:
     return getattr(handler, ACCESS_ATTRIBUTE, frozenset({Role.ADMIN}))
 
 
-PRINCIPAL = web.RequestKey("principal", Principal)
+PRINCIPAL = web.RequestKey[Principal | None]("principal")
+"""Who made a request: set by the app's middleware before the route runs (None without tokens, on a
+public route, or for a token jobq does not know)."""
 
 
 def route_template(request: web.BaseRequest) -> str:
@@ -272,28 +273,31 @@ def principal_of(request: web.Request) -> Principal | None:
     return request.get(PRINCIPAL)
 
 
-def auth_middleware(tokens: TokenBook) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Refuse requests whose token is missing or unknown (401) or whose role may not call the route (403)."""
+def authorize(tokens: TokenBook | None, request: web.Request) -> None:
+    """Refuse a request whose token is missing or unknown (401) or whose role may not call the route (403).
 
-    @web.middleware
-    async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
-        match = request.match_info
-        if match.http_exception is not None:  # no such route (404) or method (405): nothing to protect
-            return await handler(request)
-        roles = access_of(match.handler)
-        if roles is PUBLIC:
-            return await handler(request)
-        header = request.headers.get("Authorization")
-        principal = tokens.authenticate(header)
-        if principal is not None:
-            request[PRINCIPAL] = principal  # the access log names the caller, refused or not
-            if principal.may(roles):
-                return await handler(request)
-        raise refusal(
-            principal, roles, f"{request.method} {route_template(request)}", presented=bearer_token(header) is not None
-        )
-
-    return authorize
+    Without ``tokens`` every route is open. A request no route serves (404, 405) has nothing to
+    protect, nor has a public route. The caller's principal is kept on the request (``principal_of``;
+    None when there is none), refused or not: the access log names it.
+    """
+    request[PRINCIPAL] = None
+    if tokens is None:
+        return
+    match = request.match_info
+    if match.http_exception is not None:
+        return
+    roles = access_of(match.handler)
+    if roles is PUBLIC:
+        return
+    header = request.headers.get("Authorization")
+    principal = tokens.authenticate(header)
+    if principal is not None:
+        request[PRINCIPAL] = principal
+        if principal.may(roles):
+            return
+    raise refusal(
+        principal, roles, f"{request.method} {route_template(request)}", presented=bearer_token(header) is not None
+    )
 
 
 # -- gRPC: the principal of the call being served --------------------------

@@ -33,10 +33,9 @@ Queue names and job types come from clients, so each family holds at most
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -45,7 +44,6 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from jobq import __version__
-from jobq.auth import route_template
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.store.base import Store, StoreStats
 from jobq.tally import CounterFamily, HistogramFamily
@@ -210,6 +208,7 @@ class Metrics:
 
     # -- HTTP ---------------------------------------------------------------------
     def http_observe(self, method: str, route: str, code: int, seconds: float) -> None:
+        """Count and time one HTTP answer (the app's middleware calls it for every request: jobq/app.py)."""
         if method not in HTTP_METHODS:
             method = "other"
         key = (method, route, code)
@@ -219,29 +218,6 @@ class Metrics:
             children = self._http[key] = (self.http_requests.labels(*labels), self.http_duration.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)
-
-    def http_middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-        """Middleware counting and timing every HTTP request (put it first, so it sees every answer)."""
-        observe = self.http_observe
-
-        @web.middleware
-        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            code = 500
-            try:
-                response = await handler(request)
-                code = response.status
-                return response
-            except web.HTTPException as exc:
-                code = exc.status
-                raise
-            except asyncio.CancelledError:
-                code = CLIENT_CLOSED
-                raise
-            finally:
-                observe(request.method, route_template(request), code, time.perf_counter() - started)
-
-        return measure
 
     # -- gRPC ---------------------------------------------------------------------
     def grpc_observe(self, method: str, code: str, seconds: float) -> None:
@@ -260,9 +236,6 @@ class Metrics:
         """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now."""
         self.state.snapshot = await store.stats()
         return await self._render(request)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class StateCollector:

@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator, model_validator
 
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
@@ -70,22 +70,32 @@ class EnqueueRequest(BaseModel):
         return value
 
     def to_job(self, now: float | None = None) -> Job:
-        """A new job for this request (scheduled when it is due later)."""
+        """A new job for this request (scheduled when it is due later).
+
+        A copy of ``NEW_JOB`` with this request's fields set: every other field as ``Job`` starts
+        it, copied by its own field table (``Job.snapshot``), for about half what ``Job(...)`` with
+        these keywords costs (this is every ``POST /enqueue``'s).
+        """
         now = time.time() if now is None else now
-        due = self.run_at.timestamp() if self.run_at is not None else now + (self.delay or 0.0)
-        return Job(
-            id=self.id or new_job_id(),
-            type=self.type,
-            payload=self.payload,
-            queue=self.queue,
-            priority=self.priority,
-            max_attempts=self.max_attempts,
-            timeout=self.timeout,
-            status=JobStatus.SCHEDULED if due > now else JobStatus.PENDING,
-            created_at=now,
-            run_at=due if due > now else None,
-            ready_at=due if due > now else now,  # (the same float object as created_at when due now)
-        )
+        job = NEW_JOB.snapshot()
+        job.id = self.id or new_job_id()
+        job.type = self.type
+        job.payload = self.payload
+        job.queue = self.queue
+        job.priority = self.priority
+        job.max_attempts = self.max_attempts
+        job.timeout = self.timeout
+        job.created_at = job.ready_at = now
+        if self.run_at is not None or self.delay:
+            due = self.run_at.timestamp() if self.run_at is not None else now + (self.delay or 0.0)
+            if due > now:
+                job.status = JobStatus.SCHEDULED
+                job.run_at = job.ready_at = due
+        return job
+
+
+NEW_JOB = Job(id="", type="", payload=None)
+"""What a new job is before a request fills it in: ``Job``'s defaults (pending, no attempts, no history)."""
 
 
 class BatchRequest(BaseModel):
@@ -301,6 +311,22 @@ class JobRecord(Answer):
     lease_expires_at: datetime | None = Field(description="while processing: when its lease lapses")
     history: list[AttemptRecord] = Field(description="every attempt, oldest first")
     owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
+
+
+class JobReceipt(Answer):
+    """``POST /enqueue`` without ``?wait=``: what jobq decided for the job, to follow it by; ``GET /status/{id}`` has
+    the whole record. Each key means what it means in the record (``JobRecord``)."""
+
+    id: str
+    status: JobStatus = Field(description="pending or scheduled for a new job; a job sent before: as it is now")
+    queue: str
+    created_at: datetime
+    next_run_at: datetime | None = Field(description="when it becomes due while scheduled or retrying, else null")
+    owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
+
+
+class EnqueueAnswer(RootModel[JobReceipt | JobRecord]):
+    """``POST /enqueue``: the receipt; with ``?wait=``, the whole record."""
 
 
 class LeasedJob(Answer):

@@ -1,8 +1,8 @@
 """RFC 9457 problem documents, and what turns every error into one.
 
-``problem_middleware`` answers the errors of routes and middlewares; ``body_limit_middleware`` refuses
-a body too large from its ``Content-Length`` alone; ``ProblemRequestHandler`` answers the requests
-aiohttp cannot parse, which never reach a middleware.
+``error_response`` answers the errors of routes and of the app's middleware (jobq/app.py, ``gate``);
+``refuse_large_body`` refuses a body too large from its ``Content-Length`` alone; ``ProblemRequestHandler``
+answers the requests aiohttp cannot parse, which never reach a middleware.
 """
 
 from __future__ import annotations
@@ -65,9 +65,6 @@ def from_validation_error(exc: ValidationError) -> JobqError:
     return ValidationFailed(f"the job is invalid: {summary}", errors=fields)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
-
 _HTTP_TITLES = {
     404: "Not found",
     405: "Method not allowed",
@@ -75,20 +72,20 @@ _HTTP_TITLES = {
 }
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure with problem+json; never leak a traceback."""
-    try:
-        return await handler(request)
-    except JobqError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The problem+json answer to an error a route or a middleware raised; never a traceback.
+
+    Re-raises an ``HTTPException`` below 400 (a redirect): that is an answer, not an error.
+    """
+    if isinstance(exc, JobqError):
         return problem_response(exc)
-    except ValidationError as exc:
+    if isinstance(exc, ValidationError):
         return problem_response(from_validation_error(exc))
-    except RequestPayloadError as exc:
+    if isinstance(exc, RequestPayloadError):
         return _unreadable_body(request, exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         title = _HTTP_TITLES.get(exc.status, exc.reason)
         detail = _http_detail(exc, request)
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
@@ -101,15 +98,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status == 413:
             response.force_close()  # the rest of the body is still coming: the connection cannot carry another request
         return response
-    except Exception:
-        job_id = request.match_info.get("id")
-        extra = {"job_id": job_id} if job_id is not None else None
-        log.exception("unhandled error serving %s %s", request.method, request.path, extra=extra)
-        return web.Response(
-            status=500,
-            body=to_json(problem_body(500, "Internal error", "the server failed; the error is in its log")),
-            content_type=CONTENT_TYPE,
-        )
+    job_id = request.match_info.get("id")
+    extra = {"job_id": job_id} if job_id is not None else None
+    log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc, extra=extra)
+    return web.Response(
+        status=500,
+        body=to_json(problem_body(500, "Internal error", "the server failed; the error is in its log")),
+        content_type=CONTENT_TYPE,
+    )
 
 
 def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
@@ -145,30 +141,24 @@ def _first_line(exc: BaseException) -> str:
     return text.strip().split("\n", 1)[0].rstrip(": ")[:200] or type(exc).__name__
 
 
-def body_limit_middleware(limit: int) -> Middleware:
+def refuse_large_body(request: web.Request, limit: int) -> None:
     """Refuse a body whose ``Content-Length`` is over ``limit`` bytes at once, with 413, before reading it.
 
-    Goes inside ``problem_middleware``, which makes the 413 a problem and closes the connection
-    after it. A body without a length (chunked) is bounded as it is read: ``request.read()``
-    raises the same 413 once it passes the app's ``client_max_size``.
+    ``error_response`` makes the 413 a problem and closes the connection after it. A body
+    without a length (chunked) is bounded as it is read: ``request.read()`` raises the same
+    413 once it passes the app's ``client_max_size``.
     """
-
-    @web.middleware
-    async def refuse_large_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
-        length = request.content_length
-        if length is not None and length > limit:
-            detail = f"the body is {length} bytes, over the limit of {limit} bytes"
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length, text=detail)
-        return await handler(request)
-
-    return refuse_large_bodies
+    length = request.content_length
+    if length is not None and length > limit:
+        detail = f"the body is {length} bytes, over the limit of {limit} bytes"
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length, text=detail)
 
 
 def expect_handler(limit: int) -> Callable[[web.Request], Awaitable[None]]:
     """A route's answer to ``Expect: 100-continue``: no ``100 Continue`` for a body over ``limit``.
 
     aiohttp calls it before any middleware; for a body too large it says nothing, so the client
-    waits and gets ``body_limit_middleware``'s 413 without sending the body. Otherwise it does
+    waits and gets ``refuse_large_body``'s 413 without sending the body. Otherwise it does
     what aiohttp's default does.
     """
 
@@ -196,7 +186,7 @@ class ProblemRequestHandler(RequestHandler):
     each such request, which a scanner turns into a flood. They are the client's fault: this logs
     them at DEBUG, one line without a traceback, and answers 400 problem+json (415 for a
     Content-Encoding aiohttp cannot decode). A 5xx that reaches here (a bug outside
-    ``problem_middleware``) keeps aiohttp's ERROR log with the traceback. ``jobq.app.Runner``
+    ``error_response``'s reach) keeps aiohttp's ERROR log with the traceback. ``jobq.app.Runner``
     serves every connection with it.
     """
 

@@ -44,6 +44,39 @@ async def test_enqueue_answers_202_with_location_and_runs_the_job(client: TestCl
     assert done["created_at"] <= done["started_at"] <= done["finished_at"]
 
 
+RECEIPT_KEYS = ["id", "status", "queue", "created_at", "next_run_at", "owner"]
+
+
+async def test_the_202_is_a_receipt_and_get_status_has_the_whole_record(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    sent = {"type": "echo", "payload": {"to": "ada"}, "queue": "mail", "priority": 3, "delay": 30, "timeout": 5}
+    response = await client.post("/enqueue", json=sent)
+    assert response.status == 202
+    receipt = await response.json()
+    assert list(receipt) == RECEIPT_KEYS, "what jobq decided; not the fields the client sent"
+    assert response.headers["Location"] == f"/status/{receipt['id']}"
+    job = await (await client.get(response.headers["Location"])).json()
+    assert receipt == {key: job[key] for key in RECEIPT_KEYS}
+    assert (receipt["status"], receipt["queue"], receipt["owner"]) == ("scheduled", "mail", None)
+    assert receipt["next_run_at"] == job["run_at"] > receipt["created_at"]
+    assert (job["payload"], job["priority"], job["timeout"], job["history"]) == ({"to": "ada"}, 3, 5.0, [])
+    now = await (await client.post("/enqueue", json={"type": "echo", "id": "now"})).json()
+    assert (now["status"], now["queue"], now["next_run_at"]) == ("pending", "default", None)
+
+
+async def test_a_replay_answers_the_stored_jobs_receipt_and_wait_answers_the_whole_record(client: TestClient) -> None:
+    first = await client.post("/enqueue?wait=5", json={"type": "echo", "id": "twice", "payload": {"n": 1}})
+    assert first.status == 200
+    done = await first.json()
+    assert (done["status"], done["result"]) == ("completed", {"n": 1}), "?wait= answers the whole record"
+    again = await client.post("/enqueue", json={"type": "echo", "id": "twice", "payload": {"n": 1}})
+    assert again.status == 200
+    assert await again.json() == {key: done[key] for key in RECEIPT_KEYS}, "the job as it is now"
+    assert again.headers["Location"] == "/status/twice"
+    waited = await client.post("/enqueue?wait=5", json={"type": "echo", "id": "twice", "payload": {"n": 1}})
+    assert (waited.status, await waited.json()) == (200, done)
+
+
 async def test_failing_handler_marks_job_failed_with_its_error(client: TestClient) -> None:
     response = await client.post("/enqueue", json={"type": "fail", "payload": {"message": "disk on fire"}})
     job = await wait_for_status(client, (await response.json())["id"], "failed")
@@ -104,7 +137,8 @@ async def test_malformed_bodies_are_400(client: TestClient, body: bytes, detail:
 async def test_large_but_finite_numbers_are_accepted(client: TestClient) -> None:
     response = await client.post("/enqueue", json={"type": "echo", "payload": {"x": 1e300, "y": -2.5e-300}})
     assert response.status == 202
-    assert (await response.json())["payload"] == {"x": 1e300, "y": -2.5e-300}
+    job = await (await client.get(response.headers["Location"])).json()
+    assert job["payload"] == {"x": 1e300, "y": -2.5e-300}
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,33 @@ async def test_enqueue_get_list_and_cancel(make_client: MakeClient) -> None:
         assert stats["jobs"]["cancelled"] == 1
 
 
+async def test_enqueue_returns_the_whole_record_of_the_job_it_made(make_client: MakeClient) -> None:
+    """From what was sent and the 202's receipt; a replay and a wait from the server's record."""
+    async with sdk_for(await make_client(workers=0)) as jobq:
+        payload = {"to": ["ada", "bob"]}
+        scheduled = await jobq.enqueue("echo", payload, queue="mail", priority=-2, delay=30, max_attempts=3, timeout=5)
+        payload["to"].append("eve")  # the caller's object is not the job's
+        stored = await jobq.get(scheduled.id)
+        assert scheduled.to_dict() == stored.to_dict()
+        assert (scheduled.status, scheduled.payload, scheduled.timeout) == (
+            JobStatus.SCHEDULED,
+            {"to": ["ada", "bob"]},
+            5.0,
+        )
+        plain = await jobq.enqueue("echo", id="plain")
+        assert plain.to_dict() == (await jobq.get("plain")).to_dict()
+        assert (plain.queue, plain.priority, plain.max_attempts, plain.payload) == ("default", 0, 1, {})
+        await jobq.cancel("plain")
+        replayed = await jobq.enqueue("echo", id="plain")  # sent before, and changed since
+        assert replayed.to_dict() == (await jobq.get("plain")).to_dict()
+        assert replayed.status is JobStatus.CANCELLED and replayed.finished_at is not None
+
+
+async def test_enqueue_with_wait_returns_the_finished_record(sdk: JobqClient) -> None:
+    done = await sdk.enqueue("echo", {"n": 1}, wait=5)
+    assert (done.status, done.result, len(done.history)) == (JobStatus.COMPLETED, {"n": 1}, 1)
+
+
 async def test_server_errors_arrive_as_the_same_exception_classes(make_client: MakeClient) -> None:
     async with sdk_for(await make_client(workers=1, queue_size=1)) as jobq:
         with pytest.raises(JobNotFound):

@@ -96,6 +96,12 @@ class JobqClient:
 
         ``body`` is sent as JSON: a value to serialise, or ``bytes`` already serialised.
         """
+        return (await self._exchange(method, path, body, params=params, wait=wait))[1]
+
+    async def _exchange(
+        self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None, wait: float = 0.0
+    ) -> tuple[int, Any]:
+        """One request; returns its status and parsed JSON (None for 204), or raises the server's error."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
@@ -107,7 +113,7 @@ class JobqClient:
                 method, self.url + path, data=data, params=query, timeout=timeout, headers=headers
             ) as response:
                 if response.status == 204:
-                    return None
+                    return 204, None
                 raw = await response.read()
                 try:
                     data = from_json(raw)
@@ -119,7 +125,7 @@ class JobqClient:
                     ) from None
                 if response.status >= 400:
                     raise error_from_problem(response.status, data if isinstance(data, dict) else {})
-                return data
+                return response.status, data
         except (
             aiohttp.ClientConnectionError,
             aiohttp.ClientPayloadError,
@@ -142,7 +148,13 @@ class JobqClient:
         timeout: float | None = None,
         wait: float | None = None,
     ) -> Job:
-        """Submit a job. With ``wait``, hold until it finishes (or ``wait`` seconds pass) and return it."""
+        """Submit a job and return it as accepted. With ``wait``, hold until it finishes (or ``wait`` seconds pass).
+
+        A new job comes back from what was sent and the server's receipt (its id, status, queue,
+        times and owner): the whole record of a job that has not run yet. An id sent before (200)
+        is answered with that job's whole record as it is now (one more request, ``GET /status``);
+        with ``wait``, the answer is the whole record as the wait ended.
+        """
         fields = {
             "type": type,
             "payload": {} if payload is None else payload,
@@ -155,8 +167,12 @@ class JobqClient:
             "timeout": timeout,
         }
         body = {k: v for k, v in fields.items() if v is not None}
-        data = await self._call("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
-        return Job.from_dict(data)
+        status, data = await self._exchange("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
+        if "type" in data:  # the whole record: with wait (or from a server that answers it every time)
+            return Job.from_dict(data)
+        if status != 202:  # a job sent before, which may have run since: its record as it is now
+            return await self.get(data["id"])
+        return received_job(data, body)
 
     async def get(self, job_id: str, *, wait: float | None = None) -> Job:
         """The job; with ``wait``, first wait up to that long for its next change."""
@@ -358,6 +374,28 @@ def leased_job(item: dict[str, Any], deadlines: _Deadlines) -> Job:
         attempts=item["attempts"],
         lease_id=item["lease_id"],
         lease_expires_at=deadlines[item["lease_expires_at"]],
+    )
+
+
+def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
+    """A new job as ``POST /enqueue`` accepted it: the fields sent, and those of its receipt (``JobReceipt``).
+
+    What neither holds is what every new job has: no attempts, result or history yet; the
+    priority, attempts and timeout not sent are the record's defaults (``Job``'s and the server's).
+    """
+    given = {key: sent[key] for key in ("priority", "max_attempts") if key in sent}
+    if "timeout" in sent:
+        given["timeout"] = float(sent["timeout"])  # the server keeps seconds as a float
+    return Job(
+        id=receipt["id"],
+        type=sent["type"],
+        payload=from_json(to_json(sent["payload"])),  # as the server keeps it: JSON's form, not the caller's object
+        queue=receipt["queue"],
+        status=JobStatus(receipt["status"]),
+        created_at=parse_rfc3339(receipt["created_at"]) or 0.0,
+        run_at=parse_rfc3339(receipt["next_run_at"]),  # a new job's due time, if it is not due yet
+        owner=receipt["owner"],
+        **given,
     )
 
 

@@ -1,0 +1,148 @@
+"""``POST /enqueue`` against the bare aiohttp ceiling, in rounds, optionally beside another checkout.
+
+    .venv/bin/python bench/enqueue_ab.py                                  # 3 rounds, about 1.5 minutes
+    .venv/bin/python bench/enqueue_ab.py --baseline-tree ../jobq-before   # the same for another checkout, in turn
+    .venv/bin/python bench/enqueue_ab.py --setups memory-0 --rounds 5 --json out.json
+
+Each round loads the ceiling (``bench/ceiling_server.py``) and then, for each setup
+(``memory-0``: ``memory://`` with no workers; ``sqlite-32``: the defaults, a fresh SQLite
+file and 32 in-process workers that run every job), this checkout's ``main.py`` and the
+baseline's, the two in alternating order from round to round. Every server is a fresh
+process loaded by ``bench/loadgen.py`` as ``bench/run.py`` does (64 keep-alive
+connections, ``{"type": "noop"}``). Each run's share of the ceiling is taken against the
+ceiling of its own round, by rate and by server CPU per request (the ceiling's µs over
+jobq's); the table gives the median and the best over the rounds. Other processes on the
+machine only ever make a run slower, and CPU per request moves least.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import run as bench
+
+SETUPS = {"memory-0": ("memory://", 0), "sqlite-32": ("sqlite", 32)}
+
+
+@dataclass
+class Runs:
+    """Every round's figures for one server: rate, server µs CPU per request, and the shares of the ceiling."""
+
+    setup: str
+    tree: str
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    share_rate: list[float] = field(default_factory=list)
+    share_cpu: list[float] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: bench.Load, ceiling: bench.Load | None) -> None:
+        self.rates.append(result.rate)
+        self.cpu_us.append(result.server_us_per_request)
+        if ceiling is not None:
+            self.share_rate.append(result.rate / ceiling.rate)
+            self.share_cpu.append(ceiling.server_us_per_request / result.server_us_per_request)
+        for code, count in result.codes.items():
+            if code not in ("200", "202"):
+                self.refused[code] = self.refused.get(code, 0) + count
+        for error, count in result.errors.items():
+            self.refused[error] = self.refused.get(error, 0) + count
+
+    def cells(self) -> list[str]:
+        def shares(values: list[float]) -> str:
+            return f"{statistics.median(values):.0%} / {max(values):.0%}" if values else ""
+
+        return [
+            self.setup,
+            self.tree,
+            f"{statistics.median(self.rates):,.0f} / {max(self.rates):,.0f}",
+            f"{statistics.median(self.cpu_us):.1f} / {min(self.cpu_us):.1f}",
+            shares(self.share_rate),
+            shares(self.share_cpu),
+            ", ".join(f"{k}: {v}" for k, v in self.refused.items()) or "none",
+        ]
+
+
+def one_load(tree: Path | None, setup: str, scale: bench.Scale, workdir: Path, name: str) -> bench.Load:
+    """Start one server (``tree`` None: the ceiling), load it once, stop it."""
+    if tree is None:
+        command, root = [bench.PYTHON, str(bench.BENCH / "ceiling_server.py")], bench.ROOT
+    else:
+        store, workers = SETUPS[setup]
+        command, root = bench.jobq_command(bench._fresh(store, workdir), workers, root=tree), tree
+    with bench.serving(command, workdir, name, root=root) as server:
+        return bench.load(server, scale, 1)
+
+
+def measure(
+    trees: dict[str, Path], setups: Sequence[str], rounds: int, scale: bench.Scale, workdir: Path
+) -> list[Runs]:
+    ceiling = Runs("ceiling", "bare aiohttp")
+    runs = {(setup, name): Runs(setup, name) for setup in setups for name in trees}
+    for index in range(rounds):
+        top = one_load(None, "", scale, workdir, f"ceiling-{index}")
+        ceiling.add(top, top)
+        print(f"round {index + 1}: ceiling {top.rate:,.0f} req/s, {top.server_us_per_request:.1f} µs", file=sys.stderr)
+        names = list(trees) if index % 2 == 0 else list(reversed(trees))
+        for setup in setups:
+            for name in names:
+                result = one_load(trees[name], setup, scale, workdir, f"{setup}-{name}-{index}")
+                runs[setup, name].add(result, top)
+                share = top.server_us_per_request / result.server_us_per_request
+                print(
+                    f"  {setup} {name}: {result.rate:,.0f} req/s, {result.server_us_per_request:.1f} µs ({share:.0%})",
+                    file=sys.stderr,
+                )
+    return [ceiling, *runs.values()]
+
+
+def table(runs: Sequence[Runs]) -> str:
+    header = [
+        "setup",
+        "server",
+        "req/s median / best",
+        "server µs CPU/req median / best",
+        "of the ceiling by rate",
+        "by CPU/req",
+        "not 200/202",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in runs]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured the same way in turn")
+    parser.add_argument("--setups", default="memory-0,sqlite-32", help=f"comma-separated: {', '.join(SETUPS)}")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
+    parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    args = parser.parse_args(argv)
+    setups = args.setups.split(",")
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        parser.error(f"unknown setup {unknown[0]!r}: {', '.join(SETUPS)}")
+    trees = {"HEAD": bench.ROOT}
+    if args.baseline_tree:
+        trees["baseline"] = args.baseline_tree.resolve()
+    scale = replace(bench.Scale(), duration=args.duration)
+    info = bench.machine()
+    print(f"machine: {info}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="jobq-enqueue-ab-") as tmp:
+        runs = measure(trees, setups, args.rounds, scale, Path(tmp))
+    print(table(runs))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
