@@ -4,7 +4,7 @@ read store gives (a real file; the chunks are held back and let through by the t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,10 @@ import pytest
 
 from jobq.errors import StoreCorrupt, StoreUnavailable
 from jobq.job import Job, JobStatus
-from jobq.store import Added, StoreOptions
+from jobq.store import Added
 from jobq.store import sqlite as sqlite_store
 from jobq.store.sqlite import JournalWriter, SQLiteStore
-
-OpenStore = Callable[..., Awaitable[SQLiteStore]]
+from tests.conftest import OpenStore
 
 
 class Chunks:
@@ -64,21 +63,6 @@ def chunks(monkeypatch: pytest.MonkeyPatch) -> Chunks:
     monkeypatch.setattr(sqlite_store, "CHUNK", 10)
     monkeypatch.setattr(JournalWriter, "call", call)
     return gate
-
-
-@pytest.fixture
-async def open_sqlite(tmp_path: Path) -> AsyncIterator[OpenStore]:
-    opened: list[SQLiteStore] = []
-
-    async def build(**options: Any) -> SQLiteStore:
-        store = SQLiteStore(str(tmp_path / "jobq.db"), StoreOptions(**options))
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield build
-    for store in opened:
-        await store.close()
 
 
 def job(job_id: str, **fields: Any) -> Job:
