@@ -93,6 +93,8 @@ class JobService:
         store.add_listener(self._on_change)  # local and immediate: logs and throughput
         store.subscribe(self._on_event)  # durable changes: waiters and drain accounting
         self._housekeeper: asyncio.Task[None] | None = None
+        self._gathered: list[tuple[Job, asyncio.Future[Added | Exception]]] | None = None  # see _add
+        self._group_adds: set[asyncio.Task[None]] = set()
 
     def add_enqueue_listener(self, listener: EnqueueListener) -> None:
         """Call ``listener(jobs)`` with the new jobs of every submission (metrics hang off this)."""
@@ -136,7 +138,9 @@ class JobService:
         return DrainReport(held - len(self._remote_held), sorted(self._remote_held))
 
     async def close(self) -> None:
-        """Stop housekeeping and close the store (after a drain)."""
+        """Stop housekeeping and close the store (after a drain, and after the group adds in flight)."""
+        while self._group_adds:
+            await asyncio.gather(*self._group_adds, return_exceptions=True)
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             await asyncio.gather(self._housekeeper, return_exceptions=True)
@@ -281,7 +285,7 @@ class JobService:
             raise self.registry.unknown(request.type)
         job = request.to_job(self.store.clock())
         job.owner = owner
-        [outcome] = await self.store.add((job,))
+        outcome = await self._add(job)
         answer = self._answer(job, outcome, sees_all)
         if isinstance(answer, JobqError):
             raise answer
@@ -290,6 +294,54 @@ class JobService:
             for listener in self._enqueue_listeners:
                 listener(created)
         return answer
+
+    async def _add(self, job: Job) -> Added | Exception:
+        """Store one job, as one add with every other job submitted while the store was busy (a group add).
+
+        With no add in flight the job goes to the store at once (on the memory store it is stored
+        before this returns: nothing waits). While one is in flight (a durable store is committing),
+        jobs submitted meanwhile wait in ``_gathered`` and go to the store together as soon as it
+        answers: one store call, one write and one commit for all of them instead of one each. Each
+        caller gets its own job's outcome once it is stored (durably, on a durable store).
+        """
+        gathered = self._gathered
+        if gathered is not None:  # an add is in flight: join the next one
+            waiter = asyncio.get_running_loop().create_future()
+            gathered.append((job, waiter))
+            return await waiter
+        self._gathered = []
+        try:
+            [outcome] = await self.store.add((job,))
+        finally:
+            self._add_gathered()
+        return outcome
+
+    def _add_gathered(self) -> None:
+        """Hand the jobs gathered while an add was in flight to the store, as one add (or mark none in flight)."""
+        gathered = self._gathered
+        if not gathered:
+            self._gathered = None
+            return
+        self._gathered = []
+        task = asyncio.create_task(self._add_group(gathered), name="jobq-group-add")
+        self._group_adds.add(task)
+        task.add_done_callback(self._group_adds.discard)
+
+    async def _add_group(self, group: list[tuple[Job, asyncio.Future[Added | Exception]]]) -> None:
+        try:
+            outcomes = await self.store.add([job for job, _ in group])
+        except BaseException as exc:  # the store refused the whole add: each caller gets why
+            for _, waiter in group:
+                if not waiter.done():
+                    waiter.set_exception(exc if isinstance(exc, Exception) else ShuttingDown("jobq stopped"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, waiter), outcome in zip(group, outcomes, strict=True):
+                if not waiter.done():  # a caller that hung up: its job is stored all the same
+                    waiter.set_result(outcome)
+        finally:
+            self._add_gathered()
 
     def _runs_here(self, queue: str) -> bool:
         """Whether in-process workers take jobs from this queue (so its job types must be known here)."""
