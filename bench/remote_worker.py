@@ -11,7 +11,8 @@ Each measurement runs in fresh processes:
 1. ``main.py --store S --workers W`` starts (``W`` is 0 for the remote rows; each
    SQLite measurement gets a new file) and queue ``default`` is paused;
 2. N ``noop`` jobs are enqueued with ``POST /enqueue/batch``, 1,000 per request;
-3. for the remote rows, k ``python -m jobq.sdk.remote_worker --concurrency C`` processes start,
+3. for the remote rows, k ``python -m jobq.sdk.remote_worker`` processes start (at their
+   defaults, or with the ``--concurrency`` and ``--prefetch`` a row names),
    and the script waits until each has logged that it is running;
 4. the queue is resumed and the clock starts; it stops when ``GET /stats`` (polled
    every 20 ms, under a deadline) counts every job finished.
@@ -28,9 +29,10 @@ server's ``/metrics``, how many ``/workers/lease`` and ``/workers/settle``
 requests the run took: the remote worker leases in batches (as many jobs as it has
 idle slots) and settles the jobs that finish together in one ``settle`` request.
 
-With ``--profile DIR``, py-spy samples the server and the worker of the memory
-1 x 64 row (into DIR/server.txt and DIR/worker-0.txt, for bench/flame_top.py);
-py-spy pauses a process for each sample, so that row comes out slower.
+With ``--profile DIR``, py-spy samples the server and the worker of the first
+remote row of the first store (into DIR/server.txt and DIR/worker-0.txt, for
+bench/flame_top.py); py-spy pauses a process for each sample, so that row comes
+out slower.
 """
 
 from __future__ import annotations
@@ -57,13 +59,12 @@ sys.path.insert(0, str(BENCH))
 import run as bench  # noqa: E402 - bench/run.py, found through the path set just above
 from loadgen import process_cpu  # noqa: E402 - bench/loadgen.py
 
-ROOT = bench.ROOT
+TREE = bench.ROOT  # the checkout whose jobq runs the servers and workers (--tree)
 PYTHON = bench.PYTHON
 BATCH = 1000
 POLL_SECONDS = 0.02
 IN_PROCESS_WORKERS = 32
-REMOTE = ((1, 16), (1, 64), (2, 32))  # (worker processes, concurrency of each)
-SQLITE_REMOTE = ((1, 64), (2, 32))
+REMOTE = "1,1x64,2x32"  # the rows of every store, as --setups takes them
 METRIC_LINE = re.compile(r"^jobq_http_requests_total\{(?P<labels>.*)\} (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -78,6 +79,21 @@ class Scale:
 QUICK = Scale(memory_jobs=2_000, sqlite_jobs=1_000, timeout=60.0)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """How a row runs its jobs: ``processes`` remote workers with ``flags`` (0: in-process workers)."""
+
+    processes: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return f"{self.processes} x {' '.join(self.flags) or 'defaults'}"
+
+
+IN_PROCESS = Setup(0)
+
+
 @dataclass
 class Result:
     """One measurement."""
@@ -85,7 +101,6 @@ class Result:
     store: str
     setup: str  # "in-process 32 workers" or "2 x 32"
     processes: int  # remote worker processes (0: in-process)
-    concurrency: int  # per process (in-process: worker tasks)
     jobs: int
     seconds: float
     jobs_per_second: float
@@ -103,12 +118,12 @@ class Result:
 
 
 def server_command(store: str, workers: int, port: int) -> list[str]:
-    return [*bench.jobq_command(store, workers), "--port", str(port)]
+    return [*bench.jobq_command(store, workers, root=TREE), "--port", str(port)]
 
 
 @contextmanager
 def serving(store: str, workers: int, port: int, log: Path) -> Iterator[bench.Server]:
-    server = bench.Server(server_command(store, workers, port), port, log)
+    server = bench.Server(server_command(store, workers, port), port, log, root=TREE)
     try:
         server.wait_ready()
         yield server
@@ -119,12 +134,12 @@ def serving(store: str, workers: int, port: int, log: Path) -> Iterator[bench.Se
 class Worker:
     """One ``python -m jobq.sdk.remote_worker`` process; its log goes to a file."""
 
-    def __init__(self, url: str, concurrency: int, log: Path) -> None:
+    def __init__(self, url: str, flags: Sequence[str], log: Path) -> None:
         self.log = log
         self._log_file = log.open("wb")
-        command = [PYTHON, "-m", "jobq.sdk.remote_worker", "--url", url, "--concurrency", str(concurrency)]
+        command = [PYTHON, "-m", "jobq.sdk.remote_worker", "--url", url, *flags]
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=bench.clean_env(), stdout=self._log_file, stderr=subprocess.STDOUT
+            command, cwd=TREE, env=bench.clean_env(TREE), stdout=self._log_file, stderr=subprocess.STDOUT
         )
 
     def running(self) -> bool:
@@ -145,11 +160,11 @@ class Worker:
 
 
 @contextmanager
-def workers(url: str, processes: int, concurrency: int, workdir: Path, name: str) -> Iterator[list[Worker]]:
+def workers(url: str, setup: Setup, workdir: Path, name: str) -> Iterator[list[Worker]]:
     started: list[Worker] = []
     try:
-        for i in range(processes):
-            started.append(Worker(url, concurrency, workdir / f"{name}-worker-{i}.log"))
+        for i in range(setup.processes):
+            started.append(Worker(url, setup.flags, workdir / f"{name}-worker-{i}.log"))
         deadline = time.monotonic() + 30
         while not all(w.running() for w in started):
             if time.monotonic() > deadline:
@@ -244,21 +259,20 @@ def measure(
     label: str,
     store_url: str,
     jobs: int,
-    processes: int,
-    concurrency: int,
+    setup: Setup,
     scale: Scale,
     workdir: Path,
     port: int,
     profile: Path | None = None,
 ) -> Result:
     """One row: N jobs pre-enqueued on a paused queue, then run by remote workers (or in-process ones)."""
-    in_process = processes == 0
-    name = f"{label}-{'inproc' if in_process else f'{processes}x{concurrency}'}"
+    in_process = setup.processes == 0
+    name = f"{label}-{len(os.listdir(workdir))}"
     store = fresh_store(store_url, workdir)
-    with serving(store, concurrency if in_process else 0, port, workdir / f"{name}.log") as server:
+    with serving(store, IN_PROCESS_WORKERS if in_process else 0, port, workdir / f"{name}.log") as server:
         call(server, "POST", "/queues/default/pause")
         enqueue(server, jobs)
-        with workers(server.url, processes, concurrency, workdir, name) as remote:
+        with workers(server.url, setup, workdir, name) as remote:
             pids = [w.process.pid for w in remote]
             spied = {"server": server.process.pid, **{f"worker-{i}": pid for i, pid in enumerate(pids)}}
             with profiling(spied, profile):
@@ -272,12 +286,10 @@ def measure(
             after = requests_by_route(server)
     server_cpu = cpu_after[0] - cpu_before[0]
     workers_cpu = sum(cpu_after[1]) - sum(cpu_before[1]) if pids else None
-    setup = f"in-process, {concurrency} workers" if in_process else f"{processes} x {concurrency}"
     return Result(
         store=label,
-        setup=setup,
-        processes=processes,
-        concurrency=concurrency,
+        setup=f"in-process, {IN_PROCESS_WORKERS} workers" if in_process else setup.text,
+        processes=setup.processes,
         jobs=jobs,
         seconds=round(seconds, 3),
         jobs_per_second=round(jobs / seconds, 1),
@@ -304,18 +316,25 @@ def fresh_store(store_url: str, workdir: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def run_all(stores: Sequence[str], scale: Scale, workdir: Path, port: int, profile: Path | None) -> list[Result]:
+def run_all(
+    stores: Sequence[str],
+    scale: Scale,
+    workdir: Path,
+    port: int,
+    profile: Path | None,
+    setups: Sequence[Setup] | None = None,
+) -> list[Result]:
     results: list[Result] = []
     for label in stores:
         jobs = scale.memory_jobs if label == "memory" else scale.sqlite_jobs
         store_url = "memory://" if label == "memory" else "sqlite"
         started = time.perf_counter()
-        ceiling = measure(label, store_url, jobs, 0, IN_PROCESS_WORKERS, scale, workdir, port)
+        ceiling = measure(label, store_url, jobs, IN_PROCESS, scale, workdir, port)
         ceiling.share_of_ceiling = 1.0
         rows = [ceiling]
-        for i, (processes, concurrency) in enumerate(REMOTE if label == "memory" else SQLITE_REMOTE):
-            spy = profile if (profile is not None and label == "memory" and i == 1) else None
-            row = measure(label, store_url, jobs, processes, concurrency, scale, workdir, port, spy)
+        for i, setup in enumerate(setups or parse_setups(REMOTE)):
+            spy = profile if (not results and i == 0) else None
+            row = measure(label, store_url, jobs, setup, scale, workdir, port, spy)
             row.share_of_ceiling = round(row.jobs_per_second / ceiling.jobs_per_second, 3)
             rows.append(row)
         print(f"{label}: done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
@@ -369,11 +388,33 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def parse_setups(text: str) -> list[Setup]:
+    """Remote rows, comma-separated: ``P`` (P worker processes at their defaults), ``PxC`` (at
+    ``--concurrency C``), either followed by ``+N`` (``--prefetch N``): ``1,1x64,2x32+32``."""
+    setups = []
+    for part in text.split(","):
+        part, _, prefetch = part.strip().partition("+")
+        processes, _, concurrency = part.partition("x")
+        flags = ("--concurrency", concurrency) if concurrency else ()
+        flags += ("--prefetch", prefetch) if prefetch else ()
+        setups.append(Setup(int(processes), flags))
+    return setups
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small numbers: checks that everything runs")
     parser.add_argument("--stores", default="memory,sqlite", help="comma-separated: memory, sqlite")
     parser.add_argument("--jobs", type=int, help="jobs per measurement (every store)")
+    parser.add_argument(
+        "--setups",
+        type=parse_setups,
+        help="remote rows, comma-separated: P (P workers at their defaults) or PxC (--concurrency C), "
+        "either with +N for --prefetch N: 1,1x64,2x32+32 (the default)",
+    )
+    parser.add_argument(
+        "--tree", type=Path, help="measure the jobq of this checkout (its main.py and SDK); default: this one"
+    )
     parser.add_argument("--port", type=int, default=0, help="port for the servers (default: a free one)")
     parser.add_argument(
         "--json",
@@ -385,10 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="py-spy (raw format) the server and the worker of the memory 1 x 64 row into DIR/server.txt and "
-        "DIR/worker-0.txt (summarise them with bench/flame_top.py); that row runs slower for it",
+        help="py-spy (raw format) the server and the worker of the first store's first remote row into "
+        "DIR/server.txt and DIR/worker-0.txt (summarise them with bench/flame_top.py); that row runs slower for it",
     )
     args = parser.parse_args(argv)
+    if args.tree is not None:
+        global TREE
+        TREE = args.tree.resolve()
     scale = QUICK if args.quick else Scale()
     if args.jobs:
         scale = Scale(memory_jobs=args.jobs, sqlite_jobs=args.jobs, timeout=scale.timeout)
@@ -400,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {info}", file=sys.stderr)
     port = args.port or bench.free_port()
     with tempfile.TemporaryDirectory(prefix="jobq-bench-remote-") as tmp:
-        results = run_all(stores, scale, Path(tmp), port, args.profile)
+        results = run_all(stores, scale, Path(tmp), port, args.profile, args.setups)
     print(table(results))
     if args.json:
         document = json.dumps({"machine": info, "rows": [asdict(r) for r in results]}, indent=2)

@@ -588,8 +588,19 @@ async def docs_asset(request: web.Request) -> web.Response:
 
 # -- the worker protocol: remote workers lease, heartbeat and settle over HTTP --
 def leased_view(job: Job) -> dict[str, Any]:
-    """A leased job as its worker sees it: the record plus the lease id it must present."""
-    return {**job.to_dict(), "lease_id": job.lease_id}
+    """A leased job as its worker sees it (``LeasedJob``): only what a worker reads, nothing it would not."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "queue": job.queue,
+        "priority": job.priority,
+        "payload": job.payload,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "lease_id": job.lease_id,
+        "lease_expires_at": rfc3339(job.lease_expires_at),
+    }
 
 
 @routes.post("/workers/lease")

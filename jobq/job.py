@@ -222,7 +222,8 @@ class Job:
         self.started_at = now
         self.run_at = None
         self.progress = self.progress_note = None
-        self.history.append(Attempt(len(self.history) + 1, now, worker))  # numbered across re-runs
+        # a new list, not an append: a store may share one empty history among the jobs it holds
+        self.history = [*self.history, Attempt(len(self.history) + 1, now, worker)]  # numbered across re-runs
 
     def complete(self, result: Any, now: float) -> None:
         """The handler returned: record its result."""

@@ -21,6 +21,7 @@ crash) treats a job alike.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobq.job import Job, JobStatus
 from jobq.retry import RetryPolicy
@@ -31,6 +32,19 @@ LOST_REASONS = {
     "undelivered": "the answer that leased it never reached a worker",
 }
 RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a leased run ended: a result (``error`` None), or a failure with its error text."""
+
+    id: str
+    lease_id: str
+    result: Any = None
+    error: str | None = None
+    retry_in: float | None = None  # a failure: run again after this long, whatever the policy says
+    outcome: str = "failed"  # a failure: failed, timeout or retry
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,10 +329,22 @@ class EnqueueAnswer(RootModel[JobReceipt | JobRecord]):
     """``POST /enqueue``: the receipt; with ``?wait=``, the whole record."""
 
 
-class LeasedJob(JobRecord):
-    """A job as a worker leased it: the record plus the lease id every later call about it presents."""
+class LeasedJob(Answer):
+    """A job as its worker leased it: what its handler runs with, and the lease every later call presents.
 
-    lease_id: str
+    Only what a worker reads: the whole record (history, times, owner) is ``GET /status/{id}``.
+    """
+
+    id: str
+    type: str
+    queue: str
+    priority: int
+    payload: Any = Field(description="any JSON value")
+    attempts: int = Field(ge=1, description="this run's attempt number (a lost run does not use one)")
+    max_attempts: int = Field(ge=1)
+    timeout: float | None = Field(description="seconds per attempt")
+    lease_id: str = Field(description="presented by every later call about this run")
+    lease_expires_at: datetime = Field(description="when the lease lapses unless extended")
 
 
 class JobList(Answer):

@@ -12,9 +12,14 @@ it reaches the store. A plain ``def`` handler runs in the pool's threads. A fail
 attempt keeps its traceback. The feeder and the lease keeper are supervised: an
 unexpected error is logged at once and the task restarts after a backoff.
 
-Settling never needs ``asyncio.shield``: every store method changes the job and
-queues its write before its first ``await``, so a cancellation that lands while
-a worker waits for a commit cannot leave a finished job marked running.
+A worker does not wait for its job's settle: the runs that end in one pass of
+the event loop are settled together, in one ``settle_many`` call (one write, or
+one request for a remote worker), while the workers take their next jobs. Their
+leases stay held, and extended, until that call answers; a pool holds at most
+twice its concurrency plus ``prefetch`` leases. Settling never needs
+``asyncio.shield``: the call runs in a task nobody cancels (a stop waits for it),
+and every store method changes the job and queues its write before its first
+``await``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, Protocol
 from jobq.errors import JobNotFound, JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter, ThreadJobContext
 from jobq.job import Job, JobStatus
+from jobq.lifecycle import Settlement
 from jobq.retry import Retry
 from jobq.values import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, json_value, storable_text
 
@@ -83,18 +89,9 @@ class JobSource(Reporter, Protocol):
         self, leases: Sequence[tuple[str, str]], lease_seconds: float
     ) -> Sequence[Job | JobqError]: ...
 
-    async def complete(self, job_id: str, lease_id: str, result: Any) -> object: ...
-
-    async def fail(
-        self,
-        job_id: str,
-        lease_id: str,
-        error: str,
-        *,
-        retry_in: float | None = None,
-        outcome: str = "failed",
-        traceback: str | None = None,
-    ) -> object: ...
+    async def settle_many(self, settlements: Sequence[Settlement]) -> Sequence[object]:
+        """Complete or fail leased jobs; one answer each, in order: a JobqError for one that did not land."""
+        ...
 
     async def release(self, job_id: str, lease_id: str) -> Job: ...
 
@@ -119,6 +116,26 @@ class DrainReport:
 
     finished: int  # jobs settled while draining
     unfinished: list[str]  # ids released or abandoned when the drain timed out
+
+
+def settlement_of(leased: Leased, ending: Ending) -> Settlement | None:
+    """What the store is told of a run that ended so: None for a cancelled job (whoever cancelled it settled it)."""
+    job_id, lease_id = leased[0].id, leased[1]
+    outcome, value = ending.outcome, ending.value
+    if outcome == "completed":
+        try:
+            return Settlement(job_id, lease_id, json_value(value))
+        except ValueError as exc:
+            outcome, value = "failed", f"the handler's result cannot be stored: {exc}"
+    if outcome == "retry":
+        assert isinstance(value, Retry)
+        return Settlement(
+            job_id, lease_id, error=storable_text(str(value), MAX_ERROR_CHARS), retry_in=value.defer, outcome="retry"
+        )
+    if outcome == "cancelled":
+        return None
+    error = storable_text(str(value), MAX_ERROR_CHARS)
+    return Settlement(job_id, lease_id, error=error, outcome=outcome, traceback=ending.traceback)
 
 
 class WorkerPool:
@@ -156,6 +173,9 @@ class WorkerPool:
         # By lease id, not job id: a job whose lease lapsed may be leased again to this same pool,
         # and the stale run and the live one must never be taken for each other.
         self._held: dict[str, Leased] = {}  # leased by this pool and not yet settled
+        self._max_held = 2 * (concurrency + prefetch)  # running or queued, and as many settles on their way
+        self._endings: list[tuple[Leased, Settlement | None]] = []  # finished runs not yet handed to the store
+        self._settling: set[asyncio.Task[None]] = set()  # settle_many calls on their way
         self._running: dict[str, tuple[str, asyncio.Task[None]]] = {}  # lease -> (job id, task in its handler)
         self._interrupted: set[str] = set()  # leases whose handler interrupt() cancelled
         self._released: list[str] = []  # ids handed back unfinished by a stop
@@ -178,9 +198,10 @@ class WorkerPool:
     async def drain(self, timeout: float, *, run_waiting: bool = True) -> DrainReport:
         """Finish held jobs (and, with ``run_waiting``, every ready job), then stop.
 
-        After ``timeout`` seconds, what is left is released: back to pending in
-        the store (a durable store runs them after the next start). Scheduled
-        jobs are left for later.
+        Without ``run_waiting``, the jobs leased ahead (prefetched, not started) are
+        released at once, for other workers. After ``timeout`` seconds, what is left
+        is released: back to pending in the store (a durable store runs them after
+        the next start). Scheduled jobs are left for later.
         """
         if not self._workers:
             return DrainReport(0, [])
@@ -190,6 +211,8 @@ class WorkerPool:
         if self._feeder is not None:  # restart the feeder so it stops waiting for new work
             self._feeder.cancel()
             await asyncio.gather(self._feeder, return_exceptions=True)
+        if not run_waiting:
+            await self._release_queued()
         self._feeder = asyncio.create_task(supervise("the feeder", self._feed), name="jobq-feeder-draining")
         # asyncio.wait, not gather under a timeout: a timeout would cancel the gather and with it
         # every worker, which releases and forgets its job before anyone can report it.
@@ -203,17 +226,34 @@ class WorkerPool:
         return DrainReport(self.settled - settled_before, unfinished)
 
     async def _stop_now(self) -> list[str]:
-        """Cancel every task and hand unfinished jobs back to the store; returns their ids."""
+        """Cancel every task and hand unfinished jobs back to the store; returns their ids.
+
+        Jobs whose handler finished are settled, not released: their settles are sent and waited for.
+        """
         tasks = [t for t in (*self._workers, self._feeder, self._keeper) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # a cancelled worker releases its job
+        self._send_endings()
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         for leased in list(self._held.values()):  # leased but never started
             await self._release(leased)
             self._unhold(leased)
         if self._threads is not None:  # a handler thread still running cannot be stopped: it is left to end
             self._threads.shutdown(wait=False, cancel_futures=True)
         return list(self._released)
+
+    async def _release_queued(self) -> None:
+        """Hand back the jobs leased ahead that no worker has started."""
+        queued: list[Leased] = []
+        while not self._queue.empty():
+            leased = self._queue.get_nowait()
+            if leased is not None:
+                queued.append(leased)
+        for leased in queued:
+            await self._release(leased)
+            self._unhold(leased)
 
     def held(self) -> list[str]:
         """Ids of jobs this pool has leased and not settled."""
@@ -240,7 +280,8 @@ class WorkerPool:
             # Lease for idle workers only, unless told to prefetch: a job leased early jumps ahead
             # of higher-priority jobs that arrive while it sits here, but a worker that finds the
             # next job waiting does not have to wait for the feeder (see --prefetch).
-            room = self.concurrency + self.prefetch - self.busy - queue.qsize()
+            waiting = queue.qsize()
+            room = min(self.concurrency + self.prefetch - self.busy - waiting, self._max_held - len(self._held))
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
@@ -324,23 +365,58 @@ class WorkerPool:
             self._room.set()
 
     async def _run(self, leased: Leased, task: asyncio.Task[None]) -> None:
-        job = leased[0]
+        """Run one job; its settle is handed on, and the worker is free for the next job at once."""
         self.busy += 1
         try:
-            await self._settle(leased, await self._execute(leased, task))
-            self.settled += 1
-        except StaleLease:
-            log.debug("job %s lost its lease while running (cancelled or expired)", job.id, extra=job.log_fields())
+            ending = await self._execute(leased, task)
         except asyncio.CancelledError:
             await self._release(leased)
+            self._unhold(leased)
             raise
-        except JobqError as exc:  # the store refused the write (full, unavailable): its message says why
-            log.error("settling job %s failed: %s", job.id, exc.detail, extra=job.log_fields())
-        except Exception:
-            log.exception("settling job %s failed", job.id, extra=job.log_fields())
         finally:
             self.busy -= 1
-            self._unhold(leased)
+        self._end(leased, settlement_of(leased, ending))
+
+    # -- settling: the runs that end in one pass of the event loop go to the store in one call --
+    def _end(self, leased: Leased, settlement: Settlement | None) -> None:
+        """Queue a finished run's settlement (None: nothing to settle, a cancelled job); sent after this pass."""
+        if not self._endings:
+            asyncio.get_running_loop().call_soon(self._send_endings)
+        self._endings.append((leased, settlement))
+
+    def _send_endings(self) -> None:
+        endings, self._endings = self._endings, []
+        if endings:  # a task, never cancelled: the jobs did finish (the store changes them before its first await)
+            task = asyncio.create_task(self._settle(endings), name="jobq-settle")
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, endings: list[tuple[Leased, Settlement | None]]) -> None:
+        """Settle finished runs in one call; held leases are kept (and extended) until it answers."""
+        sent = [(leased, settlement) for leased, settlement in endings if settlement is not None]
+        try:
+            answers: Sequence[object] = await self.store.settle_many([s for _, s in sent]) if sent else []
+        except JobqError as exc:  # the store refused the write (full, unavailable): its message says why
+            answers = [exc] * len(sent)
+        except Exception as exc:
+            log.exception("settling %d jobs failed", len(sent))
+            answers = [exc] * len(sent)
+        try:
+            for (leased, _), answer in zip(sent, answers, strict=True):
+                job = leased[0]
+                if isinstance(answer, StaleLease):
+                    log.debug(
+                        "job %s lost its lease while running (cancelled or expired)", job.id, extra=job.log_fields()
+                    )
+                elif isinstance(answer, JobqError):
+                    log.error("settling job %s failed: %s", job.id, answer.detail, extra=job.log_fields())
+                elif not isinstance(answer, BaseException):
+                    self.settled += 1
+            self.settled += len(endings) - len(sent)
+        finally:
+            for leased, _ in endings:
+                self._unhold(leased)
+            self._room.set()
 
     def _unhold(self, leased: Leased) -> None:
         """Forget a settled or released lease."""
@@ -406,25 +482,6 @@ class WorkerPool:
         """A handler raised: its error and traceback go into the attempt, and the traceback into the log."""
         log.warning("job %s (%s) raised %s", job.id, job.type, type(exc).__name__, exc_info=exc, extra=job.log_fields())
         return Ending("failed", describe(exc), traceback_of(exc))
-
-    async def _settle(self, leased: Leased, ending: Ending) -> None:
-        job, lease_id = leased
-        outcome, value = ending.outcome, ending.value
-        if outcome == "completed":
-            try:
-                value = json_value(value)
-            except ValueError as exc:
-                outcome, value = "failed", f"the handler's result cannot be stored: {exc}"
-        if outcome == "completed":
-            await self.store.complete(job.id, lease_id, value)
-        elif outcome == "retry":
-            assert isinstance(value, Retry)
-            await self.store.fail(
-                job.id, lease_id, storable_text(str(value), MAX_ERROR_CHARS), retry_in=value.defer, outcome="retry"
-            )
-        elif outcome != "cancelled":  # a cancelled job was already settled by whoever cancelled it
-            error = storable_text(str(value), MAX_ERROR_CHARS)
-            await self.store.fail(job.id, lease_id, error, outcome=outcome, traceback=ending.traceback)
 
     async def _release(self, leased: Leased) -> None:
         """Hand an unfinished job back to the store and note its id (unless it was settled meanwhile)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from jobq.app import create_app, store_from_config
 from jobq.builtin_handlers import register_builtins
 from jobq.config import Config
 from jobq.handlers import Registry
+from jobq.store import StoreOptions
+from jobq.store.sqlite import SQLiteStore
 from tests.procs import ServerProcess
 
 TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=1.0)
@@ -120,3 +122,27 @@ def start_server(tmp_path: Path, runs_file: Path) -> Iterator[StartServer]:
     for server in servers:
         server.stop()
         server.wait(timeout=10)  # closes the log file even when the process exited on its own
+
+
+OpenStore = Callable[..., Awaitable[SQLiteStore]]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "jobq.db")
+
+
+@pytest.fixture
+async def open_sqlite(db_path: str) -> AsyncIterator[OpenStore]:
+    """Open a SQLiteStore on the test's file (again and again, to restart); all closed at teardown."""
+    opened: list[SQLiteStore] = []
+
+    async def build(path: str = db_path, **options: Any) -> SQLiteStore:
+        store = SQLiteStore(path, StoreOptions(**options))
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()

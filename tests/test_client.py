@@ -110,7 +110,7 @@ async def test_wait_returns_the_finished_job(sdk: JobqClient) -> None:
 
 
 async def test_remote_worker_pool_runs_jobs_over_http(registry: Registry, make_client: MakeClient) -> None:
-    """The same WorkerPool, fed by the SDK instead of a store: what ``python -m jobq.sdk.remote_worker`` runs."""
+    """The same WorkerPool, fed by the SDK instead of a store: what ``jobq worker`` runs."""
     seen: list[str] = []
 
     async def shout(ctx: JobContext) -> str:
@@ -122,7 +122,7 @@ async def test_remote_worker_pool_runs_jobs_over_http(registry: Registry, make_c
     registry.register("shout")(shout)
     client = await make_client(workers=0)
     async with sdk_for(client) as jobq:
-        pool = WorkerPool(jobq, registry, concurrency=4, lease_seconds=10, idle_wait=0.5)
+        pool = WorkerPool(BatchedSource(jobq), registry, concurrency=4, lease_seconds=10, idle_wait=0.5)
         pool.start()
         ids = [(await jobq.enqueue("shout", {"word": w})).id for w in ("a", "b", "c")]
         for job_id, word in zip(ids, ("A", "B", "C"), strict=True):

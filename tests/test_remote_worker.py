@@ -368,7 +368,8 @@ async def test_a_lease_long_poll_that_hung_up_gives_its_job_back_at_once(start_s
     [job] = leased["jobs"]
     assert job["id"] == enqueued["id"]
     # The hung-up poll ended with its connection (it took nothing), so the job ran at once elsewhere.
-    assert [(a["worker"], a["outcome"]) for a in job["history"]] == [("alive", None)]
+    history = job_status(server, job["id"])["history"]
+    assert [(a["worker"], a["outcome"]) for a in history] == [("alive", None)]
     assert server.request("GET", "/stats")[1]["waiting_leases"] == 0
 
 

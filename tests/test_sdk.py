@@ -315,7 +315,7 @@ class FlakyLeases:
     async def heartbeat_many(self, *args: Any) -> Job:
         raise NotImplementedError
 
-    complete = fail = release = append_log = set_progress = heartbeat_many
+    settle_many = release = append_log = set_progress = heartbeat_many
 
 
 URL = "http://jobq.example:8080"

@@ -10,7 +10,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,32 +24,10 @@ from jobq.job import Job, JobStatus
 from jobq.retry import RetryPolicy
 from jobq.store import Added, Retention, StoreOptions, open_store
 from jobq.store.sqlite import SQLiteStore
-from tests.conftest import TEST_CONFIG
+from tests.conftest import TEST_CONFIG, OpenStore
 from tests.procs import ROOT
 
-OpenStore = Callable[..., Awaitable[SQLiteStore]]
 BIG = "x" * 200_000  # a payload that needs many new pages
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "jobq.db")
-
-
-@pytest.fixture
-async def open_sqlite(db_path: str) -> AsyncIterator[OpenStore]:
-    """Open a SQLiteStore on the test's file (again and again, to restart); all closed at teardown."""
-    opened: list[SQLiteStore] = []
-
-    async def build(path: str = db_path, **options: Any) -> SQLiteStore:
-        store = SQLiteStore(path, StoreOptions(**options))
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield build
-    for store in opened:
-        await store.close()
 
 
 def make_job(job_id: str, **fields: Any) -> Job:
@@ -188,6 +166,7 @@ async def test_jobs_left_processing_by_a_crash_are_pending_again(
     assert await asyncio.wait_for(crashed.wait(), 30) == 0
     caplog.set_level(logging.INFO, logger="jobq.store")
     store = await open_sqlite()
+    await store.loaded()  # the jobs are read back while the store serves; the count is logged at the end
     assert any("recovered 3 jobs" in r.getMessage() for r in caplog.records), caplog.text
     assert (await store.stats()).by_status == {"pending": 5}
     recovered = await store.get("j0")

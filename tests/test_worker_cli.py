@@ -10,7 +10,7 @@ from aiohttp import web
 
 from jobq.errors import JobqError
 from jobq.sdk.client import JobqClient
-from jobq.sdk.remote_worker import build_parser
+from jobq.sdk.remote_worker import build_parser, prefetch_of
 from tests.procs import ROOT
 
 
@@ -22,6 +22,7 @@ from tests.procs import ROOT
         (["--concurrency", "0"], "--concurrency: must be above 0"),
         (["--concurrency", "many"], "--concurrency: expected a number"),
         (["--drain-timeout", "-1"], "--drain-timeout: must be at least 0"),
+        (["--prefetch", "-1"], "--prefetch: must be at least 0"),
     ],
 )
 def test_bad_numbers_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,6 +30,12 @@ def test_bad_numbers_are_usage_errors(argv: list[str], message: str, capsys: pyt
         build_parser().parse_args(argv)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_worker_leases_as_many_ahead_as_it_runs_unless_told() -> None:
+    assert prefetch_of(build_parser().parse_args(["--concurrency", "8"])) == 8
+    assert prefetch_of(build_parser().parse_args(["--concurrency", "8", "--prefetch", "0"])) == 0
+    assert prefetch_of(build_parser().parse_args(["--prefetch", "3"])) == 3
 
 
 def test_numbers_from_the_environment_are_checked_too(
@@ -71,10 +78,10 @@ def test_the_installed_commands_point_at_real_entry_points() -> None:
 def test_an_empty_variable_counts_as_unset_and_a_bad_log_level_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("JOBQ_LOG_LEVEL", "JOBQ_CONCURRENCY", "JOBQ_LEASE"):
+    for name in ("JOBQ_LOG_LEVEL", "JOBQ_CONCURRENCY", "JOBQ_PREFETCH", "JOBQ_LEASE"):
         monkeypatch.setenv(name, "")
     args = build_parser().parse_args([])
-    assert (args.log_level, args.concurrency, args.lease) == ("info", 16, 60.0)
+    assert (args.log_level, args.concurrency, prefetch_of(args), args.lease) == ("info", 32, 32, 60.0)
     with pytest.raises(SystemExit) as stopped:
         build_parser().parse_args(["--log-level", "bogus"])
     assert stopped.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err

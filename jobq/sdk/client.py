@@ -9,7 +9,8 @@ catch the same classes on either side of the wire::
         done = await jobq.wait(job.id, timeout=30)
 
 The client also speaks the worker protocol (lease, heartbeat, complete, fail,
-release), which is how ``python -m jobq.sdk.remote_worker`` runs handlers remotely.
+settle, release); with :class:`BatchedSource` over it, it is the job source that
+``jobq worker`` runs a worker pool on.
 
 A server with tokens needs ``token=``: a client token to enqueue and read its own
 jobs, a worker token for the worker protocol, an admin token for everything. A
@@ -23,7 +24,6 @@ job record, not the server's dependencies.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +36,7 @@ from pydantic_core import from_json, to_json
 
 from jobq.errors import Forbidden, JobqError, StaleLease, Unauthorized, Unreachable, error_from_problem
 from jobq.job import TERMINAL, Job, JobStatus, parse_rfc3339
+from jobq.lifecycle import Settlement
 from jobq.retry import RetryPolicy
 
 log = logging.getLogger("jobq.sdk")
@@ -72,6 +73,7 @@ class JobqClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}  # per request: shared sessions too
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._session = session
         self._owns_session = session is None
 
@@ -90,7 +92,10 @@ class JobqClient:
     async def _call(
         self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None, wait: float = 0.0
     ) -> Any:
-        """One request; returns the parsed JSON (None for 204) or raises the server's error."""
+        """One request; returns the parsed JSON (None for 204) or raises the server's error.
+
+        ``body`` is sent as JSON: a value to serialise, or ``bytes`` already serialised.
+        """
         return (await self._exchange(method, path, body, params=params, wait=wait))[1]
 
     async def _exchange(
@@ -101,16 +106,19 @@ class JobqClient:
             self._session = aiohttp.ClientSession()
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
+        headers = self._headers if body is None else self._json_headers
+        data = None if body is None else body if isinstance(body, bytes) else to_json(body)
         try:
             async with self._session.request(
-                method, self.url + path, json=body, params=query, timeout=timeout, headers=self._headers
+                method, self.url + path, data=data, params=query, timeout=timeout, headers=headers
             ) as response:
                 if response.status == 204:
                     return 204, None
-                text = await response.text()
+                raw = await response.read()
                 try:
-                    data = json.loads(text)
+                    data = from_json(raw)
                 except ValueError:  # not jobq answering (a proxy's error page, say)
+                    text = raw.decode(errors="replace")
                     raise error_from_problem(
                         response.status if response.status >= 400 else 502,
                         {"title": response.reason or "Bad response", "detail": f"not a JSON answer: {text[:200]!r}"},
@@ -276,11 +284,14 @@ class JobqClient:
             "types": None if types is None else list(types),
         }
         data = await self._call("POST", "/workers/lease", {k: v for k, v in body.items() if v is not None}, wait=wait)
-        return [] if data is None else [Job.from_dict(j) for j in data["jobs"]]
+        if data is None:
+            return []
+        deadlines = _Deadlines()
+        return [leased_job(item, deadlines) for item in data["jobs"]]
 
     async def heartbeat(self, job_id: str, lease_id: str, lease_seconds: float) -> Job:
         body = {"lease_id": lease_id, "lease": lease_seconds}
-        return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/heartbeat", body))
+        return leased_job(await self._call("POST", f"/jobs/{job_id}/heartbeat", body), _Deadlines())
 
     async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
         """Extend many leases in one request (``POST /workers/heartbeat``); one answer each, in order.
@@ -318,13 +329,16 @@ class JobqClient:
         body = failure_item(lease_id, error, retry_in, outcome, traceback)
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/fail", body))
 
-    async def settle(self, settlements: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def settle(self, settlements: Sequence[dict[str, Any] | bytes]) -> list[dict[str, Any]]:
         """Complete or fail many leased jobs in one request (``POST /workers/settle``); one answer each.
 
         Each settlement is ``{"id", "lease_id", "result"}`` or ``{"id", "lease_id", "error"}`` (with
-        optional ``retry_in`` and ``outcome``); each answer has its ``code``, 200 or a problem's.
+        optional ``retry_in`` and ``outcome``), or such an object already serialised as JSON bytes;
+        each answer has its ``code``, 200 or a problem's.
         """
-        return (await self._call("POST", "/workers/settle", {"jobs": list(settlements)}))["results"]
+        items = [item if isinstance(item, bytes) else to_json(item) for item in settlements]
+        body = b'{"jobs":[' + b",".join(items) + b"]}"
+        return (await self._call("POST", "/workers/settle", body))["results"]
 
     async def release(self, job_id: str, lease_id: str) -> Job:
         return Job.from_dict(await self._call("POST", f"/jobs/{job_id}/release", {"lease_id": lease_id}))
@@ -336,6 +350,31 @@ class JobqClient:
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         body = {"lease_id": lease_id, "fraction": fraction, "note": note}
         await self._call("POST", f"/jobs/{job_id}/progress", body)
+
+
+class _Deadlines(dict[str, float | None]):
+    """Lease deadlines parsed once per distinct text: the jobs of one lease answer share theirs."""
+
+    def __missing__(self, text: str) -> float | None:
+        self[text] = value = parse_rfc3339(text)
+        return value
+
+
+def leased_job(item: dict[str, Any], deadlines: _Deadlines) -> Job:
+    """A job as ``POST /workers/lease`` answers it (only what a worker reads), ready for a worker pool."""
+    return Job(
+        id=item["id"],
+        type=item["type"],
+        payload=item["payload"],
+        queue=item["queue"],
+        priority=item["priority"],
+        max_attempts=item["max_attempts"],
+        timeout=item["timeout"],
+        status=JobStatus.PROCESSING,
+        attempts=item["attempts"],
+        lease_id=item["lease_id"],
+        lease_expires_at=deadlines[item["lease_expires_at"]],
+    )
 
 
 def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
@@ -378,8 +417,18 @@ def failure_item(
     return item
 
 
-Batch = list[tuple[dict[str, Any], asyncio.Future[None]]]
-"""Settlements to send together, each with the future its caller awaits."""
+Batch = list[tuple[bytes, asyncio.Future[None]]]
+"""Settlements to send together, each serialised, with the future its caller awaits."""
+
+
+def settlement_item(settlement: Settlement) -> dict[str, Any]:
+    """A settlement as ``POST /workers/settle`` takes it."""
+    if settlement.error is None:
+        return {"id": settlement.id, "lease_id": settlement.lease_id, "result": settlement.result}
+    item = failure_item(
+        settlement.lease_id, settlement.error, settlement.retry_in, settlement.outcome, settlement.traceback
+    )
+    return {"id": settlement.id, **item}
 
 
 class BatchedSource:
@@ -430,6 +479,15 @@ class BatchedSource:
         self.append_log = client.append_log
         self.set_progress = client.set_progress
 
+    async def settle_many(self, settlements: Sequence[Settlement]) -> list[JobqError | None]:
+        """Settle leased jobs (a worker pool's finished runs); one answer each: None, or why it did not land."""
+        outcomes = [self._add(settlement_item(settlement)) for settlement in settlements]
+        answers = await asyncio.gather(*outcomes, return_exceptions=True)
+        return [
+            None if answer is None else answer if isinstance(answer, JobqError) else Unreachable(repr(answer))
+            for answer in answers
+        ]
+
     async def complete(self, job_id: str, lease_id: str, result: Any) -> None:
         await self._settle({"id": job_id, "lease_id": lease_id, "result": result})
 
@@ -446,15 +504,20 @@ class BatchedSource:
         await self._settle({"id": job_id, **failure_item(lease_id, error, retry_in, outcome, traceback)})
 
     async def _settle(self, item: dict[str, Any]) -> None:
+        await self._add(item)
+
+    def _add(self, item: dict[str, Any]) -> asyncio.Future[None]:
+        """Put a settlement in the batch; the future answers it (None, or the error it got)."""
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[None] = loop.create_future()
         if not self._batch:
             loop.call_soon(self._flush)  # after every worker that finishes in this pass has added its own
-        self._batch.append((item, outcome))
-        self._batch_bytes += len(json.dumps(item))  # results are plain JSON (the pool checked them)
+        encoded = to_json(item)  # results are plain JSON (the pool checked them)
+        self._batch.append((encoded, outcome))
+        self._batch_bytes += len(encoded)
         if len(self._batch) >= self.max_batch or self._batch_bytes >= self.max_bytes:
             self._flush()
-        await outcome
+        return outcome
 
     def _flush(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0

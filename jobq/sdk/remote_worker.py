@@ -60,8 +60,16 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
     parser.add_argument(
         "--concurrency",
         type=positive(int),
-        default=env.get("JOBQ_CONCURRENCY") or "16",  # a string default goes through type= too: checked alike
+        default=env.get("JOBQ_CONCURRENCY") or "32",  # a string default goes through type= too: checked alike
         help="jobs at once, at least 1 [env JOBQ_CONCURRENCY]",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=positive(int, zero_ok=True),
+        default=env.get("JOBQ_PREFETCH") or None,
+        help="jobs leased ahead of the ones running (default: as many as --concurrency), so a worker that "
+        "finishes finds its next job here; a job leased ahead waits for this worker, even if another is idle or a "
+        "higher-priority job arrives: use 0 for long jobs [env JOBQ_PREFETCH]",
     )
     parser.add_argument(
         "--lease",
@@ -104,6 +112,11 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
     return parser
 
 
+def prefetch_of(args: argparse.Namespace) -> int:
+    """Jobs to lease ahead of the running ones: ``--prefetch``, or as many as ``--concurrency`` when not given."""
+    return int(args.concurrency if args.prefetch is None else args.prefetch)
+
+
 def split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -144,8 +157,7 @@ class PatientSource:
         self._down_since: float | None = None  # the first failed try of this outage
         self._tries = 0  # failed tries in this outage
         self.heartbeat_many = source.heartbeat_many
-        self.complete = source.complete
-        self.fail = source.fail
+        self.settle_many = source.settle_many
         self.release = source.release
         self.append_log = source.append_log
         self.set_progress = source.set_progress
@@ -219,6 +231,7 @@ async def run(args: argparse.Namespace) -> int:
         source,
         registry,
         concurrency=args.concurrency,
+        prefetch=prefetch_of(args),
         lease_seconds=args.lease,
         queues=split(args.queues) or None,
         idle_wait=min(30.0, args.lease / 2),
@@ -240,9 +253,10 @@ async def run(args: argparse.Namespace) -> int:
     try:
         pool.start()
         log.info(
-            "worker %s running %d at once from %s (queues: %s)",
+            "worker %s running %d at once (%d leased ahead) from %s (queues: %s)",
             pool.name,
             args.concurrency,
+            pool.prefetch,
             args.url,
             args.queues or "all",
         )

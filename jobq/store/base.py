@@ -36,7 +36,7 @@ from typing import Any
 
 from jobq.errors import JobqError
 from jobq.job import Job, JobStatus
-from jobq.lifecycle import RELEASED, Rules
+from jobq.lifecycle import RELEASED, Rules, Settlement
 from jobq.retry import RetryPolicy
 
 
@@ -69,19 +69,6 @@ class Added:
 
     job: Job
     created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """How a leased run ended: a result (``error`` None), or a failure with its error text."""
-
-    id: str
-    lease_id: str
-    result: Any = None
-    error: str | None = None
-    retry_in: float | None = None  # a failure: run again after this long, whatever the policy says
-    outcome: str = "failed"  # a failure: failed, timeout or retry
-    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

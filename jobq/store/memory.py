@@ -18,7 +18,9 @@ import contextlib
 import functools
 import heapq
 import itertools
+import logging
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -32,10 +34,13 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.job import TERMINAL, WAITING, Job, JobStatus
+from jobq.job import TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run, release_run
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
+from jobq.store.loading import Loading, wanted
 from jobq.store.ready import QueueReady
+
+log = logging.getLogger("jobq.store")
 
 MAX_LOG_LINES = 1000
 MAX_SCANNED = 20_000  # jobs one listing page reads at most (a page of a selective filter may hold fewer)
@@ -48,6 +53,28 @@ ADD, STATE, LEASE, HEARTBEAT, PROGRESS = "add", "state", "lease", "heartbeat", "
 
 def seq_of(job: Job) -> int:
     return job.seq
+
+
+# A million queued jobs mostly differ only in id, seq and creation time: what they have alike
+# is held once. Attempts replace the history list rather than append to it (Job.begin_attempt),
+# and nothing in jobq changes a payload in place (see Job.snapshot), so these are never changed.
+NO_HISTORY: list[Attempt] = ()  # type: ignore[assignment] # empty and immutable: an append would raise
+EMPTY_PAYLOAD: dict[str, Any] = {}
+
+
+def compact(job: Job) -> Job:
+    """Share what a stored job has in common with others: its names, an empty payload or history."""
+    intern = sys.intern
+    job.type = intern(job.type)
+    job.queue = intern(job.queue)
+    if job.owner is not None:
+        job.owner = intern(job.owner)
+    if not job.history:
+        job.history = NO_HISTORY
+    payload = job.payload
+    if not payload and type(payload) is dict:
+        job.payload = EMPTY_PAYLOAD
+    return job
 
 
 class LeaseIds:
@@ -94,10 +121,18 @@ class MemoryStore(Store):
         self._inflight: dict[str, asyncio.Future[None]] = {}  # job id -> its latest write not yet committed
         self._log_inflight: dict[str, asyncio.Future[None]] = {}  # job id -> its latest log line not yet committed
         self._unpublished: list[StoreEvent] = []  # changes made since the last write was queued
+        self._loading: Loading | None = None  # while a durable store is still reading its jobs back
+        self._loaded: list[Job] = []  # the jobs read back in chunks, by seq, while loading
+        self._requeued = 0  # jobs whose run a stop cut short, pending again as they were read back
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
-        """Write what ``kind`` says changed in these jobs; returns a future for the commit, if any."""
+        """Write what ``kind`` says changed in these jobs; returns a future for the commit, if any.
+
+        A commit's future (this hook's and the others') refuses cancellation, so it is awaited
+        as it is: a caller cancelled while it waits is cancelled once the commit has landed,
+        and never cancels the write (cheaper than a shield, which costs a turn of the loop).
+        """
         return None
 
     def _persist_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
@@ -108,6 +143,22 @@ class MemoryStore(Store):
 
     def _persist_paused(self, queue: str, paused: bool) -> asyncio.Future[None] | None:
         return None
+
+    async def _fetch(self, job_ids: Sequence[str]) -> None:
+        """Read these jobs back from disk now, if they are stored there (a durable store that is loading)."""
+
+    async def _known(self, job_ids: Collection[str]) -> None:
+        """While loading: bring these jobs into memory first, so no answer misses a job not read back yet."""
+        if self._loading is not None:
+            missing = [job_id for job_id in job_ids if job_id not in self._jobs]
+            if missing:
+                await self._fetch(missing)
+
+    async def _all_loaded(self) -> None:
+        """While loading: wait until every job is read back (for answers that need them all)."""
+        loading = self._loading
+        if loading is not None:
+            await loading.finished()
 
     def _journal(self, jobs: Sequence[Job], kind: str = STATE) -> asyncio.Future[None] | None:
         """Persist a change of ``jobs``; its events (and any made since the last write) follow its commit."""
@@ -146,7 +197,7 @@ class MemoryStore(Store):
         """Persist a change of ``jobs`` and answer them once durable, as snapshots."""
         future = self._journal(jobs, kind)
         if future is not None:
-            await asyncio.shield(future)  # shielded: a cancelled caller never cancels a commit
+            await future  # a commit refuses cancellation: a cancelled caller never cancels it
         return [await self._current(job) for job in jobs]
 
     async def _durable(self, job_id: str) -> None:
@@ -156,7 +207,7 @@ class MemoryStore(Store):
         a reader waits for that one too, so what it sees is never ahead of the disk.
         """
         while (future := self._inflight.get(job_id)) is not None:
-            await asyncio.shield(future)  # a landed write's _landed callback ran first and unlisted it
+            await future  # a landed write's _landed callback ran first and unlisted it
             if self._inflight.get(job_id) is future:
                 return  # never, by the above; a guard against waiting on one write forever
 
@@ -167,12 +218,71 @@ class MemoryStore(Store):
         return job.snapshot()
 
     # -- bookkeeping -------------------------------------------------------
-    def _load(self, job: Job) -> None:
-        """Index a job read back from disk (in seq order) by its current status."""
-        self._jobs[job.id] = job
-        self._order.append(job)
-        self._counted(job, None)
-        self._place(job)
+    def _read_back(self, jobs: Sequence[Job], logs: Sequence[tuple[str, float, str]], cursor: int | None) -> None:
+        """Index jobs read back from disk (a chunk, in seq order up to ``cursor``, or read on demand).
+
+        They were counted at open, so only a run a stop cut short changes a count here: it
+        is a lost run (jobq.lifecycle), written back at once. A job in memory already, or
+        deleted since open, is skipped: memory is ahead of the disk read.
+        """
+        loading = self._loading
+        if loading is None:
+            return
+        if cursor is not None:
+            loading.cursor = cursor
+        stored, gone = self._jobs, loading.gone
+        now = self.clock()
+        fresh: dict[str, Job] = {}
+        recovered = []
+        for job in jobs:
+            if job.id in stored or job.id in gone:
+                continue
+            status = job.status
+            if status is JobStatus.PENDING or status is JobStatus.PROCESSING:
+                loading.read_one(job)
+            stored[job.id] = job
+            fresh[job.id] = job
+            if status is JobStatus.PROCESSING:
+                lose_run(job, "recovered", now, self.rules)
+                if job.status is JobStatus.DEAD:
+                    log.error("job %s: %s", job.id, job.error, extra=job.log_fields())
+                self._recount(job, JobStatus.PROCESSING)
+                recovered.append(job)
+            self._place(job)
+        if cursor is None:
+            self._order.extend(fresh.values())  # put in seq order once every job is in
+        else:
+            self._loaded.extend(fresh.values())
+        for job_id, at, message in logs:
+            if job_id in fresh:
+                self._logs.setdefault(job_id, []).append((at, message))
+        loading.read += len(fresh)
+        for job in loading.releasable():
+            self._place(job)
+        if recovered:
+            self._requeued += sum(1 for job in recovered if job.status is JobStatus.PENDING)
+            self._journal(recovered)
+
+    def _loaded_all(self) -> None:
+        """The last chunk is in: order what was read with what came meanwhile, and stop loading."""
+        loading = self._loading
+        if loading is None:
+            return
+        self._order = sorted([*self._loaded, *self._order], key=seq_of)  # two sorted runs: a merge
+        self._loaded = []
+        self._finished = deque(sorted(self._finished, key=lambda entry: entry[0]))
+        self._loading = None
+        for job in loading.release_all():
+            self._place(job)
+        loading.finish()
+
+    def _recount(self, job: Job, before: JobStatus) -> None:
+        """Move a job's count from ``before`` to its status, telling no one (a change found, not made)."""
+        counts = self._counts[job.queue]
+        counts[before] -= 1
+        counts[job.status] += 1
+        self._waiting += (job.status in WAITING) - (before in WAITING)
+        self._terminal += (job.status in TERMINAL) - (before in TERMINAL)
 
     def _counted(self, job: Job, before: JobStatus | None) -> None:
         """Keep the per-status counters right after ``job`` moved from ``before``; tell listeners."""
@@ -199,6 +309,8 @@ class MemoryStore(Store):
         """Put a job where its status says it belongs (ready queue, timer heap, leases, finished)."""
         status = job.status
         if status is JobStatus.PENDING:
+            if self._loading is not None and self._loading.holds(job):
+                return  # unread jobs of its queue may come first: it joins once they are in
             ready = self._ready.get(job.queue)
             if ready is None:
                 ready = self._ready[job.queue] = QueueReady()
@@ -221,6 +333,8 @@ class MemoryStore(Store):
 
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
+        if self._loading is not None:
+            self._loading.gone.add(job.id)
         self._order_stale += 1
         if self._order_stale > COMPACT_AFTER and self._order_stale * 2 > len(self._order):
             self._order = [entry for entry in self._order if self._live(entry)]
@@ -280,6 +394,8 @@ class MemoryStore(Store):
 
     # -- producers ---------------------------------------------------------
     async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
+        if self._loading is not None:
+            await self._known([job.id for job in jobs])  # a client-chosen id may name a job not read back yet
         outcomes: list[Added | Exception] = []
         fresh: list[Job] = []
         commits: dict[str, asyncio.Future[None]] = {}  # job id -> the commit its outcome waits for
@@ -292,6 +408,7 @@ class MemoryStore(Store):
             elif self._waiting >= self.options.max_waiting:
                 outcomes.append(QueueFull(f"the queue holds {self._waiting} waiting jobs, its limit"))
             else:  # the store takes the job it is given (see Store.add)
+                compact(job)
                 job.seq = next(self._seq)
                 self._jobs[job.id] = job
                 self._order.append(job)
@@ -307,9 +424,9 @@ class MemoryStore(Store):
                 self._place(job)
         if commits:
             try:
-                for commit in set(commits.values()):  # shielded: a cancelled caller never cancels a commit
+                for commit in set(commits.values()):  # a commit refuses cancellation: the caller's never cancels it
                     with contextlib.suppress(Exception):  # read back per job below
-                        await asyncio.shield(commit)
+                        await commit
             except asyncio.CancelledError:
                 if future is not None:  # finish the bookkeeping when the commit lands, caller or not
                     future.add_done_callback(functools.partial(self._added, fresh))
@@ -348,6 +465,8 @@ class MemoryStore(Store):
         return outcome
 
     async def get(self, job_id: str) -> Job | None:
+        if self._loading is not None:
+            await self._known([job_id])
         if job_id in self._inflight:
             await self._durable(job_id)
         job = self._jobs.get(job_id)
@@ -366,6 +485,8 @@ class MemoryStore(Store):
     ) -> list[Job]:
         take = functools.partial(self._take, max_jobs, lease_seconds, queues, worker, types)
         jobs = take()
+        if self._loading is not None and len(jobs) < max_jobs:
+            jobs = await self._take_while_loading(jobs, max_jobs, lease_seconds, queues, worker, types)
         if not jobs and wait > 0:
             jobs = await self._wait_and_take(take, wait)
         if not jobs:
@@ -373,11 +494,33 @@ class MemoryStore(Store):
         future = self._journal(jobs, LEASE)
         if future is not None:
             try:  # durable before any worker runs it, so a crash shows (and counts) the run
-                await asyncio.shield(future)
+                await future
             except asyncio.CancelledError:  # nobody will run these: hand them straight back
                 self._hand_back(jobs)
                 raise
         return [await self._current(job) for job in jobs]
+
+    async def _take_while_loading(
+        self,
+        jobs: list[Job],
+        max_jobs: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None,
+        worker: str | None,
+        types: Collection[str] | None,
+    ) -> list[Job]:
+        """Take more as chunks come in while wanted queues still have unread jobs: "nothing ready"
+        must not be the answer while ready jobs are still being read back."""
+        try:
+            while (loading := self._loading) is not None and len(jobs) < max_jobs:
+                if not wanted(queues, loading, self._paused):
+                    break
+                await loading.next_chunk()
+                jobs += self._take(max_jobs - len(jobs), lease_seconds, queues, worker, types)
+        except BaseException:
+            self._hand_back(jobs)  # nobody will run them
+            raise
+        return jobs
 
     async def _wait_and_take(self, take: Callable[[], list[Job]], wait: float) -> list[Job]:
         """Wait up to ``wait`` seconds for ``take()`` to find jobs (woken as jobs arrive or fall due)."""
@@ -431,8 +574,11 @@ class MemoryStore(Store):
         taken: list[Job] = []
         deadline = now + lease_seconds
         usable = self._ready_job
+        loading = self._loading
         while readies and len(taken) < max_jobs:
             for name, queue_ready in readies:  # round-robin across queues, one job each turn
+                if loading is not None and not loading.may_take(name, queue_ready.peek(usable, types)):
+                    continue  # a job not read back yet may come first: wait for it (see _take_while_loading)
                 job = queue_ready.pop(usable, types)
                 if job is None:
                     if not queue_ready:  # nothing left at all: a queue name nobody uses keeps nothing
@@ -445,6 +591,8 @@ class MemoryStore(Store):
                 if len(taken) >= max_jobs:
                     break
             readies = [(name, r) for name, r in readies if r and (types is None or r.peek(usable, types))]
+            if loading is not None:
+                readies = [(name, r) for name, r in readies if loading.may_take(name, r.peek(usable, types))]
         return taken
 
     def _promote(self, now: float) -> list[Job]:
@@ -467,6 +615,8 @@ class MemoryStore(Store):
         return promoted
 
     async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
+        if self._loading is not None:
+            await self._known([job_id for job_id, _ in leases])
         now = self.clock()
         answers: list[Job | JobqError] = []
         extended: list[Job] = []
@@ -484,6 +634,8 @@ class MemoryStore(Store):
         return [await self._current(answer) if isinstance(answer, Job) else answer for answer in answers]
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
+        if self._loading is not None:
+            await self._known([item.id for item in settlements])
         now = self.clock()
         answers: list[Job | JobqError] = []
         settled: list[Job] = []
@@ -514,11 +666,13 @@ class MemoryStore(Store):
         if settled:
             future = self._journal(settled)
             if future is not None:
-                await asyncio.shield(future)
+                await future
         # every answer (a repeated complete's too) once what it shows is durable
         return [await self._current(answer) if isinstance(answer, Job) else answer for answer in answers]
 
     async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
+        if self._loading is not None:
+            await self._known([job_id])
         job = self._leased_job(job_id, lease_id)
         end_run(job, reason, self.clock(), self.rules)
         self._moved(job, JobStatus.PROCESSING)
@@ -526,6 +680,8 @@ class MemoryStore(Store):
         return answer
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
+        if self._loading is not None:
+            await self._known([job_id])
         job = self._leased_job(job_id, lease_id)
         job.progress = min(max(float(fraction), 0.0), 1.0)
         job.progress_note = note
@@ -533,6 +689,8 @@ class MemoryStore(Store):
 
     # -- operators ---------------------------------------------------------
     async def cancel(self, job_id: str) -> Job:
+        if self._loading is not None:
+            await self._known([job_id])
         job = self._job(job_id)
         before = job.status
         job.cancel(self.clock())
@@ -541,6 +699,8 @@ class MemoryStore(Store):
         return answer
 
     async def requeue(self, job_id: str) -> Job:
+        if self._loading is not None:
+            await self._known([job_id])
         job = self._job(job_id)
         before = job.status
         job.requeue(self.clock())
@@ -549,26 +709,35 @@ class MemoryStore(Store):
         return answer
 
     async def delete(self, job_id: str) -> Job:
+        if self._loading is not None:
+            await self._known([job_id])
         job = self._job(job_id)
         if job.status is JobStatus.PROCESSING:
             raise InvalidTransition(job_id, job.status, "deleted (cancel it first)")
         if job_id in self._adding:  # its add is still committing: answer once it is durable, then delete
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._adding[job_id])
+                await self._adding[job_id]
             return await self.delete(job_id)
         self._forget(job)
         self._compact_deferred()
         future = self._persist_delete([job_id])
         if future is not None:
-            await asyncio.shield(future)
+            await future
         return job.snapshot()
 
     async def peek(self, queue: str) -> Job | None:
+        while (loading := self._loading) is not None:
+            ready = self._ready.get(queue)
+            if loading.may_take(queue, None if ready is None else ready.peek(self._ready_job)):
+                break
+            await loading.next_chunk()  # a job not read back yet may come first
         ready = self._ready.get(queue)
         job = None if ready is None else ready.peek(self._ready_job)
         return None if job is None else await self._current(job)
 
     async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
+        if self._loading is not None:
+            await self._known([job_id])
         if lease_id is None:
             self._job(job_id)
         else:
@@ -592,14 +761,17 @@ class MemoryStore(Store):
             self._publish([event])
 
     async def logs(self, job_id: str) -> list[dict[str, Any]]:
+        if self._loading is not None:
+            await self._known([job_id])
         self._job(job_id)
         pending = self._log_inflight.get(job_id)
         if pending is not None:
             with contextlib.suppress(JobqError):  # a line that failed to commit is written again later
-                await asyncio.shield(pending)
+                await pending
         return [{"at": at, "message": message} for at, message in self._logs.get(job_id, [])]
 
     async def stats(self) -> StoreStats:
+        await self._all_loaded()  # the oldest ready job of a queue may not be read back yet
         by_status: Counter[str] = Counter()
         by_queue: dict[str, dict[str, int]] = {}
         for queue, counts in self._counts.items():
@@ -628,6 +800,7 @@ class MemoryStore(Store):
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
+        await self._all_loaded()
         order = self._order
         start = bisect.bisect_left(order, int(cursor), key=seq_of) if cursor else len(order)  # jobs before the cursor
         page: list[Job] = []
@@ -662,6 +835,7 @@ class MemoryStore(Store):
             await future
 
     async def clear(self, queue: str) -> int:
+        await self._all_loaded()
         ready = self._ready.pop(queue, None)
         doomed = {job.id: job for job in ready.jobs(self._ready_job)} if ready is not None else {}
         doomed.update(
@@ -697,6 +871,8 @@ class MemoryStore(Store):
         return await self._commit(expired) if expired else []
 
     async def purge(self) -> int:
+        if self._loading is not None:
+            return 0  # the oldest finished jobs may not be read back yet: the first round after the load purges
         retention = self.options.retention
         oldest_kept = self.clock() - retention.max_age
         finished = self._finished

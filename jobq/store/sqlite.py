@@ -25,13 +25,14 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import gc
 import itertools
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
@@ -40,10 +41,10 @@ from typing import Any, TypeVar
 from pydantic_core import from_json, to_json
 
 from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, UnstorableValue
-from jobq.job import WAITING, Attempt, Job, JobStatus
-from jobq.lifecycle import lose_run
+from jobq.job import TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.store.base import StoreOptions
-from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, STATE, MemoryStore
+from jobq.store.loading import Loading
+from jobq.store.memory import ADD, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, STATE, MemoryStore
 
 log = logging.getLogger("jobq.store")
 
@@ -79,7 +80,15 @@ COLUMNS = (
     "worker",
 )
 INSERT_JOB = "INSERT OR REPLACE INTO jobs ({}) VALUES ({})".format(", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
-SELECT_JOBS = "SELECT {} FROM jobs ORDER BY seq".format(", ".join(COLUMNS))
+# Chunks go by (seq, rowid), so no row is skipped even if two share a seq (jobq gives each its own).
+SELECT_CHUNK = "SELECT rowid, {} FROM jobs WHERE (seq, rowid) > (?, ?) ORDER BY seq, rowid LIMIT ?".format(
+    ", ".join(COLUMNS)
+)
+SELECT_CHUNK_LOGS = (
+    "SELECT job_id, at, message FROM job_logs WHERE job_id IN "
+    "(SELECT id FROM jobs WHERE (seq, rowid) > (?, ?) AND (seq, rowid) <= (?, ?)) ORDER BY at, rowid"
+)
+IDS_PER_READ = 500  # ids per query when jobs are read by id
 # Each migration is a list of statements; migration n (1-based) brings the schema to version n.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -113,6 +122,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE jobs ADD COLUMN owner TEXT",),  # who enqueued each job; NULL for jobs from before tokens
     ("ALTER TABLE jobs ADD COLUMN worker TEXT",),  # who runs the current attempt (its history entry is written
     # when the attempt ends, so a lease writes a few columns)
+    ("CREATE INDEX jobs_by_seq ON jobs (seq)",),  # jobs are read back in chunks by seq while jobq serves
 )
 
 
@@ -204,67 +214,130 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
 
 
 STATUSES = {status.value: status for status in JobStatus}
+RUNNABLE = ("pending", "processing")  # what a lease may hand out once read back (a stopped run re-runs)
+CHUNK = 4096  # jobs read back per chunk while serving: a few milliseconds of the loop each
 
 
-def job_from_row(row: Sequence[Any]) -> Job:
+def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object.__new__) -> Job:  # type: ignore[assignment]
     """Rebuild a job from its row; raises ValueError, TypeError or KeyError on data jobq did not write.
 
-    A job left processing gets its running attempt back from the row (its history
-    entry is written only when the attempt ends).
+    What jobs have alike is shared (see :func:`~jobq.store.memory.compact`): names, the
+    empty payload and history. A job left processing gets its running attempt back from the
+    row (its history entry is written only when the attempt ends).
     """
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
     (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
     owner, worker = row[21:]
-    attempts_so_far = [] if history == "[]" else [Attempt(**attempt) for attempt in from_json(history)]
-    job = Job(
-        id=job_id,
-        type=job_type,
-        payload=from_json(payload),
-        queue=queue,
-        priority=priority,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        status=STATUSES[status],
-        result=None if result is None else from_json(result),
-        error=error,
-        attempts=attempts,
-        created_at=created_at,
-        run_at=run_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        lease_id=lease_id,
-        lease_expires_at=lease_expires_at,
-        progress=progress,
-        progress_note=note,
-        history=attempts_so_far,
-        seq=seq,
-        owner=owner,
-        ready_at=run_at or created_at,  # not stored: since its due time, or its creation
-    )
-    running = job.status is JobStatus.PROCESSING
-    if running and (not attempts_so_far or attempts_so_far[-1].finished_at is not None):
-        job.history.append(Attempt(len(attempts_so_far) + 1, started_at or created_at, worker))
+    intern = sys.intern
+    job = _new(Job)
+    job.id = job_id
+    job.type = intern(job_type)
+    job.payload = EMPTY_PAYLOAD if payload == "{}" else from_json(payload)
+    job.queue = intern(queue)
+    job.priority = priority
+    job.max_attempts = max_attempts
+    job.timeout = timeout
+    job.status = STATUSES[status]
+    job.result = None if result is None else from_json(result)
+    job.error = error
+    job.attempts = attempts
+    job.created_at = created_at
+    job.run_at = run_at
+    job.started_at = started_at
+    job.finished_at = finished_at
+    job.lease_id = lease_id
+    job.lease_expires_at = lease_expires_at
+    job.progress = progress
+    job.progress_note = note
+    job.history = NO_HISTORY if history == "[]" else [attempt_from(attempt) for attempt in from_json(history)]
+    job.seq = seq
+    job.owner = None if owner is None else intern(owner)
+    job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
+    if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
+        job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]
     return job
 
 
+def attempt_from(data: dict[str, Any]) -> Attempt:
+    """An attempt as stored in a job's history, its repeated words shared."""
+    worker, outcome = data.get("worker"), data.get("outcome")
+    return Attempt(
+        number=data["number"],
+        started_at=data["started_at"],
+        worker=None if worker is None else sys.intern(worker),
+        finished_at=data.get("finished_at"),
+        outcome=None if outcome is None else sys.intern(outcome),
+        error=data.get("error"),
+        traceback=data.get("traceback"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything the file holds, read back at open."""
+class Head:
+    """What a store needs before it serves: counts, the newest seq, paused queues (the jobs come later)."""
+
+    counts: list[tuple[str, str, int, int]]  # (queue, status, priority, jobs)
+    last_seq: int
+    paused: list[str]
+
+    @property
+    def jobs(self) -> int:
+        return sum(count for _, _, _, count in self.counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Jobs read back (in seq order when read in chunks), with their log lines."""
 
     jobs: list[Job]
     logs: list[tuple[str, float, str]]
-    paused: list[str]
 
 
-def read_snapshot(conn: sqlite3.Connection, path: str) -> Snapshot:
-    """Read every job (in seq order), log line and paused queue; StoreCorrupt if a job cannot be decoded."""
+def read_head(conn: sqlite3.Connection, path: str) -> Head:
+    """Count the jobs by queue, status and priority; StoreCorrupt if a status is not one jobq writes."""
+    counts = conn.execute("SELECT queue, status, priority, count(*) FROM jobs GROUP BY queue, status, priority")
+    head = Head(
+        counts.fetchall(),
+        conn.execute("SELECT max(seq) FROM jobs").fetchone()[0] or 0,
+        [name for (name,) in conn.execute("SELECT queue FROM paused_queues")],
+    )
+    for queue, status, priority, _ in head.counts:
+        if status not in STATUSES or not isinstance(queue, str) or not isinstance(priority, int):
+            raise StoreCorrupt(f"{path} holds a job jobq cannot read (status {status!r}, queue {queue!r})")
+    return head
+
+
+def read_chunk(conn: sqlite3.Connection, path: str, after: tuple[int, int]) -> tuple[Chunk, tuple[int, int]]:
+    """The next CHUNK jobs after the (seq, rowid) ``after``, in that order, with their log lines; and where they end."""
+    rows = conn.execute(SELECT_CHUNK, (*after, CHUNK)).fetchall()
+    if not rows:
+        return Chunk([], []), after
+    last = (rows[-1][2], rows[-1][0])
+    logs = conn.execute(SELECT_CHUNK_LOGS, (*after, *last)).fetchall()
+    return Chunk(decode((row[1:] for row in rows), path), logs), last
+
+
+def read_jobs(conn: sqlite3.Connection, path: str, job_ids: Sequence[str]) -> Chunk:
+    """The jobs with these ids that the file holds, and their log lines."""
+    rows: list[Any] = []
+    logs: list[tuple[str, float, str]] = []
+    for start in range(0, len(job_ids), IDS_PER_READ):
+        ids = job_ids[start : start + IDS_PER_READ]
+        marks = ", ".join("?" * len(ids))
+        found = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id IN ({marks})", ids).fetchall()
+        if found:
+            rows += found
+            marks = ", ".join("?" * len(found))
+            query = f"SELECT job_id, at, message FROM job_logs WHERE job_id IN ({marks}) ORDER BY at, rowid"
+            logs += conn.execute(query, [row[0] for row in found]).fetchall()
+    return Chunk(decode(rows, path), logs)
+
+
+def decode(rows: Iterable[Sequence[Any]], path: str) -> list[Job]:
     try:
-        jobs = [job_from_row(row) for row in conn.execute(SELECT_JOBS)]
+        return [job_from_row(row) for row in rows]
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreCorrupt(f"{path} holds a job jobq cannot read ({type(exc).__name__}: {exc})") from None
-    logs = conn.execute("SELECT job_id, at, message FROM job_logs ORDER BY at, rowid").fetchall()
-    paused = [name for (name,) in conn.execute("SELECT queue FROM paused_queues")]
-    return Snapshot(jobs, logs, paused)
 
 
 # -- schema ----------------------------------------------------------------
@@ -352,6 +425,14 @@ def _settle(futures: list[asyncio.Future[Any]], error: JobqError | None, value: 
             future.exception()
 
 
+class Commit(asyncio.Future[Any]):
+    """A write's future. It refuses cancellation: whoever awaits it and is cancelled gets the
+    CancelledError once the write has landed, and the write itself is never called off."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
 class JournalWriter:
     """One thread that owns the SQLite connection and commits queued writes in groups."""
 
@@ -388,7 +469,7 @@ class JournalWriter:
 
     def submit(self, kind: int, data: Any) -> asyncio.Future[Any]:
         """Queue a write; the future resolves when it is committed (or fails with a storage error)."""
-        future: asyncio.Future[Any] = self._loop.create_future()
+        future: asyncio.Future[Any] = Commit(loop=self._loop)
         if self._accepting:
             self._queue.put((kind, data, future))
         else:
@@ -680,6 +761,7 @@ class FileLock:
 
 # -- the store -------------------------------------------------------------
 RESAVE_SECONDS = 1.0  # how often changes that failed to commit are written again
+GC_QUIET_FROM = 50_000  # jobs on file from which reading them back pauses the garbage collector (see _load)
 
 
 class SQLiteStore(MemoryStore):
@@ -703,6 +785,7 @@ class SQLiteStore(MemoryStore):
         self._unsaved_paused: set[str] = set()  # queues whose paused state is to be written
         self._resave: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loader: asyncio.Task[None] | None = None
 
     @property
     def commits(self) -> int:
@@ -719,11 +802,18 @@ class SQLiteStore(MemoryStore):
         writer = self._writer
         if writer is not None and writer.died is not None:
             return f"the store {self.path} cannot write: {writer.died}"
+        if self._loading is not None and self._loading.failed is not None:
+            return f"the store {self.path} cannot serve: reading its jobs back failed ({self._loading.failed})"
         return None
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
-        """Lock the file, migrate it, read every job back, and re-queue jobs a crash left running."""
+        """Lock the file, migrate it and count its jobs; the jobs are then read back while the store serves.
+
+        Until the last one is in, :class:`~jobq.store.loading.Loading` keeps every answer right
+        (a job not read yet is read on demand), and a run a stop cut short is re-queued as a
+        lost run when its job is read back.
+        """
         if self._writer is not None:
             raise RuntimeError(f"the store {self.path} was opened before: a SQLiteStore opens once")
         started = time.monotonic()
@@ -734,17 +824,31 @@ class SQLiteStore(MemoryStore):
         )
         try:
             await self._writer.start()
-            snapshot = await self._writer.call(functools.partial(read_snapshot, path=self.path))
-            recovered = self._restore(snapshot)
-            if recovered:
-                await self._commit(recovered)
+            head = await self._writer.call(functools.partial(read_head, path=self.path))
         except BaseException:
             await self._shutdown()
             raise
-        self._log_open(snapshot, recovered, time.monotonic() - started)
+        self._begin_loading(head)
+        if head.jobs:  # a new or empty file has nothing to read back
+            self._loader = asyncio.create_task(self._load(head, started), name="jobq-store-loader")
+        else:
+            self._loaded_all()
+        waiting = sum(count for _, status, _, count in head.counts if STATUSES[status] in WAITING)
+        log.info(
+            "opened %s in %.2fs: %d jobs (%d waiting), %d paused queues, durability %s; reading the jobs back",
+            self.path,
+            time.monotonic() - started,
+            head.jobs,
+            waiting,
+            len(head.paused),
+            self.durability,
+        )
 
     async def close(self) -> None:
         """Commit every queued write, stop the writer thread, close the file and release the lock."""
+        if self._loader is not None:
+            self._loader.cancel()
+            await asyncio.gather(self._loader, return_exceptions=True)
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -764,41 +868,81 @@ class SQLiteStore(MemoryStore):
             )
         self._lock.release()
 
-    def _restore(self, snapshot: Snapshot) -> list[Job]:
-        """Index what the file holds; returns the jobs whose run a stop cut short (now lost runs)."""
-        now = self.clock()
-        recovered = []
-        for job in snapshot.jobs:
-            if job.status is JobStatus.PROCESSING:
-                lose_run(job, "recovered", now, self.rules)
-                if job.status is JobStatus.DEAD:
-                    log.error("job %s: %s", job.id, job.error, extra=job.log_fields())
-                recovered.append(job)
-            self._load(job)
-        self._seq = itertools.count(max((job.seq for job in snapshot.jobs), default=0) + 1)
-        self._finished = deque(sorted(self._finished, key=lambda entry: entry[0]))
-        for job_id, at, message in snapshot.logs:
-            if job_id in self._jobs:
-                self._logs.setdefault(job_id, []).append((at, message))
-        self._paused.update(snapshot.paused)
-        return recovered
+    # -- reading the jobs back -------------------------------------------------
+    def _begin_loading(self, head: Head) -> None:
+        """Take the counts as the file has them, and start loading: nothing is indexed yet."""
+        unread: dict[str, dict[int, int]] = {}
+        for queue, status, priority, count in head.counts:
+            before = STATUSES[status]
+            counts = self._counts.get(queue) or self._counts.setdefault(queue, dict.fromkeys(JobStatus, 0))
+            counts[before] += count
+            self._waiting += count if before in WAITING else 0
+            self._terminal += count if before in TERMINAL else 0
+            if status in RUNNABLE:
+                by_priority = unread.setdefault(sys.intern(queue), {})
+                by_priority[priority] = by_priority.get(priority, 0) + count
+        self._seq = itertools.count(head.last_seq + 1)
+        self._paused.update(head.paused)
+        self._loading = Loading(unread, head.last_seq)
 
-    def _log_open(self, snapshot: Snapshot, recovered: list[Job], seconds: float) -> None:
-        waiting = sum(1 for job in snapshot.jobs if job.status in WAITING)
-        log.info(
-            "opened %s in %.2fs: %d jobs (%d waiting), %d paused queues, durability %s",
-            self.path,
-            seconds,
-            len(snapshot.jobs),
-            waiting,
-            len(snapshot.paused),
-            self.durability,
-        )
-        again = sum(1 for job in recovered if job.status is JobStatus.PENDING)
+    async def _load(self, head: Head, started: float) -> None:
+        """Read every job back in chunks by seq, between requests (the loader task)."""
+        loading, writer = self._loading, self._writer
+        assert loading is not None and writer is not None
+        # A big load builds objects that live as long as the process: no collection scans them
+        # while they come in, and then they are frozen, as jobq freezes what its start built.
+        quiet = head.jobs >= GC_QUIET_FROM and gc.isenabled()
+        if quiet:
+            gc.disable()
+        try:
+            after = (0, 0)  # (seq, rowid) of the last row read
+            while True:
+                chunk, after = await writer.call(functools.partial(read_chunk, path=self.path, after=after))
+                if not chunk.jobs:
+                    break
+                self._read_back(chunk.jobs, chunk.logs, after[0])
+                loading.advanced()
+                await asyncio.sleep(0)  # requests between chunks
+            self._loaded_all()
+        except asyncio.CancelledError:
+            loading.fail(f"the store {self.path} closed while reading its jobs back")
+            raise
+        except Exception as exc:
+            error = storage_error(exc, self.path)
+            log.critical("reading the jobs of %s back failed: %s; jobq cannot serve from it", self.path, error)
+            loading.fail(error.detail)
+            return
+        finally:
+            if quiet:
+                gc.enable()
+                gc.freeze()
+        self._log_loaded(loading, time.monotonic() - started)
+
+    def _log_loaded(self, loading: Loading, seconds: float) -> None:
+        log.info("read %d jobs back from %s in %.2fs since open", loading.read, self.path, seconds)
+        again, self._requeued = self._requeued, 0
         if again:
             log.warning(
                 "recovered %d jobs left processing by a stopped jobq; they are pending again and will re-run", again
             )
+
+    async def _fetch(self, job_ids: Sequence[str]) -> None:
+        """Read these jobs back now (by id), ahead of their chunk."""
+        writer = self._writer
+        if writer is None or self._loading is None:
+            return
+        self._loading.check()
+        chunk = await writer.call(functools.partial(read_jobs, path=self.path, job_ids=list(job_ids)))
+        self._read_back(chunk.jobs, chunk.logs, None)
+
+    @property
+    def loading(self) -> bool:
+        """Whether jobs are still being read back (the store serves meanwhile)."""
+        return self._loading is not None
+
+    async def loaded(self) -> None:
+        """Wait until every job is read back (raises StoreUnavailable if reading failed)."""
+        await self._all_loaded()
 
     def _committed(self, seconds: float) -> None:
         hook = self.on_commit  # read each time: it may be set after open
@@ -827,7 +971,7 @@ class SQLiteStore(MemoryStore):
     # -- journal hooks (loop thread: build rows, queue them, return at once) -
     def _submit(self, kind: int, data: Any) -> asyncio.Future[None]:
         if self._writer is None:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[None] = Commit()
             _settle([future], StoreUnavailable(f"the store {self.path} is not open"))
             return future
         return self._writer.submit(kind, data)
