@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any, TypeVar
 
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import ClientConnectionResetError, hdrs, web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
@@ -136,7 +136,7 @@ def receipt_response(job: Job, status: int) -> web.Response:
         f'{{"id":"{job.id}","status":"{job.status.value}","queue":"{job.queue}",'
         f'"created_at":"{rfc3339(job.created_at)}","next_run_at":{due},"owner":{owner}}}'
     )
-    headers = {"Location": f"/status/{job.id}", "Content-Type": "application/json"}
+    headers = {hdrs.LOCATION: f"/status/{job.id}", hdrs.CONTENT_TYPE: "application/json"}
     return web.Response(body=body.encode(), status=status, headers=headers)
 
 
@@ -148,6 +148,8 @@ def owner_scope(request: web.Request) -> str | None:
 
 def wait_seconds(request: web.Request) -> float:
     """The ``?wait=SECONDS`` query parameter (0 when absent); the service caps it."""
+    if "?" not in request.raw_path:  # no query at all: nothing to parse (most requests)
+        return 0.0
     raw = request.query.get("wait")
     if raw is None:
         return 0.0
