@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any, TypeVar
 
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import ClientConnectionResetError, hdrs, web
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
@@ -123,17 +123,21 @@ DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # the states wi
 
 
 def receipt_response(job: Job, status: int) -> web.Response:
-    """A job's receipt (``JobReceipt``): the keys a client follows it by, not its whole record."""
-    receipt = {
-        "id": job.id,
-        "status": job.status.value,
-        "queue": job.queue,
-        "created_at": rfc3339(job.created_at),
-        "next_run_at": rfc3339(job.run_at) if job.status in DEFERRED else None,
-        "owner": job.owner,
-    }
-    headers = {"Location": f"/status/{job.id}", "Content-Type": "application/json"}
-    return web.Response(body=to_json(receipt), status=status, headers=headers)
+    """A job's receipt (``JobReceipt``): the keys a client follows it by, not its whole record.
+
+    Formatted rather than serialised, at half the cost: none of its texts needs escaping in JSON.
+    A job id, a queue name (``NAME_PATTERN``, or a UUID) and a token's name (``jobq.auth.NAME_PATTERN``)
+    are letters, digits and ``_.:@-``; a status and an RFC 3339 time too (tests/test_api.py checks
+    every character the patterns allow).
+    """
+    due = f'"{rfc3339(job.run_at)}"' if job.status in DEFERRED else "null"
+    owner = "null" if job.owner is None else f'"{job.owner}"'
+    body = (
+        f'{{"id":"{job.id}","status":"{job.status.value}","queue":"{job.queue}",'
+        f'"created_at":"{rfc3339(job.created_at)}","next_run_at":{due},"owner":{owner}}}'
+    )
+    headers = {hdrs.LOCATION: f"/status/{job.id}", hdrs.CONTENT_TYPE: "application/json"}
+    return web.Response(body=body.encode(), status=status, headers=headers)
 
 
 def owner_scope(request: web.Request) -> str | None:
@@ -144,6 +148,8 @@ def owner_scope(request: web.Request) -> str | None:
 
 def wait_seconds(request: web.Request) -> float:
     """The ``?wait=SECONDS`` query parameter (0 when absent); the service caps it."""
+    if "?" not in request.raw_path:  # no query at all: nothing to parse (most requests)
+        return 0.0
     raw = request.query.get("wait")
     if raw is None:
         return 0.0
@@ -205,13 +211,20 @@ def might_not_be_finite(raw: bytes) -> bool:
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    """The request body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field).
+    """The request body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field)."""
+    raw = body_now(request)
+    if raw is None:
+        raw = await request.read()
+    return parse_body(raw, model)
+
+
+def parse_body(raw: bytes, model: type[M]) -> M:
+    """A body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field).
 
     NaN and infinities are refused (JSON has no such numbers, and clients could not read them
     back); so is a number too large for a double, which a parser turns into infinity. Only a
     body that might hold one (rare: see ``might_not_be_finite``) is parsed twice to check.
     """
-    raw = await body_bytes(request)
     if might_not_be_finite(raw):
         try:
             data = from_json(raw, allow_inf_nan=False)
@@ -223,8 +236,8 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     return model.__pydantic_validator__.validate_json(raw)  # type: ignore[no-any-return]
 
 
-async def body_bytes(request: web.Request) -> bytes:
-    """The request body: as ``request.read()`` reads it, taken at once when all of it is here already.
+def body_now(request: web.Request) -> bytes | None:
+    """The request body if all of it is here already (None: ``await request.read()`` for it).
 
     A small request's body usually comes in with its head, so there is nothing to wait for, and
     aiohttp's read loop (which also copies the body) would cost it a few microseconds. Bounded by
@@ -232,7 +245,7 @@ async def body_bytes(request: web.Request) -> bytes:
     """
     content = request.content
     if not content.is_eof():
-        return await request.read()
+        return None
     raw = content.read_nowait()
     if len(raw) > request.client_max_size:
         raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=len(raw))
@@ -288,14 +301,18 @@ async def enqueue(request: web.Request) -> web.Response:
     ``Location: /status/{id}``, where the whole record is). With ``?wait=``, the whole record.
     """
     wait = wait_seconds(request)
-    job_request = await read_body(request, EnqueueRequest)
+    raw = body_now(request)  # read_body, inline: a coroutine less per request
+    if raw is None:
+        raw = await request.read()
+    job_request = parse_body(raw, EnqueueRequest)
+    service = request.app[SERVICE]
     principal = principal_of(request)
     if principal is None:
-        answer = await request.app[SERVICE].submit_one(job_request)
+        answer = await service.submit_one(job_request)
     else:
-        answer = await request.app[SERVICE].submit_one(job_request, principal.name, sees_all=principal.scope is None)
+        answer = await service.submit_one(job_request, principal.name, sees_all=principal.scope is None)
     if wait:
-        job = await request.app[SERVICE].wait_until_finished(answer.job.id, wait)
+        job = await service.wait_until_finished(answer.job.id, wait)
         return job_response(job, 200 if job.finished else 202)
     return receipt_response(answer.job, 202 if answer.created else 200)
 

@@ -46,6 +46,7 @@ log = logging.getLogger("jobq.auth")
 MIN_TOKEN_LENGTH = 16
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token: safe in a header as it is
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
+NAME_RULE = "1-128 letters, digits or _ . : @ - (starting with a letter or digit)"
 
 
 class Role(StrEnum):
@@ -122,6 +123,8 @@ class TokenBook:
         tokens: set[str] = set()
         for token, principal in entries:
             where = f"the token of {principal.name!r}"
+            if not NAME_PATTERN.fullmatch(principal.name):  # a job's owner: answers carry it as it is
+                raise TokenError(f"{principal.name!r} is not a token name: {NAME_RULE}")
             check_token(token, where)
             if principal.name in names:
                 raise TokenError(f"two tokens are named {principal.name!r}; each name must be unique")
@@ -211,7 +214,7 @@ def _file_entry(path: str, index: int, item: Any) -> tuple[str, Principal]:
         raise TokenError(f"{where} must be an object with exactly the keys name, role and token")
     name, role, token = item["name"], item["role"], item["token"]
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise TokenError(f"{where}: name must be 1-128 letters, digits or _ . : @ - (starting with a letter or digit)")
+        raise TokenError(f"{where}: name must be {NAME_RULE}")
     if role not in set(Role):
         raise TokenError(f"{where}: role must be one of {', '.join(Role)}, not {role!r}")
     if not isinstance(token, str):

@@ -285,7 +285,14 @@ class JobService:
             raise self.registry.unknown(request.type)
         job = request.to_job(self.store.clock())
         job.owner = owner
-        outcome = await self._add(job)
+        if self._gathered is None:  # no add in flight: to the store at once (``_add``, inline: a coroutine less)
+            self._gathered = []
+            try:
+                [outcome] = await self.store.add((job,))
+            finally:
+                self._add_gathered()
+        else:
+            outcome = await self._add(job)
         answer = self._answer(job, outcome, sees_all)
         if isinstance(answer, JobqError):
             raise answer

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import MakeClient, wait_for_status
+from jobq import auth
+from jobq.app import create_app
+from jobq.auth import Principal, Role, TokenBook, TokenError
+from jobq.models import NAME_PATTERN
+from tests.conftest import TEST_CONFIG, MakeClient, wait_for_status
 
 PROBLEM = "application/problem+json"
 
@@ -62,6 +69,28 @@ async def test_the_202_is_a_receipt_and_get_status_has_the_whole_record(make_cli
     assert (job["payload"], job["priority"], job["timeout"], job["history"]) == ({"to": "ada"}, 3, 5.0, [])
     now = await (await client.post("/enqueue", json={"type": "echo", "id": "now"})).json()
     assert (now["status"], now["queue"], now["next_run_at"]) == ("pending", "default", None)
+
+
+async def test_the_receipt_is_json_for_every_character_an_id_a_queue_or_an_owner_may_hold(aiohttp_client: Any) -> None:
+    """The receipt is formatted, not serialised: what the name patterns allow must need no escaping."""
+    allowed = "".join(c for c in map(chr, range(0x10000)) if re.fullmatch(NAME_PATTERN, "a" + c))
+    owners = "".join(c for c in map(chr, range(0x10000)) if auth.NAME_PATTERN.fullmatch("a" + c))
+    assert set(allowed) <= set(owners) and not set(owners) & set('"\\'), "a pattern grew: check receipt_response"
+    token = "t" * 32
+    app = create_app(replace(TEST_CONFIG, workers=0), tokens=TokenBook([(token, Principal("a" + owners, Role.CLIENT))]))
+    client = await aiohttp_client(app)
+    sent = {"type": "echo", "id": "a" + allowed, "queue": "q" + allowed, "delay": 5}
+    response = await client.post("/enqueue", json=sent, headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 202
+    receipt = json.loads(await response.read())
+    job = await (await client.get(response.headers["Location"], headers={"Authorization": f"Bearer {token}"})).json()
+    assert receipt == {key: job[key] for key in RECEIPT_KEYS}
+    assert (receipt["id"], receipt["queue"], receipt["owner"]) == (sent["id"], sent["queue"], "a" + owners)
+
+
+def test_a_token_book_refuses_a_name_a_receipt_could_not_carry() -> None:
+    with pytest.raises(TokenError, match="not a token name"):
+        TokenBook([("t" * 32, Principal('ev"il', Role.CLIENT))])
 
 
 async def test_a_replay_answers_the_stored_jobs_receipt_and_wait_answers_the_whole_record(client: TestClient) -> None:
