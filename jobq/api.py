@@ -17,7 +17,7 @@ from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import BadRequest, JobqError, ValidationFailed
-from jobq.job import Job, JobStatus, rfc3339
+from jobq.job import Job, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
     MAX_WAIT_PARAMETER,
@@ -119,9 +119,6 @@ def job_response(job: Job, status: int = 200) -> web.Response:
     return json_response(job.to_dict(), status, {"Location": f"/status/{job.id}"})
 
 
-DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # the states with a next_run_at (Job.to_dict)
-
-
 def receipt_response(job: Job, status: int) -> web.Response:
     """A job's receipt (``JobReceipt``): the keys a client follows it by, not its whole record.
 
@@ -130,7 +127,8 @@ def receipt_response(job: Job, status: int) -> web.Response:
     are letters, digits and ``_.:@-``; a status and an RFC 3339 time too (tests/test_api.py checks
     every character the patterns allow).
     """
-    due = f'"{rfc3339(job.run_at)}"' if job.status in DEFERRED else "null"
+    next_run_at = job.next_run_at
+    due = "null" if next_run_at is None else f'"{rfc3339(next_run_at)}"'
     owner = "null" if job.owner is None else f'"{job.owner}"'
     body = (
         f'{{"id":"{job.id}","status":"{job.status.value}","queue":"{job.queue}",'

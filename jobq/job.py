@@ -37,7 +37,7 @@ TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, Job
 WAITING = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING})
 FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # states entered with an error
 RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what a re-run by hand (retry) accepts
-_DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
+DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # waiting for run_at: next_run_at
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
@@ -197,6 +197,11 @@ class Job:
             return self.history[-1].worker
         return None
 
+    @property
+    def next_run_at(self) -> float | None:
+        """When a scheduled or retrying job becomes due (None in any other state)."""
+        return self.run_at if self.status in DEFERRED else None
+
     def snapshot(self) -> Job:
         """A copy a store hands out: changing it never changes the stored job.
 
@@ -336,7 +341,7 @@ class Job:
             "progress_note": self.progress_note,
             "created_at": rfc3339(self.created_at),
             "run_at": rfc3339(self.run_at),
-            "next_run_at": rfc3339(self.run_at) if self.status in _DEFERRED else None,
+            "next_run_at": rfc3339(self.next_run_at),
             "started_at": rfc3339(self.started_at),
             "finished_at": rfc3339(self.finished_at),
             "lease_expires_at": rfc3339(self.lease_expires_at),

@@ -31,9 +31,6 @@ MAX_EXACT_INTEGER = 2**53  # the largest whole number a double holds exactly
 # as protobuf decodes at most 100 message levels and each JSON object level takes three.
 MAX_NESTING = 32
 
-# Job.to_dict shows next_run_at in these states only.
-DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
-
 STATUS_TO_PB: Mapping[JobStatus, pb.JobStatus] = {
     status: pb.JobStatus.Value(f"JOB_STATUS_{status.name}") for status in JobStatus
 }
@@ -160,7 +157,7 @@ def job_message(job: Job) -> pb.Job:
         progress_note=job.progress_note,
         created_at=to_timestamp(job.created_at),
         run_at=to_timestamp(job.run_at),
-        next_run_at=to_timestamp(job.run_at if job.status in DEFERRED else None),
+        next_run_at=to_timestamp(job.next_run_at),
         started_at=to_timestamp(job.started_at),
         finished_at=to_timestamp(job.finished_at),
         lease_expires_at=to_timestamp(job.lease_expires_at),

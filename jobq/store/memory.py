@@ -34,7 +34,7 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.job import TERMINAL, WAITING, Attempt, Job, JobStatus
+from jobq.job import DEFERRED, TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run, release_run
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
 from jobq.store.loading import Loading, wanted
@@ -44,7 +44,6 @@ log = logging.getLogger("jobq.store")
 
 MAX_LOG_LINES = 1000
 MAX_SCANNED = 20_000  # jobs one listing page reads at most (a page of a selective filter may hold fewer)
-DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})
 COMPACT_AFTER = 1024  # stale timer entries (cancelled or cleared jobs) tolerated before the heap is rebuilt
 
 # What a write changes, so a durable backend writes only that (see SQLiteStore._persist).
