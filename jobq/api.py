@@ -209,20 +209,15 @@ def might_not_be_finite(raw: bytes) -> bool:
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    """The request body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field)."""
-    raw = body_now(request)
-    if raw is None:
-        raw = await request.read()
-    return parse_body(raw, model)
-
-
-def parse_body(raw: bytes, model: type[M]) -> M:
-    """A body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field).
+    """The request body as ``model``: strict JSON (400 if it is not), then validated (422 naming each field).
 
     NaN and infinities are refused (JSON has no such numbers, and clients could not read them
     back); so is a number too large for a double, which a parser turns into infinity. Only a
     body that might hold one (rare: see ``might_not_be_finite``) is parsed twice to check.
     """
+    raw = body_now(request)
+    if raw is None:
+        raw = await request.read()
     if might_not_be_finite(raw):
         try:
             data = from_json(raw, allow_inf_nan=False)
@@ -261,12 +256,16 @@ def all_finite(value: Any) -> bool:
     return True
 
 
-async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
-    """Submit jobs owned by the caller (its token's name)."""
+def submitter(request: web.Request) -> tuple[str | None, bool]:
+    """Who owns the jobs the caller submits (its token's name), and whether it may see every job."""
     principal = principal_of(request)
-    if principal is None:
-        return await request.app[SERVICE].submit(jobs)
-    return await request.app[SERVICE].submit(jobs, principal.name, sees_all=principal.scope is None)
+    return (None, True) if principal is None else (principal.name, principal.scope is None)
+
+
+async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
+    """Submit jobs owned by the caller."""
+    owner, sees_all = submitter(request)
+    return await request.app[SERVICE].submit(jobs, owner, sees_all=sees_all)
 
 
 @routes.post("/enqueue")
@@ -299,16 +298,10 @@ async def enqueue(request: web.Request) -> web.Response:
     ``Location: /status/{id}``, where the whole record is). With ``?wait=``, the whole record.
     """
     wait = wait_seconds(request)
-    raw = body_now(request)  # read_body, inline: a coroutine less per request
-    if raw is None:
-        raw = await request.read()
-    job_request = parse_body(raw, EnqueueRequest)
+    job_request = await read_body(request, EnqueueRequest)
     service = request.app[SERVICE]
-    principal = principal_of(request)
-    if principal is None:
-        answer = await service.submit_one(job_request)
-    else:
-        answer = await service.submit_one(job_request, principal.name, sees_all=principal.scope is None)
+    owner, sees_all = submitter(request)
+    answer = await service.submit_one(job_request, owner, sees_all=sees_all)
     if wait:
         job = await service.wait_until_finished(answer.job.id, wait)
         return job_response(job, 200 if job.finished else 202)

@@ -12,7 +12,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_routedef import AbstractRouteDef
 
 from jobq.api import METRICS, SERVICE, routes
-from jobq.auth import PRINCIPAL, TokenBook, authorize, route_template
+from jobq.auth import TokenBook, authorize, route_template
 from jobq.config import Config
 from jobq.handlers import Registry, registry
 from jobq.metrics import CLIENT_CLOSED, Metrics
@@ -90,13 +90,8 @@ def gate(
         code = 500
         try:
             try:
-                length = request.content_length
-                if length is not None and length > body_limit:
-                    refuse_large_body(request, body_limit)
-                if tokens is None:
-                    request[PRINCIPAL] = None  # open: nobody to name (authorize does this with tokens)
-                else:
-                    authorize(tokens, request)
+                refuse_large_body(request, body_limit)
+                authorize(tokens, request)
                 response = await handler(request)
             except Exception as exc:
                 response = error_response(request, exc)  # raises a redirect again: it is no error

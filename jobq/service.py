@@ -248,15 +248,14 @@ class JobService:
         Re-sending a job id answers the stored job only to its owner (or to a caller that ``sees_all``);
         anyone else gets IdReused, as for a different body.
         """
-        if self.draining:
-            raise ShuttingDown("jobq is shutting down and accepts no new jobs")
+        self._check_accepting()
         answers: list[Submitted | JobqError | None] = [None] * len(requests)
         jobs: list[Job] = []
         slots: list[int] = []
         now = self.store.clock()  # the store owns the clock: created and due times follow it
         for index, request in enumerate(requests):
-            if self._runs_here(request.queue) and request.type not in self.registry:
-                answers[index] = self.registry.unknown(request.type)
+            if (unknown := self._unknown_type(request)) is not None:
+                answers[index] = unknown
                 continue
             job = request.to_job(now)
             job.owner = owner
@@ -266,10 +265,7 @@ class JobService:
         for index, job, outcome in zip(slots, jobs, outcomes, strict=True):
             answers[index] = self._answer(job, outcome, sees_all)
         if self._enqueue_listeners:
-            created = [o.job for o in outcomes if isinstance(o, Added) and o.created]
-            if created:
-                for listener in self._enqueue_listeners:
-                    listener(created)
+            self._announce([o.job for o in outcomes if isinstance(o, Added) and o.created])
         return answers  # type: ignore[return-value]
 
     async def submit_one(
@@ -279,28 +275,33 @@ class JobService:
 
         The same rules as ``submit`` without its lists, which cost a single job more than its checks.
         """
-        if self.draining:
-            raise ShuttingDown("jobq is shutting down and accepts no new jobs")
-        if self._runs_here(request.queue) and request.type not in self.registry:
-            raise self.registry.unknown(request.type)
+        self._check_accepting()
+        if (unknown := self._unknown_type(request)) is not None:
+            raise unknown
         job = request.to_job(self.store.clock())
         job.owner = owner
-        if self._gathered is None:  # no add in flight: to the store at once (``_add``, inline: a coroutine less)
-            self._gathered = []
-            try:
-                [outcome] = await self.store.add((job,))
-            finally:
-                self._add_gathered()
-        else:
-            outcome = await self._add(job)
-        answer = self._answer(job, outcome, sees_all)
+        answer = self._answer(job, await self._add(job), sees_all)
         if isinstance(answer, JobqError):
             raise answer
         if answer.created and self._enqueue_listeners:
-            created = (answer.job,)
+            self._announce((answer.job,))
+        return answer
+
+    def _check_accepting(self) -> None:
+        if self.draining:
+            raise ShuttingDown("jobq is shutting down and accepts no new jobs")
+
+    def _unknown_type(self, request: EnqueueRequest) -> JobqError | None:
+        """Why this job is refused here (a type the in-process workers of its queue cannot run), or None."""
+        if self._runs_here(request.queue) and request.type not in self.registry:
+            return self.registry.unknown(request.type)
+        return None
+
+    def _announce(self, created: Sequence[Job]) -> None:
+        """Tell the enqueue listeners of the new jobs of a submission (none: nothing)."""
+        if created:
             for listener in self._enqueue_listeners:
                 listener(created)
-        return answer
 
     async def _add(self, job: Job) -> Added | Exception:
         """Store one job, as one add with every other job submitted while the store was busy (a group add).

@@ -39,6 +39,15 @@ class Counted:
         return await self.add(jobs)
 
 
+async def parked(service: JobService, counted: Counted, waiting: int, timeout: float = 5.0) -> None:
+    """Wait, under a deadline, until one add is held in the store and ``waiting`` jobs wait for it to answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while counted.sizes != [1] or len(service._gathered or ()) != waiting:
+        assert loop.time() < deadline, f"adds {counted.sizes}, {len(service._gathered or ())} of {waiting} waiting"
+        await asyncio.sleep(0)
+
+
 @pytest.fixture
 async def service(backend: str, tmp_path: Path, registry: Registry) -> AsyncIterator[JobService]:
     config = replace(TEST_CONFIG, store=store_url(backend, tmp_path), workers=0, queue_size=30)
@@ -57,9 +66,9 @@ async def test_jobs_submitted_while_an_add_is_in_flight_are_added_together(servi
     counted = Counted(service.store)
     counted.gate = asyncio.Event()
     first = asyncio.create_task(service.submit_one(job(0)))
-    await asyncio.sleep(0)
+    await parked(service, counted, 0)
     rest = [asyncio.create_task(service.submit_one(job(n))) for n in range(1, 21)]
-    await asyncio.sleep(0.01)
+    await parked(service, counted, 20)
     assert counted.sizes == [1], "the first goes at once; the others wait for it"
     counted.gate.set()
     answers = await asyncio.gather(first, *rest)
@@ -76,11 +85,11 @@ async def test_each_job_of_a_group_gets_its_own_outcome(service: JobService) -> 
     counted = Counted(service.store)
     counted.gate = asyncio.Event()
     blocker = asyncio.create_task(service.submit_one(job(1)))
-    await asyncio.sleep(0)
+    await parked(service, counted, 0)
     replay = asyncio.create_task(service.submit_one(job(0)))
     reused = asyncio.create_task(service.submit_one(job(0, payload={"other": True})))
     fresh = [asyncio.create_task(service.submit_one(job(n))) for n in range(2, 40)]  # the queue holds 30
-    await asyncio.sleep(0.01)
+    await parked(service, counted, 40)
     counted.gate.set()
     await blocker
     assert not (await replay).created
@@ -98,9 +107,9 @@ async def test_a_group_the_store_refuses_fails_each_of_its_callers_and_the_next_
     counted = Counted(service.store)
     counted.gate = asyncio.Event()
     first = asyncio.create_task(service.submit_one(job(0)))
-    await asyncio.sleep(0)
+    await parked(service, counted, 0)
     group = [asyncio.create_task(service.submit_one(job(n))) for n in range(1, 4)]
-    await asyncio.sleep(0.01)
+    await parked(service, counted, 3)
     counted.refuse_groups = StoreUnavailable("the disk went away")
     counted.gate.set()
     assert (await first).created
