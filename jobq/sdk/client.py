@@ -166,13 +166,13 @@ class JobqClient:
             "max_attempts": max_attempts,
             "timeout": timeout,
         }
-        body = {k: v for k, v in fields.items() if v is not None}
+        body = to_json({k: v for k, v in fields.items() if v is not None})
         status, data = await self._exchange("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
         if "type" in data:  # the whole record: with wait (or from a server that answers it every time)
             return Job.from_dict(data)
         if status != 202:  # a job sent before, which may have run since: its record as it is now
             return await self.get(data["id"])
-        return received_job(data, body)
+        return received_job(data, from_json(body))  # the payload as the server keeps it: JSON's form
 
     async def get(self, job_id: str, *, wait: float | None = None) -> Job:
         """The job; with ``wait``, first wait up to that long for its next change."""
@@ -378,7 +378,8 @@ def leased_job(item: dict[str, Any], deadlines: _Deadlines) -> Job:
 
 
 def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
-    """A new job as ``POST /enqueue`` accepted it: the fields sent, and those of its receipt (``JobReceipt``).
+    """A new job as ``POST /enqueue`` accepted it: the fields sent (as parsed back from the body, so
+    the payload is JSON's form, not the caller's object), and those of its receipt (``JobReceipt``).
 
     What neither holds is what every new job has: no attempts, result or history yet; the
     priority, attempts and timeout not sent are the record's defaults (``Job``'s and the server's).
@@ -389,7 +390,7 @@ def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
     return Job(
         id=receipt["id"],
         type=sent["type"],
-        payload=from_json(to_json(sent["payload"])),  # as the server keeps it: JSON's form, not the caller's object
+        payload=sent["payload"],
         queue=receipt["queue"],
         status=JobStatus(receipt["status"]),
         created_at=parse_rfc3339(receipt["created_at"]) or 0.0,
@@ -489,7 +490,7 @@ class BatchedSource:
         ]
 
     async def complete(self, job_id: str, lease_id: str, result: Any) -> None:
-        await self._settle({"id": job_id, "lease_id": lease_id, "result": result})
+        await self._add({"id": job_id, "lease_id": lease_id, "result": result})
 
     async def fail(
         self,
@@ -501,10 +502,7 @@ class BatchedSource:
         outcome: str = "failed",
         traceback: str | None = None,
     ) -> None:
-        await self._settle({"id": job_id, **failure_item(lease_id, error, retry_in, outcome, traceback)})
-
-    async def _settle(self, item: dict[str, Any]) -> None:
-        await self._add(item)
+        await self._add({"id": job_id, **failure_item(lease_id, error, retry_in, outcome, traceback)})
 
     def _add(self, item: dict[str, Any]) -> asyncio.Future[None]:
         """Put a settlement in the batch; the future answers it (None, or the error it got)."""
