@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
+from operator import attrgetter
 
 from jobq.errors import StoreUnavailable
 from jobq.job import Job
 
-
-def seq_of(job: Job) -> int:
-    return job.seq
+SEQ = attrgetter("seq")  # insertion order: how jobs are read back and released
 
 
 class Loading:
@@ -59,10 +58,6 @@ class Loading:
         top = self.top.get(queue)
         return top is None or (best is not None and best.priority >= top)
 
-    def blocks(self, queues: Iterable[str]) -> bool:
-        """Whether any of these queues has runnable jobs still unread."""
-        return any(queue in self.top for queue in queues)
-
     def read_one(self, job: Job) -> None:
         """Count a runnable job as read (by its chunk or on demand)."""
         counts = self.unread.get(job.queue)
@@ -90,12 +85,12 @@ class Loading:
                 free.append(heapq.heappop(held)[1])
             if not held:
                 del self.held[queue]
-        free.sort(key=seq_of)
+        free.sort(key=SEQ)
         return free
 
     def release_all(self) -> list[Job]:
         """Every held job, by seq (the last chunk is in)."""
-        free = sorted((job for held in self.held.values() for _, job in held), key=seq_of)
+        free = sorted((job for held in self.held.values() for _, job in held), key=SEQ)
         self.held.clear()
         return free
 

@@ -153,8 +153,13 @@ class MemoryStore(Store):
             if missing:
                 await self._fetch(missing)
 
-    async def _all_loaded(self) -> None:
-        """While loading: wait until every job is read back (for answers that need them all)."""
+    @property
+    def loading(self) -> bool:
+        """Whether jobs are still being read back (a durable store serves meanwhile)."""
+        return self._loading is not None
+
+    async def loaded(self) -> None:
+        """Wait until every job is read back (raises StoreUnavailable if reading failed); at once when none is."""
         loading = self._loading
         if loading is not None:
             await loading.finished()
@@ -770,7 +775,7 @@ class MemoryStore(Store):
         return [{"at": at, "message": message} for at, message in self._logs.get(job_id, [])]
 
     async def stats(self) -> StoreStats:
-        await self._all_loaded()  # the oldest ready job of a queue may not be read back yet
+        await self.loaded()  # the oldest ready job of a queue may not be read back yet
         by_status: Counter[str] = Counter()
         by_queue: dict[str, dict[str, int]] = {}
         for queue, counts in self._counts.items():
@@ -799,7 +804,7 @@ class MemoryStore(Store):
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        await self._all_loaded()
+        await self.loaded()
         order = self._order
         start = bisect.bisect_left(order, int(cursor), key=seq_of) if cursor else len(order)  # jobs before the cursor
         page: list[Job] = []
@@ -834,7 +839,7 @@ class MemoryStore(Store):
             await future
 
     async def clear(self, queue: str) -> int:
-        await self._all_loaded()
+        await self.loaded()
         ready = self._ready.pop(queue, None)
         doomed = {job.id: job for job in ready.jobs(self._ready_job)} if ready is not None else {}
         doomed.update(

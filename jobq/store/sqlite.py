@@ -44,7 +44,7 @@ from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, Un
 from jobq.job import TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.store.base import StoreOptions
 from jobq.store.loading import Loading
-from jobq.store.memory import ADD, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, STATE, MemoryStore
+from jobq.store.memory import ADD, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, STATE, MemoryStore, compact
 
 log = logging.getLogger("jobq.store")
 
@@ -228,12 +228,11 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
     (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
     owner, worker = row[21:]
-    intern = sys.intern
     job = _new(Job)
     job.id = job_id
-    job.type = intern(job_type)
+    job.type = job_type
     job.payload = EMPTY_PAYLOAD if payload == "{}" else from_json(payload)
-    job.queue = intern(queue)
+    job.queue = queue
     job.priority = priority
     job.max_attempts = max_attempts
     job.timeout = timeout
@@ -251,11 +250,11 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     job.progress_note = note
     job.history = NO_HISTORY if history == "[]" else [attempt_from(attempt) for attempt in from_json(history)]
     job.seq = seq
-    job.owner = None if owner is None else intern(owner)
+    job.owner = owner
     job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
     if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
         job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]
-    return job
+    return compact(job)
 
 
 def attempt_from(data: dict[str, Any]) -> Attempt:
@@ -934,15 +933,6 @@ class SQLiteStore(MemoryStore):
         self._loading.check()
         chunk = await writer.call(functools.partial(read_jobs, path=self.path, job_ids=list(job_ids)))
         self._read_back(chunk.jobs, chunk.logs, None)
-
-    @property
-    def loading(self) -> bool:
-        """Whether jobs are still being read back (the store serves meanwhile)."""
-        return self._loading is not None
-
-    async def loaded(self) -> None:
-        """Wait until every job is read back (raises StoreUnavailable if reading failed)."""
-        await self._all_loaded()
 
     def _committed(self, seconds: float) -> None:
         hook = self.on_commit  # read each time: it may be set after open
