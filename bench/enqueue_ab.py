@@ -130,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         parser.error(f"unknown setup {unknown[0]!r}: {', '.join(SETUPS)}")
-    trees = {"HEAD": bench.ROOT}
-    if args.baseline_tree:
-        trees["baseline"] = args.baseline_tree.resolve()
+    trees = bench.checkouts(args.baseline_tree)
     scale = replace(bench.Scale(), duration=args.duration)
     info = bench.machine()
     print(f"machine: {info}", file=sys.stderr)

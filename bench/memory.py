@@ -23,7 +23,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from run import PYTHON, ROOT, clean_env  # noqa: E402 - bench/run.py
+from run import PYTHON, checkouts, clean_env  # noqa: E402 - bench/run.py
 
 CHILD = """
 import asyncio, gc, json, sys
@@ -73,9 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured in turn with this one")
     args = parser.parse_args(argv)
-    trees = {"HEAD": ROOT}
-    if args.baseline_tree is not None:
-        trees["baseline"] = args.baseline_tree.resolve()
+    trees = checkouts(args.baseline_tree)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for round_number in range(args.rounds):
         for name, root in trees.items():

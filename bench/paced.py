@@ -41,7 +41,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from loadgen import process_cpu  # noqa: E402 - bench/loadgen.py
-from run import PYTHON, ROOT, Server, free_port, jobq_command  # noqa: E402 - bench/run.py
+from run import PYTHON, Server, checkouts, free_port, jobq_command  # noqa: E402 - bench/run.py
 
 BODY = b'{"type": "noop"}'
 MAX_CONNECTIONS = 64
@@ -211,9 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured in turn with this one")
     parser.add_argument("--json", type=Path, help="write every run here")
     args = parser.parse_args(argv)
-    trees = {"HEAD": ROOT}
-    if args.baseline_tree is not None:
-        trees["baseline"] = args.baseline_tree.resolve()
+    trees = checkouts(args.baseline_tree)
     loads = [str(rate) for rate in args.rates] + ([] if args.no_saturation else ["saturation"])
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(t, load): [] for t in trees for load in loads}
     with tempfile.TemporaryDirectory(prefix="jobq-paced-") as tmp:

@@ -308,9 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds, jobs = (1, 2_000) if args.quick else (args.rounds, args.jobs)
     if args.duration:
         scale = replace(scale, duration=args.duration)
-    trees = {"HEAD": args.tree.resolve()}
-    if args.baseline_tree:
-        trees["baseline"] = args.baseline_tree.resolve()
+    trees = bench.checkouts(args.baseline_tree, head=args.tree)
     info = {**bench.machine(), "trees": {name: f"{path} ({git_describe(path)})" for name, path in trees.items()}}
     say(f"machine: {info}")
     say(f"payload: {compact_size(sized_payload(args.payload_bytes)):,} bytes of compact JSON")

@@ -44,7 +44,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from run import PYTHON, ROOT, clean_env, free_port, jobq_command  # noqa: E402 - bench/run.py
+from run import PYTHON, checkouts, clean_env, free_port, jobq_command  # noqa: E402 - bench/run.py
 
 COLUMNS = (
     "id, seq, type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout, created_at, "
@@ -186,9 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured in turn with this one")
     parser.add_argument("--json", type=Path, help="write every run here")
     args = parser.parse_args(argv)
-    trees = {"HEAD": ROOT}
-    if args.baseline_tree is not None:
-        trees["baseline"] = args.baseline_tree.resolve()
+    trees = checkouts(args.baseline_tree)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory(prefix="jobq-restart-") as tmp:
         workdir = Path(tmp)

@@ -105,6 +105,14 @@ def clean_env(root: Path = ROOT) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(root)}
 
 
+def checkouts(baseline: Path | None, head: Path = ROOT) -> dict[str, Path]:
+    """The checkouts a benchmark measures in turn: ``head`` as "HEAD", and ``baseline`` as "baseline" when given."""
+    found = {"HEAD": head.resolve()}
+    if baseline is not None:
+        found["baseline"] = baseline.resolve()
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
