@@ -56,7 +56,8 @@ from jobq.models import (
 )
 from jobq.openapi import DOCS_CSP, DOCS_FILES, Reply, docs_file, document_json, documented, links
 from jobq.problems import error_body, from_validation_error
-from jobq.service import JobService, Submitted
+from jobq.service import JobService
+from jobq.store import Added
 
 SERVICE = web.AppKey("service", JobService)
 METRICS = web.AppKey("metrics", Metrics)  # absent when metrics are off
@@ -262,7 +263,7 @@ def submitter(request: web.Request) -> tuple[str | None, bool]:
     return (None, True) if principal is None else (principal.name, principal.scope is None)
 
 
-async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Submitted | JobqError]:
+async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Added | JobqError]:
     """Submit jobs owned by the caller."""
     owner, sees_all = submitter(request)
     return await request.app[SERVICE].submit(jobs, owner, sees_all=sees_all)

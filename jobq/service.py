@@ -46,12 +46,6 @@ class BulkResult:
     more: bool  # the limit was reached with jobs left to read: matching ones may remain
 
 
-Submitted = Added
-"""One job's answer to a submission: the job and whether this request created it. It is the store's
-own outcome (``Added``: the stored job and whether it is new), handed on as it is: a copy per job
-would cost every enqueue an allocation."""
-
-
 def failure(job_id: str, item: Settlement | FailRequest) -> StoreSettlement:
     """A failed attempt as the store takes it, its texts made storable."""
     assert item.error is not None
@@ -242,14 +236,15 @@ class JobService:
     # -- verbs -------------------------------------------------------------
     async def submit(
         self, requests: Sequence[EnqueueRequest], owner: str | None = None, *, sees_all: bool = True
-    ) -> list[Submitted | JobqError]:
-        """Enqueue jobs owned by ``owner``; each gets its own answer (the job, or the error that refused it).
+    ) -> list[Added | JobqError]:
+        """Enqueue jobs owned by ``owner``; each gets its own answer: the store's ``Added`` (the job, and
+        whether this call created it), or the error that refused it.
 
         Re-sending a job id answers the stored job only to its owner (or to a caller that ``sees_all``);
         anyone else gets IdReused, as for a different body.
         """
         self._check_accepting()
-        answers: list[Submitted | JobqError | None] = [None] * len(requests)
+        answers: list[Added | JobqError | None] = [None] * len(requests)
         jobs: list[Job] = []
         slots: list[int] = []
         now = self.store.clock()  # the store owns the clock: created and due times follow it
@@ -268,9 +263,7 @@ class JobService:
             self._announce([o.job for o in outcomes if isinstance(o, Added) and o.created])
         return answers  # type: ignore[return-value]
 
-    async def submit_one(
-        self, request: EnqueueRequest, owner: str | None = None, *, sees_all: bool = True
-    ) -> Submitted:
+    async def submit_one(self, request: EnqueueRequest, owner: str | None = None, *, sees_all: bool = True) -> Added:
         """Enqueue one job, as ``submit`` does, raising the error that refuses it: ``POST /enqueue``'s path.
 
         The same rules as ``submit`` without its lists, which cost a single job more than its checks.
@@ -356,7 +349,7 @@ class JobService:
         return self.pool.concurrency > 0 and (not self.config.queues or queue in self.config.queues)
 
     @staticmethod
-    def _answer(job: Job, outcome: Added | Exception, sees_all: bool) -> Submitted | JobqError:
+    def _answer(job: Job, outcome: Added | Exception, sees_all: bool) -> Added | JobqError:
         if isinstance(outcome, JobqError):
             return outcome
         if isinstance(outcome, Exception):
