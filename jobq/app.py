@@ -24,8 +24,11 @@ from jobq.store import Retention, Store, StoreOptions, open_store
 TOKENS = web.AppKey("tokens", TokenBook)  # absent when jobq runs without tokens
 
 
-def store_from_config(config: Config, clock: Callable[[], float] = time.time) -> Store:
-    """The store ``config.store`` names, with the retry, retention, size and lost-run settings applied."""
+def store_from_config(config: Config, clock: Callable[[], float] | None = None) -> Store:
+    """The store ``config.store`` names, with the retry, retention, size and lost-run settings applied.
+
+    ``clock`` replaces the store's own (tests drive a fake one).
+    """
     options = StoreOptions(
         retry=RetryPolicy(base=config.retry_base, cap=config.retry_cap),
         retention=Retention(max_age=config.retention_age, max_count=config.retention_count),

@@ -169,12 +169,15 @@ class JobService:
             log.debug("job %s (%s) %s -> %s", job.id, job.type, before, status, extra=job.log_fields(before))
 
     def _on_event(self, event: StoreEvent) -> None:
-        """Store subscriber (once a change is durable): account remote leases, wake whoever waits on the job."""
+        """Store subscriber (once a change is durable): stop the handler of a job cancelled while it ran (on any
+        node, with a shared store), account remote leases, wake whoever waits on the job."""
         if isinstance(event, LogEvent):
             for follower in self._log_followers.get(event.job_id, ()):
                 follower.set()
             return
         job = event.job
+        if job.status is JobStatus.CANCELLED and event.before is JobStatus.PROCESSING:
+            self.pool.interrupt(job.id)
         for follower in self._log_followers.get(job.id, ()):
             follower.set()  # a follower stops once the job has finished
         if event.before is JobStatus.PROCESSING and self._remote_held:
@@ -207,6 +210,7 @@ class JobService:
         waiter = asyncio.get_running_loop().create_future()
         waiters = self._change_waiters.setdefault(job_id, [])
         waiters.append(waiter)  # before reading the job, so no change after the read goes unseen
+        unfollow = self.store.follow(job_id)  # changes made on other nodes too
         try:
             job = await self.get(job_id, owner)
             if (seen is not None and job.status is not seen) or timeout <= 0 or job.finished:
@@ -218,6 +222,7 @@ class JobService:
         except TimeoutError:
             pass
         finally:  # a timed-out, cancelled or answered wait unlists itself (a woken one was unlisted already)
+            unfollow()
             if waiter in waiters:
                 waiters.remove(waiter)
                 if not waiters and self._change_waiters.get(job_id) is waiters:
@@ -368,12 +373,10 @@ class JobService:
         return job
 
     async def cancel(self, job_id: str, owner: str | None = None) -> Job:
-        """Cancel a job; a running one has its handler cancelled too."""
+        """Cancel a job; a running one has its handler cancelled too (by the store's event: see _on_event)."""
         if owner is not None:
             await self.get(job_id, owner)
-        job = await self.store.cancel(job_id)
-        self.pool.interrupt(job_id)
-        return job
+        return await self.store.cancel(job_id)
 
     async def lease(self, request: LeaseRequest) -> list[Job]:
         """Lease jobs to a remote worker, long-polling up to ``wait`` (capped); nothing once draining.
@@ -567,6 +570,7 @@ class JobService:
         wake = asyncio.Event()
         followers = self._log_followers.setdefault(job_id, set())
         followers.add(wake)  # before the first read, so no line after it goes unseen
+        unfollow = self.store.follow(job_id)  # lines and changes made on other nodes too
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -585,6 +589,7 @@ class JobService:
                     async with asyncio.timeout(left):
                         await wake.wait()
         finally:
+            unfollow()
             followers.discard(wake)
             if not followers:
                 self._log_followers.pop(job_id, None)

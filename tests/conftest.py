@@ -18,17 +18,26 @@ from jobq.config import Config
 from jobq.handlers import Registry
 from jobq.store import StoreOptions
 from jobq.store.sqlite import SQLiteStore
+from tests.pg import drop_schemas, schema_url
 from tests.procs import ServerProcess
 
 TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=1.0)
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgresql"]
 """Every store backend; API and store tests run once per backend."""
 
 
 def store_url(backend: str, tmp_path: Path) -> str:
-    """Where each backend keeps its data for one test."""
+    """Where each backend keeps its data for one test (a PostgreSQL schema of its own: see tests/pg.py)."""
+    if backend == "postgresql":
+        return schema_url(tmp_path)
     return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'jobq.db'}"}[backend]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_schemas() -> Iterator[None]:
+    yield
+    drop_schemas()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -54,7 +63,7 @@ def make_client(aiohttp_client: Any, registry: Registry, backend: str, tmp_path:
     ``clock`` is the store's clock (a FakeClock moves time only when the test says).
     """
 
-    async def build(clock: Callable[[], float] = time.time, **overrides: Any) -> TestClient:
+    async def build(clock: Callable[[], float] | None = None, **overrides: Any) -> TestClient:
         config = replace(TEST_CONFIG, store=store_url(backend, tmp_path), **overrides)
         return await aiohttp_client(create_app(config, store=store_from_config(config, clock), handlers=registry))
 

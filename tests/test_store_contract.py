@@ -24,6 +24,7 @@ from jobq.store.base import Settlement
 from tests.conftest import BACKENDS, FakeClock, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
+IN_MEMORY = ["memory", "sqlite"]  # the backends that index every job in this process's memory
 
 
 @pytest.fixture(params=BACKENDS)
@@ -692,6 +693,7 @@ async def test_lease_ids_are_unguessable(store: Store) -> None:
     assert len({lease_id[:8] for lease_id in ids}) == 20  # no shared prefix and counter
 
 
+@pytest.mark.parametrize("make_store", IN_MEMORY, indirect=True)
 async def test_cancelled_and_cleared_scheduled_jobs_leave_nothing_behind(make_store: MakeStore) -> None:
     store = await make_store()
     later = time.time() + 3600
@@ -700,7 +702,7 @@ async def test_cancelled_and_cleared_scheduled_jobs_leave_nothing_behind(make_st
     for job in jobs[:1000]:
         await store.cancel(job.id)
     assert await store.clear("q1") == len([j for j in jobs[1000:] if j.queue == "q1"])
-    assert isinstance(store, memory.MemoryStore)  # both backends index in memory: check what the index holds
+    assert isinstance(store, memory.MemoryStore)  # check what the in-memory index holds
     live = {job.id for _, _, job in store._deferred}
     assert len(store._deferred) == len(live)  # rebuilt once mostly stale: no cancelled payload kept
     assert all(job.queue != "q1" and job.status is JobStatus.SCHEDULED for _, _, job in store._deferred)

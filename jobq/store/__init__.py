@@ -1,4 +1,5 @@
-"""Store backends, chosen by URL: ``memory://`` or ``sqlite:///path/to/jobq.db``, each imported when asked for.
+"""Store backends, chosen by URL: ``memory://``, ``sqlite:///path/to/jobq.db`` or ``postgresql://...``, each
+imported when asked for.
 
 The URL is parsed strictly: anything but the forms in ``STORE_URL_FORMS`` is refused with
 a ``ValueError`` naming them, so a typo never becomes a file with a strange name.
@@ -12,7 +13,9 @@ from jobq.store.base import Added, Retention, Store, StoreOptions, StoreStats
 
 __all__ = ["STORE_URL_FORMS", "Added", "Retention", "Store", "StoreOptions", "StoreStats", "open_store", "sqlite_path"]
 
-STORE_URL_FORMS = "memory://, sqlite:///relative/path or sqlite:////absolute/path"
+STORE_URL_FORMS = (
+    "memory://, sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host:5432/db[?schema=jobq]"
+)
 
 
 def open_store(url: str, options: StoreOptions | None = None, **backend_options: object) -> Store:
@@ -22,15 +25,21 @@ def open_store(url: str, options: StoreOptions | None = None, **backend_options:
         from jobq.store.memory import MemoryStore
 
         return MemoryStore(options)
+    if scheme == "postgresql":
+        from jobq.store.postgres import PostgresStore
+
+        return PostgresStore(url, options)
     from jobq.store.sqlite import SQLiteStore
 
     return SQLiteStore(sqlite_path(url), options, **backend_options)  # type: ignore[arg-type]
 
 
 def store_scheme(url: str) -> str:
-    """``memory`` or ``sqlite`` for a valid store URL; ValueError naming the accepted forms otherwise."""
+    """``memory``, ``sqlite`` or ``postgresql`` for a valid store URL; ValueError naming the forms otherwise."""
     if url == "memory://":
         return "memory"
+    if urlsplit(url).scheme in ("postgresql", "postgres"):
+        return "postgresql"
     if url.startswith("sqlite:"):
         sqlite_path(url)
         return "sqlite"

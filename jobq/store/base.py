@@ -20,7 +20,9 @@ What every backend promises (tests/test_store_contract.py checks each):
 - **One set of rules.** What a failed, lost or released run means is decided by
   :mod:`jobq.lifecycle`; backends only persist the outcome.
 - **The store's clock.** Due times and lease deadlines are read from
-  ``options.clock`` (injectable: tests drive a fake one).
+  ``options.clock`` (injectable: tests drive a fake one). Left unset, a backend
+  uses its own: this process's on an in-process store, the database's on a
+  shared one, so nodes whose clocks differ still agree on what is due.
 - **Housekeeping** (``housekeep``) promotes due jobs, expires lapsed leases and
   purges by retention whether or not anyone leases, and is safe to run in
   several processes at once on a shared store.
@@ -56,7 +58,7 @@ class StoreOptions:
     retention: Retention = field(default_factory=Retention)
     max_waiting: int = 1_000_000  # waiting (pending/scheduled/retrying) jobs before enqueue is refused
     max_lost_runs: int = 3  # lost runs in a row (lease expired, jobq stopped) after which a job is dead
-    clock: Callable[[], float] = time.time  # the store's clock, in Unix seconds
+    clock: Callable[[], float] | None = None  # the store's clock, in Unix seconds (None: the backend's own)
 
     @property
     def rules(self) -> Rules:
@@ -120,13 +122,17 @@ Subscriber = Callable[[StoreEvent], None]
 """Called with each durable change: a status change or a log line (after commit)."""
 
 
+def _nothing() -> None:
+    return None
+
+
 class Store(ABC):
     """A job store. Every backend passes the same conformance suite (tests/test_store_contract.py)."""
 
     def __init__(self, options: StoreOptions | None = None) -> None:
         self.options = options or StoreOptions()
         self.rules = self.options.rules
-        self.clock = self.options.clock
+        self.clock = self.options.clock or time.time  # what this process reads as now (see StoreOptions.clock)
         self.listeners: list[ChangeListener] = []
         self.subscribers: list[Subscriber] = []
 
@@ -148,6 +154,17 @@ class Store(ABC):
         """
         self.subscribers.append(subscriber)
         return lambda: self.subscribers.remove(subscriber) if subscriber in self.subscribers else None
+
+    def follow(self, job_id: str) -> Callable[[], None]:
+        """Ask for the events of this job whatever node changes it; returns a call that stops asking.
+
+        Subscribers always get the changes made through this store. A shared store also
+        delivers other nodes' changes, for the jobs someone follows (a ``?wait=``, a
+        watch, a log stream) and the jobs leased through it (so a cancel made on
+        another node stops their handlers here): only those, since fetching every
+        job every node changes would cost each node the whole cluster's load.
+        """
+        return _nothing
 
     def _publish(self, events: Sequence[StoreEvent]) -> None:
         for subscriber in list(self.subscribers):

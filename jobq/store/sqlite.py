@@ -38,13 +38,12 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
-from pydantic_core import from_json, to_json
-
 from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, UnstorableValue
-from jobq.job import TERMINAL, WAITING, Attempt, Job, JobStatus
+from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.store.base import StoreOptions
 from jobq.store.loading import Loading
-from jobq.store.memory import ADD, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, STATE, MemoryStore, compact
+from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, STATE, MemoryStore
+from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
 
 log = logging.getLogger("jobq.store")
 
@@ -54,31 +53,6 @@ SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}  # durability -> PRAGMA synch
 PAGE_SIZE = 16384  # of new files: a job's whole row (a 2 kB payload included) fits a page with others
 BUSY_TIMEOUT_MS = 5000  # another SQLite client (a backup, the sqlite3 shell) may hold the file briefly
 
-COLUMNS = (
-    "id",
-    "seq",
-    "type",
-    "queue",
-    "priority",
-    "status",
-    "payload",
-    "result",
-    "error",
-    "attempts",
-    "max_attempts",
-    "timeout",
-    "created_at",
-    "run_at",
-    "started_at",
-    "finished_at",
-    "lease_id",
-    "lease_expires_at",
-    "progress",
-    "progress_note",
-    "history",
-    "owner",
-    "worker",
-)
 INSERT_JOB = "INSERT OR REPLACE INTO jobs ({}) VALUES ({})".format(", ".join(COLUMNS), ", ".join("?" * len(COLUMNS)))
 # Chunks go by (seq, rowid), so no row is skipped even if two share a seq (jobq gives each its own).
 SELECT_CHUNK = "SELECT rowid, {} FROM jobs WHERE (seq, rowid) > (?, ?) ORDER BY seq, rowid LIMIT ?".format(
@@ -127,30 +101,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 
 # -- rows ------------------------------------------------------------------
-def _dump(value: Any) -> str:
-    """JSON text for a column (values reach the store as plain JSON: see jobq.values)."""
-    return to_json(value).decode()
-
-
-def _history(job: Job) -> str:
-    return "[]" if not job.history else _dump(job.history)
-
-
-STATE_COLUMNS = (
-    "status",
-    "attempts",
-    "run_at",
-    "started_at",
-    "lease_id",
-    "lease_expires_at",
-    "progress",
-    "progress_note",
-    "worker",
-    "result",
-    "error",
-    "finished_at",
-    "history",
-)
 KIND_COLUMNS = {  # what each kind of write sets; an add sets every column
     ADD: COLUMNS,
     STATE: STATE_COLUMNS,
@@ -165,110 +115,8 @@ UPDATES = {  # one statement per kind of change
 }
 
 
-def job_values(job: Job, kind: str) -> tuple[Any, ...]:
-    """The values of the columns a ``kind`` of write sets (KIND_COLUMNS), built on the loop thread at the change."""
-    if kind == HEARTBEAT:
-        return (job.lease_expires_at,)
-    if kind == PROGRESS:
-        return (job.progress, job.progress_note)
-    if kind == ADD:  # the payload is written here, once: no later write of the job touches it
-        return (
-            job.id,
-            job.seq,
-            job.type,
-            job.queue,
-            job.priority,
-            job.status.value,
-            _dump(job.payload),
-            None if job.result is None else _dump(job.result),
-            job.error,
-            job.attempts,
-            job.max_attempts,
-            job.timeout,
-            job.created_at,
-            job.run_at,
-            job.started_at,
-            job.finished_at,
-            job.lease_id,
-            job.lease_expires_at,
-            job.progress,
-            job.progress_note,
-            _history(job),
-            job.owner,
-            job.worker,
-        )
-    lease = (
-        job.status.value,
-        job.attempts,
-        job.run_at,
-        job.started_at,
-        job.lease_id,
-        job.lease_expires_at,
-        job.progress,
-        job.progress_note,
-        job.worker,
-    )
-    if kind == LEASE:
-        return lease
-    return (*lease, None if job.result is None else _dump(job.result), job.error, job.finished_at, _history(job))
-
-
-STATUSES = {status.value: status for status in JobStatus}
 RUNNABLE = ("pending", "processing")  # what a lease may hand out once read back (a stopped run re-runs)
 CHUNK = 4096  # jobs read back per chunk while serving: a few milliseconds of the loop each
-
-
-def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object.__new__) -> Job:  # type: ignore[assignment]
-    """Rebuild a job from its row; raises ValueError, TypeError or KeyError on data jobq did not write.
-
-    What jobs have alike is shared (see :func:`~jobq.store.memory.compact`): names, the
-    empty payload and history. A job left processing gets its running attempt back from the
-    row (its history entry is written only when the attempt ends).
-    """
-    (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
-    (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
-    owner, worker = row[21:]
-    job = _new(Job)
-    job.id = job_id
-    job.type = job_type
-    job.payload = EMPTY_PAYLOAD if payload == "{}" else from_json(payload)
-    job.queue = queue
-    job.priority = priority
-    job.max_attempts = max_attempts
-    job.timeout = timeout
-    job.status = STATUSES[status]
-    job.result = None if result is None else from_json(result)
-    job.error = error
-    job.attempts = attempts
-    job.created_at = created_at
-    job.run_at = run_at
-    job.started_at = started_at
-    job.finished_at = finished_at
-    job.lease_id = lease_id
-    job.lease_expires_at = lease_expires_at
-    job.progress = progress
-    job.progress_note = note
-    job.history = NO_HISTORY if history == "[]" else [attempt_from(attempt) for attempt in from_json(history)]
-    job.seq = seq
-    job.owner = owner
-    job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
-    if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
-        job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]
-    return compact(job)
-
-
-def attempt_from(data: dict[str, Any]) -> Attempt:
-    """An attempt as stored in a job's history, its repeated words shared."""
-    worker, outcome = data.get("worker"), data.get("outcome")
-    return Attempt(
-        number=data["number"],
-        started_at=data["started_at"],
-        worker=None if worker is None else sys.intern(worker),
-        finished_at=data.get("finished_at"),
-        outcome=None if outcome is None else sys.intern(outcome),
-        error=data.get("error"),
-        traceback=data.get("traceback"),
-    )
 
 
 @dataclass(frozen=True, slots=True)

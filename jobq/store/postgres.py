@@ -1,0 +1,895 @@
+"""The shared store: every job in PostgreSQL, for any number of jobq processes on one database.
+
+Nothing is kept only in one process's memory: every verb is a statement (or a
+short transaction) on the database, and answers once it committed. What each
+node keeps is a cache of nothing but who waits for what.
+
+- **Claiming** is one statement: ``FOR UPDATE SKIP LOCKED`` picks ready jobs queue
+  by queue (round-robin, then priority, then FIFO) and marks them processing with a
+  fresh lease id, so no two nodes ever hold one job. Due scheduled and retrying jobs
+  are made pending first (by whichever node gets to them: ``SKIP LOCKED`` again).
+- **Settling** reads the jobs, applies :mod:`jobq.lifecycle` here, and writes the
+  outcome fenced by the lease id: a write whose lease moved on changes nothing.
+- **Time** is the database's clock (``clock_timestamp()``), so nodes whose clocks
+  differ agree on due times and lease deadlines; an injected clock (tests)
+  replaces it.
+- **Wake-ups and events** come by LISTEN/NOTIFY on the schema's channel (see
+  :mod:`jobq.store.pgschema`): a node wakes its idle leases when another node adds
+  ready jobs, and delivers other nodes' status changes of the jobs it follows
+  (``follow``) and of the jobs leased through it. A lost notification only
+  delays: idle leases poll every ``POLL_SECONDS`` anyway.
+- **Once-only maintenance** (retention) runs on whichever node takes an advisory
+  lock for the round; promotion and lease expiry are safe on every node at once.
+- **The database going away** makes verbs raise StoreUnavailable (503 with
+  Retry-After) until it is back; the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+from pydantic_core import from_json
+
+from jobq.errors import (
+    InvalidTransition,
+    JobNotFound,
+    JobqError,
+    QueueFull,
+    StaleLease,
+    StoreFull,
+    StoreUnavailable,
+    UnstorableValue,
+)
+from jobq.job import DEFERRED, TERMINAL, Job, JobStatus
+from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run
+from jobq.store import memory
+from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
+from jobq.store.memory import ADD, STATE
+from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
+from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
+
+log = logging.getLogger("jobq.store")
+
+POOL_MIN, POOL_MAX = 1, 10  # connections per jobq process
+POLL_SECONDS = 2.0  # an idle lease looks again at least this often, notification or not
+RECONNECT_SECONDS = 1.0  # how soon the listening connection tries again once it is lost
+MAX_PER_ROUND = 1000  # jobs one housekeeping statement promotes, expires or purges at most
+MIGRATION_LOCK = 0x6A6F6271  # the advisory lock key migrations take ("jobq")
+RETENTION_LOCK = MIGRATION_LOCK + 1  # the one taken by the node that purges in a round
+
+NOW = "coalesce($1::float8, extract(epoch FROM clock_timestamp()))"  # the database's clock, or an injected one
+SELECT_JOB = "SELECT {} FROM {{s}}.jobs".format(", ".join(COLUMNS))
+RETURNING = "RETURNING " + ", ".join(f"j.{column}" for column in COLUMNS)
+STATE_TYPES = (
+    "text",
+    "integer",
+    "float8",
+    "float8",
+    "text",
+    "float8",
+    "float8",
+    "text",
+    "text",
+    "json",
+    "text",
+    "float8",
+    "json",
+)
+ADD_TYPES = ("text", "text", "text", "integer", "text", "json", "json", "text", "integer", "integer", "float8")
+ADD_TYPES += ("float8", "float8", "float8", "float8", "text", "float8", "float8", "text", "json", "text", "text")
+ADD_COLUMNS = tuple(column for column in COLUMNS if column != "seq")  # the database numbers the jobs
+ADD_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ADD_TYPES, start=1))  # one array per column
+STATE_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(STATE_TYPES, start=4))
+
+SQL = {
+    "add": f"""
+        WITH waiting AS (
+            SELECT coalesce(sum(jobs), 0) AS jobs FROM {{s}}.counts WHERE status IN {WAITING_STATUSES}
+        ), new AS (
+            SELECT * FROM unnest({ADD_ARRAYS}) WITH ORDINALITY AS new ({", ".join(ADD_COLUMNS)}, ord)
+        )
+        INSERT INTO {{s}}.jobs ({", ".join(ADD_COLUMNS)})
+        SELECT {", ".join(ADD_COLUMNS)} FROM new, waiting WHERE waiting.jobs + new.ord <= ${len(ADD_TYPES) + 1}
+        ORDER BY new.ord
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, seq
+    """,
+    "get": SELECT_JOB + " WHERE id = ANY($1::text[])",
+    "get_at": SELECT_JOB.replace(" FROM", f", {NOW} FROM") + " WHERE id = ANY($2::text[])",  # and the time now
+    "exists": "SELECT 1 FROM {s}.jobs WHERE id = $1",
+    "claim": f"""
+        WITH picked AS (
+            SELECT id FROM (
+                SELECT ready.id, ready.priority, ready.seq,
+                    row_number() OVER (PARTITION BY q.name ORDER BY ready.priority DESC, ready.seq) AS turn,
+                    array_position($4::text[], q.name) AS place
+                FROM {{s}}.queues q CROSS JOIN LATERAL (
+                    SELECT id, priority, seq FROM {{s}}.jobs
+                    WHERE queue = q.name AND status = 'pending' AND ($5::text[] IS NULL OR type = ANY($5::text[]))
+                    ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED
+                ) ready
+                WHERE NOT q.paused AND ($4::text[] IS NULL OR q.name = ANY($4::text[]))
+            ) turns
+            ORDER BY turn, place, priority DESC, seq LIMIT $2
+        ), now AS (SELECT {NOW} AS t),
+        ordered AS (SELECT id, row_number() OVER () AS ord FROM picked)
+        UPDATE {{s}}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
+            started_at = now.t, lease_id = replace(gen_random_uuid()::text, '-', ''),
+            lease_expires_at = now.t + $3, progress = NULL, progress_note = NULL, worker = $6
+        FROM ordered, now WHERE j.id = ordered.id
+        {RETURNING}, ordered.ord
+    """,
+    "promote": f"""
+        UPDATE {{s}}.jobs j SET status = 'pending'
+        FROM (
+            SELECT id, status FROM {{s}}.jobs
+            WHERE status IN ('scheduled', 'retrying') AND run_at <= {NOW}
+            ORDER BY run_at LIMIT {MAX_PER_ROUND} FOR UPDATE SKIP LOCKED
+        ) due WHERE j.id = due.id
+        RETURNING due.status, {RETURNING.removeprefix("RETURNING ")}
+    """,
+    "next_due": "SELECT min(run_at) FROM {s}.jobs WHERE status IN ('scheduled', 'retrying')",
+    "heartbeat": f"""
+        UPDATE {{s}}.jobs j SET lease_expires_at = {NOW} + $2
+        FROM unnest($3::text[], $4::text[]) AS held (id, lease_id)
+        WHERE j.id = held.id AND j.lease_id = held.lease_id AND j.status = 'processing'
+        {RETURNING}
+    """,
+    "write": f"""
+        UPDATE {{s}}.jobs j SET {", ".join(f"{column} = new.{column}" for column in STATE_COLUMNS)}
+        FROM unnest($1::text[], $2::text[], $3::text[], {STATE_ARRAYS})
+            AS new (id, was, lease, {", ".join(STATE_COLUMNS)})
+        WHERE j.id = new.id AND j.status = new.was AND j.lease_id IS NOT DISTINCT FROM new.lease
+        RETURNING j.id
+    """,
+    "now": f"SELECT {NOW}",
+    "progress": """
+        UPDATE {s}.jobs SET progress = $3, progress_note = $4
+        WHERE id = $1 AND lease_id = $2 AND status = 'processing' RETURNING id
+    """,
+    "delete": f"DELETE FROM {{s}}.jobs j WHERE id = $1 AND status <> 'processing' {RETURNING}",
+    "peek": SELECT_JOB
+    + """ WHERE queue = $1 AND status = 'pending'
+        ORDER BY priority DESC, seq LIMIT 1""",
+    "log": f"""
+        WITH line AS (
+            INSERT INTO {{s}}.job_logs (job_id, at, message)
+            SELECT id, {NOW}, $3 FROM {{s}}.jobs
+            WHERE id = $2 AND ($4::text IS NULL OR (lease_id = $4 AND status = 'processing'))
+                AND (SELECT count(*) FROM {{s}}.job_logs WHERE job_id = $2) < {memory.MAX_LOG_LINES}
+            RETURNING line, job_id, at
+        )
+        SELECT line, at, pg_notify('{{s}}', json_build_object('node', $5::text, 'log', job_id, 'line', line)::text)
+        FROM line
+    """,
+    "logs": "SELECT at, message FROM {s}.job_logs WHERE job_id = $1 ORDER BY line",
+    "log_lines": "SELECT job_id, at, message FROM {s}.job_logs WHERE line = ANY($1::bigint[]) ORDER BY line",
+    "counts": "SELECT queue, status, sum(jobs)::bigint FROM {s}.counts GROUP BY queue, status HAVING sum(jobs) <> 0",
+    "paused": "SELECT name FROM {s}.queues WHERE paused ORDER BY name",
+    "heads": """
+        SELECT q.name, coalesce(head.run_at, head.created_at) FROM {s}.queues q CROSS JOIN LATERAL (
+            SELECT run_at, created_at FROM {s}.jobs WHERE queue = q.name AND status = 'pending'
+            ORDER BY priority DESC, seq LIMIT 1
+        ) head
+    """,
+    "list_bound": "SELECT seq FROM {s}.jobs WHERE seq < $1 ORDER BY seq DESC OFFSET $2 LIMIT 1",
+    "list": SELECT_JOB
+    + """ WHERE seq < $1 AND seq > $2 AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR queue = $4)
+        AND ($5::text IS NULL OR type = $5) AND ($6::text IS NULL OR owner = $6)
+        ORDER BY seq DESC LIMIT $7""",
+    "set_paused": """
+        INSERT INTO {s}.queues AS q (name, paused) VALUES ($1, $2)
+        ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+    """,
+    "resumed": "SELECT pg_notify('{s}', json_build_object('node', $2::text, 'ready', ARRAY[$1::text])::text)",
+    "clear": f"DELETE FROM {{s}}.jobs WHERE queue = $1 AND status IN {WAITING_STATUSES}",
+    "expiring": f"""
+        {SELECT_JOB} WHERE status = 'processing' AND lease_expires_at <= $1::float8
+        ORDER BY lease_expires_at LIMIT {MAX_PER_ROUND} FOR UPDATE SKIP LOCKED
+    """,
+    "purge_old": f"""
+        DELETE FROM {{s}}.jobs WHERE id IN (
+            SELECT id FROM {{s}}.jobs WHERE status IN {TERMINAL_STATUSES} AND finished_at < {NOW} - $2
+            ORDER BY finished_at LIMIT {MAX_PER_ROUND * 10}
+        )
+    """,
+    "purge_many": f"""
+        DELETE FROM {{s}}.jobs WHERE id IN (
+            SELECT id FROM {{s}}.jobs WHERE status IN {TERMINAL_STATUSES} ORDER BY finished_at LIMIT $1
+        )
+    """,
+}
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether a store URL names PostgreSQL (``postgresql://`` or ``postgres://``)."""
+    return urlsplit(url).scheme in ("postgresql", "postgres")
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """The connection URL and the schema a ``postgresql://...[?schema=name]`` store URL names (``jobq`` by default).
+
+    Every other query parameter is the driver's (``sslmode``, say). ValueError for a bad schema name.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for key, value in query if key == "schema"), "jobq")
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    return urlunsplit(parts._replace(scheme="postgresql", query=rest)), check_schema_name(schema)
+
+
+def where(url: str) -> str:
+    """A store URL without its password, to name in messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"postgresql://{parts.username + '@' if parts.username else ''}{host}:{parts.port or 5432}{parts.path}"
+
+
+CONNECTION_CLASSES = ("08", "53", "57")  # connection exceptions, insufficient resources, operator intervention
+
+
+def storage_error(exc: BaseException, place: str) -> JobqError:
+    """The jobq error for a failed database call: unavailable, full, or a value it cannot store."""
+    if isinstance(exc, JobqError):
+        return exc
+    state = getattr(exc, "sqlstate", None) or ""
+    if state == "53100":
+        return StoreFull(f"{place}: the database's disk is full")
+    if isinstance(exc, asyncpg.DataError | UnicodeError) or state.startswith("22"):
+        return UnstorableValue(f"{place}: a value cannot be stored ({type(exc).__name__}: {exc})")
+    return StoreUnavailable(f"{place} is unavailable: {type(exc).__name__}: {exc}")
+
+
+class PostgresStore(Store):
+    """Jobs in PostgreSQL, shared by every jobq process that opens the same database and schema."""
+
+    def __init__(self, url: str, options: StoreOptions | None = None) -> None:
+        super().__init__(options)
+        self.dsn, self.schema = split_url(url)
+        self.place = where(self.dsn) + f" (schema {self.schema})"
+        self.node = uuid.uuid4().hex[:12]  # tells this process's notifications from other nodes'
+        self._fixed_clock = self.options.clock  # None: the database's clock
+        self._sql = {name: statement.replace("{s}", self.schema) for name, statement in SQL.items()}
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening: asyncpg.Connection | None = None
+        self._down: str | None = None  # why the listening connection is down, while it is
+        self._wakeup = asyncio.Event()  # set when jobs may have become ready
+        self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
+        self._held: set[str] = set()  # jobs leased through this store and not settled through it
+        self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
+        self._fetching: set[asyncio.Task[None]] = set()
+
+    @property
+    def unavailable(self) -> str | None:
+        return self._down
+
+    # -- lifecycle -----------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, create or migrate the schema (once, whoever starts first), and start listening."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=POOL_MIN,
+                max_size=POOL_MAX,
+                server_settings={"jobq.node": self.node, "application_name": "jobq"},
+            )
+            async with self._pool.acquire() as conn:
+                await migrate(conn, self.schema)
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                raise storage_error(exc, self.place) from None
+            raise
+        self._listener = asyncio.create_task(self._listen(), name="jobq-store-listener")
+        log.info("opened %s", self.place)
+
+    async def close(self) -> None:
+        """Hand back the runs leased through this store that are still running (lost: jobq stopped), then disconnect."""
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        for task in list(self._fetching):
+            task.cancel()
+        if self._pool is not None and self._held:
+            with contextlib.suppress(JobqError):
+                await self._recover(sorted(self._held))
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _recover(self, job_ids: Sequence[str]) -> None:
+        """End the runs of these jobs, still leased through this store, as lost: this jobq is stopping."""
+        async with self._transaction() as conn:
+            rows = await conn.fetch(self._sql["get"] + " AND status = 'processing' FOR UPDATE", list(job_ids))
+            now = await self._now(conn)
+            jobs = [row_job(row) for row in rows]
+            changes = []
+            for job in jobs:
+                before = self._state(job)
+                lose_run(job, "recovered", now, self.rules)
+                changes.append((job, before))
+            await self._write(conn, changes)
+        if jobs:
+            log.warning("%d jobs leased through this jobq were still running: they run again", len(jobs))
+        self._changed([(job, JobStatus.PROCESSING) for job in jobs])
+
+    # -- connections -----------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; every database error leaves as a jobq error (StoreUnavailable, mostly)."""
+        if self._pool is None:
+            raise StoreUnavailable(f"the store {self.place} is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, UnicodeError) as exc:
+            raise storage_error(exc, self.place) from None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _now(self, conn: asyncpg.Connection) -> float:
+        if self._fixed_clock is not None:
+            return self._fixed_clock()
+        return float(await conn.fetchval(self._sql["now"], None))
+
+    def _clock_arg(self) -> float | None:
+        """The time to pass for ``$1`` of a statement using NOW: None lets the database read its clock."""
+        return None if self._fixed_clock is None else self._fixed_clock()
+
+    # -- events --------------------------------------------------------------
+    def follow(self, job_id: str) -> Callable[[], None]:
+        self._followed[job_id] += 1
+
+        def unfollow() -> None:
+            self._followed[job_id] -= 1
+            if self._followed[job_id] <= 0:
+                del self._followed[job_id]
+
+        return unfollow
+
+    def _changed(self, changes: Sequence[tuple[Job, JobStatus]]) -> None:
+        """Tell listeners and subscribers of committed changes made here, in order."""
+        if not changes:
+            return
+        for job, before in changes:
+            if job.status in DEFERRED:
+                self._due_at(job.run_at)
+            for listener in self.listeners:
+                listener(job, before)
+        if self.subscribers:
+            self._publish([JobEvent(job.snapshot(), before) for job, before in changes])
+
+    async def _listen(self) -> None:
+        """Hold a connection that LISTENs on the schema's channel; reconnect whenever it is lost."""
+        assert self._pool is not None
+        while True:
+            closed = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "jobq-listener"})
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self._down is None:
+                    log.error("%s: cannot listen for other nodes' changes: %s", self.place, exc)
+                self._down = f"the database {self.place} is unreachable: {exc}"
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            try:
+                conn.add_termination_listener(lambda _, lost=closed: lost.set())
+                await conn.add_listener(self.schema, self._heard)
+                if self._down is not None:
+                    log.info("%s: listening again", self.place)
+                    self._down = None
+                    self._caught_up()
+                self._listening = conn
+                await closed.wait()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._down = f"the database {self.place} is unreachable: {exc}"
+            finally:
+                self._listening = None
+                if not conn.is_closed():
+                    await conn.close(timeout=1.0)
+            self._down = self._down or f"the connection to {self.place} was lost"
+            log.error("%s: %s; reconnecting", self.place, self._down)
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    def _caught_up(self) -> None:
+        """After a gap in listening: notifications may be lost, so wake idle leases and re-read followed jobs."""
+        self._wake()
+        watched = [job_id for job_id in [*self._followed, *self._held]]
+        if watched:
+            self._fetch_and_publish([(job_id, None) for job_id in dict.fromkeys(watched)], [])
+
+    def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        """A notification: ready queues (wake idle leases), job changes or a log line (publish what is followed)."""
+        try:
+            message = from_json(payload)
+        except ValueError:
+            return
+        if message.get("ready"):
+            self._wake()
+            self._next_due = 0.0
+        if message.get("node") == self.node:
+            return  # a change made here: published when it committed
+        wanted: list[tuple[str, JobStatus | None]] = []
+        for job_id, before, after in message.get("jobs") or ():
+            if after in ("scheduled", "retrying"):
+                self._due_at(None)  # a job another node deferred may fall due before the one known
+            if job_id in self._followed or job_id in self._held:
+                wanted.append((job_id, STATUSES.get(before)))
+        lines = [message["line"]] if message.get("log") in self._followed else []
+        if wanted or lines:
+            self._fetch_and_publish(wanted, lines)
+
+    def _fetch_and_publish(self, jobs: list[tuple[str, JobStatus | None]], lines: list[int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish_fetched(jobs, lines))
+        self._fetching.add(task)
+        task.add_done_callback(self._fetching.discard)
+
+    async def _publish_fetched(self, wanted: list[tuple[str, JobStatus | None]], lines: list[int]) -> None:
+        """Read the jobs and log lines other nodes changed, and publish them as events."""
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(self._sql["get"], [job_id for job_id, _ in wanted]) if wanted else []
+                logged = await conn.fetch(self._sql["log_lines"], lines) if lines else []
+        except JobqError as exc:
+            log.warning("%s: reading other nodes' changes failed: %s", self.place, exc)
+            return
+        found = {row[0]: row_job(row) for row in rows}
+        events: list[StoreEvent] = []
+        for job_id, before in wanted:
+            job = found.get(job_id)
+            if job is None:
+                continue
+            if job.status is not JobStatus.PROCESSING:
+                self._held.discard(job_id)  # settled or cancelled elsewhere
+            events.append(JobEvent(job, before or job.status))
+        events += [LogEvent(job_id, at, message) for job_id, at, message in logged]
+        if events:
+            self._publish(events)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _due_at(self, run_at: float | None) -> None:
+        """A job falls due at ``run_at``: idle leases look again then (or at once, when it is not known)."""
+        due = self._next_due
+        self._next_due = 0.0 if run_at is None else run_at if due is None else min(due, run_at)
+        self._wake()  # an idle lease may have to shorten its sleep
+
+    # -- producers -------------------------------------------------------------
+    async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
+        outcomes: list[Added | Exception | None] = [None] * len(jobs)
+        first: dict[str, int] = {}  # id -> the index of its first job in this call
+        fresh: list[Job] = []
+        for index, job in enumerate(jobs):
+            if job.id in first:
+                continue  # a repeat within the call: answered with the first below
+            first[job.id] = index
+            fresh.append(job)
+        try:
+            created = await self._insert(fresh)
+        except UnstorableValue:  # one bad job: store the others, one by one, and refuse only it
+            created = {}
+            for job in fresh:
+                try:
+                    created |= await self._insert([job])
+                except UnstorableValue as exc:
+                    outcomes[first[job.id]] = exc
+        for job in fresh:
+            if job.id in created:
+                job.seq = created[job.id]
+                outcomes[first[job.id]] = Added(job.snapshot(), created=True)
+        for job in fresh:
+            if job.id in created and job.status in DEFERRED:
+                self._due_at(job.run_at)
+        missing = [job.id for job in fresh if job.id not in created and outcomes[first[job.id]] is None]
+        existing = {job.id: job for job in await self._read(missing)} if missing else {}
+        for index, job in enumerate(jobs):
+            if outcomes[index] is not None:
+                continue
+            stored = existing.get(job.id)
+            if first[job.id] != index:  # the same id earlier in this call
+                earlier = outcomes[first[job.id]]
+                outcomes[index] = Added(earlier.job, created=False) if isinstance(earlier, Added) else earlier
+            elif stored is not None:
+                outcomes[index] = Added(stored, created=False)
+            else:
+                outcomes[index] = QueueFull(f"the queue holds {self.options.max_waiting} waiting jobs, its limit")
+        if created:
+            self._wake()  # an idle lease here need not wait for the notification
+        return outcomes  # type: ignore[return-value]
+
+    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int]:
+        """Insert the jobs that fit under max_waiting and whose ids are new; returns their ids and seqs."""
+        if not jobs:
+            return {}
+        columns: list[list[Any]] = [[] for _ in ADD_COLUMNS]
+        for job in jobs:
+            values = job_values(job, ADD)
+            for column, value in zip(columns, values[:1] + values[2:], strict=True):
+                column.append(value)
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["add"], *columns, self.options.max_waiting)
+        return {job_id: seq for job_id, seq in rows}
+
+    async def get(self, job_id: str) -> Job | None:
+        jobs = await self._read([job_id])
+        return jobs[0] if jobs else None
+
+    async def _read(self, job_ids: Sequence[str]) -> list[Job]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["get"], list(job_ids))
+        return [row_job(row) for row in rows]
+
+    # -- consumers -------------------------------------------------------------
+    async def lease(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        worker: str | None = None,
+        wait: float = 0.0,
+        types: Collection[str] | None = None,
+    ) -> list[Job]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            self._wakeup.clear()  # before looking: a wake-up from now on means "look again"
+            jobs = await self._claim(max_jobs, lease_seconds, queues, worker, types)
+            left = deadline - loop.time()
+            if jobs or left <= 0:
+                return jobs
+            sleep = min(left, POLL_SECONDS)
+            if self._next_due is not None:
+                sleep = min(sleep, max(self._next_due - self.clock(), 0.0) + 0.001)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sleep):
+                    await self._wakeup.wait()
+
+    async def _claim(
+        self,
+        max_jobs: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None,
+        worker: str | None,
+        types: Collection[str] | None,
+    ) -> list[Job]:
+        """Promote due jobs if any may be due, then claim up to ``max_jobs`` in one statement."""
+        if self._next_due is not None and self._next_due <= self.clock():
+            await self.promote_due()
+        wanted = list(queues) if queues is not None else None
+        kinds = list(types) if types is not None else None
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                self._sql["claim"], self._clock_arg(), max_jobs, lease_seconds, wanted, kinds, worker
+            )
+        jobs = [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
+        self._held.update(job.id for job in jobs)
+        self._changed([(job, JobStatus.PENDING) for job in jobs])
+        return jobs
+
+    async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
+        ids = [job_id for job_id, _ in leases]
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                self._sql["heartbeat"], self._clock_arg(), lease_seconds, ids, [lease for _, lease in leases]
+            )
+        extended = {row[0]: row_job(row) for row in rows}
+        missing = [job_id for job_id in ids if job_id not in extended]
+        current = {job.id: job for job in await self._read(missing)} if missing else {}
+        answers: list[Job | JobqError] = []
+        for job_id, lease_id in leases:
+            job = extended.get(job_id)
+            answers.append(job.snapshot() if job is not None else stale(job_id, lease_id, current.get(job_id)))
+        return answers
+
+    async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
+        def settle(job: Job, item: Settlement, now: float) -> None:
+            if item.error is None:
+                job.complete(item.result, now)
+            else:
+                fail_attempt(
+                    job,
+                    item.error,
+                    now,
+                    self.rules,
+                    retry_in=item.retry_in,
+                    outcome=item.outcome,
+                    traceback=item.traceback,
+                )
+
+        return await self._end_runs([(item.id, item.lease_id, item) for item in settlements], settle)
+
+    async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
+        def end(job: Job, _: None, now: float) -> None:
+            end_run(job, reason, now, self.rules)
+
+        [answer] = await self._end_runs([(job_id, lease_id, None)], end)
+        if isinstance(answer, JobqError):
+            raise answer
+        return answer
+
+    async def _end_runs(
+        self, runs: Sequence[tuple[str, str, Any]], apply: Callable[[Job, Any, float], None]
+    ) -> list[Job | JobqError]:
+        """End leased runs: read the jobs, ``apply(job, item, now)`` the rule, write them fenced by their leases.
+
+        A run whose lease moved on between the read and the write (a cancel, an expiry) is
+        read again and answered as it is then: its write changed nothing.
+        """
+        answers: dict[int, Job | JobqError] = {}
+        todo = list(enumerate(runs))
+        for _ in range(3):  # a race lost twice in a row with the same lease is answered stale
+            if not todo:
+                break
+            async with self._connection() as conn:
+                rows = await conn.fetch(self._sql["get_at"], self._clock_arg(), [job_id for _, (job_id, _, _) in todo])
+                now = rows[0][-1] if rows else 0.0
+                jobs = {row[0]: row_job(row[:-1]) for row in rows}
+                changes: list[tuple[Job, tuple[JobStatus, str | None]]] = []
+                attempted: list[tuple[int, Job]] = []
+                for index, (job_id, lease_id, item) in todo:
+                    job = jobs.get(job_id)
+                    if isinstance(item, Settlement) and item.error is None and completed_again(job, lease_id):
+                        answers[index] = job.snapshot()  # type: ignore[union-attr] # a repeated complete: its first answer
+                        continue
+                    if job is None or job.status is not JobStatus.PROCESSING or job.lease_id != lease_id:
+                        answers[index] = stale(job_id, lease_id, job)
+                        continue
+                    job = job.snapshot()
+                    before = self._state(job)
+                    apply(job, item, now)
+                    changes.append((job, before))
+                    attempted.append((index, job))
+                written = await self._write(conn, changes) if changes else set()
+            done = [(job, JobStatus.PROCESSING) for _, job in attempted if job.id in written]
+            for index, job in attempted:
+                if job.id in written:
+                    answers[index] = job.snapshot()
+                    self._held.discard(job.id)
+            self._changed(done)
+            todo = [(index, runs[index]) for index, _ in attempted if index not in answers]
+        for index, (job_id, lease_id, _) in todo:
+            answers[index] = stale(job_id, lease_id, None)
+        return [answers[index] for index in range(len(runs))]
+
+    @staticmethod
+    def _state(job: Job) -> tuple[JobStatus, str | None]:
+        """What a write of this job is fenced by: the status and lease it was read with."""
+        return job.status, job.lease_id
+
+    async def _write(
+        self, conn: asyncpg.Connection, changes: Sequence[tuple[Job, tuple[JobStatus, str | None]]]
+    ) -> set[str]:
+        """Write the new state of jobs, each only if it is still as read (status and lease); returns the ids written."""
+        columns: list[list[Any]] = [[] for _ in range(3 + len(STATE_COLUMNS))]
+        for job, (was, lease) in changes:
+            for column, value in zip(columns, (job.id, was.value, lease, *job_values(job, STATE)), strict=True):
+                column.append(value)
+        return {row[0] for row in await conn.fetch(self._sql["write"], *columns)}
+
+    async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
+        progress = min(max(float(fraction), 0.0), 1.0)
+        async with self._connection() as conn:
+            done = await conn.fetchval(self._sql["progress"], job_id, lease_id, progress, note)
+        if done is None:
+            raise stale(job_id, lease_id, await self.get(job_id))
+
+    # -- operators -------------------------------------------------------------
+    async def cancel(self, job_id: str) -> Job:
+        return await self._change(job_id, lambda job, now: job.cancel(now))
+
+    async def requeue(self, job_id: str) -> Job:
+        return await self._change(job_id, lambda job, now: job.requeue(now))
+
+    async def _change(self, job_id: str, change: Callable[[Job, float], None]) -> Job:
+        """Apply an operator's change to one job, in a transaction that holds its row."""
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(self._sql["get"] + " FOR UPDATE", [job_id])
+            if row is None:
+                raise JobNotFound(job_id)
+            job = row_job(row)
+            before = self._state(job)
+            change(job, await self._now(conn))
+            await self._write(conn, [(job, before)])
+        if job.status is JobStatus.PENDING:
+            self._wake()
+        self._changed([(job, before[0])])
+        return job.snapshot()
+
+    async def delete(self, job_id: str) -> Job:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql["delete"], job_id)
+        if row is not None:
+            return row_job(row)
+        job = await self.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        raise InvalidTransition(job_id, job.status, "deleted (cancel it first)")
+
+    async def peek(self, queue: str) -> Job | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql["peek"], queue)
+        return None if row is None else row_job(row)
+
+    async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(self._sql["log"], self._clock_arg(), job_id, message, lease_id, self.node)
+        if row is not None:
+            self._publish([LogEvent(job_id, row[1], message)])
+            return
+        job = await self.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if lease_id is not None and (job.status is not JobStatus.PROCESSING or job.lease_id != lease_id):
+            raise stale(job_id, lease_id, job)
+        # else: the job has MAX_LOG_LINES lines, and keeps the first ones
+
+    async def logs(self, job_id: str) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["logs"], job_id)
+            if not rows and await conn.fetchval(self._sql["exists"], job_id) is None:
+                raise JobNotFound(job_id)
+        return [{"at": at, "message": message} for at, message in rows]
+
+    async def stats(self) -> StoreStats:
+        async with self._connection() as conn:
+            counts = await conn.fetch(self._sql["counts"])
+            paused = [name for (name,) in await conn.fetch(self._sql["paused"])]
+            heads = await conn.fetch(self._sql["heads"])
+        by_status: Counter[str] = Counter()
+        by_queue: dict[str, dict[str, int]] = {}
+        for queue, status, jobs in counts:
+            by_status[status] += jobs
+            by_queue.setdefault(queue, {})[status] = jobs
+        since = {queue: at for queue, at in heads if queue not in paused}
+        return StoreStats(dict(by_status), by_queue, paused, since)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        queue: str | None = None,
+        job_type: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        before = int(cursor) if cursor else 2**63 - 1
+        async with self._connection() as conn:
+            # A selective filter reads at most MAX_SCANNED jobs per page, as on every store: the page
+            # ends at that bound (holding fewer than ``limit``) and the cursor reads on from there.
+            bound = await conn.fetchval(self._sql["list_bound"], before, memory.MAX_SCANNED)
+            rows = await conn.fetch(
+                self._sql["list"],
+                before,
+                bound or 0,
+                None if status is None else status.value,
+                queue,
+                job_type,
+                owner,
+                limit + 1,
+            )
+        page = [row_job(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            return page, str(page[-1].seq)
+        return page, None if bound is None else str(bound + 1)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql["set_paused"], queue, paused)
+            if not paused:
+                await conn.execute(self._sql["resumed"], queue, self.node)
+        if not paused:
+            self._wake()
+
+    async def clear(self, queue: str) -> int:
+        async with self._connection() as conn:
+            done = await conn.execute(self._sql["clear"], queue)
+        return int(done.split()[-1])
+
+    # -- housekeeping ------------------------------------------------------------
+    async def promote_due(self) -> int:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["promote"], self._clock_arg())
+            self._next_due = await conn.fetchval(self._sql["next_due"])
+        changes = [(row_job(row[1:]), STATUSES[row[0]]) for row in rows]
+        if changes:
+            self._wake()
+        self._changed(changes)
+        return len(changes)
+
+    async def expire_leases(self) -> list[Job]:
+        async with self._transaction() as conn:
+            now = await self._now(conn)
+            rows = await conn.fetch(self._sql["expiring"], now)
+            changes = []
+            for row in rows:
+                job = row_job(row)
+                if lease_expired(job, now):
+                    before = self._state(job)
+                    lose_run(job, "lease-expired", now, self.rules)
+                    changes.append((job, before))
+            written = await self._write(conn, changes) if changes else set()
+        expired = [job for job, _ in changes if job.id in written]
+        for job in expired:
+            self._held.discard(job.id)
+        if any(job.status is JobStatus.PENDING for job in expired):
+            self._wake()
+        self._changed([(job, JobStatus.PROCESSING) for job in expired])
+        return [job.snapshot() for job in expired]
+
+    async def purge(self) -> int:
+        """Delete finished jobs past retention, on the one node that takes this round's lock."""
+        retention = self.options.retention
+        async with self._transaction() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
+                return 0  # another node purges this round
+            old = await conn.execute(self._sql["purge_old"], self._clock_arg(), retention.max_age)
+            purged = int(old.split()[-1])
+            terminal = sum(
+                jobs for _, status, jobs in await conn.fetch(self._sql["counts"]) if STATUSES[status] in TERMINAL
+            )
+            if terminal > retention.max_count:
+                many = await conn.execute(self._sql["purge_many"], terminal - retention.max_count)
+                purged += int(many.split()[-1])
+        return purged
+
+
+def row_job(row: Sequence[Any]) -> Job:
+    """The job a row holds, as a job of its own (nothing shared with other jobs, unlike a memory index's)."""
+    job = job_from_row(row)
+    job.history = list(job.history)
+    return job
+
+
+def stale(job_id: str, lease_id: str | None, job: Job | None) -> JobqError:
+    """The error for a lease that does not hold its job: JobNotFound if the job is gone, else StaleLease."""
+    if job is None:
+        return JobNotFound(job_id)
+    return StaleLease(f"lease {lease_id!r} does not hold job {job_id!r} (it is {job.status})")
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> None:
+    """Create or migrate ``schema`` to this jobq's version; one process at a time (an advisory lock).
+
+    Refuses a schema made by a newer jobq, and one holding tables jobq did not make.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        tables = {
+            name
+            for (name,) in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+            )
+        }
+        if "schema_version" not in tables:
+            if tables:
+                raise StoreUnavailable(
+                    f"schema {schema} holds tables jobq did not make ({', '.join(sorted(tables))}): choose another "
+                    "with ?schema=name"
+                )
+            await conn.execute(f"CREATE TABLE {schema}.schema_version (version integer NOT NULL)")
+            await conn.execute(f"INSERT INTO {schema}.schema_version VALUES (0)")
+        version = await conn.fetchval(f"SELECT version FROM {schema}.schema_version")
+        if version > len(MIGRATIONS):
+            raise StoreUnavailable(f"schema {schema} has version {version}; this jobq reads up to {len(MIGRATIONS)}")
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in statements(schema, number):
+                await conn.execute(statement)
+            await conn.execute(f"UPDATE {schema}.schema_version SET version = $1", number)
+            log.info("migrated schema %s to version %d", schema, number)

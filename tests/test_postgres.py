@@ -1,0 +1,241 @@
+"""What only the PostgreSQL store does: several stores on one schema, notifications, transactional enqueue,
+migrations, and a database that goes away. The contract and API suites run on it too (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psycopg
+import pytest
+
+from jobq.errors import StoreUnavailable
+from jobq.job import Job, JobStatus, new_job_id
+from jobq.sdk.transactional import enqueue_in_transaction
+from jobq.store import StoreOptions, open_store
+from jobq.store.base import JobEvent, StoreEvent
+from jobq.store.postgres import POLL_SECONDS, PostgresStore, split_url
+from tests.pg import PgCluster, schema_url
+
+OpenNode = Callable[..., Awaitable[PostgresStore]]
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return schema_url(tmp_path)
+
+
+@pytest.fixture
+async def open_node(url: str) -> AsyncIterator[OpenNode]:
+    """Open a PostgresStore on the test's schema: each one is a jobq node; all closed at teardown."""
+    opened: list[PostgresStore] = []
+
+    async def build(store_url: str = url, **options: Any) -> PostgresStore:
+        store = open_store(store_url, StoreOptions(**options))
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+def job(job_id: str | None = None, **fields: Any) -> Job:
+    return Job(id=job_id or new_job_id(), type=fields.pop("type", "t"), payload=fields.pop("payload", {}), **fields)
+
+
+def test_the_url_names_the_schema_and_refuses_a_bad_one() -> None:
+    assert split_url("postgres://u@h:5/db?schema=mine&sslmode=disable") == (
+        "postgresql://u@h:5/db?sslmode=disable",
+        "mine",
+    )
+    assert split_url("postgresql://u@h/db")[1] == "jobq"
+    with pytest.raises(ValueError, match="schema name"):
+        split_url("postgresql://u@h/db?schema=x;drop")
+
+
+async def test_nodes_starting_at_once_migrate_the_schema_once(open_node: OpenNode, url: str) -> None:
+    nodes = await asyncio.gather(*(open_node() for _ in range(4)))
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval(f"SELECT version FROM {schema}.schema_version") == 1
+        assert await conn.fetchval(f"SELECT count(*) FROM {schema}.schema_version") == 1
+    finally:
+        await conn.close()
+    await nodes[0].add([job("a")])
+    assert (await nodes[3].get("a")) is not None
+
+
+async def test_a_schema_holding_other_tables_is_refused(url: str) -> None:
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.orders (id int)")
+    finally:
+        await conn.close()
+    store = open_store(url)
+    with pytest.raises(StoreUnavailable, match="tables jobq did not make"):
+        await store.open()
+
+
+async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(open_node: OpenNode) -> None:
+    nodes = [await open_node() for _ in range(3)]
+    await nodes[0].add([job(f"j{i}") for i in range(600)])
+
+    async def drain(node: PostgresStore) -> list[str]:
+        taken: list[str] = []
+        while batch := await node.lease(7, 30.0):
+            taken += [leased.id for leased in batch]
+        return taken
+
+    per_task = await asyncio.gather(*(drain(node) for node in nodes for _ in range(3)))
+    everything = [job_id for taken in per_task for job_id in taken]
+    assert len(everything) == 600 and len(set(everything)) == 600
+    assert (await nodes[1].stats()).by_status == {"processing": 600}
+
+
+async def test_an_idle_lease_wakes_when_another_node_adds_a_job(open_node: OpenNode) -> None:
+    producer, consumer = await open_node(), await open_node()
+    waiting = asyncio.create_task(consumer.lease(1, 30.0, wait=30.0))
+    await asyncio.sleep(0.2)  # the lease has looked, found nothing, and sleeps
+    assert not waiting.done()
+    started = time.monotonic()
+    await producer.add([job("a")])
+    [leased] = await asyncio.wait_for(waiting, 10.0)
+    assert leased.id == "a"
+    assert time.monotonic() - started < POLL_SECONDS  # woken by the notification, not the fallback poll
+
+
+async def test_a_follower_hears_of_changes_made_on_another_node(open_node: OpenNode) -> None:
+    here, there = await open_node(), await open_node()
+    await here.add([job("a")])
+    heard: list[tuple[str, str]] = []
+    arrived = asyncio.Event()
+
+    def hear(event: StoreEvent) -> None:
+        if isinstance(event, JobEvent):
+            heard.append((event.before.value, event.job.status.value))
+            arrived.set()
+
+    here.subscribe(hear)
+    unfollow = here.follow("a")
+    [leased] = await there.lease(1, 30.0)
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    arrived.clear()
+    await there.complete("a", leased.lease_id or "", {"ok": True})
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    assert heard == [("pending", "processing"), ("processing", "completed")]
+    unfollow()
+    await there.add([job("b")])
+    await there.cancel("b")  # nobody follows b here: nothing is fetched or heard
+    await there.add([job("c")])
+    await asyncio.sleep(0.2)
+    assert len(heard) == 2
+
+
+async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_node: OpenNode) -> None:
+    runner, operator = await open_node(), await open_node()
+    cancelled = asyncio.Event()
+    runner.subscribe(
+        lambda e: cancelled.set()
+        if isinstance(e, JobEvent) and e.job.status is JobStatus.CANCELLED and e.before is JobStatus.PROCESSING
+        else None
+    )
+    await operator.add([job("a")])
+    await runner.lease(1, 30.0)  # followed by the node that holds it, with nobody asking
+    await operator.cancel("a")
+    await asyncio.wait_for(cancelled.wait(), 5.0)
+
+
+async def test_a_closing_node_hands_back_the_runs_it_held(open_node: OpenNode) -> None:
+    leaving, staying = await open_node(), await open_node()
+    await staying.add([job("mine"), job("theirs")])
+    [mine] = await leaving.lease(1, 30.0)
+    [theirs] = await staying.lease(1, 30.0)
+    await leaving.close()
+    back = await staying.get(mine.id)
+    assert back is not None and back.status is JobStatus.PENDING and back.history[-1].outcome == "recovered"
+    still = await staying.get(theirs.id)
+    assert still is not None and still.status is JobStatus.PROCESSING
+
+
+async def test_transactional_enqueue_with_asyncpg_exists_exactly_when_committed(open_node: OpenNode, url: str) -> None:
+    store = await open_node()
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                rolled_back = await enqueue_in_transaction(conn, "t", {"n": 1}, schema=schema)
+                raise RuntimeError("the application's transaction fails")
+        async with conn.transaction():
+            committed = await enqueue_in_transaction(conn, "t", {"n": 2}, queue="mail", priority=3, schema=schema)
+            assert await store.get(committed) is None  # not before the commit
+    finally:
+        await conn.close()
+    assert await store.get(rolled_back) is None
+    [leased] = await store.lease(1, 30.0, wait=5.0)
+    assert (leased.id, leased.payload, leased.queue, leased.priority) == (committed, {"n": 2}, "mail", 3)
+
+
+async def test_transactional_enqueue_with_psycopg_schedules_and_is_idempotent(open_node: OpenNode, url: str) -> None:
+    store = await open_node()
+    dsn, schema = split_url(url)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        async with conn.transaction():
+            first = await enqueue_in_transaction(conn, "t", [1, "x"], run_at=later, job_id="fixed", schema=schema)
+        async with conn.transaction():
+            again = await enqueue_in_transaction(conn, "t", [2], job_id="fixed", schema=schema)
+    assert first == again == "fixed"
+    stored = await store.get("fixed")
+    assert stored is not None and stored.status is JobStatus.SCHEDULED and stored.payload == [1, "x"]
+    assert stored.run_at == pytest.approx(later.timestamp(), abs=0.01)
+
+
+async def test_plain_sql_enqueue_makes_a_time_ordered_id(open_node: OpenNode, url: str) -> None:
+    store = await open_node()
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [await conn.fetchval(f"SELECT {schema}.enqueue('t')") for _ in range(20)]
+    finally:
+        await conn.close()
+    millis = [job_id[:13] for job_id in ids]  # a UUIDv7 starts with its millisecond
+    assert millis == sorted(millis) and len(set(ids)) == 20
+    leased = await store.lease(20, 30.0)  # in the order enqueued
+    assert [job.id for job in leased] == ids and leased[0].payload == {}
+
+
+async def test_the_database_going_away_is_unavailable_then_everything_resumes() -> None:
+    cluster = PgCluster()
+    store = open_store(f"{cluster.url}?schema=jobq")
+    try:
+        await store.open()
+        await store.add([job("before")])
+        cluster.restart()  # every connection is cut
+        outcomes: list[Any] = []
+        for attempt in range(50):  # the first calls on cut connections fail; the pool reconnects
+            try:
+                outcomes = await store.add([job(f"after{attempt}")])
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.1)
+        assert outcomes and outcomes[0].created
+        assert (await store.get("before")) is not None
+        for _ in range(100):  # the listening connection is back, and /health says so
+            if store.unavailable is None:
+                break
+            await asyncio.sleep(0.1)
+        assert store.unavailable is None
+    finally:
+        await store.close()
+        cluster.stop()
