@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from jobq.store import open_store, sqlite_path
+from jobq.store import STORE_URL_FORMS, open_store, sqlite_path
 from tests.procs import ROOT, ManagedProcess, ServerProcess, free_port
 
 JOBQ = Path(sys.executable).parent / "jobq"
@@ -29,7 +29,6 @@ WORKER = "worker-token-0123456789"
 ADMIN = "admin-token-0123456789"
 COMMANDS = ("serve", "worker", "dispatch", "enqueue", "status", "list", "logs", "retry", "cancel", "delete", "stats")
 BULK_QUEUE = "bulk"  # run by the server's workers, used by one test only
-STORE_FORMS = "memory://, sqlite:///relative/path or sqlite:////absolute/path"
 
 
 def user_env(**extra: str) -> dict[str, str]:
@@ -306,7 +305,7 @@ def test_serve_and_main_refuse_a_malformed_store_url(url: str, tmp_path: Path) -
             timeout=30,
         )
         assert result.returncode == 2, result.stderr
-        assert STORE_FORMS in result.stderr
+        assert STORE_URL_FORMS in result.stderr
         assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no file named after the URL
 

@@ -145,9 +145,11 @@ async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_no
     runner, operator = await open_node(), await open_node()
     cancelled = asyncio.Event()
     runner.subscribe(
-        lambda e: cancelled.set()
-        if isinstance(e, JobEvent) and e.job.status is JobStatus.CANCELLED and e.before is JobStatus.PROCESSING
-        else None
+        lambda e: (
+            cancelled.set()
+            if isinstance(e, JobEvent) and e.job.status is JobStatus.CANCELLED and e.before is JobStatus.PROCESSING
+            else None
+        )
     )
     await operator.add([job("a")])
     await runner.lease(1, 30.0)  # followed by the node that holds it, with nobody asking

@@ -56,7 +56,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             progress_note text,
             history json NOT NULL DEFAULT '[]',
             owner text,
-            worker text
+            worker text,
+            ready_at double precision  -- since when a pending job could run (released, re-run, due); NULL: created
         )""",
         "CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, seq) WHERE status = 'pending'",
         "CREATE INDEX jobs_due ON {s}.jobs (run_at) WHERE status IN ('scheduled', 'retrying')",
@@ -133,6 +134,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
                 PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
                 FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid::text
+        $$""",
+        # 96 random bits: bytes 0-5 and 10-15 of a random UUID (the others hold its version and variant)
+        """CREATE FUNCTION {s}.new_lease_id() RETURNS text LANGUAGE sql VOLATILE AS $$
+            SELECT encode(substring(id FROM 1 FOR 6) || substring(id FROM 11 FOR 6), 'hex')
+            FROM uuid_send(gen_random_uuid()) AS id
         $$""",
         """CREATE FUNCTION {s}.enqueue(
             type text,

@@ -66,8 +66,9 @@ MIGRATION_LOCK = 0x6A6F6271  # the advisory lock key migrations take ("jobq")
 RETENTION_LOCK = MIGRATION_LOCK + 1  # the one taken by the node that purges in a round
 
 NOW = "coalesce($1::float8, extract(epoch FROM clock_timestamp()))"  # the database's clock, or an injected one
-SELECT_JOB = "SELECT {} FROM {{s}}.jobs".format(", ".join(COLUMNS))
-RETURNING = "RETURNING " + ", ".join(f"j.{column}" for column in COLUMNS)
+ROW = (*COLUMNS, "ready_at")  # a job's row as read: the shared columns, and since when it could run
+SELECT_JOB = "SELECT {} FROM {{s}}.jobs".format(", ".join(ROW))
+RETURNING = "RETURNING " + ", ".join(f"j.{column}" for column in ROW)
 STATE_TYPES = (
     "text",
     "integer",
@@ -87,7 +88,8 @@ ADD_TYPES = ("text", "text", "text", "integer", "text", "json", "json", "text", 
 ADD_TYPES += ("float8", "float8", "float8", "float8", "text", "float8", "float8", "text", "json", "text", "text")
 ADD_COLUMNS = tuple(column for column in COLUMNS if column != "seq")  # the database numbers the jobs
 ADD_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ADD_TYPES, start=1))  # one array per column
-STATE_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(STATE_TYPES, start=4))
+WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
+STATE_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate((*STATE_TYPES, "float8"), start=4))
 
 SQL = {
     "add": f"""
@@ -95,10 +97,13 @@ SQL = {
             SELECT coalesce(sum(jobs), 0) AS jobs FROM {{s}}.counts WHERE status IN {WAITING_STATUSES}
         ), new AS (
             SELECT * FROM unnest({ADD_ARRAYS}) WITH ORDINALITY AS new ({", ".join(ADD_COLUMNS)}, ord)
+        ), fresh AS (  -- ids already stored take no room
+            SELECT new.*, row_number() OVER (ORDER BY ord) AS place FROM new
+            WHERE NOT EXISTS (SELECT 1 FROM {{s}}.jobs stored WHERE stored.id = new.id)
         )
         INSERT INTO {{s}}.jobs ({", ".join(ADD_COLUMNS)})
-        SELECT {", ".join(ADD_COLUMNS)} FROM new, waiting WHERE waiting.jobs + new.ord <= ${len(ADD_TYPES) + 1}
-        ORDER BY new.ord
+        SELECT {", ".join(ADD_COLUMNS)} FROM fresh, waiting WHERE waiting.jobs + fresh.place <= ${len(ADD_TYPES) + 1}
+        ORDER BY fresh.place
         ON CONFLICT (id) DO NOTHING
         RETURNING id, seq
     """,
@@ -122,13 +127,13 @@ SQL = {
         ), now AS (SELECT {NOW} AS t),
         ordered AS (SELECT id, row_number() OVER () AS ord FROM picked)
         UPDATE {{s}}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
-            started_at = now.t, lease_id = replace(gen_random_uuid()::text, '-', ''),
+            started_at = now.t, lease_id = {{s}}.new_lease_id(),
             lease_expires_at = now.t + $3, progress = NULL, progress_note = NULL, worker = $6
         FROM ordered, now WHERE j.id = ordered.id
         {RETURNING}, ordered.ord
     """,
     "promote": f"""
-        UPDATE {{s}}.jobs j SET status = 'pending'
+        UPDATE {{s}}.jobs j SET status = 'pending', ready_at = j.run_at
         FROM (
             SELECT id, status FROM {{s}}.jobs
             WHERE status IN ('scheduled', 'retrying') AND run_at <= {NOW}
@@ -144,9 +149,9 @@ SQL = {
         {RETURNING}
     """,
     "write": f"""
-        UPDATE {{s}}.jobs j SET {", ".join(f"{column} = new.{column}" for column in STATE_COLUMNS)}
+        UPDATE {{s}}.jobs j SET {", ".join(f"{column} = new.{column}" for column in WRITTEN)}
         FROM unnest($1::text[], $2::text[], $3::text[], {STATE_ARRAYS})
-            AS new (id, was, lease, {", ".join(STATE_COLUMNS)})
+            AS new (id, was, lease, {", ".join(WRITTEN)})
         WHERE j.id = new.id AND j.status = new.was AND j.lease_id IS NOT DISTINCT FROM new.lease
         RETURNING j.id
     """,
@@ -175,8 +180,8 @@ SQL = {
     "counts": "SELECT queue, status, sum(jobs)::bigint FROM {s}.counts GROUP BY queue, status HAVING sum(jobs) <> 0",
     "paused": "SELECT name FROM {s}.queues WHERE paused ORDER BY name",
     "heads": """
-        SELECT q.name, coalesce(head.run_at, head.created_at) FROM {s}.queues q CROSS JOIN LATERAL (
-            SELECT run_at, created_at FROM {s}.jobs WHERE queue = q.name AND status = 'pending'
+        SELECT q.name, coalesce(head.ready_at, head.run_at, head.created_at) FROM {s}.queues q CROSS JOIN LATERAL (
+            SELECT ready_at, run_at, created_at FROM {s}.jobs WHERE queue = q.name AND status = 'pending'
             ORDER BY priority DESC, seq LIMIT 1
         ) head
     """,
@@ -262,7 +267,7 @@ class PostgresStore(Store):
         self._listener: asyncio.Task[None] | None = None
         self._listening: asyncpg.Connection | None = None
         self._down: str | None = None  # why the listening connection is down, while it is
-        self._wakeup = asyncio.Event()  # set when jobs may have become ready
+        self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
         self._held: set[str] = set()  # jobs leased through this store and not settled through it
         self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
@@ -460,7 +465,10 @@ class PostgresStore(Store):
             self._publish(events)
 
     def _wake(self) -> None:
-        self._wakeup.set()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     def _due_at(self, run_at: float | None) -> None:
         """A job falls due at ``run_at``: idle leases look again then (or at once, when it is not known)."""
@@ -547,17 +555,21 @@ class PostgresStore(Store):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            self._wakeup.clear()  # before looking: a wake-up from now on means "look again"
-            jobs = await self._claim(max_jobs, lease_seconds, queues, worker, types)
-            left = deadline - loop.time()
-            if jobs or left <= 0:
-                return jobs
-            sleep = min(left, POLL_SECONDS)
-            if self._next_due is not None:
-                sleep = min(sleep, max(self._next_due - self.clock(), 0.0) + 0.001)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(sleep):
-                    await self._wakeup.wait()
+            waiter = loop.create_future()  # listed before looking: a wake-up from now on means "look again"
+            self._waiters.add(waiter)
+            try:
+                jobs = await self._claim(max_jobs, lease_seconds, queues, worker, types)
+                left = deadline - loop.time()
+                if jobs or left <= 0:
+                    return jobs
+                sleep = min(left, POLL_SECONDS)
+                if self._next_due is not None:
+                    sleep = min(sleep, max(self._next_due - self.clock(), 0.0) + 0.001)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(sleep):
+                        await waiter
+            finally:
+                self._waiters.discard(waiter)
 
     async def _claim(
         self,
@@ -675,9 +687,10 @@ class PostgresStore(Store):
         self, conn: asyncpg.Connection, changes: Sequence[tuple[Job, tuple[JobStatus, str | None]]]
     ) -> set[str]:
         """Write the new state of jobs, each only if it is still as read (status and lease); returns the ids written."""
-        columns: list[list[Any]] = [[] for _ in range(3 + len(STATE_COLUMNS))]
+        columns: list[list[Any]] = [[] for _ in range(3 + len(WRITTEN))]
         for job, (was, lease) in changes:
-            for column, value in zip(columns, (job.id, was.value, lease, *job_values(job, STATE)), strict=True):
+            values = (job.id, was.value, lease, *job_values(job, STATE), job.ready_at or None)
+            for column, value in zip(columns, values, strict=True):
                 column.append(value)
         return {row[0] for row in await conn.fetch(self._sql["write"], *columns)}
 
@@ -755,8 +768,7 @@ class PostgresStore(Store):
         for queue, status, jobs in counts:
             by_status[status] += jobs
             by_queue.setdefault(queue, {})[status] = jobs
-        since = {queue: at for queue, at in heads if queue not in paused}
-        return StoreStats(dict(by_status), by_queue, paused, since)
+        return StoreStats(dict(by_status), by_queue, paused, dict(heads))
 
     async def list_jobs(
         self,
@@ -851,8 +863,10 @@ class PostgresStore(Store):
 
 def row_job(row: Sequence[Any]) -> Job:
     """The job a row holds, as a job of its own (nothing shared with other jobs, unlike a memory index's)."""
-    job = job_from_row(row)
+    job = job_from_row(row[: len(COLUMNS)])
     job.history = list(job.history)
+    if row[len(COLUMNS)] is not None:
+        job.ready_at = row[len(COLUMNS)]
     return job
 
 
