@@ -61,7 +61,11 @@ class Config:
         "queues the in-process workers take jobs from (comma-separated; all when empty); "
         "other queues wait for remote workers and accept any job type",
     )
-    store: str = _option("sqlite:///jobq.db", "where jobs live: sqlite:///path (durable), memory:// (fastest)")
+    store: str = _option(
+        "sqlite:///jobq.db",
+        "where jobs live: sqlite:///path (durable), memory:// (fastest), "
+        "postgresql://user@host:5432/db[?schema=jobq] (shared by every jobq process on it)",
+    )
     durability: str = _option(
         "full",
         "sqlite sync level: full (an accepted job survives power loss) or "

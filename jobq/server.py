@@ -251,7 +251,7 @@ async def drain_and_report(service: JobService, config: Config) -> int:
     log.info("drained %d jobs in %.1fs", report.finished, time.monotonic() - started)
     if report.unfinished:
         if is_durable(config):
-            fate = "they run again from the beginning when jobq next starts"
+            fate = "they run again from the beginning when jobq next starts (or on another jobq sharing the store)"
         else:
             fate = "the memory store keeps nothing, so they are lost"
         log.warning(
@@ -275,7 +275,7 @@ async def log_waiting(service: JobService, config: Config, stopped: set[str]) ->
     if total <= 0:
         return
     if is_durable(config):
-        log.info("%d jobs are still waiting in the store; they run when jobq next starts", total)
+        log.info("%d jobs are still waiting in the store; they run when jobq next starts (or elsewhere)", total)
         return
     ids: list[str] = []
     for status in sorted(WAITING):

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.procs import free_port
 
 _server: PgCluster | str | None = None
 _schemas: dict[str, str] = {}  # a test's directory -> its schema
+_starting = threading.Lock()  # documentation tests start servers from several threads
 
 
 def pg_bin(tool: str) -> str:
@@ -75,13 +77,14 @@ class PgCluster:
 def server_url() -> str:
     """The URL of the PostgreSQL the tests use: ``JOBQ_TEST_PG``, or a cluster started on first use."""
     global _server
-    if _server is None:
-        configured = os.environ.get("JOBQ_TEST_PG")
-        if configured:
-            _server = configured
-        else:
-            _server = PgCluster()
-            atexit.register(_server.stop)
+    with _starting:
+        if _server is None:
+            configured = os.environ.get("JOBQ_TEST_PG")
+            if configured:
+                _server = configured
+            else:
+                _server = PgCluster()
+                atexit.register(_server.stop)
     return _server if isinstance(_server, str) else _server.url
 
 

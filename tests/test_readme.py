@@ -25,7 +25,8 @@ A comment on the line before a block (blank lines between are fine) sets it up:
 Servers run in a temporary directory each (the files of their document beside them), on free
 ports: ``localhost:8080``, ``localhost:50051`` and any other ``host:port`` in a command or script
 become the server's HTTP port, its gRPC port, or a port nothing listens on, and back again in
-the output. Blocks of one server run in document order; servers run side by side.
+the output; ``localhost:5432`` is the tests' PostgreSQL (tests/pg.py). Blocks of one server run
+in document order; servers run side by side.
 
 Expected output matches with these values normalised: RFC 3339 times and HTTP dates, UUIDs and
 24-hex lease ids (the values seen are substituted into later commands, so a transcript may use
@@ -57,16 +58,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.pg import server_url
 from tests.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = {"console", "python"}
 NOT_RUN = {"sh", "text", "", "json", "yaml"}
-HTTP_PORT, GRPC_PORT = 8080, 50051
+HTTP_PORT, GRPC_PORT, PG_PORT = 8080, 50051, 5432
 COMMAND_TIMEOUT = 60.0
 OUTPUTS = os.environ.get("JOBQ_README_OUTPUTS")  # a file: every command's output goes there, to update the docs
 
@@ -290,9 +293,10 @@ class Server:
             tokens_file = self.workdir / flags[flags.index("--tokens-file") + 1]
             for principal in json.loads(tokens_file.read_text()):
                 self.env[re.sub(r"\W", "_", principal["name"]).upper() + "_TOKEN"] = principal["token"]
+        database = {PG_PORT: urlsplit(server_url()).port or PG_PORT} if uses_postgres(self.doc) else {}
         for _ in range(3):  # a port picked as free may be taken before the server binds it: pick again
-            self.ports = {HTTP_PORT: unused_port(), GRPC_PORT: unused_port()}
-            if self.name == "none" or self._serve(flags):
+            self.ports = {HTTP_PORT: unused_port(), GRPC_PORT: unused_port(), **database}
+            if self.name == "none" or self._serve([self.rewrite(flag) for flag in flags]):
                 return
             if "already in use" not in self.log():
                 break
@@ -343,6 +347,11 @@ class Server:
         for shown, real in self.ports.items():
             output = re.sub(rf"(?<=:){real}\b", str(shown), output)
         return output
+
+
+def uses_postgres(doc: Path) -> bool:
+    """Whether a document's examples use PostgreSQL on ``localhost:5432``: the test server stands in for it."""
+    return f"localhost:{PG_PORT}" in doc.read_text()
 
 
 PORTS_GIVEN: set[int] = set()
