@@ -15,7 +15,8 @@ label values are queue names, job types, outcomes, route templates and method na
 * ``jobq_workers{state}``: this process's worker tasks, ``busy`` or ``idle``, read at scrape;
 * ``jobq_queue_oldest_job_age_seconds{queue}``: how long the job next in line has waited (since it was
   created or fell due, released or re-run), read at scrape: in a queue whose jobs share one priority,
-  the oldest job;
+  the oldest job (these four are the store's: on a store shared by several jobq processes, one of them
+  at a time reports them, so a sum over the processes counts each job once);
 * ``jobq_http_requests_total{method,route,code}`` and ``jobq_http_request_duration_seconds{method,route,code}``;
 * ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method,code}``;
 * ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
@@ -256,7 +257,7 @@ class StateCollector:
     def collect(self) -> Iterable[Metric]:
         depth, running, paused, oldest, workers = self._families()
         snapshot = self.snapshot
-        if snapshot is not None:
+        if snapshot is not None and (self.service is None or self.service.store.reports_totals):
             now = self.service.store.clock() if self.service is not None else time.time()
             for queue in snapshot.by_queue:
                 if len(self._queues) < MAX_LABEL_SETS:

@@ -241,3 +241,13 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
     finally:
         await store.close()
         cluster.stop()
+
+
+async def test_one_node_at_a_time_reports_the_totals_and_another_takes_over(open_node: OpenNode) -> None:
+    first, second = await open_node(), await open_node()
+    assert [first.reports_totals, second.reports_totals] == [True, False]  # summing over nodes counts once
+    await first.close()
+    deadline = time.monotonic() + 10
+    while not second.reports_totals:
+        assert time.monotonic() < deadline, "nobody reports the totals after the reporting node left"
+        await asyncio.sleep(0.05)

@@ -172,6 +172,15 @@ class Store(ABC):
                 subscriber(event)
 
     @property
+    def reports_totals(self) -> bool:
+        """Whether this process reports the store-wide gauges (queue depths, oldest job, ...).
+
+        Always, on a store of one process. On a shared store, one node at a time does (the
+        others report only their own figures), so summing a gauge over the nodes is right.
+        """
+        return True
+
+    @property
     def unavailable(self) -> str | None:
         """Why the store cannot serve (a dead writer, say), or None while it can; ``/health`` reports it."""
         return None

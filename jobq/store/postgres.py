@@ -61,9 +61,11 @@ log = logging.getLogger("jobq.store")
 POOL_MIN, POOL_MAX = 1, 10  # connections per jobq process
 POLL_SECONDS = 2.0  # an idle lease looks again at least this often, notification or not
 RECONNECT_SECONDS = 1.0  # how soon the listening connection tries again once it is lost
+LISTEN_TIMEOUT = 5.0  # how long open waits for the listening connection
 MAX_PER_ROUND = 1000  # jobs one housekeeping statement promotes, expires or purges at most
 MIGRATION_LOCK = 0x6A6F6271  # the advisory lock key migrations take ("jobq")
 RETENTION_LOCK = MIGRATION_LOCK + 1  # the one taken by the node that purges in a round
+REPORTING_LOCK = MIGRATION_LOCK + 2  # held (by its listening connection) by the node that reports the totals
 
 NOW = "coalesce($1::float8, extract(epoch FROM clock_timestamp()))"  # the database's clock, or an injected one
 ROW = (*COLUMNS, "ready_at")  # a job's row as read: the shared columns, and since when it could run
@@ -265,8 +267,9 @@ class PostgresStore(Store):
         self._sql = {name: statement.replace("{s}", self.schema) for name, statement in SQL.items()}
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._listening: asyncpg.Connection | None = None
+        self._heard_from = asyncio.Event()  # set once the listening connection is up (open waits for it)
         self._down: str | None = None  # why the listening connection is down, while it is
+        self._reporting = False  # whether this node's listening connection holds REPORTING_LOCK
         self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
         self._held: set[str] = set()  # jobs leased through this store and not settled through it
@@ -276,6 +279,10 @@ class PostgresStore(Store):
     @property
     def unavailable(self) -> str | None:
         return self._down
+
+    @property
+    def reports_totals(self) -> bool:
+        return self._reporting
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
@@ -295,7 +302,10 @@ class PostgresStore(Store):
                 raise storage_error(exc, self.place) from None
             raise
         self._listener = asyncio.create_task(self._listen(), name="jobq-store-listener")
-        log.info("opened %s", self.place)
+        with contextlib.suppress(TimeoutError):  # the database answered just now: the listener follows at once
+            async with asyncio.timeout(LISTEN_TIMEOUT):
+                await self._heard_from.wait()
+        log.info("opened %s%s", self.place, "" if self._down is None else f"; not listening yet: {self._down}")
 
     async def close(self) -> None:
         """Hand back the runs leased through this store that are still running (lost: jobq stopped), then disconnect."""
@@ -397,12 +407,20 @@ class PostgresStore(Store):
                     log.info("%s: listening again", self.place)
                     self._down = None
                     self._caught_up()
-                self._listening = conn
-                await closed.wait()
+                first = True
+                while not closed.is_set():  # one node at a time reports the totals: whoever holds the lock
+                    if not self._reporting:
+                        self._reporting = await conn.fetchval("SELECT pg_try_advisory_lock($1)", REPORTING_LOCK)
+                    if first:
+                        self._heard_from.set()
+                        first = False
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RECONNECT_SECONDS):
+                            await closed.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self._down = f"the database {self.place} is unreachable: {exc}"
             finally:
-                self._listening = None
+                self._reporting = False  # the lock went with the connection
                 if not conn.is_closed():
                     await conn.close(timeout=1.0)
             self._down = self._down or f"the connection to {self.place} was lost"
