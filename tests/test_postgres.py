@@ -251,3 +251,19 @@ async def test_one_node_at_a_time_reports_the_totals_and_another_takes_over(open
     while not second.reports_totals:
         assert time.monotonic() < deadline, "nobody reports the totals after the reporting node left"
         await asyncio.sleep(0.05)
+
+
+async def test_a_claim_whose_caller_left_is_handed_back(open_node: OpenNode) -> None:
+    store = await open_node()
+    await store.add([job("a")])
+    leasing = asyncio.create_task(store.lease(1, 30.0))
+    for _ in range(3):  # into the claim's statement, which is on its way to the database
+        await asyncio.sleep(0)
+    leasing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leasing
+    deadline = time.monotonic() + 5
+    while (back := await store.get("a")) is None or back.status is not JobStatus.PENDING or not back.history:
+        assert time.monotonic() < deadline, f"not handed back: {back}"
+        await asyncio.sleep(0.02)
+    assert (back.attempts, [a.outcome for a in back.history]) == (0, ["released"])

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -274,7 +274,7 @@ class PostgresStore(Store):
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
         self._held: set[str] = set()  # jobs leased through this store and not settled through it
         self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
-        self._fetching: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[object]] = set()  # fetches of others' changes, hand-backs
 
     @property
     def unavailable(self) -> str | None:
@@ -313,7 +313,7 @@ class PostgresStore(Store):
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        for task in list(self._fetching):
+        for task in list(self._background):
             task.cancel()
         if self._pool is not None and self._held:
             with contextlib.suppress(JobqError):
@@ -456,9 +456,18 @@ class PostgresStore(Store):
             self._fetch_and_publish(wanted, lines)
 
     def _fetch_and_publish(self, jobs: list[tuple[str, JobStatus | None]], lines: list[int]) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish_fetched(jobs, lines))
-        self._fetching.add(task)
-        task.add_done_callback(self._fetching.discard)
+        self._in_background(self._publish_fetched(jobs, lines))
+
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run ``work`` in a task nobody awaits (close cancels it); a failure is logged, and changes nothing."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[object]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: %s", self.place, task.exception())
 
     async def _publish_fetched(self, wanted: list[tuple[str, JobStatus | None]], lines: list[int]) -> None:
         """Read the jobs and log lines other nodes changed, and publish them as events."""
@@ -576,7 +585,12 @@ class PostgresStore(Store):
             waiter = loop.create_future()  # listed before looking: a wake-up from now on means "look again"
             self._waiters.add(waiter)
             try:
-                jobs = await self._claim(max_jobs, lease_seconds, queues, worker, types)
+                claim = loop.create_task(self._claim(max_jobs, lease_seconds, queues, worker, types))
+                try:
+                    jobs = await asyncio.shield(claim)  # a claim that lands after its caller left is handed back
+                except asyncio.CancelledError:
+                    claim.add_done_callback(self._hand_back)
+                    raise
                 left = deadline - loop.time()
                 if jobs or left <= 0:
                     return jobs
@@ -588,6 +602,21 @@ class PostgresStore(Store):
                         await waiter
             finally:
                 self._waiters.discard(waiter)
+
+    def _hand_back(self, claim: asyncio.Task[list[Job]]) -> None:
+        """Release the jobs of a claim whose caller was cancelled meanwhile: nobody runs them (no attempt used)."""
+        if claim.cancelled() or claim.exception() is not None or not claim.result():
+            return
+        jobs = claim.result()
+
+        def release(job: Job, _: None, now: float) -> None:
+            end_run(job, RELEASED, now, self.rules)
+
+        task = asyncio.get_running_loop().create_task(
+            self._end_runs([(job.id, job.lease_id or "", None) for job in jobs], release)
+        )
+        self._background.add(task)  # a task close() cancels and nobody awaits: its failure leaves the leases to lapse
+        task.add_done_callback(self._background.discard)
 
     async def _claim(
         self,
