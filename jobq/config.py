@@ -64,7 +64,7 @@ class Config:
     store: str = _option(
         "sqlite:///jobq.db",
         "where jobs live: sqlite:///path (durable), memory:// (fastest), "
-        "postgresql://user@host:5432/db[?schema=jobq] (shared by every jobq process on it)",
+        "postgresql://user@host:5432/db (shared by every jobq process on it; ?schema=name, default jobq)",
     )
     durability: str = _option(
         "full",

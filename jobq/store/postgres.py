@@ -293,6 +293,7 @@ class PostgresStore(Store):
                 min_size=POOL_MIN,
                 max_size=POOL_MAX,
                 server_settings={"jobq.node": self.node, "application_name": "jobq"},
+                reset=keep_session,
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn, self.schema)
@@ -915,6 +916,14 @@ def row_job(row: Sequence[Any]) -> Job:
     if row[len(COLUMNS)] is not None:
         job.ready_at = row[len(COLUMNS)]
     return job
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset when a connection comes back: nothing to undo, so no round trip.
+
+    jobq's pooled connections never LISTEN or hold a session-level lock (the listening
+    connection is apart from the pool), and asyncpg rolls back a transaction left open.
+    """
 
 
 def stale(job_id: str, lease_id: str | None, job: Job | None) -> JobqError:
