@@ -20,6 +20,7 @@ from jobq.sdk.transactional import enqueue_in_transaction
 from jobq.store import StoreOptions, open_store
 from jobq.store.base import JobEvent, StoreEvent
 from jobq.store.postgres import POLL_SECONDS, PostgresStore, split_url
+from tests.conftest import FakeClock
 from tests.pg import PgCluster, schema_url
 
 OpenNode = Callable[..., Awaitable[PostgresStore]]
@@ -267,3 +268,17 @@ async def test_a_claim_whose_caller_left_is_handed_back(open_node: OpenNode) -> 
         assert time.monotonic() < deadline, f"not handed back: {back}"
         await asyncio.sleep(0.02)
     assert (back.attempts, [a.outcome for a in back.history]) == (0, ["released"])
+
+
+async def test_a_closing_node_leaves_alone_a_run_that_lapsed_and_runs_elsewhere(open_node: OpenNode) -> None:
+    clock = FakeClock()
+    leaving, staying = await open_node(clock=clock), await open_node(clock=clock)
+    await staying.add([job("a")])
+    await leaving.lease(1, 5.0)
+    clock.advance(6.0)
+    [expired] = await staying.expire_leases()
+    assert expired.status is JobStatus.PENDING
+    [again] = await staying.lease(1, 30.0)
+    await leaving.close()
+    still = await staying.get("a")
+    assert still is not None and (still.status, still.lease_id) == (JobStatus.PROCESSING, again.lease_id)

@@ -272,7 +272,7 @@ class PostgresStore(Store):
         self._reporting = False  # whether this node's listening connection holds REPORTING_LOCK
         self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
-        self._held: set[str] = set()  # jobs leased through this store and not settled through it
+        self._held: dict[str, str] = {}  # job id -> lease id, of the runs leased through this store and not ended here
         self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
         self._background: set[asyncio.Task[object]] = set()  # fetches of others' changes, hand-backs
 
@@ -318,17 +318,20 @@ class PostgresStore(Store):
             task.cancel()
         if self._pool is not None and self._held:
             with contextlib.suppress(JobqError):
-                await self._recover(sorted(self._held))
+                await self._recover(dict(self._held))
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
 
-    async def _recover(self, job_ids: Sequence[str]) -> None:
-        """End the runs of these jobs, still leased through this store, as lost: this jobq is stopping."""
+    async def _recover(self, held: dict[str, str]) -> None:
+        """End the runs still leased through this store (job id -> lease id) as lost: this jobq is stopping.
+
+        Fenced by the lease: a job whose lease lapsed and that runs elsewhere now is left alone.
+        """
         async with self._transaction() as conn:
-            rows = await conn.fetch(self._sql["get"] + " AND status = 'processing' FOR UPDATE", list(job_ids))
+            rows = await conn.fetch(self._sql["get"] + " AND status = 'processing' FOR UPDATE", list(held))
             now = await self._now(conn)
-            jobs = [row_job(row) for row in rows]
+            jobs = [job for job in map(row_job, rows) if job.lease_id == held[job.id]]
             changes = []
             for job in jobs:
                 before = self._state(job)
@@ -431,7 +434,7 @@ class PostgresStore(Store):
     def _caught_up(self) -> None:
         """After a gap in listening: notifications may be lost, so wake idle leases and re-read followed jobs."""
         self._wake()
-        watched = [job_id for job_id in [*self._followed, *self._held]]
+        watched = [*self._followed, *self._held]
         if watched:
             self._fetch_and_publish([(job_id, None) for job_id in dict.fromkeys(watched)], [])
 
@@ -486,7 +489,7 @@ class PostgresStore(Store):
             if job is None:
                 continue
             if job.status is not JobStatus.PROCESSING:
-                self._held.discard(job_id)  # settled or cancelled elsewhere
+                self._held.pop(job_id, None)  # settled or cancelled elsewhere
             events.append(JobEvent(job, before or job.status))
         events += [LogEvent(job_id, at, message) for job_id, at, message in logged]
         if events:
@@ -637,7 +640,7 @@ class PostgresStore(Store):
                 self._sql["claim"], self._clock_arg(), max_jobs, lease_seconds, wanted, kinds, worker
             )
         jobs = [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
-        self._held.update(job.id for job in jobs)
+        self._held.update((job.id, job.lease_id or "") for job in jobs)
         self._changed([(job, JobStatus.PENDING) for job in jobs])
         return jobs
 
@@ -719,7 +722,7 @@ class PostgresStore(Store):
             for index, job in attempted:
                 if job.id in written:
                     answers[index] = job.snapshot()
-                    self._held.discard(job.id)
+                    self._held.pop(job.id, None)
             self._changed(done)
             todo = [(index, runs[index]) for index, _ in attempted if index not in answers]
         for index, (job_id, lease_id, _) in todo:
@@ -766,6 +769,8 @@ class PostgresStore(Store):
             before = self._state(job)
             change(job, await self._now(conn))
             await self._write(conn, [(job, before)])
+        if job.status is not JobStatus.PROCESSING:
+            self._held.pop(job.id, None)
         if job.status is JobStatus.PENDING:
             self._wake()
         self._changed([(job, before[0])])
@@ -886,7 +891,7 @@ class PostgresStore(Store):
             written = await self._write(conn, changes) if changes else set()
         expired = [job for job, _ in changes if job.id in written]
         for job in expired:
-            self._held.discard(job.id)
+            self._held.pop(job.id, None)
         if any(job.status is JobStatus.PENDING for job in expired):
             self._wake()
         self._changed([(job, JobStatus.PROCESSING) for job in expired])
@@ -904,7 +909,8 @@ class PostgresStore(Store):
                 jobs for _, status, jobs in await conn.fetch(self._sql["counts"]) if STATUSES[status] in TERMINAL
             )
             if terminal > retention.max_count:
-                many = await conn.execute(self._sql["purge_many"], terminal - retention.max_count)
+                excess = min(terminal - retention.max_count, MAX_PER_ROUND * 10)  # the rest next round
+                many = await conn.execute(self._sql["purge_many"], excess)
                 purged += int(many.split()[-1])
         return purged
 
