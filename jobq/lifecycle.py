@@ -77,6 +77,22 @@ def fail_attempt(
     job.fail(error, now, retry_at(job, now, rules, retry_in), outcome, traceback=traceback)
 
 
+def settle_run(job: Job, settlement: Settlement, now: float, rules: Rules) -> None:
+    """A leased run ended as its worker says: completed with its result, or a failed attempt."""
+    if settlement.error is None:
+        job.complete(settlement.result, now)
+    else:
+        fail_attempt(
+            job,
+            settlement.error,
+            now,
+            rules,
+            retry_in=settlement.retry_in,
+            outcome=settlement.outcome,
+            traceback=settlement.traceback,
+        )
+
+
 def lost_in_a_row(job: Job) -> int:
     """How many finished runs of ``job``, counting back from the newest, were lost.
 

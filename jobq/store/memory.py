@@ -35,7 +35,7 @@ from jobq.errors import (
     UnstorableValue,
 )
 from jobq.job import DEFERRED, TERMINAL, WAITING, Attempt, Job, JobStatus
-from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run, release_run
+from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, release_run, settle_run
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
 from jobq.store.loading import Loading, wanted
 from jobq.store.ready import QueueReady
@@ -652,18 +652,7 @@ class MemoryStore(Store):
             except JobqError as exc:
                 answers.append(exc)
                 continue
-            if item.error is None:
-                job.complete(item.result, now)
-            else:
-                fail_attempt(
-                    job,
-                    item.error,
-                    now,
-                    self.rules,
-                    retry_in=item.retry_in,
-                    outcome=item.outcome,
-                    traceback=item.traceback,
-                )
+            settle_run(job, item, now, self.rules)
             self._moved(job, JobStatus.PROCESSING)
             settled.append(job)
             answers.append(job)

@@ -49,7 +49,7 @@ from jobq.errors import (
     UnstorableValue,
 )
 from jobq.job import DEFERRED, TERMINAL, Job, JobStatus
-from jobq.lifecycle import RELEASED, completed_again, end_run, fail_attempt, lease_expired, lose_run
+from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, settle_run
 from jobq.store import memory
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
@@ -661,18 +661,7 @@ class PostgresStore(Store):
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
         def settle(job: Job, item: Settlement, now: float) -> None:
-            if item.error is None:
-                job.complete(item.result, now)
-            else:
-                fail_attempt(
-                    job,
-                    item.error,
-                    now,
-                    self.rules,
-                    retry_in=item.retry_in,
-                    outcome=item.outcome,
-                    traceback=item.traceback,
-                )
+            settle_run(job, item, now, self.rules)
 
         return await self._end_runs([(item.id, item.lease_id, item) for item in settlements], settle)
 
