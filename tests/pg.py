@@ -59,6 +59,10 @@ class PgCluster:
     def start(self) -> None:
         self._ctl("start")
 
+    def halt(self) -> None:
+        """``pg_ctl stop -m fast``: the server is gone (its files stay) until ``start``."""
+        self._ctl("stop", "-m", "fast")
+
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every connection is cut, and the server is back when this returns."""
         self._ctl("restart", "-m", "fast")

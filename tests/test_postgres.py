@@ -239,6 +239,26 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
                 break
             await asyncio.sleep(0.1)
         assert store.unavailable is None
+        cluster.halt()  # gone for a while: every verb is refused at once, and /health says why
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.add([job("while-away")])
+        with pytest.raises(StoreUnavailable):
+            await store.lease(1, 30.0)
+        assert time.monotonic() - started < 5.0
+        for _ in range(100):
+            if store.unavailable is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert store.unavailable is not None and store.place in store.unavailable
+        cluster.start()
+        for _ in range(100):
+            try:
+                await store.add([job("back")])
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.1)
+        assert (await store.get("back")) is not None and await store.get("while-away") is None
     finally:
         await store.close()
         cluster.stop()

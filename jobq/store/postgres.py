@@ -59,6 +59,8 @@ from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_
 log = logging.getLogger("jobq.store")
 
 POOL_MIN, POOL_MAX = 1, 10  # connections per jobq process
+CONNECT_SECONDS = 5.0  # a connection not made by then fails (503): the database is away
+STATEMENT_SECONDS = 30.0  # a statement (or a wait for a pooled connection) not done by then fails (503)
 POLL_SECONDS = 2.0  # an idle lease looks again at least this often, notification or not
 RECONNECT_SECONDS = 1.0  # how soon the listening connection tries again once it is lost
 LISTEN_TIMEOUT = 5.0  # how long open waits for the listening connection
@@ -294,6 +296,8 @@ class PostgresStore(Store):
                 max_size=POOL_MAX,
                 server_settings={"jobq.node": self.node, "application_name": "jobq"},
                 reset=keep_session,
+                timeout=CONNECT_SECONDS,
+                command_timeout=STATEMENT_SECONDS,
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn, self.schema)
@@ -349,7 +353,7 @@ class PostgresStore(Store):
         if self._pool is None:
             raise StoreUnavailable(f"the store {self.place} is not open")
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=STATEMENT_SECONDS) as conn:
                 yield conn
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, UnicodeError) as exc:
             raise storage_error(exc, self.place) from None
@@ -397,7 +401,9 @@ class PostgresStore(Store):
         while True:
             closed = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "jobq-listener"})
+                conn = await asyncpg.connect(
+                    self.dsn, server_settings={"application_name": "jobq-listener"}, timeout=CONNECT_SECONDS
+                )
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if self._down is None:
                     log.error("%s: cannot listen for other nodes' changes: %s", self.place, exc)
