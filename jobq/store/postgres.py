@@ -54,7 +54,7 @@ from jobq.store import memory
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
-from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
+from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
 
 log = logging.getLogger("jobq.store")
 
@@ -158,6 +158,24 @@ SQL = {
             AS new (id, was, lease, {", ".join(WRITTEN)})
         WHERE j.id = new.id AND j.status = new.was AND j.lease_id IS NOT DISTINCT FROM new.lease
         RETURNING j.id
+    """,
+    # Completing is the one change made in SQL alone (the common case: one statement, no read first). It
+    # does what Job.complete does, and appends the ended attempt to the history as json text (json, not
+    # jsonb: float8 times keep every digit).
+    "complete": f"""
+        WITH now AS (SELECT {NOW} AS t)
+        UPDATE {{s}}.jobs j SET status = 'completed', result = done.result, error = NULL, finished_at = now.t,
+            lease_expires_at = NULL, worker = NULL,
+            history = (
+                left(j.history::text, -1) || CASE WHEN json_array_length(j.history) = 0 THEN '' ELSE ',' END
+                || json_build_object(
+                    'number', json_array_length(j.history) + 1, 'started_at', coalesce(j.started_at, j.created_at),
+                    'worker', j.worker, 'finished_at', now.t, 'outcome', 'completed', 'error', NULL, 'traceback', NULL
+                )::text || ']'
+            )::json
+        FROM unnest($2::text[], $3::text[], $4::json[]) AS done (id, lease_id, result), now
+        WHERE j.id = done.id AND j.lease_id = done.lease_id AND j.status = 'processing'
+        {RETURNING}
     """,
     "now": f"SELECT {NOW}",
     "progress": """
@@ -666,10 +684,37 @@ class PostgresStore(Store):
         return answers
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
+        """Completions in one statement; failures, and completions it did not apply (a repeat, a stale lease),
+        by reading the jobs and applying the lifecycle rules (``_end_runs``)."""
+        answers: dict[int, Job | JobqError] = {}
+        completing = [(index, item) for index, item in enumerate(settlements) if item.error is None]
+        if completing:
+            ids, leases, results = [], [], []
+            for _, item in completing:
+                ids.append(item.id)
+                leases.append(item.lease_id)
+                results.append(None if item.result is None else dump(item.result))
+            async with self._connection() as conn:
+                rows = await conn.fetch(self._sql["complete"], self._clock_arg(), ids, leases, results)
+            done = {(job.id, job.lease_id): job for job in map(row_job, rows)}
+            for index, item in completing:
+                job = done.pop((item.id, item.lease_id), None)
+                if job is not None:
+                    answers[index] = job
+                    self._held.pop(job.id, None)
+            self._changed([(answers[index], JobStatus.PROCESSING) for index, _ in completing if index in answers])
+            answers = {index: job.snapshot() for index, job in answers.items()}  # events keep their own copies
+
         def settle(job: Job, item: Settlement, now: float) -> None:
             settle_run(job, item, now, self.rules)
 
-        return await self._end_runs([(item.id, item.lease_id, item) for item in settlements], settle)
+        rest = [index for index in range(len(settlements)) if index not in answers]
+        if rest:
+            ended = await self._end_runs(
+                [(settlements[i].id, settlements[i].lease_id, settlements[i]) for i in rest], settle
+            )
+            answers.update(zip(rest, ended, strict=True))
+        return [answers[index] for index in range(len(settlements))]
 
     async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
         def end(job: Job, _: None, now: float) -> None:
