@@ -260,7 +260,9 @@ def where(url: str) -> str:
     return f"postgresql://{parts.username + '@' if parts.username else ''}{host}:{parts.port or 5432}{parts.path}"
 
 
-CONNECTION_CLASSES = ("08", "53", "57")  # connection exceptions, insufficient resources, operator intervention
+# What a database call can raise: the server's errors, the driver's (a connection cut mid-call can leave
+# one in a state it reports as InternalClientError), and the network's.
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def storage_error(exc: BaseException, place: str) -> JobqError:
@@ -321,7 +323,7 @@ class PostgresStore(Store):
                 await migrate(conn, self.schema)
         except BaseException as exc:
             await self.close()
-            if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+            if isinstance(exc, DATABASE_ERRORS):
                 raise storage_error(exc, self.place) from None
             raise
         self._listener = asyncio.create_task(self._listen(), name="jobq-store-listener")
@@ -373,7 +375,7 @@ class PostgresStore(Store):
         try:
             async with self._pool.acquire(timeout=STATEMENT_SECONDS) as conn:
                 yield conn
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, UnicodeError) as exc:
+        except (*DATABASE_ERRORS, UnicodeError) as exc:
             raise storage_error(exc, self.place) from None
 
     @contextlib.asynccontextmanager
@@ -422,7 +424,7 @@ class PostgresStore(Store):
                 conn = await asyncpg.connect(
                     self.dsn, server_settings={"application_name": "jobq-listener"}, timeout=CONNECT_SECONDS
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 if self._down is None:
                     log.error("%s: cannot listen for other nodes' changes: %s", self.place, exc)
                 self._down = f"the database {self.place} is unreachable: {exc}"
@@ -445,12 +447,14 @@ class PostgresStore(Store):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(RECONNECT_SECONDS):
                             await closed.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 self._down = f"the database {self.place} is unreachable: {exc}"
+            except Exception as exc:  # never the end of listening: log it, and connect again
+                log.exception("%s: listening failed", self.place)
+                self._down = f"listening to {self.place} failed: {exc}"
             finally:
                 self._reporting = False  # the lock went with the connection
-                if not conn.is_closed():
-                    await conn.close(timeout=1.0)
+                conn.terminate()  # closes at once, whatever state the connection was left in
             self._down = self._down or f"the connection to {self.place} was lost"
             log.error("%s: %s; reconnecting", self.place, self._down)
             await asyncio.sleep(RECONNECT_SECONDS)
