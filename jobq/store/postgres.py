@@ -8,8 +8,9 @@ node keeps is a cache of nothing but who waits for what.
   by queue (round-robin, then priority, then FIFO) and marks them processing with a
   fresh lease id, so no two nodes ever hold one job. Due scheduled and retrying jobs
   are made pending first (by whichever node gets to them: ``SKIP LOCKED`` again).
-- **Settling** reads the jobs, applies :mod:`jobq.lifecycle` here, and writes the
-  outcome fenced by the lease id: a write whose lease moved on changes nothing.
+- **Settling** a completion is one statement; any other end of a run reads the
+  jobs, applies :mod:`jobq.lifecycle` here, and writes the outcome. Either way the
+  write is fenced by the lease id: a write whose lease moved on changes nothing.
 - **Time** is the database's clock (``clock_timestamp()``), so nodes whose clocks
   differ agree on due times and lease deadlines; an injected clock (tests)
   replaces it.
@@ -474,7 +475,6 @@ class PostgresStore(Store):
             return
         if message.get("ready"):
             self._wake()
-            self._next_due = 0.0
         if message.get("node") == self.node:
             return  # a change made here: published when it committed
         wanted: list[tuple[str, JobStatus | None]] = []
