@@ -3,10 +3,13 @@
     .venv/bin/python bench/enqueue_ab.py                                  # 3 rounds, about 1.5 minutes
     .venv/bin/python bench/enqueue_ab.py --baseline-tree ../jobq-before   # the same for another checkout, in turn
     .venv/bin/python bench/enqueue_ab.py --setups memory-0 --rounds 5 --json out.json
+    .venv/bin/python bench/enqueue_ab.py --setups postgresql-0,postgresql-32   # on PostgreSQL (--postgres-url)
 
 Each round loads the ceiling (``bench/ceiling_server.py``) and then, for each setup
 (``memory-0``: ``memory://`` with no workers; ``sqlite-32``: the defaults, a fresh SQLite
-file and 32 in-process workers that run every job), this checkout's ``main.py`` and the
+file and 32 in-process workers that run every job; ``postgresql-0`` and ``postgresql-32``: the
+database of ``--postgres-url``, dropped and created again before each run and dropped at the
+end, with no workers and with the default 32), this checkout's ``main.py`` and the
 baseline's, the two in alternating order from round to round. Every server is a fresh
 process loaded by ``bench/loadgen.py`` as ``bench/run.py`` does (64 keep-alive
 connections, ``{"type": "noop"}``). Each run's share of the ceiling is taken against the
@@ -28,7 +31,12 @@ from pathlib import Path
 
 import run as bench
 
-SETUPS = {"memory-0": ("memory://", 0), "sqlite-32": ("sqlite", 32)}
+SETUPS = {
+    "memory-0": ("memory://", 0),
+    "sqlite-32": ("sqlite", 32),
+    "postgresql-0": ("postgresql", 0),  # "postgresql": the database of --postgres-url
+    "postgresql-32": ("postgresql", 32),
+}
 
 
 @dataclass
@@ -70,30 +78,38 @@ class Runs:
         ]
 
 
-def one_load(tree: Path | None, setup: str, scale: bench.Scale, workdir: Path, name: str) -> bench.Load:
+def one_load(
+    tree: Path | None, setup: str, scale: bench.Scale, workdir: Path, name: str, postgres_url: str
+) -> bench.Load:
     """Start one server (``tree`` None: the ceiling), load it once, stop it."""
     if tree is None:
         command, root = [bench.PYTHON, str(bench.BENCH / "ceiling_server.py")], bench.ROOT
     else:
         store, workers = SETUPS[setup]
+        store = postgres_url if store == "postgresql" else store
         command, root = bench.jobq_command(bench._fresh(store, workdir), workers, root=tree), tree
     with bench.serving(command, workdir, name, root=root) as server:
         return bench.load(server, scale, 1)
 
 
 def measure(
-    trees: dict[str, Path], setups: Sequence[str], rounds: int, scale: bench.Scale, workdir: Path
+    trees: dict[str, Path],
+    setups: Sequence[str],
+    rounds: int,
+    scale: bench.Scale,
+    workdir: Path,
+    postgres_url: str = bench.DEFAULT_POSTGRES_URL,
 ) -> list[Runs]:
     ceiling = Runs("ceiling", "bare aiohttp")
     runs = {(setup, name): Runs(setup, name) for setup in setups for name in trees}
     for index in range(rounds):
-        top = one_load(None, "", scale, workdir, f"ceiling-{index}")
+        top = one_load(None, "", scale, workdir, f"ceiling-{index}", postgres_url)
         ceiling.add(top, top)
         print(f"round {index + 1}: ceiling {top.rate:,.0f} req/s, {top.server_us_per_request:.1f} µs", file=sys.stderr)
         names = list(trees) if index % 2 == 0 else list(reversed(trees))
         for setup in setups:
             for name in names:
-                result = one_load(trees[name], setup, scale, workdir, f"{setup}-{name}-{index}")
+                result = one_load(trees[name], setup, scale, workdir, f"{setup}-{name}-{index}", postgres_url)
                 runs[setup, name].add(result, top)
                 share = top.server_us_per_request / result.server_us_per_request
                 print(
@@ -125,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    parser.add_argument("--postgres-url", default=bench.DEFAULT_POSTGRES_URL, help="a dedicated database, dropped")
     args = parser.parse_args(argv)
     setups = args.setups.split(",")
     unknown = [s for s in setups if s not in SETUPS]
@@ -134,8 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = replace(bench.Scale(), duration=args.duration)
     info = bench.machine()
     print(f"machine: {info}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="jobq-enqueue-ab-") as tmp:
-        runs = measure(trees, setups, args.rounds, scale, Path(tmp))
+    try:
+        with tempfile.TemporaryDirectory(prefix="jobq-enqueue-ab-") as tmp:
+            runs = measure(trees, setups, args.rounds, scale, Path(tmp), args.postgres_url)
+    finally:
+        if any(SETUPS[setup][0] == "postgresql" for setup in setups):
+            bench.fresh_postgres(args.postgres_url, create=False)
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs]}, indent=2))

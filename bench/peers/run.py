@@ -3,6 +3,8 @@
     .venv/bin/python bench/peers/run.py                       # 3 rounds of 20,000 jobs, every setup (about 20 minutes)
     .venv/bin/python bench/peers/run.py --quick               # a smoke run: 2,000 jobs, 1 round
     .venv/bin/python bench/peers/run.py --peers dramatiq,pgqueuer --jobq inprocess --rounds 5 --json out.json
+    .venv/bin/python bench/peers/run.py --peers pgqueuer,procrastinate --jobq inprocess,pg1,pg2 \
+        --versus pgqueuer,procrastinate,jobq-pg1         # jobq on PostgreSQL: one node, two nodes
 
 Each peer runs in a virtual environment of its own, ``bench/peers/.venvs/<peer>`` (``--venvs``),
 made with ``python3 -m venv`` and ``bench/peers/requirements-<peer>.txt`` (exact versions) the first
@@ -10,7 +12,11 @@ time, and again whenever that file changes; nothing is installed into jobq's ``.
 peers (dramatiq, arq, SAQ) use the Redis database of ``--redis-url`` (emptied before each
 measurement), the PostgreSQL ones (pgqueuer, procrastinate) the database of ``--postgres-url``
 (dropped and created again before each measurement). jobq's rows run ``.venv/bin/jobq`` of
-``--jobq-tree`` on a fresh SQLite file each.
+``--jobq-tree`` on a fresh SQLite file each, but ``pg1`` and ``pg2``: those run one and two
+``jobq serve`` processes (in-process workers at their defaults) on the database of
+``--postgres-url`` (schema ``jobq``), dropped and created again before each measurement as for the
+peers; with two, the backlog is enqueued and the queue paused and resumed through the first, and
+both lease from the shared database.
 
 One measurement: N no-op jobs are enqueued first (each library's fastest way to enqueue many;
 for jobq ``POST /enqueue/batch`` of 1,000 into a paused queue), then the worker starts (for
@@ -18,7 +24,8 @@ jobq: the queue is resumed), and the count of unfinished jobs is polled every 20
 the jobs finished between the first poll at or below 90 % of N and the first at or below 10 %,
 over the time between those polls: start-up and the backlog's tail are outside it. Rounds are
 interleaved (round 1 runs every setup, then round 2, ...); the table gives each setup's median and
-the median of its per-round ratios to dramatiq and to pgqueuer, taken within the same round.
+the median of its per-round ratios to dramatiq and to pgqueuer (``--versus``: any rows' keys, such
+as ``procrastinate`` or ``jobq-pg1``), taken within the same round.
 """
 
 from __future__ import annotations
@@ -51,8 +58,9 @@ import run as bench  # noqa: E402 - bench/run.py
 
 PEER_NAMES = ("dramatiq", "arq", "saq", "pgqueuer", "procrastinate")
 REDIS_PEERS = {"dramatiq", "arq", "saq"}
-JOBQ_SETUPS = ("worker", "worker-64", "inprocess")
-REFERENCES = ("dramatiq", "pgqueuer")  # the ratio columns
+JOBQ_SETUPS = ("worker", "worker-64", "inprocess", "pg1", "pg2")
+PG_NODES = {"pg1": 1, "pg2": 2}  # jobq rows on PostgreSQL: how many ``jobq serve`` share the database
+REFERENCES = ("dramatiq", "pgqueuer")  # the ratio columns, unless --versus names others
 JOBQ_BATCH = 1000
 QUICK_JOBS = 2000
 RUNNING = re.compile(r" running (\d+) at once")  # what ``jobq worker`` logs once it leases
@@ -230,20 +238,27 @@ class PeerSetup:
 
 
 class JobqSetup:
-    """jobq of ``tree`` on a fresh SQLite file, with ``jobq worker`` (default concurrency, or 64) or in-process."""
+    """jobq of ``tree`` on a fresh SQLite file, with ``jobq worker`` (default concurrency, or 64) or in-process;
+    or (``pg1``, ``pg2``) one or two in-process ``jobq serve`` on a fresh PostgreSQL database."""
 
-    def __init__(self, key: str, tree: Path, timeout: float) -> None:
+    def __init__(self, key: str, tree: Path, timeout: float, postgres_url: str) -> None:
         self.key = key
         self.jobq = str(tree / ".venv" / "bin" / "jobq")
         self.timeout = timeout
-        self.remote = key != "inprocess"
+        self.postgres_url = postgres_url
+        self.nodes = PG_NODES.get(key, 0)  # 0: SQLite, one process
+        self.remote = key.startswith("worker")
         self.concurrency = 64 if key == "worker-64" else None
         label = {
             "worker": "jobq, `jobq worker` at its default concurrency",
             "worker-64": "jobq, `jobq worker --concurrency 64`",
             "inprocess": "jobq in-process, SQLite defaults",
+            "pg1": "jobq in-process, PostgreSQL, 1 node",
+            "pg2": "jobq in-process, PostgreSQL, 2 nodes",
         }[key]
         store = "SQLite (`jobq serve --workers 0`)" if self.remote else "SQLite (`jobq serve`)"
+        if self.nodes:
+            store = "PostgreSQL (`jobq serve`)" if self.nodes == 1 else f"PostgreSQL ({self.nodes} x `jobq serve`)"
         self.row = Row(f"jobq-{key}", label, store, "")
 
     def server_command(self, store: str, port: int) -> list[str]:
@@ -260,21 +275,29 @@ class JobqSetup:
     def measure(self, jobs: int, round_: int, workdir: Path) -> Measurement:
         load = os.getloadavg()
         name = f"jobq-{self.key}-{round_}"
-        store = remote_worker.fresh_store("sqlite", workdir)
-        port = bench.free_port()
-        server = bench.Server(self.server_command(store, port), port, workdir / f"{name}.log", root=PEERS)
+        store = bench.fresh_postgres(self.postgres_url) if self.nodes else remote_worker.fresh_store("sqlite", workdir)
+        servers: list[bench.Server] = []
         try:
-            server.wait_ready()
+            for node in range(1, max(self.nodes, 1) + 1):  # one after the other: the first makes the schema
+                port = bench.free_port()
+                log = workdir / (f"{name}-node{node}.log" if self.nodes else f"{name}.log")
+                servers.append(bench.Server(self.server_command(store, port), port, log, root=PEERS))
+                servers[-1].wait_ready()
+            server = servers[0]  # enqueues, pauses, resumes and counts for all (the counts are the database's)
             remote_worker.call(server, "POST", "/queues/default/pause")
             enqueue_seconds = enqueue_jobq(server, jobs)
             if not self.remote:
-                self.describe(f"{remote_worker.call(server, 'GET', '/stats')['workers']['total']} in-process workers")
+                workers = [remote_worker.call(s, "GET", "/stats")["workers"]["total"] for s in servers]
+                each = " each" if len(servers) > 1 else ""
+                nodes = f"{len(servers)} process{'es' if len(servers) > 1 else ''}, " if self.nodes else ""
+                self.describe(f"{nodes}{workers[0]} in-process workers{each}")
                 return self.drain(server, jobs, round_, enqueue_seconds, load)
             with spawned(self.worker_command(server.url), bench.clean_env(PEERS), workdir / f"{name}-w.log") as worker:
                 self.describe(f"1 process, {wait_running(worker)} at once")
                 return self.drain(server, jobs, round_, enqueue_seconds, load)
         finally:
-            server.stop()
+            for server in servers:
+                server.stop()
 
     def describe(self, settings: str) -> None:
         """Fill the settings column from what the processes said (defaults can change between trees)."""
@@ -366,11 +389,11 @@ def ratio_cell(row: Row, reference: Row | None, rounds: int) -> str:
     return f"{statistics.median(ratios):.2f}x" if ratios else "—"
 
 
-def table(rows: Sequence[Row], rounds: int) -> str:
-    """The Markdown table: one line per setup."""
-    references = {key: next((r for r in rows if r.key == key), None) for key in REFERENCES}
-    header = ["setup", "store / broker", "settings", "jobs/s (median)", "per round", "vs dramatiq", "vs pgqueuer"]
-    lines = ["| " + " | ".join(header) + " |", "|---|---|---|---:|---|---:|---:|"]
+def table(rows: Sequence[Row], rounds: int, versus: Sequence[str] = REFERENCES) -> str:
+    """The Markdown table: one line per setup, with a ratio column for each row key in ``versus``."""
+    references = {key: next((r for r in rows if r.key == key), None) for key in versus}
+    header = ["setup", "store / broker", "settings", "jobs/s (median)", "per round", *(f"vs {key}" for key in versus)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|---:|---|" + "---:|" * len(versus)]
     for row in rows:
         median = row.median()
         per_round = " / ".join("failed" if (r := row.rate(i)) is None else f"{r:,.0f}" for i in range(1, rounds + 1))
@@ -380,8 +403,7 @@ def table(rows: Sequence[Row], rounds: int) -> str:
             row.settings,
             "—" if median is None else f"{median:,.0f}",
             per_round,
-            ratio_cell(row, references["dramatiq"], rounds),
-            ratio_cell(row, references["pgqueuer"], rounds),
+            *(ratio_cell(row, reference, rounds) for reference in references.values()),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -426,7 +448,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per measurement (default 20,000)")
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_JOBS:,} jobs, 1 round")
     parser.add_argument("--peers", default=",".join(PEER_NAMES), help="comma-separated subset of the peers")
-    parser.add_argument("--jobq", default=",".join(JOBQ_SETUPS), help="jobq rows: worker, worker-64, inprocess")
+    parser.add_argument("--jobq", default=",".join(JOBQ_SETUPS), help=f"jobq rows: {', '.join(JOBQ_SETUPS)}")
+    parser.add_argument("--versus", default=",".join(REFERENCES), help="the ratio columns: rows' keys (jobq-pg1, ...)")
     parser.add_argument("--redis-url", default=common.DEFAULT_REDIS_URL, help="a dedicated database, emptied")
     parser.add_argument("--postgres-url", default=common.DEFAULT_POSTGRES_URL, help="a dedicated database, dropped")
     parser.add_argument("--jobq-tree", type=Path, default=BENCH.parent, help="the jobq checkout (its .venv is used)")
@@ -455,7 +478,7 @@ def build_setups(args: argparse.Namespace) -> tuple[list[Setup], dict[str, str]]
     jobq = selected(args.jobq, JOBQ_SETUPS, "jobq rows")
     if any(p in REDIS_PEERS for p in peers):
         common.redis_db(args.redis_url)
-    if any(p not in REDIS_PEERS for p in peers):
+    if any(p not in REDIS_PEERS for p in peers) or any(key in PG_NODES for key in jobq):
         common.postgres_database(args.postgres_url)
     tree = args.jobq_tree.resolve()
     if jobq and not (tree / ".venv" / "bin" / "jobq").exists():
@@ -465,11 +488,16 @@ def build_setups(args: argparse.Namespace) -> tuple[list[Setup], dict[str, str]]
         common.REDIS_URL_VARIABLE: args.redis_url,
         common.POSTGRES_URL_VARIABLE: args.postgres_url,
     }
-    setups: list[Setup] = [JobqSetup(key, tree, args.timeout) for key in jobq]
+    setups: list[Setup] = [JobqSetup(key, tree, args.timeout, args.postgres_url) for key in jobq]
     services: dict[str, str] = {}
-    if jobq:
+    if any(key not in PG_NODES for key in jobq):
         services["SQLite"] = (
             f"jobq of {tree} ({git_head(tree)}), defaults (durability full), files in {tempfile.gettempdir()}"
+        )
+    if any(key in PG_NODES for key in jobq):
+        services["jobq on PostgreSQL"] = (
+            f"jobq of {tree} ({git_head(tree)}), `--store {args.postgres_url}` (schema jobq), the database "
+            "dropped and created again before each measurement; 2 nodes: the backlog enqueued through the first"
         )
     for name in peers:
         peer = PeerSetup(name, ensure_venv(name, args.venvs, args.python), env, args.timeout)
@@ -495,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_rounds(setups, args.jobs, args.rounds, Path(tmp))
     machine["load_average_at_end"] = os.getloadavg()
     rows = [setup.row for setup in setups]
-    print(table(rows, args.rounds))
+    print(table(rows, args.rounds, [key for key in args.versus.split(",") if key]))
     print()
     print(describe_run(args.jobs, args.rounds, rows, services, machine))
     for note in notes(rows):
