@@ -302,3 +302,20 @@ async def test_a_closing_node_leaves_alone_a_run_that_lapsed_and_runs_elsewhere(
     await leaving.close()
     still = await staying.get("a")
     assert still is not None and (still.status, still.lease_id) == (JobStatus.PROCESSING, again.lease_id)
+
+
+async def test_a_node_knows_its_own_notifications_by_how_they_start(open_node: OpenNode, url: str) -> None:
+    store = await open_node()
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await conn.add_listener(schema, lambda *args: heard.put_nowait(args[-1]))
+        await store.add([job("a")])  # its ready notification is the node's own
+        own = await asyncio.wait_for(heard.get(), 5.0)
+        await conn.execute(f"SELECT {schema}.enqueue('t')")  # an application's, from no node
+        other = await asyncio.wait_for(heard.get(), 5.0)
+    finally:
+        await conn.close()
+    assert own.startswith(store._own) and '"ready"' in own
+    assert not other.startswith(store._own)

@@ -135,11 +135,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
                 FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid::text
         $$""",
-        # 96 random bits: bytes 0-5 and 10-15 of a random UUID (the others hold its version and variant)
-        """CREATE FUNCTION {s}.new_lease_id() RETURNS text LANGUAGE sql VOLATILE AS $$
-            SELECT encode(substring(id FROM 1 FOR 6) || substring(id FROM 11 FOR 6), 'hex')
-            FROM uuid_send(gen_random_uuid()) AS id
-        $$""",
         """CREATE FUNCTION {s}.enqueue(
             type text,
             payload json DEFAULT '{}',

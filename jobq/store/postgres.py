@@ -132,7 +132,7 @@ SQL = {
         ), now AS (SELECT {NOW} AS t),
         ordered AS (SELECT id, row_number() OVER () AS ord FROM picked)
         UPDATE {{s}}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
-            started_at = now.t, lease_id = {{s}}.new_lease_id(),
+            started_at = now.t, lease_id = ($7::text[])[ordered.ord],
             lease_expires_at = now.t + $3, progress = NULL, progress_note = NULL, worker = $6
         FROM ordered, now WHERE j.id = ordered.id
         {RETURNING}, ordered.ord
@@ -286,6 +286,7 @@ class PostgresStore(Store):
         self.dsn, self.schema = split_url(url)
         self.place = where(self.dsn) + f" (schema {self.schema})"
         self.node = uuid.uuid4().hex[:12]  # tells this process's notifications from other nodes'
+        self._own = f'{{"node" : "{self.node}"'  # how each of them starts (json_build_object's layout)
         self._fixed_clock = self.options.clock  # None: the database's clock
         self._sql = {name: statement.replace("{s}", self.schema) for name, statement in SQL.items()}
         self._pool: asyncpg.Pool | None = None
@@ -294,6 +295,7 @@ class PostgresStore(Store):
         self._down: str | None = None  # why the listening connection is down, while it is
         self._reporting = False  # whether this node's listening connection holds REPORTING_LOCK
         self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
+        self._lease_ids = memory.LeaseIds()
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
         self._held: dict[str, str] = {}  # job id -> lease id, of the runs leased through this store and not ended here
         self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
@@ -468,15 +470,19 @@ class PostgresStore(Store):
             self._fetch_and_publish([(job_id, None) for job_id in dict.fromkeys(watched)], [])
 
     def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        """A notification: ready queues (wake idle leases), job changes or a log line (publish what is followed)."""
+        """A notification: ready queues (wake idle leases), job changes or a log line (publish what is followed).
+
+        This node's own are skipped unread: their changes were published (and idle leases woken) as they
+        committed.
+        """
+        if payload.startswith(self._own):
+            return
         try:
             message = from_json(payload)
         except ValueError:
             return
         if message.get("ready"):
             self._wake()
-        if message.get("node") == self.node:
-            return  # a change made here: published when it committed
         wanted: list[tuple[str, JobStatus | None]] = []
         for job_id, before, after in message.get("jobs") or ():
             if after in ("scheduled", "retrying"):
@@ -665,7 +671,14 @@ class PostgresStore(Store):
         kinds = list(types) if types is not None else None
         async with self._connection() as conn:
             rows = await conn.fetch(
-                self._sql["claim"], self._clock_arg(), max_jobs, lease_seconds, wanted, kinds, worker
+                self._sql["claim"],
+                self._clock_arg(),
+                max_jobs,
+                lease_seconds,
+                wanted,
+                kinds,
+                worker,
+                [self._lease_ids.next() for _ in range(max_jobs)],  # one for each job it may claim
             )
         jobs = [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
         self._held.update((job.id, job.lease_id or "") for job in jobs)
