@@ -752,7 +752,7 @@ class PostgresStore(Store):
         """
         answers: dict[int, Job | JobqError] = {}
         todo = list(enumerate(runs))
-        for _ in range(3):  # a race lost twice in a row with the same lease is answered stale
+        for _ in range(3):  # a run whose write lost a race is read again, and then answered as it is
             if not todo:
                 break
             async with self._connection() as conn:
@@ -782,8 +782,8 @@ class PostgresStore(Store):
                     self._held.pop(job.id, None)
             self._changed(done)
             todo = [(index, runs[index]) for index, _ in attempted if index not in answers]
-        for index, (job_id, lease_id, _) in todo:
-            answers[index] = stale(job_id, lease_id, None)
+        for index, (job_id, lease_id, _) in todo:  # never, by the fence: each lost race is read again above
+            answers[index] = StaleLease(f"lease {lease_id!r} of job {job_id!r} kept changing under it")
         return [answers[index] for index in range(len(runs))]
 
     @staticmethod
