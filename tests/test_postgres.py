@@ -19,7 +19,8 @@ from jobq.job import Job, JobStatus, new_job_id
 from jobq.sdk.transactional import enqueue_in_transaction
 from jobq.store import StoreOptions, open_store
 from jobq.store.base import JobEvent, StoreEvent
-from jobq.store.postgres import POLL_SECONDS, PostgresStore, split_url
+from jobq.store.postgres import PostgresStore, split_url
+from jobq.store.shared import POLL_SECONDS
 from tests.conftest import FakeClock
 from tests.pg import PgCluster, schema_url
 

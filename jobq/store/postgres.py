@@ -30,42 +30,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
-from pydantic_core import from_json
 
 from jobq.errors import (
     InvalidTransition,
     JobNotFound,
     JobqError,
-    QueueFull,
-    StaleLease,
     StoreFull,
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.job import DEFERRED, TERMINAL, Job, JobStatus
-from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, settle_run
+from jobq.job import TERMINAL, Job, JobStatus
 from jobq.store import memory
-from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
+from jobq.store.base import Settlement, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
+from jobq.store.shared import MAX_PER_ROUND, Fence, SharedStore, stale
 
 log = logging.getLogger("jobq.store")
 
 POOL_MIN, POOL_MAX = 1, 10  # connections per jobq process
 CONNECT_SECONDS = 5.0  # a connection not made by then fails (503): the database is away
 STATEMENT_SECONDS = 30.0  # a statement (or a wait for a pooled connection) not done by then fails (503)
-POLL_SECONDS = 2.0  # an idle lease looks again at least this often, notification or not
 RECONNECT_SECONDS = 1.0  # how soon the listening connection tries again once it is lost
 LISTEN_TIMEOUT = 5.0  # how long open waits for the listening connection
-MAX_PER_ROUND = 1000  # jobs one housekeeping statement promotes, expires or purges at most
 MIGRATION_LOCK = 0x6A6F6271  # the advisory lock key migrations take ("jobq")
 RETENTION_LOCK = MIGRATION_LOCK + 1  # the one taken by the node that purges in a round
 REPORTING_LOCK = MIGRATION_LOCK + 2  # held (by its listening connection) by the node that reports the totals
@@ -278,36 +272,18 @@ def storage_error(exc: BaseException, place: str) -> JobqError:
     return StoreUnavailable(f"{place} is unavailable: {type(exc).__name__}: {exc}")
 
 
-class PostgresStore(Store):
+class PostgresStore(SharedStore):
     """Jobs in PostgreSQL, shared by every jobq process that opens the same database and schema."""
 
     def __init__(self, url: str, options: StoreOptions | None = None) -> None:
         super().__init__(options)
         self.dsn, self.schema = split_url(url)
         self.place = where(self.dsn) + f" (schema {self.schema})"
-        self.node = uuid.uuid4().hex[:12]  # tells this process's notifications from other nodes'
-        self._own = f'{{"node" : "{self.node}"'  # how each of them starts (json_build_object's layout)
-        self._fixed_clock = self.options.clock  # None: the database's clock
+        self._own = f'{{"node" : "{self.node}"'  # how this node's notifications start (json_build_object's layout)
         self._sql = {name: statement.replace("{s}", self.schema) for name, statement in SQL.items()}
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncio.Task[None] | None = None
         self._heard_from = asyncio.Event()  # set once the listening connection is up (open waits for it)
-        self._down: str | None = None  # why the listening connection is down, while it is
-        self._reporting = False  # whether this node's listening connection holds REPORTING_LOCK
-        self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
-        self._lease_ids = memory.LeaseIds()
-        self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
-        self._held: dict[str, str] = {}  # job id -> lease id, of the runs leased through this store and not ended here
-        self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
-        self._background: set[asyncio.Task[object]] = set()  # fetches of others' changes, hand-backs
-
-    @property
-    def unavailable(self) -> str | None:
-        return self._down
-
-    @property
-    def reports_totals(self) -> bool:
-        return self._reporting
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
@@ -341,33 +317,10 @@ class PostgresStore(Store):
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        for task in list(self._background):
-            task.cancel()
-        if self._pool is not None and self._held:
-            with contextlib.suppress(JobqError):
-                await self._recover(dict(self._held))
         if self._pool is not None:
+            await self._stop_background()
             await self._pool.close()
             self._pool = None
-
-    async def _recover(self, held: dict[str, str]) -> None:
-        """End the runs still leased through this store (job id -> lease id) as lost: this jobq is stopping.
-
-        Fenced by the lease: a job whose lease lapsed and that runs elsewhere now is left alone.
-        """
-        async with self._transaction() as conn:
-            rows = await conn.fetch(self._sql["get"] + " AND status = 'processing' FOR UPDATE", list(held))
-            now = await self._now(conn)
-            jobs = [job for job in map(row_job, rows) if job.lease_id == held[job.id]]
-            changes = []
-            for job in jobs:
-                before = self._state(job)
-                lose_run(job, "recovered", now, self.rules)
-                changes.append((job, before))
-            await self._write(conn, changes)
-        if jobs:
-            log.warning("%d jobs leased through this jobq were still running: they run again", len(jobs))
-        self._changed([(job, JobStatus.PROCESSING) for job in jobs])
 
     # -- connections -----------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -391,33 +344,7 @@ class PostgresStore(Store):
             return self._fixed_clock()
         return float(await conn.fetchval(self._sql["now"], None))
 
-    def _clock_arg(self) -> float | None:
-        """The time to pass for ``$1`` of a statement using NOW: None lets the database read its clock."""
-        return None if self._fixed_clock is None else self._fixed_clock()
-
-    # -- events --------------------------------------------------------------
-    def follow(self, job_id: str) -> Callable[[], None]:
-        self._followed[job_id] += 1
-
-        def unfollow() -> None:
-            self._followed[job_id] -= 1
-            if self._followed[job_id] <= 0:
-                del self._followed[job_id]
-
-        return unfollow
-
-    def _changed(self, changes: Sequence[tuple[Job, JobStatus]]) -> None:
-        """Tell listeners and subscribers of committed changes made here, in order."""
-        if not changes:
-            return
-        for job, before in changes:
-            if job.status in DEFERRED:
-                self._due_at(job.run_at)
-            for listener in self.listeners:
-                listener(job, before)
-        if self.subscribers:
-            self._publish([JobEvent(job.snapshot(), before) for job, before in changes])
-
+    # -- listening ---------------------------------------------------------------
     async def _listen(self) -> None:
         """Hold a connection that LISTENs on the schema's channel; reconnect whenever it is lost."""
         assert self._pool is not None
@@ -435,11 +362,9 @@ class PostgresStore(Store):
                 continue
             try:
                 conn.add_termination_listener(lambda _, lost=closed: lost.set())
-                await conn.add_listener(self.schema, self._heard)
+                await conn.add_listener(self.schema, lambda *notified: self._heard(notified[-1]))
                 if self._down is not None:
-                    log.info("%s: listening again", self.place)
-                    self._down = None
-                    self._caught_up()
+                    self._listening_again()
                 first = True
                 while not closed.is_set():  # one node at a time reports the totals: whoever holds the lock
                     if not self._reporting:
@@ -462,128 +387,17 @@ class PostgresStore(Store):
             log.error("%s: %s; reconnecting", self.place, self._down)
             await asyncio.sleep(RECONNECT_SECONDS)
 
-    def _caught_up(self) -> None:
-        """After a gap in listening: notifications may be lost, so wake idle leases and re-read followed jobs."""
-        self._wake()
-        watched = [*self._followed, *self._held]
-        if watched:
-            self._fetch_and_publish([(job_id, None) for job_id in dict.fromkeys(watched)], [])
+    def _heard_log(self, message: dict[str, Any]) -> None:
+        if message["log"] in self._followed:
+            self._in_background(self._publish_lines([message["line"]]))
 
-    def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        """A notification: ready queues (wake idle leases), job changes or a log line (publish what is followed).
+    async def _publish_lines(self, lines: list[int]) -> None:
+        async with self._connection() as conn:
+            logged = await conn.fetch(self._sql["log_lines"], lines)
+        for job_id, at, message in logged:
+            self._publish_log(job_id, at, message)
 
-        This node's own are skipped unread: their changes were published (and idle leases woken) as they
-        committed.
-        """
-        if payload.startswith(self._own):
-            return
-        try:
-            message = from_json(payload)
-        except ValueError:
-            return
-        if message.get("ready"):
-            self._wake()
-        wanted: list[tuple[str, JobStatus | None]] = []
-        for job_id, before, after in message.get("jobs") or ():
-            if after in ("scheduled", "retrying"):
-                self._due_at(None)  # a job another node deferred may fall due before the one known
-            if job_id in self._followed or job_id in self._held:
-                wanted.append((job_id, STATUSES.get(before)))
-        lines = [message["line"]] if message.get("log") in self._followed else []
-        if wanted or lines:
-            self._fetch_and_publish(wanted, lines)
-
-    def _fetch_and_publish(self, jobs: list[tuple[str, JobStatus | None]], lines: list[int]) -> None:
-        self._in_background(self._publish_fetched(jobs, lines))
-
-    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
-        """Run ``work`` in a task nobody awaits (close cancels it); a failure is logged, and changes nothing."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[object]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("%s: %s", self.place, task.exception())
-
-    async def _publish_fetched(self, wanted: list[tuple[str, JobStatus | None]], lines: list[int]) -> None:
-        """Read the jobs and log lines other nodes changed, and publish them as events."""
-        try:
-            async with self._connection() as conn:
-                rows = await conn.fetch(self._sql["get"], [job_id for job_id, _ in wanted]) if wanted else []
-                logged = await conn.fetch(self._sql["log_lines"], lines) if lines else []
-        except JobqError as exc:
-            log.warning("%s: reading other nodes' changes failed: %s", self.place, exc)
-            return
-        found = {row[0]: row_job(row) for row in rows}
-        events: list[StoreEvent] = []
-        for job_id, before in wanted:
-            job = found.get(job_id)
-            if job is None:
-                continue
-            if job.status is not JobStatus.PROCESSING:
-                self._held.pop(job_id, None)  # settled or cancelled elsewhere
-            events.append(JobEvent(job, before or job.status))
-        events += [LogEvent(job_id, at, message) for job_id, at, message in logged]
-        if events:
-            self._publish(events)
-
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
-
-    def _due_at(self, run_at: float | None) -> None:
-        """A job falls due at ``run_at``: idle leases look again then (or at once, when it is not known)."""
-        due = self._next_due
-        self._next_due = 0.0 if run_at is None else run_at if due is None else min(due, run_at)
-        self._wake()  # an idle lease may have to shorten its sleep
-
-    # -- producers -------------------------------------------------------------
-    async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
-        outcomes: list[Added | Exception | None] = [None] * len(jobs)
-        first: dict[str, int] = {}  # id -> the index of its first job in this call
-        fresh: list[Job] = []
-        for index, job in enumerate(jobs):
-            if job.id in first:
-                continue  # a repeat within the call: answered with the first below
-            first[job.id] = index
-            fresh.append(job)
-        try:
-            created = await self._insert(fresh)
-        except UnstorableValue:  # one bad job: store the others, one by one, and refuse only it
-            created = {}
-            for job in fresh:
-                try:
-                    created |= await self._insert([job])
-                except UnstorableValue as exc:
-                    outcomes[first[job.id]] = exc
-        for job in fresh:
-            if job.id in created:
-                job.seq = created[job.id]
-                outcomes[first[job.id]] = Added(job.snapshot(), created=True)
-        for job in fresh:
-            if job.id in created and job.status in DEFERRED:
-                self._due_at(job.run_at)
-        missing = [job.id for job in fresh if job.id not in created and outcomes[first[job.id]] is None]
-        existing = {job.id: job for job in await self._read(missing)} if missing else {}
-        for index, job in enumerate(jobs):
-            if outcomes[index] is not None:
-                continue
-            stored = existing.get(job.id)
-            if first[job.id] != index:  # the same id earlier in this call
-                earlier = outcomes[first[job.id]]
-                outcomes[index] = Added(earlier.job, created=False) if isinstance(earlier, Added) else earlier
-            elif stored is not None:
-                outcomes[index] = Added(stored, created=False)
-            else:
-                outcomes[index] = QueueFull(f"the queue holds {self.options.max_waiting} waiting jobs, its limit")
-        if created:
-            self._wake()  # an idle lease here need not wait for the notification
-        return outcomes  # type: ignore[return-value]
-
+    # -- the primitives ------------------------------------------------------------
     async def _insert(self, jobs: Sequence[Job]) -> dict[str, int]:
         """Insert the jobs that fit under max_waiting and whose ids are new; returns their ids and seqs."""
         if not jobs:
@@ -597,210 +411,62 @@ class PostgresStore(Store):
             rows = await conn.fetch(self._sql["add"], *columns, self.options.max_waiting)
         return {job_id: seq for job_id, seq in rows}
 
-    async def get(self, job_id: str) -> Job | None:
-        jobs = await self._read([job_id])
-        return jobs[0] if jobs else None
-
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql["get"], list(job_ids))
         return [row_job(row) for row in rows]
 
-    # -- consumers -------------------------------------------------------------
-    async def lease(
-        self,
-        max_jobs: int,
-        lease_seconds: float,
-        *,
-        queues: Sequence[str] | None = None,
-        worker: str | None = None,
-        wait: float = 0.0,
-        types: Collection[str] | None = None,
-    ) -> list[Job]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while True:
-            waiter = loop.create_future()  # listed before looking: a wake-up from now on means "look again"
-            self._waiters.add(waiter)
-            try:
-                claim = loop.create_task(self._claim(max_jobs, lease_seconds, queues, worker, types))
-                try:
-                    jobs = await asyncio.shield(claim)  # a claim that lands after its caller left is handed back
-                except asyncio.CancelledError:
-                    claim.add_done_callback(self._hand_back)
-                    raise
-                left = deadline - loop.time()
-                if jobs or left <= 0:
-                    return jobs
-                sleep = min(left, POLL_SECONDS)
-                if self._next_due is not None:
-                    sleep = min(sleep, max(self._next_due - self.clock(), 0.0) + 0.001)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(sleep):
-                        await waiter
-            finally:
-                self._waiters.discard(waiter)
+    async def _read_at(self, job_ids: Sequence[str]) -> tuple[float, list[Job]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["get_at"], self._clock_arg(), list(job_ids))
+            now = rows[0][-1] if rows else await self._now(conn)
+        return now, [row_job(row[:-1]) for row in rows]
 
-    def _hand_back(self, claim: asyncio.Task[list[Job]]) -> None:
-        """Release the jobs of a claim whose caller was cancelled meanwhile: nobody runs them (no attempt used)."""
-        if claim.cancelled() or claim.exception() is not None or not claim.result():
-            return
-        jobs = claim.result()
+    async def _write(self, changes: Sequence[tuple[Job, Fence]]) -> set[str]:
+        columns: list[list[Any]] = [[] for _ in range(3 + len(WRITTEN))]
+        for job, (was, lease) in changes:
+            values = (job.id, was.value, lease, *job_values(job, STATE), job.ready_at or None)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        async with self._connection() as conn:
+            return {row[0] for row in await conn.fetch(self._sql["write"], *columns)}
 
-        def release(job: Job, _: None, now: float) -> None:
-            end_run(job, RELEASED, now, self.rules)
-
-        task = asyncio.get_running_loop().create_task(
-            self._end_runs([(job.id, job.lease_id or "", None) for job in jobs], release)
-        )
-        self._background.add(task)  # a task close() cancels and nobody awaits: its failure leaves the leases to lapse
-        task.add_done_callback(self._background.discard)
-
-    async def _claim(
+    async def _claim_jobs(
         self,
         max_jobs: int,
         lease_seconds: float,
         queues: Sequence[str] | None,
         worker: str | None,
         types: Collection[str] | None,
+        lease_ids: list[str],
     ) -> list[Job]:
-        """Promote due jobs if any may be due, then claim up to ``max_jobs`` in one statement."""
-        if self._next_due is not None and self._next_due <= self.clock():
-            await self.promote_due()
         wanted = list(queues) if queues is not None else None
         kinds = list(types) if types is not None else None
         async with self._connection() as conn:
             rows = await conn.fetch(
-                self._sql["claim"],
-                self._clock_arg(),
-                max_jobs,
-                lease_seconds,
-                wanted,
-                kinds,
-                worker,
-                [self._lease_ids.next() for _ in range(max_jobs)],  # one for each job it may claim
+                self._sql["claim"], self._clock_arg(), max_jobs, lease_seconds, wanted, kinds, worker, lease_ids
             )
-        jobs = [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
-        self._held.update((job.id, job.lease_id or "") for job in jobs)
-        self._changed([(job, JobStatus.PENDING) for job in jobs])
-        return jobs
+        return [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
 
-    async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
-        ids = [job_id for job_id, _ in leases]
+    async def _extend(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, Job]:
+        ids, held = [job_id for job_id, _ in leases], [lease for _, lease in leases]
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                self._sql["heartbeat"], self._clock_arg(), lease_seconds, ids, [lease for _, lease in leases]
-            )
-        extended = {row[0]: row_job(row) for row in rows}
-        missing = [job_id for job_id in ids if job_id not in extended]
-        current = {job.id: job for job in await self._read(missing)} if missing else {}
-        answers: list[Job | JobqError] = []
-        for job_id, lease_id in leases:
-            job = extended.get(job_id)
-            answers.append(job.snapshot() if job is not None else stale(job_id, lease_id, current.get(job_id)))
-        return answers
+            rows = await conn.fetch(self._sql["heartbeat"], self._clock_arg(), lease_seconds, ids, held)
+        return {row[0]: row_job(row) for row in rows}
 
-    async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
-        """Completions in one statement; failures, and completions it did not apply (a repeat, a stale lease),
-        by reading the jobs and applying the lifecycle rules (``_end_runs``)."""
-        answers: dict[int, Job | JobqError] = {}
-        completing = [(index, item) for index, item in enumerate(settlements) if item.error is None]
-        if completing:
-            ids, leases, results = [], [], []
-            for _, item in completing:
-                ids.append(item.id)
-                leases.append(item.lease_id)
-                results.append(None if item.result is None else dump(item.result))
-            async with self._connection() as conn:
-                rows = await conn.fetch(self._sql["complete"], self._clock_arg(), ids, leases, results)
-            done = {(job.id, job.lease_id): job for job in map(row_job, rows)}
-            for index, item in completing:
-                job = done.pop((item.id, item.lease_id), None)
-                if job is not None:
-                    answers[index] = job
-                    self._held.pop(job.id, None)
-            self._changed([(answers[index], JobStatus.PROCESSING) for index, _ in completing if index in answers])
-            answers = {index: job.snapshot() for index, job in answers.items()}  # events keep their own copies
+    async def _complete(self, settlements: Sequence[Settlement]) -> list[Job]:
+        ids = [item.id for item in settlements]
+        leases = [item.lease_id for item in settlements]
+        results = [None if item.result is None else dump(item.result) for item in settlements]
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["complete"], self._clock_arg(), ids, leases, results)
+        return [row_job(row) for row in rows]
 
-        def settle(job: Job, item: Settlement, now: float) -> None:
-            settle_run(job, item, now, self.rules)
-
-        rest = [index for index in range(len(settlements)) if index not in answers]
-        if rest:
-            ended = await self._end_runs(
-                [(settlements[i].id, settlements[i].lease_id, settlements[i]) for i in rest], settle
-            )
-            answers.update(zip(rest, ended, strict=True))
-        return [answers[index] for index in range(len(settlements))]
-
-    async def release(self, job_id: str, lease_id: str, reason: str = RELEASED) -> Job:
-        def end(job: Job, _: None, now: float) -> None:
-            end_run(job, reason, now, self.rules)
-
-        [answer] = await self._end_runs([(job_id, lease_id, None)], end)
-        if isinstance(answer, JobqError):
-            raise answer
-        return answer
-
-    async def _end_runs(
-        self, runs: Sequence[tuple[str, str, Any]], apply: Callable[[Job, Any, float], None]
-    ) -> list[Job | JobqError]:
-        """End leased runs: read the jobs, ``apply(job, item, now)`` the rule, write them fenced by their leases.
-
-        A run whose lease moved on between the read and the write (a cancel, an expiry) is
-        read again and answered as it is then: its write changed nothing.
-        """
-        answers: dict[int, Job | JobqError] = {}
-        todo = list(enumerate(runs))
-        for _ in range(3):  # a run whose write lost a race is read again, and then answered as it is
-            if not todo:
-                break
-            async with self._connection() as conn:
-                rows = await conn.fetch(self._sql["get_at"], self._clock_arg(), [job_id for _, (job_id, _, _) in todo])
-                now = rows[0][-1] if rows else 0.0
-                jobs = {row[0]: row_job(row[:-1]) for row in rows}
-                changes: list[tuple[Job, tuple[JobStatus, str | None]]] = []
-                attempted: list[tuple[int, Job]] = []
-                for index, (job_id, lease_id, item) in todo:
-                    job = jobs.get(job_id)
-                    if isinstance(item, Settlement) and item.error is None and completed_again(job, lease_id):
-                        answers[index] = job.snapshot()  # type: ignore[union-attr] # a repeated complete: its first answer
-                        continue
-                    if job is None or job.status is not JobStatus.PROCESSING or job.lease_id != lease_id:
-                        answers[index] = stale(job_id, lease_id, job)
-                        continue
-                    job = job.snapshot()
-                    before = self._state(job)
-                    apply(job, item, now)
-                    changes.append((job, before))
-                    attempted.append((index, job))
-                written = await self._write(conn, changes) if changes else set()
-            done = [(job, JobStatus.PROCESSING) for _, job in attempted if job.id in written]
-            for index, job in attempted:
-                if job.id in written:
-                    answers[index] = job.snapshot()
-                    self._held.pop(job.id, None)
-            self._changed(done)
-            todo = [(index, runs[index]) for index, _ in attempted if index not in answers]
-        for index, (job_id, lease_id, _) in todo:  # never, by the fence: each lost race is read again above
-            answers[index] = StaleLease(f"lease {lease_id!r} of job {job_id!r} kept changing under it")
-        return [answers[index] for index in range(len(runs))]
-
-    @staticmethod
-    def _state(job: Job) -> tuple[JobStatus, str | None]:
-        """What a write of this job is fenced by: the status and lease it was read with."""
-        return job.status, job.lease_id
-
-    async def _write(
-        self, conn: asyncpg.Connection, changes: Sequence[tuple[Job, tuple[JobStatus, str | None]]]
-    ) -> set[str]:
-        """Write the new state of jobs, each only if it is still as read (status and lease); returns the ids written."""
-        columns: list[list[Any]] = [[] for _ in range(3 + len(WRITTEN))]
-        for job, (was, lease) in changes:
-            values = (job.id, was.value, lease, *job_values(job, STATE), job.ready_at or None)
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        return {row[0] for row in await conn.fetch(self._sql["write"], *columns)}
+    async def _expiring(self) -> tuple[float, list[Job]]:
+        async with self._connection() as conn:
+            now = await self._now(conn)
+            rows = await conn.fetch(self._sql["expiring"], now)
+        return now, [row_job(row) for row in rows]
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
         progress = min(max(float(fraction), 0.0), 1.0)
@@ -809,30 +475,7 @@ class PostgresStore(Store):
         if done is None:
             raise stale(job_id, lease_id, await self.get(job_id))
 
-    # -- operators -------------------------------------------------------------
-    async def cancel(self, job_id: str) -> Job:
-        return await self._change(job_id, lambda job, now: job.cancel(now))
-
-    async def requeue(self, job_id: str) -> Job:
-        return await self._change(job_id, lambda job, now: job.requeue(now))
-
-    async def _change(self, job_id: str, change: Callable[[Job, float], None]) -> Job:
-        """Apply an operator's change to one job, in a transaction that holds its row."""
-        async with self._transaction() as conn:
-            row = await conn.fetchrow(self._sql["get"] + " FOR UPDATE", [job_id])
-            if row is None:
-                raise JobNotFound(job_id)
-            job = row_job(row)
-            before = self._state(job)
-            change(job, await self._now(conn))
-            await self._write(conn, [(job, before)])
-        if job.status is not JobStatus.PROCESSING:
-            self._held.pop(job.id, None)
-        if job.status is JobStatus.PENDING:
-            self._wake()
-        self._changed([(job, before[0])])
-        return job.snapshot()
-
+    # -- operators -----------------------------------------------------------------
     async def delete(self, job_id: str) -> Job:
         async with self._connection() as conn:
             row = await conn.fetchrow(self._sql["delete"], job_id)
@@ -852,7 +495,7 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             row = await conn.fetchrow(self._sql["log"], self._clock_arg(), job_id, message, lease_id, self.node)
         if row is not None:
-            self._publish([LogEvent(job_id, row[1], message)])
+            self._publish_log(job_id, row[1], message)
             return
         job = await self.get(job_id)
         if job is None:
@@ -934,26 +577,6 @@ class PostgresStore(Store):
         self._changed(changes)
         return len(changes)
 
-    async def expire_leases(self) -> list[Job]:
-        async with self._transaction() as conn:
-            now = await self._now(conn)
-            rows = await conn.fetch(self._sql["expiring"], now)
-            changes = []
-            for row in rows:
-                job = row_job(row)
-                if lease_expired(job, now):
-                    before = self._state(job)
-                    lose_run(job, "lease-expired", now, self.rules)
-                    changes.append((job, before))
-            written = await self._write(conn, changes) if changes else set()
-        expired = [job for job, _ in changes if job.id in written]
-        for job in expired:
-            self._held.pop(job.id, None)
-        if any(job.status is JobStatus.PENDING for job in expired):
-            self._wake()
-        self._changed([(job, JobStatus.PROCESSING) for job in expired])
-        return [job.snapshot() for job in expired]
-
     async def purge(self) -> int:
         """Delete finished jobs past retention, on the one node that takes this round's lock."""
         retention = self.options.retention
@@ -987,13 +610,6 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     jobq's pooled connections never LISTEN or hold a session-level lock (the listening
     connection is apart from the pool), and asyncpg rolls back a transaction left open.
     """
-
-
-def stale(job_id: str, lease_id: str | None, job: Job | None) -> JobqError:
-    """The error for a lease that does not hold its job: JobNotFound if the job is gone, else StaleLease."""
-    if job is None:
-        return JobNotFound(job_id)
-    return StaleLease(f"lease {lease_id!r} does not hold job {job_id!r} (it is {job.status})")
 
 
 async def migrate(conn: asyncpg.Connection, schema: str) -> None:
