@@ -20,17 +20,20 @@ from jobq.store import StoreOptions
 from jobq.store.sqlite import SQLiteStore
 from tests.pg import drop_schemas, schema_url
 from tests.procs import ServerProcess
+from tests.redisserver import prefix_url
 
 TEST_CONFIG = Config(store="memory://", workers=4, port=0, drain_timeout=1.0)
 
-BACKENDS = ["memory", "sqlite", "postgresql"]
+BACKENDS = ["memory", "sqlite", "postgresql", "redis"]
 """Every store backend; API and store tests run once per backend."""
 
 
 def store_url(backend: str, tmp_path: Path) -> str:
-    """Where each backend keeps its data for one test (a PostgreSQL schema of its own: see tests/pg.py)."""
+    """Where each backend keeps its data for one test (a PostgreSQL schema, a Redis key prefix: of its own)."""
     if backend == "postgresql":
         return schema_url(tmp_path)
+    if backend == "redis":
+        return prefix_url(tmp_path)
     return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'jobq.db'}"}[backend]
 
 

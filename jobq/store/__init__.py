@@ -1,5 +1,5 @@
-"""Store backends, chosen by URL: ``memory://``, ``sqlite:///path/to/jobq.db`` or ``postgresql://...``, each
-imported when asked for.
+"""Store backends, chosen by URL: ``memory://``, ``sqlite:///path/to/jobq.db``, ``postgresql://...`` or
+``redis://...``, each imported when asked for.
 
 The URL is parsed strictly: anything but the forms in ``STORE_URL_FORMS`` is refused with
 a ``ValueError`` naming them, so a typo never becomes a file with a strange name.
@@ -14,7 +14,8 @@ from jobq.store.base import Added, Retention, Store, StoreOptions, StoreStats
 __all__ = ["STORE_URL_FORMS", "Added", "Retention", "Store", "StoreOptions", "StoreStats", "open_store", "sqlite_path"]
 
 STORE_URL_FORMS = (
-    "memory://, sqlite:///relative/path, sqlite:////absolute/path or postgresql://user@host:5432/db[?schema=jobq]"
+    "memory://, sqlite:///relative/path, sqlite:////absolute/path, postgresql://user@host:5432/db[?schema=jobq] "
+    "or redis://[user:password@]host:6379/0[?prefix=jobq]"
 )
 
 
@@ -29,17 +30,23 @@ def open_store(url: str, options: StoreOptions | None = None, **backend_options:
         from jobq.store.postgres import PostgresStore
 
         return PostgresStore(url, options)
+    if scheme == "redis":
+        from jobq.store.redis import RedisStore
+
+        return RedisStore(url, options)
     from jobq.store.sqlite import SQLiteStore
 
     return SQLiteStore(sqlite_path(url), options, **backend_options)  # type: ignore[arg-type]
 
 
 def store_scheme(url: str) -> str:
-    """``memory``, ``sqlite`` or ``postgresql`` for a valid store URL; ValueError naming the forms otherwise."""
+    """The backend (``memory``, ``sqlite``, ``postgresql``, ``redis``) of a valid store URL; ValueError otherwise."""
     if url == "memory://":
         return "memory"
     if urlsplit(url).scheme in ("postgresql", "postgres"):
         return "postgresql"
+    if urlsplit(url).scheme in ("redis", "rediss"):
+        return "redis"
     if url.startswith("sqlite:"):
         sqlite_path(url)
         return "sqlite"
