@@ -39,10 +39,10 @@ from redis.asyncio.cluster import RedisCluster
 from jobq.errors import InvalidTransition, JobNotFound, JobqError, StoreFull, StoreUnavailable
 from jobq.job import Job, JobStatus
 from jobq.store import memory
-from jobq.store.base import StoreOptions, StoreStats
+from jobq.store.base import Settlement, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.redisscripts import SCRIPTS
-from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
+from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
 from jobq.store.shared import MAX_PER_ROUND, Fence, SharedStore, stale
 
 log = logging.getLogger("jobq.store")
@@ -339,6 +339,12 @@ class RedisStore(SharedStore):
         pairs = [part for lease in leases for part in lease]
         extended = await self._run("heartbeat", repr(float(lease_seconds)), *pairs)
         return {job.id: job for job in await self._read(extended)}
+
+    async def _complete(self, settlements: Sequence[Settlement]) -> list[Job]:
+        triples = [(item.id, item.lease_id, "" if item.result is None else dump(item.result)) for item in settlements]
+        return [
+            hash_job(flat) for flat in await self._run("complete", *(part for triple in triples for part in triple))
+        ]
 
     async def _expiring(self) -> tuple[float, list[Job]]:
         at, found = await self._run("expiring", MAX_PER_ROUND)

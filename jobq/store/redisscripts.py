@@ -220,6 +220,39 @@ publish()
 return written
 """
 
+# ARGV: P, node, now, then job id, lease id and result (JSON text, or '' for none) triples. Completes each job
+# its lease still holds, as Job.complete does (the ended attempt joins the history, written as JSON text
+# here so that its times keep every digit). Answers: the completed jobs (flat field lists).
+COMPLETE = r"""
+local at = now()
+local done = {}
+for i = 4, #ARGV, 3 do
+  local id, lease, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'lease_id', 'queue', 'history', 'started_at', 'created_at', 'worker')
+  if f[1] == 'processing' and f[2] == lease then
+    local history = f[4] or '[]'
+    local attempt = '{"number":' .. (#cjson.decode(history) + 1) .. ',"started_at":' .. (f[5] or f[6])
+      .. ',"worker":' .. (f[7] and cjson.encode(f[7]) or 'null') .. ',"finished_at":' .. num(at)
+      .. ',"outcome":"completed","error":null,"traceback":null}'
+    if history == '[]' then
+      history = '[' .. attempt .. ']'
+    else
+      history = string.sub(history, 1, -2) .. ',' .. attempt .. ']'
+    end
+    redis.call('ZREM', P .. ':leased', id)
+    redis.call('HSET', key, 'status', 'completed', 'finished_at', num(at), 'history', history)
+    redis.call('HDEL', key, 'error', 'lease_expires_at', 'worker')
+    if result ~= '' then redis.call('HSET', key, 'result', result) else redis.call('HDEL', key, 'result') end
+    redis.call('ZADD', P .. ':finished', at, id)
+    moved(id, f[3], 'processing', 'completed')
+    done[#done + 1] = redis.call('HGETALL', key)
+  end
+end
+publish()
+return done
+"""
+
 # ARGV: P, node, now, lease_seconds, then job id and lease id pairs. Answers: the ids extended.
 HEARTBEAT = r"""
 local deadline = now() + tonumber(ARGV[4])
@@ -408,6 +441,7 @@ SCRIPTS = {
         "add": ADD,
         "claim": CLAIM,
         "write": WRITE,
+        "complete": COMPLETE,
         "heartbeat": HEARTBEAT,
         "progress": PROGRESS,
         "log": LOG,
