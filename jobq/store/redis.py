@@ -16,7 +16,8 @@ the server, loaded by its SHA and loaded again if Redis forgot it (a restart).
   node takes over within ``LEADER_MS`` when it stops).
 - **Durability** is what Redis gives: at open, jobq reads the server's persistence and
   logs a warning when an accepted job could be lost. With ``?replicas=N``, each write
-  waits (``WAIT``) until N replicas have it, and fails (503) if they do not in time.
+  waits (``WAIT``) until N replicas have it, and fails (503) if they do not within
+  ``?replica_timeout=`` seconds (5).
 - **Redis going away** makes verbs raise StoreUnavailable (503 with Retry-After);
   the client reconnects by itself.
 """
@@ -28,6 +29,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -52,14 +54,24 @@ CONNECT_SECONDS = 5.0  # a connection not made by then fails (503): Redis is awa
 COMMAND_SECONDS = 30.0  # a command not answered by then fails (503)
 RECONNECT_SECONDS = 1.0  # how soon the subscriber tries again once its connection is lost
 LEADER_MS = 5000  # how long the maintenance lock lasts unless its holder renews it (every second)
-WAIT_MS = 5000  # with ?replicas=N, how long a write waits for its replicas
 INTS = frozenset({"seq", "priority", "attempts", "max_attempts"})
 FLOATS = frozenset({"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress"})
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
 
 
-def split_url(url: str) -> tuple[str, str, int]:
-    """The connection URL, the key prefix (``jobq``) and the replicas to wait for (0) of a ``redis://`` store URL."""
+@dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """What a ``redis://`` (or ``rediss://``) store URL says, beyond where the server is."""
+
+    url: str  # for the client: the URL without jobq's own query parameters
+    prefix: str = "jobq"  # the keys' prefix (a hash tag): one deployment's keys
+    replicas: int = 0  # replicas each write waits for (WAIT)
+    replica_timeout: float = 5.0  # seconds a write waits for them
+
+
+def split_url(url: str) -> RedisUrl:
+    """Read ``?prefix=``, ``?replicas=`` and ``?replica_timeout=`` off a store URL (ValueError naming a bad one);
+    every other query parameter is the client's."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     prefix = query.pop("prefix", "jobq")
@@ -67,11 +79,12 @@ def split_url(url: str) -> tuple[str, str, int]:
         raise ValueError(f"key prefix {prefix!r} is not valid: a word without braces, colons or spaces")
     try:
         replicas = int(query.pop("replicas", "0"))
+        timeout = float(query.pop("replica_timeout", "5"))
     except ValueError:
-        raise ValueError("replicas must be a whole number (the replicas each write waits for)") from None
-    if replicas < 0:
-        raise ValueError("replicas must be 0 or more")
-    return urlunsplit(parts._replace(query=urlencode(query))), prefix, replicas
+        raise ValueError("replicas is a whole number and replica_timeout a number of seconds") from None
+    if replicas < 0 or not timeout > 0:
+        raise ValueError("replicas must be 0 or more, and replica_timeout above 0")
+    return RedisUrl(urlunsplit(parts._replace(query=urlencode(query))), prefix, replicas, timeout)
 
 
 def where(url: str) -> str:
@@ -131,9 +144,10 @@ class RedisStore(SharedStore):
 
     def __init__(self, url: str, options: StoreOptions | None = None) -> None:
         super().__init__(options)
-        self.url, prefix, self.replicas = split_url(url)
-        self.prefix = "{" + prefix + "}"  # a hash tag: every key of this deployment in one slot
-        self.place = where(self.url) + f" (prefix {prefix})"
+        settings = split_url(url)
+        self.url, self.replicas, self.replica_timeout = settings.url, settings.replicas, settings.replica_timeout
+        self.prefix = "{" + settings.prefix + "}"  # a hash tag: every key of this deployment in one slot
+        self.place = where(self.url) + f" (prefix {settings.prefix})"
         self._own = '{"node":"' + self.node + '"'  # how this node's messages start (see redisscripts.publish)
         self._client: Any = None  # redis.asyncio.Redis, or RedisCluster
         self._scripts: dict[str, Any] = {}
@@ -222,12 +236,13 @@ class RedisStore(SharedStore):
         if not self.replicas:
             return await self._call(script(keys=keys, args=argv))
         pipe = self._client.pipeline(transaction=False)
-        script(keys=keys, args=argv, client=pipe)
-        pipe.execute_command("WAIT", self.replicas, WAIT_MS)
+        await script(keys=keys, args=argv, client=pipe)  # queued: it runs with the WAIT below
+        pipe.execute_command("WAIT", self.replicas, int(self.replica_timeout * 1000))
         answer, acknowledged = await self._call(pipe.execute())
         if acknowledged < self.replicas:
             raise StoreUnavailable(
-                f"{self.place}: only {acknowledged} of {self.replicas} replicas took the write in {WAIT_MS} ms"
+                f"{self.place}: only {acknowledged} of {self.replicas} replicas took the write "
+                f"within {self.replica_timeout:g} s"
             )
         return answer
 

@@ -1,0 +1,235 @@
+"""What only the Redis store does: its URL, durability (the warning, WAIT for replicas), a server that goes
+away, scripts Redis forgot, and a three-master Redis Cluster. The contract and API suites run on it too
+(tests/conftest.py); several jobq processes on one Redis are in tests/test_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from jobq.errors import StoreUnavailable
+from jobq.job import Job, JobStatus, new_job_id
+from jobq.store import StoreOptions, open_store
+from jobq.store.base import JobEvent, StoreEvent
+from jobq.store.redis import RedisStore, durability_warning, split_url
+from tests.procs import free_port
+from tests.redisserver import RedisServer
+
+OpenNode = Callable[..., Awaitable[RedisStore]]
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own (it may stop and start it)."""
+    started = RedisServer()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+async def open_node() -> AsyncIterator[OpenNode]:
+    """Open a RedisStore on a URL: each one is a jobq node; all closed at teardown."""
+    opened: list[RedisStore] = []
+
+    async def build(url: str, **options: Any) -> RedisStore:
+        store = open_store(url, StoreOptions(**options))
+        assert isinstance(store, RedisStore)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+def job(job_id: str | None = None, **fields: Any) -> Job:
+    return Job(id=job_id or new_job_id(), type=fields.pop("type", "t"), payload=fields.pop("payload", {}), **fields)
+
+
+def test_the_url_names_the_prefix_and_replicas_and_refuses_bad_ones() -> None:
+    settings = split_url("rediss://user:secret@h:6380/2?prefix=shop&replicas=1&replica_timeout=0.5&ssl_cert_reqs=none")
+    assert (settings.url, settings.prefix, settings.replicas, settings.replica_timeout) == (
+        "rediss://user:secret@h:6380/2?ssl_cert_reqs=none",
+        "shop",
+        1,
+        0.5,
+    )
+    assert split_url("redis://h").prefix == "jobq"
+    for bad in ("prefix=a{b}", "prefix=a:b", "replicas=-1", "replicas=x", "replica_timeout=0"):
+        with pytest.raises(ValueError):
+            split_url(f"redis://h/0?{bad}")
+
+
+def test_the_durability_warning_says_what_an_accepted_job_may_lose() -> None:
+    assert "no append-only file" in (durability_warning({"aof_enabled": 0}, "always") or "")
+    assert "every second" in (durability_warning({"aof_enabled": 1}, "everysec") or "")
+    assert durability_warning({"aof_enabled": 1}, "always") is None
+
+
+async def test_a_node_warns_at_start_when_redis_keeps_nothing(
+    server: RedisServer, open_node: OpenNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "jobq.store"):
+        await open_node(f"{server.url}?prefix=a")
+    assert any("no append-only file" in record.message for record in caplog.records)
+
+
+async def test_with_aof_always_an_accepted_job_survives_a_redis_crash(open_node: OpenNode) -> None:
+    durable = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    try:
+        store = await open_node(f"{durable.url}?prefix=a")
+        [added] = await store.add([job("kept")])
+        assert added.created  # type: ignore[union-attr]
+        durable.halt()  # SIGKILL: whatever was not written to its file is gone
+        durable.start()
+        for _ in range(100):
+            try:
+                kept = await store.get("kept")
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)
+        assert kept is not None and kept.status is JobStatus.PENDING
+        [leased] = await store.lease(1, 30.0)  # its scripts were forgotten with the restart: loaded again
+        assert leased.id == "kept"
+    finally:
+        durable.stop()
+
+
+async def test_redis_going_away_is_unavailable_then_everything_resumes(
+    server: RedisServer, open_node: OpenNode
+) -> None:
+    store = await open_node(f"{server.url}?prefix=a")
+    await store.add([job("before")])
+    server.halt()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.add([job("while-away")])
+    with pytest.raises(StoreUnavailable):
+        await store.lease(1, 30.0)
+    assert time.monotonic() - started < 10.0
+    for _ in range(100):
+        if store.unavailable is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert store.unavailable is not None and "unreachable" in store.unavailable
+    server.start()
+    for _ in range(100):
+        try:
+            await store.add([job("back")])
+            break
+        except StoreUnavailable:
+            await asyncio.sleep(0.1)
+    assert await store.get("back") is not None and await store.get("before") is None  # it kept nothing
+    for _ in range(100):
+        if store.unavailable is None:
+            break
+        await asyncio.sleep(0.05)
+    assert store.unavailable is None
+
+
+async def test_with_replicas_each_write_waits_for_them_or_is_refused(server: RedisServer, open_node: OpenNode) -> None:
+    replica = RedisServer("--replicaof", "127.0.0.1", str(server.port))
+    try:
+        primary = redis.Redis(port=server.port)
+        deadline = time.monotonic() + 10
+        while primary.info("replication").get("slave0", {}).get("state") != "online":
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            await asyncio.sleep(0.05)
+        store = await open_node(f"{server.url}?prefix=a&replicas=1&replica_timeout=0.5")
+        [added] = await store.add([job("on-two")])
+        assert added.created  # type: ignore[union-attr]
+        assert redis.Redis(port=replica.port).exists("{a}:job:on-two")  # on the replica when answered
+        replica.halt()
+        with pytest.raises(StoreUnavailable, match="only 0 of 1 replicas"):
+            await store.add([job("on-one")])
+    finally:
+        replica.stop()
+
+
+async def test_a_follower_hears_of_changes_made_on_another_node(server: RedisServer, open_node: OpenNode) -> None:
+    here, there = await open_node(f"{server.url}?prefix=a"), await open_node(f"{server.url}?prefix=a")
+    await here.add([job("a")])
+    heard: list[tuple[str, str]] = []
+    arrived = asyncio.Event()
+
+    def hear(event: StoreEvent) -> None:
+        if isinstance(event, JobEvent):
+            heard.append((event.before.value, event.job.status.value))
+            arrived.set()
+
+    here.subscribe(hear)
+    unfollow = here.follow("a")
+    [leased] = await there.lease(1, 30.0)
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    arrived.clear()
+    await there.complete("a", leased.lease_id or "", {"ok": True})
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    assert heard == [("pending", "processing"), ("processing", "completed")]
+    unfollow()
+
+
+async def test_one_node_leads_maintenance_and_another_takes_over(server: RedisServer, open_node: OpenNode) -> None:
+    first, second = await open_node(f"{server.url}?prefix=a"), await open_node(f"{server.url}?prefix=a")
+    assert [first.reports_totals, second.reports_totals] == [True, False]
+    await first.close()  # a node that stops gives the lock up
+    deadline = time.monotonic() + 5
+    while not second.reports_totals:
+        assert time.monotonic() < deadline, "nobody leads after the leader left"
+        await asyncio.sleep(0.05)
+
+
+def cluster_port() -> int:
+    """A free port a cluster node can use: its bus listens 10,000 above it, so at most 55,535."""
+    while (port := free_port()) > 55_535:
+        pass
+    return port
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[str]:
+    """A Redis Cluster of three masters (no replicas) on free ports; the URL of one of them."""
+    servers = []
+    try:
+        for _ in range(3):
+            port = cluster_port()
+            servers.append(
+                RedisServer("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", port=port)
+            )
+        addresses = [f"127.0.0.1:{s.port}" for s in servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"], check=True, capture_output=True
+        )
+        deadline = time.monotonic() + 20
+        while redis.Redis(port=servers[0].port).cluster("info")["cluster_state"] != "ok":
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(0.1)
+        yield servers[0].url
+    finally:
+        for started in servers:
+            started.stop()
+
+
+async def test_the_core_verbs_work_on_a_three_master_cluster(redis_cluster: str, open_node: OpenNode) -> None:
+    store = await open_node(f"{redis_cluster}?prefix=shop")
+    other = await open_node(f"{redis_cluster}?prefix=mail")  # another deployment: most likely on another master
+    await store.add([job("a", priority=1), job("b"), job("later", status=JobStatus.SCHEDULED, run_at=time.time() + 60)])
+    await other.add([job("m")])
+    [first, second] = await store.lease(2, 30.0)
+    assert (first.id, second.id) == ("a", "b")
+    done = await store.complete("a", first.lease_id or "", {"ok": 1})
+    assert (done.status, done.result) == (JobStatus.COMPLETED, {"ok": 1})
+    failed = await store.fail("b", second.lease_id or "", "boom")
+    assert failed.status is JobStatus.FAILED
+    assert (await store.cancel("later")).status is JobStatus.CANCELLED
+    page, _ = await store.list_jobs()
+    assert [j.id for j in page] == ["later", "b", "a"]
+    assert (await store.stats()).by_status == {"completed": 1, "failed": 1, "cancelled": 1}
+    assert [j.id for j in await other.lease(5, 30.0)] == ["m"]
