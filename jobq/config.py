@@ -64,7 +64,8 @@ class Config:
     store: str = _option(
         "sqlite:///jobq.db",
         "where jobs live: sqlite:///path (durable), memory:// (fastest), "
-        "postgresql://user@host:5432/db (shared by every jobq process on it; ?schema=name, default jobq)",
+        "postgresql://user@host:5432/db (shared by every jobq process on it; ?schema=name, default jobq), "
+        "redis://host:6379/0 (shared likewise; ?prefix=name, default jobq; ?replicas=N: wait for N replicas)",
     )
     durability: str = _option(
         "full",
