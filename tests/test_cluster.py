@@ -1,4 +1,10 @@
-"""Several ``main.py`` processes on one PostgreSQL schema, end to end: a cluster of jobq nodes.
+"""Several ``main.py`` processes on one shared store, end to end: a cluster of jobq nodes.
+
+Each test runs on both shared backends (``shared_backend``): PostgreSQL, every node on one schema
+of the test's own, and Redis, every node on one key prefix of the test's own (``store``). The
+restart tests run on a server of their own (``private_server``): a PostgreSQL cluster restarted
+with ``pg_ctl restart -m fast``, and a ``redis-server`` with an append-only file synced at every
+write (``appendfsync always``, the durability jobq documents) killed with SIGKILL and started again.
 
 Every node is a real subprocess (``start_server``) with the test handlers: ``record``
 appends a job's id to the runs file each time it starts, ``gated`` does so and then
@@ -22,11 +28,56 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import StartServer
-from tests.pg import PgCluster, schema_url
+from jobq.store.redis import durability_warning
+from tests.conftest import StartServer, store_url
+from tests.pg import PgCluster
 from tests.procs import ServerProcess
+from tests.redisserver import RedisServer
 
 BATCH = 500
+SHARED_BACKENDS = ["postgresql", "redis"]
+
+
+@pytest.fixture(scope="module", params=SHARED_BACKENDS)
+def shared_backend(request: pytest.FixtureRequest) -> str:
+    """A backend several jobq processes share; every test here runs once on each."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store(shared_backend: str, tmp_path: Path) -> str:
+    """The store URL the nodes of one test share: a schema, or a key prefix, of the test's own."""
+    return store_url(shared_backend, tmp_path)
+
+
+@dataclass
+class PrivateServer:
+    """A database server of one test module's own, which it may restart."""
+
+    url: str  # the store URL of the nodes on it
+    restart: Callable[[], None]  # cuts every connection; returns once the server answers again
+
+
+@pytest.fixture(scope="module")
+def private_server(shared_backend: str) -> Iterator[PrivateServer]:
+    """A server for the restart tests: PostgreSQL restarted fast, Redis killed (AOF, fsync always) and started."""
+    if shared_backend == "postgresql":
+        cluster = PgCluster()
+        try:
+            yield PrivateServer(f"{cluster.url}?schema=jobq", cluster.restart)
+        finally:
+            cluster.stop()
+        return
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+
+    def crash_and_start() -> None:
+        server.halt()  # SIGKILL: only what is in the append-only file survives
+        server.start()  # the same port and directory: it reads its file back
+
+    try:
+        yield PrivateServer(f"{server.url}?prefix=jobq", crash_and_start)
+    finally:
+        server.stop()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0, every: float = 0.02) -> None:
@@ -101,10 +152,9 @@ MANY = 20_000
 
 
 def test_three_nodes_run_every_job_of_a_big_load_exactly_once(
-    start_server: StartServer, runs_file: Path, tmp_path: Path
+    start_server: StartServer, runs_file: Path, store: str
 ) -> None:
-    url = schema_url(tmp_path)
-    nodes = [start_server("--store", url, "--workers", "8") for _ in range(3)]
+    nodes = [start_server("--store", store, "--workers", "8") for _ in range(3)]
     began = time.monotonic()
     accepted = enqueue_batches(nodes, MANY, {})
     print(f"enqueued {MANY} jobs in {time.monotonic() - began:.1f}s")
@@ -135,9 +185,9 @@ KILL_WORKERS = 8
 
 
 def test_a_node_killed_mid_run_loses_no_job_and_only_its_runs_repeat(
-    start_server: StartServer, runs_file: Path, tmp_path: Path
+    start_server: StartServer, runs_file: Path, store: str
 ) -> None:
-    flags = ("--store", schema_url(tmp_path), "--workers", str(KILL_WORKERS), "--lease-seconds", "2")
+    flags = ("--store", store, "--workers", str(KILL_WORKERS), "--lease-seconds", "2")
     nodes = [start_server(*flags) for _ in range(3)]
     victim = nodes[2]
     accepted = enqueue_batches(nodes, KILL_JOBS, {"seconds": 0.5, "slow_runs": 1})
@@ -182,11 +232,10 @@ def test_a_node_killed_mid_run_loses_no_job_and_only_its_runs_repeat(
 
 
 def test_status_wait_on_one_node_answers_when_another_node_finishes_the_job(
-    start_server: StartServer, runs_file: Path, tmp_path: Path
+    start_server: StartServer, runs_file: Path, store: str
 ) -> None:
-    url = schema_url(tmp_path)
-    front = start_server("--store", url, "--workers", "0")
-    back = start_server("--store", url, "--workers", "2")
+    front = start_server("--store", store, "--workers", "0")
+    back = start_server("--store", store, "--workers", "2")
     job_id = enqueue(front, {"type": "gated"})
     wait_until(lambda: job_id in started(runs_file), "the gated job to run on the back node")
     assert status_of(front, job_id)["status"] == "processing"
@@ -215,11 +264,10 @@ def test_status_wait_on_one_node_answers_when_another_node_finishes_the_job(
 
 
 def test_a_cancel_on_one_node_stops_the_handler_running_on_another(
-    start_server: StartServer, runs_file: Path, tmp_path: Path
+    start_server: StartServer, runs_file: Path, store: str
 ) -> None:
-    url = schema_url(tmp_path)
-    front = start_server("--store", url, "--workers", "0")
-    back = start_server("--store", url, "--workers", "1")  # default lease (60 s): no lease check within the test
+    front = start_server("--store", store, "--workers", "0")
+    back = start_server("--store", store, "--workers", "1")  # default lease (60 s): no lease check within the test
     gated = enqueue(front, {"type": "gated"})
     wait_until(lambda: gated in started(runs_file), "the gated job to run on the back node")
     queued = enqueue(front, {"type": "record", "payload": {}})  # waits for the back node's only worker
@@ -242,7 +290,8 @@ def test_a_cancel_on_one_node_stops_the_handler_running_on_another(
     assert Counter(started(runs_file)) == {gated: 1, queued: 1}
 
 
-# -- 5. the database restarts under load: 503s while it is gone, no accepted job lost --
+# -- 5. the database restarts (Redis: is killed and started again) under load: 503s while it is gone,
+#    no accepted job lost --
 
 LOADERS = 16  # clients enqueueing at once: requests are in flight at every restart
 RESTARTS = 8
@@ -273,22 +322,20 @@ class Answer:
 class RestartedUnderLoad:
     nodes: list[ServerProcess]
     answers: list[Answer]
-    restarts: list[tuple[float, float]]  # (began, returned) of each cluster.restart()
+    restarts: list[tuple[float, float]]  # (began, returned) of each private_server.restart()
 
     def accepted(self) -> set[str]:
         return {answer.job_id for answer in self.answers if answer.code == 202}
 
 
 @pytest.fixture(scope="module")
-def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartedUnderLoad]:
+def restarted(private_server: PrivateServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartedUnderLoad]:
     directory = tmp_path_factory.mktemp("restart")
-    cluster = PgCluster()
     nodes: list[ServerProcess] = []
     try:
-        url = f"{cluster.url}?schema=jobq"
         for number in range(2):
             # A short lease: a run whose settle failed while the database was away runs again soon.
-            flags = ("--store", url, "--workers", "4", "--lease-seconds", "3")
+            flags = ("--store", private_server.url, "--workers", "4", "--lease-seconds", "3")
             nodes.append(
                 ServerProcess(
                     directory / f"server-{number}.log",
@@ -328,7 +375,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartedUnd
             enqueues_since(0.0)
             for _ in range(RESTARTS):
                 began = time.monotonic()
-                cluster.restart()
+                private_server.restart()
                 outcome.restarts.append((began, time.monotonic()))
                 enqueues_since(time.monotonic())
         finally:
@@ -343,7 +390,6 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartedUnd
     finally:
         for node in nodes:
             node.stop()
-        cluster.stop()
 
 
 def test_a_database_restart_under_load_loses_no_accepted_job_and_enqueues_resume(restarted: RestartedUnderLoad) -> None:
@@ -371,3 +417,25 @@ def test_a_database_restart_under_load_answers_no_other_5xx(restarted: Restarted
         (answer.job_id, answer.code, answer.body) for answer in restarted.answers if answer.code not in (202, 503)
     ]
     assert not others, others
+
+
+# -- 6. a node on a Redis that would lose accepted jobs says so when it starts --
+
+
+def test_a_node_on_a_redis_without_persistence_logs_the_durability_warning_at_start(
+    start_server: StartServer,
+) -> None:
+    warning = durability_warning({"aof_enabled": "0"}, None)
+    assert warning is not None
+    bare = RedisServer()  # its defaults: no snapshots, no append-only file
+    durable = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    try:
+        node = start_server("--store", f"{bare.url}?prefix=jobq")
+        warned = [line for line in node.log().splitlines() if warning in line]
+        assert len(warned) == 1, node.log()
+        assert " WARNING jobq.store: " in warned[0], warned
+        quiet = start_server("--store", f"{durable.url}?prefix=jobq")  # what jobq documents: nothing to warn of
+        assert "append-only file" not in quiet.log(), quiet.log()
+    finally:
+        bare.stop()
+        durable.stop()
