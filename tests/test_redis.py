@@ -136,14 +136,18 @@ async def test_redis_going_away_is_unavailable_then_everything_resumes(
 
 
 async def test_with_replicas_each_write_waits_for_them_or_is_refused(server: RedisServer, open_node: OpenNode) -> None:
+    primary = redis.Redis(port=server.port)
+    primary.config_set("repl-diskless-sync-delay", 0)  # a new replica is sent the data at once, not after 5 s
     replica = RedisServer("--replicaof", "127.0.0.1", str(server.port))
     try:
-        primary = redis.Redis(port=server.port)
         deadline = time.monotonic() + 10
-        while primary.info("replication").get("slave0", {}).get("state") != "online":
+        replicating = redis.Redis(port=replica.port)
+        while primary.info("replication").get("slave0", {}).get("state") != "online" or (
+            replicating.info("replication").get("master_link_status") != "up"
+        ):
             assert time.monotonic() < deadline, "the replica did not catch up"
             await asyncio.sleep(0.05)
-        store = await open_node(f"{server.url}?prefix=a&replicas=1&replica_timeout=0.5")
+        store = await open_node(f"{server.url}?prefix=a&replicas=1&replica_timeout=2")
         [added] = await store.add([job("on-two")])
         assert added.created  # type: ignore[union-attr]
         assert redis.Redis(port=replica.port).exists("{a}:job:on-two")  # on the replica when answered
