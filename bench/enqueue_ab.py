@@ -4,12 +4,15 @@
     .venv/bin/python bench/enqueue_ab.py --baseline-tree ../jobq-before   # the same for another checkout, in turn
     .venv/bin/python bench/enqueue_ab.py --setups memory-0 --rounds 5 --json out.json
     .venv/bin/python bench/enqueue_ab.py --setups postgresql-0,postgresql-32   # on PostgreSQL (--postgres-url)
+    .venv/bin/python bench/enqueue_ab.py --setups redis-0,redis-32 --redis-url redis://127.0.0.1:6390/15   # on Redis
 
 Each round loads the ceiling (``bench/ceiling_server.py``) and then, for each setup
 (``memory-0``: ``memory://`` with no workers; ``sqlite-32``: the defaults, a fresh SQLite
 file and 32 in-process workers that run every job; ``postgresql-0`` and ``postgresql-32``: the
 database of ``--postgres-url``, dropped and created again before each run and dropped at the
-end, with no workers and with the default 32), this checkout's ``main.py`` and the
+end, with no workers and with the default 32; ``redis-0`` and ``redis-32``: the same on the Redis
+database of ``--redis-url``, emptied before each run and at the end, each run with a key prefix of
+its own), this checkout's ``main.py`` and the
 baseline's, the two in alternating order from round to round. Every server is a fresh
 process loaded by ``bench/loadgen.py`` as ``bench/run.py`` does (64 keep-alive
 connections, ``{"type": "noop"}``). Each run's share of the ceiling is taken against the
@@ -28,6 +31,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import run as bench
 
@@ -36,7 +40,10 @@ SETUPS = {
     "sqlite-32": ("sqlite", 32),
     "postgresql-0": ("postgresql", 0),  # "postgresql": the database of --postgres-url
     "postgresql-32": ("postgresql", 32),
+    "redis-0": ("redis", 0),  # "redis": the database of --redis-url
+    "redis-32": ("redis", 32),
 }
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"  # a dedicated database: it is emptied
 
 
 @dataclass
@@ -78,8 +85,30 @@ class Runs:
         ]
 
 
+def fresh_redis(url: str, prefix: str | None = None) -> str:
+    """Empty the Redis database ``url`` names (never database 0); jobq's store URL on it with key prefix ``prefix``."""
+    import redis  # jobq's Redis client: only needed, and imported, when a Redis store is measured
+
+    parts = urlsplit(url)
+    if not parts.path.strip("/") or int(parts.path.strip("/")) == 0:
+        raise SystemExit(f"{url}: name a dedicated Redis database (e.g. /15): it is emptied before each run")
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    query = parse_qsl(parts.query) + ([("prefix", prefix)] if prefix else [])
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def one_load(
-    tree: Path | None, setup: str, scale: bench.Scale, workdir: Path, name: str, postgres_url: str
+    tree: Path | None,
+    setup: str,
+    scale: bench.Scale,
+    workdir: Path,
+    name: str,
+    postgres_url: str,
+    redis_url: str = DEFAULT_REDIS_URL,
 ) -> bench.Load:
     """Start one server (``tree`` None: the ceiling), load it once, stop it."""
     if tree is None:
@@ -87,6 +116,7 @@ def one_load(
     else:
         store, workers = SETUPS[setup]
         store = postgres_url if store == "postgresql" else store
+        store = fresh_redis(redis_url, f"jobq-ab-{name}") if store == "redis" else store
         command, root = bench.jobq_command(bench._fresh(store, workdir), workers, root=tree), tree
     with bench.serving(command, workdir, name, root=root) as server:
         return bench.load(server, scale, 1)
@@ -99,6 +129,7 @@ def measure(
     scale: bench.Scale,
     workdir: Path,
     postgres_url: str = bench.DEFAULT_POSTGRES_URL,
+    redis_url: str = DEFAULT_REDIS_URL,
 ) -> list[Runs]:
     ceiling = Runs("ceiling", "bare aiohttp")
     runs = {(setup, name): Runs(setup, name) for setup in setups for name in trees}
@@ -109,7 +140,8 @@ def measure(
         names = list(trees) if index % 2 == 0 else list(reversed(trees))
         for setup in setups:
             for name in names:
-                result = one_load(trees[name], setup, scale, workdir, f"{setup}-{name}-{index}", postgres_url)
+                label = f"{setup}-{name}-{index}"
+                result = one_load(trees[name], setup, scale, workdir, label, postgres_url, redis_url)
                 runs[setup, name].add(result, top)
                 share = top.server_us_per_request / result.server_us_per_request
                 print(
@@ -142,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument("--postgres-url", default=bench.DEFAULT_POSTGRES_URL, help="a dedicated database, dropped")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a dedicated Redis database, emptied")
     args = parser.parse_args(argv)
     setups = args.setups.split(",")
     unknown = [s for s in setups if s not in SETUPS]
@@ -153,10 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {info}", file=sys.stderr)
     try:
         with tempfile.TemporaryDirectory(prefix="jobq-enqueue-ab-") as tmp:
-            runs = measure(trees, setups, args.rounds, scale, Path(tmp), args.postgres_url)
+            runs = measure(trees, setups, args.rounds, scale, Path(tmp), args.postgres_url, args.redis_url)
     finally:
         if any(SETUPS[setup][0] == "postgresql" for setup in setups):
             bench.fresh_postgres(args.postgres_url, create=False)
+        if any(SETUPS[setup][0] == "redis" for setup in setups):
+            fresh_redis(args.redis_url)
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs]}, indent=2))

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     """The sub-commands."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("peer", help="dramatiq, arq, saq, pgqueuer or procrastinate")
+    parser.add_argument("peer", help="dramatiq, arq, saq, rq, pgqueuer or procrastinate")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="print the version, settings and worker command as JSON")
     prepare = commands.add_parser("prepare", help="empty the store, then enqueue N no-op jobs")

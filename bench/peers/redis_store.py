@@ -1,4 +1,4 @@
-"""What the Redis peers (dramatiq, arq, SAQ) share; imported in their own virtual environments, each with redis-py."""
+"""What the Redis peers (dramatiq, arq, SAQ, RQ) share; imported in their own environments, each with redis-py."""
 
 from __future__ import annotations
 

@@ -1,22 +1,28 @@
-"""jobq beside peer job queues (dramatiq, arq, SAQ, pgqueuer, procrastinate): no-op jobs, measured in the same run.
+"""jobq beside peer job queues (dramatiq, arq, SAQ, RQ, pgqueuer, procrastinate): no-op jobs, measured in the same run.
 
     .venv/bin/python bench/peers/run.py                       # 3 rounds of 20,000 jobs, every setup (about 20 minutes)
     .venv/bin/python bench/peers/run.py --quick               # a smoke run: 2,000 jobs, 1 round
     .venv/bin/python bench/peers/run.py --peers dramatiq,pgqueuer --jobq inprocess --rounds 5 --json out.json
     .venv/bin/python bench/peers/run.py --peers pgqueuer,procrastinate --jobq inprocess,pg1,pg2 \
         --versus pgqueuer,procrastinate,jobq-pg1         # jobq on PostgreSQL: one node, two nodes
+    .venv/bin/python bench/peers/run.py --peers pgqueuer --jobq pg1,pg2 --jobq-args "--prefetch 32"
+    .venv/bin/python bench/peers/run.py --peers dramatiq,arq,saq,rq --jobq inprocess,redis1,redis2 \
+        --versus best-peer,jobq-redis1                   # jobq on Redis: one node, two nodes
 
 Each peer runs in a virtual environment of its own, ``bench/peers/.venvs/<peer>`` (``--venvs``),
 made with ``python3 -m venv`` and ``bench/peers/requirements-<peer>.txt`` (exact versions) the first
 time, and again whenever that file changes; nothing is installed into jobq's ``.venv``. The Redis
-peers (dramatiq, arq, SAQ) use the Redis database of ``--redis-url`` (emptied before each
+peers (dramatiq, arq, SAQ, RQ) use the Redis database of ``--redis-url`` (emptied before each
 measurement), the PostgreSQL ones (pgqueuer, procrastinate) the database of ``--postgres-url``
 (dropped and created again before each measurement). jobq's rows run ``.venv/bin/jobq`` of
 ``--jobq-tree`` on a fresh SQLite file each, but ``pg1`` and ``pg2``: those run one and two
 ``jobq serve`` processes (in-process workers at their defaults) on the database of
 ``--postgres-url`` (schema ``jobq``), dropped and created again before each measurement as for the
 peers; with two, the backlog is enqueued and the queue paused and resumed through the first, and
-both lease from the shared database.
+both lease from the shared database. ``--jobq-args`` adds flags to every ``jobq serve`` (such as
+``--prefetch 32``); the settings column names them. ``redis1`` and ``redis2`` are the same on the
+Redis database of ``--redis-url`` (the one the Redis peers use), emptied before each measurement,
+each measurement with a key prefix of its own (``?prefix=jobq-peers-<row>-<round>``).
 
 One measurement: N no-op jobs are enqueued first (each library's fastest way to enqueue many;
 for jobq ``POST /enqueue/batch`` of 1,000 into a paused queue), then the worker starts (for
@@ -25,7 +31,8 @@ the jobs finished between the first poll at or below 90 % of N and the first at 
 over the time between those polls: start-up and the backlog's tail are outside it. Rounds are
 interleaved (round 1 runs every setup, then round 2, ...); the table gives each setup's median and
 the median of its per-round ratios to dramatiq and to pgqueuer (``--versus``: any rows' keys, such
-as ``procrastinate`` or ``jobq-pg1``), taken within the same round.
+as ``procrastinate`` or ``jobq-pg1``, or ``best-peer``: the fastest peer of each round), taken within
+the same round.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import statistics
@@ -47,6 +55,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 PEERS = Path(__file__).resolve().parent
 BENCH = PEERS.parent
@@ -56,10 +65,12 @@ import common  # noqa: E402 - bench/peers/common.py
 import remote_worker  # noqa: E402 - bench/remote_worker.py
 import run as bench  # noqa: E402 - bench/run.py
 
-PEER_NAMES = ("dramatiq", "arq", "saq", "pgqueuer", "procrastinate")
-REDIS_PEERS = {"dramatiq", "arq", "saq"}
-JOBQ_SETUPS = ("worker", "worker-64", "inprocess", "pg1", "pg2")
+PEER_NAMES = ("dramatiq", "arq", "saq", "rq", "pgqueuer", "procrastinate")
+REDIS_PEERS = {"dramatiq", "arq", "saq", "rq"}
+JOBQ_SETUPS = ("worker", "worker-64", "inprocess", "pg1", "pg2", "redis1", "redis2")
 PG_NODES = {"pg1": 1, "pg2": 2}  # jobq rows on PostgreSQL: how many ``jobq serve`` share the database
+REDIS_NODES = {"redis1": 1, "redis2": 2}  # jobq rows on Redis: how many ``jobq serve`` share the database
+BEST_PEER = "best-peer"  # a --versus key: the fastest peer of each round
 REFERENCES = ("dramatiq", "pgqueuer")  # the ratio columns, unless --versus names others
 JOBQ_BATCH = 1000
 QUICK_JOBS = 2000
@@ -239,14 +250,25 @@ class PeerSetup:
 
 class JobqSetup:
     """jobq of ``tree`` on a fresh SQLite file, with ``jobq worker`` (default concurrency, or 64) or in-process;
-    or (``pg1``, ``pg2``) one or two in-process ``jobq serve`` on a fresh PostgreSQL database."""
+    or (``pg1``, ``pg2``) one or two in-process ``jobq serve`` on a fresh PostgreSQL database;
+    or (``redis1``, ``redis2``) the same on an emptied Redis database, with a fresh key prefix."""
 
-    def __init__(self, key: str, tree: Path, timeout: float, postgres_url: str) -> None:
+    def __init__(
+        self,
+        key: str,
+        tree: Path,
+        timeout: float,
+        postgres_url: str,
+        extra: Sequence[str] = (),
+        redis_url: str = common.DEFAULT_REDIS_URL,
+    ) -> None:
         self.key = key
         self.jobq = str(tree / ".venv" / "bin" / "jobq")
+        self.extra = list(extra)  # more ``jobq serve`` flags (--jobq-args)
         self.timeout = timeout
         self.postgres_url = postgres_url
-        self.nodes = PG_NODES.get(key, 0)  # 0: SQLite, one process
+        self.redis_url = redis_url
+        self.nodes = PG_NODES.get(key) or REDIS_NODES.get(key, 0)  # 0: SQLite, one process
         self.remote = key.startswith("worker")
         self.concurrency = 64 if key == "worker-64" else None
         label = {
@@ -255,17 +277,21 @@ class JobqSetup:
             "inprocess": "jobq in-process, SQLite defaults",
             "pg1": "jobq in-process, PostgreSQL, 1 node",
             "pg2": "jobq in-process, PostgreSQL, 2 nodes",
+            "redis1": "jobq in-process, Redis, 1 node",
+            "redis2": "jobq in-process, Redis, 2 nodes",
         }[key]
         store = "SQLite (`jobq serve --workers 0`)" if self.remote else "SQLite (`jobq serve`)"
         if self.nodes:
-            store = "PostgreSQL (`jobq serve`)" if self.nodes == 1 else f"PostgreSQL ({self.nodes} x `jobq serve`)"
+            kind = "Redis" if key in REDIS_NODES else "PostgreSQL"
+            store = f"{kind} (`jobq serve`)" if self.nodes == 1 else f"{kind} ({self.nodes} x `jobq serve`)"
         self.row = Row(f"jobq-{key}", label, store, "")
 
     def server_command(self, store: str, port: int) -> list[str]:
         """``jobq serve`` with the benchmark flags of docs/benchmarks.md (generous limits, no gRPC)."""
         command = [self.jobq, "serve", "--store", store, "--port", str(port), "--grpc-port", "0"]
         command += ["--queue-size", "10000000", "--retention-count", "10000000", "--log-level", "warning"]
-        return command + (["--workers", "0"] if self.remote else ["--handlers", "jobq_noop"])
+        command += ["--workers", "0"] if self.remote else ["--handlers", "jobq_noop"]
+        return command + self.extra
 
     def worker_command(self, url: str) -> list[str]:
         """``jobq worker`` with the no-op handler module, at its default concurrency unless this row sets one."""
@@ -275,7 +301,12 @@ class JobqSetup:
     def measure(self, jobs: int, round_: int, workdir: Path) -> Measurement:
         load = os.getloadavg()
         name = f"jobq-{self.key}-{round_}"
-        store = bench.fresh_postgres(self.postgres_url) if self.nodes else remote_worker.fresh_store("sqlite", workdir)
+        if self.key in REDIS_NODES:
+            store = fresh_redis(self.redis_url, f"jobq-peers-{self.key}-{round_}")
+        elif self.nodes:
+            store = bench.fresh_postgres(self.postgres_url)
+        else:
+            store = remote_worker.fresh_store("sqlite", workdir)
         servers: list[bench.Server] = []
         try:
             for node in range(1, max(self.nodes, 1) + 1):  # one after the other: the first makes the schema
@@ -301,7 +332,7 @@ class JobqSetup:
 
     def describe(self, settings: str) -> None:
         """Fill the settings column from what the processes said (defaults can change between trees)."""
-        self.row.settings = settings
+        self.row.settings = settings + (f", `{shlex.join(self.extra)}`" if self.extra else "")
 
     def drain(
         self, server: bench.Server, jobs: int, round_: int, enqueue_seconds: float, load: tuple[float, float, float]
@@ -316,6 +347,21 @@ class JobqSetup:
             counts = remote_worker.call(server, "GET", "/stats")["jobs"]
             result.outcome = {status: n for status, n in counts.items() if n}
         return Measurement(self.row.key, round_, result.rate, asdict(result), enqueue_seconds, load)
+
+
+def fresh_redis(url: str, prefix: str) -> str:
+    """Empty the Redis database of ``url`` (as before each Redis peer's measurement); jobq's store URL on it."""
+    import redis  # jobq's Redis client: only needed, and imported, when jobq on Redis is measured
+
+    common.redis_db(url)  # never database 0
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    parts = urlsplit(url)
+    query = urlencode([*parse_qsl(parts.query), ("prefix", prefix)])
+    return urlunsplit(parts._replace(query=query))
 
 
 def enqueue_jobq(server: bench.Server, jobs: int) -> float:
@@ -389,9 +435,23 @@ def ratio_cell(row: Row, reference: Row | None, rounds: int) -> str:
     return f"{statistics.median(ratios):.2f}x" if ratios else "—"
 
 
+def best_peer(rows: Sequence[Row], rounds: int) -> Row | None:
+    """A row whose rate in each round is the fastest peer's (jobq's rows left out); None without peers."""
+    peers = [row for row in rows if not row.key.startswith("jobq-")]
+    if not peers:
+        return None
+    best = Row(BEST_PEER, "the fastest peer of each round", "", "")
+    for round_ in range(1, rounds + 1):
+        rates = [rate for row in peers if (rate := row.rate(round_)) is not None]
+        best.measurements.append(Measurement(BEST_PEER, round_, max(rates, default=None), {}, 0.0, (0.0, 0.0, 0.0)))
+    return best
+
+
 def table(rows: Sequence[Row], rounds: int, versus: Sequence[str] = REFERENCES) -> str:
     """The Markdown table: one line per setup, with a ratio column for each row key in ``versus``."""
     references = {key: next((r for r in rows if r.key == key), None) for key in versus}
+    if BEST_PEER in references:
+        references[BEST_PEER] = best_peer(rows, rounds)
     header = ["setup", "store / broker", "settings", "jobs/s (median)", "per round", *(f"vs {key}" for key in versus)]
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|---:|---|" + "---:|" * len(versus)]
     for row in rows:
@@ -449,7 +509,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_JOBS:,} jobs, 1 round")
     parser.add_argument("--peers", default=",".join(PEER_NAMES), help="comma-separated subset of the peers")
     parser.add_argument("--jobq", default=",".join(JOBQ_SETUPS), help=f"jobq rows: {', '.join(JOBQ_SETUPS)}")
-    parser.add_argument("--versus", default=",".join(REFERENCES), help="the ratio columns: rows' keys (jobq-pg1, ...)")
+    parser.add_argument(
+        "--versus", default=",".join(REFERENCES), help=f"the ratio columns: rows' keys (jobq-pg1, ...) or {BEST_PEER}"
+    )
+    parser.add_argument("--jobq-args", default="", help="more flags for every `jobq serve`, e.g. '--prefetch 32'")
     parser.add_argument("--redis-url", default=common.DEFAULT_REDIS_URL, help="a dedicated database, emptied")
     parser.add_argument("--postgres-url", default=common.DEFAULT_POSTGRES_URL, help="a dedicated database, dropped")
     parser.add_argument("--jobq-tree", type=Path, default=BENCH.parent, help="the jobq checkout (its .venv is used)")
@@ -476,7 +539,7 @@ def build_setups(args: argparse.Namespace) -> tuple[list[Setup], dict[str, str]]
     """Every setup to measure, jobq's first, then the peers (making their environments); the services they use."""
     peers = selected(args.peers, PEER_NAMES, "peers")
     jobq = selected(args.jobq, JOBQ_SETUPS, "jobq rows")
-    if any(p in REDIS_PEERS for p in peers):
+    if any(p in REDIS_PEERS for p in peers) or any(key in REDIS_NODES for key in jobq):
         common.redis_db(args.redis_url)
     if any(p not in REDIS_PEERS for p in peers) or any(key in PG_NODES for key in jobq):
         common.postgres_database(args.postgres_url)
@@ -488,9 +551,12 @@ def build_setups(args: argparse.Namespace) -> tuple[list[Setup], dict[str, str]]
         common.REDIS_URL_VARIABLE: args.redis_url,
         common.POSTGRES_URL_VARIABLE: args.postgres_url,
     }
-    setups: list[Setup] = [JobqSetup(key, tree, args.timeout, args.postgres_url) for key in jobq]
+    extra = shlex.split(args.jobq_args)
+    setups: list[Setup] = [
+        JobqSetup(key, tree, args.timeout, args.postgres_url, extra, redis_url=args.redis_url) for key in jobq
+    ]
     services: dict[str, str] = {}
-    if any(key not in PG_NODES for key in jobq):
+    if any(key not in PG_NODES and key not in REDIS_NODES for key in jobq):
         services["SQLite"] = (
             f"jobq of {tree} ({git_head(tree)}), defaults (durability full), files in {tempfile.gettempdir()}"
         )
@@ -498,6 +564,11 @@ def build_setups(args: argparse.Namespace) -> tuple[list[Setup], dict[str, str]]
         services["jobq on PostgreSQL"] = (
             f"jobq of {tree} ({git_head(tree)}), `--store {args.postgres_url}` (schema jobq), the database "
             "dropped and created again before each measurement; 2 nodes: the backlog enqueued through the first"
+        )
+    if any(key in REDIS_NODES for key in jobq):
+        services["jobq on Redis"] = (
+            f"jobq of {tree} ({git_head(tree)}), `--store {args.redis_url}?prefix=jobq-peers-<row>-<round>`, "
+            "the database emptied before each measurement; 2 nodes: the backlog enqueued through the first"
         )
     for name in peers:
         peer = PeerSetup(name, ensure_venv(name, args.venvs, args.python), env, args.timeout)
