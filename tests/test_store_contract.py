@@ -182,6 +182,21 @@ async def test_complete_records_the_result(store: Store) -> None:
     assert [a.outcome for a in done.history] == ["completed"]
 
 
+async def test_a_completion_answers_the_job_as_stored(store: Store) -> None:
+    await add(store, make_job("a", max_attempts=2), make_job("b"))
+    first = await lease_one(store, worker="w1")
+    await store.release("a", first.lease_id or "")  # a history entry before the run completed
+    [a, b] = await store.lease(2, 30.0, worker="w2")
+    answers = await store.settle_many(
+        [Settlement("a", a.lease_id or "", {"n": 1.5}), Settlement("b", b.lease_id or "")]
+    )
+    for answer in answers:
+        assert isinstance(answer, Job)
+        stored = await store.get(answer.id)
+        assert stored is not None and stored.to_dict() == answer.to_dict()
+        assert (stored.lease_id, stored.worker) == (answer.lease_id, None)
+
+
 async def test_complete_is_idempotent_for_the_same_lease_only(store: Store) -> None:
     await add(store, make_job("a"))
     job = await lease_one(store)

@@ -356,10 +356,25 @@ class RedisStore(SharedStore):
         return {job.id: job for job in await self._read(extended)}
 
     async def _complete(self, settlements: Sequence[Settlement]) -> list[Job]:
-        triples = [(item.id, item.lease_id, "" if item.result is None else dump(item.result)) for item in settlements]
-        return [
-            hash_job(flat) for flat in await self._run("complete", *(part for triple in triples for part in triple))
-        ]
+        args: list[str] = []
+        held: dict[str, tuple[Job, Settlement]] = {}
+        for item in settlements:
+            leased = self._held.get(item.id)
+            mine = leased is not None and leased.lease_id == item.lease_id
+            if mine:
+                held[item.id] = (leased, item)  # type: ignore[assignment]
+            result = "" if item.result is None else dump(item.result)
+            args += [item.id, item.lease_id, result, "0" if mine else "1"]
+        done = []
+        for job_id, answer in await self._run("complete", *args):
+            if isinstance(answer, list):
+                done.append(hash_job(answer))
+            else:  # completed as Job.complete does, at the time the script read
+                job, item = held[job_id]
+                job = job.snapshot()
+                job.complete(item.result, float(answer))
+                done.append(job)
+        return done
 
     async def _expiring(self) -> tuple[float, list[Job]]:
         at, found = await self._run("expiring", MAX_PER_ROUND)

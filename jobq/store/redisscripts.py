@@ -220,14 +220,15 @@ publish()
 return written
 """
 
-# ARGV: P, node, now, then job id, lease id and result (JSON text, or '' for none) triples. Completes each job
-# its lease still holds, as Job.complete does (the ended attempt joins the history, written as JSON text
-# here so that its times keep every digit). Answers: the completed jobs (flat field lists).
+# ARGV: P, node, now, then job id, lease id, result (JSON text, or '' for none) and '1' (answer the job's
+# fields) or '0' (answer its finish time only: the caller holds the job as leased) for each job. Completes
+# each job its lease still holds, as Job.complete does (the ended attempt joins the history, written as JSON
+# text here so that its times keep every digit). Answers: per completed job, its id and the fields or time.
 COMPLETE = r"""
 local at = now()
 local done = {}
-for i = 4, #ARGV, 3 do
-  local id, lease, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 4, #ARGV, 4 do
+  local id, lease, result, full = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
   local key = P .. ':job:' .. id
   local f = redis.call('HMGET', key, 'status', 'lease_id', 'queue', 'history', 'started_at', 'created_at', 'worker')
   if f[1] == 'processing' and f[2] == lease then
@@ -246,7 +247,7 @@ for i = 4, #ARGV, 3 do
     if result ~= '' then redis.call('HSET', key, 'result', result) else redis.call('HDEL', key, 'result') end
     redis.call('ZADD', P .. ':finished', at, id)
     moved(id, f[3], 'processing', 'completed')
-    done[#done + 1] = redis.call('HGETALL', key)
+    done[#done + 1] = {id, full and redis.call('HGETALL', key) or num(at)}
   end
 end
 publish()

@@ -74,7 +74,9 @@ class SharedStore(Store):
         self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
         self._lease_ids = LeaseIds()
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
-        self._held: dict[str, str] = {}  # job id -> lease id, of the runs leased through this node and not ended here
+        self._held: dict[
+            str, Job
+        ] = {}  # job id -> the job as leased through this node, while its run is not ended here
         self._next_due: float | None = 0.0  # when the earliest scheduled job falls due (0: look now)
         self._background: set[asyncio.Task[object]] = set()  # fetches of others' changes, hand-backs
 
@@ -131,7 +133,11 @@ class SharedStore(Store):
         """The store's time now, and (some of) the processing jobs whose lease ran out."""
 
     async def _complete(self, settlements: Sequence[Settlement]) -> list[Job]:
-        """Complete leased jobs in one step where the backend can (the jobs completed); the rest take the rules."""
+        """Complete leased jobs in one step where the backend can (the jobs completed); the rest take the rules.
+
+        A job leased through this node may be answered as it was leased (``_held``), completed here as the
+        backend completed it, rather than read back: its progress is then the one it had when leased.
+        """
         return []
 
     def _heard_log(self, message: dict[str, Any]) -> None:
@@ -245,7 +251,7 @@ class SharedStore(Store):
             task.cancel()
         if self._held:
             with contextlib.suppress(JobqError):
-                await self._recover(dict(self._held))
+                await self._recover({job_id: job.lease_id or "" for job_id, job in self._held.items()})
 
     async def _recover(self, held: dict[str, str]) -> None:
         """End the runs still leased through this node (job id -> lease id) as lost: this jobq is stopping.
@@ -369,7 +375,7 @@ class SharedStore(Store):
             await self.promote_due()
         lease_ids = [self._lease_ids.next() for _ in range(max_jobs)]  # one for each job it may claim
         jobs = await self._claim_jobs(max_jobs, lease_seconds, queues, worker, types, lease_ids)
-        self._held.update((job.id, job.lease_id or "") for job in jobs)
+        self._held.update((job.id, job.snapshot()) for job in jobs)
         self._changed([(job, JobStatus.PENDING) for job in jobs])
         return jobs
 
