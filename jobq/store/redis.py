@@ -53,6 +53,7 @@ POOL_MAX = 20  # connections per jobq process (and per cluster node)
 CONNECT_SECONDS = 5.0  # a connection not made by then fails (503): Redis is away
 COMMAND_SECONDS = 30.0  # a command not answered by then fails (503)
 RECONNECT_SECONDS = 1.0  # how soon the subscriber tries again once its connection is lost
+CLOSE_SECONDS = 5.0  # the most each step of closing waits for Redis
 LEADER_MS = 5000  # how long the maintenance lock lasts unless its holder renews it (every second)
 INTS = frozenset({"seq", "priority", "attempts", "max_attempts"})
 FLOATS = frozenset({"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress"})
@@ -152,6 +153,7 @@ class RedisStore(SharedStore):
         self._client: Any = None  # redis.asyncio.Redis, or RedisCluster
         self._scripts: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False  # set by close: the listener and leader loops end (whatever a cancel meets)
         self._heard_from = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------
@@ -199,16 +201,23 @@ class RedisStore(SharedStore):
         log.info("opened %s on %s%s", self.place, kind, replicas)
 
     async def close(self) -> None:
-        """Hand back the runs leased through this node that still run (lost: jobq stopped), then disconnect."""
+        """Hand back the runs leased through this node that still run (lost: jobq stopped), then disconnect.
+
+        Each step is bounded (``CLOSE_SECONDS``): a Redis that does not answer never holds a stop up.
+        """
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._client is not None:
-            await self._stop_background()
-            if self._reporting:
-                with contextlib.suppress(JobqError):
-                    await self._run_leader_release()
+            with contextlib.suppress(TimeoutError, JobqError):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await self._stop_background()
+                    if self._reporting:
+                        await self._run_leader_release()
             await self._client.aclose()
             self._client = None
 
@@ -250,7 +259,7 @@ class RedisStore(SharedStore):
     async def _listen(self) -> None:
         """Subscribe to the events channel; subscribe again whenever the connection is lost."""
         channel = f"{self.prefix}:events"
-        while True:
+        while not self._closing:
             subscriber = aioredis.Redis.from_url(
                 self._subscriber_url(), decode_responses=True, socket_connect_timeout=CONNECT_SECONDS
             )
@@ -260,7 +269,7 @@ class RedisStore(SharedStore):
                 if self._down is not None or not self._heard_from.is_set():
                     self._listening_again()
                 self._heard_from.set()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=RECONNECT_SECONDS)
                     if message is not None and message["type"] == "message":
                         self._heard(message["data"])
@@ -273,9 +282,11 @@ class RedisStore(SharedStore):
                 self._down = f"listening to {self.place} failed: {exc}"
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await subscriber.aclose()
-            await asyncio.sleep(RECONNECT_SECONDS)
+                    async with asyncio.timeout(CLOSE_SECONDS):
+                        await pubsub.aclose()
+                        await subscriber.aclose()
+            if not self._closing:
+                await asyncio.sleep(RECONNECT_SECONDS)
 
     def _subscriber_url(self) -> str:
         """Where to subscribe: the store's URL (on a cluster, any node hears every PUBLISH)."""
@@ -283,7 +294,7 @@ class RedisStore(SharedStore):
 
     async def _lead(self) -> None:
         """Hold (or take) the maintenance lock, renewing it every second; ``reports_totals`` says whether it is held."""
-        while True:
+        while not self._closing:
             try:
                 self._reporting = bool(await self._run("lead", LEADER_MS))
             except JobqError:
