@@ -43,7 +43,7 @@ from jobq.job import Job, JobStatus
 from jobq.store import memory
 from jobq.store.base import Settlement, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
-from jobq.store.redisscripts import SCRIPTS
+from jobq.store.redisscripts import ROW, SCRIPTS
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
 from jobq.store.shared import MAX_PER_ROUND, Fence, SharedStore, stale
 
@@ -56,7 +56,9 @@ RECONNECT_SECONDS = 1.0  # how soon the subscriber tries again once its connecti
 CLOSE_SECONDS = 5.0  # the most each step of closing waits for Redis
 LEADER_MS = 5000  # how long the maintenance lock lasts unless its holder renews it (every second)
 INTS = frozenset({"seq", "priority", "attempts", "max_attempts"})
-FLOATS = frozenset({"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress"})
+FLOATS = frozenset(
+    {"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress", "ready_at"}
+)
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
 
 
@@ -122,21 +124,16 @@ def text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def hash_job(flat: Sequence[str]) -> Job:
-    """The job a hash holds (HGETALL's flat list of fields and values), as a job of its own."""
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    row = []
-    for name in COLUMNS:
-        value: Any = fields.get(name)
-        if value is not None and name in INTS:
-            value = int(value)
-        elif value is not None and name in FLOATS:
-            value = float(value)
-        row.append(value)
-    job = job_from_row(row)
+CONVERT = [int if name in INTS else float if name in FLOATS else None for name in ROW]
+
+
+def row_job(row: Sequence[str | None]) -> Job:
+    """The job a row holds (its fields in ROW's order, None where absent), as a job of its own."""
+    values = [value if value is None or kind is None else kind(value) for value, kind in zip(row, CONVERT, strict=True)]
+    job = job_from_row(values[: len(COLUMNS)])
     job.history = list(job.history)
-    if (ready_at := fields.get("ready_at")) is not None:
-        job.ready_at = float(ready_at)
+    if values[-1] is not None:
+        job.ready_at = values[-1]
     return job
 
 
@@ -328,9 +325,9 @@ class RedisStore(SharedStore):
             return []
         pipe = self._client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hgetall(f"{self.prefix}:job:{job_id}")
+            pipe.hmget(f"{self.prefix}:job:{job_id}", ROW)
         found = await self._call(pipe.execute())
-        return [hash_job([item for pair in fields.items() for item in pair]) for fields in found if fields]
+        return [row_job(row) for row in found if row[0] is not None]  # no id: no such job
 
     async def _read_at(self, job_ids: Sequence[str]) -> tuple[float, list[Job]]:
         if self._fixed_clock is not None:
@@ -359,7 +356,7 @@ class RedisStore(SharedStore):
         wanted = "" if queues is None else to_json(list(queues)).decode()
         kinds = "" if types is None else to_json(list(types)).decode()
         args = (max_jobs, repr(float(lease_seconds)), worker or "", wanted, kinds, to_json(lease_ids).decode())
-        return [hash_job(flat) for flat in await self._run("claim", *args)]
+        return [row_job(flat) for flat in await self._run("claim", *args)]
 
     async def _extend(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, Job]:
         pairs = [part for lease in leases for part in lease]
@@ -379,7 +376,7 @@ class RedisStore(SharedStore):
         done = []
         for job_id, answer in await self._run("complete", *args):
             if isinstance(answer, list):
-                done.append(hash_job(answer))
+                done.append(row_job(answer))
             else:  # completed as Job.complete does, at the time the script read
                 job, item = held[job_id]
                 job = job.snapshot()
@@ -389,7 +386,7 @@ class RedisStore(SharedStore):
 
     async def _expiring(self) -> tuple[float, list[Job]]:
         at, found = await self._run("expiring", MAX_PER_ROUND)
-        return float(at), [hash_job(flat) for flat in found]
+        return float(at), [row_job(flat) for flat in found]
 
     # -- the rest of the verbs ----------------------------------------------------------
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None:
@@ -403,7 +400,7 @@ class RedisStore(SharedStore):
             raise JobNotFound(job_id)
         if answer == "processing":
             raise InvalidTransition(job_id, JobStatus.PROCESSING, "deleted (cancel it first)")
-        return hash_job(answer)
+        return row_job(answer)
 
     async def peek(self, queue: str) -> Job | None:
         first = await self._call(self._client.zrange(f"{self.prefix}:ready:{queue}", 0, 0))
@@ -453,7 +450,7 @@ class RedisStore(SharedStore):
         before = cursor or str(2**63 - 1)
         filters = ("" if status is None else status.value, queue or "", job_type or "", owner or "")
         found, bound = await self._run("list", before, memory.MAX_SCANNED, limit, *filters)
-        page = [hash_job(flat) for flat in found[:limit]]
+        page = [row_job(flat) for flat in found[:limit]]
         if len(found) > limit:
             return page, str(page[-1].seq)
         return page, None if not bound else str(int(float(bound)) + 1)
@@ -469,7 +466,7 @@ class RedisStore(SharedStore):
     async def promote_due(self) -> int:
         promoted, next_due = await self._run("promote", MAX_PER_ROUND)
         self._next_due = None if not next_due else float(next_due)
-        changes = [(hash_job(flat), STATUSES[before]) for before, flat in promoted]
+        changes = [(row_job(flat), STATUSES[before]) for before, flat in promoted]
         if changes:
             self._wake()
         self._changed(changes)

@@ -21,6 +21,8 @@ injected clock), and publishes what it changed on ``P:events`` as one message:
 
 from __future__ import annotations
 
+from jobq.store.rows import COLUMNS
+
 # Shared by every script: the keys' layout, indexing by status, counting and publishing.
 PRELUDE = r"""
 local P = ARGV[1]
@@ -34,6 +36,9 @@ local function now()
 end
 
 local function num(x) return string.format('%.17g', x) end
+
+local FIELDS = {FIELDS}  -- a job's row: its fields in this order (jobq.store.redis.ROW)
+local function row(key) return redis.call('HMGET', key, unpack(FIELDS)) end
 
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local DEFERRED = {scheduled = true, retrying = true}
@@ -97,7 +102,7 @@ local function promote(queue, at, limit, promoted)
     redis.call('HSET', key, 'status', 'pending', 'ready_at', f[2] or num(at))
     index(id, key)
     moved(id, queue, f[1], 'pending')
-    promoted[#promoted + 1] = {f[1], redis.call('HGETALL', key)}
+    promoted[#promoted + 1] = {f[1], row(key)}
   end
 end
 """
@@ -138,7 +143,7 @@ return answers
 # lease ids (JSON list, one per job it may claim). One job from each queue in turn (round-robin: the queues
 # in the order named, or by their next jobs), each queue's by priority, then FIFO; paused queues are skipped.
 # (Due jobs are made pending by PROMOTE.)
-# Answers: the claimed jobs, each as a flat list of its hash's fields and values.
+# Answers: the claimed jobs, each as a row (see ROW).
 CLAIM = r"""
 local at = now()
 local max_jobs, lease_seconds, worker = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -182,7 +187,7 @@ while #taken < max_jobs and #open > 0 do
     if worker ~= '' then redis.call('HSET', key, 'worker', worker) end
     index(id, key)
     moved(id, queue, 'pending', 'processing')
-    taken[#taken + 1] = redis.call('HGETALL', key)
+    taken[#taken + 1] = row(key)
     still[#still + 1] = queue
   end
   open = still
@@ -247,7 +252,7 @@ for i = 4, #ARGV, 4 do
     if result ~= '' then redis.call('HSET', key, 'result', result) else redis.call('HDEL', key, 'result') end
     redis.call('ZADD', P .. ':finished', at, id)
     moved(id, f[3], 'processing', 'completed')
-    done[#done + 1] = {id, full and redis.call('HGETALL', key) or num(at)}
+    done[#done + 1] = {id, full and row(key) or num(at)}
   end
 end
 publish()
@@ -306,8 +311,8 @@ return at
 DELETE = r"""
 local id = ARGV[4]
 local key = P .. ':job:' .. id
-local job = redis.call('HGETALL', key)
-if #job == 0 then return nil end
+if redis.call('EXISTS', key) == 0 then return nil end
+local job = row(key)
 local f = redis.call('HMGET', key, 'queue', 'status')
 if f[2] == 'processing' then return 'processing' end
 forget(id, key, f[1], f[2])
@@ -345,12 +350,12 @@ end
 return {promoted, next_due and num(next_due) or false}
 """
 
-# ARGV: P, node, now, limit. Answers the time now and the jobs whose lease ran out (flat field lists).
+# ARGV: P, node, now, limit. Answers the time now and the jobs whose lease ran out (rows (see ROW)).
 EXPIRING = r"""
 local at = now()
 local jobs = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':leased', '-inf', at, 'LIMIT', 0, tonumber(ARGV[4]))) do
-  jobs[#jobs + 1] = redis.call('HGETALL', P .. ':job:' .. id)
+  jobs[#jobs + 1] = row(P .. ':job:' .. id)
 end
 return {num(at), jobs}
 """
@@ -376,7 +381,7 @@ return #doomed
 """
 
 # ARGV: P, node, now, before (a seq: only older jobs), max scanned, limit, status, queue, type, owner ('': any).
-# Answers the matching jobs (flat field lists, newest first, at most limit + 1) and the seq of the first job
+# Answers the matching jobs (rows (see ROW), newest first, at most limit + 1) and the seq of the first job
 # past the scanned stretch (or false when the scan reached the oldest job).
 LIST = r"""
 local before, scan, limit = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -389,7 +394,7 @@ for i = 1, #ids, 2 do
   local f = redis.call('HMGET', key, 'status', 'queue', 'type', 'owner')
   if (want.status == '' or f[1] == want.status) and (want.queue == '' or f[2] == want.queue)
       and (want.type == '' or f[3] == want.type) and (want.owner == '' or f[4] == want.owner) then
-    jobs[#jobs + 1] = redis.call('HGETALL', key)
+    jobs[#jobs + 1] = row(key)
     if #jobs > limit then break end
   end
 end
@@ -436,8 +441,10 @@ end
 return 0
 """
 
+ROW = (*COLUMNS, "ready_at")  # a job's fields in the order the scripts answer them (HMGET)
+
 SCRIPTS = {
-    name: PRELUDE + body
+    name: PRELUDE.replace("{FIELDS}", "{" + ", ".join(f"'{name}'" for name in ROW) + "}") + body
     for name, body in {
         "add": ADD,
         "claim": CLAIM,
