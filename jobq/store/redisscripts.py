@@ -28,6 +28,7 @@ PRELUDE = r"""
 local P = ARGV[1]
 local NODE = ARGV[2]
 local changes, ready = {}, {}
+local deltas, waiting_delta = {}, 0  -- count changes, written once when the script ends (publish)
 
 local function now()
   if ARGV[3] ~= '' then return tonumber(ARGV[3]) end
@@ -64,8 +65,9 @@ local function index(id, key)
 end
 
 local function count(queue, status, delta)
-  redis.call('HINCRBY', P .. ':counts', queue .. '\t' .. status, delta)
-  if WAITING[status] then redis.call('INCRBY', P .. ':waiting', delta) end
+  local field = queue .. '\t' .. status
+  deltas[field] = (deltas[field] or 0) + delta
+  if WAITING[status] then waiting_delta = waiting_delta + delta end
 end
 
 local function moved(id, queue, before, after)
@@ -76,7 +78,12 @@ local function moved(id, queue, before, after)
   if after == 'pending' then ready[queue] = true end
 end
 
-local function publish()  -- the node first: a node knows its own messages by how they start
+local function publish()  -- writes the counts; then the message, node first (a node knows its own by that)
+  for field, delta in pairs(deltas) do
+    if delta ~= 0 then redis.call('HINCRBY', P .. ':counts', field, delta) end
+  end
+  if waiting_delta ~= 0 then redis.call('INCRBY', P .. ':waiting', waiting_delta) end
+  deltas, waiting_delta = {}, 0
   local queues = {}
   for queue in pairs(ready) do queues[#queues + 1] = queue end
   if #changes == 0 and #queues == 0 then return end
@@ -111,13 +118,14 @@ end
 # Answers per job: its seq (stored), 0 (the id exists), -1 (the queue is full).
 ADD = r"""
 local max_waiting = tonumber(ARGV[4])
+local waiting = tonumber(redis.call('GET', P .. ':waiting') or '0')
 local answers = {}
 for i = 5, #ARGV do
   local job = cjson.decode(ARGV[i])
   local key = P .. ':job:' .. job.id
   if redis.call('EXISTS', key) == 1 then
     answers[#answers + 1] = 0
-  elseif tonumber(redis.call('GET', P .. ':waiting') or '0') >= max_waiting then
+  elseif waiting >= max_waiting then
     answers[#answers + 1] = -1
   else
     local seq = redis.call('INCR', P .. ':seq')
@@ -129,9 +137,15 @@ for i = 5, #ARGV do
     redis.call('HSET', key, unpack(fields))
     redis.call('ZADD', P .. ':order', seq, job.id)
     redis.call('SADD', P .. ':queues', job.queue)
-    index(job.id, key)
-    count(job.queue, job.status, 1)
-    if job.status == 'pending' then ready[job.queue] = true end
+    local status = job.status
+    if status == 'pending' then
+      redis.call('ZADD', P .. ':ready:' .. job.queue, ready_score(job.fields.priority, seq), job.id)
+      ready[job.queue] = true
+    else
+      index(job.id, key)
+    end
+    count(job.queue, status, 1)
+    if WAITING[status] then waiting = waiting + 1 end
     answers[#answers + 1] = seq
   end
 end
@@ -181,11 +195,16 @@ while #taken < max_jobs and #open > 0 do
     redis.call('ZREM', P .. ':ready:' .. queue, id)
     local lease = lease_ids[#taken + 1]
     redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
-      'lease_expires_at', num(at + lease_seconds))
-    redis.call('HDEL', key, 'run_at', 'progress', 'progress_note', 'worker')
-    if worker ~= '' then redis.call('HSET', key, 'worker', worker) end
-    index(id, key)
+    if worker ~= '' then
+      redis.call('HSET', key, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
+        'lease_expires_at', num(at + lease_seconds), 'worker', worker)
+      redis.call('HDEL', key, 'run_at', 'progress', 'progress_note')
+    else
+      redis.call('HSET', key, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
+        'lease_expires_at', num(at + lease_seconds))
+      redis.call('HDEL', key, 'run_at', 'progress', 'progress_note', 'worker')
+    end
+    redis.call('ZADD', P .. ':leased', at + lease_seconds, id)
     moved(id, queue, 'pending', 'processing')
     taken[#taken + 1] = row(key)
     still[#still + 1] = queue
@@ -238,7 +257,8 @@ for i = 4, #ARGV, 4 do
   local f = redis.call('HMGET', key, 'status', 'lease_id', 'queue', 'history', 'started_at', 'created_at', 'worker')
   if f[1] == 'processing' and f[2] == lease then
     local history = f[4] or '[]'
-    local attempt = '{"number":' .. (#cjson.decode(history) + 1) .. ',"started_at":' .. (f[5] or f[6])
+    local ended = select(2, string.gsub(history, '"number":', ''))  -- (inside a JSON string it is \"number\":)
+    local attempt = '{"number":' .. (ended + 1) .. ',"started_at":' .. (f[5] or f[6])
       .. ',"worker":' .. (f[7] and cjson.encode(f[7]) or 'null') .. ',"finished_at":' .. num(at)
       .. ',"outcome":"completed","error":null,"traceback":null}'
     if history == '[]' then
@@ -316,6 +336,7 @@ local job = row(key)
 local f = redis.call('HMGET', key, 'queue', 'status')
 if f[2] == 'processing' then return 'processing' end
 forget(id, key, f[1], f[2])
+publish()
 return job
 """
 
@@ -330,6 +351,7 @@ for _, name in ipairs({':ready:', ':due:'}) do
     deleted = deleted + 1
   end
 end
+publish()
 return deleted
 """
 
@@ -377,6 +399,7 @@ for _, id in ipairs(doomed) do
   local f = redis.call('HMGET', key, 'queue', 'status')
   forget(id, key, f[1], f[2])
 end
+publish()
 return #doomed
 """
 
