@@ -1,5 +1,6 @@
-"""What only the PostgreSQL store does: several stores on one schema, notifications, transactional enqueue,
-migrations, and a database that goes away. The contract and API suites run on it too (tests/conftest.py)."""
+"""What only the PostgreSQL store does: its URL and schema, migrations, transactional enqueue (Python and SQL),
+a database that goes away, and how a node knows its own notifications. What every shared store does is in
+tests/test_shared_stores.py; the contract and API suites run on it too (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,7 @@ from jobq.errors import StoreUnavailable
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.sdk.transactional import enqueue_in_transaction
 from jobq.store import StoreOptions, open_store
-from jobq.store.base import JobEvent, StoreEvent
 from jobq.store.postgres import PostgresStore, split_url
-from jobq.store.shared import POLL_SECONDS
-from tests.conftest import FakeClock
 from tests.pg import PgCluster, schema_url
 
 OpenNode = Callable[..., Awaitable[PostgresStore]]
@@ -86,89 +84,6 @@ async def test_a_schema_holding_other_tables_is_refused(url: str) -> None:
     store = open_store(url)
     with pytest.raises(StoreUnavailable, match="tables jobq did not make"):
         await store.open()
-
-
-async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(open_node: OpenNode) -> None:
-    nodes = [await open_node() for _ in range(3)]
-    await nodes[0].add([job(f"j{i}") for i in range(600)])
-
-    async def drain(node: PostgresStore) -> list[str]:
-        taken: list[str] = []
-        while batch := await node.lease(7, 30.0):
-            taken += [leased.id for leased in batch]
-        return taken
-
-    per_task = await asyncio.gather(*(drain(node) for node in nodes for _ in range(3)))
-    everything = [job_id for taken in per_task for job_id in taken]
-    assert len(everything) == 600 and len(set(everything)) == 600
-    assert (await nodes[1].stats()).by_status == {"processing": 600}
-
-
-async def test_an_idle_lease_wakes_when_another_node_adds_a_job(open_node: OpenNode) -> None:
-    producer, consumer = await open_node(), await open_node()
-    waiting = asyncio.create_task(consumer.lease(1, 30.0, wait=30.0))
-    await asyncio.sleep(0.2)  # the lease has looked, found nothing, and sleeps
-    assert not waiting.done()
-    started = time.monotonic()
-    await producer.add([job("a")])
-    [leased] = await asyncio.wait_for(waiting, 10.0)
-    assert leased.id == "a"
-    assert time.monotonic() - started < POLL_SECONDS  # woken by the notification, not the fallback poll
-
-
-async def test_a_follower_hears_of_changes_made_on_another_node(open_node: OpenNode) -> None:
-    here, there = await open_node(), await open_node()
-    await here.add([job("a")])
-    heard: list[tuple[str, str]] = []
-    arrived = asyncio.Event()
-
-    def hear(event: StoreEvent) -> None:
-        if isinstance(event, JobEvent):
-            heard.append((event.before.value, event.job.status.value))
-            arrived.set()
-
-    here.subscribe(hear)
-    unfollow = here.follow("a")
-    [leased] = await there.lease(1, 30.0)
-    await asyncio.wait_for(arrived.wait(), 5.0)
-    arrived.clear()
-    await there.complete("a", leased.lease_id or "", {"ok": True})
-    await asyncio.wait_for(arrived.wait(), 5.0)
-    assert heard == [("pending", "processing"), ("processing", "completed")]
-    unfollow()
-    await there.add([job("b")])
-    await there.cancel("b")  # nobody follows b here: nothing is fetched or heard
-    await there.add([job("c")])
-    await asyncio.sleep(0.2)
-    assert len(heard) == 2
-
-
-async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_node: OpenNode) -> None:
-    runner, operator = await open_node(), await open_node()
-    cancelled = asyncio.Event()
-    runner.subscribe(
-        lambda e: (
-            cancelled.set()
-            if isinstance(e, JobEvent) and e.job.status is JobStatus.CANCELLED and e.before is JobStatus.PROCESSING
-            else None
-        )
-    )
-    await operator.add([job("a")])
-    await runner.lease(1, 30.0)  # followed by the node that holds it, with nobody asking
-    await operator.cancel("a")
-    await asyncio.wait_for(cancelled.wait(), 5.0)
-
-
-async def test_a_closing_node_hands_back_the_runs_it_held(open_node: OpenNode) -> None:
-    leaving, staying = await open_node(), await open_node()
-    await staying.add([job("mine"), job("theirs")])
-    [mine] = await leaving.lease(1, 30.0)
-    [theirs] = await staying.lease(1, 30.0)
-    await leaving.close()
-    back = await staying.get(mine.id)
-    assert back is not None and back.status is JobStatus.PENDING and back.history[-1].outcome == "recovered"
-    still = await staying.get(theirs.id)
-    assert still is not None and still.status is JobStatus.PROCESSING
 
 
 async def test_transactional_enqueue_with_asyncpg_exists_exactly_when_committed(open_node: OpenNode, url: str) -> None:
@@ -263,46 +178,6 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
     finally:
         await store.close()
         cluster.stop()
-
-
-async def test_one_node_at_a_time_reports_the_totals_and_another_takes_over(open_node: OpenNode) -> None:
-    first, second = await open_node(), await open_node()
-    assert [first.reports_totals, second.reports_totals] == [True, False]  # summing over nodes counts once
-    await first.close()
-    deadline = time.monotonic() + 10
-    while not second.reports_totals:
-        assert time.monotonic() < deadline, "nobody reports the totals after the reporting node left"
-        await asyncio.sleep(0.05)
-
-
-async def test_a_claim_whose_caller_left_is_handed_back(open_node: OpenNode) -> None:
-    store = await open_node()
-    await store.add([job("a")])
-    leasing = asyncio.create_task(store.lease(1, 30.0))
-    for _ in range(3):  # into the claim's statement, which is on its way to the database
-        await asyncio.sleep(0)
-    leasing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await leasing
-    deadline = time.monotonic() + 5
-    while (back := await store.get("a")) is None or back.status is not JobStatus.PENDING or not back.history:
-        assert time.monotonic() < deadline, f"not handed back: {back}"
-        await asyncio.sleep(0.02)
-    assert (back.attempts, [a.outcome for a in back.history]) == (0, ["released"])
-
-
-async def test_a_closing_node_leaves_alone_a_run_that_lapsed_and_runs_elsewhere(open_node: OpenNode) -> None:
-    clock = FakeClock()
-    leaving, staying = await open_node(clock=clock), await open_node(clock=clock)
-    await staying.add([job("a")])
-    await leaving.lease(1, 5.0)
-    clock.advance(6.0)
-    [expired] = await staying.expire_leases()
-    assert expired.status is JobStatus.PENDING
-    [again] = await staying.lease(1, 30.0)
-    await leaving.close()
-    still = await staying.get("a")
-    assert still is not None and (still.status, still.lease_id) == (JobStatus.PROCESSING, again.lease_id)
 
 
 async def test_a_node_knows_its_own_notifications_by_how_they_start(open_node: OpenNode, url: str) -> None:

@@ -1,6 +1,6 @@
-"""What only the Redis store does: its URL, durability (the warning, WAIT for replicas), a server that goes
-away, scripts Redis forgot, and a three-master Redis Cluster. The contract and API suites run on it too
-(tests/conftest.py); several jobq processes on one Redis are in tests/test_cluster.py."""
+"""What only the Redis store does: its URL, durability (the warning, AOF across a crash, WAIT for replicas), a
+server that goes away (and forgets its scripts), and a three-master Redis Cluster. What every shared store does
+is in tests/test_shared_stores.py; several jobq processes on one Redis in tests/test_cluster.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import redis
 from jobq.errors import StoreUnavailable
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.store import StoreOptions, open_store
-from jobq.store.base import JobEvent, StoreEvent
 from jobq.store.redis import RedisStore, durability_warning, split_url
 from tests.procs import free_port
 from tests.redisserver import RedisServer
@@ -156,38 +155,6 @@ async def test_with_replicas_each_write_waits_for_them_or_is_refused(server: Red
             await store.add([job("on-one")])
     finally:
         replica.stop()
-
-
-async def test_a_follower_hears_of_changes_made_on_another_node(server: RedisServer, open_node: OpenNode) -> None:
-    here, there = await open_node(f"{server.url}?prefix=a"), await open_node(f"{server.url}?prefix=a")
-    await here.add([job("a")])
-    heard: list[tuple[str, str]] = []
-    arrived = asyncio.Event()
-
-    def hear(event: StoreEvent) -> None:
-        if isinstance(event, JobEvent):
-            heard.append((event.before.value, event.job.status.value))
-            arrived.set()
-
-    here.subscribe(hear)
-    unfollow = here.follow("a")
-    [leased] = await there.lease(1, 30.0)
-    await asyncio.wait_for(arrived.wait(), 5.0)
-    arrived.clear()
-    await there.complete("a", leased.lease_id or "", {"ok": True})
-    await asyncio.wait_for(arrived.wait(), 5.0)
-    assert heard == [("pending", "processing"), ("processing", "completed")]
-    unfollow()
-
-
-async def test_one_node_leads_maintenance_and_another_takes_over(server: RedisServer, open_node: OpenNode) -> None:
-    first, second = await open_node(f"{server.url}?prefix=a"), await open_node(f"{server.url}?prefix=a")
-    assert [first.reports_totals, second.reports_totals] == [True, False]
-    await first.close()  # a node that stops gives the lock up
-    deadline = time.monotonic() + 5
-    while not second.reports_totals:
-        assert time.monotonic() < deadline, "nobody leads after the leader left"
-        await asyncio.sleep(0.05)
 
 
 def cluster_port() -> int:

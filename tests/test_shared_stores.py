@@ -1,0 +1,167 @@
+"""What every store shared by several jobq processes does (PostgreSQL, Redis): nodes on one store, each a store
+object here. One job is never leased twice, idle leases wake for another node's jobs, followers and the node
+holding a job hear other nodes' changes, a stopping node hands back only its own runs, and one node at a time
+reports the totals. Each backend's own behaviour is in tests/test_postgres.py and tests/test_redis.py; real
+processes in tests/test_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobq.job import Job, JobStatus, new_job_id
+from jobq.store import StoreOptions, open_store
+from jobq.store.base import JobEvent, StoreEvent
+from jobq.store.shared import POLL_SECONDS, SharedStore
+from tests.conftest import FakeClock, store_url
+
+OpenNode = Callable[..., Awaitable[SharedStore]]
+
+
+@pytest.fixture(params=["postgresql", "redis"])
+async def open_node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenNode]:
+    """Open a store of the parametrized shared backend on the test's data: each one is a jobq node."""
+    opened: list[SharedStore] = []
+
+    async def build(**options: Any) -> SharedStore:
+        store = open_store(store_url(request.param, tmp_path), StoreOptions(**options))
+        assert isinstance(store, SharedStore)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+def job(job_id: str | None = None, **fields: Any) -> Job:
+    return Job(id=job_id or new_job_id(), type=fields.pop("type", "t"), payload=fields.pop("payload", {}), **fields)
+
+
+async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(open_node: OpenNode) -> None:
+    nodes = [await open_node() for _ in range(3)]
+    await nodes[0].add([job(f"j{i}") for i in range(600)])
+
+    async def drain(node: SharedStore) -> list[str]:
+        taken: list[str] = []
+        while batch := await node.lease(7, 30.0):
+            taken += [leased.id for leased in batch]
+        return taken
+
+    per_task = await asyncio.gather(*(drain(node) for node in nodes for _ in range(3)))
+    everything = [job_id for taken in per_task for job_id in taken]
+    assert len(everything) == 600 and len(set(everything)) == 600
+    assert (await nodes[1].stats()).by_status == {"processing": 600}
+
+
+async def test_an_idle_lease_wakes_when_another_node_adds_a_job(open_node: OpenNode) -> None:
+    producer, consumer = await open_node(), await open_node()
+    waiting = asyncio.create_task(consumer.lease(1, 30.0, wait=30.0))
+    await asyncio.sleep(0.2)  # the lease has looked, found nothing, and sleeps
+    assert not waiting.done()
+    started = time.monotonic()
+    await producer.add([job("a")])
+    [leased] = await asyncio.wait_for(waiting, 10.0)
+    assert leased.id == "a"
+    assert time.monotonic() - started < POLL_SECONDS  # woken by the notification, not the fallback poll
+
+
+async def test_a_follower_hears_of_changes_made_on_another_node(open_node: OpenNode) -> None:
+    here, there = await open_node(), await open_node()
+    await here.add([job("a")])
+    heard: list[tuple[str, str]] = []
+    arrived = asyncio.Event()
+
+    def hear(event: StoreEvent) -> None:
+        if isinstance(event, JobEvent):
+            heard.append((event.before.value, event.job.status.value))
+            arrived.set()
+
+    here.subscribe(hear)
+    unfollow = here.follow("a")
+    [leased] = await there.lease(1, 30.0)
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    arrived.clear()
+    await there.complete("a", leased.lease_id or "", {"ok": True})
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    assert heard == [("pending", "processing"), ("processing", "completed")]
+    unfollow()
+    await there.add([job("b")])
+    await there.cancel("b")  # nobody follows b here: nothing is fetched or heard
+    await there.add([job("c")])
+    await asyncio.sleep(0.2)
+    assert len(heard) == 2
+
+
+async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_node: OpenNode) -> None:
+    runner, operator = await open_node(), await open_node()
+    cancelled = asyncio.Event()
+    runner.subscribe(
+        lambda e: (
+            cancelled.set()
+            if isinstance(e, JobEvent) and e.job.status is JobStatus.CANCELLED and e.before is JobStatus.PROCESSING
+            else None
+        )
+    )
+    await operator.add([job("a")])
+    await runner.lease(1, 30.0)  # followed by the node that holds it, with nobody asking
+    await operator.cancel("a")
+    await asyncio.wait_for(cancelled.wait(), 5.0)
+
+
+async def test_a_closing_node_hands_back_the_runs_it_held(open_node: OpenNode) -> None:
+    leaving, staying = await open_node(), await open_node()
+    await staying.add([job("mine"), job("theirs")])
+    [mine] = await leaving.lease(1, 30.0)
+    [theirs] = await staying.lease(1, 30.0)
+    await leaving.close()
+    back = await staying.get(mine.id)
+    assert back is not None and back.status is JobStatus.PENDING and back.history[-1].outcome == "recovered"
+    still = await staying.get(theirs.id)
+    assert still is not None and still.status is JobStatus.PROCESSING
+
+
+async def test_one_node_at_a_time_reports_the_totals_and_another_takes_over(open_node: OpenNode) -> None:
+    first, second = await open_node(), await open_node()
+    assert [first.reports_totals, second.reports_totals] == [True, False]  # summing over nodes counts once
+    await first.close()
+    deadline = time.monotonic() + 10
+    while not second.reports_totals:
+        assert time.monotonic() < deadline, "nobody reports the totals after the reporting node left"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_claim_whose_caller_left_is_handed_back(open_node: OpenNode) -> None:
+    store = await open_node()
+    await store.add([job("a")])
+    leasing = asyncio.create_task(store.lease(1, 30.0))
+    for _ in range(3):  # into the claim's statement, which is on its way to the database
+        await asyncio.sleep(0)
+    leasing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leasing
+    deadline = time.monotonic() + 5
+    while (back := await store.get("a")) is None or back.status is not JobStatus.PENDING or not back.history:
+        assert time.monotonic() < deadline, f"not handed back: {back}"
+        await asyncio.sleep(0.02)
+    assert (back.attempts, [a.outcome for a in back.history]) == (0, ["released"])
+
+
+async def test_a_closing_node_leaves_alone_a_run_that_lapsed_and_runs_elsewhere(open_node: OpenNode) -> None:
+    clock = FakeClock()
+    leaving, staying = await open_node(clock=clock), await open_node(clock=clock)
+    await staying.add([job("a")])
+    await leaving.lease(1, 5.0)
+    clock.advance(6.0)
+    [expired] = await staying.expire_leases()
+    assert expired.status is JobStatus.PENDING
+    [again] = await staying.lease(1, 30.0)
+    await leaving.close()
+    still = await staying.get("a")
+    assert still is not None and (still.status, still.lease_id) == (JobStatus.PROCESSING, again.lease_id)
