@@ -40,6 +40,7 @@ from jobq.handlers import load_handler_modules
 from jobq.job import WAITING
 from jobq.rpc.server import GrpcServer, start_grpc_server
 from jobq.service import JobService
+from jobq.store import without_password
 
 log = logging.getLogger("jobq")
 
@@ -175,7 +176,9 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
     try:
         app = create_app(config, tokens=tokens or None)
     except ImportError as exc:
-        log.error("jobq cannot start: the backend for store %s is not available: %s", config.store, exc)
+        log.error(
+            "jobq cannot start: the backend for store %s is not available: %s", without_password(config.store), exc
+        )
         return EXIT_CANNOT_START
     except (JobqError, ValueError) as exc:
         log.error("jobq cannot start: %s", exc)
@@ -195,7 +198,7 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
     try:
         await runner.setup()
     except (JobqError, OSError) as exc:
-        log.error("jobq cannot start: store %s cannot be opened: %s", config.store, exc)
+        log.error("jobq cannot start: store %s cannot be opened: %s", without_password(config.store), exc)
         await runner.cleanup()
         return EXIT_CANNOT_START
     try:
@@ -208,7 +211,7 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
         "jobq serving on %s with %d workers, store %s",
         ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses),
         config.workers,
-        config.store,
+        without_password(config.store),
     )
     tune_gc()
     grpc_server: GrpcServer | None = None

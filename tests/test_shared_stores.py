@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jobq.job import Job, JobStatus, new_job_id
-from jobq.store import StoreOptions, open_store
+from jobq.store import StoreOptions, open_store, without_password
 from jobq.store.base import JobEvent, StoreEvent
 from jobq.store.shared import POLL_SECONDS, SharedStore
 from tests.conftest import FakeClock, store_url
@@ -165,3 +165,10 @@ async def test_a_closing_node_leaves_alone_a_run_that_lapsed_and_runs_elsewhere(
     await leaving.close()
     still = await staying.get("a")
     assert still is not None and (still.status, still.lease_id) == (JobStatus.PROCESSING, again.lease_id)
+
+
+def test_a_store_url_is_logged_without_its_password() -> None:
+    assert without_password("redis://app:s3cr3t@cache:6379/0?prefix=x") == "redis://app:***@cache:6379/0?prefix=x"
+    assert without_password("postgresql://jobq:pw@db/jobs") == "postgresql://jobq:***@db/jobs"
+    assert without_password("postgresql://jobq@db/jobs") == "postgresql://jobq@db/jobs"
+    assert without_password("sqlite:///jobq.db") == "sqlite:///jobq.db"

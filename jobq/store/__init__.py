@@ -7,11 +7,21 @@ a ``ValueError`` naming them, so a typo never becomes a file with a strange name
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from jobq.store.base import Added, Retention, Store, StoreOptions, StoreStats
 
-__all__ = ["STORE_URL_FORMS", "Added", "Retention", "Store", "StoreOptions", "StoreStats", "open_store", "sqlite_path"]
+__all__ = [
+    "STORE_URL_FORMS",
+    "Added",
+    "Retention",
+    "Store",
+    "StoreOptions",
+    "StoreStats",
+    "open_store",
+    "sqlite_path",
+    "without_password",
+]
 
 STORE_URL_FORMS = (
     "memory://, sqlite:///relative/path, sqlite:////absolute/path, postgresql://user@host:5432/db[?schema=jobq] "
@@ -37,6 +47,15 @@ def open_store(url: str, options: StoreOptions | None = None, **backend_options:
     from jobq.store.sqlite import SQLiteStore
 
     return SQLiteStore(sqlite_path(url), options, **backend_options)  # type: ignore[arg-type]
+
+
+def without_password(url: str) -> str:
+    """A store URL as logs may show it: a password in it (``redis://user:secret@host``) becomes ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def store_scheme(url: str) -> str:
