@@ -214,14 +214,9 @@ class RedisStore(SharedStore):
                 async with asyncio.timeout(CLOSE_SECONDS):
                     await self._stop_background()
                     if self._reporting:
-                        await self._run_leader_release()
+                        await self._run("resign")  # the next node takes over at once, not after LEADER_MS
             await self._client.aclose()
             self._client = None
-
-    async def _run_leader_release(self) -> None:
-        key = f"{self.prefix}:leader"
-        if await self._call(self._client.get(key)) == self.node:
-            await self._call(self._client.delete(key))  # the next node takes over at once, not after LEADER_MS
 
     # -- calls ---------------------------------------------------------------------
     async def _call(self, command: Any) -> Any:

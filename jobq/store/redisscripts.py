@@ -466,6 +466,12 @@ return 0
 
 ROW = (*COLUMNS, "ready_at")  # a job's fields in the order the scripts answer them (HMGET)
 
+# ARGV: P, node, now. Gives the maintenance lock up if this node holds it (another takes it at once).
+RESIGN = r"""
+if redis.call('GET', P .. ':leader') == NODE then redis.call('DEL', P .. ':leader') end
+return 1
+"""
+
 SCRIPTS = {
     name: PRELUDE.replace("{FIELDS}", "{" + ", ".join(f"'{name}'" for name in ROW) + "}") + body
     for name, body in {
@@ -485,5 +491,6 @@ SCRIPTS = {
         "stats": STATS,
         "set_paused": SET_PAUSED,
         "lead": LEAD,
+        "resign": RESIGN,
     }.items()
 }
