@@ -252,8 +252,8 @@ class RedisStore(SharedStore):
         """Subscribe to the events channel; subscribe again whenever the connection is lost."""
         channel = f"{self.prefix}:events"
         while not self._closing:
-            subscriber = aioredis.Redis.from_url(
-                self._subscriber_url(), decode_responses=True, socket_connect_timeout=CONNECT_SECONDS
+            subscriber = aioredis.Redis.from_url(  # on a cluster, any node hears every PUBLISH
+                self.url, decode_responses=True, socket_connect_timeout=CONNECT_SECONDS
             )
             pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
             try:
@@ -279,10 +279,6 @@ class RedisStore(SharedStore):
                         await subscriber.aclose()
             if not self._closing:
                 await asyncio.sleep(RECONNECT_SECONDS)
-
-    def _subscriber_url(self) -> str:
-        """Where to subscribe: the store's URL (on a cluster, any node hears every PUBLISH)."""
-        return self.url
 
     async def _lead(self) -> None:
         """Hold (or take) the maintenance lock, renewing it every second; ``reports_totals`` says whether it is held."""
