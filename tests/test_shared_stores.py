@@ -172,3 +172,13 @@ def test_a_store_url_is_logged_without_its_password() -> None:
     assert without_password("postgresql://jobq:pw@db/jobs") == "postgresql://jobq:***@db/jobs"
     assert without_password("postgresql://jobq@db/jobs") == "postgresql://jobq@db/jobs"
     assert without_password("sqlite:///jobq.db") == "sqlite:///jobq.db"
+
+
+async def test_a_run_leased_on_one_node_completes_through_another(open_node: OpenNode) -> None:
+    leasing, settling = await open_node(), await open_node()
+    await leasing.add([job("a")])
+    [leased] = await leasing.lease(1, 30.0, worker="w1")
+    done = await settling.complete("a", leased.lease_id or "", {"ok": True})  # a remote worker's other server
+    stored = await leasing.get("a")
+    assert stored is not None and done.to_dict() == stored.to_dict()
+    assert (done.status, done.result, [a.worker for a in done.history]) == (JobStatus.COMPLETED, {"ok": True}, ["w1"])

@@ -170,7 +170,7 @@ SQL = {
             )::json
         FROM unnest($2::text[], $3::text[], $4::json[]) AS done (id, lease_id, result), now
         WHERE j.id = done.id AND j.lease_id = done.lease_id AND j.status = 'processing'
-        {RETURNING}
+        RETURNING j.id, j.finished_at
     """,
     "now": f"SELECT {NOW}",
     "progress": """
@@ -460,7 +460,10 @@ class PostgresStore(SharedStore):
         results = [None if item.result is None else dump(item.result) for item in settlements]
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql["complete"], self._clock_arg(), ids, leases, results)
-        return [row_job(row) for row in rows]
+        by_id = {item.id: item for item in settlements}
+        done = [self._held_answer(by_id[job_id], at) for job_id, at in rows if self._holds(by_id[job_id])]
+        others = [job_id for job_id, _ in rows if not self._holds(by_id[job_id])]  # leased through another node
+        return done + (await self._read(others) if others else [])
 
     async def _expiring(self) -> tuple[float, list[Job]]:
         async with self._connection() as conn:

@@ -356,24 +356,14 @@ class RedisStore(SharedStore):
 
     async def _complete(self, settlements: Sequence[Settlement]) -> list[Job]:
         args: list[str] = []
-        held: dict[str, tuple[Job, Settlement]] = {}
         for item in settlements:
-            leased = self._held.get(item.id)
-            mine = leased is not None and leased.lease_id == item.lease_id
-            if mine:
-                held[item.id] = (leased, item)  # type: ignore[assignment]
             result = "" if item.result is None else dump(item.result)
-            args += [item.id, item.lease_id, result, "0" if mine else "1"]
-        done = []
-        for job_id, answer in await self._run("complete", *args):
-            if isinstance(answer, list):
-                done.append(row_job(answer))
-            else:  # completed as Job.complete does, at the time the script read
-                job, item = held[job_id]
-                job = job.snapshot()
-                job.complete(item.result, float(answer))
-                done.append(job)
-        return done
+            args += [item.id, item.lease_id, result, "0" if self._holds(item) else "1"]
+        by_id = {item.id: item for item in settlements}
+        return [
+            row_job(answer) if isinstance(answer, list) else self._held_answer(by_id[job_id], float(answer))
+            for job_id, answer in await self._run("complete", *args)
+        ]
 
     async def _expiring(self) -> tuple[float, list[Job]]:
         at, found = await self._run("expiring", MAX_PER_ROUND)

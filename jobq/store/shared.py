@@ -140,6 +140,17 @@ class SharedStore(Store):
         """
         return []
 
+    def _holds(self, settlement: Settlement) -> bool:
+        """Whether this settlement's run was leased through this node (so ``_held_answer`` can answer it)."""
+        leased = self._held.get(settlement.id)
+        return leased is not None and leased.lease_id == settlement.lease_id
+
+    def _held_answer(self, settlement: Settlement, finished_at: float) -> Job:
+        """A job leased through this node, completed as the backend completed it at ``finished_at`` (see _complete)."""
+        job = self._held[settlement.id].snapshot()
+        job.complete(settlement.result, finished_at)
+        return job
+
     def _heard_log(self, message: dict[str, Any]) -> None:
         """A notification of a log line another node added (published if someone here follows the job)."""
 
