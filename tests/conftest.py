@@ -16,7 +16,8 @@ from jobq.app import create_app, store_from_config
 from jobq.builtin_handlers import register_builtins
 from jobq.config import Config
 from jobq.handlers import Registry
-from jobq.store import StoreOptions
+from jobq.job import Job, new_job_id
+from jobq.store import Store, StoreOptions, open_store
 from jobq.store.sqlite import SQLiteStore
 from tests.pg import drop_schemas, schema_url
 from tests.procs import ServerProcess
@@ -41,6 +42,33 @@ def store_url(backend: str, tmp_path: Path) -> str:
 def _drop_test_schemas() -> Iterator[None]:
     yield
     drop_schemas()
+
+
+OpenUrl = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture
+async def open_url() -> AsyncIterator[OpenUrl]:
+    """Open the store a URL names with StoreOptions overrides (``await open_url(url, clock=...)``); all closed
+    at teardown. Two stores opened on one URL share its data: two nodes, on a shared store."""
+    opened: list[Store] = []
+
+    async def build(url: str, **options: Any) -> Store:
+        store = open_store(url, StoreOptions(**options))
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        await store.close()
+
+
+def make_job(job_id: str | None = None, **fields: Any) -> Job:
+    """A job to add to a store directly (type ``t``, payload ``{"n": 1}`` unless given)."""
+    fields.setdefault("type", "t")
+    fields.setdefault("payload", {"n": 1})
+    return Job(id=job_id or new_job_id(), **fields)
 
 
 @pytest.fixture(params=BACKENDS)

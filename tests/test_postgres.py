@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ import psycopg
 import pytest
 
 from jobq.errors import StoreUnavailable
-from jobq.job import Job, JobStatus, new_job_id
+from jobq.job import JobStatus
 from jobq.sdk.transactional import enqueue_in_transaction
-from jobq.store import StoreOptions, open_store
+from jobq.store import open_store
 from jobq.store.postgres import PostgresStore, split_url
+from tests.conftest import OpenUrl, make_job
 from tests.pg import PgCluster, schema_url
 
 OpenNode = Callable[..., Awaitable[PostgresStore]]
@@ -31,24 +32,15 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def open_node(url: str) -> AsyncIterator[OpenNode]:
+def open_node(url: str, open_url: OpenUrl) -> OpenNode:
     """Open a PostgresStore on the test's schema: each one is a jobq node; all closed at teardown."""
-    opened: list[PostgresStore] = []
 
     async def build(store_url: str = url, **options: Any) -> PostgresStore:
-        store = open_store(store_url, StoreOptions(**options))
+        store = await open_url(store_url, **options)
         assert isinstance(store, PostgresStore)
-        await store.open()
-        opened.append(store)
         return store
 
-    yield build
-    for store in opened:
-        await store.close()
-
-
-def job(job_id: str | None = None, **fields: Any) -> Job:
-    return Job(id=job_id or new_job_id(), type=fields.pop("type", "t"), payload=fields.pop("payload", {}), **fields)
+    return build
 
 
 def test_the_url_names_the_schema_and_refuses_a_bad_one() -> None:
@@ -70,7 +62,7 @@ async def test_nodes_starting_at_once_migrate_the_schema_once(open_node: OpenNod
         assert await conn.fetchval(f"SELECT count(*) FROM {schema}.schema_version") == 1
     finally:
         await conn.close()
-    await nodes[0].add([job("a")])
+    await nodes[0].add([make_job("a")])
     assert (await nodes[3].get("a")) is not None
 
 
@@ -139,12 +131,12 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
     store = open_store(f"{cluster.url}?schema=jobq")
     try:
         await store.open()
-        await store.add([job("before")])
+        await store.add([make_job("before")])
         cluster.restart()  # every connection is cut
         outcomes: list[Any] = []
         for attempt in range(50):  # the first calls on cut connections fail; the pool reconnects
             try:
-                outcomes = await store.add([job(f"after{attempt}")])
+                outcomes = await store.add([make_job(f"after{attempt}")])
                 break
             except StoreUnavailable:
                 await asyncio.sleep(0.1)
@@ -158,7 +150,7 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
         cluster.halt()  # gone for a while: every verb is refused at once, and /health says why
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
-            await store.add([job("while-away")])
+            await store.add([make_job("while-away")])
         with pytest.raises(StoreUnavailable):
             await store.lease(1, 30.0)
         assert time.monotonic() - started < 5.0
@@ -170,7 +162,7 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
         cluster.start()
         for _ in range(100):
             try:
-                await store.add([job("back")])
+                await store.add([make_job("back")])
                 break
             except StoreUnavailable:
                 await asyncio.sleep(0.1)
@@ -187,7 +179,7 @@ async def test_a_node_knows_its_own_notifications_by_how_they_start(open_node: O
     heard: asyncio.Queue[str] = asyncio.Queue()
     try:
         await conn.add_listener(schema, lambda *args: heard.put_nowait(args[-1]))
-        await store.add([job("a")])  # its ready notification is the node's own
+        await store.add([make_job("a")])  # its ready notification is the node's own
         own = await asyncio.wait_for(heard.get(), 5.0)
         await conn.execute(f"SELECT {schema}.enqueue('t')")  # an application's, from no node
         other = await asyncio.wait_for(heard.get(), 5.0)

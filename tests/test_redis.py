@@ -8,16 +8,16 @@ import asyncio
 import logging
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from jobq.errors import StoreUnavailable
-from jobq.job import Job, JobStatus, new_job_id
-from jobq.store import StoreOptions, open_store
+from jobq.job import JobStatus
 from jobq.store.redis import RedisStore, durability_warning, split_url
+from tests.conftest import OpenUrl, make_job
 from tests.procs import free_port
 from tests.redisserver import RedisServer
 
@@ -33,24 +33,15 @@ def server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def open_node() -> AsyncIterator[OpenNode]:
+def open_node(open_url: OpenUrl) -> OpenNode:
     """Open a RedisStore on a URL: each one is a jobq node; all closed at teardown."""
-    opened: list[RedisStore] = []
 
     async def build(url: str, **options: Any) -> RedisStore:
-        store = open_store(url, StoreOptions(**options))
+        store = await open_url(url, **options)
         assert isinstance(store, RedisStore)
-        await store.open()
-        opened.append(store)
         return store
 
-    yield build
-    for store in opened:
-        await store.close()
-
-
-def job(job_id: str | None = None, **fields: Any) -> Job:
-    return Job(id=job_id or new_job_id(), type=fields.pop("type", "t"), payload=fields.pop("payload", {}), **fields)
+    return build
 
 
 def test_the_url_names_the_prefix_and_replicas_and_refuses_bad_ones() -> None:
@@ -85,7 +76,7 @@ async def test_with_aof_always_an_accepted_job_survives_a_redis_crash(open_node:
     durable = RedisServer("--appendonly", "yes", "--appendfsync", "always")
     try:
         store = await open_node(f"{durable.url}?prefix=a")
-        [added] = await store.add([job("kept")])
+        [added] = await store.add([make_job("kept")])
         assert added.created  # type: ignore[union-attr]
         durable.halt()  # SIGKILL: whatever was not written to its file is gone
         durable.start()
@@ -106,11 +97,11 @@ async def test_redis_going_away_is_unavailable_then_everything_resumes(
     server: RedisServer, open_node: OpenNode
 ) -> None:
     store = await open_node(f"{server.url}?prefix=a")
-    await store.add([job("before")])
+    await store.add([make_job("before")])
     server.halt()
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
-        await store.add([job("while-away")])
+        await store.add([make_job("while-away")])
     with pytest.raises(StoreUnavailable):
         await store.lease(1, 30.0)
     assert time.monotonic() - started < 10.0
@@ -122,7 +113,7 @@ async def test_redis_going_away_is_unavailable_then_everything_resumes(
     server.start()
     for _ in range(100):
         try:
-            await store.add([job("back")])
+            await store.add([make_job("back")])
             break
         except StoreUnavailable:
             await asyncio.sleep(0.1)
@@ -147,12 +138,12 @@ async def test_with_replicas_each_write_waits_for_them_or_is_refused(server: Red
             assert time.monotonic() < deadline, "the replica did not catch up"
             await asyncio.sleep(0.05)
         store = await open_node(f"{server.url}?prefix=a&replicas=1&replica_timeout=2")
-        [added] = await store.add([job("on-two")])
+        [added] = await store.add([make_job("on-two")])
         assert added.created  # type: ignore[union-attr]
         assert redis.Redis(port=replica.port).exists("{a}:job:on-two")  # on the replica when answered
         replica.halt()
         with pytest.raises(StoreUnavailable, match="only 0 of 1 replicas"):
-            await store.add([job("on-one")])
+            await store.add([make_job("on-one")])
     finally:
         replica.stop()
 
@@ -191,8 +182,14 @@ def redis_cluster() -> Iterator[str]:
 async def test_the_core_verbs_work_on_a_three_master_cluster(redis_cluster: str, open_node: OpenNode) -> None:
     store = await open_node(f"{redis_cluster}?prefix=shop")
     other = await open_node(f"{redis_cluster}?prefix=mail")  # another deployment: most likely on another master
-    await store.add([job("a", priority=1), job("b"), job("later", status=JobStatus.SCHEDULED, run_at=time.time() + 60)])
-    await other.add([job("m")])
+    await store.add(
+        [
+            make_job("a", priority=1),
+            make_job("b"),
+            make_job("later", status=JobStatus.SCHEDULED, run_at=time.time() + 60),
+        ]
+    )
+    await other.add([make_job("m")])
     [first, second] = await store.lease(2, 30.0)
     assert (first.id, second.id) == ("a", "b")
     done = await store.complete("a", first.lease_id or "", {"ok": 1})

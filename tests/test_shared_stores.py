@@ -8,45 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jobq.job import Job, JobStatus, new_job_id
-from jobq.store import StoreOptions, open_store, without_password
+from jobq.job import JobStatus
+from jobq.store import without_password
 from jobq.store.base import JobEvent, StoreEvent
 from jobq.store.shared import POLL_SECONDS, SharedStore
-from tests.conftest import FakeClock, store_url
+from tests.conftest import FakeClock, OpenUrl, make_job, store_url
 
 OpenNode = Callable[..., Awaitable[SharedStore]]
 
 
 @pytest.fixture(params=["postgresql", "redis"])
-async def open_node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenNode]:
+def open_node(request: pytest.FixtureRequest, tmp_path: Path, open_url: OpenUrl) -> OpenNode:
     """Open a store of the parametrized shared backend on the test's data: each one is a jobq node."""
-    opened: list[SharedStore] = []
 
     async def build(**options: Any) -> SharedStore:
-        store = open_store(store_url(request.param, tmp_path), StoreOptions(**options))
+        store = await open_url(store_url(request.param, tmp_path), **options)
         assert isinstance(store, SharedStore)
-        await store.open()
-        opened.append(store)
         return store
 
-    yield build
-    for store in opened:
-        await store.close()
-
-
-def job(job_id: str | None = None, **fields: Any) -> Job:
-    return Job(id=job_id or new_job_id(), type=fields.pop("type", "t"), payload=fields.pop("payload", {}), **fields)
+    return build
 
 
 async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(open_node: OpenNode) -> None:
     nodes = [await open_node() for _ in range(3)]
-    await nodes[0].add([job(f"j{i}") for i in range(600)])
+    await nodes[0].add([make_job(f"j{i}") for i in range(600)])
 
     async def drain(node: SharedStore) -> list[str]:
         taken: list[str] = []
@@ -60,13 +51,13 @@ async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(o
     assert (await nodes[1].stats()).by_status == {"processing": 600}
 
 
-async def test_an_idle_lease_wakes_when_another_node_adds_a_job(open_node: OpenNode) -> None:
+async def test_an_idle_lease_wakes_when_another_node_adds_a_make_job(open_node: OpenNode) -> None:
     producer, consumer = await open_node(), await open_node()
     waiting = asyncio.create_task(consumer.lease(1, 30.0, wait=30.0))
     await asyncio.sleep(0.2)  # the lease has looked, found nothing, and sleeps
     assert not waiting.done()
     started = time.monotonic()
-    await producer.add([job("a")])
+    await producer.add([make_job("a")])
     [leased] = await asyncio.wait_for(waiting, 10.0)
     assert leased.id == "a"
     assert time.monotonic() - started < POLL_SECONDS  # woken by the notification, not the fallback poll
@@ -74,7 +65,7 @@ async def test_an_idle_lease_wakes_when_another_node_adds_a_job(open_node: OpenN
 
 async def test_a_follower_hears_of_changes_made_on_another_node(open_node: OpenNode) -> None:
     here, there = await open_node(), await open_node()
-    await here.add([job("a")])
+    await here.add([make_job("a")])
     heard: list[tuple[str, str]] = []
     arrived = asyncio.Event()
 
@@ -92,9 +83,9 @@ async def test_a_follower_hears_of_changes_made_on_another_node(open_node: OpenN
     await asyncio.wait_for(arrived.wait(), 5.0)
     assert heard == [("pending", "processing"), ("processing", "completed")]
     unfollow()
-    await there.add([job("b")])
+    await there.add([make_job("b")])
     await there.cancel("b")  # nobody follows b here: nothing is fetched or heard
-    await there.add([job("c")])
+    await there.add([make_job("c")])
     await asyncio.sleep(0.2)
     assert len(heard) == 2
 
@@ -109,7 +100,7 @@ async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_no
             else None
         )
     )
-    await operator.add([job("a")])
+    await operator.add([make_job("a")])
     await runner.lease(1, 30.0)  # followed by the node that holds it, with nobody asking
     await operator.cancel("a")
     await asyncio.wait_for(cancelled.wait(), 5.0)
@@ -117,7 +108,7 @@ async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_no
 
 async def test_a_closing_node_hands_back_the_runs_it_held(open_node: OpenNode) -> None:
     leaving, staying = await open_node(), await open_node()
-    await staying.add([job("mine"), job("theirs")])
+    await staying.add([make_job("mine"), make_job("theirs")])
     [mine] = await leaving.lease(1, 30.0)
     [theirs] = await staying.lease(1, 30.0)
     await leaving.close()
@@ -139,7 +130,7 @@ async def test_one_node_at_a_time_reports_the_totals_and_another_takes_over(open
 
 async def test_a_claim_whose_caller_left_is_handed_back(open_node: OpenNode) -> None:
     store = await open_node()
-    await store.add([job("a")])
+    await store.add([make_job("a")])
     leasing = asyncio.create_task(store.lease(1, 30.0))
     for _ in range(3):  # into the claim's statement, which is on its way to the database
         await asyncio.sleep(0)
@@ -156,7 +147,7 @@ async def test_a_claim_whose_caller_left_is_handed_back(open_node: OpenNode) -> 
 async def test_a_closing_node_leaves_alone_a_run_that_lapsed_and_runs_elsewhere(open_node: OpenNode) -> None:
     clock = FakeClock()
     leaving, staying = await open_node(clock=clock), await open_node(clock=clock)
-    await staying.add([job("a")])
+    await staying.add([make_job("a")])
     await leaving.lease(1, 5.0)
     clock.advance(6.0)
     [expired] = await staying.expire_leases()
@@ -176,7 +167,7 @@ def test_a_store_url_is_logged_without_its_password() -> None:
 
 async def test_a_run_leased_on_one_node_completes_through_another(open_node: OpenNode) -> None:
     leasing, settling = await open_node(), await open_node()
-    await leasing.add([job("a")])
+    await leasing.add([make_job("a")])
     [leased] = await leasing.lease(1, 30.0, worker="w1")
     done = await settling.complete("a", leased.lease_id or "", {"ok": True})  # a remote worker's other server
     stored = await leasing.get("a")

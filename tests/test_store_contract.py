@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,41 +17,29 @@ from typing import Any
 import pytest
 
 from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
-from jobq.job import Job, JobStatus, new_job_id
+from jobq.job import Job, JobStatus
 from jobq.retry import RetryPolicy
-from jobq.store import Added, Retention, Store, StoreOptions, memory, open_store
+from jobq.store import Added, Retention, Store, memory, open_store
 from jobq.store.base import Settlement
-from tests.conftest import BACKENDS, FakeClock, store_url
+from tests.conftest import BACKENDS, FakeClock, OpenUrl, make_job, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
 IN_MEMORY = ["memory", "sqlite"]  # the backends that index every job in this process's memory
 
 
 @pytest.fixture(params=BACKENDS)
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+def make_store(request: pytest.FixtureRequest, tmp_path: Path, open_url: OpenUrl) -> MakeStore:
     """Open a store of the parametrized backend with option overrides; closed after the test."""
-    opened: list[Store] = []
 
     async def build(**overrides: Any) -> Store:
-        store = open_store(store_url(request.param, tmp_path), StoreOptions(**overrides))
-        await store.open()
-        opened.append(store)
-        return store
+        return await open_url(store_url(request.param, tmp_path), **overrides)
 
-    yield build
-    for store in opened:
-        await store.close()
+    return build
 
 
 @pytest.fixture
 async def store(make_store: MakeStore) -> Store:
     return await make_store()
-
-
-def make_job(job_id: str | None = None, **fields: Any) -> Job:
-    fields.setdefault("type", "t")
-    fields.setdefault("payload", {"n": 1})
-    return Job(id=job_id or new_job_id(), **fields)
 
 
 async def add(store: Store, *jobs: Job) -> list[Job]:
