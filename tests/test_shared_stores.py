@@ -35,6 +35,14 @@ def open_node(request: pytest.FixtureRequest, tmp_path: Path, open_url: OpenUrl)
     return build
 
 
+async def settled(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
 async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(open_node: OpenNode) -> None:
     nodes = [await open_node() for _ in range(3)]
     await nodes[0].add([make_job(f"j{i}") for i in range(600)])
@@ -51,10 +59,10 @@ async def test_concurrent_leases_on_several_nodes_never_hand_out_one_job_twice(o
     assert (await nodes[1].stats()).by_status == {"processing": 600}
 
 
-async def test_an_idle_lease_wakes_when_another_node_adds_a_make_job(open_node: OpenNode) -> None:
+async def test_an_idle_lease_wakes_when_another_node_adds_a_job(open_node: OpenNode) -> None:
     producer, consumer = await open_node(), await open_node()
     waiting = asyncio.create_task(consumer.lease(1, 30.0, wait=30.0))
-    await asyncio.sleep(0.2)  # the lease has looked, found nothing, and sleeps
+    await settled(lambda: bool(consumer._waiters))  # the lease has looked, found nothing, and sleeps
     assert not waiting.done()
     started = time.monotonic()
     await producer.add([make_job("a")])
@@ -85,9 +93,13 @@ async def test_a_follower_hears_of_changes_made_on_another_node(open_node: OpenN
     unfollow()
     await there.add([make_job("b")])
     await there.cancel("b")  # nobody follows b here: nothing is fetched or heard
-    await there.add([make_job("c")])
-    await asyncio.sleep(0.2)
-    assert len(heard) == 2
+    here.follow("d")
+    await there.add([make_job("d")])
+    arrived.clear()
+    await there.cancel("d")  # heard after b's cancel, whose fetch (if any) began first
+    await asyncio.wait_for(arrived.wait(), 5.0)
+    await settled(lambda: not here._background)  # every fetch of others' changes has published
+    assert heard[2:] == [("pending", "cancelled")]
 
 
 async def test_a_job_leased_through_a_node_hears_its_cancel_from_another(open_node: OpenNode) -> None:
