@@ -461,8 +461,13 @@ class PostgresStore(SharedStore):
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql["complete"], self._clock_arg(), ids, leases, results)
         by_id = {item.id: item for item in settlements}
-        done = [self._held_answer(by_id[job_id], at) for job_id, at in rows if self._holds(by_id[job_id])]
-        others = [job_id for job_id, _ in rows if not self._holds(by_id[job_id])]  # leased through another node
+        done: list[Job] = []
+        others: list[str] = []  # leased through another node: read back
+        for job_id, finished_at in rows:
+            if self._holds(by_id[job_id]):
+                done.append(self._held_answer(by_id[job_id], finished_at))
+            else:
+                others.append(job_id)
         return done + (await self._read(others) if others else [])
 
     async def _expiring(self) -> tuple[float, list[Job]]:

@@ -1,7 +1,10 @@
 """What every store shared by several jobq processes does alike (PostgreSQL, Redis).
 
-A shared store keeps nothing of the jobs in memory: each verb reads and writes the
-database, and answers once the change is applied there. The backends supply a few
+A shared store keeps nothing of the jobs in memory but a copy of each job leased through
+it (to answer its completion without reading it back): each verb reads and writes the
+database, and answers once the change is applied there. Every job it hands out was just
+read (or is that copy, its run ended), so it is nobody else's and goes out as it is;
+events get copies of their own. The backends supply a few
 primitives (insert, read, a fenced write, claim, extend, the jobs whose lease ran
 out, and a listener that hands each notification to ``_heard``); this class builds
 the verbs on them, so the rules are the same whichever database holds the jobs:
@@ -146,8 +149,11 @@ class SharedStore(Store):
         return leased is not None and leased.lease_id == settlement.lease_id
 
     def _held_answer(self, settlement: Settlement, finished_at: float) -> Job:
-        """A job leased through this node, completed as the backend completed it at ``finished_at`` (see _complete)."""
-        job = self._held[settlement.id].snapshot()
+        """A job leased through this node, completed as the backend completed it at ``finished_at`` (see _complete).
+
+        Its run has ended here, so the copy kept since the lease is no longer held: it becomes the answer.
+        """
+        job = self._held.pop(settlement.id)
         job.complete(settlement.result, finished_at)
         return job
 
@@ -303,7 +309,7 @@ class SharedStore(Store):
         for job in fresh:
             if job.id in created:
                 job.seq = created[job.id]
-                outcomes[first[job.id]] = Added(job.snapshot(), created=True)
+                outcomes[first[job.id]] = Added(job, created=True)  # the caller's job, now stored
                 if job.status in DEFERRED:
                     self._due_at(job.run_at)
         missing = [job.id for job in fresh if job.id not in created and outcomes[first[job.id]] is None]
@@ -397,7 +403,7 @@ class SharedStore(Store):
         answers: list[Job | JobqError] = []
         for job_id, lease_id in leases:
             job = extended.get(job_id)
-            answers.append(job.snapshot() if job is not None else stale(job_id, lease_id, current.get(job_id)))
+            answers.append(job if job is not None else stale(job_id, lease_id, current.get(job_id)))
         return answers
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
@@ -413,7 +419,6 @@ class SharedStore(Store):
                     answers[index] = job
                     self._held.pop(job.id, None)
             self._changed([(answers[index], JobStatus.PROCESSING) for index, _ in completing if index in answers])
-            answers = {index: job.snapshot() for index, job in answers.items()}  # events keep their own copies
 
         def settle(job: Job, item: Settlement, now: float) -> None:
             settle_run(job, item, now, self.rules)
@@ -453,12 +458,11 @@ class SharedStore(Store):
             for index, (job_id, lease_id, item) in todo:
                 job = jobs.get(job_id)
                 if isinstance(item, Settlement) and item.error is None and completed_again(job, lease_id):
-                    answers[index] = job.snapshot()  # type: ignore[union-attr] # a repeated complete: its first answer
+                    answers[index] = job  # type: ignore[assignment] # a repeated complete: its first answer
                     continue
                 if job is None or job.status is not JobStatus.PROCESSING or job.lease_id != lease_id:
                     answers[index] = stale(job_id, lease_id, job)
                     continue
-                job = job.snapshot()
                 before = fence(job)
                 apply(job, item, now)
                 changes.append((job, before))
@@ -466,7 +470,7 @@ class SharedStore(Store):
             written = await self._write(changes) if changes else set()
             for index, job in attempted:
                 if job.id in written:
-                    answers[index] = job.snapshot()
+                    answers[index] = job
                     self._held.pop(job.id, None)
             self._changed([(job, JobStatus.PROCESSING) for _, job in attempted if job.id in written])
             todo = [(index, runs[index]) for index, _ in attempted if index not in answers]
@@ -497,7 +501,7 @@ class SharedStore(Store):
         if job.status is JobStatus.PENDING:
             self._wake()
         self._changed([(job, before[0])])
-        return job.snapshot()
+        return job
 
     # -- housekeeping ------------------------------------------------------------------
     async def expire_leases(self) -> list[Job]:
@@ -515,4 +519,4 @@ class SharedStore(Store):
         if any(job.status is JobStatus.PENDING for job in expired):
             self._wake()
         self._changed([(job, JobStatus.PROCESSING) for job in expired])
-        return [job.snapshot() for job in expired]
+        return expired
