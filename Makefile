@@ -14,12 +14,17 @@ $(VENV)/.installed: pyproject.toml requirements.txt requirements-server.txt requ
 	$(BIN)/pip install --quiet -r requirements-dev.txt -e '.[server]'
 	touch $@
 
+# the Node Faktory client the Faktory protocol tests drive (tests/faktory_node), from its lock file
+NODE_TESTS := tests/faktory_node
+$(NODE_TESTS)/node_modules/.package-lock.json: $(NODE_TESTS)/package-lock.json
+	cd $(NODE_TESTS) && npm ci --no-audit --no-fund --loglevel=error
+
 setup: $(VENV)/.installed
 
 run: setup
 	$(BIN)/python main.py $(ARGS)
 
-test: setup
+test: setup $(NODE_TESTS)/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

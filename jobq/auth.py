@@ -119,6 +119,7 @@ class TokenBook:
 
     def __init__(self, entries: Iterable[tuple[str, Principal]]) -> None:
         self._entries: list[tuple[bytes, Principal]] = []
+        self._tokens: list[tuple[str, Principal]] = []  # as given: a Faktory client proves one by a salted hash
         names: set[str] = set()
         tokens: set[str] = set()
         for token, principal in entries:
@@ -133,6 +134,7 @@ class TokenBook:
             names.add(principal.name)
             tokens.add(token)
             self._entries.append((token_digest(token), principal))
+            self._tokens.append((token, principal))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -154,6 +156,17 @@ class TokenBook:
         found = None
         for known, principal in self._entries:
             if hmac.compare_digest(given, known):
+                found = principal
+        return found
+
+    def proven(self, proves: Callable[[str], bool]) -> Principal | None:
+        """The principal whose token ``proves(token)`` accepts, or None (a Faktory client's password hash).
+
+        Every token is tried, without stopping at a match, as in ``authenticate``.
+        """
+        found = None
+        for token, principal in self._tokens:
+            if proves(token):
                 found = principal
         return found
 

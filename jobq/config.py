@@ -49,6 +49,13 @@ class Config:
     host: str = _option("127.0.0.1", "address to listen on")
     port: int = _option(8080, "HTTP port (0 picks a free one)", at_least=0, at_most=65535)
     grpc_port: int = _option(50051, "gRPC port, on the same host (0 turns gRPC off)", at_least=0, at_most=65535)
+    faktory_port: int = _option(
+        0,
+        "Faktory protocol port, on the same host (0: off; Faktory's own is 7419): Faktory clients in any "
+        "language push and fetch jobs; with tokens, a client's password is a jobq token",
+        at_least=0,
+        at_most=65535,
+    )
     workers: int = _option(32, "in-process worker tasks (jobs run at once; 0 runs none)", at_least=0)
     prefetch: int = _option(
         0,

@@ -41,8 +41,8 @@ DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # waiting for r
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
-    JobStatus.SCHEDULED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),
-    JobStatus.RETRYING: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),
+    JobStatus.SCHEDULED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.DEAD}),  # dead: given up by hand
+    JobStatus.RETRYING: frozenset({JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.DEAD}),
     JobStatus.PROCESSING: frozenset(
         {
             JobStatus.COMPLETED,
@@ -111,7 +111,7 @@ def same_json(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-LOST_OUTCOMES = frozenset({"lease-expired", "recovered", "undelivered"})
+LOST_OUTCOMES = frozenset({"lease-expired", "recovered", "undelivered", "disconnected"})
 """How a run can end without its handler's word: lost, not failed (see jobq/lifecycle.py)."""
 
 
@@ -124,7 +124,8 @@ class Attempt:
     worker: str | None = None
     finished_at: float | None = None
     outcome: str | None = None  # completed, failed, timeout, retry, cancelled, released, or a lost run:
-    # lease-expired, recovered (jobq stopped while it ran), undelivered (its lease answer never reached a worker)
+    # lease-expired, recovered (jobq stopped while it ran), undelivered (its lease answer never reached a worker),
+    # disconnected (its worker's connection closed)
     error: str | None = None
     traceback: str | None = None  # a failed attempt's traceback, its last lines
 
@@ -281,6 +282,21 @@ class Job:
         self.run_at = None
         if running:
             self._end_attempt("cancelled", None, now)
+
+    def run_now(self, now: float) -> None:
+        """Make a scheduled or retrying job due now instead of at its ``run_at``."""
+        if self.status not in DEFERRED:  # the lifecycle also lets a finished job become pending (a re-run)
+            raise InvalidTransition(self.id, self.status, JobStatus.PENDING)
+        self.move_to(JobStatus.PENDING)
+        self.run_at = None
+        self.ready_at = now
+
+    def give_up(self, reason: str, now: float) -> None:
+        """Give a scheduled or retrying job up by hand: it is dead, with ``reason`` as its error, and never runs."""
+        self.move_to(JobStatus.DEAD)
+        self.run_at = None
+        self.finished_at = now
+        self.error = reason
 
     def requeue(self, now: float) -> None:
         """Re-run a failed or dead job by hand, with a fresh set of attempts (history is kept)."""

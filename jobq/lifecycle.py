@@ -30,6 +30,7 @@ LOST_REASONS = {
     "lease-expired": "its lease expired: the worker stopped responding",
     "recovered": "jobq stopped while it ran",
     "undelivered": "the answer that leased it never reached a worker",
+    "disconnected": "its worker's connection closed",
 }
 RELEASED = "released"
 

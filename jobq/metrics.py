@@ -19,6 +19,8 @@ label values are queue names, job types, outcomes, route templates and method na
   at a time reports them, so a sum over the processes counts each job once);
 * ``jobq_http_requests_total{method,route,code}`` and ``jobq_http_request_duration_seconds{method,route,code}``;
 * ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method,code}``;
+* ``jobq_faktory_commands_total{command,result}``: Faktory protocol commands (``ok`` or ``error``), and
+  ``jobq_faktory_connections``: its connections open now, read at scrape;
 * ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
 * ``jobq_build_info{version}``.
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -137,6 +139,13 @@ class Metrics:
             registry,
             REQUEST_BUCKETS,
         )
+        self.faktory_commands = CounterFamily(
+            "jobq_faktory_commands",
+            "Faktory protocol commands answered, by command and result (ok or error).",
+            ["command", "result"],
+            registry,
+        )
+        self._faktory: dict[tuple[str, bool], Any] = {}
         self.commit = HistogramFamily(
             "jobq_store_commit_seconds",
             "Seconds each store group commit took (writing the group, then COMMIT and its fsync).",
@@ -232,6 +241,15 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    # -- Faktory protocol ------------------------------------------------------------
+    def faktory_observe(self, command: str, ok: bool) -> None:
+        """Count one Faktory command's answer (``command`` is one jobq serves, or ``other``)."""
+        key = (command, ok)
+        child = self._faktory.get(key)
+        if child is None:
+            child = self._faktory[key] = self.faktory_commands.labels(command, "ok" if ok else "error")
+        child.inc()
+
     # -- scraping -----------------------------------------------------------------
     async def scrape(self, request: web.Request, store: Store) -> web.Response:
         """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now."""
@@ -249,6 +267,7 @@ class StateCollector:
     def __init__(self) -> None:
         self.snapshot: StoreStats | None = None
         self.service: JobService | None = None
+        self.faktory_connections: Callable[[], int] | None = None  # set while a Faktory listener runs
         self._queues: set[str] = set()
 
     def describe(self) -> Iterable[Metric]:
@@ -274,7 +293,14 @@ class StateCollector:
             pool = self.service.pool
             workers.add_metric(["busy"], pool.busy)
             workers.add_metric(["idle"], max(pool.concurrency - pool.busy, 0))
-        return [depth, running, paused, oldest, workers]
+        families = [depth, running, paused, oldest, workers]
+        if self.faktory_connections is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "jobq_faktory_connections", "Faktory protocol connections open now.", self.faktory_connections()
+                )
+            )
+        return families
 
     @staticmethod
     def _families() -> Iterator[GaugeMetricFamily]:

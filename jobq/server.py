@@ -36,6 +36,7 @@ from jobq.app import Runner, create_app
 from jobq.auth import TokenBook, TokenError
 from jobq.config import Config
 from jobq.errors import HandlersFailed, JobqError
+from jobq.faktory.server import FaktoryServer
 from jobq.handlers import load_handler_modules
 from jobq.job import WAITING
 from jobq.rpc.server import GrpcServer, start_grpc_server
@@ -231,16 +232,48 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
             )
             await runner.cleanup()
             return EXIT_CANNOT_START
+    faktory: FaktoryServer | None = None
+    if config.faktory_port:
+        faktory = start_faktory(app, tokens)
+        try:
+            await faktory.start(config.host, config.faktory_port)
+        except OSError as exc:
+            log.error(
+                "jobq cannot listen on %s port %d for the Faktory protocol: %s",
+                config.host,
+                config.faktory_port,
+                exc.strerror or exc,
+            )
+            if grpc_server is not None:
+                await grpc_server.stop(0)
+            await runner.cleanup()
+            return EXIT_CANNOT_START
 
     await shutdown.requested.wait()
     if grpc_server is not None:
         await grpc_server.begin_shutdown()  # health checks answer NOT_SERVING while jobs drain
-    code = await drain_and_report(service, config)
+    code = await drain_and_report(service, config)  # Faktory workers are told "quiet" meanwhile
+    if faktory is not None:
+        await faktory.stop()
     if grpc_server is not None:
         await grpc_server.stop(GRPC_GRACE_SECONDS)
     await runner.cleanup()
     log.info("jobq stopped")
     return code
+
+
+def start_faktory(app: web.Application, tokens: TokenBook | None) -> FaktoryServer:
+    """The Faktory protocol listener for the app's service, counted in its metrics (not yet listening)."""
+    metrics = app.get(METRICS)
+    faktory = FaktoryServer(
+        app[SERVICE],
+        tokens=tokens or None,
+        observe=metrics.faktory_observe if metrics is not None else None,
+        max_line=app[SERVICE].config.body_limit,
+    )
+    if metrics is not None:
+        metrics.state.faktory_connections = lambda: faktory.connections
+    return faktory
 
 
 async def drain_and_report(service: JobService, config: Config) -> int:

@@ -22,6 +22,7 @@ from jobq.config import Config
 from jobq.errors import IdReused, InvalidTransition, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
 from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
+from jobq.lifecycle import LOST_REASONS
 from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
 from jobq.store.base import Added, LogEvent, Store, StoreEvent
@@ -433,14 +434,15 @@ class JobService:
             return
         await self.undelivered(leasing.result())
 
-    async def undelivered(self, jobs: Sequence[Job]) -> None:
-        """Jobs leased for an answer that never reached its worker: back at once, as a lost run (jobq.lifecycle)."""
+    async def undelivered(self, jobs: Sequence[Job], reason: str = "undelivered") -> None:
+        """Jobs leased for an answer that never reached its worker (or for a worker whose connection closed,
+        ``reason="disconnected"``): back at once, as a lost run (jobq.lifecycle)."""
         for job in jobs:
             with contextlib.suppress(JobqError):  # settled or cancelled meanwhile: nothing to hand back
-                await self.store.release(job.id, job.lease_id or "", "undelivered")
+                await self.store.release(job.id, job.lease_id or "", reason)
             self._remote_held.discard(job.id)
         if jobs:
-            log.info("%d leased jobs never reached their worker (it hung up): they run again", len(jobs))
+            log.info("%d leased jobs are handed back (%s): they run again", len(jobs), LOST_REASONS[reason])
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
         """Complete or fail many leased jobs; each gets its own answer (the job, or why not, e.g. StaleLease).
@@ -489,6 +491,14 @@ class JobService:
     async def retry(self, job_id: str) -> Job:
         """Run a failed or dead job again."""
         return await self.store.requeue(job_id)
+
+    async def run_now(self, job_id: str) -> Job:
+        """Make a scheduled or retrying job due now."""
+        return await self.store.run_now(job_id)
+
+    async def give_up(self, job_id: str, reason: str) -> Job:
+        """Make a scheduled or retrying job dead, with ``reason`` as its error."""
+        return await self.store.give_up(job_id, storable_text(reason, MAX_ERROR_CHARS))
 
     async def delete(self, job_id: str) -> Job:
         """Delete a job that is not running (and its logs); returns it as it was."""

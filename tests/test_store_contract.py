@@ -349,6 +349,35 @@ async def test_requeue_a_dead_job(store: Store) -> None:
         await store.requeue("a")
 
 
+async def test_run_a_scheduled_job_now(store: Store) -> None:
+    later = time.time() + 3600
+    await add(store, make_job("later", status=JobStatus.SCHEDULED, run_at=later), make_job("waiting"))
+    ran = await store.run_now("later")
+    assert (ran.status, ran.run_at, ran.next_run_at) == (JobStatus.PENDING, None, None)
+    assert {job.id for job in await store.lease(2, 30.0, wait=1.0)} == {"later", "waiting"}
+    for job_id in ("later", "missing"):  # running now, and unknown
+        with pytest.raises(InvalidTransition if job_id == "later" else JobNotFound):
+            await store.run_now(job_id)
+    assert await store.promote_due() == 0  # its timer entry is gone, or stands for nothing
+
+
+async def test_give_up_a_retrying_job(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    await add(store, make_job("a", max_attempts=3), make_job("b"))
+    job = await lease_one(store)
+    retrying = await store.fail(job.id, job.lease_id or "", "boom", retry_in=60.0)
+    assert retrying.status is JobStatus.RETRYING
+    dead = await store.give_up(job.id, "killed by hand")
+    assert (dead.status, dead.error, dead.finished_at, dead.run_at) == (JobStatus.DEAD, "killed by hand", clock(), None)
+    assert (await store.get(job.id)) == dead
+    clock.advance(120.0)
+    assert await store.promote_due() == 0  # it never runs again
+    with pytest.raises(InvalidTransition):  # pending: not given up by hand
+        await store.give_up("b" if job.id == "a" else "a", "no")
+    assert (await store.requeue(job.id)).status is JobStatus.PENDING  # a dead job can be re-run
+
+
 # -- housekeeping ----------------------------------------------------------
 async def test_a_lapsed_lease_re_delivers_the_job_without_using_an_attempt(make_store: MakeStore) -> None:
     clock = FakeClock()

@@ -280,13 +280,32 @@ class Store(ABC):
         """Record how far a leased job is (StaleLease unless ``lease_id`` holds it); ``note`` is storable text."""
 
     # -- operators ---------------------------------------------------------
-    @abstractmethod
     async def cancel(self, job_id: str) -> Job:
         """Cancel a waiting or running job; InvalidTransition if it already finished."""
+        return await self._change(job_id, lambda job, now: job.cancel(now))
 
-    @abstractmethod
     async def requeue(self, job_id: str) -> Job:
         """Run a failed or dead job again."""
+        return await self._change(job_id, lambda job, now: job.requeue(now))
+
+    async def run_now(self, job_id: str) -> Job:
+        """Make a scheduled or retrying job due now; InvalidTransition in any other state."""
+        return await self._change(job_id, lambda job, now: job.run_now(now))
+
+    async def give_up(self, job_id: str, reason: str) -> Job:
+        """Make a scheduled or retrying job dead with ``reason`` (storable text) as its error; it never runs.
+
+        InvalidTransition in any other state.
+        """
+        return await self._change(job_id, lambda job, now: job.give_up(reason, now))
+
+    @abstractmethod
+    async def _change(self, job_id: str, change: Callable[[Job, float], None]) -> Job:
+        """Apply an operator's ``change(job, now)`` to one stored job and answer it once that is durable.
+
+        JobNotFound for an unknown id; the change raises InvalidTransition for a status it does not
+        allow, and then nothing is written.
+        """
 
     @abstractmethod
     async def delete(self, job_id: str) -> Job:

@@ -331,7 +331,7 @@ class MemoryStore(Store):
     def _moved(self, job: Job, before: JobStatus) -> None:
         self._counted(job, before)
         self._place(job)
-        if before in DEFERRED and job.status not in WAITING:  # left the timer heap early (cancelled)
+        if before in DEFERRED and job.status not in DEFERRED:  # left the timer heap early (cancelled, run now)
             self._deferred_stale += 1
             self._compact_deferred()
 
@@ -681,22 +681,14 @@ class MemoryStore(Store):
         self._journal([job], PROGRESS)  # not awaited: a reader of the job waits for it (see get)
 
     # -- operators ---------------------------------------------------------
-    async def cancel(self, job_id: str) -> Job:
+    async def _change(self, job_id: str, change: Callable[[Job, float], None]) -> Job:
+        """Apply an operator's change to one job (it raises InvalidTransition for a change its status does not
+        allow), and answer the job once the change is durable."""
         if self._loading is not None:
             await self._known([job_id])
         job = self._job(job_id)
         before = job.status
-        job.cancel(self.clock())
-        self._moved(job, before)
-        [answer] = await self._commit([job])
-        return answer
-
-    async def requeue(self, job_id: str) -> Job:
-        if self._loading is not None:
-            await self._known([job_id])
-        job = self._job(job_id)
-        before = job.status
-        job.requeue(self.clock())
+        change(job, self.clock())
         self._moved(job, before)
         [answer] = await self._commit([job])
         return answer

@@ -479,12 +479,6 @@ class SharedStore(Store):
         return [answers[index] for index in range(len(runs))]
 
     # -- operators ------------------------------------------------------------------------
-    async def cancel(self, job_id: str) -> Job:
-        return await self._change(job_id, lambda job, now: job.cancel(now))
-
-    async def requeue(self, job_id: str) -> Job:
-        return await self._change(job_id, lambda job, now: job.requeue(now))
-
     async def _change(self, job_id: str, change: Callable[[Job, float], None]) -> Job:
         """Apply an operator's change to one job: read it, change it, write it fenced (again if it moved meanwhile)."""
         while True:

@@ -1,0 +1,568 @@
+"""The Faktory Work Protocol listener: Faktory clients in any language push to and fetch from jobq.
+
+It runs in the server's event loop beside HTTP and gRPC and serves the same
+:class:`~jobq.service.JobService`, so a job pushed here can be read over HTTP and run by
+any worker, and a job enqueued over HTTP can be fetched here::
+
+    faktory = FaktoryServer(service, tokens=tokens, metrics=metrics)
+    await faktory.start(config.host, config.faktory_port)
+    ...
+    await service.drain()  # BEATs answer "quiet" meanwhile; FETCH hands out nothing
+    await faktory.stop()  # connections close; runs still held go back at once
+
+With tokens, the password a client sends is a jobq token and its role applies: a client
+token may PUSH, PUSHB and INFO; a worker token may also FETCH, ACK, FAIL and BEAT; an admin
+token may also MUTATE, QUEUE and FLUSH. Field mapping: jobq/faktory/jobs.py; runs held per
+worker process: jobq/faktory/consumers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobq import __version__
+from jobq.auth import Principal, Role, TokenBook
+from jobq.errors import InvalidTransition, JobNotFound, JobqError
+from jobq.faktory.consumers import Consumer, Consumers
+from jobq.faktory.jobs import enqueue_request, failure_text, work_unit
+from jobq.faktory.protocol import (
+    NULL,
+    OK,
+    Challenge,
+    ProtocolError,
+    bulk_json,
+    dumps,
+    error,
+    parse_json_object,
+    split_command,
+)
+from jobq.job import Job, JobStatus, rfc3339
+from jobq.models import NAME_PATTERN, EnqueueRequest, FailRequest, LeaseRequest, Settlement
+from jobq.service import JobService
+
+log = logging.getLogger("jobq.faktory")
+
+HELLO_SECONDS = 2.0  # a connection that has not said HELLO by then is dropped
+FETCH_WAIT = 2.0  # how long a FETCH blocks for work, as Faktory's does
+STOP_SECONDS = 5.0  # how long stop() waits for connections to wind down
+QUEUE_NAME = re.compile(NAME_PATTERN)
+PRODUCERS = frozenset({Role.CLIENT})
+CONSUMERS = frozenset({Role.WORKER})
+ANYONE = frozenset({Role.CLIENT, Role.WORKER})
+ADMINS = frozenset({Role.ADMIN})
+MUTATE_TARGETS = {  # Faktory's sets, as jobq states: dead holds every job given up after failing
+    "scheduled": (JobStatus.SCHEDULED,),
+    "retries": (JobStatus.RETRYING,),
+    "dead": (JobStatus.DEAD, JobStatus.FAILED),
+}
+KILLED = "killed by hand (MUTATE kill)"
+
+
+class Closing(Exception):
+    """The connection ends: after END, or a reply that must be the last (a refused HELLO, an overlong line)."""
+
+
+@dataclass(slots=True)
+class Session:
+    """One connection: who said HELLO, and the consumer it belongs to (None for a producer)."""
+
+    key: str
+    principal: Principal | None = None
+    consumer: Consumer | None = None
+    fetches: dict[tuple[str, ...], list[LeaseRequest]] = field(default_factory=dict)  # queues -> lease calls
+
+
+Command = Callable[[Session, str], Awaitable[bytes]]
+
+
+class FaktoryServer:
+    """A Faktory Work Protocol listener over a :class:`JobService`."""
+
+    def __init__(
+        self,
+        service: JobService,
+        *,
+        tokens: TokenBook | None = None,
+        observe: Callable[[str, bool], None] | None = None,
+        max_line: int = 1024 * 1024,
+    ) -> None:
+        self.service = service
+        self.tokens = tokens or None
+        self.max_line = max_line
+        self.consumers = Consumers()
+        self.port = 0
+        self.commands_served = 0
+        self._observe = observe  # metrics: (verb, succeeded) per command
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._opened = 0
+        self._commands: dict[str, tuple[Command, frozenset[Role]]] = {
+            "PUSH": (self._push, PRODUCERS),
+            "PUSHB": (self._push_batch, PRODUCERS),
+            "FETCH": (self._fetch, CONSUMERS),
+            "ACK": (self._ack, CONSUMERS),
+            "FAIL": (self._fail, CONSUMERS),
+            "BEAT": (self._beat, CONSUMERS),
+            "INFO": (self._info, ANYONE),
+            "MUTATE": (self._mutate, ADMINS),
+            "QUEUE": (self._queue, ADMINS),
+            "FLUSH": (self._flush, ADMINS),
+        }
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._sessions)
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0 picks a free port); returns the bound port. OSError when it cannot bind."""
+        self._server = await asyncio.start_server(self._serve, host, port, limit=self.max_line + 2)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("Faktory protocol serving on %s:%d", host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection (each hands back the runs it still held)."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=STOP_SECONDS)
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("Faktory protocol listener on port %d stopped", self.port)
+
+    # -- a connection -------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        self._opened += 1
+        session = Session(key=f"connection-{self._opened}")
+        try:
+            await self._converse(session, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, Closing, TimeoutError):
+            pass  # the client went, or the connection ended as it had to
+        except asyncio.CancelledError:
+            pass  # the listener is stopping
+        except Exception:
+            log.exception("Faktory connection failed")
+        finally:
+            self._sessions.discard(task)
+            writer.close()
+            if session.consumer is not None:
+                runs = self.consumers.leave(session.consumer)
+                if runs:
+                    await self.service.undelivered([run.job for run in runs.values()], "disconnected")
+
+    async def _converse(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        challenge = Challenge(protected=self.tokens is not None)
+        writer.write(challenge.greeting())
+        async with asyncio.timeout(HELLO_SECONDS):
+            line = await self._line(reader, writer)
+        try:
+            writer.write(self._hello(session, challenge, line))
+        except Closing as refused:
+            writer.write(refused.args[0])
+            await writer.drain()
+            raise
+        while not self._stopping:
+            line = await self._line(reader, writer)
+            writer.write(await self._command(session, line))
+            await writer.drain()
+
+    async def _line(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        """The next command line, without its line ending; Closing (after saying why) for an overlong one."""
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            writer.write(error(f"a command line may be at most {self.max_line} bytes"))
+            await writer.drain()
+            raise Closing from None
+        return line.rstrip(b"\r\n")
+
+    def _hello(self, session: Session, challenge: Challenge, line: bytes) -> bytes:
+        """Check the HELLO that must open a connection; Closing (after saying why) when it fails."""
+        try:
+            verb, arguments = split_command(line)
+            if verb != "HELLO":
+                raise ProtocolError(f"a connection starts with HELLO, not {verb[:32]!r}")
+            hello = parse_json_object(arguments, "HELLO")
+            session.principal = self._authenticate(challenge, hello)
+            wid = hello.get("wid")
+            if wid is not None:
+                if not isinstance(wid, str) or not 0 < len(wid) <= 100:
+                    raise ProtocolError("wid must be a string of 1-100 characters")
+                hostname = hello.get("hostname")
+                host = hostname[:90] if isinstance(hostname, str) and hostname else "faktory"
+                session.consumer = self.consumers.join(wid, f"{host}/{wid}")
+        except (ProtocolError, ValueError) as exc:
+            self._count("HELLO", False)
+            raise Closing(error(str(exc))) from None
+        self._count("HELLO", True)
+        return OK
+
+    def _authenticate(self, challenge: Challenge, hello: dict[str, Any]) -> Principal | None:
+        if self.tokens is None:
+            return None
+        pwdhash = hello.get("pwdhash")
+        if not isinstance(pwdhash, str):
+            raise ProtocolError("jobq needs a password: a jobq token (send pwdhash)")
+        rounds = challenge.iterations_for(hello)
+        principal = self.tokens.proven(lambda token: challenge.matches(token, pwdhash, rounds))
+        if principal is None:
+            raise ProtocolError("Invalid password")
+        return principal
+
+    async def _command(self, session: Session, line: bytes) -> bytes:
+        """Run one command line and return its reply (Closing for END)."""
+        self.commands_served += 1
+        try:
+            verb, arguments = split_command(line)
+        except ValueError:
+            self._count("other", False)
+            return error("a command line must be UTF-8 text")
+        if verb == "END":
+            self._count(verb, True)
+            raise Closing
+        entry = self._commands.get(verb)
+        if entry is None:
+            self._count("other", False)
+            known = ", ".join(sorted({*self._commands, "END"}))
+            return error(f"unknown command {verb[:32]!r}; jobq serves {known} (BATCH and TRACK are not offered)")
+        run, roles = entry
+        principal = session.principal
+        if principal is not None and not principal.may(roles):
+            self._count(verb, False)
+            allowed = " or ".join(sorted({*roles, Role.ADMIN}))
+            return error(f"{verb} needs a token with role {allowed}; {principal.name!r} has role {principal.role}")
+        try:
+            reply = await run(session, arguments)
+        except ProtocolError as exc:
+            self._count(verb, False)
+            return error(str(exc))
+        except JobqError as exc:
+            self._count(verb, False)
+            return error(exc.detail)
+        self._count(verb, True)
+        return reply
+
+    def _count(self, verb: str, ok: bool) -> None:
+        if self._observe is not None:
+            self._observe(verb, ok)
+
+    # -- producers ----------------------------------------------------------------
+    def _submitter(self, session: Session) -> tuple[str | None, bool]:
+        principal = session.principal
+        return (None, True) if principal is None else (principal.name, principal.scope is None)
+
+    async def _push(self, session: Session, arguments: str) -> bytes:
+        request = enqueue_request(parse_json_object(arguments, "PUSH"))
+        owner, sees_all = self._submitter(session)
+        await self.service.submit_one(request, owner, sees_all=sees_all)
+        return OK
+
+    async def _push_batch(self, session: Session, arguments: str) -> bytes:
+        """PUSHB [job, ...]: ``{}`` when every job was accepted, else ``{jid: why}`` for each refused one."""
+        try:
+            units = json.loads(arguments)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f"PUSHB needs a JSON array of jobs: {exc}") from None
+        if not isinstance(units, list):
+            raise ProtocolError("PUSHB needs a JSON array of jobs")
+        self.service.check_batch(len(units))
+        refused: dict[str, str] = {}
+        requests: list[EnqueueRequest] = []
+        for index, unit in enumerate(units):
+            try:
+                requests.append(enqueue_request(unit))
+            except ProtocolError as exc:
+                jid = unit.get("jid") if isinstance(unit, dict) else None
+                refused[jid if isinstance(jid, str) else f"#{index}"] = str(exc)
+        owner, sees_all = self._submitter(session)
+        answers = await self.service.submit(requests, owner, sees_all=sees_all) if requests else []
+        for request, answer in zip(requests, answers, strict=True):
+            if isinstance(answer, JobqError):
+                refused[request.id or ""] = answer.detail
+        return bulk_json(refused)
+
+    # -- consumers ----------------------------------------------------------------
+    def _consumer(self, session: Session, verb: str) -> Consumer:
+        if session.consumer is None:
+            raise ProtocolError(f"{verb} is for workers: say who you are (wid) in HELLO")
+        return session.consumer
+
+    async def _fetch(self, session: Session, arguments: str) -> bytes:
+        """FETCH [queue ...]: the first job of the first queue that has one; else wait up to 2 s for any."""
+        consumer = self._consumer(session, "FETCH")
+        queues = tuple(arguments.split()) or ("default",)
+        if self.service.draining or consumer.state != "running":
+            await asyncio.sleep(FETCH_WAIT)  # a quiet worker would ask again at once (stop() cancels this)
+            return NULL
+        calls = session.fetches.get(queues)
+        if calls is None:
+            calls = session.fetches[queues] = self._fetch_calls(queues, consumer.name)
+        for call in calls:
+            jobs = await self.service.lease(call)
+            if jobs:
+                [job] = jobs
+                consumer.hold(job)
+                return bulk_json(work_unit(job))
+        return NULL
+
+    def _fetch_calls(self, queues: tuple[str, ...], worker: str) -> list[LeaseRequest]:
+        """The lease calls a FETCH makes: each queue in order without waiting, then all of them, waiting."""
+        for queue in queues:
+            if not QUEUE_NAME.fullmatch(queue):
+                raise ProtocolError(f"{queue[:130]!r} is not a queue name: 1-128 letters, digits or _ . : -")
+        lease = self.service.config.lease_seconds
+
+        def call(names: tuple[str, ...], wait: float) -> LeaseRequest:
+            return LeaseRequest.model_construct(queues=list(names), max_jobs=1, wait=wait, lease=lease, worker=worker)
+
+        first = [call((queue,), 0.0) for queue in queues] if len(queues) > 1 else []
+        return [*first, call(queues, FETCH_WAIT)]
+
+    async def _ack(self, session: Session, arguments: str) -> bytes:
+        jid = self._jid(parse_json_object(arguments, "ACK"), "ACK")
+        consumer = self._consumer(session, "ACK")
+        lease_id = await self._lease_of(consumer, jid)
+        [answer] = await self.service.settle([Settlement.model_construct(id=jid, lease_id=lease_id, result=None)])
+        consumer.runs.pop(jid, None)  # settled, or settled elsewhere meanwhile (StaleLease): no longer held
+        if isinstance(answer, JobqError):
+            raise answer
+        return OK
+
+    async def _fail(self, session: Session, arguments: str) -> bytes:
+        """FAIL {jid, errtype, message, backtrace}: a failed attempt; jobq's retry policy decides what follows."""
+        report = parse_json_object(arguments, "FAIL")
+        jid = self._jid(report, "FAIL")
+        consumer = self._consumer(session, "FAIL")
+        lease_id = await self._lease_of(consumer, jid)
+        text, traceback = failure_text(report)
+        try:
+            await self.service.fail(
+                jid, FailRequest.model_construct(lease_id=lease_id, error=text, traceback=traceback)
+            )
+        finally:
+            consumer.runs.pop(jid, None)
+        return OK
+
+    @staticmethod
+    def _jid(hash_: dict[str, Any], verb: str) -> str:
+        jid = hash_.get("jid")
+        if not isinstance(jid, str) or not jid:
+            raise ProtocolError(f'{verb} needs {{"jid": "..."}}')
+        return jid
+
+    async def _lease_of(self, consumer: Consumer, jid: str) -> str:
+        """The lease under which ``consumer`` runs ``jid``: leased through this node, or (say, through another
+        node sharing the store) as the store shows it running for this worker."""
+        run = consumer.runs.get(jid)
+        if run is not None:
+            return run.job.lease_id or ""
+        job = await self.service.store.get(jid)
+        if job is not None and job.status is JobStatus.PROCESSING and job.worker == consumer.name:
+            return job.lease_id or ""
+        state = "unknown" if job is None else job.status.value
+        raise ProtocolError(
+            f"job {jid} is not running for this worker (it is {state}): settled already, cancelled, "
+            "or run again elsewhere after its lease lapsed"
+        )
+
+    async def _beat(self, session: Session, arguments: str) -> bytes:
+        """BEAT: extend this worker's leases; answer ``quiet`` while jobq drains, ``terminate`` as it stops."""
+        beat = parse_json_object(arguments, "BEAT")
+        consumer = self._consumer(session, "BEAT")
+        if beat.get("wid") != consumer.key:
+            raise ProtocolError(f"unknown worker {str(beat.get('wid'))[:100]!r}: BEAT with the wid of your HELLO")
+        if beat.get("current_state") in ("quiet", "terminate"):
+            consumer.state = beat["current_state"]
+        await self._extend(consumer)
+        if self._stopping:
+            return bulk_json({"state": "terminate"})
+        if self.service.draining:
+            return bulk_json({"state": "quiet"})
+        return OK
+
+    async def _extend(self, consumer: Consumer) -> None:
+        """Extend the leases of the runs ``consumer`` holds, each at most to its ``reserve_for``."""
+        lease = self.service.config.lease_seconds
+        now = self.service.store.clock()
+        by_length: dict[float, list[tuple[str, str]]] = {}
+        for jid, run in consumer.runs.items():
+            length = lease if run.held_until is None else min(lease, run.held_until - now)
+            if length > 0:
+                by_length.setdefault(length, []).append((jid, run.job.lease_id or ""))
+        for length, leases in by_length.items():
+            answers = await self.service.heartbeat(leases, length)
+            for (jid, _), answer in zip(leases, answers, strict=True):
+                if isinstance(answer, JobqError):  # settled elsewhere, cancelled, or lapsed: no longer held
+                    consumer.runs.pop(jid, None)
+
+    # -- reading --------------------------------------------------------------------
+    async def _info(self, session: Session, arguments: str) -> bytes:
+        """INFO: the server's state in the shape Faktory clients read."""
+        stats = await self.service.store.stats()
+        by_status = stats.by_status
+        queues = {name: counts.get("pending", 0) for name, counts in sorted(stats.by_queue.items())}
+        now = time.time()
+        return bulk_json(
+            {
+                "now": rfc3339(now),
+                "server_utc_time": time.strftime("%H:%M:%S UTC", time.gmtime(now)),
+                "faktory": {
+                    "queues": queues,
+                    "sets": {
+                        "scheduled": by_status.get("scheduled", 0),
+                        "retries": by_status.get("retrying", 0),
+                        "dead": by_status.get("dead", 0) + by_status.get("failed", 0),
+                        "working": by_status.get("processing", 0),
+                    },
+                    "tasks": {},
+                    "total_failures": by_status.get("dead", 0) + by_status.get("failed", 0),
+                    "total_processed": by_status.get("completed", 0),
+                    "total_enqueued": sum(queues.values()),
+                    "total_queues": len(queues),
+                },
+                "server": {
+                    "description": "jobq",
+                    "faktory_version": __version__,
+                    "uptime": int(time.time() - self.service.started_at),
+                    "connections": self.connections,
+                    "command_count": self.commands_served,
+                    "used_memory_mb": 0,
+                },
+            }
+        )
+
+    # -- operators --------------------------------------------------------------------
+    async def _mutate(self, session: Session, arguments: str) -> bytes:
+        """MUTATE {cmd, target, filter}: clear, discard, kill or requeue jobs of the scheduled, retries or dead set."""
+        operation = parse_json_object(arguments, "MUTATE")
+        command, target = operation.get("cmd"), operation.get("target")
+        if command not in ("clear", "discard", "kill", "requeue"):
+            raise ProtocolError("MUTATE cmd must be clear, discard, kill or requeue")
+        if target not in MUTATE_TARGETS:
+            raise ProtocolError("MUTATE target must be scheduled, retries or dead")
+        matches = Filter.parse(operation.get("filter") if command != "clear" else None)
+        done = 0
+        async for job in self._matching(MUTATE_TARGETS[target], matches):
+            with contextlib.suppress(JobNotFound, InvalidTransition):  # changed meanwhile: no longer in the set
+                await self._mutate_one(command, job)
+                done += 1
+        log.info("MUTATE %s %s: %d jobs", command, target, done)
+        return OK
+
+    async def _mutate_one(self, command: str, job: Job) -> None:
+        service = self.service
+        if command in ("clear", "discard"):
+            await service.delete(job.id)
+        elif command == "kill":
+            if job.status not in (JobStatus.DEAD, JobStatus.FAILED):
+                await service.give_up(job.id, KILLED)
+        elif job.status in (JobStatus.DEAD, JobStatus.FAILED):
+            await service.retry(job.id)
+        else:
+            await service.run_now(job.id)
+
+    async def _matching(self, statuses: tuple[JobStatus, ...], matches: Filter) -> AsyncIterator[Job]:
+        """Every job in one of ``statuses`` that ``matches`` accepts (by id first, when it names ids)."""
+        store = self.service.store
+        if matches.jids:
+            for jid in matches.jids:
+                job = await store.get(jid)
+                if job is not None and job.status in statuses:
+                    yield job
+            return
+        for status in statuses:
+            cursor: str | None = None
+            while True:
+                page, cursor = await store.list_jobs(status=status, job_type=matches.jobtype, limit=500, cursor=cursor)
+                for job in page:
+                    if matches.accepts(job):
+                        yield job
+                if cursor is None:
+                    break
+
+    async def _queue(self, session: Session, arguments: str) -> bytes:
+        """QUEUE PAUSE|RESUME|REMOVE name ... (or *), and QUEUE LATENCY name ..."""
+        subcommand, *names = arguments.split()
+        subcommand = subcommand.upper() if subcommand else ""
+        if not names:
+            raise ProtocolError("QUEUE needs a subcommand and queue names (or *)")
+        known = await self.service.queues()
+        if names == ["*"]:
+            if subcommand == "LATENCY":
+                raise ProtocolError("QUEUE LATENCY needs queue names, not *")
+            names = [queue["name"] for queue in known]
+        for name in names:
+            if not QUEUE_NAME.fullmatch(name):
+                raise ProtocolError(f"{name[:130]!r} is not a queue name: 1-128 letters, digits or _ . : -")
+        if subcommand == "LATENCY":
+            waits = {queue["name"]: queue["oldest_wait_seconds"] for queue in known}
+            return bulk_json({name: waits.get(name, 0.0) for name in names})
+        for name in names:
+            if subcommand in ("PAUSE", "RESUME"):
+                await self.service.set_paused(name, subcommand == "PAUSE")
+            elif subcommand == "REMOVE":
+                await self.service.clear(name)
+            else:
+                raise ProtocolError(f"no such QUEUE subcommand {subcommand[:32]!r}: PAUSE, RESUME, REMOVE or LATENCY")
+        return OK
+
+    async def _flush(self, session: Session, arguments: str) -> bytes:
+        """FLUSH: delete every job that is not running (admins only)."""
+        deleted = 0
+        for status in JobStatus:
+            if status is JobStatus.PROCESSING:
+                continue
+            async for job in self._matching((status,), Filter()):
+                with contextlib.suppress(JobNotFound, InvalidTransition):
+                    await self.service.delete(job.id)
+                    deleted += 1
+        log.warning("FLUSH: %d jobs deleted", deleted)
+        return OK
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A MUTATE filter: job ids, a job type, and a glob over the job's Faktory JSON (Redis's MATCH syntax)."""
+
+    jids: tuple[str, ...] = ()
+    jobtype: str | None = None
+    pattern: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> Filter:
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ProtocolError("MUTATE filter must be an object with jids, jobtype or regexp")
+        jids = raw.get("jids") or []
+        if not isinstance(jids, list) or not all(isinstance(jid, str) for jid in jids):
+            raise ProtocolError("MUTATE filter jids must be a list of strings")
+        jobtype = raw.get("jobtype") or None
+        pattern = raw.get("regexp") or None
+        if jobtype is not None and not isinstance(jobtype, str):
+            raise ProtocolError("MUTATE filter jobtype must be a string")
+        if pattern is not None and not isinstance(pattern, str):
+            raise ProtocolError("MUTATE filter regexp must be a string (a glob, as Redis's MATCH)")
+        return cls(tuple(jids), jobtype, None if pattern == "*" else pattern)
+
+    def accepts(self, job: Job) -> bool:
+        if self.jobtype is not None and job.type != self.jobtype:
+            return False
+        return self.pattern is None or fnmatch.fnmatchcase(dumps(work_unit(job)).decode(), self.pattern)
