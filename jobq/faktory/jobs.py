@@ -162,10 +162,11 @@ def failure(job: Job) -> dict[str, Any]:
     errtype, _, message = (job.error or "").partition(": ")
     if not message:
         errtype, message = "unknown", job.error or ""
-    last = next((attempt for attempt in reversed(job.history) if attempt.error is not None), None)
+    failed = [attempt for attempt in job.history if attempt.error is not None and not attempt.lost]
+    last = failed[-1] if failed else None
     details: dict[str, Any] = {
-        "retry_count": max(job.attempts - 1, 0),
-        "remaining": max(job.max_attempts - job.attempts, 0),
+        "retry_count": max(len(failed) - 1, 0),  # as Faktory counts: 0 after the first failure
+        "remaining": max(job.max_attempts - len(failed), 0),
         "failed_at": rfc3339(last.finished_at) if last is not None else None,
         "message": message,
         "errtype": errtype,
