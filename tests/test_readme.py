@@ -23,10 +23,11 @@ A comment on the line before a block (blank lines between are fine) sets it up:
 - ``<!-- not run: WHY -->``: a console block that shows, but does not run.
 
 Servers run in a temporary directory each (the files of their document beside them), on free
-ports: ``localhost:8080``, ``localhost:50051`` and any other ``host:port`` in a command or script
-become the server's HTTP port, its gRPC port, or a port nothing listens on, and back again in
-the output; ``localhost:5432`` is the tests' PostgreSQL (tests/pg.py). Blocks of one server run
-in document order; servers run side by side.
+ports: ``localhost:8080``, ``localhost:50051``, ``localhost:7419`` (with ``--faktory-port 7419``)
+and any other ``host:port`` in a command or script become the server's HTTP port, its gRPC port,
+its Faktory port, or a port nothing listens on, and back again in the output; ``localhost:5432``
+is the tests' PostgreSQL (tests/pg.py). Blocks of one server run in document order; servers run
+side by side.
 
 Expected output matches with these values normalised: RFC 3339 times and HTTP dates, UUIDs and
 24-hex lease ids (the values seen are substituted into later commands, so a transcript may use
@@ -69,7 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = {"console", "python"}
 NOT_RUN = {"sh", "text", "", "json", "yaml"}
-HTTP_PORT, GRPC_PORT, PG_PORT = 8080, 50051, 5432
+HTTP_PORT, GRPC_PORT, FAKTORY_PORT, PG_PORT = 8080, 50051, 7419, 5432
 COMMAND_TIMEOUT = 60.0
 OUTPUTS = os.environ.get("JOBQ_README_OUTPUTS")  # a file: every command's output goes there, to update the docs
 
@@ -295,7 +296,7 @@ class Server:
                 self.env[re.sub(r"\W", "_", principal["name"]).upper() + "_TOKEN"] = principal["token"]
         database = {PG_PORT: urlsplit(server_url()).port or PG_PORT} if uses_postgres(self.doc) else {}
         for _ in range(3):  # a port picked as free may be taken before the server binds it: pick again
-            self.ports = {HTTP_PORT: unused_port(), GRPC_PORT: unused_port(), **database}
+            self.ports = {HTTP_PORT: unused_port(), GRPC_PORT: unused_port(), FAKTORY_PORT: unused_port(), **database}
             if self.name == "none" or self._serve([self.rewrite(flag) for flag in flags]):
                 return
             if "already in use" not in self.log():
@@ -304,6 +305,10 @@ class Server:
 
     def _serve(self, flags: list[str]) -> bool:
         port, grpc_port = self.ports[HTTP_PORT], self.ports[GRPC_PORT]
+        flags = [  # --faktory-port 7419 serves on this server's Faktory port
+            str(self.ports[FAKTORY_PORT]) if index and flags[index - 1] == "--faktory-port" else flag
+            for index, flag in enumerate(flags)
+        ]
         argv = [sys.executable, "main.py", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
         with (self.workdir / "server.log").open("wb") as log:
             self.process = subprocess.Popen(argv, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT)
