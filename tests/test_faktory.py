@@ -604,3 +604,41 @@ async def test_commands_are_counted_in_metrics(start: StartFaktory) -> None:
     assert 'jobq_faktory_commands_total{command="PUSH",result="ok"} 1.0' in text
     assert 'jobq_faktory_commands_total{command="other",result="error"} 1.0' in text
     assert "jobq_faktory_connections 1.0" in text
+
+
+async def test_two_principals_never_share_runs_through_one_wid(start: StartFaktory) -> None:
+    other_token = "other-worker-token-0123"
+    book = TokenBook(
+        [
+            (CLIENT_TOKEN, Principal("app", Role.CLIENT)),
+            (WORKER_TOKEN, Principal("runner", Role.WORKER)),
+            (other_token, Principal("intruder", Role.WORKER)),
+        ]
+    )
+    client, listener = await start(tokens=book)
+    producer = await Fwp.open(listener.port, {"v": 2}, password=CLIENT_TOKEN)
+    await producer.call("PUSH " + json.dumps(unit()))
+    owner = await Fwp.open(listener.port, consumer("same"), password=WORKER_TOKEN)
+    intruder = await Fwp.open(listener.port, consumer("same"), password=other_token)
+    await owner.call("FETCH")
+    with pytest.raises(FwpError, match="not running for this worker"):
+        await intruder.call('ACK {"jid":"job-00000001"}')
+    owner.close()  # its last connection: the run goes back, though the intruder's is open
+    assert (await until_status(client, "job-00000001", "pending"))["history"][-1]["outcome"] == "disconnected"
+
+
+async def test_a_fault_in_a_command_fails_that_command_only(
+    start: StartFaktory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, listener = await start()
+    connection = await Fwp.open(listener.port, {"v": 2})
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(listener.service, "queues", broken)
+    with pytest.raises(FwpError, match="QUEUE failed in jobq: RuntimeError"):
+        await connection.call("QUEUE PAUSE *")
+    with pytest.raises(FwpError, match="needs a subcommand"):
+        await connection.call("QUEUE")
+    assert await connection.call("PUSH " + json.dumps(unit())) == "OK"

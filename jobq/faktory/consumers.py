@@ -14,7 +14,6 @@ process, not per connection. Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from jobq.job import Job
@@ -30,10 +29,10 @@ class Run:
 
 @dataclass(slots=True)
 class Consumer:
-    """One Faktory worker process (or one connection without a ``wid``), as this node sees it."""
+    """One Faktory worker process, as this node sees it (a connection without a ``wid`` is a producer)."""
 
-    key: str  # its wid, or the connection's own key when it sent none
-    name: str  # the worker name jobs record in their history
+    name: str  # the name jobs record in their history: host and wid (and the token's principal): the key
+    wid: str
     connections: int = 0
     state: str = "running"  # what it last said in a BEAT: running, quiet or terminate
     runs: dict[str, Run] = field(default_factory=dict)  # job id -> run
@@ -45,16 +44,16 @@ class Consumer:
 
 
 class Consumers:
-    """Every consumer connected to this node, by key."""
+    """Every consumer connected to this node, by name."""
 
     def __init__(self) -> None:
-        self._by_key: dict[str, Consumer] = {}
+        self._by_name: dict[str, Consumer] = {}
 
-    def join(self, key: str, name: str) -> Consumer:
-        """A connection of consumer ``key`` opened: the consumer, created on its first connection."""
-        consumer = self._by_key.get(key)
+    def join(self, name: str, wid: str) -> Consumer:
+        """A connection of consumer ``name`` opened: the consumer, created on its first connection."""
+        consumer = self._by_name.get(name)
         if consumer is None:
-            consumer = self._by_key[key] = Consumer(key, name)
+            consumer = self._by_name[name] = Consumer(name, wid)
         consumer.connections += 1
         return consumer
 
@@ -63,15 +62,6 @@ class Consumers:
         consumer.connections -= 1
         if consumer.connections > 0:
             return {}
-        self._by_key.pop(consumer.key, None)
+        self._by_name.pop(consumer.name, None)
         runs, consumer.runs = consumer.runs, {}
         return runs
-
-    def get(self, key: str) -> Consumer | None:
-        return self._by_key.get(key)
-
-    def __iter__(self) -> Iterator[Consumer]:
-        return iter(list(self._by_key.values()))
-
-    def __len__(self) -> int:
-        return len(self._by_key)

@@ -75,7 +75,6 @@ class Closing(Exception):
 class Session:
     """One connection: who said HELLO, and the consumer it belongs to (None for a producer)."""
 
-    key: str
     principal: Principal | None = None
     consumer: Consumer | None = None
     fetches: dict[tuple[str, ...], list[LeaseRequest]] = field(default_factory=dict)  # queues -> lease calls
@@ -105,7 +104,6 @@ class FaktoryServer:
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._opened = 0
         self._commands: dict[str, tuple[Command, frozenset[Role]]] = {
             "PUSH": (self._push, PRODUCERS),
             "PUSHB": (self._push_batch, PRODUCERS),
@@ -149,8 +147,7 @@ class FaktoryServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
-        self._opened += 1
-        session = Session(key=f"connection-{self._opened}")
+        session = Session()
         try:
             await self._converse(session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, Closing, TimeoutError):
@@ -163,9 +160,17 @@ class FaktoryServer:
             self._sessions.discard(task)
             writer.close()
             if session.consumer is not None:
-                runs = self.consumers.leave(session.consumer)
-                if runs:
-                    await self.service.undelivered([run.job for run in runs.values()], "disconnected")
+                await self._hand_back(session.consumer)
+
+    async def _hand_back(self, consumer: Consumer) -> None:
+        """A connection of ``consumer`` closed: if it was its last, the runs it held run again at once."""
+        runs = self.consumers.leave(consumer)
+        if not runs:
+            return
+        try:
+            await self.service.undelivered([run.job for run in runs.values()], "disconnected")
+        except Exception:  # the store failed: the leases lapse instead, and the jobs run again then
+            log.exception("handing back %d jobs of Faktory worker %s failed", len(runs), consumer.name)
 
     async def _converse(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         challenge = Challenge(protected=self.tokens is not None)
@@ -207,7 +212,9 @@ class FaktoryServer:
                     raise ProtocolError("wid must be a string of 1-100 characters")
                 hostname = hello.get("hostname")
                 host = hostname[:90] if isinstance(hostname, str) and hostname else "faktory"
-                session.consumer = self.consumers.join(wid, f"{host}/{wid}")
+                # the worker's name in job history; with tokens, its principal's too, so two never share runs
+                name = f"{host}/{wid}" if session.principal is None else f"{session.principal.name}@{host}/{wid}"
+                session.consumer = self.consumers.join(name, wid)
         except (ProtocolError, ValueError) as exc:
             self._count("HELLO", False)
             raise Closing(error(str(exc))) from None
@@ -256,6 +263,10 @@ class FaktoryServer:
         except JobqError as exc:
             self._count(verb, False)
             return error(exc.detail)
+        except Exception as exc:  # a fault of jobq's: this command fails, the connection and the server go on
+            log.exception("Faktory command %s failed", verb)
+            self._count(verb, False)
+            return error(f"{verb} failed in jobq: {type(exc).__name__}")
         self._count(verb, True)
         return reply
 
@@ -386,7 +397,7 @@ class FaktoryServer:
         """BEAT: extend this worker's leases; answer ``quiet`` while jobq drains, ``terminate`` as it stops."""
         beat = parse_json_object(arguments, "BEAT")
         consumer = self._consumer(session, "BEAT")
-        if beat.get("wid") != consumer.key:
+        if beat.get("wid") != consumer.wid:
             raise ProtocolError(f"unknown worker {str(beat.get('wid'))[:100]!r}: BEAT with the wid of your HELLO")
         if beat.get("current_state") in ("quiet", "terminate"):
             consumer.state = beat["current_state"]
@@ -499,8 +510,8 @@ class FaktoryServer:
 
     async def _queue(self, session: Session, arguments: str) -> bytes:
         """QUEUE PAUSE|RESUME|REMOVE name ... (or *), and QUEUE LATENCY name ..."""
-        subcommand, *names = arguments.split()
-        subcommand = subcommand.upper() if subcommand else ""
+        subcommand, *names = arguments.split() or [""]
+        subcommand = subcommand.upper()
         if not names:
             raise ProtocolError("QUEUE needs a subcommand and queue names (or *)")
         known = await self.service.queues()
