@@ -281,7 +281,7 @@ class AttemptRecord(Answer):
     finished_at: datetime | None
     outcome: str | None = Field(
         description="completed, failed, timeout, retry, cancelled, released, or a lost run: lease-expired, "
-        "recovered, undelivered; null while it runs"
+        "recovered, undelivered, disconnected (a Faktory worker's connection closed); null while it runs"
     )
     error: str | None
     traceback: str | None = Field(description="a failed attempt's traceback: its last lines")
