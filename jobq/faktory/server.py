@@ -334,7 +334,7 @@ class FaktoryServer:
         return NULL
 
     def _fetch_calls(self, queues: tuple[str, ...], worker: str) -> list[LeaseRequest]:
-        """The lease calls a FETCH makes: each queue in order without waiting, then all of them, waiting."""
+        """The lease calls a FETCH makes: each queue in order without waiting, then all of them, waiting up to 2 s."""
         for queue in queues:
             if not QUEUE_NAME.fullmatch(queue):
                 raise ProtocolError(f"{queue[:130]!r} is not a queue name: 1-128 letters, digits or _ . : -")
@@ -343,8 +343,8 @@ class FaktoryServer:
         def call(names: tuple[str, ...], wait: float) -> LeaseRequest:
             return LeaseRequest.model_construct(queues=list(names), max_jobs=1, wait=wait, lease=lease, worker=worker)
 
-        first = [call((queue,), 0.0) for queue in queues] if len(queues) > 1 else []
-        return [*first, call(queues, FETCH_WAIT)]
+        # without waiting first: a lease that need not wait skips the long-poll's tasks (jobq.service)
+        return [*(call((queue,), 0.0) for queue in queues), call(queues, FETCH_WAIT)]
 
     async def _ack(self, session: Session, arguments: str) -> bytes:
         jid = self._jid(parse_json_object(arguments, "ACK"), "ACK")
