@@ -181,6 +181,13 @@ def test_busy_port_is_a_clear_error(busy_port: int) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_busy_faktory_port_is_a_clear_error(busy_port: int) -> None:
+    result = run_main("--store", "memory://", "--port", "0", "--faktory-port", str(busy_port))
+    assert result.returncode == EXIT_CANNOT_START, result.stderr
+    assert f"cannot listen on 127.0.0.1 port {busy_port} for the Faktory protocol" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
