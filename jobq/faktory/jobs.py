@@ -13,6 +13,7 @@ Faktory        jobq
 ``retry``      ``max_attempts - 1``: 0 and -1 both mean one attempt; a job out of attempts is kept
                (``failed`` or ``dead``), where Faktory discards it for 0; jobq's backoff applies
 ``reserve_for`` ``timeout``: a run not settled within it is lost and runs again
+``backtrace``  accepted; a fetched job always asks for 50 lines: jobq keeps every failure's traceback
 =============  ==============================================================
 
 A job enqueued over HTTP whose payload is not ``{"args": [...]}`` (with an optional
@@ -35,6 +36,7 @@ from jobq.models import MAX_TIMEOUT_SECONDS, EnqueueRequest
 
 JID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{8,128}")  # Faktory asks for 8 or more; Go clients use base64url
 DEFAULT_RETRY = 25  # Faktory's default: 26 attempts in all
+BACKTRACE_LINES = 50  # what every fetched job asks a failing worker to send (Faktory keeps at most 50)
 PRIORITY_OFFSET = 5  # Faktory's default priority: jobq's 0
 MAX_ATTEMPTS = 100  # jobq's most (a larger retry count is capped to it)
 KNOWN_FIELDS = frozenset(
@@ -134,6 +136,7 @@ def work_unit(job: Job) -> dict[str, Any]:
         "queue": job.queue,
         "priority": job.priority + PRIORITY_OFFSET,
         "retry": job.max_attempts - 1,
+        "backtrace": BACKTRACE_LINES,
         "created_at": rfc3339(job.created_at),
         "enqueued_at": rfc3339(job.ready_at or job.created_at),
     }
