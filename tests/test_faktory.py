@@ -414,6 +414,7 @@ async def test_a_drain_quiets_workers_and_waits_for_their_runs(
     assert await worker.call("FETCH") is None  # the other job waits for the next start
     assert not draining.done()
     assert await worker.call('ACK {"jid":"job-00000001"}') == "OK"
+    assert await worker.call('BEAT {"wid":"w1"}') == {"state": "terminate"}  # nothing left to finish here
     report = await asyncio.wait_for(draining, 5.0)
     assert report.unfinished == []
     with pytest.raises(FwpError, match="shutting down"):

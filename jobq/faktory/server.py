@@ -7,7 +7,7 @@ any worker, and a job enqueued over HTTP can be fetched here::
     faktory = FaktoryServer(service, tokens=tokens, metrics=metrics)
     await faktory.start(config.host, config.faktory_port)
     ...
-    await service.drain()  # BEATs answer "quiet" meanwhile; FETCH hands out nothing
+    await service.drain()  # BEATs answer "quiet", then "terminate"; FETCH hands out nothing
     await faktory.stop()  # connections close; runs still held go back at once
 
 With tokens, the password a client sends is a jobq token and its role applies: a client
@@ -394,7 +394,9 @@ class FaktoryServer:
         )
 
     async def _beat(self, session: Session, arguments: str) -> bytes:
-        """BEAT: extend this worker's leases; answer ``quiet`` while jobq drains, ``terminate`` as it stops."""
+        """BEAT: extend this worker's leases. While jobq drains: ``quiet`` (finish your jobs, fetch no more)
+        while the worker holds jobs leased here, then ``terminate`` (stop: whatever supervises the worker
+        starts it again, against the next jobq)."""
         beat = parse_json_object(arguments, "BEAT")
         consumer = self._consumer(session, "BEAT")
         if beat.get("wid") != consumer.wid:
@@ -402,10 +404,8 @@ class FaktoryServer:
         if beat.get("current_state") in ("quiet", "terminate"):
             consumer.state = beat["current_state"]
         await self._extend(consumer)
-        if self._stopping:
-            return bulk_json({"state": "terminate"})
         if self.service.draining:
-            return bulk_json({"state": "quiet"})
+            return bulk_json({"state": "quiet" if consumer.runs else "terminate"})
         return OK
 
     async def _extend(self, consumer: Consumer) -> None:
