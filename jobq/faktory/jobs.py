@@ -92,7 +92,8 @@ def enqueue_request(unit: Any) -> EnqueueRequest:
         request = EnqueueRequest.model_validate(fields)
     except ValidationError as exc:
         raise ProtocolError(_describe(exc)) from None
-    return request.model_copy(update={"id": jid})  # a Faktory jid may start with _ or -, which jobq ids do not
+    request.id = jid  # set after validation: a Faktory jid may start with _ or -, which jobq ids do not
+    return request
 
 
 def _time(text: Any) -> datetime:
