@@ -15,7 +15,8 @@ They never come from flags, so they do not show in ``ps``.
 A presented token's SHA-256 digest is compared with every known token's digest
 using :func:`hmac.compare_digest`, without stopping at a match: the digests all
 have one length, so the time taken says nothing about which token, how much of
-one, or how long a one was right.
+one, or how long a one was right. The tokens are also kept as given, in this
+process only: a Faktory client proves one by a salted hash of it (``proven``).
 
 Each HTTP handler declares who may call it with :func:`requires` (or :func:`public`);
 :func:`authorize` enforces it, in the app's middleware (jobq/app.py). A handler that declares

@@ -293,6 +293,8 @@ class Job:
 
     def give_up(self, reason: str, now: float) -> None:
         """Give a scheduled or retrying job up by hand: it is dead, with ``reason`` as its error, and never runs."""
+        if self.status not in DEFERRED:  # the lifecycle also lets a running job die (lost runs)
+            raise InvalidTransition(self.id, self.status, JobStatus.DEAD)
         self.move_to(JobStatus.DEAD)
         self.run_at = None
         self.finished_at = now

@@ -267,7 +267,7 @@ def start_faktory(app: web.Application, tokens: TokenBook | None) -> FaktoryServ
     metrics = app.get(METRICS)
     faktory = FaktoryServer(
         app[SERVICE],
-        tokens=tokens or None,
+        tokens=tokens,
         observe=metrics.faktory_observe if metrics is not None else None,
         max_line=app[SERVICE].config.body_limit,
     )

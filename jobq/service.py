@@ -437,12 +437,14 @@ class JobService:
     async def undelivered(self, jobs: Sequence[Job], reason: str = "undelivered") -> None:
         """Jobs leased for an answer that never reached its worker (or for a worker whose connection closed,
         ``reason="disconnected"``): back at once, as a lost run (jobq.lifecycle)."""
+        handed_back = 0
         for job in jobs:
             with contextlib.suppress(JobqError):  # settled or cancelled meanwhile: nothing to hand back
                 await self.store.release(job.id, job.lease_id or "", reason)
+                handed_back += 1
             self._remote_held.discard(job.id)
-        if jobs:
-            log.info("%d leased jobs are handed back (%s): they run again", len(jobs), LOST_REASONS[reason])
+        if handed_back:
+            log.info("%d leased jobs are handed back (%s): they run again", handed_back, LOST_REASONS[reason])
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[Job | JobqError]:
         """Complete or fail many leased jobs; each gets its own answer (the job, or why not, e.g. StaleLease).

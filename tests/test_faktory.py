@@ -119,6 +119,7 @@ async def start(make_client: MakeClient) -> AsyncIterator[StartFaktory]:
     listeners: list[FaktoryServer] = []
 
     async def run(tokens: TokenBook | None = None, clock: FakeClock | None = None, **overrides: Any) -> Any:
+        overrides.setdefault("drain_timeout", 0.1)  # runs still leased at teardown keep their leases: no waiting
         client = await make_client(clock=clock, workers=0, **overrides)
         listener = start_faktory(client.server.app, tokens)
         await listener.start("127.0.0.1", 0)
@@ -331,8 +332,9 @@ async def test_a_pushed_id_is_idempotent_for_the_same_job_only(start: StartFakto
 
 
 # -- runs: leases, beats, disconnects --------------------------------------------------------------
-async def test_a_closed_connection_hands_its_runs_back_at_once(start: StartFaktory) -> None:
-    client, listener = await start()
+async def test_a_worker_gone_for_its_grace_period_hands_its_runs_back(start: StartFaktory) -> None:
+    clock = FakeClock()  # leases never lapse here: only the grace period can bring the job back
+    client, listener = await start(clock=clock, lease_seconds=0.3)  # grace: 0.1 s
     producer = await Fwp.open(listener.port, {"v": 2})
     await producer.call("PUSH " + json.dumps(unit()))
     worker = await Fwp.open(listener.port, consumer("gone"))
@@ -346,6 +348,42 @@ async def test_a_closed_connection_hands_its_runs_back_at_once(start: StartFakto
     with pytest.raises(FwpError, match="not running for this worker"):
         await other.call('ACK {"jid":"job-00000001"}')
     assert (await other.call("FETCH"))["jid"] == "job-00000001"
+
+
+async def test_a_worker_that_connects_again_within_its_grace_period_keeps_its_runs(start: StartFaktory) -> None:
+    client, listener = await start(lease_seconds=30.0)  # grace: 10 s
+    producer = await Fwp.open(listener.port, {"v": 2})
+    await producer.call("PUSH " + json.dumps(unit()))
+    worker = await Fwp.open(listener.port, consumer("pooled"))
+    await worker.call("FETCH")
+    worker.writer.write(b"END\r\n")  # a pool closing its idle connection
+    assert await worker.closed()
+    again = await Fwp.open(listener.port, consumer("pooled"))
+    assert await again.call('BEAT {"wid":"pooled"}') == "OK"
+    assert await again.call('ACK {"jid":"job-00000001"}') == "OK"
+    assert [a["outcome"] for a in (await job_view(client, "job-00000001"))["history"]] == ["completed"]
+
+
+async def test_a_job_leased_for_a_worker_that_hung_up_goes_back_at_once(
+    start: StartFaktory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(faktory_server, "FETCH_WAIT", 5.0)
+    client, listener = await start()
+    worker = await Fwp.open(listener.port, consumer("hasty"))
+    worker.writer.write(b"FETCH\r\n")
+    await worker.writer.drain()
+    deadline = time.monotonic() + 5
+    while (await (await client.get("/stats")).json())["waiting_leases"] == 0:  # its FETCH waits for work
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    worker.writer.close()  # gone while its FETCH waits (the server sees it before the push below, some turns on)
+    producer = await Fwp.open(listener.port, {"v": 2})
+    await producer.call("PUSH " + json.dumps(unit()))
+    deadline = time.monotonic() + 5
+    while not (job := await job_view(client, "job-00000001"))["history"] or job["status"] != "pending":
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.01)
+    assert [attempt["outcome"] for attempt in job["history"]] == ["undelivered"]
 
 
 async def test_a_worker_keeps_its_runs_while_another_of_its_connections_is_open(start: StartFaktory) -> None:
@@ -616,7 +654,7 @@ async def test_two_principals_never_share_runs_through_one_wid(start: StartFakto
             (other_token, Principal("intruder", Role.WORKER)),
         ]
     )
-    client, listener = await start(tokens=book)
+    client, listener = await start(tokens=book, clock=FakeClock(), lease_seconds=0.3)  # grace: 0.1 s
     producer = await Fwp.open(listener.port, {"v": 2}, password=CLIENT_TOKEN)
     await producer.call("PUSH " + json.dumps(unit()))
     owner = await Fwp.open(listener.port, consumer("same"), password=WORKER_TOKEN)
@@ -624,7 +662,7 @@ async def test_two_principals_never_share_runs_through_one_wid(start: StartFakto
     await owner.call("FETCH")
     with pytest.raises(FwpError, match="not running for this worker"):
         await intruder.call('ACK {"jid":"job-00000001"}')
-    owner.close()  # its last connection: the run goes back, though the intruder's is open
+    owner.close()  # its last connection: the run goes back after the grace, though the intruder's is open
     assert (await until_status(client, "job-00000001", "pending"))["history"][-1]["outcome"] == "disconnected"
 
 
@@ -640,6 +678,8 @@ async def test_a_fault_in_a_command_fails_that_command_only(
     monkeypatch.setattr(listener.service, "queues", broken)
     with pytest.raises(FwpError, match="QUEUE failed in jobq: RuntimeError"):
         await connection.call("QUEUE PAUSE *")
-    with pytest.raises(FwpError, match="needs a subcommand"):
+    with pytest.raises(FwpError, match="no such QUEUE subcommand"):
         await connection.call("QUEUE")
+    with pytest.raises(FwpError, match="QUEUE PAUSE needs queue names"):
+        await connection.call("QUEUE PAUSE")
     assert await connection.call("PUSH " + json.dumps(unit())) == "OK"

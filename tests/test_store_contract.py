@@ -373,8 +373,13 @@ async def test_give_up_a_retrying_job(make_store: MakeStore) -> None:
     assert (await store.get(job.id)) == dead
     clock.advance(120.0)
     assert await store.promote_due() == 0  # it never runs again
+    other = "b" if job.id == "a" else "a"
     with pytest.raises(InvalidTransition):  # pending: not given up by hand
-        await store.give_up("b" if job.id == "a" else "a", "no")
+        await store.give_up(other, "no")
+    running = await lease_one(store)
+    with pytest.raises(InvalidTransition):  # running: nor that
+        await store.give_up(running.id, "no")
+    assert (await store.get(running.id)).status is JobStatus.PROCESSING  # type: ignore[union-attr]
     assert (await store.requeue(job.id)).status is JobStatus.PENDING  # a dead job can be re-run
 
 

@@ -19,34 +19,29 @@ worker process: jobq/faktory/consumers.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fnmatch
 import json
 import logging
-import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobq import __version__
 from jobq.auth import Principal, Role, TokenBook
-from jobq.errors import InvalidTransition, JobNotFound, JobqError
-from jobq.faktory.consumers import Consumer, Consumers
+from jobq.errors import JobqError
+from jobq.faktory.consumers import Consumer, Consumers, WorkerState
 from jobq.faktory.jobs import enqueue_request, failure_text, work_unit
+from jobq.faktory.operators import Operators, check_queue_names
 from jobq.faktory.protocol import (
     NULL,
     OK,
     Challenge,
     ProtocolError,
     bulk_json,
-    dumps,
     error,
     parse_json_object,
     split_command,
 )
-from jobq.job import Job, JobStatus, rfc3339
-from jobq.models import NAME_PATTERN, EnqueueRequest, FailRequest, LeaseRequest, Settlement
+from jobq.job import Job, JobStatus
+from jobq.models import EnqueueRequest, FailRequest, LeaseRequest, Settlement
 from jobq.service import JobService
 
 log = logging.getLogger("jobq.faktory")
@@ -54,17 +49,11 @@ log = logging.getLogger("jobq.faktory")
 HELLO_SECONDS = 2.0  # a connection that has not said HELLO by then is dropped
 FETCH_WAIT = 2.0  # how long a FETCH blocks for work, as Faktory's does
 STOP_SECONDS = 5.0  # how long stop() waits for connections to wind down
-QUEUE_NAME = re.compile(NAME_PATTERN)
+MAX_FETCH_CALLS = 16  # queue lists a connection's FETCH calls are kept for (some clients shuffle them)
 PRODUCERS = frozenset({Role.CLIENT})
 CONSUMERS = frozenset({Role.WORKER})
 ANYONE = frozenset({Role.CLIENT, Role.WORKER})
 ADMINS = frozenset({Role.ADMIN})
-MUTATE_TARGETS = {  # Faktory's sets, as jobq states: dead holds every job given up after failing
-    "scheduled": (JobStatus.SCHEDULED,),
-    "retries": (JobStatus.RETRYING,),
-    "dead": (JobStatus.DEAD, JobStatus.FAILED),
-}
-KILLED = "killed by hand (MUTATE kill)"
 
 
 class Closing(Exception):
@@ -75,9 +64,11 @@ class Closing(Exception):
 class Session:
     """One connection: who said HELLO, and the consumer it belongs to (None for a producer)."""
 
+    reader: asyncio.StreamReader
     principal: Principal | None = None
     consumer: Consumer | None = None
     fetches: dict[tuple[str, ...], list[LeaseRequest]] = field(default_factory=dict)  # queues -> lease calls
+    sending: Job | None = None  # a job leased for the FETCH whose reply is being sent
 
 
 Command = Callable[[Session, str], Awaitable[bytes]]
@@ -98,11 +89,14 @@ class FaktoryServer:
         self.tokens = tokens or None
         self.max_line = max_line
         self.consumers = Consumers()
+        self.operators = Operators(service)
+        self.grace = service.config.lease_seconds / 3  # how long a worker with no connection keeps its runs
         self.port = 0
         self.commands_served = 0
         self._observe = observe  # metrics: (verb, succeeded) per command
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._hand_backs: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._commands: dict[str, tuple[Command, frozenset[Role]]] = {
             "PUSH": (self._push, PRODUCERS),
@@ -112,9 +106,9 @@ class FaktoryServer:
             "FAIL": (self._fail, CONSUMERS),
             "BEAT": (self._beat, CONSUMERS),
             "INFO": (self._info, ANYONE),
-            "MUTATE": (self._mutate, ADMINS),
-            "QUEUE": (self._queue, ADMINS),
-            "FLUSH": (self._flush, ADMINS),
+            "MUTATE": (lambda session, arguments: self.operators.mutate(arguments), ADMINS),
+            "QUEUE": (lambda session, arguments: self.operators.queue(arguments), ADMINS),
+            "FLUSH": (lambda session, arguments: self.operators.flush(), ADMINS),
         }
 
     @property
@@ -130,7 +124,11 @@ class FaktoryServer:
         return self.port
 
     async def stop(self) -> None:
-        """Stop listening and close every connection (each hands back the runs it still held)."""
+        """Stop listening and close every connection.
+
+        Runs still held are not handed back: their workers may still finish them, and settle them
+        through another jobq on the same store; if they do not, the leases lapse and the jobs run again.
+        """
         self._stopping = True
         if self._server is not None:
             self._server.close()
@@ -138,6 +136,10 @@ class FaktoryServer:
             task.cancel()
         if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=STOP_SECONDS)
+        for consumer in self.consumers.absent():
+            self.consumers.forget(consumer)
+        if self._hand_backs:
+            await asyncio.wait(list(self._hand_backs), timeout=STOP_SECONDS)
         if self._server is not None:
             await self._server.wait_closed()
         log.info("Faktory protocol listener on port %d stopped", self.port)
@@ -147,7 +149,7 @@ class FaktoryServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
-        session = Session()
+        session = Session(reader)
         try:
             await self._converse(session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, Closing, TimeoutError):
@@ -160,17 +162,34 @@ class FaktoryServer:
             self._sessions.discard(task)
             writer.close()
             if session.consumer is not None:
-                await self._hand_back(session.consumer)
+                if session.sending is not None:  # its FETCH's answer never left: the job goes back at once
+                    session.consumer.runs.pop(session.sending.id, None)
+                    await self._hand_back([session.sending], "undelivered")
+                self._left(session.consumer)
 
-    async def _hand_back(self, consumer: Consumer) -> None:
-        """A connection of ``consumer`` closed: if it was its last, the runs it held run again at once."""
-        runs = self.consumers.leave(consumer)
-        if not runs:
+    def _left(self, consumer: Consumer) -> None:
+        """A connection of ``consumer`` closed. If it was its last, its runs go back after ``grace`` seconds
+        unless it connects again meanwhile (clients close idle pooled connections, and reconnect)."""
+        if not self.consumers.leave(consumer) or self._stopping:
             return
+        if not consumer.runs:
+            self.consumers.forget(consumer)
+            return
+        consumer.parting = asyncio.get_running_loop().call_later(self.grace, self._parted, consumer)
+
+    def _parted(self, consumer: Consumer) -> None:
+        """``consumer`` stayed away for the grace period: the runs it held run again."""
+        runs = self.consumers.forget(consumer)
+        if runs:
+            task = asyncio.create_task(self._hand_back([run.job for run in runs.values()], "disconnected"))
+            self._hand_backs.add(task)
+            task.add_done_callback(self._hand_backs.discard)
+
+    async def _hand_back(self, jobs: list[Job], reason: str) -> None:
         try:
-            await self.service.undelivered([run.job for run in runs.values()], "disconnected")
+            await self.service.undelivered(jobs, reason)
         except Exception:  # the store failed: the leases lapse instead, and the jobs run again then
-            log.exception("handing back %d jobs of Faktory worker %s failed", len(runs), consumer.name)
+            log.exception("handing back %d jobs of a Faktory worker failed", len(jobs))
 
     async def _converse(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         challenge = Challenge(protected=self.tokens is not None)
@@ -187,6 +206,7 @@ class FaktoryServer:
             line = await self._line(reader, writer)
             writer.write(await self._command(session, line))
             await writer.drain()
+            session.sending = None
 
     async def _line(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
         """The next command line, without its line ending; Closing (after saying why) for an overlong one."""
@@ -319,25 +339,29 @@ class FaktoryServer:
         """FETCH [queue ...]: the first job of the first queue that has one; else wait up to 2 s for any."""
         consumer = self._consumer(session, "FETCH")
         queues = tuple(arguments.split()) or ("default",)
-        if self.service.draining or consumer.state != "running":
+        if self.service.draining or consumer.state is not WorkerState.RUNNING:
             await asyncio.sleep(FETCH_WAIT)  # a quiet worker would ask again at once (stop() cancels this)
             return NULL
         calls = session.fetches.get(queues)
         if calls is None:
+            if len(session.fetches) >= MAX_FETCH_CALLS:
+                session.fetches.clear()
             calls = session.fetches[queues] = self._fetch_calls(queues, consumer.name)
         for call in calls:
             jobs = await self.service.lease(call)
             if jobs:
                 [job] = jobs
+                if session.reader.at_eof():  # the worker hung up while this FETCH waited
+                    await self._hand_back([job], "undelivered")
+                    return NULL
                 consumer.hold(job)
+                session.sending = job
                 return bulk_json(work_unit(job))
         return NULL
 
     def _fetch_calls(self, queues: tuple[str, ...], worker: str) -> list[LeaseRequest]:
         """The lease calls a FETCH makes: each queue in order without waiting, then all of them, waiting up to 2 s."""
-        for queue in queues:
-            if not QUEUE_NAME.fullmatch(queue):
-                raise ProtocolError(f"{queue[:130]!r} is not a queue name: 1-128 letters, digits or _ . : -")
+        check_queue_names(queues)
         lease = self.service.config.lease_seconds
 
         def call(names: tuple[str, ...], wait: float) -> LeaseRequest:
@@ -401,8 +425,8 @@ class FaktoryServer:
         consumer = self._consumer(session, "BEAT")
         if beat.get("wid") != consumer.wid:
             raise ProtocolError(f"unknown worker {str(beat.get('wid'))[:100]!r}: BEAT with the wid of your HELLO")
-        if beat.get("current_state") in ("quiet", "terminate"):
-            consumer.state = beat["current_state"]
+        if beat.get("current_state") in (WorkerState.QUIET, WorkerState.TERMINATE):
+            consumer.state = WorkerState(beat["current_state"])
         await self._extend(consumer)
         if self.service.draining:
             return bulk_json({"state": "quiet" if consumer.runs else "terminate"})
@@ -414,7 +438,7 @@ class FaktoryServer:
         now = self.service.store.clock()
         by_length: dict[float, list[tuple[str, str]]] = {}
         for jid, run in consumer.runs.items():
-            length = lease if run.held_until is None else min(lease, run.held_until - now)
+            length = min(lease, run.held_until - now)
             if length > 0:
                 by_length.setdefault(length, []).append((jid, run.job.lease_id or ""))
         for length, leases in by_length.items():
@@ -423,157 +447,5 @@ class FaktoryServer:
                 if isinstance(answer, JobqError):  # settled elsewhere, cancelled, or lapsed: no longer held
                     consumer.runs.pop(jid, None)
 
-    # -- reading --------------------------------------------------------------------
     async def _info(self, session: Session, arguments: str) -> bytes:
-        """INFO: the server's state in the shape Faktory clients read."""
-        stats = await self.service.store.stats()
-        by_status = stats.by_status
-        queues = {name: counts.get("pending", 0) for name, counts in sorted(stats.by_queue.items())}
-        now = time.time()
-        return bulk_json(
-            {
-                "now": rfc3339(now),
-                "server_utc_time": time.strftime("%H:%M:%S UTC", time.gmtime(now)),
-                "faktory": {
-                    "queues": queues,
-                    "sets": {
-                        "scheduled": by_status.get("scheduled", 0),
-                        "retries": by_status.get("retrying", 0),
-                        "dead": by_status.get("dead", 0) + by_status.get("failed", 0),
-                        "working": by_status.get("processing", 0),
-                    },
-                    "tasks": {},
-                    "total_failures": by_status.get("dead", 0) + by_status.get("failed", 0),
-                    "total_processed": by_status.get("completed", 0),
-                    "total_enqueued": sum(queues.values()),
-                    "total_queues": len(queues),
-                },
-                "server": {
-                    "description": "jobq",
-                    "faktory_version": __version__,
-                    "uptime": int(time.time() - self.service.started_at),
-                    "connections": self.connections,
-                    "command_count": self.commands_served,
-                    "used_memory_mb": 0,
-                },
-            }
-        )
-
-    # -- operators --------------------------------------------------------------------
-    async def _mutate(self, session: Session, arguments: str) -> bytes:
-        """MUTATE {cmd, target, filter}: clear, discard, kill or requeue jobs of the scheduled, retries or dead set."""
-        operation = parse_json_object(arguments, "MUTATE")
-        command, target = operation.get("cmd"), operation.get("target")
-        if command not in ("clear", "discard", "kill", "requeue"):
-            raise ProtocolError("MUTATE cmd must be clear, discard, kill or requeue")
-        if target not in MUTATE_TARGETS:
-            raise ProtocolError("MUTATE target must be scheduled, retries or dead")
-        matches = Filter.parse(operation.get("filter") if command != "clear" else None)
-        done = 0
-        async for job in self._matching(MUTATE_TARGETS[target], matches):
-            with contextlib.suppress(JobNotFound, InvalidTransition):  # changed meanwhile: no longer in the set
-                await self._mutate_one(command, job)
-                done += 1
-        log.info("MUTATE %s %s: %d jobs", command, target, done)
-        return OK
-
-    async def _mutate_one(self, command: str, job: Job) -> None:
-        service = self.service
-        if command in ("clear", "discard"):
-            await service.delete(job.id)
-        elif command == "kill":
-            if job.status not in (JobStatus.DEAD, JobStatus.FAILED):
-                await service.give_up(job.id, KILLED)
-        elif job.status in (JobStatus.DEAD, JobStatus.FAILED):
-            await service.retry(job.id)
-        else:
-            await service.run_now(job.id)
-
-    async def _matching(self, statuses: tuple[JobStatus, ...], matches: Filter) -> AsyncIterator[Job]:
-        """Every job in one of ``statuses`` that ``matches`` accepts (by id first, when it names ids)."""
-        store = self.service.store
-        if matches.jids:
-            for jid in matches.jids:
-                job = await store.get(jid)
-                if job is not None and job.status in statuses:
-                    yield job
-            return
-        for status in statuses:
-            cursor: str | None = None
-            while True:
-                page, cursor = await store.list_jobs(status=status, job_type=matches.jobtype, limit=500, cursor=cursor)
-                for job in page:
-                    if matches.accepts(job):
-                        yield job
-                if cursor is None:
-                    break
-
-    async def _queue(self, session: Session, arguments: str) -> bytes:
-        """QUEUE PAUSE|RESUME|REMOVE name ... (or *), and QUEUE LATENCY name ..."""
-        subcommand, *names = arguments.split() or [""]
-        subcommand = subcommand.upper()
-        if not names:
-            raise ProtocolError("QUEUE needs a subcommand and queue names (or *)")
-        known = await self.service.queues()
-        if names == ["*"]:
-            if subcommand == "LATENCY":
-                raise ProtocolError("QUEUE LATENCY needs queue names, not *")
-            names = [queue["name"] for queue in known]
-        for name in names:
-            if not QUEUE_NAME.fullmatch(name):
-                raise ProtocolError(f"{name[:130]!r} is not a queue name: 1-128 letters, digits or _ . : -")
-        if subcommand == "LATENCY":
-            waits = {queue["name"]: queue["oldest_wait_seconds"] for queue in known}
-            return bulk_json({name: waits.get(name, 0.0) for name in names})
-        for name in names:
-            if subcommand in ("PAUSE", "RESUME"):
-                await self.service.set_paused(name, subcommand == "PAUSE")
-            elif subcommand == "REMOVE":
-                await self.service.clear(name)
-            else:
-                raise ProtocolError(f"no such QUEUE subcommand {subcommand[:32]!r}: PAUSE, RESUME, REMOVE or LATENCY")
-        return OK
-
-    async def _flush(self, session: Session, arguments: str) -> bytes:
-        """FLUSH: delete every job that is not running (admins only)."""
-        deleted = 0
-        for status in JobStatus:
-            if status is JobStatus.PROCESSING:
-                continue
-            async for job in self._matching((status,), Filter()):
-                with contextlib.suppress(JobNotFound, InvalidTransition):
-                    await self.service.delete(job.id)
-                    deleted += 1
-        log.warning("FLUSH: %d jobs deleted", deleted)
-        return OK
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """A MUTATE filter: job ids, a job type, and a glob over the job's Faktory JSON (Redis's MATCH syntax)."""
-
-    jids: tuple[str, ...] = ()
-    jobtype: str | None = None
-    pattern: str | None = None
-
-    @classmethod
-    def parse(cls, raw: Any) -> Filter:
-        if raw is None:
-            return cls()
-        if not isinstance(raw, dict):
-            raise ProtocolError("MUTATE filter must be an object with jids, jobtype or regexp")
-        jids = raw.get("jids") or []
-        if not isinstance(jids, list) or not all(isinstance(jid, str) for jid in jids):
-            raise ProtocolError("MUTATE filter jids must be a list of strings")
-        jobtype = raw.get("jobtype") or None
-        pattern = raw.get("regexp") or None
-        if jobtype is not None and not isinstance(jobtype, str):
-            raise ProtocolError("MUTATE filter jobtype must be a string")
-        if pattern is not None and not isinstance(pattern, str):
-            raise ProtocolError("MUTATE filter regexp must be a string (a glob, as Redis's MATCH)")
-        return cls(tuple(jids), jobtype, None if pattern == "*" else pattern)
-
-    def accepts(self, job: Job) -> bool:
-        if self.jobtype is not None and job.type != self.jobtype:
-            return False
-        return self.pattern is None or fnmatch.fnmatchcase(dumps(work_unit(job)).decode(), self.pattern)
+        return await self.operators.info(self.connections, self.commands_served)

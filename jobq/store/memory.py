@@ -331,7 +331,7 @@ class MemoryStore(Store):
     def _moved(self, job: Job, before: JobStatus) -> None:
         self._counted(job, before)
         self._place(job)
-        if before in DEFERRED and job.status not in DEFERRED:  # left the timer heap early (cancelled, run now)
+        if before in DEFERRED and job.status not in WAITING:  # left the timer heap early (cancelled)
             self._deferred_stale += 1
             self._compact_deferred()
 
@@ -689,6 +689,8 @@ class MemoryStore(Store):
         job = self._job(job_id)
         before = job.status
         change(job, self.clock())
+        if before in DEFERRED and job.status is JobStatus.PENDING:  # run now: its timer entry stands for nothing
+            self._deferred_stale += 1
         self._moved(job, before)
         [answer] = await self._commit([job])
         return answer
