@@ -12,8 +12,10 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_routedef import AbstractRouteDef
 
 from jobq.api import METRICS, SERVICE, routes
-from jobq.auth import TokenBook, authorize, route_template
+from jobq.auth import TokenBook, authorize, refuse_browser_writes, route_template
 from jobq.config import Config
+from jobq.dashboard import routes as dashboard
+from jobq.dashboard.trends import Trends
 from jobq.handlers import Registry, registry
 from jobq.metrics import CLIENT_CLOSED, Metrics
 from jobq.problems import ProblemRequestHandler, error_response, expect_handler, refuse_large_body
@@ -58,7 +60,7 @@ def create_app(
     if config.metrics:
         collected = Metrics()
         collected.watch(service.store, service)
-    middlewares = [gate(config.body_limit, collected, tokens or None)]
+    middlewares = [gate(config.body_limit, collected, tokens or None, read_only=config.ui == "read-only")]
     app = web.Application(client_max_size=config.body_limit, middlewares=middlewares)
     app[SERVICE] = service
     if collected is not None:
@@ -67,21 +69,43 @@ def create_app(
         app[TOKENS] = tokens
     app.cleanup_ctx.append(_service_lifetime)
     app.add_routes(_with_expect_handler(routes, expect_handler(config.body_limit)))
+    if config.ui != "off":
+        add_dashboard(app, collected, tokens or None, expect_handler(config.body_limit))
     return app
+
+
+def add_dashboard(
+    app: web.Application, metrics: Metrics | None, tokens: TokenBook | None, expect: Callable[[web.Request], Any]
+) -> None:
+    """The dashboard's routes, and (with metrics) the sampling of its trends while the app runs."""
+    app.add_routes(_with_expect_handler(dashboard.routes, expect))
+    if tokens:
+        app[dashboard.TOKENS] = tokens
+    if metrics is not None:
+        trends = app[dashboard.TRENDS] = Trends(metrics, app[SERVICE].store.clock)
+
+        async def sampling(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(trends.run(), name="jobq-dashboard-trends")
+            yield
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        app.cleanup_ctx.append(sampling)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def gate(
-    body_limit: int, metrics: Metrics | None, tokens: TokenBook | None
+    body_limit: int, metrics: Metrics | None, tokens: TokenBook | None, *, read_only: bool = False
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """The app's one middleware: what every request goes through, in one pass.
 
     Outermost first: ``metrics`` count and time every answer (problems and 401s included; 499
     when the client hung up first); every error becomes a problem+json answer (jobq/problems.py);
     a body over ``body_limit`` is refused from its ``Content-Length`` alone, before the token is
-    looked at; with ``tokens``, the caller's token must allow the route (jobq/auth.py). One
+    looked at; a browser's cross-site write is refused (and, with ``read_only``, any browser's write);
+    with ``tokens``, the caller's token (or dashboard cookie) must allow the route (jobq/auth.py). One
     middleware instead of one per duty: each layer is a coroutine call per request.
     """
     observe = metrics.http_observe if metrics is not None else None
@@ -94,6 +118,7 @@ def gate(
         try:
             try:
                 refuse_large_body(request, body_limit)
+                refuse_browser_writes(request, read_only)
                 authorize(tokens, request)
                 response = await handler(request)
             except Exception as exc:

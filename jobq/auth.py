@@ -84,6 +84,10 @@ class Principal:
         return None if self.role is Role.ADMIN else self.name
 
 
+SESSION_COOKIE = "jobq_session"  # the dashboard's login: a token, in an HttpOnly, SameSite=Strict cookie
+SESSION_PATHS = frozenset({"/ui/login", "/ui/logout"})
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
 MISSING_TOKEN = "send 'Authorization: Bearer <token>' with a jobq token"
 WRONG_TOKEN = "the bearer token is not one jobq knows"
 
@@ -306,7 +310,7 @@ def authorize(tokens: TokenBook | None, request: web.Request) -> None:
     roles = access_of(match.handler)
     if roles is PUBLIC:
         return
-    header = request.headers.get("Authorization")
+    header = credentials(request)
     principal = tokens.authenticate(header)
     if principal is not None:
         request[PRINCIPAL] = principal
@@ -315,6 +319,39 @@ def authorize(tokens: TokenBook | None, request: web.Request) -> None:
     raise refusal(
         principal, roles, f"{request.method} {route_template(request)}", presented=bearer_token(header) is not None
     )
+
+
+def credentials(request: web.BaseRequest) -> str | None:
+    """The request's ``Authorization`` header or, without one, the dashboard's session cookie as one."""
+    header = request.headers.get("Authorization")
+    if header is None and (token := request.cookies.get(SESSION_COOKIE)):
+        return f"Bearer {token}"
+    return header
+
+
+def refuse_browser_writes(request: web.BaseRequest, read_only: bool) -> None:
+    """Refuse a request that would change something, sent by a browser from another site (CSRF); with a
+    read-only dashboard, refuse any such request a browser sends, but logging in and out of it.
+
+    Browsers say where a request comes from (``Sec-Fetch-Site``, or at least ``Origin``); API
+    clients send neither, and are not affected.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if site in ("cross-site", "same-site") or (site is None and origin is not None and not same_origin(request)):
+        raise Forbidden(f"{request.method} from another site is refused: jobq changes nothing for a cross-site request")
+    from_browser = site is not None or origin is not None or SESSION_COOKIE in request.cookies
+    if read_only and from_browser and request.path not in SESSION_PATHS:
+        raise Forbidden("the dashboard is read-only (--ui read-only): it may look, not act")
+
+
+def same_origin(request: web.BaseRequest) -> bool:
+    """Whether the request's ``Origin`` is this server as the browser addressed it (its ``Host``)."""
+    origin = request.headers.get("Origin", "")
+    _, _, authority = origin.partition("://")
+    return bool(authority) and authority.lower() == request.host.lower()
 
 
 # -- gRPC: the principal of the call being served --------------------------

@@ -122,6 +122,11 @@ class Config:
         False, "serve a non-loopback --host without tokens, letting anyone who can connect do anything"
     )
     metrics: bool = _option(True, "count jobs, requests and store commits, and serve them at GET /metrics")
+    ui: str = _option(
+        "on",
+        "the web dashboard at /ui: on, off, or read-only (browsers may look, not act; API clients are unaffected)",
+        choices=("on", "off", "read-only"),
+    )
 
     def __post_init__(self) -> None:
         for spec in fields(self):

@@ -114,6 +114,13 @@ class ListQuery(BaseModel):
     status: JobStatus | None = None
     queue: Name | None = None
     type: Name | None = None
+    q: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="only jobs whose type, error or payload holds this text (any case); a call reads at most "
+        "10,000 jobs, so a page may hold fewer (even none) and still have a next one",
+    )
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, pattern=r"^\d{1,20}$")
 

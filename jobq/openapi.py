@@ -184,6 +184,7 @@ PATH_PARAMETERS: Mapping[str, tuple[Mapping[str, Any], str]] = {
     "id": ({"type": "string", "minLength": 1}, "the job's id"),
     "name": (TypeAdapter(Name).json_schema(), "the queue's name"),
     "file": ({"type": "string", "enum": sorted(DOCS_FILES)}, "a file of the page"),
+    "asset": ({"type": "string", "minLength": 1}, "a file of the dashboard"),
 }
 
 # -- the document ---------------------------------------------------------------

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import to_json
+
 from jobq.config import Config
 from jobq.errors import IdReused, InvalidTransition, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
@@ -33,6 +35,8 @@ from jobq.workers import DrainReport, WorkerPool
 log = logging.getLogger("jobq.service")
 
 HOUSEKEEPING_SECONDS = 1.0
+SEARCH_SCAN = 10_000  # jobs one search call reads at most (GET /jobs?q=): its cursor goes on from there
+SEARCH_PAGE = 500
 
 EnqueueListener = Callable[[Sequence[Job]], None]
 """Called with the jobs each submission created (after they are stored)."""
@@ -608,6 +612,8 @@ class JobService:
 
     async def list_jobs(self, query: ListQuery, owner: str | None = None) -> tuple[list[Job], str | None]:
         """One page of jobs (only ``owner``'s, when given), newest first, and the cursor of the next page."""
+        if query.q is not None:
+            return await self._search(query, owner)
         return await self.store.list_jobs(
             status=query.status,
             queue=query.queue,
@@ -616,6 +622,40 @@ class JobService:
             limit=query.limit,
             cursor=query.cursor,
         )
+
+    async def _search(self, query: ListQuery, owner: str | None) -> tuple[list[Job], str | None]:
+        """The jobs of ``query`` whose type, error or payload holds ``query.q`` (in any case), newest first.
+
+        One call reads at most ``SEARCH_SCAN`` jobs, so a search of a big store never holds up the
+        server; its cursor goes on from the last job read. A page may hold fewer matches than its
+        limit (even none) and still have a next one.
+        """
+        needle = (query.q or "").casefold()
+        found: list[Job] = []
+        cursor, scanned = query.cursor, 0
+        while cursor is not None or scanned == 0:
+            page, following = await self.store.list_jobs(
+                status=query.status,
+                queue=query.queue,
+                job_type=query.type,
+                owner=owner,
+                limit=min(SEARCH_PAGE, SEARCH_SCAN - scanned),
+                cursor=cursor,
+            )
+            scanned += len(page) or 1
+            for job in page:
+                if (
+                    needle in job.type.casefold()
+                    or needle in (job.error or "").casefold()
+                    or needle in (to_json(job.payload).decode().casefold())
+                ):
+                    found.append(job)
+                    if len(found) == query.limit:
+                        return found, str(job.seq) if job is not page[-1] or following else None
+            cursor = following
+            if scanned >= SEARCH_SCAN:
+                break
+        return found, cursor
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         """Pause (accept but run nothing) or resume a queue."""

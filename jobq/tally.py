@@ -73,6 +73,10 @@ class CounterFamily(_Family):
             series = self._series[values] = Count()
         return series
 
+    def items(self) -> list[tuple[tuple[str, ...], Count]]:
+        """Every series, by its label values."""
+        return list(self._series.items())
+
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
         for values, series in list(self._series.items()):
@@ -100,6 +104,10 @@ class HistogramFamily(_Family):
         if series is None:
             series = self._series[values] = Buckets(self.bounds)
         return series
+
+    def items(self) -> list[tuple[tuple[str, ...], Buckets]]:
+        """Every series, by its label values."""
+        return list(self._series.items())
 
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)

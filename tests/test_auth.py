@@ -60,6 +60,14 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/{file}"): PUBLIC,
+    ("GET", "/"): PUBLIC,  # to the dashboard, whose page and files hold no data
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/{asset}"): PUBLIC,
+    ("GET", "/ui/session"): PUBLIC,
+    ("POST", "/ui/login"): PUBLIC,
+    ("POST", "/ui/logout"): PUBLIC,
+    ("GET", "/ui/events"): ANY,
+    ("GET", "/ui/events/jobs/{id}"): "client",
     ("GET", "/stats"): ANY,
     ("GET", "/metrics"): ANY,
     ("POST", "/enqueue"): "client",
@@ -129,8 +137,8 @@ def expected_access(method: str, template: str) -> str:
 @pytest.fixture
 async def guarded(aiohttp_client: Any, registry: Registry) -> TestClient:
     """An app with tokens for every role (two clients), on the memory store, with no workers."""
-    app = create_app(replace(TEST_CONFIG, workers=0), handlers=registry, tokens=token_book())
-    return await aiohttp_client(app)
+    app = create_app(replace(TEST_CONFIG, workers=0, max_wait=0.1), handlers=registry, tokens=token_book())
+    return await aiohttp_client(app)  # max_wait: the dashboard's feeds end at once
 
 
 # -- tokens ------------------------------------------------------------------

@@ -1,0 +1,309 @@
+// Job lists: Jobs (filters, search, paging, selection, bulk actions), Dead letters (dead and
+// failed tabs) and Scheduled (when each job runs). The filters live in the URL hash, so a
+// list can be bookmarked and the back button returns to the previous page of results.
+
+import { del, get, jobPath, post, qs } from "./api.js";
+import { button, fmtNumber, h, jobHref, relTime, route, statusBadge, timeEl } from "./dom.js";
+
+const STATES = ["pending", "scheduled", "processing", "retrying", "completed", "failed", "dead", "cancelled"];
+const PAGE_SIZE = 50;
+
+// What each per-job action allows (the server checks again; this only spares pointless calls).
+const ALLOWED = {
+  retry: (s) => s === "failed" || s === "dead",
+  cancel: (s) => ["pending", "scheduled", "retrying", "processing"].includes(s),
+  delete: (s) => s !== "processing",
+};
+
+export function renderJobs(ctx) {
+  jobList(ctx, { title: "Jobs", base: "#/jobs", status: ctx.params.get("status") || "" });
+}
+
+export function renderDead(ctx) {
+  const status = ctx.params.get("status") === "failed" ? "failed" : "dead";
+  jobList(ctx, {
+    title: "Dead letters", base: "#/dead", status, fixedStatus: true,
+    tabs: [["dead", "Dead"], ["failed", "Failed"]],
+    intro: "Dead jobs used every attempt (or were lost too often); failed jobs had a single attempt. Retry runs them again.",
+  });
+}
+
+export function renderScheduled(ctx) {
+  jobList(ctx, {
+    title: "Scheduled", base: "#/scheduled", status: "scheduled", fixedStatus: true, scheduled: true,
+    intro: "Jobs waiting for their time; each becomes pending within a second of it.",
+  });
+}
+
+/**
+ * One list view. opts: title, base (hash route), status, fixedStatus (no status select),
+ * tabs ([[status, label]]), scheduled (show next run), intro.
+ */
+function jobList(ctx, opts) {
+  const p = ctx.params;
+  const filters = { status: opts.status, queue: p.get("queue") || "", type: p.get("type") || "", q: p.get("q") || "" };
+  const cursor = p.get("cursor") || "";
+
+  // The route for other filters (always from the first page: a cursor belongs to one filter).
+  const hrefFor = (f, extra = {}) => route(opts.base, {
+    status: opts.fixedStatus ? (opts.tabs && f.status !== opts.tabs[0][0] ? f.status : "") : f.status,
+    queue: f.queue, type: f.type, q: f.q, ...extra,
+  });
+
+  const root = ctx.root;
+  // Lists are not live (a page would shift under the reader's selection): refresh on demand.
+  const refresh = button("Refresh", "refresh", () => load(), { class: "small" });
+  root.append(h("div", { class: "view-head" }, h("h1", {}, opts.title), refresh));
+  if (opts.tabs) root.append(tabs(opts.tabs, filters, hrefFor));
+  if (opts.intro) root.append(h("p", { class: "muted intro" }, opts.intro));
+  root.append(filterForm(ctx, opts, filters, hrefFor), findById(ctx));
+
+  const toolbar = h("div", { class: "toolbar", "data-testid": "job-toolbar" });
+  const results = h("div", { class: "results" }, h("p", { class: "muted" }, "Loading…"));
+  const pager = h("div", { class: "pager" });
+  root.append(toolbar, results, pager);
+
+  const selected = new Set();
+  let jobs = [];
+
+  async function load() {
+    selected.clear();
+    let answer;
+    try {
+      answer = await get("/jobs" + qs({ ...filters, cursor, limit: PAGE_SIZE }));
+    } catch (error) {
+      results.replaceChildren(h("p", { class: "error", "data-testid": "list-error", role: "alert" }, error.detail || String(error)));
+      pager.replaceChildren();
+      toolbar.replaceChildren();
+      return;
+    }
+    jobs = answer.jobs || [];
+    // Scheduled and retrying jobs wait for a time: show it instead of when they were created.
+    const timed = opts.scheduled || filters.status === "scheduled" || filters.status === "retrying";
+    results.replaceChildren(jobsTable(jobs, { ...opts, scheduled: timed }, ctx.canAct, selected, updateToolbar));
+    pager.replaceChildren(...pagerParts(answer, filters, cursor, hrefFor));
+    updateToolbar();
+  }
+
+  // The toolbar depends on the selection: rebuilt on every checkbox change.
+  function updateToolbar() {
+    if (!ctx.canAct) return;
+    const chosen = jobs.filter((j) => selected.has(j.id));
+    toolbar.replaceChildren(
+      h("span", { class: "muted", "data-testid": "selection-count" }, `${chosen.length} selected`),
+      ctx.canAdmin ? perIdButton(ctx, "Retry selected", "bulk-retry", "retry", chosen, load) : "",
+      perIdButton(ctx, "Cancel selected", "bulk-cancel", "cancel", chosen, load),
+      ctx.canAdmin ? perIdButton(ctx, "Delete selected", "bulk-delete", "delete", chosen, load) : "",
+      ...(ctx.canAdmin ? allMatchingButtons(ctx, filters, load) : []),
+    );
+  }
+
+  load();
+}
+
+function tabs(list, filters, hrefFor) {
+  return h("nav", { class: "tabs", "aria-label": "status" }, list.map(([status, label]) =>
+    h("a", { href: hrefFor({ ...filters, status }), "data-testid": `tab-${status}`, "aria-current": filters.status === status ? "page" : null }, label)));
+}
+
+// ----- filters -----
+
+function filterForm(ctx, opts, filters, hrefFor) {
+  const status = h("select", { name: "status", id: "filter-status", "data-testid": "filter-status" },
+    h("option", { value: "" }, "any status"),
+    STATES.map((s) => h("option", { value: s, selected: s === filters.status }, s)));
+  const queue = h("input", { name: "queue", id: "filter-queue", list: "queue-names", value: filters.queue, placeholder: "any queue", "data-testid": "filter-queue", autocomplete: "off" });
+  const type = h("input", { name: "type", id: "filter-type", value: filters.type, placeholder: "any type", "data-testid": "filter-type", autocomplete: "off" });
+  const search = h("input", { type: "search", name: "q", id: "search-input", value: filters.q, placeholder: "text in type, error or payload", "data-testid": "search-input" });
+  const names = h("datalist", { id: "queue-names" });
+  // Queue names for the suggestion list: a nicety, so a failure is ignored.
+  get("/queues").then((a) => names.replaceChildren(...(a.queues || []).map((q) => h("option", { value: q.name })))).catch(() => {});
+
+  const form = h("form", { class: "filters", "data-testid": "job-filters", role: "search" },
+    opts.fixedStatus ? null : field("Status", status),
+    field("Queue", queue), names,
+    field("Type", type),
+    field("Search", search),
+    h("button", { type: "submit", "data-testid": "filter-apply" }, "Apply"),
+    (filters.queue || filters.type || filters.q || (!opts.fixedStatus && filters.status))
+      ? h("a", { href: opts.base + (opts.fixedStatus && opts.tabs && filters.status !== opts.tabs[0][0] ? `?status=${filters.status}` : ""), "data-testid": "filter-reset" }, "reset")
+      : null,
+  );
+  const apply = () => ctx.navigate(hrefFor({
+    status: opts.fixedStatus ? filters.status : status.value,
+    queue: queue.value.trim(), type: type.value.trim(), q: search.value.trim(),
+  }));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    apply();
+  });
+  status.addEventListener("change", apply);
+  return form;
+}
+
+function field(label, input) {
+  return h("label", { class: "field" }, h("span", {}, label), input);
+}
+
+function findById(ctx) {
+  const input = h("input", { name: "id", id: "find-id", placeholder: "job id", "data-testid": "find-id", autocomplete: "off", spellcheck: "false" });
+  const form = h("form", { class: "find", "data-testid": "find-form" },
+    field("Find by id", input), h("button", { type: "submit", "data-testid": "find-submit" }, "Open"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = input.value.trim();
+    if (id) ctx.navigate(jobHref(id));
+  });
+  return form;
+}
+
+// ----- table -----
+
+function jobsTable(jobs, opts, canAct, selected, onSelect) {
+  if (!jobs.length) return h("p", { class: "muted", "data-testid": "no-jobs" }, "No jobs on this page.");
+  const boxes = [];
+  const all = canAct ? h("input", { type: "checkbox", "data-testid": "select-all", "aria-label": "select all on this page" }) : null;
+  if (all) {
+    all.addEventListener("change", () => {
+      for (const box of boxes) {
+        box.checked = all.checked;
+        toggle(box);
+      }
+      onSelect();
+    });
+  }
+  function toggle(box) {
+    const id = box.getAttribute("data-job-id");
+    if (box.checked) selected.add(id);
+    else selected.delete(id);
+  }
+
+  const head = h("tr", {},
+    canAct ? h("th", { class: "check" }, all) : null,
+    ["ID", "Type", "Queue", "Status", "Attempts"].map((t) => h("th", {}, t)),
+    opts.scheduled ? [h("th", {}, "Runs at"), h("th", {}, "Runs")] : h("th", {}, "Created"),
+    h("th", {}, "Error"));
+
+  const rows = jobs.map((job) => {
+    let box = null;
+    if (canAct) {
+      box = h("input", { type: "checkbox", "data-testid": "select-job", "aria-label": "select job" });
+      box.setAttribute("data-job-id", job.id);
+      box.addEventListener("change", () => {
+        toggle(box);
+        all.checked = boxes.every((b) => b.checked);
+        onSelect();
+      });
+      boxes.push(box);
+    }
+    const row = h("tr", { "data-testid": "job-row" },
+      canAct ? h("td", { class: "check" }, box) : null,
+      h("td", { class: "id" }, h("a", { href: jobHref(job.id), "data-testid": "job-link" }, job.id)),
+      h("td", {}, job.type),
+      h("td", {}, job.queue),
+      h("td", {}, statusBadge(job.status)),
+      h("td", { class: "num" }, `${job.attempts ?? 0} / ${job.max_attempts ?? "?"}`),
+      opts.scheduled
+        ? [h("td", {}, timeEl(job.next_run_at)), h("td", {}, relTime(job.next_run_at, "runs-in"))]
+        : h("td", {}, timeEl(job.created_at)),
+      h("td", { class: "err" }, job.error ? h("span", { title: job.error }, truncate(job.error, 120)) : ""),
+    );
+    row.setAttribute("data-job-id", job.id);
+    row.setAttribute("data-status", job.status);
+    return row;
+  });
+  return h("div", { class: "table-wrap" }, h("table", { "data-testid": "jobs-table" }, h("thead", {}, head), h("tbody", {}, rows)));
+}
+
+function truncate(text, n) {
+  const s = String(text);
+  return s.length > n ? s.slice(0, n) + "…" : s;
+}
+
+function pagerParts(answer, filters, cursor, hrefFor) {
+  const parts = [];
+  if (typeof answer.scanned === "number") parts.push(h("span", { class: "muted", "data-testid": "scanned" }, `searched ${fmtNumber(answer.scanned)} jobs`));
+  if (cursor) parts.push(h("a", { href: hrefFor(filters), "data-testid": "first-page" }, "« first page"));
+  if (answer.next_cursor) {
+    // A selective filter may leave a page short (even empty) with more to read after it.
+    if (!(answer.jobs || []).length) parts.push(h("span", { class: "muted" }, "Nothing matched in this stretch; there are more jobs to look through."));
+    parts.push(h("a", { href: hrefFor(filters, { cursor: answer.next_cursor }), class: "button", "data-testid": "next-page" }, "next page »"));
+  } else if (cursor || (answer.jobs || []).length) {
+    parts.push(h("span", { class: "muted", "data-testid": "end-of-list" }, "end of list"));
+  }
+  return parts;
+}
+
+// ----- actions -----
+
+const VERBS = { retry: ["Retried", "retry"], cancel: ["Cancelled", "cancel"], delete: ["Deleted", "delete"] };
+
+/** "Retry selected" and friends: one call per job, sequentially (a page holds at most 50). */
+function perIdButton(ctx, label, testid, action, chosen, reload) {
+  const eligible = chosen.filter((j) => ALLOWED[action](j.status));
+  const btn = button(`${label}${chosen.length ? ` (${eligible.length})` : ""}`, testid, async () => {
+    if (action !== "retry" && !confirm(`${label.split(" ")[0]} ${eligible.length} job(s)?`)) return;
+    btn.disabled = true;
+    let done = 0;
+    const errors = [];
+    for (const job of eligible) {
+      try {
+        if (action === "delete") await del(jobPath(job.id));
+        else await post(`${jobPath(job.id)}/${action}`);
+        done++;
+      } catch (error) {
+        errors.push(error.detail || String(error));
+      }
+    }
+    const skipped = chosen.length - eligible.length;
+    ctx.flash(`${VERBS[action][0]} ${done} job(s)${skipped ? `; skipped ${skipped} in a state that cannot ${VERBS[action][1]}` : ""}.`);
+    if (errors.length) ctx.flash(`${errors.length} failed: ${errors[0]}`, "error");
+    reload();
+  }, { class: action === "retry" ? "" : "danger", disabled: eligible.length === 0 });
+  return btn;
+}
+
+/**
+ * "Retry all matching" / "Delete all matching": the server's bulk routes act on every job with
+ * the status (and queue, type) filter, not just this page. They know no search text, so with a
+ * search the buttons are off rather than acting on more than the list shows.
+ */
+function allMatchingButtons(ctx, filters, reload) {
+  if (!filters.status) return [];
+  const body = { status: filters.status };
+  if (filters.queue) body.queue = filters.queue;
+  if (filters.type) body.type = filters.type;
+  const note = filters.q ? "clear the search first: bulk actions match status, queue and type only" : null;
+  const describe = [`status ${filters.status}`, filters.queue && `queue ${filters.queue}`, filters.type && `type ${filters.type}`].filter(Boolean).join(", ");
+
+  const run = async (btn, path, verb) => {
+    btn.disabled = true;
+    try {
+      const answer = (await post(path, body)) || {};
+      // The README names the count after the action ("retried", "deleted"); "done" also accepted.
+      const done = answer.done ?? answer.retried ?? answer.deleted ?? 0;
+      let message = `${verb} ${fmtNumber(done)} job(s) (${describe})`;
+      if (answer.skipped) message += `, skipped ${fmtNumber(answer.skipped)}`;
+      if (answer.more) message += " — more match: run it again for the next batch";
+      ctx.flash(message + ".");
+    } catch (error) {
+      ctx.flashError(error);
+    }
+    reload();
+  };
+
+  const buttons = [];
+  if (ALLOWED.retry(filters.status)) {
+    const retry = button("Retry all matching", "bulk-retry-all", () => run(retry, "/jobs/retry", "Retried"), { disabled: !!note, title: note });
+    buttons.push(retry);
+  }
+  if (ALLOWED.delete(filters.status)) {
+    const remove = button("Delete all matching", "bulk-delete-all", () => {
+      if (!confirm(`Delete every job with ${describe}, not only this page? This cannot be undone.`)) return;
+      run(remove, "/jobs/delete", "Deleted");
+    }, { class: "danger", disabled: !!note, title: note });
+    buttons.push(remove);
+  }
+  if (note && buttons.length) buttons.push(h("span", { class: "muted small-text" }, note));
+  return buttons;
+}

@@ -1,0 +1,285 @@
+// Overview (totals, queues, trends, workers) and Queues (pause, resume, clear): both live
+// views on the same feed, /ui/events or polling.
+
+import { del, post, queuePath, watchOverview } from "./api.js";
+import { lineChart } from "./charts.js";
+import { button, fmtDuration, fmtNumber, h, jobHref, relTime, route, timeEl } from "./dom.js";
+
+const STATES = ["pending", "scheduled", "processing", "retrying", "completed", "failed", "dead", "cancelled"];
+const WAITING = ["pending", "scheduled", "retrying"];
+
+const LIVE_LABELS = {
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "reconnecting…",
+  paused: "paused (tab hidden)",
+  polling: "refreshing every 2 s",
+  down: "offline",
+};
+
+/** The small "live" pill at the top of a live view. */
+function liveBadge() {
+  const el = h("span", { class: "live", "data-testid": "live-status", "data-state": "connecting" }, LIVE_LABELS.connecting);
+  return {
+    el,
+    set(state) {
+      el.setAttribute("data-state", state);
+      el.textContent = LIVE_LABELS[state] || state;
+    },
+  };
+}
+
+/** Starts the feed for a view and stops it when the view goes. */
+function subscribe(ctx, badge, onData) {
+  let lastError = null;
+  const feed = watchOverview(
+    (data) => {
+      lastError = null;
+      onData(data);
+    },
+    (state) => badge.set(state),
+    (error) => {
+      // Polling repeats every 2 s: show each distinct failure once, not 30 a minute.
+      if (lastError !== error.detail) ctx.flashError(error);
+      lastError = error.detail;
+    },
+  );
+  ctx.onCleanup(() => feed.close());
+}
+
+// ===== Overview =====
+
+export function renderOverview(ctx) {
+  const badge = liveBadge();
+  const totals = h("div", { class: "cards", "data-testid": "totals" }, h("p", { class: "muted" }, "Loading…"));
+  const queues = h("div", { class: "table-wrap" });
+  const charts = h("div", { class: "charts", "data-testid": "charts" });
+  const workers = h("div", { class: "table-wrap", "data-testid": "workers" });
+  ctx.root.append(
+    h("div", { class: "view-head" }, h("h1", {}, "Overview"), badge.el),
+    totals,
+    h("h2", {}, "Queues"), queues,
+    h("h2", {}, "Trends"), charts,
+    h("h2", {}, "Workers"), workers,
+  );
+  subscribe(ctx, badge, (data) => {
+    totals.replaceChildren(...totalCards(data.stats));
+    queues.replaceChildren(queueCountsTable(data.queues || [], data.stats));
+    charts.replaceChildren(...trendCharts(data.trends));
+    workers.replaceChildren(workersTable(data.workers, data.stats));
+  });
+}
+
+function card(label, value, testid, extra) {
+  return h("div", { class: `card ${extra || ""}`, "data-testid": testid }, h("div", { class: "card-value" }, value), h("div", { class: "card-label" }, label));
+}
+
+function totalCards(stats) {
+  if (!stats) return [];
+  const jobs = stats.jobs || {};
+  const w = stats.workers || {};
+  return [
+    stats.draining ? card("server", "draining", "stat-draining", "card-warn") : null,
+    card("waiting", fmtNumber(stats.queue_depth), "stat-waiting"),
+    card("processing", fmtNumber(jobs.processing), "stat-processing"),
+    card("completed", fmtNumber(jobs.completed), "stat-completed"),
+    card("failed", fmtNumber(jobs.failed), "stat-failed", jobs.failed ? "card-bad" : ""),
+    card("dead", fmtNumber(jobs.dead), "stat-dead", jobs.dead ? "card-bad" : ""),
+    card("workers busy", `${fmtNumber(w.busy)} / ${fmtNumber(w.total)}`, "stat-workers"),
+    card("jobs / s (last min)", fmtNumber(stats.jobs_per_second, 2), "stat-throughput"),
+    card("uptime", fmtDuration(stats.uptime_seconds), "stat-uptime"),
+    (stats.paused_queues || []).length ? card("paused queues", fmtNumber(stats.paused_queues.length), "stat-paused", "card-warn") : null,
+  ].filter(Boolean);
+}
+
+/** How long the queue's next job has waited; "—" when nothing is ready to run. */
+function oldestWait(q) {
+  const ready = (q.jobs || {}).pending || 0;
+  return q.oldest_wait_seconds == null || (!ready && !q.oldest_wait_seconds) ? "—" : fmtDuration(q.oldest_wait_seconds);
+}
+
+/** A count that links to the job list filtered by queue and state (0 stays plain). */
+function countCell(queue, status, n) {
+  const value = fmtNumber(n || 0);
+  return h("td", { class: `num${n ? "" : " zero"}`, "data-status": status },
+    n ? h("a", { href: route("#/jobs", { queue, status }) }, value) : value);
+}
+
+function queueCountsTable(queues, stats) {
+  if (!queues.length) return h("p", { class: "muted", "data-testid": "no-queues" }, "No queues yet: enqueue a job.");
+  const head = h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), STATES.map((s) => h("th", { class: "num" }, s)), h("th", { class: "num" }, "oldest wait"));
+  const rows = queues.map((q) => {
+    const row = h("tr", { "data-testid": "queue-row" },
+      h("th", { scope: "row" }, h("a", { href: route("#/jobs", { queue: q.name }) }, q.name)),
+      h("td", {}, q.paused ? h("span", { class: "badge badge-paused", "data-testid": "queue-paused" }, "paused") : h("span", { class: "muted" }, "active")),
+      STATES.map((s) => countCell(q.name, s, (q.jobs || {})[s])),
+      h("td", { class: "num", "data-testid": "oldest-wait" }, oldestWait(q)),
+    );
+    row.setAttribute("data-queue", q.name);
+    return row;
+  });
+  const jobs = (stats && stats.jobs) || {};
+  const total = h("tr", { class: "total", "data-testid": "queue-totals" },
+    h("th", { scope: "row" }, "all queues"), h("td", {}),
+    STATES.map((s) => h("td", { class: "num" }, fmtNumber(jobs[s] || 0))), h("td", {}));
+  return h("table", { "data-testid": "queue-table" }, h("thead", {}, head), h("tbody", {}, rows), h("tfoot", {}, total));
+}
+
+// ----- trends -----
+
+const perSecond = (v) => (v >= 100 ? fmtNumber(v) : fmtNumber(v, v >= 10 ? 1 : 2)) + "/s";
+const seconds = (v) => fmtDuration(v);
+
+function trendCharts(trends) {
+  if (!trends) {
+    return [h("p", { class: "muted", "data-testid": "no-trends" }, "Trends need the server's live stream (/ui/events); counts above refresh every 2 s.")];
+  }
+  const times = trends.times || [];
+  const names = Object.keys(trends.queues || {});
+  if (!names.length || times.length < 2) return [h("p", { class: "muted", "data-testid": "no-trends" }, "Not enough samples yet.")];
+  return names.map((name) => {
+    const t = trends.queues[name] || {};
+    const values = (key) => (Array.isArray(t[key]) ? t[key] : []);
+    const group = h("div", { class: "queue-charts", "data-testid": "queue-charts" },
+      h("h3", {}, name),
+      h("div", { class: "chart-row" },
+        lineChart({
+          title: "Throughput", format: perSecond, times, testid: "chart-throughput",
+          series: [
+            { label: "enqueued", cls: "s-enqueued", values: values("enqueued") },
+            { label: "completed", cls: "s-completed", values: values("completed") },
+            { label: "failed", cls: "s-failed", values: values("failed") },
+          ],
+        }),
+        lineChart({
+          title: "Wait before start", format: seconds, times, testid: "chart-wait",
+          series: [
+            { label: "p50", cls: "s-p50", values: values("wait_p50") },
+            { label: "p95", cls: "s-p95", values: values("wait_p95") },
+          ],
+        }),
+        lineChart({
+          title: "Run time", format: seconds, times, testid: "chart-run",
+          series: [
+            { label: "p50", cls: "s-p50", values: values("run_p50") },
+            { label: "p95", cls: "s-p95", values: values("run_p95") },
+          ],
+        }),
+      ),
+    );
+    group.setAttribute("data-queue", name);
+    return group;
+  });
+}
+
+// ----- workers -----
+
+function workersTable(workers, stats) {
+  if (!workers) {
+    const w = (stats && stats.workers) || {};
+    return h("p", { class: "muted", "data-testid": "no-workers" },
+      `${fmtNumber(w.busy)} of ${fmtNumber(w.total)} in-process workers busy. Per-worker leases need the server's live stream.`);
+  }
+  if (!workers.length) return h("p", { class: "muted", "data-testid": "no-workers" }, "No workers.");
+  const rows = workers.map((w) => {
+    const jobs = w.jobs || [];
+    const row = h("tr", { "data-testid": "worker-row" },
+      h("th", { scope: "row" }, w.name),
+      h("td", { class: "num" }, fmtNumber(jobs.length)),
+      h("td", {}, jobs.length
+        ? h("ul", { class: "plain" }, jobs.map((j) => h("li", {},
+          h("a", { href: jobHref(j.id) }, j.id), " ", h("span", { class: "muted" }, `${j.type} on ${j.queue}`),
+          " · started ", timeEl(j.started_at), " · lease ", relTime(j.lease_expires_at))))
+        : h("span", { class: "muted" }, "idle")),
+    );
+    row.setAttribute("data-worker", w.name);
+    return row;
+  });
+  return h("table", { "data-testid": "workers-table" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Worker"), h("th", { class: "num" }, "Jobs leased"), h("th", {}, "Jobs (lease expiry)"))),
+    h("tbody", {}, rows));
+}
+
+// ===== Queues =====
+
+export function renderQueues(ctx) {
+  const badge = liveBadge();
+  const table = h("div", { class: "table-wrap" }, h("p", { class: "muted" }, "Loading…"));
+  ctx.root.append(h("div", { class: "view-head" }, h("h1", {}, "Queues"), badge.el), table);
+
+  let last = null;
+  const draw = () => table.replaceChildren(queueAdminTable(ctx, last.queues || [], redraw));
+  // After an action, show its effect at once instead of waiting for the next tick.
+  function redraw(name, change) {
+    const q = (last.queues || []).find((x) => x.name === name);
+    if (q) change(q);
+    draw();
+  }
+  subscribe(ctx, badge, (data) => {
+    last = data;
+    draw();
+  });
+}
+
+function queueAdminTable(ctx, queues, redraw) {
+  if (!queues.length) return h("p", { class: "muted", "data-testid": "no-queues" }, "No queues yet: enqueue a job.");
+  const head = h("tr", {},
+    ["Queue", "State"].map((t) => h("th", {}, t)),
+    ["waiting", "processing", "failed", "dead", "oldest wait"].map((t) => h("th", { class: "num" }, t)),
+    ctx.canAdmin ? h("th", {}, "Actions") : null);
+  const rows = queues.map((q) => {
+    const jobs = q.jobs || {};
+    const waiting = WAITING.reduce((n, s) => n + (jobs[s] || 0), 0);
+    const row = h("tr", { "data-testid": "queue-row" },
+      h("th", { scope: "row" }, h("a", { href: route("#/jobs", { queue: q.name }) }, q.name)),
+      h("td", {}, q.paused ? h("span", { class: "badge badge-paused", "data-testid": "queue-paused" }, "paused") : h("span", { class: "muted" }, "active")),
+      h("td", { class: "num" }, fmtNumber(waiting)),
+      countCell(q.name, "processing", jobs.processing),
+      countCell(q.name, "failed", jobs.failed),
+      countCell(q.name, "dead", jobs.dead),
+      h("td", { class: "num", "data-testid": "oldest-wait" }, oldestWait(q)),
+      ctx.canAdmin ? h("td", {}, h("div", { class: "actions" }, queueActions(ctx, q, waiting, redraw))) : null,
+    );
+    row.setAttribute("data-queue", q.name);
+    return row;
+  });
+  return h("table", { "data-testid": "queue-table" }, h("thead", {}, head), h("tbody", {}, rows));
+}
+
+function queueActions(ctx, q, waiting, redraw) {
+  const toggle = q.paused
+    ? button("Resume", "resume-queue", () => act(ctx, toggle, async () => {
+      await post(`${queuePath(q.name)}/resume`);
+      ctx.flash(`Queue ${q.name} resumed.`);
+      redraw(q.name, (x) => { x.paused = false; });
+    }))
+    : button("Pause", "pause-queue", () => act(ctx, toggle, async () => {
+      await post(`${queuePath(q.name)}/pause`);
+      ctx.flash(`Queue ${q.name} paused: it accepts jobs but runs none.`);
+      redraw(q.name, (x) => { x.paused = true; });
+    }));
+  const clear = button("Clear waiting", "clear-queue", () => {
+    // confirm() shows plain text, so the queue name cannot inject anything here.
+    if (!confirm(`Delete the ${waiting} waiting job(s) of queue "${q.name}"? Running and finished jobs stay.`)) return;
+    act(ctx, clear, async () => {
+      const answer = await del(`${queuePath(q.name)}/jobs`);
+      const n = answer && typeof answer.cleared === "number" ? answer.cleared : "the";
+      ctx.flash(`Cleared ${n} waiting job(s) from ${q.name}.`);
+      redraw(q.name, (x) => { for (const s of WAITING) if (x.jobs) x.jobs[s] = 0; });
+    });
+  }, { class: "danger" });
+  for (const b of [toggle, clear]) b.setAttribute("data-queue", q.name);
+  return [toggle, clear];
+}
+
+/** Runs an action with its button disabled; a failure shows the problem's detail. */
+async function act(ctx, btn, fn) {
+  btn.disabled = true;
+  try {
+    await fn();
+  } catch (error) {
+    ctx.flashError(error);
+  } finally {
+    btn.disabled = false;
+  }
+}
