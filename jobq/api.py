@@ -54,9 +54,10 @@ from jobq.models import (
     Unhealthy,
     WaitQuery,
 )
-from jobq.openapi import DOCS_CSP, DOCS_FILES, Reply, docs_file, document_json, documented, links
+from jobq.openapi import DOCS_CSP, DOCS_FILES, Reply, document_json, documented, links
 from jobq.problems import error_body, from_validation_error
 from jobq.service import JobService
+from jobq.static_files import file_response, page_response
 from jobq.store import Added
 
 SERVICE = web.AppKey("service", JobService)
@@ -571,7 +572,7 @@ DOCS_HEADERS = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "
 @documented("docs", {200: Reply("an HTML page", media={"text/html": {"type": "string"}})})
 async def docs_page(request: web.Request) -> web.Response:
     """An interactive page for this API (Swagger UI, from files jobq ships: nothing is loaded from elsewhere)."""
-    return web.Response(body=docs_file("index.html"), content_type="text/html", charset="utf-8", headers=DOCS_HEADERS)
+    return page_response("docs", DOCS_HEADERS)
 
 
 @routes.get("/docs/{file}")
@@ -583,12 +584,7 @@ async def docs_page(request: web.Request) -> web.Response:
 )
 async def docs_asset(request: web.Request) -> web.Response:
     """A script or style sheet of the /docs page."""
-    name = request.match_info["file"]
-    media = DOCS_FILES.get(name)
-    if media is None:
-        raise web.HTTPNotFound()
-    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"}
-    return web.Response(body=docs_file(name), content_type=media, charset="utf-8", headers=headers)
+    return file_response("docs", request.match_info["file"], DOCS_FILES, "public, max-age=3600")
 
 
 # -- the worker protocol: remote workers lease, heartbeat and settle over HTTP --

@@ -20,8 +20,6 @@ also answers HEAD, which the document does not list.
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 import inspect
 import re
 import weakref
@@ -171,12 +169,6 @@ DOCS_CSP = (
     "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 """The Content-Security-Policy of GET /docs: its own scripts and styles only, nothing inline, no framing."""
-
-
-@functools.cache
-def docs_file(name: str) -> bytes:
-    """A file of jobq/static/docs, read once."""
-    return (importlib.resources.files("jobq") / "static" / "docs" / name).read_bytes()
 
 
 # The path parameters routes use: their schemas (pydantic's, for the patterns handlers check) and meanings.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib.resources
 from collections import defaultdict
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from jobq.dashboard.trends import INTERVAL, Trends
 from jobq.errors import Unauthorized
 from jobq.job import JobStatus
 from jobq.openapi import Reply, documented
+from jobq.static_files import file_response, page_response
 
 routes = web.RouteTableDef()
 TOKENS = web.AppKey("dashboard_tokens", TokenBook)  # absent when jobq runs without tokens
@@ -71,12 +71,6 @@ def ui_files() -> dict[str, str]:
 UI_FILES: Mapping[str, str] = ui_files()
 
 
-@functools.cache
-def ui_file(name: str) -> bytes:
-    """A file of jobq/static/ui, read once."""
-    return (importlib.resources.files("jobq") / "static" / "ui" / name).read_bytes()
-
-
 class Login(BaseModel):
     """``POST /ui/login``: the jobq token to log in to the dashboard with."""
 
@@ -111,7 +105,7 @@ async def root(request: web.Request) -> web.Response:
 @documented("dashboard", {200: Reply("the dashboard's page", media={"text/html": {"type": "string"}})})
 async def page(request: web.Request) -> web.Response:
     """The dashboard: one page that loads its own files only, and reads the API as its user."""
-    return web.Response(body=ui_file("index.html"), content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+    return page_response("ui", PAGE_HEADERS)
 
 
 @routes.get("/ui/{asset}")
@@ -123,12 +117,7 @@ async def page(request: web.Request) -> web.Response:
 )
 async def asset(request: web.Request) -> web.Response:
     """A script, style sheet or image of the dashboard."""
-    name = request.match_info["asset"]
-    media = UI_FILES.get(name)
-    if media is None:
-        raise web.HTTPNotFound()
-    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
-    return web.Response(body=ui_file(name), content_type=media, charset="utf-8", headers=headers)
+    return file_response("ui", request.match_info["asset"], UI_FILES, "no-cache")
 
 
 # -- logging in ---------------------------------------------------------------------------------
