@@ -627,13 +627,13 @@ async def lease(request: web.Request) -> web.Response:
         return web.Response(status=204)
     response = json_response({"jobs": [leased_view(job) for job in jobs]})
     if hung_up(request):
-        await service.undelivered(jobs)
+        await service.hand_back(jobs)
         return response  # nobody reads it
     try:
         await response.prepare(request)
         await response.write_eof()
     except (ConnectionError, ClientConnectionResetError):
-        await service.undelivered(jobs)
+        await service.hand_back(jobs)
     return response
 
 

@@ -387,7 +387,7 @@ class JobService:
         """Lease jobs to a remote worker, long-polling up to ``wait`` (capped); nothing once draining.
 
         Jobs leased for a caller that is gone by then (it hung up, or the call was cancelled)
-        go straight back as undelivered (see ``undelivered``).
+        go straight back as undelivered (see ``hand_back``).
         """
         if self.draining:  # a worker asking anew backs off; parked long-polls were answered at once
             raise ShuttingDown("jobq is shutting down and leases no more jobs")
@@ -436,9 +436,9 @@ class JobService:
             return
         if leasing.cancelled() or leasing.exception() is not None:
             return
-        await self.undelivered(leasing.result())
+        await self.hand_back(leasing.result())
 
-    async def undelivered(self, jobs: Sequence[Job], reason: str = "undelivered") -> None:
+    async def hand_back(self, jobs: Sequence[Job], reason: str = "undelivered") -> None:
         """Jobs leased for an answer that never reached its worker (or for a worker whose connection closed,
         ``reason="disconnected"``): back at once, as a lost run (jobq.lifecycle)."""
         handed_back = 0

@@ -173,16 +173,12 @@ def db_path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def open_sqlite(db_path: str) -> AsyncIterator[OpenStore]:
+def open_sqlite(db_path: str, open_url: OpenUrl) -> OpenStore:
     """Open a SQLiteStore on the test's file (again and again, to restart); all closed at teardown."""
-    opened: list[SQLiteStore] = []
 
     async def build(path: str = db_path, **options: Any) -> SQLiteStore:
-        store = SQLiteStore(path, StoreOptions(**options))
-        await store.open()
-        opened.append(store)
+        store = await open_url(f"sqlite:///{path}", **options)
+        assert isinstance(store, SQLiteStore)
         return store
 
-    yield build
-    for store in opened:
-        await store.close()
+    return build

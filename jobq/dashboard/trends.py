@@ -9,7 +9,6 @@ difference between two samples gives that interval's rates and percentiles. Only
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections import deque
@@ -95,8 +94,10 @@ class Trends:
     async def run(self) -> None:
         """Sample every ``interval`` seconds until cancelled (surviving its own errors)."""
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 self.sample()
+            except Exception:
+                log.exception("sampling the dashboard's trends failed; trying again in %.0fs", self.interval)
             await asyncio.sleep(self.interval)
 
     def view(self) -> dict[str, Any]:

@@ -187,7 +187,7 @@ class FaktoryServer:
 
     async def _hand_back(self, jobs: list[Job], reason: str) -> None:
         try:
-            await self.service.undelivered(jobs, reason)
+            await self.service.hand_back(jobs, reason)
         except Exception:  # the store failed: the leases lapse instead, and the jobs run again then
             log.exception("handing back %d jobs of a Faktory worker failed", len(jobs))
 
