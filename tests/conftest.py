@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from jobq.app import create_app, store_from_config
 from jobq.builtin_handlers import register_builtins
 from jobq.config import Config
+from jobq.errors import StoreUnavailable
 from jobq.handlers import Registry
 from jobq.job import Job, new_job_id
 from jobq.store import Store, StoreOptions, open_store
@@ -116,6 +117,44 @@ async def wait_for_status(client: TestClient, job_id: str, *statuses: str, timeo
             return job
         assert time.monotonic() < deadline, f"job {job_id} stuck in {job['status']}, wanted {statuses}"
         await asyncio.sleep(0.01)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0, every: float = 0.05) -> None:
+    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(every)
+
+
+async def refused_while_away(store: Store, within: float) -> str:
+    """With its backend gone, a shared store refuses every verb at once (within ``within`` seconds) and soon
+    says why (``unavailable``, what /health reports); returns that reason."""
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.add([make_job("while-away")])
+    with pytest.raises(StoreUnavailable):
+        await store.lease(1, 30.0)
+    assert time.monotonic() - started < within
+
+    async def reported() -> bool:
+        return store.unavailable is not None
+
+    await until(reported, "the store to report itself unavailable", timeout=5.0)
+    return store.unavailable or ""
+
+
+async def add_when_back(store: Store, job_id: str) -> None:
+    """Add a job once the store's backend is back (refused until then)."""
+
+    async def added() -> bool:
+        try:
+            await store.add([make_job(job_id)])
+        except StoreUnavailable:
+            return False
+        return True
+
+    await until(added, f"{job_id} to be added once the store is back", every=0.1)
 
 
 class FakeClock:

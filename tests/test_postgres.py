@@ -5,7 +5,6 @@ tests/test_shared_stores.py; the contract and API suites run on it too (tests/co
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from jobq.job import JobStatus
 from jobq.sdk.transactional import enqueue_in_transaction
 from jobq.store import open_store
 from jobq.store.postgres import PostgresStore, split_url
-from tests.conftest import OpenUrl, make_job
+from tests.conftest import OpenUrl, add_when_back, make_job, refused_while_away
 from tests.pg import PgCluster, schema_url
 
 OpenNode = Callable[..., Awaitable[PostgresStore]]
@@ -148,24 +147,9 @@ async def test_the_database_going_away_is_unavailable_then_everything_resumes() 
             await asyncio.sleep(0.1)
         assert store.unavailable is None
         cluster.halt()  # gone for a while: every verb is refused at once, and /health says why
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            await store.add([make_job("while-away")])
-        with pytest.raises(StoreUnavailable):
-            await store.lease(1, 30.0)
-        assert time.monotonic() - started < 5.0
-        for _ in range(100):
-            if store.unavailable is not None:
-                break
-            await asyncio.sleep(0.05)
-        assert store.unavailable is not None and store.place in store.unavailable
+        assert store.place in await refused_while_away(store, within=5.0)
         cluster.start()
-        for _ in range(100):
-            try:
-                await store.add([make_job("back")])
-                break
-            except StoreUnavailable:
-                await asyncio.sleep(0.1)
+        await add_when_back(store, "back")
         assert (await store.get("back")) is not None and await store.get("while-away") is None
     finally:
         await store.close()
