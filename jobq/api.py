@@ -43,6 +43,7 @@ from jobq.models import (
     LeaseRequest,
     ListQuery,
     LogRequest,
+    NodeList,
     ProgressRequest,
     QueueCleared,
     QueueList,
@@ -437,8 +438,12 @@ async def bulk(request: web.Request, action: str) -> web.Response:
     query = await read_body(request, BulkRequest)
     result = await request.app[SERVICE].bulk(action, query)
     if action == "retry":
-        return json_response(BulkRetried(retried=result.done, skipped=result.skipped, more=result.more))
-    return json_response(BulkDeleted(deleted=result.done, skipped=result.skipped, more=result.more))
+        return json_response(
+            BulkRetried(retried=result.done, skipped=result.skipped, more=result.more, cursor=result.cursor)
+        )
+    return json_response(
+        BulkDeleted(deleted=result.done, skipped=result.skipped, more=result.more, cursor=result.cursor)
+    )
 
 
 def queue_name(request: web.Request) -> str:
@@ -530,6 +535,14 @@ async def health(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """Counts per status and queue, queue depth, busy workers, jobs/s over the last minute, uptime."""
     return json_response(await request.app[SERVICE].stats())
+
+
+@routes.get("/nodes")
+@requires(*ANY_ROLE)
+@documented("server", {200: Reply("the nodes", NodeList)}, problems={503: "the store cannot be read"})
+async def nodes(request: web.Request) -> web.Response:
+    """The jobq processes that use this store, each with its workers and the remote workers it serves."""
+    return json_response({"nodes": await request.app[SERVICE].nodes()})
 
 
 @routes.get("/metrics")

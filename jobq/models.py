@@ -21,6 +21,10 @@ MAX_SENT_TRACEBACK = 100_000  # the longest traceback a worker may send (jobq ke
 MAX_WAIT_PARAMETER = 3600.0  # the longest ?wait= a request may ask for (--max-wait caps what it gets)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+SearchText = Annotated[str, Field(min_length=1, max_length=200)]
+"""Text searched for in a job's type, error and payload, in any case (GET /jobs?q=, bulk actions)."""
+Cursor = Annotated[str, Field(pattern=r"^\d{1,20}$")]
+"""Where a listing goes on: the seq after which it reads."""
 
 
 class EnqueueRequest(BaseModel):
@@ -114,15 +118,13 @@ class ListQuery(BaseModel):
     status: JobStatus | None = None
     queue: Name | None = None
     type: Name | None = None
-    q: str | None = Field(
+    q: SearchText | None = Field(
         default=None,
-        min_length=1,
-        max_length=200,
         description="only jobs whose type, error or payload holds this text (any case); a call reads at most "
         "10,000 jobs, so a page may hold fewer (even none) and still have a next one",
     )
     limit: int = Field(default=50, ge=1, le=500)
-    cursor: str | None = Field(default=None, pattern=r"^\d{1,20}$")
+    cursor: Cursor | None = None
 
 
 MAX_BULK = 10_000  # jobs one bulk retry or delete acts on at most
@@ -136,7 +138,12 @@ class BulkRequest(BaseModel):
     status: JobStatus = Field(strict=False, description="only jobs in this state (retry: failed or dead)")
     queue: Name | None = None
     type: Name | None = None
+    q: SearchText | None = Field(
+        default=None,
+        description="as GET /jobs?q=: a call then reads at most 10,000 jobs; its cursor says where the next goes on",
+    )
     limit: int = Field(default=1000, ge=1, le=MAX_BULK, description="act on at most this many; more says if any remain")
+    cursor: Cursor | None = Field(default=None, description="go on from the last call's cursor")
 
 
 class LeaseRequest(BaseModel):
@@ -397,7 +404,8 @@ class BulkRetried(Answer):
 
     retried: int = Field(ge=0)
     skipped: int = Field(ge=0, description="matched, but changed meanwhile")
-    more: bool = Field(description="the limit was reached: matching jobs may remain (call again)")
+    more: bool = Field(description="the call stopped with jobs left to read: matching ones may remain (call again)")
+    cursor: str | None = Field(description="where the next call goes on (give it as cursor), when more")
 
 
 class BulkDeleted(Answer):
@@ -405,7 +413,8 @@ class BulkDeleted(Answer):
 
     deleted: int = Field(ge=0)
     skipped: int = Field(ge=0, description="matched, but changed meanwhile")
-    more: bool = Field(description="the limit was reached: matching jobs may remain (call again)")
+    more: bool = Field(description="the call stopped with jobs left to read: matching ones may remain (call again)")
+    cursor: str | None = Field(description="where the next call goes on (give it as cursor), when more")
 
 
 Counts = dict[JobStatus, Annotated[int, Field(ge=0)]]
@@ -452,6 +461,34 @@ class Stats(Answer):
     jobs_per_second: float = Field(ge=0, description="jobs finished per second over the last minute")
     uptime_seconds: float = Field(ge=0)
     draining: bool
+
+
+class RemoteWorker(Answer):
+    name: str = Field(description="the name the worker leases under (?: unnamed)")
+    idle_seconds: float = Field(
+        ge=0, description="how long before its node's card was written it last leased or heartbeat"
+    )
+
+
+class NodeCard(Answer):
+    """One jobq process using the store, as its card (rewritten every 5 s) describes it."""
+
+    id: str = Field(description="the node's id, new at each start")
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    seen_at: datetime = Field(description="when the card was written, by the store's clock")
+    listening: dict[str, str] = Field(description="protocol (http, grpc, faktory) -> where it listens")
+    workers: WorkerCounts = Field(description="its in-process workers")
+    draining: bool
+    remote_workers: list[RemoteWorker] = Field(description="workers that leased or heartbeat through it lately")
+
+
+class NodeList(Answer):
+    """``GET /nodes``: the jobq processes heard from in the last 15 s (only this one, on a store of one process)."""
+
+    nodes: list[NodeCard]
 
 
 class Health(Answer):

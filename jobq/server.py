@@ -30,7 +30,7 @@ from types import FrameType
 
 from aiohttp import web
 
-from jobq import logformat, logs
+from jobq import logformat, logs, nodes
 from jobq.api import METRICS, SERVICE
 from jobq.app import Runner, create_app
 from jobq.auth import TokenBook, TokenError
@@ -208,9 +208,10 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
         log.error("jobq cannot listen on %s port %d: %s", config.host, config.port, exc.strerror or exc)
         await runner.cleanup()
         return EXIT_CANNOT_START
+    service.listening["http"] = ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses)
     log.info(
         "jobq serving on %s with %d workers, store %s",
-        ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses),
+        service.listening["http"],
         config.workers,
         without_password(config.store),
     )
@@ -232,6 +233,7 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
             )
             await runner.cleanup()
             return EXIT_CANNOT_START
+        service.listening["grpc"] = f"{config.host}:{grpc_server.port}"
     faktory: FaktoryServer | None = None
     if config.faktory_port:
         faktory = start_faktory(app, tokens)
@@ -248,6 +250,8 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
                 await grpc_server.stop(0)
             await runner.cleanup()
             return EXIT_CANNOT_START
+        service.listening["faktory"] = f"{config.host}:{faktory.port}"
+    await nodes.announce(service)  # with the addresses it listens on
 
     await shutdown.requested.wait()
     if grpc_server is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from jobq import nodes
 from jobq.config import Config
 from jobq.errors import IdReused, InvalidTransition, JobNotFound, JobqError, ShuttingDown, ValidationFailed
 from jobq.handlers import Registry
@@ -35,6 +36,7 @@ from jobq.workers import DrainReport, WorkerPool
 log = logging.getLogger("jobq.service")
 
 HOUSEKEEPING_SECONDS = 1.0
+STORE_GRACE_SECONDS = 2.0  # how long a stop waits to tell the store this node drains or leaves
 SEARCH_SCAN = 10_000  # jobs one search call reads at most (GET /jobs?q=): its cursor goes on from there
 SEARCH_PAGE = 500
 
@@ -48,7 +50,8 @@ class BulkResult:
 
     done: int  # jobs retried or deleted
     skipped: int  # jobs that matched but changed meanwhile
-    more: bool  # the limit was reached with jobs left to read: matching ones may remain
+    more: bool  # the call stopped with jobs left to read: matching ones may remain
+    cursor: str | None  # where the next call goes on, when more
 
 
 def failure(job_id: str, item: Settlement | FailRequest) -> StoreSettlement:
@@ -94,6 +97,9 @@ class JobService:
         self._housekeeper: asyncio.Task[None] | None = None
         self._gathered: list[tuple[Job, asyncio.Future[Added | Exception]]] | None = None  # see _add
         self._group_adds: set[asyncio.Task[None]] = set()
+        self.listening: dict[str, str] = {}  # protocol -> the address it is served on (set as each starts)
+        self.remote_workers = nodes.RemoteWorkers()
+        self._announcer: asyncio.Task[None] | None = None
 
     def add_enqueue_listener(self, listener: EnqueueListener) -> None:
         """Call ``listener(jobs)`` with the new jobs of every submission (metrics hang off this)."""
@@ -105,6 +111,7 @@ class JobService:
         await self.store.open()
         self.pool.start()
         self._housekeeper = asyncio.create_task(self._housekeep(), name="jobq-housekeeper")
+        self._announcer = asyncio.create_task(nodes.keep_announcing(self), name="jobq-node-card")
 
     async def drain(self) -> DrainReport:
         """Refuse new jobs, finish accepted ones (up to the drain timeout), and stop the workers."""
@@ -114,6 +121,9 @@ class JobService:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        with contextlib.suppress(TimeoutError):  # the other nodes see this one draining (a store away: later)
+            async with asyncio.timeout(STORE_GRACE_SECONDS):
+                await nodes.announce(self)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.drain_timeout
         report = await self.pool.drain(self.config.drain_timeout)
@@ -140,9 +150,13 @@ class JobService:
         """Stop housekeeping and close the store (after a drain, and after the group adds in flight)."""
         while self._group_adds:
             await asyncio.gather(*self._group_adds, return_exceptions=True)
-        if self._housekeeper is not None:
-            self._housekeeper.cancel()
-            await asyncio.gather(self._housekeeper, return_exceptions=True)
+        for task in (self._housekeeper, self._announcer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(Exception):  # a store that is away: the card lapses by itself
+            async with asyncio.timeout(STORE_GRACE_SECONDS):
+                await self.store.withdraw()
         await self.store.close()
 
     async def _housekeep(self) -> None:
@@ -389,6 +403,7 @@ class JobService:
         Jobs leased for a caller that is gone by then (it hung up, or the call was cancelled)
         go straight back as undelivered (see ``hand_back``).
         """
+        self.remote_workers.saw(request.worker)
         if self.draining:  # a worker asking anew backs off; parked long-polls were answered at once
             raise ShuttingDown("jobq is shutting down and leases no more jobs")
         wait = min(request.wait, self.config.max_wait)
@@ -475,7 +490,11 @@ class JobService:
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
         """Extend many leases at once; each gets its own answer (the job, or StaleLease)."""
         self.check_batch(len(leases))
-        return await self.store.heartbeat_many(leases, lease_seconds)
+        answers = await self.store.heartbeat_many(leases, lease_seconds)
+        for answer in answers:
+            if isinstance(answer, Job):
+                self.remote_workers.saw(answer.worker)
+        return answers
 
     async def fail(self, job_id: str, item: FailRequest) -> Job:
         """Record one failed attempt of a leased job."""
@@ -516,7 +535,8 @@ class JobService:
         """Retry or delete every job matching ``query``, up to its limit, newest first.
 
         Reads the store a page at a time; a job that changed meanwhile (retried or deleted
-        by someone else, say) is counted as skipped. ``more``: call again for the rest.
+        by someone else, say) is counted as skipped. With search text (``q``), one call reads
+        at most ``SEARCH_SCAN`` jobs, as a search does. ``more``: call again, from ``cursor``, for the rest.
         """
         if action == "retry" and query.status not in RERUNNABLE:
             raise ValidationFailed(
@@ -530,26 +550,28 @@ class JobService:
             )
         verb = {"retry": self.store.requeue, "delete": self.store.delete}[action]
         done = skipped = 0
-        cursor: str | None = None
+        cursor = query.cursor
         while True:
-            page, cursor = await self.store.list_jobs(
-                status=query.status,
-                queue=query.queue,
-                job_type=query.type,
-                limit=min(500, query.limit - done - skipped),
-                cursor=cursor,
-            )
+            wanted = query.limit - done - skipped
+            if query.q is None:
+                page, cursor = await self.store.list_jobs(
+                    status=query.status, queue=query.queue, job_type=query.type, limit=min(500, wanted), cursor=cursor
+                )
+            else:
+                listing = ListQuery.model_construct(
+                    status=query.status, queue=query.queue, type=query.type, q=query.q, limit=wanted, cursor=cursor
+                )
+                page, cursor = await self._search(listing, None)
             for job in page:
                 try:
                     await verb(job.id)
                     done += 1
                 except (JobNotFound, InvalidTransition):
                     skipped += 1
-            if cursor is None or done + skipped >= query.limit:
+            if cursor is None or done + skipped >= query.limit or query.q is not None:
                 break
-        more = cursor is not None  # stopped at the limit with jobs left to read: call again for the rest
         log.info("bulk %s of %s jobs: %d done, %d skipped", action, query.status, done, skipped)
-        return BulkResult(done, skipped, more)
+        return BulkResult(done, skipped, more=cursor is not None, cursor=cursor)
 
     async def queues(self) -> list[dict[str, Any]]:
         """Every queue that holds jobs or is paused: its counts by status, paused or not, and its next job's wait."""
@@ -667,6 +689,13 @@ class JobService:
         cleared = await self.store.clear(queue)
         log.info("queue %s cleared: %d waiting jobs deleted", queue, cleared)
         return cleared
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The jobq processes using this store that were heard from lately (jobq.nodes), this one included."""
+        return [
+            {**card, "started_at": rfc3339(card["started_at"]), "seen_at": rfc3339(card["seen_at"])}
+            for card in await self.store.nodes()
+        ]
 
     async def stats(self) -> dict[str, Any]:
         """Counts per status and queue, queue depth, busy workers, throughput, uptime."""

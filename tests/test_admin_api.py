@@ -1,11 +1,19 @@
-"""Operator routes: delete a job, list queues, peek at the next job, retry or delete many jobs by filter."""
+"""Operator routes: delete a job, list queues and nodes, peek at the next job, retry or delete many jobs by filter."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+import jobq
+from jobq import nodes
+from jobq import service as service_module
+from jobq.api import SERVICE
 from tests.conftest import MakeClient, wait_for_status
 from tests.test_api import assert_problem
 
@@ -67,9 +75,10 @@ async def test_retry_many_re_runs_dead_jobs_by_filter_up_to_a_limit(make_client:
         await wait_for_status(client, job_id, "dead")
     assert (await client.post("/queues/mail/pause")).status == 200  # so the retried jobs wait, not die again
     first = await client.post("/jobs/retry", json={"status": "dead", "queue": "mail", "limit": 3})
-    assert await first.json() == {"retried": 3, "skipped": 0, "more": True}
-    rest = await client.post("/jobs/retry", json={"status": "dead", "queue": "mail"})
-    assert await rest.json() == {"retried": 2, "skipped": 0, "more": False}
+    answer = await first.json()
+    assert (answer["retried"], answer["skipped"], answer["more"]) == (3, 0, True) and answer["cursor"]
+    rest = await client.post("/jobs/retry", json={"status": "dead", "queue": "mail", "cursor": answer["cursor"]})
+    assert await rest.json() == {"retried": 2, "skipped": 0, "more": False, "cursor": None}
     assert (await client.post("/queues/mail/resume")).status == 200
     for job_id in dead:  # each ran again (and failed again: the handler always fails)
         job = await wait_for_status(client, job_id, "dead")
@@ -84,8 +93,54 @@ async def test_delete_many_deletes_jobs_in_a_state(make_client: MakeClient) -> N
     for job_id in ids[:2]:
         assert (await client.post(f"/jobs/{job_id}/cancel")).status == 200
     deleted = await client.post("/jobs/delete", json={"status": "cancelled"})
-    assert await deleted.json() == {"deleted": 2, "skipped": 0, "more": False}
+    assert await deleted.json() == {"deleted": 2, "skipped": 0, "more": False, "cursor": None}
     stats = await (await client.get("/stats")).json()
     assert (stats["jobs"]["cancelled"], stats["jobs"]["pending"]) == (0, 2)
     await assert_problem(await client.post("/jobs/delete", json={"status": "processing"}), 422, "cancel them first")
     await assert_problem(await client.post("/jobs/delete", json={"status": "nope"}), 422, "status")
+
+
+async def test_delete_many_by_search_text_reads_a_bounded_number_per_call_and_goes_on_from_its_cursor(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "SEARCH_SCAN", 3)  # each call reads 3 jobs at most
+    client = await make_client(workers=0)
+    for n in range(8):
+        await enqueue(client, type="echo", id=f"j{n}", payload={"customer": "acme" if n % 2 else "globex"})
+    body: dict[str, Any] = {"status": "pending", "q": "ACME"}
+    deleted, calls = 0, 0
+    while True:
+        answer = await (await client.post("/jobs/delete", json=body)).json()
+        deleted, calls = deleted + answer["deleted"], calls + 1
+        if not answer["more"]:
+            break
+        body["cursor"] = answer["cursor"]
+    assert (deleted, calls) == (4, 3)  # 8 jobs read 3 at a time
+    left = await (await client.get("/jobs?status=pending")).json()
+    assert sorted(job["id"] for job in left["jobs"]) == ["j0", "j2", "j4", "j6"]
+
+
+async def test_nodes_lists_this_node_its_workers_and_the_remote_workers_it_serves(make_client: MakeClient) -> None:
+    client = await make_client(workers=2)
+    service = client.app[SERVICE]
+
+    async def cards() -> list[dict[str, Any]]:
+        response = await client.get("/nodes")
+        assert response.status == 200, await response.text()
+        return list((await response.json())["nodes"])
+
+    deadline = time.monotonic() + 5.0
+    while not (found := await cards()):  # written as jobq starts
+        assert time.monotonic() < deadline, "this node's card was not written at start"
+        await asyncio.sleep(0.01)
+    [card] = found
+    assert (card["id"], card["pid"], card["version"]) == (service.store.node, os.getpid(), jobq.__version__)
+    assert card["workers"] == {"total": 2, "busy": 0} and card["draining"] is False
+    assert card["remote_workers"] == [] and card["started_at"] <= card["seen_at"]  # RFC 3339, UTC
+
+    leased = await client.post("/workers/lease", json={"worker": "box-7", "wait": 0})
+    assert leased.status == 204  # nothing to run: the worker was seen all the same
+    await nodes.announce(service)  # the next beat, without waiting for it
+    [card] = await cards()
+    assert [worker["name"] for worker in card["remote_workers"]] == ["box-7"]
+    assert 0 <= card["remote_workers"][0]["idle_seconds"] < 5

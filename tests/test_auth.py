@@ -69,6 +69,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/ui/events"): ANY,
     ("GET", "/ui/events/jobs/{id}"): "client",
     ("GET", "/stats"): ANY,
+    ("GET", "/nodes"): ANY,
     ("GET", "/metrics"): ANY,
     ("POST", "/enqueue"): "client",
     ("POST", "/enqueue/batch"): "client",

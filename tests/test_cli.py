@@ -172,6 +172,13 @@ def test_stats(jobq: Any) -> None:
     assert "workers busy" in shown.stdout and "completed" in shown.stdout
 
 
+def test_nodes(jobq: Any, server: ServerProcess) -> None:
+    [node] = answer(jobq("nodes", "--json"))["nodes"]
+    assert (node["pid"], node["listening"]["http"], node["workers"]["total"]) == (server.process.pid, server.url, 4)
+    shown = jobq("nodes")
+    assert f":{server.process.pid}" in shown.stdout and "serving" in shown.stdout and node["id"] in shown.stdout
+
+
 # -- queues and bulk actions ----------------------------------------------------
 def test_queues_pause_peek_clear_and_resume(jobq: Any) -> None:
     queue = unique("held")
@@ -201,13 +208,19 @@ def test_bulk_retry_and_delete_of_dead_jobs(jobq: Any) -> None:
         for _ in range(3)
     ]
     retried = answer(jobq("retry", "--all", "--status", "dead", "--queue", queue, "--json", token=ADMIN))
-    assert retried == {"retried": 3, "skipped": 0, "more": False}
+    assert retried == {"retried": 3, "skipped": 0, "more": False, "cursor": None}
     for job_id in ids:  # each runs again and dies again (the handler always fails): wait on each with --wait
         again = answer(jobq("status", job_id, "--wait", "10", "--json"), code=1)
         assert again["status"] == "dead" and len(again["history"]) == 4
-    shown = jobq("delete", "--all", "--status", "dead", "--queue", queue, token=ADMIN)
+    dead = ("delete", "--all", "--status", "dead", "--queue", queue)
+    unmatched = jobq(*dead, "--search", "no such text", token=ADMIN)
+    assert "deleted 0 dead jobs" in unmatched.stdout, unmatched.stderr
+    shown = jobq(*dead, "--search", "FAIL", "--limit", "2", token=ADMIN)
     assert shown.returncode == 0, shown.stderr
-    assert "deleted 3 dead jobs" in shown.stdout
+    assert "deleted 2 dead jobs; more jobs may match: run it again with --cursor " in shown.stdout
+    cursor = shown.stdout.split("--cursor ")[1].split()[0]
+    rest = answer(jobq(*dead, "--cursor", cursor, "--json", token=ADMIN))
+    assert (rest["deleted"], rest["more"]) == (1, False)
     assert answer(jobq("list", "--queue", queue, "--json"))["jobs"] == []
 
     mixed = jobq("retry", "some-id", "--all", "--status", "dead", token=ADMIN)

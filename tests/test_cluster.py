@@ -99,6 +99,12 @@ def stats(server: ServerProcess) -> dict[str, Any]:
     return dict(body)
 
 
+def node_cards(server: ServerProcess) -> list[dict[str, Any]]:
+    code, body = server.request("GET", "/nodes")
+    assert code == 200, body
+    return list(body["nodes"])
+
+
 def completed(server: ServerProcess) -> int:
     return int(stats(server)["jobs"]["completed"])
 
@@ -258,6 +264,16 @@ def test_status_wait_on_one_node_answers_when_another_node_finishes_the_job(
     assert answer["job"]["status"] == "completed", answer["job"]
     assert answer["job"]["history"][-1]["worker"].endswith(worker_of(back))
     assert took < 2.0, f"?wait= answered only after {took:.1f}s"
+
+    # Each node lists both, from the cards they keep in the store; one that stops takes its card away.
+    for node in (front, back):
+        cards = {card["pid"]: card for card in node_cards(node)}
+        assert set(cards) == {front.process.pid, back.process.pid}
+        assert cards[back.process.pid]["listening"]["http"] == back.url
+        assert cards[back.process.pid]["workers"]["total"] == 2 and cards[front.process.pid]["workers"]["total"] == 0
+    back.send(signal.SIGTERM)
+    assert back.wait() == 0
+    assert [card["pid"] for card in node_cards(front)] == [front.process.pid]
 
 
 # -- 4. a cancel on one node stops the handler running on another --

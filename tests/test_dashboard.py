@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from jobq import nodes
 from jobq import service as service_module
+from jobq.api import SERVICE
 from jobq.app import create_app
 from jobq.auth import SESSION_COOKIE, Principal, Role, TokenBook
 from jobq.config import Config
@@ -21,7 +23,7 @@ from jobq.handlers import Registry
 from jobq.metrics import Metrics
 from tests.conftest import TEST_CONFIG, FakeClock, MakeClient, wait_for_status
 
-ADMIN, CLIENT = "admin-token-0123456789", "client-token-0123456789"
+ADMIN, CLIENT, WORKER = "admin-token-0123456789", "client-token-0123456789", "worker-token-0123456789"
 BROWSER = {"Sec-Fetch-Site": "same-origin"}
 
 
@@ -32,7 +34,13 @@ def backend() -> str:
 
 @pytest.fixture
 def tokens() -> TokenBook:
-    return TokenBook([(ADMIN, Principal("ops", Role.ADMIN)), (CLIENT, Principal("shop", Role.CLIENT))])
+    return TokenBook(
+        [
+            (ADMIN, Principal("ops", Role.ADMIN)),
+            (CLIENT, Principal("shop", Role.CLIENT)),
+            (WORKER, Principal("box", Role.WORKER)),
+        ]
+    )
 
 
 async def with_tokens(aiohttp_client: Any, registry: Registry, tokens: TokenBook, **overrides: Any) -> TestClient:
@@ -87,7 +95,27 @@ async def test_without_tokens_there_is_nothing_to_log_in_to(client: TestClient) 
         "name": None,
         "role": None,
         "read_only": False,
+        "may": ["see_jobs", "cancel", "retry", "delete", "manage_queues"],
+        "sees_every_job": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("token", "may", "every_job"),
+    [
+        (ADMIN, ["see_jobs", "cancel", "retry", "delete", "manage_queues"], True),
+        (CLIENT, ["see_jobs", "cancel"], False),
+        (WORKER, [], False),
+    ],
+    ids=["admin", "client", "worker"],
+)
+async def test_the_session_says_what_its_role_may_do(
+    aiohttp_client: Any, registry: Registry, tokens: TokenBook, token: str, may: list[str], every_job: bool
+) -> None:
+    client = await with_tokens(aiohttp_client, registry, tokens)
+    assert (await client.post("/ui/login", json={"token": token}, headers=BROWSER)).status == 204
+    session = await (await client.get("/ui/session")).json()
+    assert (session["may"], session["sees_every_job"]) == (may, every_job)
 
 
 async def test_logging_in_sets_a_strict_http_only_cookie_the_api_accepts(
@@ -101,7 +129,8 @@ async def test_logging_in_sets_a_strict_http_only_cookie_the_api_accepts(
     assert response.status == 204
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
-    assert (await (await client.get("/ui/session")).json())["name"] == "shop"
+    session = await (await client.get("/ui/session")).json()
+    assert (session["name"], session["may"], session["sees_every_job"]) == ("shop", ["see_jobs", "cancel"], False)
     mine = await client.post("/enqueue", json={"type": "echo", "id": "mine"}, headers=BROWSER)
     assert mine.status == 202
     assert [job["owner"] for job in (await (await client.get("/jobs")).json())["jobs"]] == ["shop"]
@@ -135,7 +164,8 @@ async def test_a_write_from_the_same_origin_or_an_api_client_goes_through(client
 
 async def test_a_read_only_dashboard_may_look_not_act(make_client: MakeClient) -> None:
     client = await make_client(ui="read-only")
-    assert (await (await client.get("/ui/session")).json())["read_only"] is True
+    session = await (await client.get("/ui/session")).json()
+    assert (session["read_only"], session["may"]) == (True, ["see_jobs"])
     refused = await client.post("/enqueue", json={"type": "echo"}, headers=BROWSER)
     assert refused.status == 403 and "read-only" in (await refused.json())["detail"]
     assert (await client.post("/ui/logout", headers=BROWSER)).status == 204  # logging out is not acting
@@ -144,10 +174,11 @@ async def test_a_read_only_dashboard_may_look_not_act(make_client: MakeClient) -
 
 
 # -- feeds --------------------------------------------------------------------------------------------------
-async def test_the_overview_feed_sends_counts_queues_trends_and_running_jobs(make_client: MakeClient) -> None:
+async def test_the_overview_feed_sends_counts_queues_nodes_trends_and_running_jobs(make_client: MakeClient) -> None:
     client = await make_client(max_wait=0.1, workers=0)
     await client.post("/enqueue", json={"type": "echo", "queue": "mail"})
     await client.post("/workers/lease", json={"queues": ["mail"], "worker": "box-1"})
+    await nodes.announce(client.app[SERVICE])  # the next beat, without waiting for it
     [(name, overview)] = await events(client, "/ui/events")
     assert name == "overview"
     assert overview["stats"]["jobs"]["processing"] == 1
@@ -155,6 +186,8 @@ async def test_the_overview_feed_sends_counts_queues_trends_and_running_jobs(mak
     assert set(overview["trends"]) == {"interval", "times", "queues"}
     [worker] = overview["workers"]
     assert worker["name"] == "box-1" and worker["jobs"][0]["queue"] == "mail"
+    [node] = overview["nodes"]
+    assert [remote["name"] for remote in node["remote_workers"]] == ["box-1"]
 
 
 async def test_the_job_feed_follows_a_job_to_its_end(client: TestClient, registry: Registry) -> None:

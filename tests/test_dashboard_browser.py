@@ -267,7 +267,12 @@ def test_every_view_loads_without_errors_or_policy_violations(jobq: Callable[...
     expect(tab.by("live-status")).to_have_attribute("data-state", "live")
     expect(row(tab, "queue-row", queue="default")).to_be_visible()
     expect(tab.by("stat-dead")).to_contain_text("1")
-    expect(tab.by("workers")).to_contain_text("No workers")
+    expect(tab.by("workers")).to_contain_text("No job is running")
+    node = tab.by("node-row")
+    expect(node).to_have_count(1)
+    expect(node).to_contain_text(f":{api.server.process.pid}")
+    expect(node).to_contain_text(f"http http://127.0.0.1:{api.server.port}")
+    expect(node.get_by_test_id("node-workers")).to_have_text("0 / 4")
     tab.assert_clean()
 
     tab.open("#/jobs")
@@ -359,6 +364,10 @@ def test_the_overview_follows_the_queue_live(jobq: Callable[..., Api], open_tab:
 
     (job,) = api.lease("reports", worker="box-7")  # running: listed under its worker
     expect(row(tab, "worker-row", worker="box-7")).to_contain_text("r-1")
+    # the remote worker is on its node's card from the next beat (every 5 s) on
+    expect(tab.by("node-remote-workers")).to_contain_text("box-7", timeout=10_000)
+    expect(tab.by("stat-remote-workers")).to_contain_text("1")
+    expect(row(tab, "worker-row", worker="box-7")).to_contain_text("remote, via ")
     expect(reports.locator('[data-status="processing"]')).to_have_text("1")
     api.complete(job)
     expect(reports.locator('[data-status="completed"]')).to_have_text("1")
@@ -742,12 +751,13 @@ def test_screenshots_of_the_overview_and_a_job(jobq: Callable[..., Api], open_ta
     expect(row(tab, "worker-row", worker="report-box-1")).to_be_visible()
     expect(row(tab, "queue-row", queue="emails").get_by_test_id("queue-paused")).to_be_visible()
     expect(tab.by("chart-throughput").first).to_be_visible()  # two samples: 2-4 s after the start
-    tab.page.screenshot(path=folder / "dashboard-overview.png")
+    expect(tab.by("node-row")).to_be_visible()
+    tab.page.screenshot(path=folder / "dashboard-overview.png", full_page=True)
 
     open_job(tab, first["id"], "completed")
     expect(tab.by("attempt")).to_have_count(2)
     expect(tab.by("log-line")).to_have_count(4)
-    tab.page.screenshot(path=folder / "dashboard-job.png")
+    tab.page.screenshot(path=folder / "dashboard-job.png", full_page=True)  # down to its history and log
     tab.assert_clean()
     for name in ("dashboard-overview.png", "dashboard-job.png"):
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -845,7 +845,9 @@ async def test_the_admin_service_acts_on_jobs_and_queues(rig: Rig) -> None:
     assert (await rig.admin.ResumeQueue(pb.QueueRequest(name="mail"))).paused is False
     [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
     await rig.workers.Fail(pb.FailRequest(id=kept, lease_id=leased.lease_id, error="boom"))
-    retried = await rig.admin.RetryJobs(pb.BulkRequest(status=pb.JOB_STATUS_FAILED, queue="mail"))
+    unmatched = await rig.admin.RetryJobs(pb.BulkRequest(status=pb.JOB_STATUS_FAILED, q="no such text"))
+    assert (unmatched.done, unmatched.more, unmatched.HasField("cursor")) == (0, False, False)
+    retried = await rig.admin.RetryJobs(pb.BulkRequest(status=pb.JOB_STATUS_FAILED, queue="mail", q="BOOM"))
     assert (retried.done, retried.skipped, retried.more) == (1, 0, False)
     refused = await rpc_error(rig.admin.RetryJobs(pb.BulkRequest(status=pb.JOB_STATUS_PENDING)))
     assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -325,6 +325,7 @@ async def test_real_answers_match_the_document(make_client: MakeClient) -> None:
     await call("DELETE", "/jobs/{id}", 404, id=scheduled["id"])
 
     await call("GET", "/stats", 200)
+    await call("GET", "/nodes", 200)
     await call("GET", "/health", 200)
     await call("GET", "/metrics", 200)
     await call("GET", "/openapi.json", 200)

@@ -185,3 +185,16 @@ async def test_a_run_leased_on_one_node_completes_through_another(open_node: Ope
     stored = await leasing.get("a")
     assert stored is not None and done.to_dict() == stored.to_dict()
     assert (done.status, done.result, [a.worker for a in done.history]) == (JobStatus.COMPLETED, {"ok": True}, ["w1"])
+
+
+async def test_every_node_sees_every_live_card_and_a_lapsed_one_goes(open_node: OpenNode) -> None:
+    clock = FakeClock()
+    first, second = await open_node(clock=clock), await open_node(clock=clock)
+    await first.announce({"id": first.node, "host": "a"}, 15.0)
+    await second.announce({"id": second.node, "host": "b"}, 30.0)
+    for node in (first, second):
+        assert {card["host"]: card["id"] for card in await node.nodes()} == {"a": first.node, "b": second.node}
+    clock.advance(20.0)  # the first node's card lapsed; the second's has not
+    assert [card["id"] for card in await first.nodes()] == [second.node]
+    await second.withdraw()
+    assert await first.nodes() == []

@@ -383,6 +383,25 @@ async def test_give_up_a_retrying_job(make_store: MakeStore) -> None:
     assert (await store.requeue(job.id)).status is JobStatus.PENDING  # a dead job can be re-run
 
 
+# -- nodes ---------------------------------------------------------------
+async def test_a_nodes_card_is_kept_until_it_lapses_or_is_withdrawn(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    assert await store.nodes() == []
+    await store.announce({"id": store.node, "workers": {"busy": 1}}, 15.0)
+    assert await store.nodes() == [{"id": store.node, "workers": {"busy": 1}, "seen_at": clock.now}]
+    clock.advance(10.0)
+    await store.announce({"id": store.node, "workers": {"busy": 2}}, 15.0)  # replaces the card, and its lapse
+    clock.advance(10.0)
+    [card] = await store.nodes()
+    assert card["workers"] == {"busy": 2} and card["seen_at"] == clock.now - 10.0
+    clock.advance(5.0)  # 15 s after it was written: lapsed
+    assert await store.nodes() == []
+    await store.announce({"id": store.node}, 15.0)
+    await store.withdraw()
+    assert await store.nodes() == []
+
+
 # -- housekeeping ----------------------------------------------------------
 async def test_a_lapsed_lease_re_delivers_the_job_without_using_an_attempt(make_store: MakeStore) -> None:
     clock = FakeClock()

@@ -150,6 +150,30 @@ def queues_table(queues: Sequence[dict[str, Any]]) -> str:
     return table(headers, rows, right=range(2, 9)) if rows else "no queues"
 
 
+def nodes_table(nodes: Sequence[dict[str, Any]]) -> str:
+    headers = ("NODE", "ID", "HTTP", "STATE", "STARTED", "CARD WRITTEN", "BUSY", "REMOTE WORKERS")
+    rows = []
+    for node in nodes:
+        workers = node.get("workers", {})
+        remote = ", ".join(worker["name"] for worker in node.get("remote_workers", [])) or "-"
+        state = "draining" if node.get("draining") else "serving"
+        busy = f"{workers.get('busy', 0)}/{workers.get('total', 0)}"
+        where = node.get("listening", {}).get("http", "-")
+        rows.append(
+            (
+                f"{node['host']}:{node['pid']}",
+                node["id"],
+                where,
+                state,
+                node["started_at"],
+                node["seen_at"],
+                busy,
+                remote,
+            )
+        )
+    return table(headers, rows, right=(6,)) if rows else "no nodes"
+
+
 def stats_text(stats: dict[str, Any]) -> str:
     workers = stats.get("workers", {})
     summary = pairs(
@@ -249,7 +273,9 @@ def cancel(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
 
 def retry(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     if check_bulk(args, "retry"):
-        answer = jobq.retry_all(args.status, queue=args.queue, type=args.type, limit=args.limit)
+        answer = jobq.retry_all(
+            args.status, queue=args.queue, type=args.type, q=args.search, limit=args.limit, cursor=args.cursor
+        )
         out.show(answer, lambda: bulk_text("retried", answer, args.status))
     else:
         out.job(jobq.retry(args.id))
@@ -258,7 +284,9 @@ def retry(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
 
 def delete(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     if check_bulk(args, "delete"):
-        answer = jobq.delete_all(args.status, queue=args.queue, type=args.type, limit=args.limit)
+        answer = jobq.delete_all(
+            args.status, queue=args.queue, type=args.type, q=args.search, limit=args.limit, cursor=args.cursor
+        )
         out.show(answer, lambda: bulk_text("deleted", answer, args.status))
     else:
         job = jobq.delete(args.id)
@@ -269,7 +297,7 @@ def delete(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
 def check_bulk(args: argparse.Namespace, verb: str) -> bool:
     """Whether this is the ``--all`` form; a usage error when the arguments mix both forms."""
     parser: argparse.ArgumentParser = args.parser
-    filters = [args.status, args.queue, args.type, args.limit]
+    filters = [args.status, args.queue, args.type, args.search, args.limit, args.cursor]
     if args.all:
         if args.id is not None:
             parser.error(f"give a job ID or --all, not both: {verb} {args.id} or {verb} --all --status ...")
@@ -279,7 +307,7 @@ def check_bulk(args: argparse.Namespace, verb: str) -> bool:
     if args.id is None:
         parser.error(f"give a job ID, or --all --status STATUS to {verb} every job in a state")
     if any(value is not None for value in filters):
-        parser.error("--status, --queue, --type and --limit go with --all")
+        parser.error("--status, --queue, --type, --search, --limit and --cursor go with --all")
     return False
 
 
@@ -288,13 +316,19 @@ def bulk_text(done: str, answer: dict[str, Any], state: str) -> str:
     if answer.get("skipped"):
         text += f", skipped {answer['skipped']} that changed meanwhile"
     if answer.get("more"):
-        text += "; more jobs match: run it again"
+        text += f"; more jobs may match: run it again with --cursor {answer['cursor']}"
     return text
 
 
 def stats(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     answer = jobq.stats()
     out.show(answer, lambda: stats_text(answer))
+    return EXIT_OK
+
+
+def nodes(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    answer = jobq.nodes()
+    out.show({"nodes": answer}, lambda: nodes_table(answer))
     return EXIT_OK
 
 
@@ -414,9 +448,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         group.add_argument("--status", choices=states or [s.value for s in JobStatus if s != JobStatus.PROCESSING])
         group.add_argument("--queue", help="only this queue's jobs")
         group.add_argument("--type", help="only jobs of this type")
+        group.add_argument("--search", metavar="TEXT", help="only jobs whose type, error or payload holds TEXT")
         group.add_argument("--limit", type=positive(int), metavar="N", help="at most this many (default 1000)")
+        group.add_argument("--cursor", help="go on from where the last run stopped (it prints the cursor)")
 
     command("stats", stats, "counts by status and queue, workers, rates")
+    command("nodes", nodes, "the jobq processes on the store, their workers and the remote workers they serve")
 
     sub = command("queues", queues, "list queues; or pause, resume, clear one, or show its next job")
     actions = sub.add_subparsers(dest="action", metavar="ACTION")

@@ -23,8 +23,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
+from jobq import api
 from jobq.api import SERVICE, owner_scope, read_body
-from jobq.auth import ANY_ROLE, SESSION_COOKIE, Role, TokenBook, public, requires
+from jobq.auth import ANY_ROLE, SESSION_COOKIE, Principal, Role, TokenBook, access_of, public, requires
 from jobq.dashboard.trends import INTERVAL, Trends
 from jobq.errors import Unauthorized
 from jobq.job import JobStatus
@@ -79,6 +80,27 @@ class Login(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
 
 
+ABILITIES = {  # what the page offers -> the route whose declared roles decide it
+    "see_jobs": api.list_jobs,
+    "cancel": api.cancel,
+    "retry": api.retry,
+    "delete": api.delete_job,
+    "manage_queues": api.pause_queue,
+}
+WRITES = frozenset({"cancel", "retry", "delete", "manage_queues"})
+
+
+def abilities(principal: Principal | None, auth: bool, read_only: bool) -> list[str]:
+    """What the page may offer a session: every route's own roles decide, and read-only takes the writes away."""
+    found = []
+    for ability, handler in ABILITIES.items():
+        roles = access_of(handler)
+        allowed = not auth or roles is None or (principal is not None and principal.may(roles))
+        if allowed and not (read_only and ability in WRITES):
+            found.append(ability)
+    return found
+
+
 class Session(BaseModel):
     """``GET /ui/session``: who the dashboard is logged in as, and what it may do."""
 
@@ -89,6 +111,11 @@ class Session(BaseModel):
     name: str | None
     role: Role | None
     read_only: bool = Field(description="--ui read-only: the dashboard may look, not act")
+    may: list[str] = Field(
+        description="what the session may do: see_jobs (its own, for a client token), cancel (likewise), retry, "
+        "delete, manage_queues (pause, resume, clear)"
+    )
+    sees_every_job: bool = Field(description="whether the jobs it sees are every client's (false: only its own)")
 
 
 # -- the page -----------------------------------------------------------------------------------
@@ -130,12 +157,15 @@ async def session(request: web.Request) -> web.Response:
     principal = None
     if tokens is not None and (token := request.cookies.get(SESSION_COOKIE)):
         principal = tokens.authenticate(f"Bearer {token}")
+    auth, read_only = tokens is not None, request.app[SERVICE].config.ui == "read-only"
     answer = Session(
-        auth=tokens is not None,
+        auth=auth,
         logged_in=principal is not None,
         name=principal.name if principal else None,
         role=principal.role if principal else None,
-        read_only=request.app[SERVICE].config.ui == "read-only",
+        read_only=read_only,
+        may=abilities(principal, auth, read_only),
+        sees_every_job=not auth if principal is None else principal.scope is None,
     )
     return web.Response(body=answer.model_dump_json(), content_type="application/json")
 
@@ -183,7 +213,7 @@ async def send(feed: web.StreamResponse, event: str, data: Any) -> None:
 @requires(*ANY_ROLE)
 @documented("dashboard", {200: Reply("overview events, every 2 s, until --max-wait", media=event_stream("overview"))})
 async def overview_feed(request: web.Request) -> web.StreamResponse:
-    """The overview, now and every 2 s: counts, queues, their trends, and the running jobs by worker."""
+    """The overview, now and every 2 s: counts, queues, nodes, their trends, and the running jobs by worker."""
     service = request.app[SERVICE]
     trends = request.app.get(TRENDS)
     owner = owner_scope(request)
@@ -206,6 +236,7 @@ async def overview_feed(request: web.Request) -> web.StreamResponse:
             {
                 "stats": await service.stats(),
                 "queues": await service.queues(),
+                "nodes": await service.nodes(),
                 "trends": trends.view() if trends is not None else {"interval": INTERVAL, "times": [], "queues": {}},
                 "workers": [{"name": name, "jobs": jobs} for name, jobs in sorted(by_worker.items())],
             },

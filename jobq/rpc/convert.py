@@ -254,7 +254,7 @@ def bulk_fields(request: pb.BulkRequest) -> dict[str, Any]:
     """The body of the equivalent ``POST /jobs/retry`` or ``POST /jobs/delete``."""
     if request.status not in STATUS_FROM_PB:
         raise invalid("status", "give the state of the jobs to act on")
-    return {"status": STATUS_FROM_PB[request.status].value, **present(request, "queue", "type", "limit")}
+    return {"status": STATUS_FROM_PB[request.status].value, **present(request, "queue", "type", "limit", "q", "cursor")}
 
 
 def queue_name(request: pb.QueueRequest) -> str:

@@ -151,7 +151,10 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
     @unary
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.LeasedJob:
         body = HeartbeatRequest.model_validate({"lease_id": request.lease_id, **convert.present(request, "lease")})
-        return convert.leased_message(await self.store.heartbeat(request.id, body.lease_id, body.lease))
+        [job] = await self.service.heartbeat([(request.id, body.lease_id)], body.lease)
+        if isinstance(job, JobqError):
+            raise job
+        return convert.leased_message(job)
 
     @override
     @unary
@@ -228,7 +231,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     async def _bulk(self, action: str, request: pb.BulkRequest) -> pb.BulkResponse:
         result = await self.service.bulk(action, BulkRequest.model_validate(convert.bulk_fields(request)))
-        return pb.BulkResponse(done=result.done, skipped=result.skipped, more=result.more)
+        return pb.BulkResponse(done=result.done, skipped=result.skipped, more=result.more, cursor=result.cursor)
 
     @override
     @unary

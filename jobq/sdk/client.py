@@ -201,22 +201,37 @@ class JobqClient:
         return Job.from_dict(await self._call("DELETE", f"/jobs/{job_id}"))
 
     async def retry_all(
-        self, status: str, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+        self,
+        status: str,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        q: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
         """Re-run every ``failed`` or ``dead`` job matching the filter, up to ``limit`` (an admin token).
 
-        Answers ``{"retried", "skipped", "more"}``: ``more`` says jobs beyond ``limit`` still match.
+        ``q``: only jobs whose type, error or payload holds this text. Answers ``{"retried", "skipped",
+        "more", "cursor"}``: ``more`` says matching jobs may remain; pass ``cursor`` to go on from there.
         """
-        return await self._call("POST", "/jobs/retry", _bulk_body(status, queue, type, limit))
+        return await self._call("POST", "/jobs/retry", _bulk_body(status, queue, type, q, limit, cursor))
 
     async def delete_all(
-        self, status: str, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+        self,
+        status: str,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        q: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
         """Delete every job in ``status`` (not ``processing``) matching the filter, up to ``limit`` (admin token).
 
-        Answers ``{"deleted", "skipped", "more"}``.
+        Answers ``{"deleted", "skipped", "more", "cursor"}``, as ``retry_all``.
         """
-        return await self._call("POST", "/jobs/delete", _bulk_body(status, queue, type, limit))
+        return await self._call("POST", "/jobs/delete", _bulk_body(status, queue, type, q, limit, cursor))
 
     async def list(
         self,
@@ -237,6 +252,10 @@ class JobqClient:
 
     async def stats(self) -> dict[str, Any]:
         return await self._call("GET", "/stats")
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The jobq processes on the server's store, each with its workers and the remote workers it serves."""
+        return list((await self._call("GET", "/nodes"))["nodes"])
 
     # -- queues ------------------------------------------------------------
     async def queues(self) -> list[dict[str, Any]]:
@@ -400,9 +419,11 @@ def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
     )
 
 
-def _bulk_body(status: str, queue: str | None, type: str | None, limit: int | None) -> dict[str, Any]:
+def _bulk_body(
+    status: str, queue: str | None, type: str | None, q: str | None, limit: int | None, cursor: str | None
+) -> dict[str, Any]:
     """The filter of ``POST /jobs/retry`` and ``POST /jobs/delete``, without the fields left out."""
-    body = {"status": status, "queue": queue, "type": type, "limit": limit}
+    body = {"status": status, "queue": queue, "type": type, "q": q, "limit": limit, "cursor": cursor}
     return {k: v for k, v in body.items() if v is not None}
 
 

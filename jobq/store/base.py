@@ -23,6 +23,10 @@ What every backend promises (tests/test_store_contract.py checks each):
   ``options.clock`` (injectable: tests drive a fake one). Left unset, a backend
   uses its own: this process's on an in-process store, the database's on a
   shared one, so nodes whose clocks differ still agree on what is due.
+- **Nodes.** Each jobq process using the store is a node, named by ``node``; it
+  keeps a card about itself in the store (``announce``), which lapses ``ttl``
+  seconds after it was written by the store's clock, so ``nodes`` lists the
+  processes heard from lately, wherever they run.
 - **Housekeeping** (``housekeep``) promotes due jobs, expires lapsed leases and
   purges by retention whether or not anyone leases, and is safe to run in
   several processes at once on a shared store.
@@ -31,6 +35,7 @@ What every backend promises (tests/test_store_contract.py checks each):
 from __future__ import annotations
 
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +140,7 @@ class Store(ABC):
         self.clock = self.options.clock or time.time  # what this process reads as now (see StoreOptions.clock)
         self.listeners: list[ChangeListener] = []
         self.subscribers: list[Subscriber] = []
+        self.node = uuid.uuid4().hex[:12]  # this process, among the nodes that use the store
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(job, before)`` on the event loop as each job changes status here.
@@ -350,6 +356,19 @@ class Store(ABC):
     @abstractmethod
     async def clear(self, queue: str) -> int:
         """Delete a queue's waiting jobs; returns how many."""
+
+    # -- nodes -------------------------------------------------------------
+    @abstractmethod
+    async def announce(self, card: dict[str, Any], ttl: float) -> None:
+        """Keep this node's ``card`` (JSON-able) in the store until ``ttl`` seconds from now, replacing the last."""
+
+    @abstractmethod
+    async def withdraw(self) -> None:
+        """Take this node's card away (it stops)."""
+
+    @abstractmethod
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The cards of the nodes whose card has not lapsed, each with ``seen_at``: when it was written."""
 
     # -- housekeeping ------------------------------------------------------
     async def housekeep(self) -> Housekeeping:

@@ -123,6 +123,7 @@ class MemoryStore(Store):
         self._loading: Loading | None = None  # while a durable store is still reading its jobs back
         self._loaded: list[Job] = []  # the jobs read back in chunks, by seq, while loading
         self._requeued = 0  # jobs whose run a stop cut short, pending again as they were read back
+        self._card: tuple[dict[str, Any], float] | None = None  # this node's card and when it lapses
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -842,6 +843,19 @@ class MemoryStore(Store):
         return len(doomed)
 
     # -- housekeeping ------------------------------------------------------
+    # -- nodes: one process uses this store, so the only card is its own ----------
+    async def announce(self, card: dict[str, Any], ttl: float) -> None:
+        now = self.clock()
+        self._card = ({**card, "seen_at": now}, now + ttl)
+
+    async def withdraw(self) -> None:
+        self._card = None
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        if self._card is None or self._card[1] <= self.clock():
+            return []
+        return [dict(self._card[0])]
+
     async def promote_due(self) -> int:
         promoted = self._promote(self.clock())
         if promoted:

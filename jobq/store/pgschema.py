@@ -13,6 +13,8 @@ own transaction calling ``enqueue``):
 - **Counts.** ``counts`` holds jobs per queue and status, split into slots by
   backend process so that concurrent writers never wait on one row; ``/stats``
   and the gauges sum a few hundred rows, never scan the jobs.
+- **Nodes.** ``nodes`` holds a card per jobq process, rewritten every few seconds;
+  a card past ``lapses_at`` is a node no longer heard from.
 - **Notifications.** After commit, every node hears (on the schema's channel) which
   jobs changed status and which queues got ready jobs; one notification carries
   a whole statement's jobs, in chunks that fit PostgreSQL's 8000-byte payload.
@@ -158,6 +160,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             )
             SELECT id FROM new
         $$""",
+    ),
+    (  # each jobq process's card (jobq/nodes.py), kept until it lapses
+        "CREATE TABLE {s}.nodes (id text PRIMARY KEY, card jsonb NOT NULL, lapses_at double precision NOT NULL)",
     ),
 )
 

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+from pydantic_core import from_json, to_json
 
 from jobq.errors import (
     InvalidTransition,
@@ -213,6 +214,14 @@ SQL = {
     """,
     "resumed": "SELECT pg_notify('{s}', json_build_object('node', $2::text, 'ready', ARRAY[$1::text])::text)",
     "clear": f"DELETE FROM {{s}}.jobs WHERE queue = $1 AND status IN {WAITING_STATUSES}",
+    "announce": f"""
+        WITH lapsed AS (DELETE FROM {{s}}.nodes WHERE lapses_at <= {NOW} AND id <> $2)
+        INSERT INTO {{s}}.nodes AS n (id, card, lapses_at)
+        VALUES ($2, $3::jsonb || jsonb_build_object('seen_at', {NOW}), {NOW} + $4)
+        ON CONFLICT (id) DO UPDATE SET card = excluded.card, lapses_at = excluded.lapses_at
+    """,
+    "withdraw": "DELETE FROM {s}.nodes WHERE id = $1",
+    "nodes": f"SELECT card::text FROM {{s}}.nodes WHERE lapses_at > {NOW} ORDER BY id",
     "expiring": f"""
         {SELECT_JOB} WHERE status = 'processing' AND lease_expires_at <= $1::float8
         ORDER BY lease_expires_at LIMIT {MAX_PER_ROUND} FOR UPDATE SKIP LOCKED
@@ -573,6 +582,19 @@ class PostgresStore(SharedStore):
         async with self._connection() as conn:
             done = await conn.execute(self._sql["clear"], queue)
         return int(done.split()[-1])
+
+    # -- nodes -------------------------------------------------------------------
+    async def announce(self, card: dict[str, Any], ttl: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql["announce"], self._clock_arg(), self.node, to_json(card).decode(), ttl)
+
+    async def withdraw(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql["withdraw"], self.node)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            return [from_json(card) for (card,) in await conn.fetch(self._sql["nodes"], self._clock_arg())]
 
     # -- housekeeping ------------------------------------------------------------
     async def promote_due(self) -> int:

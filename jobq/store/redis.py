@@ -247,6 +247,21 @@ class RedisStore(SharedStore):
             )
         return answer
 
+    # -- nodes -------------------------------------------------------------------
+    async def announce(self, card: dict[str, Any], ttl: float) -> None:
+        await self._run("announce", to_json(card).decode(), repr(ttl))
+
+    async def withdraw(self) -> None:
+        await self._run("withdraw")
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        cards = []
+        for entry in await self._run("nodes"):
+            if entry:  # withdrawn between the two reads of the script: gone
+                seen_at, _, card = entry.partition("\t")
+                cards.append({**from_json(card), "seen_at": float(seen_at)})
+        return sorted(cards, key=lambda card: card.get("id", ""))
+
     # -- listening and leading -----------------------------------------------------
     async def _listen(self) -> None:
         """Subscribe to the events channel; subscribe again whenever the connection is lost."""

@@ -13,6 +13,8 @@ deployment hashes to one slot and a Redis Cluster runs each script on one master
   ``P:waiting``: waiting jobs in all queues (for the enqueue limit).
 - ``P:logs:<id>``: a job's log lines, each ``[at, message]`` as JSON.
 - ``P:leader``: which node runs once-only maintenance (``SET NX PX``, renewed by it).
+- ``P:nodes``: each node's card, as ``seen_at<TAB>card JSON``; ``P:node_lapses``: the
+  nodes by when their card lapses.
 
 Every script reads the time from the server (``TIME``) unless a time is passed (an
 injected clock), and publishes what it changed on ``P:events`` as one message:
@@ -464,6 +466,32 @@ end
 return 0
 """
 
+# ARGV: P, node, now, card JSON, ttl in seconds. Keeps this node's card; drops the cards that lapsed.
+ANNOUNCE = r"""
+local at = now()
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', P .. ':node_lapses', '-inf', at)) do
+  redis.call('HDEL', P .. ':nodes', gone)
+end
+redis.call('ZREMRANGEBYSCORE', P .. ':node_lapses', '-inf', at)
+redis.call('HSET', P .. ':nodes', NODE, num(at) .. '\t' .. ARGV[4])
+redis.call('ZADD', P .. ':node_lapses', at + tonumber(ARGV[5]), NODE)
+return 1
+"""
+
+# ARGV: P, node, now. Takes this node's card away.
+WITHDRAW = r"""
+redis.call('HDEL', P .. ':nodes', NODE)
+redis.call('ZREM', P .. ':node_lapses', NODE)
+return 1
+"""
+
+# ARGV: P, node, now. Answers the cards that have not lapsed, each ``seen_at<TAB>card JSON``.
+NODES = r"""
+local live = redis.call('ZRANGEBYSCORE', P .. ':node_lapses', '(' .. num(now()), '+inf')
+if #live == 0 then return {} end
+return redis.call('HMGET', P .. ':nodes', unpack(live))
+"""
+
 ROW = (*COLUMNS, "ready_at")  # a job's fields in the order the scripts answer them (HMGET)
 
 # ARGV: P, node, now. Gives the maintenance lock up if this node holds it (another takes it at once).
@@ -492,5 +520,8 @@ SCRIPTS = {
         "set_paused": SET_PAUSED,
         "lead": LEAD,
         "resign": RESIGN,
+        "announce": ANNOUNCE,
+        "withdraw": WITHDRAW,
+        "nodes": NODES,
     }.items()
 }

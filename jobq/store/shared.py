@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Coroutine, Sequence
@@ -69,7 +68,6 @@ class SharedStore(Store):
     def __init__(self, options: StoreOptions | None = None) -> None:
         super().__init__(options)
         self.place = ""  # the database, as messages name it (set by the backend)
-        self.node = uuid.uuid4().hex[:12]  # tells this process's notifications from other nodes'
         self._own = ""  # how this node's notifications start (set by the backend, which formats them)
         self._fixed_clock = self.options.clock  # None: the database's clock
         self._down: str | None = None  # why the database cannot be heard from, while it cannot

@@ -353,26 +353,32 @@ class DeleteJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class BulkRequest(_message.Message):
-    __slots__ = ("status", "queue", "type", "limit")
+    __slots__ = ("status", "queue", "type", "limit", "q", "cursor")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     status: JobStatus
     queue: str
     type: str
     limit: int
-    def __init__(self, status: _Optional[_Union[JobStatus, str]] = ..., queue: _Optional[str] = ..., type: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    q: str
+    cursor: str
+    def __init__(self, status: _Optional[_Union[JobStatus, str]] = ..., queue: _Optional[str] = ..., type: _Optional[str] = ..., limit: _Optional[int] = ..., q: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class BulkResponse(_message.Message):
-    __slots__ = ("done", "skipped", "more")
+    __slots__ = ("done", "skipped", "more", "cursor")
     DONE_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     done: int
     skipped: int
     more: bool
-    def __init__(self, done: _Optional[int] = ..., skipped: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
+    cursor: str
+    def __init__(self, done: _Optional[int] = ..., skipped: _Optional[int] = ..., more: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
     __slots__ = ()

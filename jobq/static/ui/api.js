@@ -196,9 +196,9 @@ export function poll(fn, ms) {
 
 /**
  * The overview feed shared by the Overview and Queues views:
- * `event: overview` on /ui/events, or, when the server has no such stream, GET /stats and
- * GET /queues every 2 s (no trends or workers then: those exist only in the stream).
- * onData({stats, queues, trends, workers}); onState(state) as for openStream, plus "polling".
+ * `event: overview` on /ui/events, or, when the server has no such stream, GET /stats,
+ * GET /queues and GET /nodes every 2 s (no trends or running jobs then: those exist only in the stream).
+ * onData({stats, queues, nodes, trends, workers}); onState(state) as for openStream, plus "polling".
  * Returns {close()}.
  */
 export function watchOverview(onData, onState, onError) {
@@ -207,8 +207,8 @@ export function watchOverview(onData, onState, onError) {
   function startPolling() {
     poller = poll(async () => {
       try {
-        const [stats, queues] = await Promise.all([get("/stats"), get("/queues")]);
-        onData({ stats, queues: queues.queues, trends: null, workers: null });
+        const [stats, queues, nodes] = await Promise.all([get("/stats"), get("/queues"), get("/nodes")]);
+        onData({ stats, queues: queues.queues, nodes: nodes.nodes, trends: null, workers: null });
       } catch (error) {
         onError(error);
       }

@@ -8,12 +8,12 @@ import { renderOverview, renderQueues } from "./overview.js";
 import { renderJobs, renderDead, renderScheduled } from "./jobs.js";
 import { renderJob } from "./job.js";
 
-const NAV = [
+const NAV = [ // [view, label, what the session must be allowed (GET /ui/session "may"), if anything]
   ["overview", "Overview"],
-  ["jobs", "Jobs"],
+  ["jobs", "Jobs", "see_jobs"],
   ["queues", "Queues"],
-  ["dead", "Dead letters"],
-  ["scheduled", "Scheduled"],
+  ["dead", "Dead letters", "see_jobs"],
+  ["scheduled", "Scheduled", "see_jobs"],
 ];
 
 const ROUTES = {
@@ -98,15 +98,18 @@ function render() {
   const section = h("section", { class: "view", "data-view": name });
   document.getElementById("main").replaceChildren(section);
   document.title = `jobq · ${(NAV.find(([key]) => key === name) || [name, name])[1]}`;
+  // The server says what this session may do ("may"), from the roles each route takes and --ui
+  // read-only: the page offers only that (the server refuses the rest anyway).
+  const may = new Set(session.may || []);
   const ctx = {
     root: section,
     arg,
     params,
     session,
-    // read_only hides every action. Retry, delete and the queue actions need an admin token
-    // (without tokens everyone is one); cancelling is open to a client for its own jobs.
-    canAct: !session.read_only,
-    canAdmin: !session.read_only && (!session.auth || session.role === "admin"),
+    canAct: may.has("cancel"),
+    canRetry: may.has("retry"),
+    canDelete: may.has("delete"),
+    canManageQueues: may.has("manage_queues"),
     onCleanup: (fn) => cleanups.push(fn),
     navigate,
     flash,
@@ -128,7 +131,8 @@ function renderNotFound({ root }) {
 
 function updateHeader(current) {
   const nav = document.getElementById("nav");
-  nav.replaceChildren(...NAV.map(([key, label]) =>
+  const may = new Set(session.may || []);
+  nav.replaceChildren(...NAV.filter(([, , needs]) => !needs || may.has(needs)).map(([key, label]) =>
     h("a", { href: `#/${key}`, "data-testid": `nav-${key}`, "aria-current": key === current ? "page" : null }, label)));
   nav.hidden = needsLogin();
 

@@ -162,7 +162,7 @@ const RENDER = {
     if (!ctx.canAct) return;
     const path = jobPath(job.id);
     const buttons = [];
-    if (ctx.canAdmin && (job.status === "failed" || job.status === "dead")) {
+    if (ctx.canRetry && (job.status === "failed" || job.status === "dead")) {
       buttons.push(button("Retry", "action-retry", () => run(ctx, async () => {
         hooks.updated(await post(`${path}/retry`));
         ctx.flash(`Job ${job.id} will run again.`);
@@ -174,7 +174,7 @@ const RENDER = {
         run(ctx, async () => hooks.updated(await post(`${path}/cancel`)));
       }, { class: "danger" }));
     }
-    if (ctx.canAdmin && job.status !== "processing") {
+    if (ctx.canDelete && job.status !== "processing") {
       buttons.push(button("Delete", "action-delete", () => {
         if (!confirm(`Delete job ${job.id} and its logs? This cannot be undone.`)) return;
         run(ctx, async () => {

@@ -1,5 +1,5 @@
-// Overview (totals, queues, trends, workers) and Queues (pause, resume, clear): both live
-// views on the same feed, /ui/events or polling.
+// Overview (totals, queues, trends, nodes, workers) and Queues (pause, resume, clear): both
+// live views on the same feed, /ui/events or polling.
 
 import { del, post, queuePath, watchOverview } from "./api.js";
 import { lineChart } from "./charts.js";
@@ -54,19 +54,22 @@ export function renderOverview(ctx) {
   const totals = h("div", { class: "cards", "data-testid": "totals" }, h("p", { class: "muted" }, "Loading…"));
   const queues = h("div", { class: "table-wrap" });
   const charts = h("div", { class: "charts", "data-testid": "charts" });
+  const nodes = h("div", { class: "table-wrap", "data-testid": "nodes" });
   const workers = h("div", { class: "table-wrap", "data-testid": "workers" });
   ctx.root.append(
     h("div", { class: "view-head" }, h("h1", {}, "Overview"), badge.el),
     totals,
     h("h2", {}, "Queues"), queues,
     h("h2", {}, "Trends"), charts,
-    h("h2", {}, "Workers"), workers,
+    h("h2", {}, "Nodes"), nodes,
+    h("h2", {}, "Running jobs by worker"), workers,
   );
   subscribe(ctx, badge, (data) => {
-    totals.replaceChildren(...totalCards(data.stats));
+    totals.replaceChildren(...totalCards(data.stats, data.nodes));
     queues.replaceChildren(queueCountsTable(data.queues || [], data.stats));
     charts.replaceChildren(...trendCharts(data.trends));
-    workers.replaceChildren(workersTable(data.workers, data.stats));
+    nodes.replaceChildren(nodesTable(data.nodes));
+    workers.replaceChildren(workersTable(data.workers, data.nodes));
   });
 }
 
@@ -74,10 +77,23 @@ function card(label, value, testid, extra) {
   return h("div", { class: `card ${extra || ""}`, "data-testid": testid }, h("div", { class: "card-value" }, value), h("div", { class: "card-label" }, label));
 }
 
-function totalCards(stats) {
+/** What every node's card adds up to: in-process workers busy and in all, and the remote workers seen. */
+function workerTotals(stats, nodes) {
+  if (!nodes || !nodes.length) return { busy: (stats.workers || {}).busy, total: (stats.workers || {}).total, remote: null };
+  const remote = new Set();
+  let busy = 0, total = 0;
+  for (const node of nodes) {
+    busy += (node.workers || {}).busy || 0;
+    total += (node.workers || {}).total || 0;
+    for (const w of node.remote_workers || []) remote.add(w.name);
+  }
+  return { busy, total, remote: remote.size };
+}
+
+function totalCards(stats, nodes) {
   if (!stats) return [];
   const jobs = stats.jobs || {};
-  const w = stats.workers || {};
+  const w = workerTotals(stats, nodes);
   return [
     stats.draining ? card("server", "draining", "stat-draining", "card-warn") : null,
     card("waiting", fmtNumber(stats.queue_depth), "stat-waiting"),
@@ -85,7 +101,9 @@ function totalCards(stats) {
     card("completed", fmtNumber(jobs.completed), "stat-completed"),
     card("failed", fmtNumber(jobs.failed), "stat-failed", jobs.failed ? "card-bad" : ""),
     card("dead", fmtNumber(jobs.dead), "stat-dead", jobs.dead ? "card-bad" : ""),
-    card("workers busy", `${fmtNumber(w.busy)} / ${fmtNumber(w.total)}`, "stat-workers"),
+    nodes && nodes.length > 1 ? card("nodes", fmtNumber(nodes.length), "stat-nodes") : null,
+    card("in-process workers busy", `${fmtNumber(w.busy)} / ${fmtNumber(w.total)}`, "stat-workers"),
+    w.remote ? card("remote workers", fmtNumber(w.remote), "stat-remote-workers") : null,
     card("jobs / s (last min)", fmtNumber(stats.jobs_per_second, 2), "stat-throughput"),
     card("uptime", fmtDuration(stats.uptime_seconds), "stat-uptime"),
     (stats.paused_queues || []).length ? card("paused queues", fmtNumber(stats.paused_queues.length), "stat-paused", "card-warn") : null,
@@ -172,19 +190,65 @@ function trendCharts(trends) {
   });
 }
 
-// ----- workers -----
+// ----- nodes and workers -----
 
-function workersTable(workers, stats) {
-  if (!workers) {
-    const w = (stats && stats.workers) || {};
-    return h("p", { class: "muted", "data-testid": "no-workers" },
-      `${fmtNumber(w.busy)} of ${fmtNumber(w.total)} in-process workers busy. Per-worker leases need the server's live stream.`);
+/** When a remote worker last called its node: its card says how long before the card was written. */
+function lastSeen(node, worker) {
+  return new Date(Date.parse(node.seen_at) - worker.idle_seconds * 1000).toISOString();
+}
+
+function nodesTable(nodes) {
+  if (!nodes) return h("p", { class: "muted", "data-testid": "no-nodes" }, "Loading…");
+  if (!nodes.length) return h("p", { class: "muted", "data-testid": "no-nodes" }, "No node has written its card yet.");
+  const rows = nodes.map((node) => {
+    const w = node.workers || {};
+    const remote = node.remote_workers || [];
+    const listening = Object.entries(node.listening || {});
+    const row = h("tr", { "data-testid": "node-row" },
+      h("th", { scope: "row" }, `${node.host}:${node.pid}`, h("div", { class: "muted small-text" }, `${node.id} · v${node.version}`)),
+      h("td", {}, listening.length
+        ? h("ul", { class: "plain" }, listening.map(([protocol, where]) => h("li", {}, `${protocol} `, h("span", { class: "muted" }, where))))
+        : h("span", { class: "muted" }, "—")),
+      h("td", {}, node.draining
+        ? h("span", { class: "badge badge-paused", "data-testid": "node-draining" }, "draining")
+        : h("span", { class: "muted" }, "serving")),
+      h("td", {}, timeEl(node.started_at)),
+      h("td", { "data-testid": "node-seen" }, relTime(node.seen_at)),
+      h("td", { class: "num", "data-testid": "node-workers" }, `${fmtNumber(w.busy)} / ${fmtNumber(w.total)}`),
+      h("td", { "data-testid": "node-remote-workers" }, remote.length
+        ? h("ul", { class: "plain" }, remote.map((r) => h("li", {}, r.name, " ",
+          h("span", { class: "muted" }, "seen ", relTime(lastSeen(node, r))))))
+        : h("span", { class: "muted" }, "none")),
+    );
+    row.setAttribute("data-node", node.id);
+    return row;
+  });
+  const head = ["Node", "Listening", "State", "Started", "Card written", "In-process busy", "Remote workers"];
+  return h("table", { "data-testid": "nodes-table" },
+    h("thead", {}, h("tr", {}, head.map((t, i) => h("th", i === 5 ? { class: "num" } : {}, t)))),
+    h("tbody", {}, rows));
+}
+
+/** Where each worker name was seen: "in-process on <node>" or "remote, via <node>". */
+function whereWorkers(nodes) {
+  const where = new Map();
+  for (const node of nodes || []) {
+    where.set(`${node.host}:${node.pid}`, `in-process on ${node.host}:${node.pid}`);
+    for (const r of node.remote_workers || []) if (!where.has(r.name)) where.set(r.name, `remote, via ${node.host}:${node.pid}`);
   }
-  if (!workers.length) return h("p", { class: "muted", "data-testid": "no-workers" }, "No workers.");
+  return where;
+}
+
+function workersTable(workers, nodes) {
+  if (!workers) {
+    return h("p", { class: "muted", "data-testid": "no-workers" }, "Running jobs by worker need the server's live stream.");
+  }
+  if (!workers.length) return h("p", { class: "muted", "data-testid": "no-workers" }, "No job is running.");
+  const where = whereWorkers(nodes);
   const rows = workers.map((w) => {
     const jobs = w.jobs || [];
     const row = h("tr", { "data-testid": "worker-row" },
-      h("th", { scope: "row" }, w.name),
+      h("th", { scope: "row" }, w.name, where.has(w.name) ? h("div", { class: "muted small-text" }, where.get(w.name)) : null),
       h("td", { class: "num" }, fmtNumber(jobs.length)),
       h("td", {}, jobs.length
         ? h("ul", { class: "plain" }, jobs.map((j) => h("li", {},
@@ -226,7 +290,7 @@ function queueAdminTable(ctx, queues, redraw) {
   const head = h("tr", {},
     ["Queue", "State"].map((t) => h("th", {}, t)),
     ["waiting", "processing", "failed", "dead", "oldest wait"].map((t) => h("th", { class: "num" }, t)),
-    ctx.canAdmin ? h("th", {}, "Actions") : null);
+    ctx.canManageQueues ? h("th", {}, "Actions") : null);
   const rows = queues.map((q) => {
     const jobs = q.jobs || {};
     const waiting = WAITING.reduce((n, s) => n + (jobs[s] || 0), 0);
@@ -238,7 +302,7 @@ function queueAdminTable(ctx, queues, redraw) {
       countCell(q.name, "failed", jobs.failed),
       countCell(q.name, "dead", jobs.dead),
       h("td", { class: "num", "data-testid": "oldest-wait" }, oldestWait(q)),
-      ctx.canAdmin ? h("td", {}, h("div", { class: "actions" }, queueActions(ctx, q, waiting, redraw))) : null,
+      ctx.canManageQueues ? h("td", {}, h("div", { class: "actions" }, queueActions(ctx, q, waiting, redraw))) : null,
     );
     row.setAttribute("data-queue", q.name);
     return row;
