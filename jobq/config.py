@@ -107,6 +107,12 @@ class Config:
     handlers: tuple[str, ...] = _option(
         (), "modules to import for @handler functions (comma-separated, also in JOBQ_HANDLERS)"
     )
+    schedules: str = _option(
+        "",
+        "a TOML file of schedules to define at start: a table per schedule, named as it, with cron or every, "
+        "timezone, missed, and a job table (type, payload, queue, ...); GET /schedules lists them",
+        may_be_empty=True,
+    )
     log_level: str = _option("info", "debug, info, warning or error", choices=logformat.LEVELS)
     log_format: str = _option(
         "text", "text (one readable line per record) or json (one JSON object per line)", choices=logformat.FORMATS

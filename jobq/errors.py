@@ -46,9 +46,24 @@ class JobNotFound(JobqError):
         self.job_id = job_id
 
 
+class ScheduleNotFound(JobqError):
+    status = 404
+    title = "Schedule not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+
+
 class Conflict(JobqError):
     status = 409
     title = "Conflict"
+
+
+class ScheduleExists(Conflict):
+    title = "Schedule already exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a schedule named {name!r} exists: PUT /schedules/{name} replaces it")
 
 
 class IdReused(Conflict):

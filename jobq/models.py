@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator, model_validator
 
+from jobq.cron import check_cron, check_timezone
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
 
@@ -125,6 +126,78 @@ class ListQuery(BaseModel):
     )
     limit: int = Field(default=50, ge=1, le=500)
     cursor: Cursor | None = None
+
+
+SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # no ':': it ends the name in a tick's job id
+
+
+class JobTemplate(BaseModel):
+    """The job a schedule enqueues at each tick (its id is the schedule's name and the tick)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Name = Field(description="job type; a registered handler runs it", examples=["report"])
+    payload: Any = Field(default_factory=dict, description="any JSON value, handed to the handler")
+    queue: Name = "default"
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+    def request(self, job_id: str) -> EnqueueRequest:
+        """The enqueue request of this template, under ``job_id``."""
+        return EnqueueRequest.model_construct(
+            type=self.type,
+            payload=self.payload,
+            id=job_id,
+            queue=self.queue,
+            priority=self.priority,
+            delay=None,
+            run_at=None,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+        )
+
+
+class ScheduleDefinition(BaseModel):
+    """``PUT /schedules/{name}``: when a schedule ticks, and the job it enqueues at each tick."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    cron: str | None = Field(
+        default=None,
+        description="5 fields (minute hour day month weekday), or 6 with seconds first; give cron or every",
+        examples=["0 3 * * *"],
+    )
+    every: float | None = Field(default=None, ge=1, le=MAX_DELAY_SECONDS, description="seconds between ticks")
+    timezone: str = Field(default="UTC", description="the IANA time zone the cron expression reads in")
+    job: JobTemplate
+    missed: Literal["skip", "once"] = Field(
+        default="skip",
+        description="a tick missed by more than a minute (jobq was down): skip it, or run once for all missed",
+    )
+    paused: bool = Field(default=False, description="a paused schedule fires nothing until resumed")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_reads(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @model_validator(mode="after")
+    def _cron_or_every(self) -> ScheduleDefinition:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give cron or every (seconds), not both and not neither")
+        return self
+
+
+class NewSchedule(ScheduleDefinition):
+    """``POST /schedules``: a schedule, by name."""
+
+    name: str = Field(pattern=SCHEDULE_NAME_PATTERN, examples=["nightly-report"])
 
 
 MAX_BULK = 10_000  # jobs one bulk retry or delete acts on at most
@@ -461,6 +534,28 @@ class Stats(Answer):
     jobs_per_second: float = Field(ge=0, description="jobs finished per second over the last minute")
     uptime_seconds: float = Field(ge=0)
     draining: bool
+
+
+class ScheduleView(Answer):
+    """A schedule as ``GET /schedules`` shows it: its definition, and its last and next run."""
+
+    name: str
+    cron: str | None
+    every: float | None
+    timezone: str
+    job: dict[str, Any] = Field(description="the job template")
+    missed: Literal["skip", "once"]
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    last_run_at: datetime | None = Field(description="the latest tick it fired (null: none yet)")
+    next_run_at: datetime | None = Field(description="its next tick (null while paused)")
+
+
+class ScheduleList(Answer):
+    """``GET /schedules``: every schedule, by name."""
+
+    schedules: list[ScheduleView]
 
 
 class RemoteWorker(Answer):

@@ -127,6 +127,7 @@ TAGS = [
     {"name": "jobs", "description": "Enqueue, read, list, cancel, re-run and delete jobs."},
     {"name": "queues", "description": "Queues: counts, pause, resume, clear, peek."},
     {"name": "workers", "description": "The worker protocol: lease, heartbeat, settle, log and report progress."},
+    {"name": "schedules", "description": "Jobs enqueued at each tick of a cron expression or an interval."},
     {"name": "server", "description": "Health, statistics and metrics."},
     {"name": "docs", "description": "This document and its interactive page."},
 ]

@@ -26,6 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from aiohttp import web
@@ -202,6 +203,14 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
         log.error("jobq cannot start: store %s cannot be opened: %s", without_password(config.store), exc)
         await runner.cleanup()
         return EXIT_CANNOT_START
+    if config.schedules:
+        try:
+            defined = await service.schedules.load_file(Path(config.schedules))
+        except JobqError as exc:
+            log.error("jobq cannot start: %s", exc.detail)
+            await runner.cleanup()
+            return EXIT_CANNOT_START
+        log.info("%d schedules defined from %s", defined, config.schedules)
     try:
         await web.TCPSite(runner, config.host, config.port).start()
     except OSError as exc:

@@ -28,6 +28,7 @@ from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
 from jobq.lifecycle import LOST_REASONS
 from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
+from jobq.schedules import Schedules
 from jobq.store.base import Added, LogEvent, Store, StoreEvent
 from jobq.store.base import Settlement as StoreSettlement
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS, MAX_TRACEBACK_CHARS, storable_text
@@ -99,7 +100,9 @@ class JobService:
         self._group_adds: set[asyncio.Task[None]] = set()
         self.listening: dict[str, str] = {}  # protocol -> the address it is served on (set as each starts)
         self.remote_workers = nodes.RemoteWorkers()
+        self.schedules = Schedules(self)
         self._announcer: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
 
     def add_enqueue_listener(self, listener: EnqueueListener) -> None:
         """Call ``listener(jobs)`` with the new jobs of every submission (metrics hang off this)."""
@@ -112,6 +115,7 @@ class JobService:
         self.pool.start()
         self._housekeeper = asyncio.create_task(self._housekeep(), name="jobq-housekeeper")
         self._announcer = asyncio.create_task(nodes.keep_announcing(self), name="jobq-node-card")
+        self._scheduler = asyncio.create_task(self.schedules.keep_firing(), name="jobq-schedules")
 
     async def drain(self) -> DrainReport:
         """Refuse new jobs, finish accepted ones (up to the drain timeout), and stop the workers."""
@@ -150,7 +154,7 @@ class JobService:
         """Stop housekeeping and close the store (after a drain, and after the group adds in flight)."""
         while self._group_adds:
             await asyncio.gather(*self._group_adds, return_exceptions=True)
-        for task in (self._housekeeper, self._announcer):
+        for task in (self._housekeeper, self._announcer, self._scheduler):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -273,7 +277,7 @@ class JobService:
         slots: list[int] = []
         now = self.store.clock()  # the store owns the clock: created and due times follow it
         for index, request in enumerate(requests):
-            if (unknown := self._unknown_type(request)) is not None:
+            if (unknown := self.unknown_type(request)) is not None:
                 answers[index] = unknown
                 continue
             job = request.to_job(now)
@@ -293,7 +297,7 @@ class JobService:
         The same rules as ``submit`` without its lists, which cost a single job more than its checks.
         """
         self._check_accepting()
-        if (unknown := self._unknown_type(request)) is not None:
+        if (unknown := self.unknown_type(request)) is not None:
             raise unknown
         job = request.to_job(self.store.clock())
         job.owner = owner
@@ -308,7 +312,7 @@ class JobService:
         if self.draining:
             raise ShuttingDown("jobq is shutting down and accepts no new jobs")
 
-    def _unknown_type(self, request: EnqueueRequest) -> JobqError | None:
+    def unknown_type(self, request: EnqueueRequest) -> JobqError | None:
         """Why this job is refused here (a type the in-process workers of its queue cannot run), or None."""
         if self._runs_here(request.queue) and request.type not in self.registry:
             return self.registry.unknown(request.type)

@@ -324,6 +324,21 @@ async def test_real_answers_match_the_document(make_client: MakeClient) -> None:
     await call("DELETE", "/jobs/{id}", 200, id=scheduled["id"])
     await call("DELETE", "/jobs/{id}", 404, id=scheduled["id"])
 
+    # schedules
+    nightly = {"cron": "0 3 * * *", "timezone": "Europe/Paris", "job": {"type": "echo", "payload": {"n": 1}}}
+    await call("POST", "/schedules", 201, body={"name": "nightly", **nightly})
+    await call("POST", "/schedules", 409, body={"name": "nightly", **nightly})
+    await call("POST", "/schedules", 422, body={"name": "broken", "every": 5, "cron": "* * * * *", "job": {}})
+    await call("GET", "/schedules", 200)
+    await call("GET", "/schedules/{name}", 200, name="nightly")
+    await call("GET", "/schedules/{name}", 404, name="nope")
+    await call("PUT", "/schedules/{name}", 200, name="often", body={"every": 30, "job": {"type": "echo"}})
+    await call("POST", "/schedules/{name}/pause", 200, name="nightly")
+    await call("POST", "/schedules/{name}/resume", 200, name="nightly")
+    await call("POST", "/schedules/{name}/run", 202, name="nightly")
+    await call("DELETE", "/schedules/{name}", 204, name="often")
+    await call("DELETE", "/schedules/{name}", 404, name="often")
+
     await call("GET", "/stats", 200)
     await call("GET", "/nodes", 200)
     await call("GET", "/health", 200)

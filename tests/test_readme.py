@@ -9,8 +9,8 @@ Each fenced block of README.md and docs/*.md is one of:
 - ``python``: a block starting ``# NAME.py`` is a file (a handlers module) written beside the
   server that runs the block's examples; any other is a script, run with its output compared to
   the ``# `` comment lines that end it.
-- ``sh``, ``text`` or no language (commands to type, listings, log excerpts), ``json`` and
-  ``yaml`` (files): not run. A ``json`` block after ``<!-- file: NAME -->`` is written as that file.
+- ``sh``, ``text`` or no language (commands to type, listings, log excerpts), ``json``, ``toml``
+  and ``yaml`` (files): not run. A file block after ``<!-- file: NAME -->`` is written as that file.
 
 A comment on the line before a block (blank lines between are fine) sets it up:
 
@@ -69,7 +69,7 @@ from tests.procs import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = {"console", "python"}
-NOT_RUN = {"sh", "text", "", "json", "yaml"}
+NOT_RUN = {"sh", "text", "", "json", "yaml", "toml"}
 HTTP_PORT, GRPC_PORT, FAKTORY_PORT, PG_PORT = 8080, 50051, 7419, 5432
 COMMAND_TIMEOUT = 60.0
 OUTPUTS = os.environ.get("JOBQ_README_OUTPUTS")  # a file: every command's output goes there, to update the docs
@@ -561,7 +561,7 @@ def test_every_block_runs_or_says_why_not() -> None:
         if block.lang == "python":
             compile(block.text, block.where, "exec")
         if "file" in block.markers:
-            assert block.lang in ("json", "yaml", "text"), f"{block.where}: a file marker on a {block.lang} block"
+            assert block.lang in NOT_RUN - {"sh", ""}, f"{block.where}: a file marker on a {block.lang} block"
     assert len(RUNNABLE) >= 25  # the parser still finds the examples
 
 

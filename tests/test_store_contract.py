@@ -20,7 +20,7 @@ from jobq.errors import InvalidTransition, JobNotFound, QueueFull, StaleLease
 from jobq.job import Job, JobStatus
 from jobq.retry import RetryPolicy
 from jobq.store import Added, Retention, Store, memory, open_store
-from jobq.store.base import Settlement
+from jobq.store.base import Settlement, StoredSchedule
 from tests.conftest import BACKENDS, FakeClock, OpenUrl, make_job, store_url
 
 MakeStore = Callable[..., Awaitable[Store]]
@@ -402,6 +402,28 @@ async def test_a_nodes_card_is_kept_until_it_lapses_or_is_withdrawn(make_store: 
     assert await store.nodes() == []
 
 
+# -- schedules -------------------------------------------------------------
+async def test_a_schedule_keeps_its_fired_tick_across_redefinitions_and_only_moves_it_forward(store: Store) -> None:
+    assert await store.schedules() == []
+    await store.put_schedule("nightly", {"cron": "0 3 * * *", "job": {"type": "report"}})
+    await store.put_schedule("often", {"every": 5})
+    assert await store.schedules() == [
+        StoredSchedule("nightly", {"cron": "0 3 * * *", "job": {"type": "report"}}, None),
+        StoredSchedule("often", {"every": 5}, None),
+    ]
+    await store.fired("nightly", 1_790_000_000.25)
+    await store.fired("nightly", 1_789_999_000.0)  # an older tick, noted late by another node: ignored
+    await store.fired("nobody", 1.0)  # no such schedule: nothing
+    await store.put_schedule("nightly", {"cron": "0 4 * * *", "job": {"type": "report"}})
+    nightly, _ = await store.schedules()
+    assert nightly == StoredSchedule("nightly", {"cron": "0 4 * * *", "job": {"type": "report"}}, 1_790_000_000.25)
+    assert await store.delete_schedule("nightly") is True
+    assert await store.delete_schedule("nightly") is False
+    assert [schedule.name for schedule in await store.schedules()] == ["often"]
+    await store.put_schedule("nightly", {"cron": "0 3 * * *"})  # a new schedule of the old name starts afresh
+    assert (await store.schedules())[0].fired is None
+
+
 # -- housekeeping ----------------------------------------------------------
 async def test_a_lapsed_lease_re_delivers_the_job_without_using_an_attempt(make_store: MakeStore) -> None:
     clock = FakeClock()
@@ -776,6 +798,8 @@ async def test_a_second_store_on_the_same_data_sees_every_answered_change(backen
     leased = {job.id: job.lease_id or "" for job in await first.lease(3, 60.0)}
     await first.complete("done", leased["done"], {"ok": True})
     await first.fail("failed", leased["failed"], "boom", traceback="Traceback\nValueError: boom")
+    await first.put_schedule("hourly", {"cron": "0 * * * *"})
+    await first.fired("hourly", 1_790_000_000.5)
     await first.close()  # as if this process had stopped: what it answered must be in the store
     second = open_store(url)
     await second.open()
@@ -789,6 +813,7 @@ async def test_a_second_store_on_the_same_data_sees_every_answered_change(backen
         assert running is not None and running.status is JobStatus.PENDING  # its run was lost with the process
         assert [a.outcome for a in running.history] == ["recovered"] and running.attempts == 0
         assert waiting is not None and waiting.status is JobStatus.PENDING and waiting.history == []
+        assert await second.schedules() == [StoredSchedule("hourly", {"cron": "0 * * * *"}, 1_790_000_000.5)]
     finally:
         await second.close()
 

@@ -27,6 +27,9 @@ What every backend promises (tests/test_store_contract.py checks each):
   keeps a card about itself in the store (``announce``), which lapses ``ttl``
   seconds after it was written by the store's clock, so ``nodes`` lists the
   processes heard from lately, wherever they run.
+- **Schedules.** A schedule's definition and the latest tick it fired are kept
+  apart: redefining a schedule keeps its ticks, and ``fired`` only ever moves a
+  schedule's latest tick forward, so nodes noting the same tick agree.
 - **Housekeeping** (``housekeep``) promotes due jobs, expires lapsed leases and
   purges by retention whether or not anyone leases, and is safe to run in
   several processes at once on a shared store.
@@ -76,6 +79,16 @@ class Added:
 
     job: Job
     created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A schedule as a store keeps it: its definition (JSON-able, jobq/schedules.py reads it) and
+    the latest tick it fired (Unix time; None before the first)."""
+
+    name: str
+    definition: dict[str, Any]
+    fired: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +382,23 @@ class Store(ABC):
     @abstractmethod
     async def nodes(self) -> list[dict[str, Any]]:
         """The cards of the nodes whose card has not lapsed, each with ``seen_at``: when it was written."""
+
+    # -- schedules ---------------------------------------------------------
+    @abstractmethod
+    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
+        """Keep schedule ``name`` with this definition (JSON-able), replacing the last; its fired tick stays."""
+
+    @abstractmethod
+    async def delete_schedule(self, name: str) -> bool:
+        """Forget schedule ``name``; False if there was none."""
+
+    @abstractmethod
+    async def schedules(self) -> list[StoredSchedule]:
+        """Every schedule, by name."""
+
+    @abstractmethod
+    async def fired(self, name: str, tick: float) -> None:
+        """Note that schedule ``name`` fired its tick ``tick``: kept if later than the one noted (else nothing)."""
 
     # -- housekeeping ------------------------------------------------------
     async def housekeep(self) -> Housekeeping:

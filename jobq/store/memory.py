@@ -36,7 +36,17 @@ from jobq.errors import (
 )
 from jobq.job import DEFERRED, TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, release_run, settle_run
-from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions, StoreStats
+from jobq.store.base import (
+    Added,
+    JobEvent,
+    LogEvent,
+    Settlement,
+    Store,
+    StoredSchedule,
+    StoreEvent,
+    StoreOptions,
+    StoreStats,
+)
 from jobq.store.loading import Loading, wanted
 from jobq.store.ready import QueueReady
 
@@ -74,6 +84,12 @@ def compact(job: Job) -> Job:
     if not payload and type(payload) is dict:
         job.payload = EMPTY_PAYLOAD
     return job
+
+
+async def _committed(commit: asyncio.Future[None] | None) -> None:
+    """Wait for a write's commit, when the store has one (a durable store)."""
+    if commit is not None:
+        await commit
 
 
 class LeaseIds:
@@ -124,6 +140,7 @@ class MemoryStore(Store):
         self._loaded: list[Job] = []  # the jobs read back in chunks, by seq, while loading
         self._requeued = 0  # jobs whose run a stop cut short, pending again as they were read back
         self._card: tuple[dict[str, Any], float] | None = None  # this node's card and when it lapses
+        self._schedules: dict[str, StoredSchedule] = {}
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -818,9 +835,7 @@ class MemoryStore(Store):
         else:
             self._paused.discard(queue)
             self._wake()
-        future = self._persist_paused(queue, paused)
-        if future is not None:
-            await future
+        await _committed(self._persist_paused(queue, paused))
 
     async def clear(self, queue: str) -> int:
         await self.loaded()
@@ -855,6 +870,31 @@ class MemoryStore(Store):
         if self._card is None or self._card[1] <= self.clock():
             return []
         return [dict(self._card[0])]
+
+    # -- schedules -------------------------------------------------------------
+    def _persist_schedule(self, name: str) -> asyncio.Future[None] | None:
+        """Write schedule ``name`` as it now is (gone, if deleted); a future for the commit, if any."""
+        return None
+
+    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
+        known = self._schedules.get(name)
+        self._schedules[name] = StoredSchedule(name, dict(definition), known.fired if known else None)
+        await _committed(self._persist_schedule(name))
+
+    async def delete_schedule(self, name: str) -> bool:
+        if self._schedules.pop(name, None) is None:
+            return False
+        await _committed(self._persist_schedule(name))
+        return True
+
+    async def schedules(self) -> list[StoredSchedule]:
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
+    async def fired(self, name: str, tick: float) -> None:
+        known = self._schedules.get(name)
+        if known is not None and (known.fired is None or tick > known.fired):
+            self._schedules[name] = StoredSchedule(name, known.definition, tick)
+            await _committed(self._persist_schedule(name))
 
     async def promote_due(self) -> int:
         promoted = self._promote(self.clock())

@@ -14,7 +14,8 @@ own transaction calling ``enqueue``):
   backend process so that concurrent writers never wait on one row; ``/stats``
   and the gauges sum a few hundred rows, never scan the jobs.
 - **Nodes.** ``nodes`` holds a card per jobq process, rewritten every few seconds;
-  a card past ``lapses_at`` is a node no longer heard from.
+  a card past ``lapses_at`` is a node no longer heard from. ``schedules`` holds each
+  schedule's definition and the latest tick it fired.
 - **Notifications.** After commit, every node hears (on the schema's channel) which
   jobs changed status and which queues got ready jobs; one notification carries
   a whole statement's jobs, in chunks that fit PostgreSQL's 8000-byte payload.
@@ -161,8 +162,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             SELECT id FROM new
         $$""",
     ),
-    (  # each jobq process's card (jobq/nodes.py), kept until it lapses
+    (
+        # each jobq process's card (jobq/nodes.py), kept until it lapses
         "CREATE TABLE {s}.nodes (id text PRIMARY KEY, card jsonb NOT NULL, lapses_at double precision NOT NULL)",
+        # schedules (jobq/schedules.py): the definition, and the latest tick fired
+        "CREATE TABLE {s}.schedules (name text PRIMARY KEY, definition jsonb NOT NULL, fired double precision)",
     ),
 )
 

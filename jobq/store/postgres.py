@@ -48,7 +48,7 @@ from jobq.errors import (
 )
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.store import memory
-from jobq.store.base import Settlement, StoreOptions, StoreStats
+from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
@@ -221,6 +221,13 @@ SQL = {
         ON CONFLICT (id) DO UPDATE SET card = excluded.card, lapses_at = excluded.lapses_at
     """,
     "withdraw": "DELETE FROM {s}.nodes WHERE id = $1",
+    "put_schedule": """
+        INSERT INTO {s}.schedules (name, definition) VALUES ($1, $2::jsonb)
+        ON CONFLICT (name) DO UPDATE SET definition = excluded.definition
+    """,
+    "delete_schedule": "DELETE FROM {s}.schedules WHERE name = $1",
+    "schedules": "SELECT name, definition::text, fired FROM {s}.schedules ORDER BY name",
+    "fired": "UPDATE {s}.schedules SET fired = $2 WHERE name = $1 AND (fired IS NULL OR fired < $2)",
     "nodes": f"SELECT card::text FROM {{s}}.nodes WHERE lapses_at > {NOW} ORDER BY id",
     "expiring": f"""
         {SELECT_JOB} WHERE status = 'processing' AND lease_expires_at <= $1::float8
@@ -595,6 +602,24 @@ class PostgresStore(SharedStore):
     async def nodes(self) -> list[dict[str, Any]]:
         async with self._connection() as conn:
             return [from_json(card) for (card,) in await conn.fetch(self._sql["nodes"], self._clock_arg())]
+
+    # -- schedules ---------------------------------------------------------------
+    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql["put_schedule"], name, to_json(definition).decode())
+
+    async def delete_schedule(self, name: str) -> bool:
+        async with self._connection() as conn:
+            return await conn.execute(self._sql["delete_schedule"], name) != "DELETE 0"
+
+    async def schedules(self) -> list[StoredSchedule]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql["schedules"])
+        return [StoredSchedule(name, from_json(definition), fired) for name, definition, fired in rows]
+
+    async def fired(self, name: str, tick: float) -> None:
+        async with self._connection() as conn:
+            await conn.execute(self._sql["fired"], name, tick)
 
     # -- housekeeping ------------------------------------------------------------
     async def promote_due(self) -> int:

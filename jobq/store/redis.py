@@ -41,7 +41,7 @@ from redis.asyncio.cluster import RedisCluster
 from jobq.errors import InvalidTransition, JobNotFound, JobqError, StoreFull, StoreUnavailable
 from jobq.job import Job, JobStatus
 from jobq.store import memory
-from jobq.store.base import Settlement, StoreOptions, StoreStats
+from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.redisscripts import ROW, SCRIPTS
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
@@ -261,6 +261,27 @@ class RedisStore(SharedStore):
                 seen_at, _, card = entry.partition("\t")
                 cards.append({**from_json(card), "seen_at": float(seen_at)})
         return sorted(cards, key=lambda card: card.get("id", ""))
+
+    # -- schedules ---------------------------------------------------------------
+    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
+        await self._run("put_schedule", name, to_json(definition).decode())
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self._run("delete_schedule", name))
+
+    async def schedules(self) -> list[StoredSchedule]:
+        definitions, fired = await self._run("schedules")
+        ticks = dict(zip(fired[::2], fired[1::2], strict=True))
+        return sorted(
+            (
+                StoredSchedule(name, from_json(definition), float(ticks[name]) if name in ticks else None)
+                for name, definition in zip(definitions[::2], definitions[1::2], strict=True)
+            ),
+            key=lambda schedule: schedule.name,
+        )
+
+    async def fired(self, name: str, tick: float) -> None:
+        await self._run("fired", name, repr(tick))
 
     # -- listening and leading -----------------------------------------------------
     async def _listen(self) -> None:

@@ -13,6 +13,7 @@ deployment hashes to one slot and a Redis Cluster runs each script on one master
   ``P:waiting``: waiting jobs in all queues (for the enqueue limit).
 - ``P:logs:<id>``: a job's log lines, each ``[at, message]`` as JSON.
 - ``P:leader``: which node runs once-only maintenance (``SET NX PX``, renewed by it).
+- ``P:schedules``: each schedule's definition (JSON); ``P:fired``: the latest tick each fired.
 - ``P:nodes``: each node's card, as ``seen_at<TAB>card JSON``; ``P:node_lapses``: the
   nodes by when their card lapses.
 
@@ -478,6 +479,32 @@ redis.call('ZADD', P .. ':node_lapses', at + tonumber(ARGV[5]), NODE)
 return 1
 """
 
+# ARGV: P, node, now, schedule name, definition JSON. Keeps the definition; the fired tick stays.
+PUT_SCHEDULE = r"""
+redis.call('HSET', P .. ':schedules', ARGV[4], ARGV[5])
+return 1
+"""
+
+# ARGV: P, node, now, schedule name. Answers 1 if there was one.
+DELETE_SCHEDULE = r"""
+redis.call('HDEL', P .. ':fired', ARGV[4])
+return redis.call('HDEL', P .. ':schedules', ARGV[4])
+"""
+
+# ARGV: P, node, now. Answers {definitions, fired ticks}, each flat name, value pairs.
+SCHEDULES = r"""
+return {redis.call('HGETALL', P .. ':schedules'), redis.call('HGETALL', P .. ':fired')}
+"""
+
+# ARGV: P, node, now, schedule name, tick. Moves the schedule's latest fired tick forward (only forward).
+FIRED = r"""
+if redis.call('HEXISTS', P .. ':schedules', ARGV[4]) == 0 then return 0 end
+local known = redis.call('HGET', P .. ':fired', ARGV[4])
+if known and tonumber(known) >= tonumber(ARGV[5]) then return 0 end
+redis.call('HSET', P .. ':fired', ARGV[4], ARGV[5])
+return 1
+"""
+
 # ARGV: P, node, now. Takes this node's card away.
 WITHDRAW = r"""
 redis.call('HDEL', P .. ':nodes', NODE)
@@ -523,5 +550,9 @@ SCRIPTS = {
         "announce": ANNOUNCE,
         "withdraw": WITHDRAW,
         "nodes": NODES,
+        "fired": FIRED,
+        "put_schedule": PUT_SCHEDULE,
+        "delete_schedule": DELETE_SCHEDULE,
+        "schedules": SCHEDULES,
     }.items()
 }

@@ -27,6 +27,7 @@ import fcntl
 import functools
 import gc
 import itertools
+import json
 import logging
 import os
 import sqlite3
@@ -40,7 +41,7 @@ from typing import Any, TypeVar
 
 from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, UnstorableValue
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
-from jobq.store.base import StoreOptions
+from jobq.store.base import StoredSchedule, StoreOptions
 from jobq.store.loading import Loading
 from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, STATE, MemoryStore
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
@@ -97,6 +98,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE jobs ADD COLUMN worker TEXT",),  # who runs the current attempt (its history entry is written
     # when the attempt ends, so a lease writes a few columns)
     ("CREATE INDEX jobs_by_seq ON jobs (seq)",),  # jobs are read back in chunks by seq while jobq serves
+    ("CREATE TABLE schedules (name TEXT PRIMARY KEY, definition TEXT NOT NULL, fired REAL)",),
 )
 
 
@@ -126,6 +128,7 @@ class Head:
     counts: list[tuple[str, str, int, int]]  # (queue, status, priority, jobs)
     last_seq: int
     paused: list[str]
+    schedules: list[StoredSchedule]
 
     @property
     def jobs(self) -> int:
@@ -147,6 +150,10 @@ def read_head(conn: sqlite3.Connection, path: str) -> Head:
         counts.fetchall(),
         conn.execute("SELECT max(seq) FROM jobs").fetchone()[0] or 0,
         [name for (name,) in conn.execute("SELECT queue FROM paused_queues")],
+        [
+            StoredSchedule(name, json.loads(definition), fired)
+            for name, definition, fired in conn.execute("SELECT name, definition, fired FROM schedules ORDER BY name")
+        ],
     )
     for queue, status, priority, _ in head.counts:
         if status not in STATUSES or not isinstance(queue, str) or not isinstance(priority, int):
@@ -251,7 +258,7 @@ def transient(error: JobqError) -> bool:
 
 
 # -- the writer thread -----------------------------------------------------
-WRITE, DELETE, LOG, PAUSE, CALL, STOP = range(6)
+WRITE, DELETE, LOG, PAUSE, SCHEDULE, CALL, STOP = range(7)
 
 Op = tuple[int, Any, asyncio.Future[Any]]  # (kind, data, the future its caller may await)
 
@@ -513,6 +520,7 @@ def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
     jobs: dict[str, Pending] = {}
     lines: list[tuple[str, float, str]] = []
     paused: dict[str, bool] = {}
+    schedules: dict[str, tuple[str, str | None, float | None]] = {}
     for kind, data, _ in group:
         if kind == WRITE:
             for job_id, change, values in data:
@@ -528,12 +536,19 @@ def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
             lines.append(data)
         elif kind == PAUSE:
             paused[data[0]] = data[1]
+        elif kind == SCHEDULE:
+            schedules[data[0]] = data
         elif kind == DELETE:  # a deleted id may be added again later in the group: keep the order
             _flush(conn, jobs, lines, paused)
             ids = [(job_id,) for job_id in data]
             conn.executemany("DELETE FROM jobs WHERE id = ?", ids)
             conn.executemany("DELETE FROM job_logs WHERE job_id = ?", ids)
     _flush(conn, jobs, lines, paused)
+    if schedules:  # each as it last was in the group
+        kept = [row for row in schedules.values() if row[1] is not None]
+        conn.executemany("INSERT OR REPLACE INTO schedules (name, definition, fired) VALUES (?, ?, ?)", kept)
+        gone = [(name,) for name, definition, _ in schedules.values() if definition is None]
+        conn.executemany("DELETE FROM schedules WHERE name = ?", gone)
 
 
 def _flush(
@@ -630,6 +645,7 @@ class SQLiteStore(MemoryStore):
         self._unsaved_jobs: set[str] = set()  # ids whose current state is to be written
         self._unsaved_ops: list[tuple[int, Any]] = []  # deletes and log lines
         self._unsaved_paused: set[str] = set()  # queues whose paused state is to be written
+        self._unsaved_schedules: set[str] = set()  # schedules to be written as they now are
         self._resave: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loader: asyncio.Task[None] | None = None
@@ -705,7 +721,8 @@ class SQLiteStore(MemoryStore):
         writer, self._writer = self._writer, None  # no more retries once closing
         if writer is not None:
             await writer.stop()  # the writer's failure reports arrive before it answers the stop
-        lost = len(self._unsaved_jobs) + len(self._unsaved_ops) + len(self._unsaved_paused)
+        unsaved = (self._unsaved_jobs, self._unsaved_ops, self._unsaved_paused, self._unsaved_schedules)
+        lost = sum(len(changes) for changes in unsaved)
         if lost:
             log.error(
                 "%d changes could not be written to %s before it closed; on the next start the file has "
@@ -730,6 +747,7 @@ class SQLiteStore(MemoryStore):
                 by_priority[priority] = by_priority.get(priority, 0) + count
         self._seq = itertools.count(head.last_seq + 1)
         self._paused.update(head.paused)
+        self._schedules.update((schedule.name, schedule) for schedule in head.schedules)
         self._loading = Loading(unread, head.last_seq)
 
     async def _load(self, head: Head, started: float) -> None:
@@ -832,6 +850,8 @@ class SQLiteStore(MemoryStore):
                 self._unsaved_jobs.update(job_id for job_id, _, _ in data)
             elif kind == PAUSE:
                 self._unsaved_paused.add(data[0])
+            elif kind == SCHEDULE:
+                self._unsaved_schedules.add(data[0])
             else:
                 self._unsaved_ops.append((kind, data))
         if self._resave is None and self._writer is not None:
@@ -842,6 +862,7 @@ class SQLiteStore(MemoryStore):
         self._resave = None
         jobs = [job for job_id in self._unsaved_jobs if (job := self._jobs.get(job_id)) is not None]
         ops, paused = self._unsaved_ops, self._unsaved_paused  # (a failed add was forgotten: not in _jobs)
+        schedules, self._unsaved_schedules = self._unsaved_schedules, set()
         self._unsaved_jobs, self._unsaved_ops, self._unsaved_paused = set(), [], set()
         if jobs:
             self._journal(jobs)  # the whole state: what failed may have been any kind of change
@@ -853,6 +874,8 @@ class SQLiteStore(MemoryStore):
             self._submit(kind, data)
         for queue in paused:
             self._submit(PAUSE, (queue, queue in self._paused))
+        for name in schedules:
+            self._persist_schedule(name)
 
     def _persist_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
         return self._submit(DELETE, list(job_ids)) if job_ids else None
@@ -862,3 +885,9 @@ class SQLiteStore(MemoryStore):
 
     def _persist_paused(self, queue: str, paused: bool) -> asyncio.Future[None]:
         return self._submit(PAUSE, (queue, paused))
+
+    def _persist_schedule(self, name: str) -> asyncio.Future[None]:
+        known = self._schedules.get(name)
+        if known is None:
+            return self._submit(SCHEDULE, (name, None, None))
+        return self._submit(SCHEDULE, (name, json.dumps(known.definition), known.fired))
