@@ -14,6 +14,7 @@ waits for SIGUSR1 (tests/fixture_handlers.py). Which node ran an attempt is the
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import threading
@@ -105,8 +106,10 @@ def node_cards(server: ServerProcess) -> list[dict[str, Any]]:
     return list(body["nodes"])
 
 
-def completed(server: ServerProcess) -> int:
-    return int(stats(server)["jobs"]["completed"])
+def completed(server: ServerProcess, queue: str | None = None) -> int:
+    """Jobs completed, in every queue or in ``queue``."""
+    counts = stats(server)
+    return int(counts["jobs"]["completed"] if queue is None else counts["queues"].get(queue, {}).get("completed", 0))
 
 
 def worker_of(server: ServerProcess) -> str:
@@ -158,13 +161,16 @@ MANY = 20_000
 
 
 def test_three_nodes_run_every_job_of_a_big_load_exactly_once(
-    start_server: StartServer, runs_file: Path, store: str
+    start_server: StartServer, runs_file: Path, store: str, tmp_path: Path
 ) -> None:
-    nodes = [start_server("--store", store, "--workers", "8") for _ in range(3)]
+    schedules = tmp_path / "schedules.toml"  # every node fires a schedule's ticks meanwhile: each one once
+    schedules.write_text('[beat]\nevery = 1\njob = { type = "noop", queue = "beat" }\n')
+    nodes = [start_server("--store", store, "--workers", "8", "--schedules", str(schedules)) for _ in range(3)]
     began = time.monotonic()
     accepted = enqueue_batches(nodes, MANY, {})
     print(f"enqueued {MANY} jobs in {time.monotonic() - began:.1f}s")
-    wait_until(lambda: completed(nodes[1]) == MANY, f"{MANY} completed jobs", timeout=60.0, every=0.2)
+    # the load's queue (not the schedule's)
+    wait_until(lambda: completed(nodes[1], "default") == MANY, f"{MANY} completed jobs", timeout=60.0, every=0.2)
     elapsed = time.monotonic() - began
     print(f"{MANY} jobs on 3 nodes in {elapsed:.1f}s: {MANY / elapsed:.0f} jobs/s")
 
@@ -173,7 +179,7 @@ def test_three_nodes_run_every_job_of_a_big_load_exactly_once(
     twice = {job_id: count for job_id, count in runs.items() if count > 1}
     assert not twice, f"{len(twice)} jobs ran more than once"
 
-    done = jobs_in(nodes[2], "completed")
+    done = {job_id: job for job_id, job in jobs_in(nodes[2], "completed").items() if job["queue"] != "beat"}
     assert set(done) == set(accepted)
     by_node: Counter[int] = Counter()
     for job in done.values():
@@ -182,6 +188,15 @@ def test_three_nodes_run_every_job_of_a_big_load_exactly_once(
         by_node[next(i for i, node in enumerate(nodes) if attempt["worker"].endswith(worker_of(node)))] += 1
     print(f"jobs run by each node: {sorted(by_node.items())}")
     assert sorted(by_node) == [0, 1, 2], by_node
+
+    # Three nodes fired the schedule, each tick once: the ticks (in their jobs' ids) are whole seconds apart,
+    # so the nodes agreed on them (a check delayed past a tick by load fires only the latest).
+    beats = [job for job in jobs_in(nodes[0], "completed").values() if job["queue"] == "beat"]
+    ticks = sorted(int(job["id"].rpartition(":")[2]) for job in beats)
+    assert len(ticks) >= 3, f"the schedule fired {len(ticks)} times in {elapsed:.0f}s"
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert all(gap > 0 and gap % 1000 == 0 for gap in gaps), ticks
+    print(f"the schedule fired {len(ticks)} ticks over {(ticks[-1] - ticks[0]) / 1000:.0f}s")
 
 
 # -- 2. kill -9 one node mid-run: the others finish its jobs, nothing accepted is lost --
