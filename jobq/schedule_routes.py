@@ -5,14 +5,11 @@ What a schedule does is jobq/schedules.py's; these only read requests and answer
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
 from jobq.api import SERVICE, json_response, read_body, receipt_response
 from jobq.auth import Role, requires
-from jobq.errors import ValidationFailed
-from jobq.models import SCHEDULE_NAME_PATTERN, JobReceipt, NewSchedule, ScheduleDefinition, ScheduleList, ScheduleView
+from jobq.models import JobReceipt, NewSchedule, ScheduleDefinition, ScheduleList, ScheduleView
 from jobq.openapi import Reply, documented
 from jobq.schedules import Schedule
 
@@ -25,15 +22,6 @@ STORE = {503: "the store cannot be reached", 507: ""}
 def schedule_response(request: web.Request, schedule: Schedule, status: int = 200) -> web.Response:
     now = request.app[SERVICE].store.clock()
     return json_response(schedule.view(now), status, {"Location": f"/schedules/{schedule.name}"})
-
-
-def schedule_name(request: web.Request) -> str:
-    name = request.match_info["name"]
-    if not re.fullmatch(SCHEDULE_NAME_PATTERN, name):
-        raise ValidationFailed(
-            f"{name!r} is not a schedule name", errors=[{"field": "name", "message": SCHEDULE_NAME_PATTERN}]
-        )
-    return name
 
 
 @routes.get("/schedules")
@@ -65,7 +53,7 @@ async def create_schedule(request: web.Request) -> web.Response:
 @documented("schedules", {200: Reply("the schedule", ScheduleView)}, problems={404: NO_SCHEDULE, **STORE})
 async def get_schedule(request: web.Request) -> web.Response:
     """A schedule, with its last and next run."""
-    return schedule_response(request, await request.app[SERVICE].schedules.get(schedule_name(request)))
+    return schedule_response(request, await request.app[SERVICE].schedules.get(request.match_info["name"]))
 
 
 @routes.put("/schedules/{name}")
@@ -74,11 +62,11 @@ async def get_schedule(request: web.Request) -> web.Response:
     "schedules",
     {200: Reply("defined, or redefined: its ticks count from now", ScheduleView)},
     body=ScheduleDefinition,
-    problems={422: "an unknown job type", **STORE},
+    problems={422: "not a schedule name, or an unknown job type", **STORE},
 )
 async def put_schedule(request: web.Request) -> web.Response:
     """Define or redefine a schedule by name (a redefined one keeps when it last ran)."""
-    name = schedule_name(request)
+    name = request.match_info["name"]
     definition = await read_body(request, ScheduleDefinition)
     return schedule_response(request, await request.app[SERVICE].schedules.put(name, definition))
 
@@ -88,7 +76,7 @@ async def put_schedule(request: web.Request) -> web.Response:
 @documented("schedules", {200: Reply("paused: it fires nothing", ScheduleView)}, problems={404: NO_SCHEDULE, **STORE})
 async def pause_schedule(request: web.Request) -> web.Response:
     """Pause a schedule: no tick fires until it is resumed."""
-    return schedule_response(request, await request.app[SERVICE].schedules.set_paused(schedule_name(request), True))
+    return await set_paused(request, True)
 
 
 @routes.post("/schedules/{name}/resume")
@@ -100,7 +88,14 @@ async def pause_schedule(request: web.Request) -> web.Response:
 )
 async def resume_schedule(request: web.Request) -> web.Response:
     """Resume a paused schedule."""
-    return schedule_response(request, await request.app[SERVICE].schedules.set_paused(schedule_name(request), False))
+    return schedule_response(
+        request, await request.app[SERVICE].schedules.set_paused(request.match_info["name"], False)
+    )
+
+
+async def set_paused(request: web.Request, paused: bool) -> web.Response:
+    schedule = await request.app[SERVICE].schedules.set_paused(request.match_info["name"], paused)
+    return schedule_response(request, schedule)
 
 
 @routes.post("/schedules/{name}/run")
@@ -112,7 +107,7 @@ async def resume_schedule(request: web.Request) -> web.Response:
 )
 async def run_schedule(request: web.Request) -> web.Response:
     """Enqueue the schedule's job now, outside its ticks (its ticks are unchanged)."""
-    added = await request.app[SERVICE].schedules.run_now(schedule_name(request))
+    added = await request.app[SERVICE].schedules.run_now(request.match_info["name"])
     return receipt_response(added.job, 202)
 
 
@@ -121,5 +116,5 @@ async def run_schedule(request: web.Request) -> web.Response:
 @documented("schedules", {204: Reply("deleted")}, problems={404: NO_SCHEDULE, **STORE})
 async def delete_schedule(request: web.Request) -> web.Response:
     """Delete a schedule (the jobs it enqueued stay)."""
-    await request.app[SERVICE].schedules.delete(schedule_name(request))
+    await request.app[SERVICE].schedules.delete(request.match_info["name"])
     return web.Response(status=204)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 from jobq.cron import Timing
 from jobq.errors import JobqError, ScheduleExists, ScheduleNotFound, ValidationFailed
 from jobq.job import new_job_id, rfc3339
-from jobq.models import NewSchedule, ScheduleDefinition
+from jobq.models import SCHEDULE_NAME_PATTERN, NewSchedule, ScheduleDefinition
 from jobq.store.base import StoredSchedule
 
 if TYPE_CHECKING:
@@ -79,10 +80,13 @@ class Schedule:
             return None
         return tick, self.definition.missed == "once" or now - tick <= MISSED_GRACE_SECONDS
 
+    def next_run(self, now: float) -> float | None:
+        """Its next tick after ``now`` (None while paused)."""
+        return None if self.definition.paused else self.timing.next(max(now, self.fired or 0.0))
+
     def view(self, now: float) -> dict[str, Any]:
         """What ``GET /schedules`` shows of it."""
         d = self.definition
-        upcoming = None if d.paused else self.timing.next(max(now, self.fired or 0.0))
         return {
             "name": self.name,
             "cron": d.cron,
@@ -94,7 +98,7 @@ class Schedule:
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
             "last_run_at": rfc3339(self.fired),
-            "next_run_at": rfc3339(upcoming),
+            "next_run_at": rfc3339(self.next_run(now)),
         }
 
 
@@ -133,6 +137,10 @@ class Schedules:
 
     async def put(self, name: str, definition: ScheduleDefinition) -> Schedule:
         """Define schedule ``name``, or redefine it (its ticks then count from now)."""
+        if not re.fullmatch(SCHEDULE_NAME_PATTERN, name):
+            raise ValidationFailed(
+                f"{name!r} is not a schedule name", errors=[{"field": "name", "message": SCHEDULE_NAME_PATTERN}]
+            )
         self._check_type(definition)
         now = self.store.clock()
         known = next((s for s in await self.all() if s.name == name), None)

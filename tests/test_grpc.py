@@ -738,6 +738,14 @@ async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
             "PauseQueue",
             "ResumeQueue",
             "ClearQueue",
+            "ListSchedules",
+            "GetSchedule",
+            "CreateSchedule",
+            "PutSchedule",
+            "PauseSchedule",
+            "ResumeSchedule",
+            "RunSchedule",
+            "DeleteSchedule",
         ],
     }
 
@@ -857,6 +865,36 @@ async def test_the_admin_service_acts_on_jobs_and_queues(rig: Rig) -> None:
     assert gone.done == 0
     bad = await rpc_error(rig.admin.PeekQueue(pb.QueueRequest(name="no such")))
     assert bad.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_admin_service_manages_schedules_as_the_http_routes_do(rig: Rig) -> None:
+    template = pb.JobTemplate(type="echo", queue="cron", payload=convert.to_value({"n": 1}))
+    nightly = pb.ScheduleDefinition(cron="0 3 * * *", timezone="Europe/Paris", job=template, missed="once")
+    made = await rig.admin.CreateSchedule(pb.PutScheduleRequest(name="nightly", definition=nightly))
+    assert (made.name, made.definition.cron, made.definition.timezone, made.definition.missed) == (
+        "nightly",
+        "0 3 * * *",
+        "Europe/Paris",
+        "once",
+    )
+    assert not made.HasField("last_run_at") and made.HasField("next_run_at")
+    assert made.next_run_at.ToDatetime().hour in (1, 2)  # 03:00 in Paris is 01:00 or 02:00 UTC
+    taken = await rpc_error(rig.admin.CreateSchedule(pb.PutScheduleRequest(name="nightly", definition=nightly)))
+    assert taken.code() is grpc.StatusCode.ALREADY_EXISTS
+    both = pb.ScheduleDefinition(cron="* * * * *", every=5, job=template)
+    invalid = await rpc_error(rig.admin.PutSchedule(pb.PutScheduleRequest(name="x", definition=both)))
+    assert invalid.code() is grpc.StatusCode.INVALID_ARGUMENT and "not both" in invalid.details()
+    often = pb.ScheduleDefinition(every=30, job=pb.JobTemplate(type="echo"))
+    assert (await rig.admin.PutSchedule(pb.PutScheduleRequest(name="often", definition=often))).definition.every == 30
+    paused = await rig.admin.PauseSchedule(pb.ScheduleRequest(name="often"))
+    assert paused.definition.paused and not paused.HasField("next_run_at")
+    ran = await rig.admin.RunSchedule(pb.ScheduleRequest(name="nightly"))
+    assert ran.created and ran.job.queue == "cron" and ran.job.id.startswith("nightly:now-")
+    listed = await rig.admin.ListSchedules(pb.ListSchedulesRequest())
+    assert [s.name for s in listed.schedules] == ["nightly", "often"]
+    await rig.admin.DeleteSchedule(pb.ScheduleRequest(name="often"))
+    gone = await rpc_error(rig.admin.GetSchedule(pb.ScheduleRequest(name="often")))
+    assert gone.code() is grpc.StatusCode.NOT_FOUND
 
 
 async def test_the_admin_service_needs_an_admin_token(make_rig: MakeRig) -> None:

@@ -23,6 +23,7 @@ from jobq.errors import ValidationFailed
 from jobq.job import Attempt, Job, JobStatus, parse_rfc3339
 from jobq.models import NAME_PATTERN
 from jobq.rpc.gen import jobq_pb2 as pb
+from jobq.schedules import Schedule
 
 log = logging.getLogger("jobq.rpc")
 
@@ -271,4 +272,48 @@ def queue_message(queue: dict[str, Any]) -> pb.Queue:
         paused=queue["paused"],
         jobs={status: count for status, count in queue["jobs"].items() if count},
         oldest_wait_seconds=queue["oldest_wait_seconds"],
+    )
+
+
+def template_fields(template: pb.JobTemplate) -> dict[str, Any]:
+    """A schedule's job template, as ``POST /schedules`` takes it (an empty type counts as missing)."""
+    fields = present(template, "queue", "priority", "max_attempts", "timeout")
+    if template.type:
+        fields["type"] = template.type
+    if template.HasField("payload"):
+        fields["payload"] = from_value(template.payload, "job.payload")
+    return fields
+
+
+def schedule_fields(definition: pb.ScheduleDefinition) -> dict[str, Any]:
+    """The body of the equivalent ``PUT /schedules/{name}``."""
+    fields = present(definition, "cron", "every", "timezone", "missed")
+    if definition.paused:
+        fields["paused"] = True
+    if definition.HasField("job"):
+        fields["job"] = template_fields(definition.job)
+    return fields
+
+
+def schedule_message(schedule: Schedule, now: float) -> pb.Schedule:
+    d = schedule.definition
+    job = d.job
+    template = pb.JobTemplate(
+        type=job.type,
+        payload=to_value(job.payload),
+        queue=job.queue,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        timeout=job.timeout,
+    )
+    definition = pb.ScheduleDefinition(
+        cron=d.cron, every=d.every, timezone=d.timezone, job=template, missed=d.missed, paused=d.paused
+    )
+    return pb.Schedule(
+        name=schedule.name,
+        definition=definition,
+        created_at=to_timestamp(schedule.created_at),
+        updated_at=to_timestamp(schedule.updated_at),
+        last_run_at=to_timestamp(schedule.fired),
+        next_run_at=to_timestamp(schedule.next_run(now)),
     )

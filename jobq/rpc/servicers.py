@@ -19,14 +19,17 @@ from jobq.models import (
     LeaseRequest,
     ListQuery,
     LogRequest,
+    NewSchedule,
     ProgressRequest,
     ReleaseRequest,
+    ScheduleDefinition,
     SettleRequest,
 )
 from jobq.rpc import convert
 from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.rpc.gen import jobq_pb2_grpc as pb_grpc
 from jobq.rpc.status import status_code, stream, unary
+from jobq.schedules import Schedule
 from jobq.service import JobService
 
 Context = grpc.aio.ServicerContext
@@ -267,3 +270,51 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def ClearQueue(self, request: pb.QueueRequest, context: Context) -> pb.ClearQueueResponse:
         name = convert.queue_name(request)
         return pb.ClearQueueResponse(name=name, cleared=await self.service.clear(name))
+
+    # -- schedules -------------------------------------------------------------
+    def _schedule(self, schedule: Schedule) -> pb.Schedule:
+        return convert.schedule_message(schedule, self.service.store.clock())
+
+    @override
+    @unary
+    async def ListSchedules(self, request: pb.ListSchedulesRequest, context: Context) -> pb.ListSchedulesResponse:
+        return pb.ListSchedulesResponse(schedules=[self._schedule(s) for s in await self.service.schedules.all()])
+
+    @override
+    @unary
+    async def GetSchedule(self, request: pb.ScheduleRequest, context: Context) -> pb.Schedule:
+        return self._schedule(await self.service.schedules.get(request.name))
+
+    @override
+    @unary
+    async def CreateSchedule(self, request: pb.PutScheduleRequest, context: Context) -> pb.Schedule:
+        new = NewSchedule.model_validate({"name": request.name, **convert.schedule_fields(request.definition)})
+        return self._schedule(await self.service.schedules.create(new))
+
+    @override
+    @unary
+    async def PutSchedule(self, request: pb.PutScheduleRequest, context: Context) -> pb.Schedule:
+        definition = ScheduleDefinition.model_validate(convert.schedule_fields(request.definition))
+        return self._schedule(await self.service.schedules.put(request.name, definition))
+
+    @override
+    @unary
+    async def PauseSchedule(self, request: pb.ScheduleRequest, context: Context) -> pb.Schedule:
+        return self._schedule(await self.service.schedules.set_paused(request.name, True))
+
+    @override
+    @unary
+    async def ResumeSchedule(self, request: pb.ScheduleRequest, context: Context) -> pb.Schedule:
+        return self._schedule(await self.service.schedules.set_paused(request.name, False))
+
+    @override
+    @unary
+    async def RunSchedule(self, request: pb.ScheduleRequest, context: Context) -> pb.EnqueueResponse:
+        added = await self.service.schedules.run_now(request.name)
+        return pb.EnqueueResponse(job=convert.job_message(added.job), created=added.created)
+
+    @override
+    @unary
+    async def DeleteSchedule(self, request: pb.ScheduleRequest, context: Context) -> pb.Ack:
+        await self.service.schedules.delete(request.name)
+        return pb.Ack()

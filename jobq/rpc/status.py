@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from pydantic import ValidationError
 
-from jobq.errors import BadRequest, IdReused, JobqError, QueueFull, StoreFull
+from jobq.errors import BadRequest, IdReused, JobqError, QueueFull, ScheduleExists, StoreFull
 from jobq.problems import from_validation_error
 from jobq.rpc.convert import MAX_NESTING
 
@@ -30,6 +30,7 @@ Code = grpc.StatusCode
 
 BY_CLASS: tuple[tuple[type[JobqError], Code], ...] = (
     (IdReused, Code.ALREADY_EXISTS),  # the other 409s are FAILED_PRECONDITION
+    (ScheduleExists, Code.ALREADY_EXISTS),
     (QueueFull, Code.RESOURCE_EXHAUSTED),  # the other 503s are UNAVAILABLE
     (StoreFull, Code.RESOURCE_EXHAUSTED),
 )

@@ -429,6 +429,46 @@ class AdminServiceStub:
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
                 response_deserializer=jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.FromString,
                 _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/jobq.v1.AdminService/ListSchedules',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/GetSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/CreateSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.PutScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.PutSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/PutSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.PutScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/PauseSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/ResumeSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.RunSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/RunSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.EnqueueResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/jobq.v1.AdminService/DeleteSchedule',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -497,6 +537,58 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSchedules(self, request, context):
+        """Every schedule, with its last and next run (GET /schedules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Define a schedule (POST /schedules); ALREADY_EXISTS if the name is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutSchedule(self, request, context):
+        """Define or redefine a schedule (PUT /schedules/{name}): its ticks then count from now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunSchedule(self, request, context):
+        """Enqueue a schedule's job now, outside its ticks (POST /schedules/{name}/run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -544,6 +636,46 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ClearQueue,
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
                     response_serializer=jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Schedule.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.PutScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Schedule.SerializeToString,
+            ),
+            'PutSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.PutScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Schedule.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Schedule.SerializeToString,
+            ),
+            'RunSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.EnqueueResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -790,6 +922,222 @@ class AdminService:
             '/jobq.v1.AdminService/ClearQueue',
             jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
             jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/ListSchedules',
+            jobq_dot_v1_dot_jobq__pb2.ListSchedulesRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/GetSchedule',
+            jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/CreateSchedule',
+            jobq_dot_v1_dot_jobq__pb2.PutScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/PutSchedule',
+            jobq_dot_v1_dot_jobq__pb2.PutScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/PauseSchedule',
+            jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/ResumeSchedule',
+            jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/RunSchedule',
+            jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.EnqueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/DeleteSchedule',
+            jobq_dot_v1_dot_jobq__pb2.ScheduleRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,
