@@ -491,6 +491,51 @@ def test_searching_the_payload_finds_only_the_matching_job(jobq: Callable[..., A
     tab.assert_clean()
 
 
+def test_retrying_all_dead_letters_matching_a_search(jobq: Callable[..., Api], open_tab: OpenTab) -> None:
+    api = jobq()
+    api.make_failed("imports", "acme-1", "acme feed: bad row", max_attempts=2)
+    api.make_failed("imports", "acme-2", "acme feed: bad row", max_attempts=2)
+    api.make_failed("imports", "globex-1", "globex feed: bad row", max_attempts=2)
+    tab = open_tab(api.server)
+    tab.open("#/dead?status=dead&q=ACME")
+    expect(tab.by("job-row")).to_have_count(2)
+    tab.by("bulk-retry-all").click()
+    expect(tab.by("flash-message").first).to_contain_text('Retried 2 job(s) (status dead, holding "ACME")')
+    assert [api.job(job_id)["status"] for job_id in ("acme-1", "acme-2", "globex-1")] == ["pending", "pending", "dead"]
+    tab.assert_clean()
+
+
+# -- schedules ------------------------------------------------------------------------------------
+def test_the_schedules_view_shows_last_and_next_runs_and_pauses_and_runs_one(
+    jobq: Callable[..., Api], open_tab: OpenTab
+) -> None:
+    api = jobq()
+    api.call("POST", "/schedules", {"name": "beat", "every": 1, "job": {"type": "noop", "queue": "beats"}}, ok=(201,))
+    api.call(
+        "POST",
+        "/schedules",
+        {"name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Paris", "job": {"type": "noop"}},
+        ok=(201,),
+    )
+    tab = open_tab(api.server)
+    tab.open("#/schedules")
+    beat, nightly = row(tab, "schedule-row", schedule="beat"), row(tab, "schedule-row", schedule="nightly")
+    expect(nightly.get_by_test_id("schedule-when")).to_have_text("0 3 * * * (Europe/Paris)")
+    expect(nightly.get_by_test_id("schedule-next")).to_contain_text("in ")
+    expect(nightly.get_by_test_id("schedule-last")).to_have_text("never")
+    expect(beat.get_by_test_id("schedule-last")).to_contain_text("ago")  # it ticks every second: the view refreshes
+
+    nightly.get_by_test_id("pause-schedule").click()
+    expect(nightly.get_by_test_id("schedule-paused")).to_be_visible()
+    expect(nightly.get_by_test_id("schedule-next")).to_have_text("—")
+    assert api.call("GET", "/schedules/nightly")["paused"] is True
+    nightly.get_by_test_id("run-schedule").click()  # paused, it still runs when asked
+    expect(tab.by("flash-message").filter(has_text="Schedule nightly enqueued job nightly:now-")).to_be_visible()
+    nightly.get_by_test_id("resume-schedule").click()
+    expect(nightly.get_by_test_id("schedule-paused")).to_have_count(0)
+    tab.assert_clean()
+
+
 # -- 7. logging in, roles, read-only --------------------------------------------------------------
 @pytest.mark.usefixtures("with_tokens")
 def test_logging_in_with_an_admin_token_and_out(jobq: Callable[..., Api], open_tab: OpenTab) -> None:

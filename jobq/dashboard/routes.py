@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
-from jobq import api
+from jobq import api, schedule_routes
 from jobq.api import SERVICE, owner_scope, read_body
 from jobq.auth import ANY_ROLE, SESSION_COOKIE, Principal, Role, TokenBook, access_of, public, requires
 from jobq.dashboard.trends import INTERVAL, Trends
@@ -86,8 +86,10 @@ ABILITIES = {  # what the page offers -> the route whose declared roles decide i
     "retry": api.retry,
     "delete": api.delete_job,
     "manage_queues": api.pause_queue,
+    "see_schedules": schedule_routes.list_schedules,
+    "manage_schedules": schedule_routes.pause_schedule,
 }
-WRITES = frozenset({"cancel", "retry", "delete", "manage_queues"})
+WRITES = frozenset({"cancel", "retry", "delete", "manage_queues", "manage_schedules"})
 
 
 def abilities(principal: Principal | None, auth: bool, read_only: bool) -> list[str]:
@@ -113,7 +115,7 @@ class Session(BaseModel):
     read_only: bool = Field(description="--ui read-only: the dashboard may look, not act")
     may: list[str] = Field(
         description="what the session may do: see_jobs (its own, for a client token), cancel (likewise), retry, "
-        "delete, manage_queues (pause, resume, clear)"
+        "delete, manage_queues (pause, resume, clear), see_schedules, manage_schedules (pause, resume, run, delete)"
     )
     sees_every_job: bool = Field(description="whether the jobs it sees are every client's (false: only its own)")
 

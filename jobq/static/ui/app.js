@@ -1,5 +1,5 @@
 // jobq dashboard: the shell (header, session, messages) and the hash router.
-// Views live in overview.js, jobs.js and job.js; each renders into a fresh <section> and
+// Views live in overview.js, jobs.js, job.js and schedules.js; each renders into a fresh <section> and
 // registers what to stop (streams, timers) when the user navigates away.
 
 import { ApiError, fetchSession, onUnauthorized, post } from "./api.js";
@@ -7,6 +7,7 @@ import { h, refreshRelativeTimes } from "./dom.js";
 import { renderOverview, renderQueues } from "./overview.js";
 import { renderJobs, renderDead, renderScheduled } from "./jobs.js";
 import { renderJob } from "./job.js";
+import { renderSchedules } from "./schedules.js";
 
 const NAV = [ // [view, label, what the session must be allowed (GET /ui/session "may"), if anything]
   ["overview", "Overview"],
@@ -14,6 +15,7 @@ const NAV = [ // [view, label, what the session must be allowed (GET /ui/session
   ["queues", "Queues"],
   ["dead", "Dead letters", "see_jobs"],
   ["scheduled", "Scheduled", "see_jobs"],
+  ["schedules", "Schedules", "see_schedules"],
 ];
 
 const ROUTES = {
@@ -23,6 +25,7 @@ const ROUTES = {
   queues: renderQueues,
   dead: renderDead,
   scheduled: renderScheduled,
+  schedules: renderSchedules,
   login: renderLogin,
 };
 
@@ -110,6 +113,7 @@ function render() {
     canRetry: may.has("retry"),
     canDelete: may.has("delete"),
     canManageQueues: may.has("manage_queues"),
+    canManageSchedules: may.has("manage_schedules"),
     onCleanup: (fn) => cleanups.push(fn),
     navigate,
     flash,
