@@ -179,6 +179,23 @@ def test_nodes(jobq: Any, server: ServerProcess) -> None:
     assert f":{server.process.pid}" in shown.stdout and "serving" in shown.stdout and node["id"] in shown.stdout
 
 
+def test_schedules_put_list_pause_run_and_delete(jobq: Any) -> None:
+    name = unique("nightly")
+    put = ("schedules", "put", name, "--cron", "0 3 * * *", "--timezone", "Europe/Paris", "--type", "noop")
+    made = answer(jobq(*put, "--payload", '{"kind": "daily"}', "--json", token=ADMIN))
+    assert (made["cron"], made["job"]["payload"], made["last_run_at"]) == ("0 3 * * *", {"kind": "daily"}, None)
+    listed = jobq("schedules", token=ADMIN)
+    assert name in listed.stdout and "0 3 * * * (Europe/Paris)" in listed.stdout and "active" in listed.stdout
+    assert answer(jobq("schedules", "pause", name, "--json", token=ADMIN))["paused"] is True
+    ran = jobq("schedules", "run", name, token=ADMIN)
+    assert f"schedule {name} enqueued job {name}:now-" in ran.stdout, ran.stderr
+    assert jobq("schedules", "delete", name, token=ADMIN).returncode == 0
+    gone = jobq("schedules", "run", name, token=ADMIN)
+    assert gone.returncode != 0 and f"no schedule named '{name}'" in gone.stderr
+    refused = jobq("schedules", "put", name, "--every", "5", "--type", "noop")  # a client token
+    assert refused.returncode != 0 and "admin" in refused.stderr
+
+
 # -- queues and bulk actions ----------------------------------------------------
 def test_queues_pause_peek_clear_and_resume(jobq: Any) -> None:
     queue = unique("held")

@@ -370,6 +370,40 @@ def confirm_clear(jobq: SyncJobqClient, name: str) -> bool:
     return False
 
 
+def schedules(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    answer = jobq.schedules()
+    out.show({"schedules": answer}, lambda: schedules_table(answer))
+    return EXIT_OK
+
+
+def put_schedule(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    job = {"type": args.type, "payload": args.payload, "queue": args.queue}
+    answer = jobq.put_schedule(
+        args.name,
+        {key: value for key, value in job.items() if value is not None},
+        cron=args.cron,
+        every=args.every,
+        timezone=args.timezone,
+        missed=args.missed,
+    )
+    out.show(answer, lambda: f"schedule {args.name} defined: next run {answer['next_run_at']}")
+    return EXIT_OK
+
+
+def schedule_action(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    name = args.name
+    if args.action == "run":
+        receipt = jobq.run_schedule(name)
+        out.show(receipt, lambda: f"schedule {name} enqueued job {receipt['id']}")
+    elif args.action == "delete":
+        jobq.delete_schedule(name)
+        out.show({"schedule": name, "deleted": True}, lambda: f"schedule {name} deleted")
+    else:
+        answer = jobq.pause_schedule(name) if args.action == "pause" else jobq.resume_schedule(name)
+        out.show(answer, lambda: f"schedule {name} {args.action}d")
+    return EXIT_OK
+
+
 def peek(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     job = jobq.peek(args.name)
     if job is None:
@@ -468,6 +502,49 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("name", metavar="NAME", help="queue name")
     sub = actions.choices["clear"]
     sub.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    sub = command("schedules", schedules, "list schedules; or define, pause, resume, run or delete one (admin)")
+    actions = sub.add_subparsers(dest="action", metavar="ACTION")
+    command("list", schedules, "list schedules with their last and next run", actions)
+    sub = command("put", put_schedule, "define or redefine a schedule", actions)
+    sub.add_argument("name", metavar="NAME", help="schedule name")
+    when = sub.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help='5 fields, or 6 with seconds first: "0 3 * * *"')
+    when.add_argument("--every", type=positive(float), metavar="SECONDS", help="an interval instead")
+    sub.add_argument("--timezone", metavar="TZ", help="the time zone the cron expression reads in (default UTC)")
+    sub.add_argument("--missed", choices=("skip", "once"), help="a tick missed by over a minute (default skip)")
+    sub.add_argument("--type", required=True, help="the job type each tick enqueues")
+    sub.add_argument("--payload", type=json_argument, metavar="JSON", help="its payload, as JSON (default {})")
+    sub.add_argument("--queue", help="its queue (default: default)")
+    for name, text in (
+        ("pause", "fire no tick until resumed"),
+        ("resume", "fire the ticks after now again"),
+        ("run", "enqueue the schedule's job now"),
+        ("delete", "delete a schedule (its jobs stay)"),
+    ):
+        sub = command(name, schedule_action, text, actions)
+        sub.add_argument("name", metavar="NAME", help="schedule name")
+
+
+def schedules_table(schedules: Sequence[dict[str, Any]]) -> str:
+    headers = ("SCHEDULE", "WHEN", "JOB", "QUEUE", "STATE", "LAST RUN", "NEXT RUN")
+    rows = []
+    for s in schedules:
+        when = f"{s['cron']} ({s['timezone']})" if s.get("cron") else f"every {s['every']:g}s"
+        job = s.get("job", {})
+        state = "paused" if s.get("paused") else "active"
+        rows.append(
+            (
+                s["name"],
+                when,
+                job.get("type", ""),
+                job.get("queue", ""),
+                state,
+                s["last_run_at"] or "-",
+                s["next_run_at"] or "-",
+            )
+        )
+    return table(headers, rows) if rows else "no schedules"
 
 
 def exit_code(error: JobqError) -> int:

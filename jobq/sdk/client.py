@@ -282,6 +282,43 @@ class JobqClient:
         """Delete the queue's waiting jobs (an admin token); returns how many."""
         return (await self._call("DELETE", f"/queues/{queue}/jobs"))["cleared"]
 
+    # -- schedules (an admin token) ---------------------------------------------
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule, with its definition and its last and next run."""
+        return list((await self._call("GET", "/schedules"))["schedules"])
+
+    async def put_schedule(
+        self,
+        name: str,
+        job: dict[str, Any],
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        missed: str | None = None,
+        paused: bool = False,
+    ) -> dict[str, Any]:
+        """Define or redefine schedule ``name``: ``cron`` or ``every`` seconds, and the ``job`` each tick enqueues
+        (``{"type", "payload", "queue", ...}``)."""
+        definition = {"cron": cron, "every": every, "timezone": timezone, "missed": missed, "job": job}
+        body = {key: value for key, value in definition.items() if value is not None}
+        if paused:
+            body["paused"] = True
+        return dict(await self._call("PUT", f"/schedules/{name}", body))
+
+    async def pause_schedule(self, name: str) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/schedules/{name}/pause"))
+
+    async def resume_schedule(self, name: str) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/schedules/{name}/resume"))
+
+    async def run_schedule(self, name: str) -> dict[str, Any]:
+        """Enqueue the schedule's job now; answers its receipt."""
+        return dict(await self._call("POST", f"/schedules/{name}/run"))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._call("DELETE", f"/schedules/{name}")
+
     # -- the worker protocol (makes the client a JobSource for WorkerPool) --
     async def lease(
         self,
