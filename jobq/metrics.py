@@ -21,6 +21,9 @@ label values are queue names, job types, outcomes, route templates and method na
 * ``jobq_grpc_requests_total{method,code}`` and ``jobq_grpc_request_duration_seconds{method,code}``;
 * ``jobq_faktory_commands_total{command,result}``: Faktory protocol commands (``ok`` or ``error``), and
   ``jobq_faktory_connections``: its connections open now, read at scrape;
+* ``jobq_schedule_ticks_total{schedule,outcome}``: schedule ticks this process handled: ``fired`` (it
+  enqueued the tick's job), ``skipped`` (missed, with missed=skip) or ``failed`` (the job could not be
+  enqueued; the next check tries again);
 * ``jobq_store_commit_seconds``: each group commit of the SQLite store (write and fsync);
 * ``jobq_build_info{version}``.
 
@@ -146,6 +149,12 @@ class Metrics:
             registry,
         )
         self._faktory: dict[tuple[str, bool], Any] = {}
+        self.schedule_ticks = CounterFamily(
+            "jobq_schedule_ticks",
+            "Schedule ticks handled here, by schedule and outcome (fired, skipped or failed).",
+            ["schedule", "outcome"],
+            registry,
+        )
         self.commit = HistogramFamily(
             "jobq_store_commit_seconds",
             "Seconds each store group commit took (writing the group, then COMMIT and its fsync).",
@@ -170,6 +179,7 @@ class Metrics:
         if hasattr(store, "on_commit"):  # the SQLite store
             store.on_commit = self.commit.observe
         self.state.service = service
+        service.schedules.on_tick = self.schedule_tick
 
     # -- jobs (called on the event loop, from store and service listeners) ----
     def series(self, queue: str, job_type: str) -> JobSeries:
@@ -249,6 +259,10 @@ class Metrics:
         if child is None:
             child = self._faktory[key] = self.faktory_commands.labels(command, "ok" if ok else "error")
         child.inc()
+
+    # -- schedules -------------------------------------------------------------------
+    def schedule_tick(self, schedule: str, outcome: str) -> None:
+        self.schedule_ticks.labels(schedule, outcome).inc()
 
     # -- scraping -----------------------------------------------------------------
     async def scrape(self, request: web.Request, store: Store) -> web.Response:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,10 @@ log = logging.getLogger("jobq.schedules")
 
 CHECK_SECONDS = 1.0  # how often each node looks for ticks that fell due
 MISSED_GRACE_SECONDS = 60.0  # a tick older than this when first seen was missed (see missed=)
+
+
+def _ignore(schedule: str, outcome: str) -> None:
+    return None
 
 
 def tick_job_id(name: str, tick: float) -> str:
@@ -112,6 +117,8 @@ class Schedules:
     def __init__(self, service: JobService) -> None:
         self.service = service
         self.store = service.store
+        self.on_tick: Callable[[str, str], None] = _ignore  # (schedule, fired|skipped|failed): the metrics
+        self._firing = asyncio.Lock()  # one check at a time here: each tick is counted once per node
 
     async def all(self) -> list[Schedule]:
         """Every schedule this jobq can read, by name (one it cannot is logged and left alone)."""
@@ -177,6 +184,10 @@ class Schedules:
     # -- firing ------------------------------------------------------------------
     async def fire_due(self) -> list[str]:
         """Enqueue the job of every tick due now and not yet fired; returns the ids of the jobs enqueued here."""
+        async with self._firing:
+            return await self._fire_due()
+
+    async def _fire_due(self) -> list[str]:
         if self.service.draining:  # a stopping node enqueues nothing; the others fire the ticks
             return []
         now = self.store.clock()
@@ -192,11 +203,14 @@ class Schedules:
                     added = await self.service.submit_one(request)
                 except JobqError as exc:  # the store away, the queue full: the next check tries again
                     log.warning("schedule %s could not enqueue its %s tick: %s", schedule.name, rfc3339(tick), exc)
+                    self.on_tick(schedule.name, "failed")
                     continue
-                if added.created:
+                if added.created:  # this node fired it (another may have, first)
                     enqueued.append(added.job.id)
+                    self.on_tick(schedule.name, "fired")
                     log.info("schedule %s fired its %s tick: job %s", schedule.name, rfc3339(tick), added.job.id)
             else:
+                self.on_tick(schedule.name, "skipped")
                 log.warning(
                     "schedule %s skipped its tick of %s: missed by %.0fs (missed=skip)",
                     schedule.name,

@@ -184,6 +184,21 @@ async def test_an_expired_lease_is_counted(make_client: MakeClient) -> None:
     assert delta(before, after, "jobq_job_run_seconds_count", queue="default") == 1
 
 
+async def test_schedule_ticks_are_counted_fired_or_skipped(make_client: MakeClient) -> None:
+    clock = FakeClock()
+    client = await make_client(workers=0, clock=clock)
+    for name, missed in (("often", "skip"), ("hourly", "skip")):
+        every = 60 if name == "often" else 3600
+        body = {"name": name, "every": every, "missed": missed, "job": {"type": "echo"}}
+        assert (await client.post("/schedules", json=body)).status == 201
+    schedules = client.app[SERVICE].schedules
+    clock.advance(3600 + 120)  # often: its latest tick is due now; hourly: its tick was missed by 2 minutes
+    await schedules.fire_due()
+    samples = await scrape(client)  # (the node's own check, once a second, may have fired them: counted alike)
+    assert value(samples, "jobq_schedule_ticks_total", schedule="often", outcome="fired") == 1
+    assert value(samples, "jobq_schedule_ticks_total", schedule="hourly", outcome="skipped") == 1
+
+
 AGED = 100.0  # seconds a test ages a job by: a wait counted from its creation would include them
 
 
