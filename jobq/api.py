@@ -71,6 +71,7 @@ LOCATION = {"Location": "the job's own URL: /status/{id}"}
 NO_JOB = "no job with this id (a client token sees only the jobs it enqueued)"
 STORE_WRITES = {503: "the store cannot write", 507: ""}
 LEASE_CONFLICT = "the lease id is not the job's current lease (stale, or the job moved on)"
+DUPLICATE_HEADER = "Jobq-Duplicate-Of"  # on an enqueue answered with the job that holds its unique key
 
 
 # What a client can do next with a job it was answered (OpenAPI links, by operationId: the handler's name).
@@ -280,22 +281,27 @@ async def submit(request: web.Request, jobs: list[EnqueueRequest]) -> list[Added
             "accepted: a new job's receipt (with ?wait=: the whole job, still unfinished when the wait ended)",
             EnqueueAnswer,
         ),
-        200: job_reply(
-            "the same id and body were sent before: that job's receipt (with ?wait=: the whole job, finished)",
+        200: Reply(
+            "the same id and body were sent before, or another job holds its unique_key (Jobq-Duplicate-Of): that "
+            "job's receipt (with ?wait=: the whole job, finished)",
             EnqueueAnswer,
+            headers={**LOCATION, DUPLICATE_HEADER: "the id of the job that holds the unique_key asked for"},
+            links=JOB_LINKS,
         ),
     },
     body=EnqueueRequest,
     query=(WaitQuery,),
     problems={
-        409: "the id is taken by a job with another body (or another client's)",
+        409: "the id is taken by a job with another body (or another client's), or another client's job holds "
+        "its unique_key",
         422: "an unknown job type, or a value the store cannot keep",
         503: "the queue is full (--queue-size), jobq is shutting down, or the store cannot write",
         507: "",
     },
 )
 async def enqueue(request: web.Request) -> web.Response:
-    """Accept one job: 202 when new, 200 when the same id and body were sent before.
+    """Accept one job: 202 when new, 200 when the same id and body were sent before, or when another job holds
+    its unique key (that job is the answer, and ``Jobq-Duplicate-Of`` names it).
 
     The answer is the job's receipt: its id, status, queue, created_at, next_run_at and owner (and
     ``Location: /status/{id}``, where the whole record is). With ``?wait=``, the whole record.
@@ -307,8 +313,12 @@ async def enqueue(request: web.Request) -> web.Response:
     answer = await service.submit_one(job_request, owner, sees_all=sees_all)
     if wait:
         job = await service.wait_until_finished(answer.job.id, wait)
-        return job_response(job, 200 if job.finished else 202)
-    return receipt_response(answer.job, 202 if answer.created else 200)
+        response = job_response(job, 200 if job.finished else 202)
+    else:
+        response = receipt_response(answer.job, 202 if answer.created else 200)
+    if answer.duplicate:
+        response.headers[DUPLICATE_HEADER] = answer.job.id
+    return response
 
 
 @routes.post("/enqueue/batch")
@@ -339,7 +349,10 @@ async def enqueue_batch(request: web.Request) -> web.Response:
             results.append({"code": answer.status, "problem": error_body(answer)})
         else:
             code = 202 if answer.created else 200
-            results.append({"code": code, "id": answer.job.id, "status": answer.job.status.value})
+            result = {"code": code, "id": answer.job.id, "status": answer.job.status.value}
+            if answer.duplicate:
+                result["duplicate"] = True
+            results.append(result)
     accepted = sum(1 for r in results if r["code"] in (200, 202))
     return json_response({"accepted": accepted, "rejected": len(results) - accepted, "results": results})
 

@@ -39,6 +39,12 @@ FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # s
 RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what a re-run by hand (retry) accepts
 DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # waiting for run_at: next_run_at
 
+UNIQUE_SCOPES: dict[str, frozenset[JobStatus]] = {  # the statuses in which a job holds its unique key
+    "waiting": WAITING,
+    "active": WAITING | {JobStatus.PROCESSING},
+    "any": frozenset(JobStatus) - {JobStatus.CANCELLED},  # finished too, until its unique_until
+}
+
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
     JobStatus.SCHEDULED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.DEAD}),  # dead: given up by hand
@@ -186,6 +192,17 @@ class Job:
     ready_at: float = (
         0.0  # when it could first run in its current wait (created or due, released, re-run); 0: created_at
     )
+    # While in a status of its unique_scope and before unique_until (None: no end), the job holds its
+    # unique_key: a job enqueued with the same key is not added, and is answered with this one.
+    unique_key: str | None = None
+    unique_scope: str | None = None  # a key of UNIQUE_SCOPES (set with unique_key)
+    unique_until: float | None = None
+
+    def holds_unique_key(self, now: float) -> bool:
+        """Whether this job holds its unique key at ``now`` (see ``unique_key``)."""
+        if self.unique_key is None or self.status not in UNIQUE_SCOPES[self.unique_scope or "active"]:
+            return False
+        return self.unique_until is None or now < self.unique_until
 
     @property
     def finished(self) -> bool:
@@ -365,7 +382,13 @@ class Job:
             "lease_expires_at": rfc3339(self.lease_expires_at),
             "history": [attempt.to_dict() for attempt in self.history],
             "owner": self.owner,
+            "unique": self.unique_view(),
         }
+
+    def unique_view(self) -> dict[str, Any] | None:
+        if self.unique_key is None:
+            return None
+        return {"key": self.unique_key, "scope": self.unique_scope, "until": rfc3339(self.unique_until)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -392,7 +415,15 @@ class Job:
             progress_note=data.get("progress_note"),
             history=[Attempt.from_dict(a) for a in data.get("history", [])],
             owner=data.get("owner"),
+            **_unique_fields(data.get("unique")),
         )
+
+
+def _unique_fields(unique: dict[str, Any] | None) -> dict[str, Any]:
+    if not unique:
+        return {}
+    until = parse_rfc3339(unique["until"])
+    return {"unique_key": unique["key"], "unique_scope": unique["scope"], "unique_until": until}
 
 
 def _make_snapshot() -> Callable[[Job], Job]:

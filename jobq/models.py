@@ -25,6 +25,7 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SearchText = Annotated[str, Field(min_length=1, max_length=200)]
 """Text searched for in a job's type, error and payload, in any case (GET /jobs?q=, bulk actions)."""
 Cursor = Annotated[str, Field(pattern=r"^\d{1,20}$")]
+UniqueKey = Annotated[str, Field(min_length=1, max_length=200)]
 """Where a listing goes on: the seq after which it reads."""
 
 
@@ -53,6 +54,25 @@ class EnqueueRequest(BaseModel):
     )
     max_attempts: int = Field(default=1, ge=1, le=100, description="attempts before the job is given up")
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="seconds per attempt")
+    unique_key: UniqueKey | None = Field(
+        default=None,
+        description="while a job with this key holds it (see unique_scope, unique_for), another is not added: "
+        "the answer is that job (200, with Jobq-Duplicate-Of)",
+    )
+    unique_scope: Literal["waiting", "active", "any"] | None = Field(
+        default=None,
+        description="when the job holds its key: waiting (until it starts), active (until it finishes; the "
+        "default), any (finished too, until unique_for ends)",
+    )
+    unique_for: float | None = Field(
+        default=None, gt=0, le=MAX_DELAY_SECONDS, description="seconds from its creation it holds its key at most"
+    )
+
+    @model_validator(mode="after")
+    def _unique_terms_need_a_key(self) -> EnqueueRequest:
+        if self.unique_key is None and (self.unique_scope is not None or self.unique_for is not None):
+            raise ValueError("unique_scope and unique_for go with a unique_key")
+        return self
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -96,6 +116,10 @@ class EnqueueRequest(BaseModel):
             if due > now:
                 job.status = JobStatus.SCHEDULED
                 job.run_at = job.ready_at = due
+        if self.unique_key is not None:
+            job.unique_key = self.unique_key
+            job.unique_scope = self.unique_scope or "active"
+            job.unique_until = None if self.unique_for is None else now + self.unique_for
         return job
 
 
@@ -155,6 +179,9 @@ class JobTemplate(BaseModel):
             run_at=None,
             max_attempts=self.max_attempts,
             timeout=self.timeout,
+            unique_key=None,
+            unique_scope=None,
+            unique_for=None,
         )
 
 
@@ -374,6 +401,12 @@ class AttemptRecord(Answer):
     traceback: str | None = Field(description="a failed attempt's traceback: its last lines")
 
 
+class UniqueTerms(Answer):
+    key: str
+    scope: Literal["waiting", "active", "any"]
+    until: datetime | None = Field(description="when it stops holding the key at the latest (null: no end)")
+
+
 class JobRecord(Answer):
     """A job as the API answers it (``jobq.job.Job.to_dict()``); times are RFC 3339 UTC."""
 
@@ -398,6 +431,7 @@ class JobRecord(Answer):
     lease_expires_at: datetime | None = Field(description="while processing: when its lease lapses")
     history: list[AttemptRecord] = Field(description="every attempt, oldest first")
     owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
+    unique: UniqueTerms | None = Field(description="the unique key it was enqueued with, and its terms; else null")
 
 
 class JobReceipt(Answer):
@@ -442,9 +476,14 @@ class JobList(Answer):
 
 
 class BatchItemAccepted(Answer):
-    code: Literal[200, 202] = Field(description="202 new, 200 the same id and body were sent before")
+    code: Literal[200, 202] = Field(
+        description="202 new, 200 the same id and body were sent before, or another job holds its unique key"
+    )
     id: str
     status: JobStatus
+    duplicate: Literal[True] | None = Field(
+        default=None, description="present (true) when the job is the one that holds the unique key asked for"
+    )
 
 
 class BatchItemRefused(Answer):

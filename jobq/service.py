@@ -22,7 +22,15 @@ from pydantic_core import to_json
 
 from jobq import nodes
 from jobq.config import Config
-from jobq.errors import IdReused, InvalidTransition, JobNotFound, JobqError, ShuttingDown, ValidationFailed
+from jobq.errors import (
+    IdReused,
+    InvalidTransition,
+    JobNotFound,
+    JobqError,
+    ShuttingDown,
+    UniqueKeyHeld,
+    ValidationFailed,
+)
 from jobq.handlers import Registry
 from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
 from jobq.lifecycle import LOST_REASONS
@@ -382,7 +390,10 @@ class JobService:
             return outcome
         if isinstance(outcome, Exception):
             raise outcome
-        if not outcome.created:
+        if outcome.duplicate:  # another job holds the unique key: answered with it, if the caller may see it
+            if not (sees_all or outcome.job.owner == job.owner):
+                return UniqueKeyHeld(f"unique key {job.unique_key!r} is held by a job of another client")
+        elif not outcome.created:
             stored = outcome.job
             if not stored.same_request(job) or not (sees_all or stored.owner == job.owner):
                 return IdReused(f"job id {job.id!r} is taken by a job with a different body")

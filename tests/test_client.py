@@ -72,6 +72,10 @@ async def test_enqueue_returns_the_whole_record_of_the_job_it_made(make_client: 
         replayed = await jobq.enqueue("echo", id="plain")  # sent before, and changed since
         assert replayed.to_dict() == (await jobq.get("plain")).to_dict()
         assert replayed.status is JobStatus.CANCELLED and replayed.finished_at is not None
+        unique = await jobq.enqueue("echo", unique_key="digest:ada", unique_scope="any", unique_for=3600)
+        assert unique.to_dict() == (await jobq.get(unique.id)).to_dict()  # its terms, as the server keeps them
+        duplicate = await jobq.enqueue("echo", {"other": 1}, unique_key="digest:ada")
+        assert duplicate.id == unique.id and duplicate.payload == {}  # the job that holds the key
 
 
 async def test_enqueue_with_wait_returns_the_finished_record(sdk: JobqClient) -> None:

@@ -260,7 +260,7 @@ def test_every_view_loads_without_errors_or_policy_violations(jobq: Callable[...
     api.enqueue("fail", {"message": "smtp down"}, id="fail-1", max_attempts=2)
     api.wait_for("fail-1", "dead")
     api.enqueue("noop", queue="nightly", id="later-1", delay=600)
-    api.enqueue("report", queue="reports", id="waiting-1")
+    api.enqueue("report", queue="reports", id="waiting-1", unique_key="monthly-report")
     tab = open_tab(api.server)
 
     tab.open("#/overview")
@@ -285,8 +285,9 @@ def test_every_view_loads_without_errors_or_policy_violations(jobq: Callable[...
     expect(tab.by("log-status")).to_have_attribute("data-state", "finished")
     tab.assert_clean()
 
-    open_job(tab, "waiting-1", "pending")  # not finished: the live feed opens
+    page = open_job(tab, "waiting-1", "pending")  # not finished: the live feed opens
     expect(tab.by("log-status")).to_have_attribute("data-state", "live")
+    expect(page.locator('[data-field="unique_key"]')).to_have_text("monthly-report held while active")
     tab.assert_clean()
 
     tab.open("#/queues")

@@ -166,6 +166,19 @@ async def test_enqueue_over_grpc_is_the_same_job_over_http(rig: Rig) -> None:
     assert replay.job.created_at == answer.job.created_at
 
 
+async def test_a_unique_key_over_grpc_answers_a_duplicate_with_the_holder(rig: Rig) -> None:
+    request = pb.EnqueueRequest(type="resize", unique_key="img:42", unique_scope="any", unique_for=60)
+    first = await rig.jobs.Enqueue(request)
+    assert (first.created, first.duplicate) == (True, False)
+    assert (first.job.unique.key, first.job.unique.scope) == ("img:42", "any") and first.job.unique.HasField("until")
+    again = await rig.jobs.Enqueue(pb.EnqueueRequest(type="resize", unique_key="img:42"))
+    assert (again.created, again.duplicate, again.job.id) == (False, True, first.job.id)
+    record = await http_record(rig.client, first.job.id)
+    assert record["unique"]["key"] == "img:42"
+    refused = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="resize", unique_for=5)))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "go with a unique_key" in refused.details()
+
+
 async def test_enqueue_over_http_reads_the_same_over_grpc(rig: Rig) -> None:
     job = await http_enqueue(rig.client, type="report", payload=[1, "two", {"three": 3.25}], delay=60, priority=-3)
     message = await rig.jobs.GetJob(pb.GetJobRequest(id=job["id"]))

@@ -18,6 +18,7 @@ from jobq.errors import StoreUnavailable
 from jobq.job import JobStatus
 from jobq.sdk.transactional import enqueue_in_transaction
 from jobq.store import open_store
+from jobq.store.pgschema import MIGRATIONS
 from jobq.store.postgres import PostgresStore, split_url
 from tests.conftest import OpenUrl, add_when_back, make_job, refused_while_away
 from tests.pg import PgCluster, schema_url
@@ -57,7 +58,7 @@ async def test_nodes_starting_at_once_migrate_the_schema_once(open_node: OpenNod
     dsn, schema = split_url(url)
     conn = await asyncpg.connect(dsn)
     try:
-        assert await conn.fetchval(f"SELECT version FROM {schema}.schema_version") == 1
+        assert await conn.fetchval(f"SELECT version FROM {schema}.schema_version") == len(MIGRATIONS)
         assert await conn.fetchval(f"SELECT count(*) FROM {schema}.schema_version") == 1
     finally:
         await conn.close()

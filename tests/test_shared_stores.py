@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jobq.job import JobStatus
-from jobq.store import without_password
+from jobq.store import Added, without_password
 from jobq.store.base import JobEvent, StoreEvent
 from jobq.store.shared import POLL_SECONDS, SharedStore
 from tests.conftest import FakeClock, OpenUrl, make_job, store_url
@@ -198,3 +198,12 @@ async def test_every_node_sees_every_live_card_and_a_lapsed_one_goes(open_node: 
     assert [card["id"] for card in await first.nodes()] == [second.node]
     await second.withdraw()
     assert await first.nodes() == []
+
+
+async def test_concurrent_duplicates_on_several_nodes_add_one_job(open_node: OpenNode) -> None:
+    nodes = [await open_node() for _ in range(3)]
+    jobs = [make_job(f"dup-{n}", unique_key="invoice-42", unique_scope="active") for n in range(30)]
+    outcomes = await asyncio.gather(*(nodes[n % 3].add([job]) for n, job in enumerate(jobs)))
+    created = [o.job.id for [o] in outcomes if isinstance(o, Added) and o.created]
+    assert len(created) == 1
+    assert all(isinstance(o, Added) and o.job.id == created[0] for [o] in outcomes)

@@ -402,6 +402,55 @@ async def test_a_nodes_card_is_kept_until_it_lapses_or_is_withdrawn(make_store: 
     assert await store.nodes() == []
 
 
+# -- unique keys -----------------------------------------------------------
+def unique_job(job_id: str, key: str, scope: str = "active", until: float | None = None) -> Job:
+    return make_job(job_id, unique_key=key, unique_scope=scope, unique_until=until)
+
+
+async def test_a_unique_key_is_held_while_its_job_is_in_scope(store: Store) -> None:
+    [first] = await store.add([unique_job("a", "k")])
+    assert (first.created, first.duplicate) == (True, False)
+    [again] = await store.add([unique_job("b", "k")])
+    assert (again.job.id, again.created, again.duplicate) == ("a", False, True)
+    assert await store.get("b") is None
+    leased = await lease_one(store)
+    [running] = await store.add([unique_job("c", "k")])  # active: held while it runs too
+    assert running.duplicate and running.job.id == "a"
+    await store.complete("a", leased.lease_id or "", None)
+    [after] = await store.add([unique_job("d", "k", scope="waiting")])  # finished: the key is free
+    assert after.created
+    await lease_one(store)  # d starts: with scope "waiting", it no longer holds the key
+    [next_one] = await store.add([unique_job("e", "k")])
+    assert next_one.created
+    [replay] = await store.add([unique_job("e", "k")])  # its own id again: a replay, not a duplicate
+    assert (replay.created, replay.duplicate) == (False, False)
+
+
+async def test_a_unique_key_held_for_a_window_in_any_state(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    await add(store, unique_job("w1", "nightly", scope="any", until=clock.now + 10))
+    leased = await lease_one(store)
+    await store.complete("w1", leased.lease_id or "", None)
+    [finished] = await store.add([unique_job("w2", "nightly")])
+    assert finished.duplicate and finished.job.id == "w1"  # finished, but its window is not over
+    clock.advance(10)
+    [later] = await store.add([unique_job("w3", "nightly")])
+    assert later.created
+
+
+async def test_duplicates_within_one_call_and_a_deleted_holder(store: Store) -> None:
+    outcomes = await store.add([unique_job("x1", "same"), unique_job("x2", "same"), make_job("plain")])
+    assert [(o.job.id, o.created, o.duplicate) for o in outcomes if isinstance(o, Added)] == [
+        ("x1", True, False),
+        ("x1", False, True),
+        ("plain", True, False),
+    ]
+    await store.delete("x1")
+    [freed] = await store.add([unique_job("x3", "same")])
+    assert freed.created
+
+
 # -- schedules -------------------------------------------------------------
 async def test_a_schedule_keeps_its_fired_tick_across_redefinitions_and_only_moves_it_forward(store: Store) -> None:
     assert await store.schedules() == []
@@ -799,6 +848,7 @@ async def test_a_second_store_on_the_same_data_sees_every_answered_change(backen
     await first.complete("done", leased["done"], {"ok": True})
     await first.fail("failed", leased["failed"], "boom", traceback="Traceback\nValueError: boom")
     await first.put_schedule("hourly", {"cron": "0 * * * *"})
+    await add(first, unique_job("held", "report-2026-12", scope="any"))
     await first.fired("hourly", 1_790_000_000.5)
     await first.close()  # as if this process had stopped: what it answered must be in the store
     second = open_store(url)
@@ -814,6 +864,8 @@ async def test_a_second_store_on_the_same_data_sees_every_answered_change(backen
         assert [a.outcome for a in running.history] == ["recovered"] and running.attempts == 0
         assert waiting is not None and waiting.status is JobStatus.PENDING and waiting.history == []
         assert await second.schedules() == [StoredSchedule("hourly", {"cron": "0 * * * *"}, 1_790_000_000.5)]
+        [duplicate] = await second.add([unique_job("again", "report-2026-12")])  # the key is still held
+        assert duplicate.duplicate and duplicate.job.id == "held" and duplicate.job.unique_scope == "any"
     finally:
         await second.close()
 

@@ -164,6 +164,9 @@ def job_message(job: Job) -> pb.Job:
         lease_expires_at=to_timestamp(job.lease_expires_at),
         history=[attempt_message(attempt) for attempt in job.history],
         owner=job.owner,
+        unique=None
+        if job.unique_key is None
+        else pb.UniqueTerms(key=job.unique_key, scope=job.unique_scope, until=to_timestamp(job.unique_until)),
     )
 
 
@@ -193,6 +196,7 @@ def present(message: Message, *names: str) -> dict[str, Any]:
 def enqueue_fields(request: pb.EnqueueRequest) -> dict[str, Any]:
     """The body of the equivalent ``POST /enqueue`` (an empty type counts as missing)."""
     fields = present(request, "id", "queue", "priority", "delay", "max_attempts", "timeout")
+    fields |= present(request, "unique_key", "unique_scope", "unique_for")
     if request.type:
         fields["type"] = request.type
     if request.HasField("payload"):

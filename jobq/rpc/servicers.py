@@ -69,7 +69,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
             [answer] = await self.service.submit([job_request], principal.name, sees_all=principal.scope is None)
         if isinstance(answer, JobqError):
             raise answer
-        return pb.EnqueueResponse(job=convert.job_message(answer.job), created=answer.created)
+        return pb.EnqueueResponse(
+            job=convert.job_message(answer.job), created=answer.created, duplicate=answer.duplicate
+        )
 
     @override
     @unary

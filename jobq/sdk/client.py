@@ -146,6 +146,9 @@ class JobqClient:
         run_at: datetime | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        unique_scope: str | None = None,
+        unique_for: float | None = None,
         wait: float | None = None,
     ) -> Job:
         """Submit a job and return it as accepted. With ``wait``, hold until it finishes (or ``wait`` seconds pass).
@@ -153,7 +156,9 @@ class JobqClient:
         A new job comes back from what was sent and the server's receipt (its id, status, queue,
         times and owner): the whole record of a job that has not run yet. An id sent before (200)
         is answered with that job's whole record as it is now (one more request, ``GET /status``);
-        with ``wait``, the answer is the whole record as the wait ended.
+        with ``wait``, the answer is the whole record as the wait ended. With ``unique_key``, while
+        another job holds the key (see the server's docs: ``unique_scope``, ``unique_for``), the
+        answer is that job.
         """
         fields = {
             "type": type,
@@ -165,6 +170,9 @@ class JobqClient:
             "run_at": run_at.isoformat() if run_at else None,
             "max_attempts": max_attempts,
             "timeout": timeout,
+            "unique_key": unique_key,
+            "unique_scope": unique_scope,
+            "unique_for": unique_for,
         }
         body = to_json({k: v for k, v in fields.items() if v is not None})
         status, data = await self._exchange("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
@@ -443,13 +451,18 @@ def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
     given = {key: sent[key] for key in ("priority", "max_attempts") if key in sent}
     if "timeout" in sent:
         given["timeout"] = float(sent["timeout"])  # the server keeps seconds as a float
+    created_at = parse_rfc3339(receipt["created_at"]) or 0.0
+    if "unique_key" in sent:
+        given["unique_key"] = sent["unique_key"]
+        given["unique_scope"] = sent.get("unique_scope", "active")
+        given["unique_until"] = None if "unique_for" not in sent else created_at + sent["unique_for"]
     return Job(
         id=receipt["id"],
         type=sent["type"],
         payload=sent["payload"],
         queue=receipt["queue"],
         status=JobStatus(receipt["status"]),
-        created_at=parse_rfc3339(receipt["created_at"]) or 0.0,
+        created_at=created_at,
         run_at=parse_rfc3339(receipt["next_run_at"]),  # a new job's due time, if it is not due yet
         owner=receipt["owner"],
         **given,

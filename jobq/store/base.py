@@ -75,10 +75,15 @@ class StoreOptions:
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field set, per job
 class Added:
-    """The outcome of adding one job: the stored job, and whether it is new."""
+    """The outcome of adding one job: the stored job, and whether it is new.
+
+    Not created and ``duplicate``: the job holds the unique key the new one asked for (it is
+    another job); not created otherwise: a job of the same id was added before.
+    """
 
     job: Job
     created: bool
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +221,9 @@ class Store(ABC):
         """Store new jobs; returns one outcome per job, in order.
 
         The store takes the jobs it is given (a caller builds them for the call and does not
-        change them after); the outcomes hold snapshots. A job whose id already exists is
+        change them after); the outcomes hold snapshots. A job whose unique key is held by
+        another (``Job.holds_unique_key``, by the store's clock) is not added: its outcome is
+        that job, as a duplicate. A job whose id already exists is
         not stored again: its outcome is the existing job with ``created=False``. When the
         store is full, the outcome is a :class:`~jobq.errors.QueueFull` (or a storage error).
         A job is durable when this returns, on a durable backend.

@@ -141,6 +141,7 @@ class MemoryStore(Store):
         self._requeued = 0  # jobs whose run a stop cut short, pending again as they were read back
         self._card: tuple[dict[str, Any], float] | None = None  # this node's card and when it lapses
         self._schedules: dict[str, StoredSchedule] = {}
+        self._unique: dict[str, Job] = {}  # unique key -> the latest job added with it (which may not hold it)
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -264,6 +265,8 @@ class MemoryStore(Store):
                 loading.read_one(job)
             stored[job.id] = job
             fresh[job.id] = job
+            if job.unique_key is not None:
+                self._index_unique(job)
             if status is JobStatus.PROCESSING:
                 lose_run(job, "recovered", now, self.rules)
                 if job.status is JobStatus.DEAD:
@@ -353,8 +356,17 @@ class MemoryStore(Store):
             self._deferred_stale += 1
             self._compact_deferred()
 
+    def _index_unique(self, job: Job) -> None:
+        """Note ``job`` as its unique key's latest job (the key's holder, while it holds it)."""
+        assert job.unique_key is not None
+        known = self._unique.get(job.unique_key)
+        if known is None or known.seq < job.seq:
+            self._unique[job.unique_key] = job
+
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
+        if job.unique_key is not None and self._unique.get(job.unique_key) is job:
+            del self._unique[job.unique_key]
         if self._loading is not None:
             self._loading.gone.add(job.id)
         self._order_stale += 1
@@ -418,21 +430,30 @@ class MemoryStore(Store):
     async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
         if self._loading is not None:
             await self._known([job.id for job in jobs])  # a client-chosen id may name a job not read back yet
+            if any(job.unique_key is not None for job in jobs):
+                await self.loaded()  # the holder of a key may not be read back yet
         outcomes: list[Added | Exception] = []
         fresh: list[Job] = []
         commits: dict[str, asyncio.Future[None]] = {}  # job id -> the commit its outcome waits for
+        now = self.clock()
         for job in jobs:
             existing = self._jobs.get(job.id)
+            if existing is None and job.unique_key is not None:
+                holder = self._unique.get(job.unique_key)
+                if holder is not None and holder.holds_unique_key(now):
+                    existing = holder
             if existing is not None:
-                outcomes.append(Added(existing, created=False))
-                if (adding := self._adding.get(job.id)) is not None:
-                    commits[job.id] = adding  # a replay is answered once the original is durable
+                outcomes.append(Added(existing, created=False, duplicate=existing.id != job.id))
+                if (adding := self._adding.get(existing.id)) is not None:
+                    commits[existing.id] = adding  # a replay is answered once the original is durable
             elif self._waiting >= self.options.max_waiting:
                 outcomes.append(QueueFull(f"the queue holds {self._waiting} waiting jobs, its limit"))
             else:  # the store takes the job it is given (see Store.add)
                 compact(job)
                 job.seq = next(self._seq)
                 self._jobs[job.id] = job
+                if job.unique_key is not None:
+                    self._index_unique(job)
                 self._order.append(job)
                 self._counted(job, None)
                 fresh.append(job)

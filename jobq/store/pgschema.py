@@ -167,6 +167,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE {s}.nodes (id text PRIMARY KEY, card jsonb NOT NULL, lapses_at double precision NOT NULL)",
         # schedules (jobq/schedules.py): the definition, and the latest tick fired
         "CREATE TABLE {s}.schedules (name text PRIMARY KEY, definition jsonb NOT NULL, fired double precision)",
+        # the unique key a job holds while in its scope and before unique_until (jobq.job.Job.holds_unique_key)
+        "ALTER TABLE {s}.jobs ADD COLUMN unique_key text, ADD COLUMN unique_scope text, "
+        "ADD COLUMN unique_until double precision",
+        "CREATE INDEX jobs_by_unique_key ON {s}.jobs (unique_key, seq) WHERE unique_key IS NOT NULL",
     ),
 )
 

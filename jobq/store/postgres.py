@@ -86,6 +86,7 @@ STATE_TYPES = (
 )
 ADD_TYPES = ("text", "text", "text", "integer", "text", "json", "json", "text", "integer", "integer", "float8")
 ADD_TYPES += ("float8", "float8", "float8", "float8", "text", "float8", "float8", "text", "json", "text", "text")
+ADD_TYPES += ("text", "text", "float8")
 ADD_COLUMNS = tuple(column for column in COLUMNS if column != "seq")  # the database numbers the jobs
 ADD_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ADD_TYPES, start=1))  # one array per column
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
@@ -108,6 +109,9 @@ SQL = {
         RETURNING id, seq
     """,
     "get": SELECT_JOB + " WHERE id = ANY($1::text[])",
+    "lock_unique_key": "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+    "unique_holder": SELECT_JOB.replace(" FROM", f", {NOW} FROM")
+    + " WHERE unique_key = $2 ORDER BY seq DESC LIMIT 1",  # the latest job with the key, and the time now
     "get_at": SELECT_JOB.replace(" FROM", f", {NOW} FROM") + " WHERE id = ANY($2::text[])",  # and the time now
     "exists": "SELECT 1 FROM {s}.jobs WHERE id = $1",
     "claim": f"""
@@ -414,18 +418,32 @@ class PostgresStore(SharedStore):
             self._publish_log(job_id, at, message)
 
     # -- the primitives ------------------------------------------------------------
-    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int]:
-        """Insert the jobs that fit under max_waiting and whose ids are new; returns their ids and seqs."""
-        if not jobs:
-            return {}
-        columns: list[list[Any]] = [[] for _ in ADD_COLUMNS]
+    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
+        """Insert the jobs that fit under max_waiting and whose ids are new; returns their ids and seqs.
+
+        Jobs with a unique key go one by one, each in a transaction that first takes an advisory
+        lock on its key: two nodes adding the same key take turns, and the second sees the first's job.
+        """
+        plain = [job for job in jobs if job.unique_key is None]
+        inserted: dict[str, int | str] = {}
+        if plain:
+            async with self._connection() as conn:
+                rows = await conn.fetch(self._sql["add"], *add_columns(plain), self.options.max_waiting)
+            inserted.update(rows)
         for job in jobs:
-            values = job_values(job, ADD)
-            for column, value in zip(columns, values[:1] + values[2:], strict=True):
-                column.append(value)
-        async with self._connection() as conn:
-            rows = await conn.fetch(self._sql["add"], *columns, self.options.max_waiting)
-        return {job_id: seq for job_id, seq in rows}
+            if job.unique_key is not None:
+                async with self._transaction() as conn:
+                    await conn.execute(self._sql["lock_unique_key"], f"{self.schema}:{job.unique_key}")
+                    row = await conn.fetchrow(self._sql["unique_holder"], self._clock_arg(), job.unique_key)
+                    if (
+                        row is not None
+                        and (holder := row_job(row[:-1])).id != job.id
+                        and holder.holds_unique_key(row[-1])
+                    ):
+                        inserted[job.id] = holder.id
+                        continue
+                    inserted.update(await conn.fetch(self._sql["add"], *add_columns([job]), self.options.max_waiting))
+        return inserted
 
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:
         async with self._connection() as conn:
@@ -648,6 +666,16 @@ class PostgresStore(SharedStore):
                 many = await conn.execute(self._sql["purge_many"], excess)
                 purged += int(many.split()[-1])
         return purged
+
+
+def add_columns(jobs: Sequence[Job]) -> list[list[Any]]:
+    """The "add" statement's arrays: one per column (but seq), each with the jobs' values."""
+    columns: list[list[Any]] = [[] for _ in ADD_COLUMNS]
+    for job in jobs:
+        values = job_values(job, ADD)
+        for column, value in zip(columns, values[:1] + values[2:], strict=True):
+            column.append(value)
+    return columns
 
 
 def row_job(row: Sequence[Any]) -> Job:

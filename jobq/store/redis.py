@@ -58,6 +58,7 @@ LEADER_MS = 5000  # how long the maintenance lock lasts unless its holder renews
 INTS = frozenset({"seq", "priority", "attempts", "max_attempts"})
 FLOATS = frozenset(
     {"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress", "ready_at"}
+    | {"unique_until"}
 )
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
 
@@ -331,7 +332,7 @@ class RedisStore(SharedStore):
             self._publish_log(job_id, float(at), line)
 
     # -- the primitives -----------------------------------------------------------
-    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int]:
+    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
         if not jobs:
             return {}
         encoded = []
@@ -345,7 +346,9 @@ class RedisStore(SharedStore):
                 fields["ready_at"] = text(job.ready_at)
             encoded.append(to_json({"id": job.id, "queue": job.queue, "status": job.status.value, "fields": fields}))
         answers = await self._run("add", self.options.max_waiting, *encoded)
-        return {job.id: seq for job, seq in zip(jobs, answers, strict=True) if seq > 0}
+        return {
+            job.id: answer for job, answer in zip(jobs, answers, strict=True) if isinstance(answer, str) or answer > 0
+        }
 
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:
         if not job_ids:

@@ -12,6 +12,7 @@ deployment hashes to one slot and a Redis Cluster runs each script on one master
 - ``P:queues``, ``P:paused``: queue names; ``P:counts``: jobs per "queue<TAB>status";
   ``P:waiting``: waiting jobs in all queues (for the enqueue limit).
 - ``P:logs:<id>``: a job's log lines, each ``[at, message]`` as JSON.
+- ``P:unique:<key>``: the id of the latest job added with this unique key (which may not hold it).
 - ``P:leader``: which node runs once-only maintenance (``SET NX PX``, renewed by it).
 - ``P:schedules``: each schedule's definition (JSON); ``P:fired``: the latest tick each fired.
 - ``P:nodes``: each node's card, as ``seen_at<TAB>card JSON``; ``P:node_lapses``: the
@@ -97,6 +98,10 @@ local function publish()  -- writes the counts; then the message, node first (a 
 end
 
 local function forget(id, key, queue, status)
+  local unique_key = redis.call('HGET', key, 'unique_key')
+  if unique_key and redis.call('GET', P .. ':unique:' .. unique_key) == id then
+    redis.call('DEL', P .. ':unique:' .. unique_key)
+  end
   unindex(id, queue, status)
   count(queue, status, -1)
   redis.call('ZREM', P .. ':order', id)
@@ -118,16 +123,38 @@ end
 """
 
 # ARGV: P, node, now, max_waiting, then one JSON job each: {"id", "queue", "status", "fields": {name: text}}.
-# Answers per job: its seq (stored), 0 (the id exists), -1 (the queue is full).
+# Answers per job: its seq (stored), 0 (the id exists), the id of the job that holds its unique key (text),
+# -1 (the queue is full).
 ADD = r"""
 local max_waiting = tonumber(ARGV[4])
 local waiting = tonumber(redis.call('GET', P .. ':waiting') or '0')
+local at = now()
+local HOLDING = {  -- jobq.job.UNIQUE_SCOPES
+  waiting = WAITING,
+  active = {pending = true, scheduled = true, retrying = true, processing = true},
+  any = {pending = true, scheduled = true, retrying = true, processing = true, completed = true, failed = true,
+         dead = true},
+}
+local function holder_of(job)  -- the job that holds this one's unique key, if any
+  local unique_key = job.fields.unique_key
+  if not unique_key then return nil end
+  local holder = redis.call('GET', P .. ':unique:' .. unique_key)
+  if not holder or holder == job.id then return nil end
+  local f = redis.call('HMGET', P .. ':job:' .. holder, 'status', 'unique_scope', 'unique_until')
+  local scope = HOLDING[f[2] or 'active']
+  if not f[1] or not scope or not scope[f[1]] then return nil end
+  if f[3] and at >= tonumber(f[3]) then return nil end
+  return holder
+end
 local answers = {}
 for i = 5, #ARGV do
   local job = cjson.decode(ARGV[i])
   local key = P .. ':job:' .. job.id
+  local holder = holder_of(job)
   if redis.call('EXISTS', key) == 1 then
     answers[#answers + 1] = 0
+  elseif holder then
+    answers[#answers + 1] = holder
   elseif waiting >= max_waiting then
     answers[#answers + 1] = -1
   else
@@ -138,6 +165,7 @@ for i = 5, #ARGV do
       fields[#fields + 1] = value
     end
     redis.call('HSET', key, unpack(fields))
+    if job.fields.unique_key then redis.call('SET', P .. ':unique:' .. job.fields.unique_key, job.id) end
     redis.call('ZADD', P .. ':order', seq, job.id)
     redis.call('SADD', P .. ':queues', job.queue)
     local status = job.status

@@ -41,6 +41,9 @@ COLUMNS = (
     "history",
     "owner",
     "worker",
+    "unique_key",
+    "unique_scope",
+    "unique_until",
 )
 
 
@@ -102,6 +105,9 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
             history_text(job),
             job.owner,
             job.worker,
+            job.unique_key,
+            job.unique_scope,
+            job.unique_until,
         )
     lease = (
         job.status.value,
@@ -131,7 +137,7 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     """
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
     (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
-    owner, worker = row[21:]
+    owner, worker, unique_key, unique_scope, unique_until = row[21:26]
     job = _new(Job)
     job.id = job_id
     job.type = job_type
@@ -155,6 +161,9 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     job.history = NO_HISTORY if history == "[]" else [attempt_from(attempt) for attempt in from_json(history)]
     job.seq = seq
     job.owner = owner
+    job.unique_key = unique_key
+    job.unique_scope = None if unique_scope is None else sys.intern(unique_scope)
+    job.unique_until = unique_until
     job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
     if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
         job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]

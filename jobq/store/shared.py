@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from jobq.errors import JobNotFound, JobqError, QueueFull, StaleLease, UnstorableValue
+from jobq.errors import JobNotFound, JobqError, QueueFull, StaleLease, StoreUnavailable, UnstorableValue
 from jobq.job import DEFERRED, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, settle_run
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions
@@ -95,10 +95,12 @@ class SharedStore(Store):
 
     # -- the backend's primitives ------------------------------------------------
     @abstractmethod
-    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int]:
-        """Store the jobs whose ids are new, while the waiting jobs stay under max_waiting; their ids and seqs.
+    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
+        """Store the jobs whose ids are new, while the waiting jobs stay under max_waiting: id -> its seq.
 
-        UnstorableValue if a value cannot be stored (then nothing of the call is).
+        A job whose unique key another job holds (``Job.holds_unique_key``, by the database's
+        clock) is not stored: id -> the holder's id. Checking and taking a key is atomic across
+        nodes. UnstorableValue if a value cannot be stored (then nothing of the call is).
         """
 
     @abstractmethod
@@ -296,22 +298,33 @@ class SharedStore(Store):
             first[job.id] = index
             fresh.append(job)
         try:
-            created = await self._insert(fresh)
+            inserted = await self._insert(fresh)
         except UnstorableValue:  # one bad job: store the others, one by one, and refuse only it
-            created = {}
+            inserted = {}
             for job in fresh:
                 try:
-                    created |= await self._insert([job])
+                    inserted |= await self._insert([job])
                 except UnstorableValue as exc:
                     outcomes[first[job.id]] = exc
+        created = {job_id: seq for job_id, seq in inserted.items() if isinstance(seq, int)}
+        held = {job_id: holder for job_id, holder in inserted.items() if isinstance(holder, str)}
         for job in fresh:
             if job.id in created:
                 job.seq = created[job.id]
                 outcomes[first[job.id]] = Added(job, created=True)  # the caller's job, now stored
                 if job.status in DEFERRED:
                     self._due_at(job.run_at)
-        missing = [job.id for job in fresh if job.id not in created and outcomes[first[job.id]] is None]
-        existing = {job.id: job for job in await self._read(missing)} if missing else {}
+        missing = [job.id for job in fresh if job.id not in inserted and outcomes[first[job.id]] is None]
+        wanted = [*missing, *held.values()]
+        existing = {job.id: job for job in await self._read(wanted)} if wanted else {}
+        for job_id, holder in held.items():
+            outcomes[first[job_id]] = (
+                Added(existing[holder], created=False, duplicate=True)
+                if holder in existing
+                else StoreUnavailable(
+                    f"job {holder!r}, which held the unique key, was deleted meanwhile: send it again"
+                )
+            )
         for index, job in enumerate(jobs):
             if outcomes[index] is not None:
                 continue

@@ -99,6 +99,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # when the attempt ends, so a lease writes a few columns)
     ("CREATE INDEX jobs_by_seq ON jobs (seq)",),  # jobs are read back in chunks by seq while jobq serves
     ("CREATE TABLE schedules (name TEXT PRIMARY KEY, definition TEXT NOT NULL, fired REAL)",),
+    (  # the unique key a job holds while in its scope and before unique_until (jobq.job.Job.holds_unique_key)
+        "ALTER TABLE jobs ADD COLUMN unique_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN unique_scope TEXT",
+        "ALTER TABLE jobs ADD COLUMN unique_until REAL",
+    ),
 )
 
 

@@ -47,7 +47,7 @@ FAIL_OUTCOME_TIMEOUT: FailOutcome
 FAIL_OUTCOME_RETRY: FailOutcome
 
 class Job(_message.Message):
-    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner")
+    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class Job(_message.Message):
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     queue: str
@@ -90,7 +91,18 @@ class Job(_message.Message):
     lease_expires_at: _timestamp_pb2.Timestamp
     history: _containers.RepeatedCompositeFieldContainer[Attempt]
     owner: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ...) -> None: ...
+    unique: UniqueTerms
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ...) -> None: ...
+
+class UniqueTerms(_message.Message):
+    __slots__ = ("key", "scope", "until")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    scope: str
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[str] = ..., scope: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker", "started_at", "finished_at", "outcome", "error", "traceback")
@@ -119,7 +131,7 @@ class LeasedJob(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout")
+    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +141,9 @@ class EnqueueRequest(_message.Message):
     RUN_AT_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FOR_FIELD_NUMBER: _ClassVar[int]
     type: str
     payload: _struct_pb2.Value
     id: str
@@ -138,15 +153,20 @@ class EnqueueRequest(_message.Message):
     run_at: _timestamp_pb2.Timestamp
     max_attempts: int
     timeout: float
-    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ...) -> None: ...
+    unique_key: str
+    unique_scope: str
+    unique_for: float
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
-    __slots__ = ("job", "created")
+    __slots__ = ("job", "created", "duplicate")
     JOB_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     job: Job
     created: bool
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    duplicate: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., created: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)

@@ -194,6 +194,8 @@ const RENDER = {
       ["Attempts", `${job.attempts ?? 0} of ${job.max_attempts ?? "?"}`],
       ["Timeout", job.timeout == null ? "none" : fmtDuration(job.timeout)],
       ["Owner", job.owner ?? "—"],
+      ["Unique key", job.unique ? [job.unique.key, h("span", { class: "muted" },
+        ` held while ${job.unique.scope}`, job.unique.until ? [" until ", timeEl(job.unique.until)] : "")] : null],
       ["Created", timeEl(job.created_at)],
       ["Run at", job.run_at ? timeEl(job.run_at) : null],
       ["Next run", job.next_run_at ? [timeEl(job.next_run_at), " ", relTime(job.next_run_at, "next-run-in")] : null],
