@@ -1,15 +1,15 @@
 """The nodes of a deployment: each jobq process keeps a card about itself in its store.
 
-Every BEAT_SECONDS a node writes its card (``Store.announce``): who it is, where it
-listens, its in-process workers, whether it drains, and the remote workers that leased
-or heartbeat through it lately. A card lapses TTL_SECONDS after it was written, by the
-store's clock, so a node killed outright drops out of ``GET /nodes`` within that; one
-that stops cleanly takes its card away. On a store of one process, the only card is its own.
+Every BEAT_SECONDS a node writes its card (``announce``, one of the service's duties, through
+``Store.announce``): who it is, where it listens, its in-process workers, whether it drains,
+and the remote workers that leased or heartbeat through it lately. A card lapses TTL_SECONDS
+after it was written, by the store's clock, so a node killed outright drops out of
+``GET /nodes`` within that; one that stops cleanly takes its card away. On a store of one
+process, the only card is its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -70,10 +70,3 @@ async def announce(service: JobService) -> None:
         await service.store.announce(card(service), TTL_SECONDS)
     except Exception as exc:
         log.warning("this node's card could not be written to the store: %s", exc)
-
-
-async def keep_announcing(service: JobService) -> None:
-    """Write this node's card every BEAT_SECONDS, until cancelled."""
-    while True:
-        await announce(service)
-        await asyncio.sleep(BEAT_SECONDS)

@@ -2,7 +2,7 @@
 
 A schedule lives in the store (``Store.put_schedule``): its definition (``ScheduleDefinition``
 and when it was created and last changed), and the latest tick it fired. Every node checks
-the schedules once a second (``keep_firing``) and enqueues the job of each tick that fell
+the schedules once a second (``fire_due``, one of the service's duties) and enqueues the job of each tick that fell
 due, under an id made of the schedule's name and the tick (``tick_job_id``). Two nodes
 firing the same tick add the same id, and the store keeps one job: a tick fires once
 however many nodes see it, with no leader to fail over. The store then notes the tick
@@ -219,15 +219,6 @@ class Schedules:
                 )
             await self.store.fired(schedule.name, tick)
         return enqueued
-
-    async def keep_firing(self) -> None:
-        """Fire due ticks every CHECK_SECONDS until cancelled; a failure is logged and tried again."""
-        while True:
-            try:
-                await self.fire_due()
-            except Exception:
-                log.exception("checking the schedules failed; trying again in %.0fs", CHECK_SECONDS)
-            await asyncio.sleep(CHECK_SECONDS)
 
     # -- the file given at start ---------------------------------------------------
     async def load_file(self, path: Path) -> int:

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
 from jobq.lifecycle import LOST_REASONS
 from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
 from jobq.rate import RateMeter
-from jobq.schedules import Schedules
+from jobq.schedules import CHECK_SECONDS, Schedules
 from jobq.store.base import Added, LogEvent, Store, StoreEvent
 from jobq.store.base import Settlement as StoreSettlement
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS, MAX_TRACEBACK_CHARS, storable_text
@@ -103,14 +103,13 @@ class JobService:
         self._log_followers: dict[str, set[asyncio.Event]] = {}  # job id -> log streams to wake
         store.add_listener(self._on_change)  # local and immediate: logs and throughput
         store.subscribe(self._on_event)  # durable changes: waiters and drain accounting
-        self._housekeeper: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()  # set by close: the periodic duties end after their current step
+        self._duties: list[asyncio.Task[None]] = []
         self._gathered: list[tuple[Job, asyncio.Future[Added | Exception]]] | None = None  # see _add
         self._group_adds: set[asyncio.Task[None]] = set()
         self.listening: dict[str, str] = {}  # protocol -> the address it is served on (set as each starts)
         self.remote_workers = nodes.RemoteWorkers()
         self.schedules = Schedules(self)
-        self._announcer: asyncio.Task[None] | None = None
-        self._scheduler: asyncio.Task[None] | None = None
 
     def add_enqueue_listener(self, listener: EnqueueListener) -> None:
         """Call ``listener(jobs)`` with the new jobs of every submission (metrics hang off this)."""
@@ -121,9 +120,15 @@ class JobService:
         """Open the store and start the workers and housekeeping."""
         await self.store.open()
         self.pool.start()
-        self._housekeeper = asyncio.create_task(self._housekeep(), name="jobq-housekeeper")
-        self._announcer = asyncio.create_task(nodes.keep_announcing(self), name="jobq-node-card")
-        self._scheduler = asyncio.create_task(self.schedules.keep_firing(), name="jobq-schedules")
+        duties = (
+            ("housekeeping", HOUSEKEEPING_SECONDS, self._housekeep, False),
+            ("writing this node's card", nodes.BEAT_SECONDS, self._write_card, True),
+            ("checking the schedules", CHECK_SECONDS, self.schedules.fire_due, True),
+        )
+        self._duties = [
+            asyncio.create_task(self._every(what, seconds, step, first=first), name=f"jobq: {what}")
+            for what, seconds, step, first in duties
+        ]
 
     async def drain(self) -> DrainReport:
         """Refuse new jobs, finish accepted ones (up to the drain timeout), and stop the workers."""
@@ -162,25 +167,44 @@ class JobService:
         """Stop housekeeping and close the store (after a drain, and after the group adds in flight)."""
         while self._group_adds:
             await asyncio.gather(*self._group_adds, return_exceptions=True)
-        for task in (self._housekeeper, self._announcer, self._scheduler):
-            if task is not None:
+        self._stopping.set()  # each duty ends after its current step (not cut off mid-call to the store)...
+        if self._duties:
+            _, late = await asyncio.wait(self._duties, timeout=STORE_GRACE_SECONDS)
+            for task in late:  # ...or, stuck on a store that does not answer, is cancelled
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*self._duties, return_exceptions=True)
         with contextlib.suppress(Exception):  # a store that is away: the card lapses by itself
             async with asyncio.timeout(STORE_GRACE_SECONDS):
                 await self.store.withdraw()
         await self.store.close()
 
-    async def _housekeep(self) -> None:
-        """Promote due jobs, expire lapsed leases and enforce retention, once a second; survive its own errors."""
+    async def _every(self, what: str, seconds: float, step: Callable[[], Awaitable[Any]], *, first: bool) -> None:
+        """Run ``step`` every ``seconds`` (at once too, if ``first``) until close; a failing step is logged."""
+        if not first and await self._stopped_within(seconds):
+            return
         while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
             try:
-                done = await self.store.housekeep()
-                for job in done.expired:
-                    log.warning("job %s lease expired; now %s", job.id, job.status, extra=job.log_fields())
+                await step()
             except Exception:
-                log.exception("housekeeping failed; trying again in %.0fs", HOUSEKEEPING_SECONDS)
+                log.exception("%s failed; trying again in %.0fs", what, seconds)
+            if await self._stopped_within(seconds):
+                return
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; whether jobq is stopping by then."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
+
+    async def _housekeep(self) -> None:
+        """Promote due jobs, expire lapsed leases and enforce retention."""
+        done = await self.store.housekeep()
+        for job in done.expired:
+            log.warning("job %s lease expired; now %s", job.id, job.status, extra=job.log_fields())
+
+    async def _write_card(self) -> None:
+        await nodes.announce(self)
 
     @property
     def unavailable(self) -> str | None:
