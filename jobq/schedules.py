@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,9 +50,13 @@ def _ignore(schedule: str, outcome: str) -> None:
     return None
 
 
-def tick_job_id(name: str, tick: float) -> str:
-    """The id of the job a schedule enqueues at ``tick``: the same on every node, so the tick fires once."""
-    return f"{name}:{round(tick * 1000)}"
+def tick_job_id(name: str, tick: float, salt: str) -> str:
+    """The id of the job a schedule enqueues at ``tick``: the same on every node, so the tick fires once.
+
+    The schedule's salt (random, made when it is defined, shown to nobody) keeps a client from
+    taking a tick's id ahead of it.
+    """
+    return f"{name}:{round(tick * 1000)}-{salt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +68,15 @@ class Schedule:
     created_at: float
     updated_at: float
     fired: float | None
+    salt: str  # in its ticks' job ids (see tick_job_id)
 
     @classmethod
     def read(cls, stored: StoredSchedule) -> Schedule:
         """A stored schedule; ValueError if its definition is not one this jobq reads."""
         fields = dict(stored.definition)
         created_at, updated_at = float(fields.pop("created_at")), float(fields.pop("updated_at"))
-        return cls(stored.name, ScheduleDefinition.model_validate(fields), created_at, updated_at, stored.fired)
+        salt = str(fields.pop("salt"))
+        return cls(stored.name, ScheduleDefinition.model_validate(fields), created_at, updated_at, stored.fired, salt)
 
     @property
     def timing(self) -> Timing:
@@ -107,8 +114,10 @@ class Schedule:
         }
 
 
-def stored_definition(definition: ScheduleDefinition, created_at: float, updated_at: float) -> dict[str, Any]:
-    return {**definition.model_dump(mode="json"), "created_at": created_at, "updated_at": updated_at}
+def stored_definition(
+    definition: ScheduleDefinition, created_at: float, updated_at: float, salt: str
+) -> dict[str, Any]:
+    return {**definition.model_dump(mode="json"), "created_at": created_at, "updated_at": updated_at, "salt": salt}
 
 
 class Schedules:
@@ -152,7 +161,8 @@ class Schedules:
         now = self.store.clock()
         known = next((s for s in await self.all() if s.name == name), None)
         created_at = known.created_at if known is not None else now
-        await self.store.put_schedule(name, stored_definition(definition, created_at, now))
+        salt = known.salt if known is not None else secrets.token_hex(4)
+        await self.store.put_schedule(name, stored_definition(definition, created_at, now, salt))
         log.info("schedule %s %s", name, "redefined" if known is not None else "defined")
         return await self.get(name)
 
@@ -160,7 +170,7 @@ class Schedules:
         """Pause or resume a schedule (resumed, it fires the ticks after now, not those missed)."""
         schedule = await self.get(name)
         definition = schedule.definition.model_copy(update={"paused": paused})
-        stored = stored_definition(definition, schedule.created_at, self.store.clock())
+        stored = stored_definition(definition, schedule.created_at, self.store.clock(), schedule.salt)
         await self.store.put_schedule(name, stored)
         log.info("schedule %s %s", name, "paused" if paused else "resumed")
         return await self.get(name)
@@ -193,32 +203,39 @@ class Schedules:
         now = self.store.clock()
         enqueued = []
         for schedule in await self.all():
-            due = schedule.due(now)
-            if due is None:
-                continue
-            tick, run = due
-            if run:
-                try:
-                    request = schedule.definition.job.request(tick_job_id(schedule.name, tick))
-                    added = await self.service.submit_one(request)
-                except JobqError as exc:  # the store away, the queue full: the next check tries again
-                    log.warning("schedule %s could not enqueue its %s tick: %s", schedule.name, rfc3339(tick), exc)
-                    self.on_tick(schedule.name, "failed")
-                    continue
-                if added.created:  # this node fired it (another may have, first)
-                    enqueued.append(added.job.id)
-                    self.on_tick(schedule.name, "fired")
-                    log.info("schedule %s fired its %s tick: job %s", schedule.name, rfc3339(tick), added.job.id)
-            else:
-                self.on_tick(schedule.name, "skipped")
-                log.warning(
-                    "schedule %s skipped its tick of %s: missed by %.0fs (missed=skip)",
-                    schedule.name,
-                    rfc3339(tick),
-                    now - tick,
-                )
-            await self.store.fired(schedule.name, tick)
+            try:
+                due = schedule.due(now)
+                if due is not None and (job_id := await self._fire(schedule, *due, now)) is not None:
+                    enqueued.append(job_id)
+            except Exception:  # one schedule's trouble (the store away mid-way) never stops the others
+                log.exception("schedule %s could not be checked; it is tried again at the next check", schedule.name)
         return enqueued
+
+    async def _fire(self, schedule: Schedule, tick: float, run: bool, now: float) -> str | None:
+        """Enqueue a due tick's job (or skip it, missed); note the tick fired. The job's id if this node added it."""
+        added_id = None
+        if run:
+            request = schedule.definition.job.request(tick_job_id(schedule.name, tick, schedule.salt))
+            try:
+                added = await self.service.submit_one(request)
+            except JobqError as exc:  # the store away, the queue full: the next check tries again
+                log.warning("schedule %s could not enqueue its %s tick: %s", schedule.name, rfc3339(tick), exc)
+                self.on_tick(schedule.name, "failed")
+                return None
+            if added.created:  # this node fired it (another may have, first)
+                added_id = added.job.id
+                self.on_tick(schedule.name, "fired")
+                log.info("schedule %s fired its %s tick: job %s", schedule.name, rfc3339(tick), added.job.id)
+        else:
+            self.on_tick(schedule.name, "skipped")
+            log.warning(
+                "schedule %s skipped its tick of %s: missed by %.0fs (missed=skip)",
+                schedule.name,
+                rfc3339(tick),
+                now - tick,
+            )
+        await self.store.fired(schedule.name, tick)
+        return added_id
 
     # -- the file given at start ---------------------------------------------------
     async def load_file(self, path: Path) -> int:
@@ -226,7 +243,8 @@ class Schedules:
 
         Each table is a schedule, its name the table's: ``[nightly-report]`` with ``cron =
         "0 3 * * *"`` and a ``[nightly-report.job]`` table. A schedule whose definition is
-        already the file's is left as it is, so restarting does not move its ticks.
+        already the file's is left as it is, so restarting does not move its ticks (nor resume a
+        schedule paused through the API, unless the file says ``paused``).
         """
         try:
             tables = tomllib.loads(await asyncio.to_thread(path.read_text))
@@ -239,6 +257,8 @@ class Schedules:
             except ValidationError as exc:
                 raise ValidationFailed(f"schedule {name!r} in {path}: {_first_error(exc)}") from None
             definition = ScheduleDefinition.model_validate(new.model_dump(exclude={"name"}))
+            if name in known and "paused" not in table:  # paused or resumed through the API: it stays so
+                definition = definition.model_copy(update={"paused": known[name].definition.paused})
             if name not in known or known[name].definition != definition:
                 await self.put(name, definition)
         return len(tables)

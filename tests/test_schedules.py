@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from jobq.api import SERVICE
 from jobq.cron import Timing, check_cron
 from jobq.errors import ValidationFailed
-from jobq.schedules import MISSED_GRACE_SECONDS, tick_job_id
+from jobq.schedules import MISSED_GRACE_SECONDS
 from tests.conftest import FakeClock, MakeClient
 from tests.test_api import assert_problem
 
@@ -50,7 +50,20 @@ def test_an_interval_ticks_from_its_anchor() -> None:
     assert (timing.next(0.0), timing.next(1090.0), timing.next(1100.0)) == (1090.0, 1180.0, 1180.0)
 
 
-@pytest.mark.parametrize("expression", ["* * * *", "* * * * * * *", "61 * * * *", "0 3 * * mon-fri-sat"])
+def test_a_fixed_hour_ticks_once_when_clocks_go_back_and_an_hourly_one_in_both_passes() -> None:
+    fall_back = at("2026-10-24 12:00")  # 2026-10-25: 03:00 in Paris goes back to 02:00
+    nightly = Timing("30 2 * * *", None, "Europe/Paris", anchor=fall_back)
+    first = nightly.next(fall_back)
+    assert nightly.next(first) - first == 25 * 3600  # the next night, not the 02:30 an hour later
+    assert nightly.latest(first + 3600 + 60) == first  # in the second pass of the hour: still the first tick
+    hourly = Timing("0 * * * *", None, "Europe/Paris", anchor=fall_back)
+    two = hourly.next(at("2026-10-25 01:30"))
+    assert hourly.next(two) - two == 3600  # 02:00 twice: both are hours of their own
+
+
+@pytest.mark.parametrize(
+    "expression", ["* * * *", "* * * * * * *", "61 * * * *", "0 3 * * mon-fri-sat", "0 0 31 2 *"]
+)
 def test_a_cron_expression_croniter_cannot_read_is_refused(expression: str) -> None:
     with pytest.raises(ValueError):
         check_cron(expression)
@@ -85,7 +98,11 @@ async def test_a_schedule_fires_each_tick_once_and_shows_its_last_and_next_run(m
     clock.advance(59)
     await fire(client)
     [job] = await jobs_of(client, "cron")
-    assert (job["id"], job["type"], job["payload"]) == (tick_job_id("tidy", clock.now - 59), "noop", {"n": 1})
+    assert (job["type"], job["payload"], job["owner"]) == ("noop", {"n": 1}, None)
+    name, _, rest = job["id"].partition(":")
+    tick, _, salt = rest.partition("-")  # the salt, which no answer shows, keeps clients from taking the id
+    assert (name, int(tick)) == ("tidy", round((clock.now - 59) * 1000)) and len(salt) == 8
+    assert salt not in str(await (await client.get("/schedules")).json())
     clock.advance(1)
     await fire(client)
     assert len(await jobs_of(client, "cron")) == 2
