@@ -70,10 +70,6 @@ class IdReused(Conflict):
     title = "Job id already used"
 
 
-class UniqueKeyHeld(Conflict):
-    title = "Unique key held"
-
-
 class StaleLease(Conflict):
     title = "Stale or unknown lease"
 

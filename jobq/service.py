@@ -28,7 +28,6 @@ from jobq.errors import (
     JobNotFound,
     JobqError,
     ShuttingDown,
-    UniqueKeyHeld,
     ValidationFailed,
 )
 from jobq.handlers import Registry
@@ -313,7 +312,7 @@ class JobService:
                 answers[index] = unknown
                 continue
             job = request.to_job(now)
-            job.owner = owner
+            self._own(job, owner, sees_all)
             jobs.append(job)
             slots.append(index)
         outcomes = await self.store.add(jobs) if jobs else []
@@ -332,13 +331,21 @@ class JobService:
         if (unknown := self.unknown_type(request)) is not None:
             raise unknown
         job = request.to_job(self.store.clock())
-        job.owner = owner
+        self._own(job, owner, sees_all)
         answer = self._answer(job, await self._add(job), sees_all)
         if isinstance(answer, JobqError):
             raise answer
         if answer.created and self._enqueue_listeners:
             self._announce((answer.job,))
         return answer
+
+    @staticmethod
+    def _own(job: Job, owner: str | None, sees_all: bool) -> None:
+        """Make ``owner`` the job's owner; a client token's unique keys are its own (``<name>/<key>``),
+        so one client neither blocks another's key nor learns that it is used."""
+        job.owner = owner
+        if job.unique_key is not None and not sees_all and owner is not None:
+            job.unique_key = f"{owner}/{job.unique_key}"
 
     def _check_accepting(self) -> None:
         if self.draining:
@@ -414,10 +421,7 @@ class JobService:
             return outcome
         if isinstance(outcome, Exception):
             raise outcome
-        if outcome.duplicate:  # another job holds the unique key: answered with it, if the caller may see it
-            if not (sees_all or outcome.job.owner == job.owner):
-                return UniqueKeyHeld(f"unique key {job.unique_key!r} is held by a job of another client")
-        elif not outcome.created:
+        if not outcome.created and not outcome.duplicate:  # (a duplicate holds a key only its owner can use)
             stored = outcome.job
             if not stored.same_request(job) or not (sees_all or stored.owner == job.owner):
                 return IdReused(f"job id {job.id!r} is taken by a job with a different body")

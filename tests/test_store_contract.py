@@ -439,6 +439,18 @@ async def test_a_unique_key_held_for_a_window_in_any_state(make_store: MakeStore
     assert later.created
 
 
+async def test_an_older_job_re_run_by_hand_holds_its_key_again(store: Store) -> None:
+    await add(store, unique_job("c", "nightly"))
+    leased = await lease_one(store)
+    await store.fail("c", leased.lease_id or "", "boom")  # failed: the key is free
+    await add(store, unique_job("d", "nightly"))
+    done = await lease_one(store)
+    await store.complete("d", done.lease_id or "", None)
+    await store.requeue("c")  # re-run by hand: pending again, so it holds the key again
+    [duplicate] = await store.add([unique_job("e", "nightly")])
+    assert (duplicate.duplicate, duplicate.job.id) == (True, "c")
+
+
 async def test_duplicates_within_one_call_and_a_deleted_holder(store: Store) -> None:
     outcomes = await store.add([unique_job("x1", "same"), unique_job("x2", "same"), make_job("plain")])
     assert [(o.job.id, o.created, o.duplicate) for o in outcomes if isinstance(o, Added)] == [

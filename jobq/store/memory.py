@@ -141,7 +141,7 @@ class MemoryStore(Store):
         self._requeued = 0  # jobs whose run a stop cut short, pending again as they were read back
         self._card: tuple[dict[str, Any], float] | None = None  # this node's card and when it lapses
         self._schedules: dict[str, StoredSchedule] = {}
-        self._unique: dict[str, Job] = {}  # unique key -> the latest job added with it (which may not hold it)
+        self._unique: dict[str, list[Job]] = {}  # unique key -> the jobs stored with it (one at most holds it)
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -266,7 +266,7 @@ class MemoryStore(Store):
             stored[job.id] = job
             fresh[job.id] = job
             if job.unique_key is not None:
-                self._index_unique(job)
+                self._unique.setdefault(job.unique_key, []).append(job)
             if status is JobStatus.PROCESSING:
                 lose_run(job, "recovered", now, self.rules)
                 if job.status is JobStatus.DEAD:
@@ -356,17 +356,14 @@ class MemoryStore(Store):
             self._deferred_stale += 1
             self._compact_deferred()
 
-    def _index_unique(self, job: Job) -> None:
-        """Note ``job`` as its unique key's latest job (the key's holder, while it holds it)."""
-        assert job.unique_key is not None
-        known = self._unique.get(job.unique_key)
-        if known is None or known.seq < job.seq:
-            self._unique[job.unique_key] = job
-
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
-        if job.unique_key is not None and self._unique.get(job.unique_key) is job:
-            del self._unique[job.unique_key]
+        if job.unique_key is not None and job.unique_key in self._unique:
+            others = [same for same in self._unique[job.unique_key] if same is not job]
+            if others:
+                self._unique[job.unique_key] = others
+            else:
+                del self._unique[job.unique_key]
         if self._loading is not None:
             self._loading.gone.add(job.id)
         self._order_stale += 1
@@ -439,9 +436,9 @@ class MemoryStore(Store):
         for job in jobs:
             existing = self._jobs.get(job.id)
             if existing is None and job.unique_key is not None:
-                holder = self._unique.get(job.unique_key)
-                if holder is not None and holder.holds_unique_key(now):
-                    existing = holder
+                existing = next(
+                    (held for held in self._unique.get(job.unique_key, ()) if held.holds_unique_key(now)), None
+                )
             if existing is not None:
                 outcomes.append(Added(existing, created=False, duplicate=existing.id != job.id))
                 if (adding := self._adding.get(existing.id)) is not None:
@@ -453,7 +450,7 @@ class MemoryStore(Store):
                 job.seq = next(self._seq)
                 self._jobs[job.id] = job
                 if job.unique_key is not None:
-                    self._index_unique(job)
+                    self._unique.setdefault(job.unique_key, []).append(job)
                 self._order.append(job)
                 self._counted(job, None)
                 fresh.append(job)

@@ -46,7 +46,7 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.job import TERMINAL, Job, JobStatus
+from jobq.job import TERMINAL, UNIQUE_SCOPES, Job, JobStatus
 from jobq.store import memory
 from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
@@ -92,6 +92,11 @@ ADD_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ADD_TYPES, sta
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
 STATE_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate((*STATE_TYPES, "float8"), start=4))
 
+UNIQUE_SCOPE_ARRAYS = {  # jobq.job.UNIQUE_SCOPES, as SQL arrays
+    scope: "ARRAY[{}]::text[]".format(", ".join(f"'{status.value}'" for status in sorted(statuses)))
+    for scope, statuses in UNIQUE_SCOPES.items()
+}
+
 SQL = {
     "add": f"""
         WITH waiting AS (
@@ -110,8 +115,12 @@ SQL = {
     """,
     "get": SELECT_JOB + " WHERE id = ANY($1::text[])",
     "lock_unique_key": "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-    "unique_holder": SELECT_JOB.replace(" FROM", f", {NOW} FROM")
-    + " WHERE unique_key = $2 ORDER BY seq DESC LIMIT 1",  # the latest job with the key, and the time now
+    "unique_holder": f"""
+        SELECT id FROM {{s}}.jobs WHERE unique_key = $2 AND (unique_until IS NULL OR unique_until > {NOW})
+            AND status = ANY(CASE unique_scope WHEN 'waiting' THEN {UNIQUE_SCOPE_ARRAYS["waiting"]}
+                WHEN 'any' THEN {UNIQUE_SCOPE_ARRAYS["any"]} ELSE {UNIQUE_SCOPE_ARRAYS["active"]} END)
+        LIMIT 1
+    """,  # the job that holds the key (jobq.job.Job.holds_unique_key), if one does
     "get_at": SELECT_JOB.replace(" FROM", f", {NOW} FROM") + " WHERE id = ANY($2::text[])",  # and the time now
     "exists": "SELECT 1 FROM {s}.jobs WHERE id = $1",
     "claim": f"""
@@ -421,28 +430,33 @@ class PostgresStore(SharedStore):
     async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
         """Insert the jobs that fit under max_waiting and whose ids are new; returns their ids and seqs.
 
-        Jobs with a unique key go one by one, each in a transaction that first takes an advisory
-        lock on its key: two nodes adding the same key take turns, and the second sees the first's job.
+        With unique keys, in one transaction that first takes an advisory lock per key (in key
+        order, so two calls never wait on each other): nodes adding the same key take turns, and
+        the later sees the earlier's job. Jobs without a key cost nothing more.
         """
-        plain = [job for job in jobs if job.unique_key is None]
-        inserted: dict[str, int | str] = {}
-        if plain:
+        keys = sorted({job.unique_key for job in jobs if job.unique_key is not None})
+        if not keys:
             async with self._connection() as conn:
-                rows = await conn.fetch(self._sql["add"], *add_columns(plain), self.options.max_waiting)
-            inserted.update(rows)
-        for job in jobs:
-            if job.unique_key is not None:
-                async with self._transaction() as conn:
-                    await conn.execute(self._sql["lock_unique_key"], f"{self.schema}:{job.unique_key}")
-                    row = await conn.fetchrow(self._sql["unique_holder"], self._clock_arg(), job.unique_key)
-                    if (
-                        row is not None
-                        and (holder := row_job(row[:-1])).id != job.id
-                        and holder.holds_unique_key(row[-1])
-                    ):
-                        inserted[job.id] = holder.id
-                        continue
-                    inserted.update(await conn.fetch(self._sql["add"], *add_columns([job]), self.options.max_waiting))
+                return dict(await conn.fetch(self._sql["add"], *add_columns(jobs), self.options.max_waiting))
+        inserted: dict[str, int | str] = {}
+        taken: dict[str, str] = {}  # key -> the job of this call that takes it
+        fresh: list[Job] = []
+        async with self._transaction() as conn:
+            for key in keys:
+                await conn.execute(self._sql["lock_unique_key"], f"{self.schema}:{key}")
+            for job in jobs:
+                key = job.unique_key
+                if key is None or await conn.fetchval(self._sql["exists"], job.id):  # an id sent before: a replay
+                    fresh.append(job)
+                elif key in taken:
+                    inserted[job.id] = taken[key]
+                elif holder := await conn.fetchval(self._sql["unique_holder"], self._clock_arg(), key):
+                    inserted[job.id] = holder
+                else:
+                    taken[key] = job.id
+                    fresh.append(job)
+            if fresh:
+                inserted.update(await conn.fetch(self._sql["add"], *add_columns(fresh), self.options.max_waiting))
         return inserted
 
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:

@@ -12,7 +12,7 @@ deployment hashes to one slot and a Redis Cluster runs each script on one master
 - ``P:queues``, ``P:paused``: queue names; ``P:counts``: jobs per "queue<TAB>status";
   ``P:waiting``: waiting jobs in all queues (for the enqueue limit).
 - ``P:logs:<id>``: a job's log lines, each ``[at, message]`` as JSON.
-- ``P:unique:<key>``: the id of the latest job added with this unique key (which may not hold it).
+- ``P:unique:<key>``: the ids of the jobs stored with this unique key (one at most holds it).
 - ``P:leader``: which node runs once-only maintenance (``SET NX PX``, renewed by it).
 - ``P:schedules``: each schedule's definition (JSON); ``P:fired``: the latest tick each fired.
 - ``P:nodes``: each node's card, as ``seen_at<TAB>card JSON``; ``P:node_lapses``: the
@@ -99,9 +99,7 @@ end
 
 local function forget(id, key, queue, status)
   local unique_key = redis.call('HGET', key, 'unique_key')
-  if unique_key and redis.call('GET', P .. ':unique:' .. unique_key) == id then
-    redis.call('DEL', P .. ':unique:' .. unique_key)
-  end
+  if unique_key then redis.call('SREM', P .. ':unique:' .. unique_key, id) end
   unindex(id, queue, status)
   count(queue, status, -1)
   redis.call('ZREM', P .. ':order', id)
@@ -128,30 +126,31 @@ end
 ADD = r"""
 local max_waiting = tonumber(ARGV[4])
 local waiting = tonumber(redis.call('GET', P .. ':waiting') or '0')
-local at = now()
 local HOLDING = {  -- jobq.job.UNIQUE_SCOPES
   waiting = WAITING,
   active = {pending = true, scheduled = true, retrying = true, processing = true},
   any = {pending = true, scheduled = true, retrying = true, processing = true, completed = true, failed = true,
          dead = true},
 }
+local at = nil  -- the time, read once, and only for a job with a unique key
 local function holder_of(job)  -- the job that holds this one's unique key, if any
   local unique_key = job.fields.unique_key
   if not unique_key then return nil end
-  local holder = redis.call('GET', P .. ':unique:' .. unique_key)
-  if not holder or holder == job.id then return nil end
-  local f = redis.call('HMGET', P .. ':job:' .. holder, 'status', 'unique_scope', 'unique_until')
-  local scope = HOLDING[f[2] or 'active']
-  if not f[1] or not scope or not scope[f[1]] then return nil end
-  if f[3] and at >= tonumber(f[3]) then return nil end
-  return holder
+  at = at or now()
+  for _, held in ipairs(redis.call('SMEMBERS', P .. ':unique:' .. unique_key)) do
+    local f = redis.call('HMGET', P .. ':job:' .. held, 'status', 'unique_scope', 'unique_until')
+    local scope = HOLDING[f[2] or 'active']
+    if f[1] and scope and scope[f[1]] and not (f[3] and at >= tonumber(f[3])) then return held end
+  end
+  return nil
 end
 local answers = {}
 for i = 5, #ARGV do
   local job = cjson.decode(ARGV[i])
   local key = P .. ':job:' .. job.id
-  local holder = holder_of(job)
-  if redis.call('EXISTS', key) == 1 then
+  local exists = redis.call('EXISTS', key) == 1
+  local holder = not exists and holder_of(job)
+  if exists then
     answers[#answers + 1] = 0
   elseif holder then
     answers[#answers + 1] = holder
@@ -165,7 +164,7 @@ for i = 5, #ARGV do
       fields[#fields + 1] = value
     end
     redis.call('HSET', key, unpack(fields))
-    if job.fields.unique_key then redis.call('SET', P .. ':unique:' .. job.fields.unique_key, job.id) end
+    if job.fields.unique_key then redis.call('SADD', P .. ':unique:' .. job.fields.unique_key, job.id) end
     redis.call('ZADD', P .. ':order', seq, job.id)
     redis.call('SADD', P .. ':queues', job.queue)
     local status = job.status
