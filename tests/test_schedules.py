@@ -61,9 +61,7 @@ def test_a_fixed_hour_ticks_once_when_clocks_go_back_and_an_hourly_one_in_both_p
     assert hourly.next(two) - two == 3600  # 02:00 twice: both are hours of their own
 
 
-@pytest.mark.parametrize(
-    "expression", ["* * * *", "* * * * * * *", "61 * * * *", "0 3 * * mon-fri-sat", "0 0 31 2 *"]
-)
+@pytest.mark.parametrize("expression", ["* * * *", "* * * * * * *", "61 * * * *", "0 3 * * mon-fri-sat", "0 0 31 2 *"])
 def test_a_cron_expression_croniter_cannot_read_is_refused(expression: str) -> None:
     with pytest.raises(ValueError):
         check_cron(expression)
