@@ -551,10 +551,13 @@ async def stats(request: web.Request) -> web.Response:
 
 
 @routes.get("/nodes")
-@requires(*ANY_ROLE)
+@requires(Role.WORKER)
 @documented("server", {200: Reply("the nodes", NodeList)}, problems={503: "the store cannot be read"})
 async def nodes(request: web.Request) -> web.Response:
-    """The jobq processes that use this store, each with its workers and the remote workers it serves."""
+    """The jobq processes that use this store, each with its workers and the remote workers it serves.
+
+    Worker and admin tokens: a card names hosts, addresses and workers, which a client has no use for.
+    """
     return json_response({"nodes": await request.app[SERVICE].nodes()})
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger("jobq.nodes")
 BEAT_SECONDS = 5.0  # how often a node rewrites its card
 TTL_SECONDS = 3 * BEAT_SECONDS  # a card lapses after three missed beats
 REMOTE_WORKER_MEMORY = 300.0  # seconds a remote worker stays on its node's card after it was last seen
+MAX_REMOTE_WORKERS = 200  # remote workers a card lists at most, the most recently seen
 
 
 class RemoteWorkers:
@@ -43,10 +44,8 @@ class RemoteWorkers:
         """The workers seen within REMOTE_WORKER_MEMORY, with how long ago, most recent first."""
         now = self._clock()
         self._seen = {name: at for name, at in self._seen.items() if now - at <= REMOTE_WORKER_MEMORY}
-        return [
-            {"name": name, "idle_seconds": round(now - at, 3)}
-            for name, at in sorted(self._seen.items(), key=lambda item: -item[1])
-        ]
+        recent = sorted(self._seen.items(), key=lambda item: -item[1])[:MAX_REMOTE_WORKERS]
+        return [{"name": name, "idle_seconds": round(now - at, 3)} for name, at in recent]
 
 
 def card(service: JobService) -> dict[str, Any]:

@@ -69,7 +69,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/ui/events"): ANY,
     ("GET", "/ui/events/jobs/{id}"): "client",
     ("GET", "/stats"): ANY,
-    ("GET", "/nodes"): ANY,
+    ("GET", "/nodes"): "worker",
     ("GET", "/schedules"): "admin",
     ("POST", "/schedules"): "admin",
     ("GET", "/schedules/{name}"): "admin",

@@ -173,9 +173,9 @@ def test_stats(jobq: Any) -> None:
 
 
 def test_nodes(jobq: Any, server: ServerProcess) -> None:
-    [node] = answer(jobq("nodes", "--json"))["nodes"]
+    [node] = answer(jobq("nodes", "--json", token=WORKER))["nodes"]
     assert (node["pid"], node["listening"]["http"], node["workers"]["total"]) == (server.process.pid, server.url, 4)
-    shown = jobq("nodes")
+    shown = jobq("nodes", token=WORKER)
     assert f":{server.process.pid}" in shown.stdout and "serving" in shown.stdout and node["id"] in shown.stdout
 
 

@@ -23,6 +23,16 @@ from jobq.handlers import Registry
 from jobq.metrics import Metrics
 from tests.conftest import TEST_CONFIG, FakeClock, MakeClient, wait_for_status
 
+EVERYTHING = [  # what the dashboard may do with an admin token, or without tokens
+    "see_jobs",
+    "see_nodes",
+    "cancel",
+    "retry",
+    "delete",
+    "manage_queues",
+    "see_schedules",
+    "manage_schedules",
+]
 ADMIN, CLIENT, WORKER = "admin-token-0123456789", "client-token-0123456789", "worker-token-0123456789"
 BROWSER = {"Sec-Fetch-Site": "same-origin"}
 
@@ -95,7 +105,7 @@ async def test_without_tokens_there_is_nothing_to_log_in_to(client: TestClient) 
         "name": None,
         "role": None,
         "read_only": False,
-        "may": ["see_jobs", "cancel", "retry", "delete", "manage_queues", "see_schedules", "manage_schedules"],
+        "may": EVERYTHING,
         "sees_every_job": True,
     }
 
@@ -103,9 +113,9 @@ async def test_without_tokens_there_is_nothing_to_log_in_to(client: TestClient) 
 @pytest.mark.parametrize(
     ("token", "may", "every_job"),
     [
-        (ADMIN, ["see_jobs", "cancel", "retry", "delete", "manage_queues", "see_schedules", "manage_schedules"], True),
+        (ADMIN, EVERYTHING, True),
         (CLIENT, ["see_jobs", "cancel"], False),
-        (WORKER, [], False),
+        (WORKER, ["see_nodes"], False),
     ],
     ids=["admin", "client", "worker"],
 )
@@ -165,7 +175,7 @@ async def test_a_write_from_the_same_origin_or_an_api_client_goes_through(client
 async def test_a_read_only_dashboard_may_look_not_act(make_client: MakeClient) -> None:
     client = await make_client(ui="read-only")
     session = await (await client.get("/ui/session")).json()
-    assert (session["read_only"], session["may"]) == (True, ["see_jobs", "see_schedules"])
+    assert (session["read_only"], session["may"]) == (True, ["see_jobs", "see_nodes", "see_schedules"])
     refused = await client.post("/enqueue", json={"type": "echo"}, headers=BROWSER)
     assert refused.status == 403 and "read-only" in (await refused.json())["detail"]
     assert (await client.post("/ui/logout", headers=BROWSER)).status == 204  # logging out is not acting

@@ -487,7 +487,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         group.add_argument("--cursor", help="go on from where the last run stopped (it prints the cursor)")
 
     command("stats", stats, "counts by status and queue, workers, rates")
-    command("nodes", nodes, "the jobq processes on the store, their workers and the remote workers they serve")
+    command("nodes", nodes, "the jobq processes on the store, their workers and remote workers (worker, admin)")
 
     sub = command("queues", queues, "list queues; or pause, resume, clear one, or show its next job")
     actions = sub.add_subparsers(dest="action", metavar="ACTION")

@@ -25,7 +25,17 @@ from pydantic_core import to_json
 
 from jobq import api, schedule_routes
 from jobq.api import SERVICE, owner_scope, read_body
-from jobq.auth import ANY_ROLE, SESSION_COOKIE, Principal, Role, TokenBook, access_of, public, requires
+from jobq.auth import (
+    ANY_ROLE,
+    SESSION_COOKIE,
+    Principal,
+    Role,
+    TokenBook,
+    access_of,
+    principal_of,
+    public,
+    requires,
+)
 from jobq.dashboard.trends import INTERVAL, Trends
 from jobq.errors import Unauthorized
 from jobq.job import JobStatus
@@ -82,6 +92,7 @@ class Login(BaseModel):
 
 ABILITIES = {  # what the page offers -> the route whose declared roles decide it
     "see_jobs": api.list_jobs,
+    "see_nodes": api.nodes,
     "cancel": api.cancel,
     "retry": api.retry,
     "delete": api.delete_job,
@@ -114,7 +125,8 @@ class Session(BaseModel):
     role: Role | None
     read_only: bool = Field(description="--ui read-only: the dashboard may look, not act")
     may: list[str] = Field(
-        description="what the session may do: see_jobs (its own, for a client token), cancel (likewise), retry, "
+        description="what the session may do: see_jobs (its own, for a client token), see_nodes, cancel (its own "
+        "jobs, for a client token), retry, "
         "delete, manage_queues (pause, resume, clear), see_schedules, manage_schedules (pause, resume, run, delete)"
     )
     sees_every_job: bool = Field(description="whether the jobs it sees are every client's (false: only its own)")
@@ -219,6 +231,8 @@ async def overview_feed(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     trends = request.app.get(TRENDS)
     owner = owner_scope(request)
+    principal = principal_of(request)
+    sees_nodes = principal is None or principal.may(access_of(api.nodes) or frozenset())
     if request.method == "HEAD":  # the headers alone: a feed's body is never sent to a HEAD
         return web.Response(content_type="text/event-stream")
     feed = await open_feed(request)
@@ -238,7 +252,7 @@ async def overview_feed(request: web.Request) -> web.StreamResponse:
             {
                 "stats": await service.stats(),
                 "queues": await service.queues(),
-                "nodes": await service.nodes(),
+                "nodes": await service.nodes() if sees_nodes else [],
                 "trends": trends.view() if trends is not None else {"interval": INTERVAL, "times": [], "queues": {}},
                 "workers": [{"name": name, "jobs": jobs} for name, jobs in sorted(by_worker.items())],
             },

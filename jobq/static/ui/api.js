@@ -207,8 +207,8 @@ export function watchOverview(onData, onState, onError) {
   function startPolling() {
     poller = poll(async () => {
       try {
-        const [stats, queues, nodes] = await Promise.all([get("/stats"), get("/queues"), get("/nodes")]);
-        onData({ stats, queues: queues.queues, nodes: nodes.nodes, trends: null, workers: null });
+        const [stats, queues, nodes] = await Promise.all([get("/stats"), get("/queues"), get("/nodes").catch(() => null)]);
+        onData({ stats, queues: queues.queues, nodes: nodes ? nodes.nodes : [], trends: null, workers: null });
       } catch (error) {
         onError(error);
       }

@@ -110,6 +110,7 @@ function render() {
     params,
     session,
     canAct: may.has("cancel"),
+    canSeeNodes: may.has("see_nodes"),
     canRetry: may.has("retry"),
     canDelete: may.has("delete"),
     canManageQueues: may.has("manage_queues"),

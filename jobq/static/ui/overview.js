@@ -68,7 +68,8 @@ export function renderOverview(ctx) {
     totals.replaceChildren(...totalCards(data.stats, data.nodes));
     queues.replaceChildren(queueCountsTable(data.queues || [], data.stats));
     charts.replaceChildren(...trendCharts(data.trends));
-    nodes.replaceChildren(nodesTable(data.nodes));
+    nodes.replaceChildren(ctx.canSeeNodes ? nodesTable(data.nodes)
+      : h("p", { class: "muted", "data-testid": "no-nodes" }, "Nodes are shown to worker and admin tokens."));
     workers.replaceChildren(workersTable(data.workers, data.nodes));
   });
 }
