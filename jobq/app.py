@@ -83,6 +83,7 @@ def add_dashboard(
     app.add_routes(_with_expect_handler(dashboard.routes, expect))
     if tokens:
         app[dashboard.TOKENS] = tokens
+    trends = None
     if metrics is not None:
         trends = app[dashboard.TRENDS] = Trends(metrics, app[SERVICE].store.clock)
 
@@ -93,6 +94,7 @@ def add_dashboard(
             await asyncio.gather(task, return_exceptions=True)
 
         app.cleanup_ctx.append(sampling)
+    app[dashboard.OVERVIEWS] = dashboard.Overviews(app[SERVICE], trends)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

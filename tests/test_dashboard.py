@@ -18,6 +18,7 @@ from jobq.api import SERVICE
 from jobq.app import create_app
 from jobq.auth import SESSION_COOKIE, Principal, Role, TokenBook
 from jobq.config import Config
+from jobq.dashboard.routes import OVERVIEWS
 from jobq.dashboard.trends import Trends, percentile
 from jobq.handlers import Registry
 from jobq.metrics import Metrics
@@ -198,6 +199,23 @@ async def test_the_overview_feed_sends_counts_queues_nodes_trends_and_running_jo
     assert worker["name"] == "box-1" and worker["jobs"][0]["queue"] == "mail"
     [node] = overview["nodes"]
     assert [remote["name"] for remote in node["remote_workers"]] == ["box-1"]
+
+
+async def test_open_feeds_of_one_scope_share_each_overview(make_client: MakeClient) -> None:
+    client = await make_client(max_wait=0.1, workers=0)
+    overviews = client.app[OVERVIEWS]
+    made = 0
+    make = overviews._make
+
+    async def counted(owner: str | None, sees_nodes: bool) -> bytes:
+        nonlocal made
+        made += 1
+        return await make(owner, sees_nodes)
+
+    overviews._make = counted  # type: ignore[method-assign]
+    feeds = await asyncio.gather(*(events(client, "/ui/events") for _ in range(5)))
+    assert [[name for name, _ in feed] for feed in feeds] == [["overview"]] * 5
+    assert made == 1  # one event, made once, for the five feeds of this tick
 
 
 async def test_the_job_feed_follows_a_job_to_its_end(client: TestClient, registry: Registry) -> None:

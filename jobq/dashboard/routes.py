@@ -40,6 +40,7 @@ from jobq.dashboard.trends import INTERVAL, Trends
 from jobq.errors import Unauthorized
 from jobq.job import JobStatus
 from jobq.openapi import Reply, documented
+from jobq.service import JobService
 from jobq.static_files import file_response, page_response
 
 routes = web.RouteTableDef()
@@ -219,8 +220,13 @@ async def open_feed(request: web.Request) -> web.StreamResponse:
     return feed
 
 
+def event_bytes(event: str, data: Any) -> bytes:
+    """A server-sent event named ``event`` with ``data`` as its JSON."""
+    return b"event: " + event.encode() + b"\ndata: " + to_json(data) + b"\n\n"
+
+
 async def send(feed: web.StreamResponse, event: str, data: Any) -> None:
-    await feed.write(b"event: " + event.encode() + b"\ndata: " + to_json(data) + b"\n\n")
+    await feed.write(event_bytes(event, data))
 
 
 @routes.get("/ui/events")
@@ -229,7 +235,6 @@ async def send(feed: web.StreamResponse, event: str, data: Any) -> None:
 async def overview_feed(request: web.Request) -> web.StreamResponse:
     """The overview, now and every 2 s: counts, queues, nodes, their trends, and the running jobs by worker."""
     service = request.app[SERVICE]
-    trends = request.app.get(TRENDS)
     owner = owner_scope(request)
     principal = principal_of(request)
     sees_nodes = principal is None or principal.may(access_of(api.nodes) or frozenset())
@@ -238,7 +243,41 @@ async def overview_feed(request: web.Request) -> web.StreamResponse:
     feed = await open_feed(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + service.config.max_wait
+    overviews = request.app[OVERVIEWS]
     while True:
+        await feed.write(await overviews.event(owner, sees_nodes))
+        if loop.time() + INTERVAL > deadline or service.draining:
+            return feed
+        await asyncio.sleep(INTERVAL)
+
+
+class Overviews:
+    """The overview event, made once per tick for every open feed of the same scope (whose jobs, and
+    whether nodes are shown): five open dashboards cost the server what one does."""
+
+    def __init__(self, service: JobService, trends: Trends | None) -> None:
+        self.service = service
+        self.trends = trends
+        self._made: dict[tuple[str | None, bool], tuple[float, bytes]] = {}  # scope -> (when, the event)
+        self._making: dict[tuple[str | None, bool], asyncio.Task[bytes]] = {}
+
+    async def event(self, owner: str | None, sees_nodes: bool) -> bytes:
+        """The overview event for this scope: the one made less than half a tick ago, or a new one."""
+        scope = (owner, sees_nodes)
+        now = asyncio.get_running_loop().time()
+        made = self._made.get(scope)
+        if made is not None and now - made[0] < INTERVAL / 2:
+            return made[1]
+        making = self._making.get(scope)
+        if making is None:
+            making = self._making[scope] = asyncio.ensure_future(self._make(owner, sees_nodes))
+            making.add_done_callback(lambda _: self._making.pop(scope, None))
+        event = await asyncio.shield(making)  # a feed that closes does not cancel the others' event
+        self._made[scope] = (now, event)
+        return event
+
+    async def _make(self, owner: str | None, sees_nodes: bool) -> bytes:
+        service, trends = self.service, self.trends
         running, _ = await service.store.list_jobs(status=JobStatus.PROCESSING, owner=owner, limit=MAX_WORKER_JOBS)
         by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for job in running:
@@ -246,20 +285,17 @@ async def overview_feed(request: web.Request) -> web.StreamResponse:
             by_worker[job.worker or "?"].append(
                 {key: view[key] for key in ("id", "type", "queue", "started_at", "lease_expires_at")}
             )
-        await send(
-            feed,
-            "overview",
-            {
-                "stats": await service.stats(),
-                "queues": await service.queues(),
-                "nodes": await service.nodes() if sees_nodes else [],
-                "trends": trends.view() if trends is not None else {"interval": INTERVAL, "times": [], "queues": {}},
-                "workers": [{"name": name, "jobs": jobs} for name, jobs in sorted(by_worker.items())],
-            },
-        )
-        if loop.time() + INTERVAL > deadline or service.draining:
-            return feed
-        await asyncio.sleep(INTERVAL)
+        overview = {
+            "stats": await service.stats(),
+            "queues": await service.queues(),
+            "nodes": await service.nodes() if sees_nodes else [],
+            "trends": trends.view() if trends is not None else {"interval": INTERVAL, "times": [], "queues": {}},
+            "workers": [{"name": name, "jobs": jobs} for name, jobs in sorted(by_worker.items())],
+        }
+        return event_bytes("overview", overview)
+
+
+OVERVIEWS = web.AppKey("dashboard_overviews", Overviews)
 
 
 @routes.get("/ui/events/jobs/{id}")

@@ -66,6 +66,7 @@ class Trends:
         self.clock = clock
         self.interval = interval
         self.samples: deque[Sample] = deque(maxlen=keep + 1)  # one more: the first interval needs a start
+        self._view: dict[str, Any] | None = None  # the view of these samples, made once for every feed
 
     def sample(self) -> None:
         """Take one sample of the metrics now."""
@@ -90,6 +91,7 @@ class Trends:
         for (queue,), buckets in metrics.run.items():
             counts(queue).run = list(buckets.counts)
         self.samples.append(Sample(self.clock(), queues))
+        self._view = None
 
     async def run(self) -> None:
         """Sample every ``interval`` seconds until cancelled (surviving its own errors)."""
@@ -101,7 +103,15 @@ class Trends:
             await asyncio.sleep(self.interval)
 
     def view(self) -> dict[str, Any]:
-        """Per queue, a value per interval: enqueued, completed and failed per second; wait and run p50 and p95."""
+        """Per queue, a value per interval: enqueued, completed and failed per second; wait and run p50 and p95.
+
+        Made once per sample, however many feeds send it (callers must not change it).
+        """
+        if self._view is None:
+            self._view = self._make_view()
+        return self._view
+
+    def _make_view(self) -> dict[str, Any]:
         samples = list(self.samples)
         pairs = list(itertools.pairwise(samples))
         names = sorted({name for sample in samples for name in sample.queues})

@@ -824,7 +824,8 @@ class MemoryStore(Store):
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
         await self.loaded()
-        order = self._order
+        # The running jobs are indexed by lease: listing them walks those, not every job.
+        order = sorted(self._leased.values(), key=seq_of) if status is JobStatus.PROCESSING else self._order
         start = bisect.bisect_left(order, int(cursor), key=seq_of) if cursor else len(order)  # jobs before the cursor
         page: list[Job] = []
         scanned = 0
