@@ -146,23 +146,22 @@ class Schedules:
         raise ScheduleNotFound(name)
 
     async def create(self, new: NewSchedule) -> Schedule:
-        """Define a new schedule; ScheduleExists if the name is taken."""
-        if any(schedule.name == new.name for schedule in await self.all()):
-            raise ScheduleExists(new.name)
-        return await self.put(new.name, ScheduleDefinition.model_validate(new.model_dump(exclude={"name"})))
+        """Define a new schedule; ScheduleExists if the name is taken (by another node meanwhile too)."""
+        return await self.put(new.name, ScheduleDefinition.model_validate(new.model_dump(exclude={"name"})), new=True)
 
-    async def put(self, name: str, definition: ScheduleDefinition) -> Schedule:
-        """Define schedule ``name``, or redefine it (its ticks then count from now)."""
+    async def put(self, name: str, definition: ScheduleDefinition, *, new: bool = False) -> Schedule:
+        """Define schedule ``name``, or redefine it (its ticks then count from now); with ``new``, define only."""
         if not re.fullmatch(SCHEDULE_NAME_PATTERN, name):
             raise ValidationFailed(
                 f"{name!r} is not a schedule name", errors=[{"field": "name", "message": SCHEDULE_NAME_PATTERN}]
             )
         self._check_type(definition)
         now = self.store.clock()
-        known = next((s for s in await self.all() if s.name == name), None)
+        known = None if new else next((s for s in await self.all() if s.name == name), None)
         created_at = known.created_at if known is not None else now
         salt = known.salt if known is not None else secrets.token_hex(4)
-        await self.store.put_schedule(name, stored_definition(definition, created_at, now, salt))
+        if not await self.store.put_schedule(name, stored_definition(definition, created_at, now, salt), new=new):
+            raise ScheduleExists(name)
         log.info("schedule %s %s", name, "redefined" if known is not None else "defined")
         return await self.get(name)
 

@@ -467,7 +467,8 @@ async def test_duplicates_within_one_call_and_a_deleted_holder(store: Store) -> 
 async def test_a_schedule_keeps_its_fired_tick_across_redefinitions_and_only_moves_it_forward(store: Store) -> None:
     assert await store.schedules() == []
     await store.put_schedule("nightly", {"cron": "0 3 * * *", "job": {"type": "report"}})
-    await store.put_schedule("often", {"every": 5})
+    assert await store.put_schedule("often", {"every": 5}, new=True) is True
+    assert await store.put_schedule("often", {"every": 9}, new=True) is False  # taken: nothing changes
     assert await store.schedules() == [
         StoredSchedule("nightly", {"cron": "0 3 * * *", "job": {"type": "report"}}, None),
         StoredSchedule("often", {"every": 5}, None),

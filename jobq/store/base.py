@@ -392,8 +392,11 @@ class Store(ABC):
 
     # -- schedules ---------------------------------------------------------
     @abstractmethod
-    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
-        """Keep schedule ``name`` with this definition (JSON-able), replacing the last; its fired tick stays."""
+    async def put_schedule(self, name: str, definition: dict[str, Any], *, new: bool = False) -> bool:
+        """Keep schedule ``name`` with this definition (JSON-able), replacing the last; its fired tick stays.
+
+        With ``new``, only if there is no schedule of that name (atomically, across nodes). Whether it was kept.
+        """
 
     @abstractmethod
     async def delete_schedule(self, name: str) -> bool:

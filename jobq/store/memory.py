@@ -895,10 +895,13 @@ class MemoryStore(Store):
         """Write schedule ``name`` as it now is (gone, if deleted); a future for the commit, if any."""
         return None
 
-    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
+    async def put_schedule(self, name: str, definition: dict[str, Any], *, new: bool = False) -> bool:
         known = self._schedules.get(name)
+        if new and known is not None:
+            return False
         self._schedules[name] = StoredSchedule(name, dict(definition), known.fired if known else None)
         await _committed(self._persist_schedule(name))
+        return True
 
     async def delete_schedule(self, name: str) -> bool:
         if self._schedules.pop(name, None) is None:

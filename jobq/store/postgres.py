@@ -238,6 +238,7 @@ SQL = {
         INSERT INTO {s}.schedules (name, definition) VALUES ($1, $2::jsonb)
         ON CONFLICT (name) DO UPDATE SET definition = excluded.definition
     """,
+    "new_schedule": "INSERT INTO {s}.schedules (name, definition) VALUES ($1, $2::jsonb) ON CONFLICT (name) DO NOTHING",
     "delete_schedule": "DELETE FROM {s}.schedules WHERE name = $1",
     "schedules": "SELECT name, definition::text, fired FROM {s}.schedules ORDER BY name",
     "fired": "UPDATE {s}.schedules SET fired = $2 WHERE name = $1 AND (fired IS NULL OR fired < $2)",
@@ -636,9 +637,12 @@ class PostgresStore(SharedStore):
             return [from_json(card) for (card,) in await conn.fetch(self._sql["nodes"], self._clock_arg())]
 
     # -- schedules ---------------------------------------------------------------
-    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
+    async def put_schedule(self, name: str, definition: dict[str, Any], *, new: bool = False) -> bool:
         async with self._connection() as conn:
-            await conn.execute(self._sql["put_schedule"], name, to_json(definition).decode())
+            done = await conn.execute(
+                self._sql["new_schedule" if new else "put_schedule"], name, to_json(definition).decode()
+            )
+        return done != "INSERT 0 0"
 
     async def delete_schedule(self, name: str) -> bool:
         async with self._connection() as conn:

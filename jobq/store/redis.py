@@ -264,8 +264,8 @@ class RedisStore(SharedStore):
         return sorted(cards, key=lambda card: card.get("id", ""))
 
     # -- schedules ---------------------------------------------------------------
-    async def put_schedule(self, name: str, definition: dict[str, Any]) -> None:
-        await self._run("put_schedule", name, to_json(definition).decode())
+    async def put_schedule(self, name: str, definition: dict[str, Any], *, new: bool = False) -> bool:
+        return bool(await self._run("put_schedule", name, to_json(definition).decode(), "1" if new else ""))
 
     async def delete_schedule(self, name: str) -> bool:
         return bool(await self._run("delete_schedule", name))

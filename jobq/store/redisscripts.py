@@ -506,8 +506,10 @@ redis.call('ZADD', P .. ':node_lapses', at + tonumber(ARGV[5]), NODE)
 return 1
 """
 
-# ARGV: P, node, now, schedule name, definition JSON. Keeps the definition; the fired tick stays.
+# ARGV: P, node, now, schedule name, definition JSON, '1' for a new one only. Keeps the definition; the
+# fired tick stays. Answers 1 if kept (0: new only, and one of that name exists).
 PUT_SCHEDULE = r"""
+if ARGV[6] == '1' then return redis.call('HSETNX', P .. ':schedules', ARGV[4], ARGV[5]) end
 redis.call('HSET', P .. ':schedules', ARGV[4], ARGV[5])
 return 1
 """
