@@ -68,11 +68,13 @@ class EnqueueRequest(BaseModel):
         default=None, gt=0, le=MAX_DELAY_SECONDS, description="seconds from its creation it holds its key at most"
     )
 
-    @model_validator(mode="after")
-    def _unique_terms_need_a_key(self) -> EnqueueRequest:
-        if self.unique_key is None and (self.unique_scope is not None or self.unique_for is not None):
+    @field_validator("unique_scope", "unique_for")
+    @classmethod
+    def _unique_terms_need_a_key(cls, value: Any, info: ValidationInfo) -> Any:
+        # A field validator runs only for a field given: an enqueue without unique terms pays nothing.
+        if value is not None and info.data.get("unique_key") is None:
             raise ValueError("unique_scope and unique_for go with a unique_key")
-        return self
+        return value
 
     @field_validator("run_at", mode="before")
     @classmethod
