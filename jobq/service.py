@@ -121,7 +121,7 @@ class JobService:
         self.pool.start()
         duties = (
             ("housekeeping", HOUSEKEEPING_SECONDS, self._housekeep, False),
-            ("writing this node's card", nodes.BEAT_SECONDS, self._write_card, True),
+            ("writing this node's card", nodes.BEAT_SECONDS, functools.partial(nodes.announce, self), True),
             ("checking the schedules", CHECK_SECONDS, self.schedules.fire_due, True),
         )
         self._duties = [
@@ -201,9 +201,6 @@ class JobService:
         done = await self.store.housekeep()
         for job in done.expired:
             log.warning("job %s lease expired; now %s", job.id, job.status, extra=job.log_fields())
-
-    async def _write_card(self) -> None:
-        await nodes.announce(self)
 
     @property
     def unavailable(self) -> str | None:
