@@ -465,7 +465,10 @@ async def test_a_cancelled_lease_stops_polling_and_takes_no_job(rig: Rig, monkey
 
 async def test_drain_answers_a_pending_lease_at_once_and_refuses_enqueue(rig: Rig) -> None:
     polling = asyncio.ensure_future(rig.workers.Lease(pb.LeaseRequest(wait=60), timeout=30))
-    await asyncio.sleep(0.05)  # the poll is parked on the server; the assertions below are the real check
+    deadline = time.monotonic() + 5.0
+    while (await rig.service.stats())["waiting_leases"] == 0:  # until the poll is parked on the server
+        assert time.monotonic() < deadline, "the lease long-poll never parked"
+        await asyncio.sleep(0.005)
     await rig.service.drain()
     assert list((await asyncio.wait_for(polling, 5)).jobs) == []
     error = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="late")))
