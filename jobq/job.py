@@ -197,6 +197,10 @@ class Job:
     unique_key: str | None = None
     unique_scope: str | None = None  # a key of UNIQUE_SCOPES (set with unique_key)
     unique_until: float | None = None
+    # Flow control (jobq/flow.py): the key it is counted, limited and takes turns under, and its own
+    # limit of jobs of that key running at once (None: the queue's per-key limit).
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     def holds_unique_key(self, now: float) -> bool:
         """Whether this job holds its unique key at ``now`` (see ``unique_key``)."""
@@ -383,12 +387,18 @@ class Job:
             "history": [attempt.to_dict() for attempt in self.history],
             "owner": self.owner,
             "unique": self.unique_view(),
+            "concurrency": self.concurrency_view(),
         }
 
     def unique_view(self) -> dict[str, Any] | None:
         if self.unique_key is None:
             return None
         return {"key": self.unique_key, "scope": self.unique_scope, "until": rfc3339(self.unique_until)}
+
+    def concurrency_view(self) -> dict[str, Any] | None:
+        if self.concurrency_key is None:
+            return None
+        return {"key": self.concurrency_key, "limit": self.concurrency_limit}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -416,6 +426,8 @@ class Job:
             history=[Attempt.from_dict(a) for a in data.get("history", [])],
             owner=data.get("owner"),
             **_unique_fields(data.get("unique")),
+            concurrency_key=(data.get("concurrency") or {}).get("key"),
+            concurrency_limit=(data.get("concurrency") or {}).get("limit"),
         )
 
 

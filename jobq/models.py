@@ -68,6 +68,22 @@ class EnqueueRequest(BaseModel):
         default=None, gt=0, le=MAX_DELAY_SECONDS, description="seconds from its creation it holds its key at most"
     )
 
+    concurrency_key: UniqueKey | None = Field(
+        default=None,
+        description="the key it is counted, limited and takes turns under in its queue (a customer, say): the "
+        "queue's per-key limits apply to it, and the queue's keys are served round-robin",
+    )
+    concurrency_limit: int | None = Field(
+        default=None, ge=1, le=100_000, description="jobs of its key running at once (instead of the queue's)"
+    )
+
+    @field_validator("concurrency_limit")
+    @classmethod
+    def _limit_needs_a_key(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("concurrency_key") is None:
+            raise ValueError("concurrency_limit goes with a concurrency_key")
+        return value
+
     @field_validator("unique_scope", "unique_for")
     @classmethod
     def _unique_terms_need_a_key(cls, value: Any, info: ValidationInfo) -> Any:
@@ -122,6 +138,9 @@ class EnqueueRequest(BaseModel):
             job.unique_key = self.unique_key
             job.unique_scope = self.unique_scope or "active"
             job.unique_until = None if self.unique_for is None else now + self.unique_for
+        if self.concurrency_key is not None:
+            job.concurrency_key = self.concurrency_key
+            job.concurrency_limit = self.concurrency_limit
         return job
 
 
@@ -184,6 +203,8 @@ class JobTemplate(BaseModel):
             unique_key=None,
             unique_scope=None,
             unique_for=None,
+            concurrency_key=None,
+            concurrency_limit=None,
         )
 
 
@@ -409,6 +430,11 @@ class UniqueTerms(Answer):
     until: datetime | None = Field(description="when it stops holding the key at the latest (null: no end)")
 
 
+class ConcurrencyTerms(Answer):
+    key: str
+    limit: int | None = Field(description="its own limit of jobs of its key running at once (null: the queue's)")
+
+
 class JobRecord(Answer):
     """A job as the API answers it (``jobq.job.Job.to_dict()``); times are RFC 3339 UTC."""
 
@@ -434,6 +460,7 @@ class JobRecord(Answer):
     history: list[AttemptRecord] = Field(description="every attempt, oldest first")
     owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
     unique: UniqueTerms | None = Field(description="the unique key it was enqueued with, and its terms; else null")
+    concurrency: ConcurrencyTerms | None = Field(description="its concurrency_key and own limit; else null")
 
 
 class JobReceipt(Answer):

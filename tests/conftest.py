@@ -65,6 +65,19 @@ async def open_url() -> AsyncIterator[OpenUrl]:
         await store.close()
 
 
+MakeStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path, open_url: OpenUrl) -> MakeStore:
+    """Open a store of the parametrized backend with option overrides; closed after the test."""
+
+    async def build(**overrides: Any) -> Store:
+        return await open_url(store_url(request.param, tmp_path), **overrides)
+
+    return build
+
+
 def make_job(job_id: str | None = None, **fields: Any) -> Job:
     """A job to add to a store directly (type ``t``, payload ``{"n": 1}`` unless given)."""
     fields.setdefault("type", "t")

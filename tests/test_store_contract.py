@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,9 @@ from jobq.job import Job, JobStatus
 from jobq.retry import RetryPolicy
 from jobq.store import Added, Retention, Store, memory, open_store
 from jobq.store.base import Settlement, StoredSchedule
-from tests.conftest import BACKENDS, FakeClock, OpenUrl, make_job, store_url
+from tests.conftest import BACKENDS, FakeClock, MakeStore, make_job, store_url
 
-MakeStore = Callable[..., Awaitable[Store]]
 IN_MEMORY = ["memory", "sqlite"]  # the backends that index every job in this process's memory
-
-
-@pytest.fixture(params=BACKENDS)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path, open_url: OpenUrl) -> MakeStore:
-    """Open a store of the parametrized backend with option overrides; closed after the test."""
-
-    async def build(**overrides: Any) -> Store:
-        return await open_url(store_url(request.param, tmp_path), **overrides)
-
-    return build
 
 
 @pytest.fixture

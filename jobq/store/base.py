@@ -30,6 +30,11 @@ What every backend promises (tests/test_store_contract.py checks each):
 - **Schedules.** A schedule's definition and the latest tick it fired are kept
   apart: redefining a schedule keeps its ticks, and ``fired`` only ever moves a
   schedule's latest tick forward, so nodes noting the same tick agree.
+- **Flow control** (:mod:`jobq.flow`). A queue's flow (``set_flow``) limits how many of
+  its jobs, and of each ``concurrency_key``, run at once and how often they start; in a
+  queue with a flow or keyed jobs, keys take turns round-robin. Only ``lease`` applies
+  them, atomically with the claim, so they hold across every node and worker; a job held
+  back stays pending (no attempt used) and holds back no other key.
 - **Housekeeping** (``housekeep``) promotes due jobs, expires lapsed leases and
   purges by retention whether or not anyone leases, and is safe to run in
   several processes at once on a shared store.
@@ -45,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobq.errors import JobqError
+from jobq.flow import QueueFlow
 from jobq.job import Job, JobStatus
 from jobq.lifecycle import RELEASED, Rules, Settlement
 from jobq.retry import RetryPolicy
@@ -117,6 +123,17 @@ class StoreStats:
     @property
     def waiting(self) -> int:
         return sum(self.by_status.get(s, 0) for s in ("pending", "scheduled", "retrying"))
+
+
+@dataclass(frozen=True, slots=True)
+class FlowState:
+    """A queue with a flow, as its store sees it now (``/stats``, the metrics and a held job's view read it)."""
+
+    flow: QueueFlow
+    running: int  # the queue's jobs running
+    keys_running: dict[str, int]  # concurrency_key -> its jobs running (keys with one or more)
+    next_start: float | None  # when the queue's rate allows the next start (None, or past: now)
+    keys_next_start: dict[str, float]  # concurrency_key -> when its rate allows the next start (later than now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +393,15 @@ class Store(ABC):
     @abstractmethod
     async def clear(self, queue: str) -> int:
         """Delete a queue's waiting jobs; returns how many."""
+
+    # -- flow control --------------------------------------------------------
+    @abstractmethod
+    async def set_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        """Set (None: remove) ``queue``'s limits; the next lease applies them, on every node."""
+
+    @abstractmethod
+    async def flows(self) -> dict[str, FlowState]:
+        """Every queue with a flow set, by name, with what runs and when each rate allows a start."""
 
     # -- nodes -------------------------------------------------------------
     @abstractmethod

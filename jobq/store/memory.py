@@ -34,10 +34,12 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
+from jobq.flow import NO_FLOW, UNKEYED, QueueFlow
 from jobq.job import DEFERRED, TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, release_run, settle_run
 from jobq.store.base import (
     Added,
+    FlowState,
     JobEvent,
     LogEvent,
     Settlement,
@@ -48,7 +50,7 @@ from jobq.store.base import (
     StoreStats,
 )
 from jobq.store.loading import Loading, wanted
-from jobq.store.ready import QueueReady
+from jobq.store.ready import FlowReady, QueueReady
 
 log = logging.getLogger("jobq.store")
 
@@ -119,7 +121,7 @@ class MemoryStore(Store):
         self._jobs: dict[str, Job] = {}
         self._order: list[Job] = []  # every stored job by seq, oldest first (entries of deleted jobs go stale)
         self._order_stale = 0
-        self._ready: dict[str, QueueReady] = {}  # queue -> its pending jobs (entries may be stale: see _ready_job)
+        self._ready: dict[str, QueueReady | FlowReady] = {}  # queue -> its pending jobs (stale entries: _ready_job)
         self._deferred: list[tuple[float, int, Job]] = []  # heap(run_at, seq, job)
         self._deferred_stale = 0  # heap entries of jobs cancelled or cleared before they fell due
         self._leased: dict[str, Job] = {}
@@ -142,6 +144,11 @@ class MemoryStore(Store):
         self._card: tuple[dict[str, Any], float] | None = None  # this node's card and when it lapses
         self._schedules: dict[str, StoredSchedule] = {}
         self._unique: dict[str, list[Job]] = {}  # unique key -> the jobs stored with it (one at most holds it)
+        self._flows: dict[str, QueueFlow] = {}  # queue -> its limits (jobq.flow)
+        self._running: dict[tuple[str, str], int] = {}  # (queue, concurrency_key) -> its jobs running
+        self._queue_tats: dict[str, float] = {}  # queue -> its rate's tat
+        self._key_tats: dict[tuple[str, str], float] = {}  # (queue, concurrency_key) -> its rate's tat
+        self._next_turn: float | None = None  # the earliest a rate lets a held job start (seen by the last take)
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -160,6 +167,10 @@ class MemoryStore(Store):
         return None
 
     def _persist_paused(self, queue: str, paused: bool) -> asyncio.Future[None] | None:
+        return None
+
+    def _persist_flow(self, queue: str) -> asyncio.Future[None] | None:
+        """Write ``queue``'s flow as it now is (gone, if removed)."""
         return None
 
     async def _fetch(self, job_ids: Sequence[str]) -> None:
@@ -324,11 +335,30 @@ class MemoryStore(Store):
         counts[after] += 1
         self._waiting += after in WAITING
         self._terminal += after in TERMINAL
+        if (before is JobStatus.PROCESSING or after is JobStatus.PROCESSING) and (
+            job.concurrency_key is not None or job.queue in self._flows
+        ):
+            self._flow_counted(job, after is JobStatus.PROCESSING)
         if before is not None:
             for listener in self.listeners:
                 listener(job, before)
             if self.subscribers:
                 self._unpublished.append(JobEvent(job.snapshot(), before))
+
+    def _flow_counted(self, job: Job, started: bool) -> None:
+        """A job of a flow-controlled queue started or stopped running: count it by key; a stop may let a
+        held job start, so idle leases look again."""
+        key = job.concurrency_key
+        if key is not None:
+            running = self._running
+            slot = (job.queue, key)
+            count = running.get(slot, 0) + (1 if started else -1)
+            if count > 0:
+                running[slot] = count
+            else:
+                running.pop(slot, None)
+        if not started:
+            self._wake()
 
     def _place(self, job: Job) -> None:
         """Put a job where its status says it belongs (ready queue, timer heap, leases, finished)."""
@@ -338,7 +368,10 @@ class MemoryStore(Store):
                 return  # unread jobs of its queue may come first: it joins once they are in
             ready = self._ready.get(job.queue)
             if ready is None:
-                ready = self._ready[job.queue] = QueueReady()
+                keyed = job.concurrency_key is not None or job.queue in self._flows
+                ready = self._ready[job.queue] = FlowReady() if keyed else QueueReady()
+            elif job.concurrency_key is not None and type(ready) is QueueReady:
+                ready = self._take_turns(job.queue)
             ready.push(job)
             self._wake()
         elif status is JobStatus.PROCESSING:
@@ -403,6 +436,14 @@ class MemoryStore(Store):
     def _ready_job(self, job: Job) -> bool:
         """Whether a ready-queue entry can run: still pending (not leased or cancelled) and still stored."""
         return job.status is JobStatus.PENDING and self._jobs.get(job.id) is job
+
+    def _take_turns(self, queue: str) -> FlowReady:
+        """From now on, serve ``queue``'s ready jobs by key, round-robin (it has a flow, or keyed jobs)."""
+        ready = self._ready.get(queue)
+        if isinstance(ready, FlowReady):
+            return ready
+        flowing = self._ready[queue] = FlowReady(() if ready is None else ready.jobs(self._ready_job))
+        return flowing
 
     def _wake(self) -> None:
         if self._waiters:
@@ -573,6 +614,8 @@ class MemoryStore(Store):
                 break
             if self._deferred:  # wake up when the next scheduled job falls due
                 remaining = min(remaining, max(self._deferred[0][0] - self.clock(), 0.0) + 0.001)
+            if self._next_turn is not None:  # or when a rate lets a held job start
+                remaining = min(remaining, max(self._next_turn - self.clock(), 0.0) + 0.001)
             waiter = loop.create_future()
             self._waiters.add(waiter)
             try:
@@ -615,11 +658,18 @@ class MemoryStore(Store):
         deadline = now + lease_seconds
         usable = self._ready_job
         loading = self._loading
+        held: set[str] = set()  # flow-controlled queues whose every ready job is held back now
+        self._next_turn = None
         while readies and len(taken) < max_jobs:
             for name, queue_ready in readies:  # round-robin across queues, one job each turn
                 if loading is not None and not loading.may_take(name, queue_ready.peek(usable, types)):
                     continue  # a job not read back yet may come first: wait for it (see _take_while_loading)
-                job = queue_ready.pop(usable, types)
+                if type(queue_ready) is QueueReady:
+                    job = queue_ready.pop(usable, types)
+                else:
+                    job = self._flow_pop(name, queue_ready, types, now)  # type: ignore[arg-type]
+                    if job is None:
+                        held.add(name)
                 if job is None:
                     if not queue_ready:  # nothing left at all: a queue name nobody uses keeps nothing
                         ready.pop(name, None)
@@ -630,10 +680,50 @@ class MemoryStore(Store):
                 taken.append(job)
                 if len(taken) >= max_jobs:
                     break
-            readies = [(name, r) for name, r in readies if r and (types is None or r.peek(usable, types))]
+            readies = [
+                (name, r) for name, r in readies if r and name not in held and (types is None or r.peek(usable, types))
+            ]
             if loading is not None:
                 readies = [(name, r) for name, r in readies if loading.may_take(name, r.peek(usable, types))]
         return taken
+
+    def _flow_pop(self, queue: str, ready: FlowReady, types: Collection[str] | None, now: float) -> Job | None:
+        """The next job of a flow-controlled queue its limits let start now, its start counted (None: none may)."""
+        flow = self._flows.get(queue, NO_FLOW)
+        if flow.concurrency is not None and self._counts[queue][JobStatus.PROCESSING] >= flow.concurrency:
+            return None
+        if flow.rate is not None:
+            start_at = flow.rate.next_start(self._queue_tats.get(queue), now)
+            if start_at > now:
+                self._held_until(start_at)
+                return None
+        running, key_tats = self._running, self._key_tats
+
+        def admit(key: str, job: Job) -> bool:
+            limit = flow.key_limit(key, job.concurrency_limit)
+            if limit is not None and running.get((queue, key), 0) >= limit:
+                return False
+            rate = flow.key_rate_of(key)
+            if rate is not None:
+                start_at = rate.next_start(key_tats.get((queue, key)), now)
+                if start_at > now:
+                    self._held_until(start_at)
+                    return False
+            return True
+
+        job = ready.pop(self._ready_job, types, admit)
+        if job is not None:
+            if flow.rate is not None:
+                self._queue_tats[queue] = flow.rate.start(self._queue_tats.get(queue), now)
+            key = job.concurrency_key or UNKEYED
+            rate = flow.key_rate_of(key)
+            if rate is not None:
+                key_tats[(queue, key)] = rate.start(key_tats.get((queue, key)), now)
+        return job
+
+    def _held_until(self, at: float) -> None:
+        if self._next_turn is None or at < self._next_turn:
+            self._next_turn = at
 
     def _promote(self, now: float) -> list[Job]:
         """Move due scheduled and retrying jobs to pending (queues their write, unawaited)."""
@@ -856,6 +946,34 @@ class MemoryStore(Store):
             self._wake()
         await _committed(self._persist_paused(queue, paused))
 
+    async def set_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        if flow is None:
+            self._flows.pop(queue, None)
+        else:
+            self._flows[queue] = flow
+            self._take_turns(queue)
+        self._wake()  # a limit raised or removed may let held jobs start
+        await _committed(self._persist_flow(queue))
+
+    async def flows(self) -> dict[str, FlowState]:
+        now = self.clock()
+        states = {}
+        for queue, flow in sorted(self._flows.items()):
+            counts = self._counts.get(queue)
+            queue_tat = self._queue_tats.get(queue)
+            states[queue] = FlowState(
+                flow=flow,
+                running=0 if counts is None else counts[JobStatus.PROCESSING],
+                keys_running={key: n for (q, key), n in self._running.items() if q == queue},
+                next_start=None if flow.rate is None or queue_tat is None else flow.rate.next_start(queue_tat, now),
+                keys_next_start={
+                    key: at
+                    for (q, key), tat in self._key_tats.items()
+                    if q == queue and flow.key_rate is not None and (at := flow.key_rate.next_start(tat, now)) > now
+                },
+            )
+        return states
+
     async def clear(self, queue: str) -> int:
         await self.loaded()
         ready = self._ready.pop(queue, None)
@@ -934,6 +1052,8 @@ class MemoryStore(Store):
         return await self._commit(expired) if expired else []
 
     async def purge(self) -> int:
+        now = self.clock()  # a rate's tat in the past holds nothing back: forget it
+        self._key_tats = {slot: tat for slot, tat in self._key_tats.items() if tat > now}
         if self._loading is not None:
             return 0  # the oldest finished jobs may not be read back yet: the first round after the load purges
         retention = self.options.retention

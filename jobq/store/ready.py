@@ -154,3 +154,69 @@ class QueueReady:
 
     def __bool__(self) -> bool:
         return bool(self.by_type)
+
+
+Admit = Callable[[str, Job], bool]
+"""Whether the first ready job of a key (``""``: unkeyed) may start now (its key's limit and rate allow it)."""
+
+
+class FlowReady:
+    """The ready jobs of a flow-controlled queue (see jobq.flow): a QueueReady per key, served round-robin.
+
+    ``pop`` gives the turn to the next key whose first job ``admit`` lets start; a key held back
+    keeps its place and holds back no other key. A key that runs dry leaves the rotation, and
+    rejoins at its end when a job of it is ready again.
+    """
+
+    __slots__ = ("by_key", "rotation")
+
+    def __init__(self, jobs: Collection[Job] = ()) -> None:
+        self.by_key: dict[str, QueueReady] = {}
+        self.rotation: deque[str] = deque()  # the keys in turn order: the next one first
+        for job in sorted(jobs, key=lambda job: job.seq):
+            self.push(job)
+
+    def push(self, job: Job) -> None:
+        key = job.concurrency_key or ""
+        ready = self.by_key.get(key)
+        if ready is None:
+            ready = self.by_key[key] = QueueReady()
+            self.rotation.append(key)
+        ready.push(job)
+
+    def pop(self, usable: Usable, types: Collection[str] | None = None, admit: Admit | None = None) -> Job | None:
+        """Take the first job of the next key in turn that ``admit`` lets start (None: none may)."""
+        rotation, by_key = self.rotation, self.by_key
+        for _ in range(len(rotation)):
+            key = rotation[0]
+            ready = by_key[key]
+            job = ready.peek(usable, types)
+            if job is None:
+                if not ready:  # nothing left of this key: it leaves the rotation
+                    del by_key[key]
+                    rotation.popleft()
+                else:
+                    rotation.rotate(-1)
+                continue
+            rotation.rotate(-1)  # served or held back, the turn passes
+            if admit is None or admit(key, job):
+                ready.pop(usable, types)
+                return job
+        return None
+
+    def peek(self, usable: Usable, types: Collection[str] | None = None) -> Job | None:
+        """The first job of the next key in turn (limits aside), left in place."""
+        for key in self.rotation:
+            job = self.by_key[key].peek(usable, types)
+            if job is not None:
+                return job
+        return None
+
+    def jobs(self, usable: Usable) -> list[Job]:
+        return [job for ready in self.by_key.values() for job in ready.jobs(usable)]
+
+    def keys(self) -> int:
+        return len(self.by_key)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_key)

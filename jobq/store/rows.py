@@ -44,6 +44,8 @@ COLUMNS = (
     "unique_key",
     "unique_scope",
     "unique_until",
+    "concurrency_key",
+    "concurrency_limit",
 )
 
 
@@ -108,6 +110,8 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
             job.unique_key,
             job.unique_scope,
             job.unique_until,
+            job.concurrency_key,
+            job.concurrency_limit,
         )
     lease = (
         job.status.value,
@@ -137,7 +141,7 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     """
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
     (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
-    owner, worker, unique_key, unique_scope, unique_until = row[21:26]
+    owner, worker, unique_key, unique_scope, unique_until, concurrency_key, concurrency_limit = row[21:28]
     job = _new(Job)
     job.id = job_id
     job.type = job_type
@@ -164,6 +168,8 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     job.unique_key = unique_key
     job.unique_scope = None if unique_scope is None else sys.intern(unique_scope)
     job.unique_until = unique_until
+    job.concurrency_key = concurrency_key
+    job.concurrency_limit = concurrency_limit
     job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
     if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
         job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]

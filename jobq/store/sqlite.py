@@ -40,6 +40,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, UnstorableValue
+from jobq.flow import QueueFlow
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.store.base import StoredSchedule, StoreOptions
 from jobq.store.loading import Loading
@@ -104,6 +105,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN unique_scope TEXT",
         "ALTER TABLE jobs ADD COLUMN unique_until REAL",
     ),
+    (  # flow control (jobq.flow): a job's key and own limit, and each queue's limits as JSON
+        "ALTER TABLE jobs ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER",
+        "CREATE TABLE queue_flows (queue TEXT PRIMARY KEY, flow TEXT NOT NULL)",
+    ),
 )
 
 
@@ -134,6 +140,7 @@ class Head:
     last_seq: int
     paused: list[str]
     schedules: list[StoredSchedule]
+    flows: dict[str, QueueFlow]
 
     @property
     def jobs(self) -> int:
@@ -159,6 +166,7 @@ def read_head(conn: sqlite3.Connection, path: str) -> Head:
             StoredSchedule(name, json.loads(definition), fired)
             for name, definition, fired in conn.execute("SELECT name, definition, fired FROM schedules ORDER BY name")
         ],
+        {queue: QueueFlow.from_dict(json.loads(flow)) for queue, flow in conn.execute("SELECT * FROM queue_flows")},
     )
     for queue, status, priority, _ in head.counts:
         if status not in STATUSES or not isinstance(queue, str) or not isinstance(priority, int):
@@ -263,7 +271,7 @@ def transient(error: JobqError) -> bool:
 
 
 # -- the writer thread -----------------------------------------------------
-WRITE, DELETE, LOG, PAUSE, SCHEDULE, CALL, STOP = range(7)
+WRITE, DELETE, LOG, PAUSE, SCHEDULE, FLOW, CALL, STOP = range(8)
 
 Op = tuple[int, Any, asyncio.Future[Any]]  # (kind, data, the future its caller may await)
 
@@ -526,6 +534,7 @@ def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
     lines: list[tuple[str, float, str]] = []
     paused: dict[str, bool] = {}
     schedules: dict[str, tuple[str, str | None, float | None]] = {}
+    flows: dict[str, str | None] = {}  # queue -> its flow as JSON (None: removed), as it last was in the group
     for kind, data, _ in group:
         if kind == WRITE:
             for job_id, change, values in data:
@@ -543,6 +552,8 @@ def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
             paused[data[0]] = data[1]
         elif kind == SCHEDULE:
             schedules[data[0]] = data
+        elif kind == FLOW:
+            flows[data[0]] = data[1]
         elif kind == DELETE:  # a deleted id may be added again later in the group: keep the order
             _flush(conn, jobs, lines, paused)
             ids = [(job_id,) for job_id in data]
@@ -554,6 +565,10 @@ def _write(conn: sqlite3.Connection, group: Iterable[Op]) -> None:
         conn.executemany("INSERT OR REPLACE INTO schedules (name, definition, fired) VALUES (?, ?, ?)", kept)
         gone = [(name,) for name, definition, _ in schedules.values() if definition is None]
         conn.executemany("DELETE FROM schedules WHERE name = ?", gone)
+    if flows:
+        kept_flows = [(queue, flow) for queue, flow in flows.items() if flow is not None]
+        conn.executemany("INSERT OR REPLACE INTO queue_flows (queue, flow) VALUES (?, ?)", kept_flows)
+        conn.executemany("DELETE FROM queue_flows WHERE queue = ?", [(q,) for q, f in flows.items() if f is None])
 
 
 def _flush(
@@ -651,6 +666,7 @@ class SQLiteStore(MemoryStore):
         self._unsaved_ops: list[tuple[int, Any]] = []  # deletes and log lines
         self._unsaved_paused: set[str] = set()  # queues whose paused state is to be written
         self._unsaved_schedules: set[str] = set()  # schedules to be written as they now are
+        self._unsaved_flows: set[str] = set()  # queues whose flow is to be written as it now is
         self._resave: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loader: asyncio.Task[None] | None = None
@@ -726,7 +742,13 @@ class SQLiteStore(MemoryStore):
         writer, self._writer = self._writer, None  # no more retries once closing
         if writer is not None:
             await writer.stop()  # the writer's failure reports arrive before it answers the stop
-        unsaved = (self._unsaved_jobs, self._unsaved_ops, self._unsaved_paused, self._unsaved_schedules)
+        unsaved = (
+            self._unsaved_jobs,
+            self._unsaved_ops,
+            self._unsaved_paused,
+            self._unsaved_schedules,
+            self._unsaved_flows,
+        )
         lost = sum(len(changes) for changes in unsaved)
         if lost:
             log.error(
@@ -753,6 +775,7 @@ class SQLiteStore(MemoryStore):
         self._seq = itertools.count(head.last_seq + 1)
         self._paused.update(head.paused)
         self._schedules.update((schedule.name, schedule) for schedule in head.schedules)
+        self._flows.update(head.flows)
         self._loading = Loading(unread, head.last_seq)
 
     async def _load(self, head: Head, started: float) -> None:
@@ -857,6 +880,8 @@ class SQLiteStore(MemoryStore):
                 self._unsaved_paused.add(data[0])
             elif kind == SCHEDULE:
                 self._unsaved_schedules.add(data[0])
+            elif kind == FLOW:
+                self._unsaved_flows.add(data[0])
             else:
                 self._unsaved_ops.append((kind, data))
         if self._resave is None and self._writer is not None:
@@ -868,6 +893,7 @@ class SQLiteStore(MemoryStore):
         jobs = [job for job_id in self._unsaved_jobs if (job := self._jobs.get(job_id)) is not None]
         ops, paused = self._unsaved_ops, self._unsaved_paused  # (a failed add was forgotten: not in _jobs)
         schedules, self._unsaved_schedules = self._unsaved_schedules, set()
+        flows, self._unsaved_flows = self._unsaved_flows, set()
         self._unsaved_jobs, self._unsaved_ops, self._unsaved_paused = set(), [], set()
         if jobs:
             self._journal(jobs)  # the whole state: what failed may have been any kind of change
@@ -881,6 +907,8 @@ class SQLiteStore(MemoryStore):
             self._submit(PAUSE, (queue, queue in self._paused))
         for name in schedules:
             self._persist_schedule(name)
+        for queue in flows:
+            self._persist_flow(queue)
 
     def _persist_delete(self, job_ids: Sequence[str]) -> asyncio.Future[None] | None:
         return self._submit(DELETE, list(job_ids)) if job_ids else None
@@ -890,6 +918,10 @@ class SQLiteStore(MemoryStore):
 
     def _persist_paused(self, queue: str, paused: bool) -> asyncio.Future[None]:
         return self._submit(PAUSE, (queue, paused))
+
+    def _persist_flow(self, queue: str) -> asyncio.Future[None]:
+        flow = self._flows.get(queue)
+        return self._submit(FLOW, (queue, None if flow is None else json.dumps(flow.to_dict())))
 
     def _persist_schedule(self, name: str) -> asyncio.Future[None]:
         known = self._schedules.get(name)
