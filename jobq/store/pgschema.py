@@ -172,6 +172,45 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ADD COLUMN unique_until double precision",
         "CREATE INDEX jobs_by_unique_key ON {s}.jobs (unique_key, seq) WHERE unique_key IS NOT NULL",
     ),
+    (
+        # flow control (jobq/flow.py): a job's key and own limit; a queue's flow, its rate's tat, whose turn
+        # it was last (the key served last), and whether it ever held a keyed job (then its keys take turns)
+        "ALTER TABLE {s}.jobs ADD COLUMN concurrency_key text, ADD COLUMN concurrency_limit integer",
+        "ALTER TABLE {s}.queues ADD COLUMN flow jsonb, ADD COLUMN keyed boolean NOT NULL DEFAULT false, "
+        "ADD COLUMN tat double precision, ADD COLUMN turn text",
+        "CREATE TABLE {s}.flow_keys (queue text, key text, tat double precision NOT NULL, PRIMARY KEY (queue, key))",
+        # the keys with ready jobs (a skip scan), each key's next jobs, and the keys running
+        "CREATE INDEX jobs_ready_by_key ON {s}.jobs (queue, concurrency_key, priority DESC, seq) "
+        "WHERE status = 'pending' AND concurrency_key IS NOT NULL",
+        "CREATE INDEX jobs_running_by_key ON {s}.jobs (queue, concurrency_key) "
+        "WHERE status = 'processing' AND concurrency_key IS NOT NULL",
+        # a queue's first keyed job marks it keyed (an UPDATE only of a queue not marked yet: no lock after)
+        """CREATE OR REPLACE FUNCTION {s}.jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {s}.queues (name) SELECT DISTINCT queue FROM new_rows ON CONFLICT DO NOTHING;
+            IF EXISTS (SELECT 1 FROM new_rows WHERE concurrency_key IS NOT NULL) THEN
+                UPDATE {s}.queues SET keyed = true
+                WHERE NOT keyed AND name IN (SELECT queue FROM new_rows WHERE concurrency_key IS NOT NULL);
+            END IF;
+            PERFORM {s}.count_jobs(array_agg((queue, status, 0, 1)::{s}.counts)) FROM new_rows;
+            PERFORM {s}.notify_changes(NULL, array_agg(DISTINCT queue)) FROM new_rows WHERE status = 'pending';
+            RETURN NULL;
+        END $$""",
+        # a run ending in a flow-controlled queue may let a held job start: idle leases look again
+        """CREATE OR REPLACE FUNCTION {s}.jobs_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM {s}.count_jobs(array_agg(change)) FROM (
+                SELECT (queue, status, 0, 1)::{s}.counts AS change FROM new_rows
+                UNION ALL SELECT (queue, status, 0, -1)::{s}.counts FROM old_rows
+            ) changes;
+            PERFORM {s}.notify_changes(
+                array_agg(json_build_array(n.id, o.status, n.status)),
+                array_agg(DISTINCT n.queue) FILTER (WHERE n.status = 'pending' OR (o.status = 'processing'
+                    AND n.queue IN (SELECT name FROM {s}.queues WHERE flow IS NOT NULL OR keyed)))
+            ) FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status;
+            RETURN NULL;
+        END $$""",
+    ),
 )
 
 

@@ -46,9 +46,10 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
+from jobq.flow import NO_FLOW, UNKEYED, QueueFlow, Turn, plan
 from jobq.job import TERMINAL, UNIQUE_SCOPES, Job, JobStatus
 from jobq.store import memory
-from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
+from jobq.store.base import FlowState, Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
@@ -64,6 +65,9 @@ LISTEN_TIMEOUT = 5.0  # how long open waits for the listening connection
 MIGRATION_LOCK = 0x6A6F6271  # the advisory lock key migrations take ("jobq")
 RETENTION_LOCK = MIGRATION_LOCK + 1  # the one taken by the node that purges in a round
 REPORTING_LOCK = MIGRATION_LOCK + 2  # held (by its listening connection) by the node that reports the totals
+FLOWING_SECONDS = 1.0  # how long a node goes by the list of flow-controlled queues it read last
+MAX_KEYS_PER_CLAIM = 1000  # keys of a flow-controlled queue one claim looks at, at most
+UNKEYED_WINDOW = 1000  # in a queue with keyed jobs, the unkeyed ones are looked for among its next this many
 
 NOW = "coalesce($1::float8, extract(epoch FROM clock_timestamp()))"  # the database's clock, or an injected one
 ROW = (*COLUMNS, "ready_at")  # a job's row as read: the shared columns, and since when it could run
@@ -86,7 +90,7 @@ STATE_TYPES = (
 )
 ADD_TYPES = ("text", "text", "text", "integer", "text", "json", "json", "text", "integer", "integer", "float8")
 ADD_TYPES += ("float8", "float8", "float8", "float8", "text", "float8", "float8", "text", "json", "text", "text")
-ADD_TYPES += ("text", "text", "float8")
+ADD_TYPES += ("text", "text", "float8", "text", "integer")
 ADD_COLUMNS = tuple(column for column in COLUMNS if column != "seq")  # the database numbers the jobs
 ADD_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ADD_TYPES, start=1))  # one array per column
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
@@ -134,7 +138,8 @@ SQL = {
                     WHERE queue = q.name AND status = 'pending' AND ($5::text[] IS NULL OR type = ANY($5::text[]))
                     ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED
                 ) ready
-                WHERE NOT q.paused AND ($4::text[] IS NULL OR q.name = ANY($4::text[]))
+                WHERE NOT q.paused AND q.flow IS NULL AND NOT q.keyed  -- flow-controlled queues: claim_flow
+                    AND ($4::text[] IS NULL OR q.name = ANY($4::text[]))
             ) turns
             ORDER BY turn, place, priority DESC, seq LIMIT $2
         ), now AS (SELECT {NOW} AS t),
@@ -145,6 +150,80 @@ SQL = {
         FROM ordered, now WHERE j.id = ordered.id
         {RETURNING}, ordered.ord
     """,
+    # -- flow-controlled queues (jobq.flow): claimed one queue at a time, under its advisory lock --
+    "flowing": "SELECT name FROM {s}.queues WHERE (flow IS NOT NULL OR keyed) AND NOT paused ORDER BY name",
+    "flow_lock": "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+    "flow_queue": f"""
+        SELECT q.flow::text, q.tat, q.turn, q.paused, {NOW},
+            (SELECT coalesce(sum(jobs), 0) FROM {{s}}.counts WHERE queue = $2 AND status = 'processing')
+        FROM {{s}}.queues q WHERE q.name = $2
+    """,
+    "keys_running": """
+        SELECT concurrency_key, count(*) FROM {s}.jobs
+        WHERE queue = $1 AND status = 'processing' AND concurrency_key IS NOT NULL GROUP BY concurrency_key
+    """,
+    # the keys with ready jobs after $2, in order, at most $3: a skip scan, one index probe per key
+    "keys_after": """
+        WITH RECURSIVE k (key, n) AS (
+            (SELECT concurrency_key, 1 FROM {s}.jobs WHERE queue = $1 AND status = 'pending' AND concurrency_key > $2
+                ORDER BY concurrency_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT concurrency_key FROM {s}.jobs
+                    WHERE queue = $1 AND status = 'pending' AND concurrency_key > k.key
+                    ORDER BY concurrency_key LIMIT 1), k.n + 1
+            FROM k WHERE k.key IS NOT NULL AND k.n < $3
+        )
+        SELECT key FROM k WHERE key IS NOT NULL
+    """,
+    "key_tats": "SELECT key, tat FROM {s}.flow_keys WHERE queue = $1 AND key = ANY($2::text[])",
+    # each key's next ready jobs ($3: how many of each), and its first job's own limit
+    "keyed_ready": """
+        SELECT t.key, j.id, j.concurrency_limit
+        FROM unnest($2::text[], $3::integer[]) WITH ORDINALITY AS t (key, n, ord) CROSS JOIN LATERAL (
+            SELECT id, concurrency_limit, priority, seq FROM {s}.jobs
+            WHERE queue = $1 AND status = 'pending' AND concurrency_key = t.key
+                AND ($4::text[] IS NULL OR type = ANY($4::text[]))
+            ORDER BY priority DESC, seq LIMIT t.n
+        ) j
+        ORDER BY t.ord, j.priority DESC, j.seq
+    """,
+    # the unkeyed ready jobs among the queue's first UNKEYED_WINDOW ready jobs
+    "unkeyed_ready": f"""
+        SELECT id FROM (
+            SELECT id, concurrency_key, type, priority, seq FROM {{s}}.jobs WHERE queue = $1 AND status = 'pending'
+            ORDER BY priority DESC, seq LIMIT {UNKEYED_WINDOW}
+        ) first WHERE concurrency_key IS NULL AND ($3::text[] IS NULL OR type = ANY($3::text[]))
+        ORDER BY priority DESC, seq LIMIT $2
+    """,
+    "claim_ids": f"""
+        WITH now AS (SELECT {NOW} AS t)
+        UPDATE {{s}}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
+            started_at = now.t, lease_id = ($5::text[])[picked.ord],
+            lease_expires_at = now.t + $3, progress = NULL, progress_note = NULL, worker = $4
+        FROM unnest($2::text[]) WITH ORDINALITY AS picked (id, ord), now
+        WHERE j.id = picked.id AND j.status = 'pending'
+        {RETURNING}, picked.ord
+    """,
+    "flow_turn": "UPDATE {s}.queues SET tat = $2, turn = $3 WHERE name = $1",
+    "flow_key_tats": """
+        INSERT INTO {s}.flow_keys AS f (queue, key, tat) SELECT $1, * FROM unnest($2::text[], $3::float8[])
+        ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat
+    """,
+    "set_flow": """
+        INSERT INTO {s}.queues AS q (name, flow) VALUES ($1, $2::jsonb)
+        ON CONFLICT (name) DO UPDATE SET flow = excluded.flow
+    """,
+    "flows": f"""
+        SELECT q.name, q.flow::text, q.tat, {NOW},
+            (SELECT coalesce(sum(jobs), 0) FROM {{s}}.counts WHERE queue = q.name AND status = 'processing')
+        FROM {{s}}.queues q WHERE q.flow IS NOT NULL ORDER BY q.name
+    """,
+    "flows_keys_running": """
+        SELECT queue, concurrency_key, count(*) FROM {s}.jobs
+        WHERE queue = ANY($1::text[]) AND status = 'processing' AND concurrency_key IS NOT NULL GROUP BY 1, 2
+    """,
+    "flows_key_tats": "SELECT queue, key, tat FROM {s}.flow_keys WHERE queue = ANY($1::text[])",
+    "forget_key_tats": f"DELETE FROM {{s}}.flow_keys WHERE tat <= {NOW}",
     "promote": f"""
         UPDATE {{s}}.jobs j SET status = 'pending', ready_at = j.run_at
         FROM (
@@ -314,6 +393,8 @@ class PostgresStore(SharedStore):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncio.Task[None] | None = None
         self._heard_from = asyncio.Event()  # set once the listening connection is up (open waits for it)
+        self._flowing_read: float | None = None  # when the flow-controlled queues were read (loop time)
+        self._flow_first = False  # which kind of queue a claim serves first: flow-controlled or plain
 
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
@@ -491,11 +572,157 @@ class PostgresStore(SharedStore):
     ) -> list[Job]:
         wanted = list(queues) if queues is not None else None
         kinds = list(types) if types is not None else None
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                self._sql["claim"], self._clock_arg(), max_jobs, lease_seconds, wanted, kinds, worker, lease_ids
+        flowing = [queue for queue in await self._flowing_queues() if queues is None or queue in queues]
+        jobs: list[Job] = []
+        self._flow_first = flow_first = not self._flow_first  # neither kind of queue waits on the other
+        if flowing and flow_first:
+            jobs = await self._claim_flows(flowing, max_jobs, lease_seconds, worker, kinds, lease_ids)
+        if len(jobs) < max_jobs:
+            async with self._connection() as conn:
+                rows = await conn.fetch(
+                    self._sql["claim"],
+                    self._clock_arg(),
+                    max_jobs - len(jobs),
+                    lease_seconds,
+                    wanted,
+                    kinds,
+                    worker,
+                    lease_ids[len(jobs) :],
+                )
+            jobs += [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
+        if flowing and not flow_first and len(jobs) < max_jobs:
+            jobs += await self._claim_flows(
+                flowing, max_jobs - len(jobs), lease_seconds, worker, kinds, lease_ids[len(jobs) :]
             )
-        return [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]  # in the order picked
+        return jobs
+
+    async def _flowing_queues(self) -> Collection[str]:
+        """The flow-controlled queues not paused (their jobs are claimed by ``_claim_flow``), as read at most
+        FLOWING_SECONDS ago. The plain claim skips them by itself: a stale list only delays their jobs."""
+        now = asyncio.get_running_loop().time()
+        if self._flowing_read is None or now - self._flowing_read > FLOWING_SECONDS:
+            async with self._connection() as conn:
+                self._flowing = [name for (name,) in await conn.fetch(self._sql["flowing"])]
+            self._flowing_read = now
+        return self._flowing
+
+    async def _claim_flows(
+        self,
+        queues: list[str],
+        max_jobs: int,
+        lease_seconds: float,
+        worker: str | None,
+        types: list[str] | None,
+        lease_ids: list[str],
+    ) -> list[Job]:
+        """Claim from flow-controlled queues, one after another, up to ``max_jobs`` in all."""
+        jobs: list[Job] = []
+        for queue in queues:
+            if len(jobs) >= max_jobs:
+                break
+            jobs += await self._claim_flow(
+                queue, max_jobs - len(jobs), lease_seconds, worker, types, lease_ids[len(jobs) :]
+            )
+        return jobs
+
+    async def _claim_flow(
+        self,
+        queue: str,
+        max_jobs: int,
+        lease_seconds: float,
+        worker: str | None,
+        types: list[str] | None,
+        lease_ids: list[str],
+    ) -> list[Job]:
+        """Claim from one flow-controlled queue: under its advisory lock, read what runs and whose turn it is,
+        plan with jobq.flow.plan, and claim the planned jobs, in one transaction (so limits hold across nodes)."""
+        async with self._transaction() as conn:
+            await conn.execute(self._sql["flow_lock"], f"{self.schema}:flow:{queue}")
+            state = await conn.fetchrow(self._sql["flow_queue"], self._clock_arg(), queue)
+            if state is None or state[3]:
+                return []
+            flow_text, queue_tat, cursor, _, now, running = state
+            flow = NO_FLOW if flow_text is None else QueueFlow.from_dict(from_json(flow_text))
+            if flow.concurrency is not None and running >= flow.concurrency:
+                return []
+            keys_running = dict(await conn.fetch(self._sql["keys_running"], queue))
+            order = await self._turn_order(conn, queue, cursor, max(64, 4 * max_jobs))
+            key_tats = dict(await conn.fetch(self._sql["key_tats"], queue, order)) if flow.key_rate else {}
+            turns = self._open_turns(flow, now, max_jobs, order, keys_running, key_tats)
+            ready = await self._ready_of(conn, queue, turns, types)
+            for turn in turns:
+                turn.ready = len(ready.get(turn.key, ()))
+            planned = plan(flow, now, max_jobs, running, queue_tat, turns, 0)
+            if not planned.takes:
+                return []
+            picked = [job_id for key, count in planned.takes.items() for job_id in ready[key][:count]]
+            last = max(planned.takes, key=lambda key: planned.served[key])
+            rows = await conn.fetch(
+                self._sql["claim_ids"], self._clock_arg(), picked, lease_seconds, worker, lease_ids[: len(picked)]
+            )
+            await conn.execute(self._sql["flow_turn"], queue, planned.queue_tat, last)
+            if planned.tats:
+                await conn.execute(self._sql["flow_key_tats"], queue, list(planned.tats), list(planned.tats.values()))
+        return [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]
+
+    async def _turn_order(self, conn: asyncpg.Connection, queue: str, cursor: str | None, most: int) -> list[str]:
+        """The keys with ready jobs in turn order: those after the key served last (``cursor``), the unkeyed
+        turn, then those up to the cursor (the unkeyed turn sorts first: it is ``""``)."""
+        most = min(most, MAX_KEYS_PER_CLAIM)
+        after = [key for (key,) in await conn.fetch(self._sql["keys_after"], queue, cursor or UNKEYED, most)]
+        if cursor is None:
+            return [UNKEYED, *after]
+        if cursor == UNKEYED or len(after) >= most:
+            return [*after, UNKEYED]
+        before = await conn.fetch(self._sql["keys_after"], queue, UNKEYED, most - len(after))
+        return [*after, UNKEYED, *(key for (key,) in before if key <= cursor)]
+
+    @staticmethod
+    def _open_turns(
+        flow: QueueFlow,
+        now: float,
+        max_jobs: int,
+        order: list[str],
+        keys_running: dict[str, int],
+        key_tats: dict[str, float],
+    ) -> list[Turn]:
+        """The turns in order, each to read at most as many ready jobs of as it could start now (a key its
+        rate holds: none; at most a fair share of ``max_jobs``, and one more, of each)."""
+        turns = [
+            Turn(key, 0, keys_running.get(key, 0), tat=key_tats.get(key), served=place)
+            for place, key in enumerate(order)
+        ]
+        share = max_jobs // max(len(turns), 1) + 1
+        for turn in turns:
+            rate = flow.key_rate_of(turn.key)
+            limit = flow.key_limit(turn.key, None)
+            if rate is not None and rate.next_start(turn.tat, now) > now:
+                turn.ready = 0
+            else:
+                turn.ready = min(share, max_jobs, max_jobs if limit is None else max(limit - turn.running, 0))
+        return turns
+
+    async def _ready_of(
+        self, conn: asyncpg.Connection, queue: str, turns: list[Turn], types: list[str] | None
+    ) -> dict[str, list[str]]:
+        """The ids of each turn's next ready jobs (``turn.ready`` of each, at most); notes each key's own limit."""
+        ready: dict[str, list[str]] = {}
+        keyed = [turn for turn in turns if turn.key != UNKEYED and turn.ready > 0]
+        if keyed:
+            rows = await conn.fetch(
+                self._sql["keyed_ready"], queue, [t.key for t in keyed], [t.ready for t in keyed], types
+            )
+            own_limits: dict[str, int | None] = {}
+            for key, job_id, own_limit in rows:
+                ready.setdefault(key, []).append(job_id)
+                own_limits.setdefault(key, own_limit)
+            for turn in keyed:
+                turn.own_limit = own_limits.get(turn.key)
+        unkeyed = next((turn for turn in turns if turn.key == UNKEYED and turn.ready > 0), None)
+        if unkeyed is not None:
+            rows = await conn.fetch(self._sql["unkeyed_ready"], queue, unkeyed.ready, types)
+            ready[UNKEYED] = [job_id for (job_id,) in rows]
+        return ready
 
     async def _extend(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, Job]:
         ids, held = [job_id for job_id, _ in leases], [lease for _, lease in leases]
@@ -618,6 +845,37 @@ class PostgresStore(SharedStore):
         if not paused:
             self._wake()
 
+    async def set_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        definition = None if flow is None else to_json(flow.to_dict()).decode()
+        async with self._connection() as conn:
+            await conn.execute(self._sql["set_flow"], queue, definition)
+            await conn.execute(self._sql["resumed"], queue, self.node)  # held jobs may start now
+        self._flowing_read = None
+        self._wake()
+
+    async def flows(self) -> dict[str, FlowState]:
+        async with self._connection() as conn:
+            queues = await conn.fetch(self._sql["flows"], self._clock_arg())
+            names = [row[0] for row in queues]
+            keys_running = await conn.fetch(self._sql["flows_keys_running"], names) if names else []
+            key_tats = await conn.fetch(self._sql["flows_key_tats"], names) if names else []
+        states: dict[str, FlowState] = {}
+        for name, flow_text, queue_tat, now, running in queues:
+            flow = QueueFlow.from_dict(from_json(flow_text))
+            key_rate = flow.key_rate
+            states[name] = FlowState(
+                flow=flow,
+                running=running,
+                keys_running={key: count for queue, key, count in keys_running if queue == name},
+                next_start=None if flow.rate is None or queue_tat is None else flow.rate.next_start(queue_tat, now),
+                keys_next_start={
+                    key: at
+                    for queue, key, tat in key_tats
+                    if queue == name and key_rate is not None and (at := key_rate.next_start(tat, now)) > now
+                },
+            )
+        return states
+
     async def clear(self, queue: str) -> int:
         async with self._connection() as conn:
             done = await conn.execute(self._sql["clear"], queue)
@@ -676,6 +934,7 @@ class PostgresStore(SharedStore):
                 return 0  # another node purges this round
             old = await conn.execute(self._sql["purge_old"], self._clock_arg(), retention.max_age)
             purged = int(old.split()[-1])
+            await conn.execute(self._sql["forget_key_tats"], self._clock_arg())  # a past tat holds nothing back
             terminal = sum(
                 jobs for _, status, jobs in await conn.fetch(self._sql["counts"]) if STATUSES[status] in TERMINAL
             )

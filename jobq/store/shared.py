@@ -73,6 +73,9 @@ class SharedStore(Store):
         self._down: str | None = None  # why the database cannot be heard from, while it cannot
         self._reporting = False  # whether this node reports the store-wide gauges
         self._waiters: set[asyncio.Future[None]] = set()  # idle leases, woken when jobs may have become ready
+        self._flowing: Collection[
+            str
+        ] = ()  # flow-controlled queues (jobq.flow), as last read, where a backend keeps them
         self._lease_ids = LeaseIds()
         self._followed: Counter[str] = Counter()  # job id -> how many follow it (see follow)
         self._held: dict[
@@ -178,6 +181,8 @@ class SharedStore(Store):
         for job, before in changes:
             if job.status in DEFERRED:
                 self._due_at(job.run_at)
+            elif before is JobStatus.PROCESSING and (job.concurrency_key is not None or job.queue in self._flowing):
+                self._wake()  # a run ended in a flow-controlled queue: a job held back may start now
             for listener in self.listeners:
                 listener(job, before)
         if self.subscribers:
