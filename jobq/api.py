@@ -17,7 +17,7 @@ from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import BadRequest, JobqError, ValidationFailed
-from jobq.job import Job, rfc3339
+from jobq.job import Job, JobStatus, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
     MAX_WAIT_PARAMETER,
@@ -38,6 +38,7 @@ from jobq.models import (
     JobList,
     JobLogs,
     JobRecord,
+    JobStatusRecord,
     LeaseAnswer,
     LeasedJob,
     LeaseRequest,
@@ -360,7 +361,7 @@ async def enqueue_batch(request: web.Request) -> web.Response:
 @routes.get("/status/{id}")
 @routes.get("/jobs/{id}")
 @requires(Role.CLIENT)
-@documented("jobs", {200: job_reply("the job")}, query=(WaitQuery,), problems={404: NO_JOB})
+@documented("jobs", {200: job_reply("the job", JobStatusRecord)}, query=(WaitQuery,), problems={404: NO_JOB})
 async def status(request: web.Request) -> web.Response:
     """The whole job record, with every attempt in ``history``; ``?wait=`` long-polls for its next change."""
     wait = wait_seconds(request)
@@ -368,7 +369,10 @@ async def status(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     owner = owner_scope(request)
     job = await service.wait_for_change(job_id, wait, owner) if wait else await service.get(job_id, owner)
-    return job_response(job)
+    held = await service.held(job) if job.status is JobStatus.PENDING else None
+    if held is None:
+        return job_response(job)
+    return json_response({**job.to_dict(), "held": held}, 200, {"Location": f"/status/{job.id}"})
 
 
 @routes.get("/jobs")
@@ -471,7 +475,7 @@ def queue_name(request: web.Request) -> str:
 @documented("queues", {200: Reply("the queues, by name", QueueList)})
 async def list_queues(request: web.Request) -> web.Response:
     """Every queue holding jobs or paused: counts by state, paused, and how long its next job has waited."""
-    return json_response({"queues": await request.app[SERVICE].queues()})
+    return json_response({"queues": await request.app[SERVICE].queues(owner_scope(request))})
 
 
 @routes.get("/queues/{name}/next")
@@ -547,7 +551,7 @@ async def health(request: web.Request) -> web.Response:
 @documented("server", {200: Reply("the numbers", Stats)})
 async def stats(request: web.Request) -> web.Response:
     """Counts per status and queue, queue depth, busy workers, jobs/s over the last minute, uptime."""
-    return json_response(await request.app[SERVICE].stats())
+    return json_response(await request.app[SERVICE].stats(owner_scope(request)))
 
 
 @routes.get("/nodes")

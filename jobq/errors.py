@@ -54,6 +54,14 @@ class ScheduleNotFound(JobqError):
         super().__init__(f"no schedule named {name!r}")
 
 
+class NoLimits(JobqError):
+    status = 404
+    title = "No limits set"
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"queue {queue!r} has no limits")
+
+
 class Conflict(JobqError):
     status = 409
     title = "Conflict"

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobq.job import rfc3339
+
 UNKEYED = ""  # the turn of the jobs without a concurrency_key
 
 
@@ -92,6 +94,66 @@ class QueueFlow:
 
 
 NO_FLOW = QueueFlow()  # a queue nobody set limits on (its keyed jobs still take turns)
+
+MAX_KEYS_SHOWN = 20  # keys a view of a queue's flow names (the busiest), at most
+
+
+@dataclass(frozen=True, slots=True)
+class FlowState:
+    """A queue with a flow, as its store sees it now (``/stats``, the metrics and a held job's view read it)."""
+
+    flow: QueueFlow
+    running: int  # the queue's jobs running
+    keys_running: dict[str, int]  # concurrency_key -> its jobs running (keys with one or more)
+    next_start: float | None  # when the queue's rate allows the next start (None, or past: now)
+    keys_next_start: dict[str, float]  # concurrency_key -> when its rate allows the next start (later than now)
+
+    def keys_at_limit(self) -> list[str]:
+        """The keys running as many jobs as the queue's per-key limit allows (a job's own limit aside)."""
+        limit = self.flow.key_concurrency
+        return [] if limit is None else sorted(key for key, n in self.keys_running.items() if n >= limit)
+
+    def view(self, now: float, owner: str | None = None) -> dict[str, Any]:
+        """What the API shows of it: the limits, what runs, and what holds jobs back now. With ``owner``
+        (a client token's name), only the keys of that client are named (see JobService._own)."""
+        at_limit = self.keys_at_limit()
+        shown = self.keys_running.items()
+        if owner is not None:
+            shown = [(key, n) for key, n in shown if key.startswith(f"{owner}/")]
+        busiest = sorted(shown, key=lambda item: (-item[1], item[0]))[:MAX_KEYS_SHOWN]
+        return {
+            **self.flow.to_dict(),
+            "running": self.running,
+            "keys_running": dict(busiest),
+            "held_by": {
+                "concurrency": self.flow.concurrency is not None and self.running >= self.flow.concurrency,
+                "rate_until": _future(self.next_start, now),
+                "keys_at_limit": len(at_limit),
+                "keys_rate_limited": len(self.keys_next_start),
+            },
+        }
+
+    def held(self, key: str | None, own_limit: int | None, now: float) -> dict[str, Any] | None:
+        """Which limit holds back a ready job of ``key`` now, if one does (None: it waits only for its turn)."""
+        flow = self.flow
+        if flow.concurrency is not None and self.running >= flow.concurrency:
+            return {"limit": "concurrency", "running": self.running, "max": flow.concurrency}
+        if (until := _future(self.next_start, now)) is not None:
+            return {"limit": "rate", "next_start": until}
+        if key is None:
+            return None
+        limit = flow.key_limit(key, own_limit)
+        running = self.keys_running.get(key, 0)
+        if limit is not None and running >= limit:
+            return {"limit": "key_concurrency", "key": key, "running": running, "max": limit}
+        if (until := _future(self.keys_next_start.get(key), now)) is not None:
+            return {"limit": "key_rate", "key": key, "next_start": until}
+        return None
+
+
+def _future(at: float | None, now: float) -> str | None:
+    """``at`` as an RFC 3339 time if it is still to come, else None."""
+    return rfc3339(at) if at is not None and at > now else None
 
 
 @dataclass(slots=True)

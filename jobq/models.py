@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator, model_validator
 
 from jobq.cron import check_cron, check_timezone
+from jobq.flow import QueueFlow
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
 
@@ -463,6 +464,12 @@ class JobRecord(Answer):
     concurrency: ConcurrencyTerms | None = Field(description="its concurrency_key and own limit; else null")
 
 
+class JobStatusRecord(JobRecord):
+    """``GET /status/{id}``: the record, and for a ready job a limit of its queue holds back, which one."""
+
+    held: Held | None = Field(default=None, description="present on a ready job a limit holds back")
+
+
 class JobReceipt(Answer):
     """``POST /enqueue`` without ``?wait=``: what jobq decided for the job, to follow it by; ``GET /status/{id}`` has
     the whole record. Each key means what it means in the record (``JobRecord``)."""
@@ -566,6 +573,69 @@ class QueueSummary(Answer):
     paused: bool
     jobs: Counts = Field(description="jobs by status (every status)")
     oldest_wait_seconds: float = Field(ge=0, description="how long its next ready job has waited (0: none)")
+    flow: FlowView | None = Field(description="its limits and what they hold back; null: none set")
+
+
+class RateLimit(BaseModel):
+    """At most ``limit`` starts per ``period`` seconds: a burst of ``limit``, then one per ``period / limit``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: int = Field(ge=1, le=1_000_000)
+    period: float = Field(gt=0, le=MAX_DELAY_SECONDS, description="seconds")
+
+
+class QueueFlowBody(BaseModel):
+    """``PUT /queues/{name}/flow``: a queue's limits (each optional; an absent one: no limit of that kind)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    concurrency: int | None = Field(default=None, ge=1, le=1_000_000, description="jobs of the queue running at once")
+    key_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="jobs of one concurrency_key running at once (a job's own concurrency_limit overrides it)",
+    )
+    rate: RateLimit | None = Field(default=None, description="starts of the queue's jobs")
+    key_rate: RateLimit | None = Field(default=None, description="starts of one concurrency_key's jobs")
+
+    def to_flow(self) -> QueueFlow:
+        return QueueFlow.from_dict(self.model_dump())
+
+
+class HeldBy(Answer):
+    concurrency: bool = Field(description="the queue runs as many jobs as it may")
+    rate_until: datetime | None = Field(description="the queue's rate allows no start before then")
+    keys_at_limit: int = Field(ge=0, description="keys running as many jobs as the per-key limit allows")
+    keys_rate_limited: int = Field(ge=0, description="keys whose rate allows no start now")
+
+
+class FlowView(Answer):
+    """A queue's limits, what runs, and what holds its ready jobs back now."""
+
+    concurrency: int | None
+    key_concurrency: int | None
+    rate: RateLimit | None
+    key_rate: RateLimit | None
+    running: int = Field(ge=0)
+    keys_running: dict[str, int] = Field(description="the keys running most jobs (20 at most), with how many")
+    held_by: HeldBy
+
+
+class Held(Answer):
+    """Why a ready job waits: the limit that holds it back now."""
+
+    limit: Literal["concurrency", "rate", "key_concurrency", "key_rate"]
+    key: str | None = None
+    running: int | None = None
+    max: int | None = None
+    next_start: datetime | None = Field(default=None, description="when the rate allows its next start")
+
+
+class QueueFlowSet(Answer):
+    queue: str
+    flow: FlowView | None = Field(description="null: the queue has no limits now")
 
 
 class QueueList(Answer):
@@ -595,6 +665,7 @@ class Stats(Answer):
     jobs: Counts = Field(description="jobs by status (every status)")
     queues: dict[str, Counts] = Field(description="jobs by queue, then status (statuses with none may be absent)")
     paused_queues: list[str]
+    flows: dict[str, FlowView] = Field(description="the queues with limits: what runs and what is held back")
     queue_depth: int = Field(ge=0, description="waiting jobs")
     workers: WorkerCounts = Field(description="the in-process workers")
     waiting_requests: int = Field(ge=0, description="requests held by ?wait= (and gRPC watches)")

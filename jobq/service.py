@@ -30,6 +30,7 @@ from jobq.errors import (
     ShuttingDown,
     ValidationFailed,
 )
+from jobq.flow import QueueFlow
 from jobq.handlers import Registry
 from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
 from jobq.lifecycle import LOST_REASONS
@@ -338,11 +339,14 @@ class JobService:
 
     @staticmethod
     def _own(job: Job, owner: str | None, sees_all: bool) -> None:
-        """Make ``owner`` the job's owner; a client token's unique keys are its own (``<name>/<key>``),
-        so one client neither blocks another's key nor learns that it is used."""
+        """Make ``owner`` the job's owner; a client token's unique and concurrency keys are its own
+        (``<name>/<key>``), so one client neither blocks another's key nor learns that it is used."""
         job.owner = owner
-        if job.unique_key is not None and not sees_all and owner is not None:
-            job.unique_key = f"{owner}/{job.unique_key}"
+        if not sees_all and owner is not None:
+            if job.unique_key is not None:
+                job.unique_key = f"{owner}/{job.unique_key}"
+            if job.concurrency_key is not None:
+                job.concurrency_key = f"{owner}/{job.concurrency_key}"
 
     def _check_accepting(self) -> None:
         if self.draining:
@@ -613,11 +617,12 @@ class JobService:
         log.info("bulk %s of %s jobs: %d done, %d skipped", action, query.status, done, skipped)
         return BulkResult(done, skipped, more=cursor is not None, cursor=cursor)
 
-    async def queues(self) -> list[dict[str, Any]]:
+    async def queues(self, owner: str | None = None) -> list[dict[str, Any]]:
         """Every queue that holds jobs or is paused: its counts by status, paused or not, and its next job's wait."""
         counts = await self.store.stats()
+        flows = await self.flows(owner)
         now = self.store.clock()
-        names = sorted(set(counts.by_queue) | set(counts.paused))
+        names = sorted(set(counts.by_queue) | set(counts.paused) | set(flows))
         return [
             {
                 "name": name,
@@ -626,6 +631,7 @@ class JobService:
                 "oldest_wait_seconds": round(max(now - since, 0.0), 3)
                 if (since := counts.next_ready_since.get(name)) is not None
                 else 0.0,
+                "flow": flows.get(name),
             }
             for name in names
         ]
@@ -724,6 +730,25 @@ class JobService:
         await self.store.set_paused(queue, paused)
         log.info("queue %s %s", queue, "paused" if paused else "resumed")
 
+    async def set_flow(self, queue: str, flow: QueueFlow | None) -> dict[str, Any] | None:
+        """Set (None: remove) a queue's limits; answers its flow's view (None when removed)."""
+        await self.store.set_flow(queue, flow)
+        log.info("queue %s: limits %s", queue, "removed" if flow is None else flow.to_dict())
+        return None if flow is None else (await self.flows()).get(queue)
+
+    async def flows(self, owner: str | None = None) -> dict[str, dict[str, Any]]:
+        """Each queue with limits: the limits, what runs, and what they hold back now (naming only
+        ``owner``'s keys, when given)."""
+        now = self.store.clock()
+        return {queue: state.view(now, owner) for queue, state in (await self.store.flows()).items()}
+
+    async def held(self, job: Job) -> dict[str, Any] | None:
+        """Which limit of its queue holds back a ready job now (None: none does, or it is not ready)."""
+        if job.status is not JobStatus.PENDING:
+            return None
+        state = (await self.store.flows()).get(job.queue)
+        return None if state is None else state.held(job.concurrency_key, job.concurrency_limit, self.store.clock())
+
     async def clear(self, queue: str) -> int:
         """Delete a queue's waiting jobs; returns how many."""
         cleared = await self.store.clear(queue)
@@ -737,13 +762,14 @@ class JobService:
             for card in await self.store.nodes()
         ]
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, owner: str | None = None) -> dict[str, Any]:
         """Counts per status and queue, queue depth, busy workers, throughput, uptime."""
         counts = await self.store.stats()
         return {
             "jobs": {status.value: counts.by_status.get(status.value, 0) for status in JobStatus},
             "queues": counts.by_queue,
             "paused_queues": counts.paused,
+            "flows": await self.flows(owner),
             "queue_depth": counts.waiting,
             "workers": {"total": self.pool.concurrency, "busy": self.pool.busy},
             "waiting_requests": sum(len(w) for w in self._change_waiters.values()),  # ?wait= and watches

@@ -318,6 +318,21 @@ async def test_real_answers_match_the_document(make_client: MakeClient) -> None:
     await call("POST", "/queues/{name}/pause", 200, name="remote")
     await call("POST", "/queues/{name}/resume", 200, name="remote")
     await call("DELETE", "/queues/{name}/jobs", 200, name="remote")
+    # flow control: limits, a held job's reason, the flow in /queues and /stats
+    await call("GET", "/queues/{name}/flow", 404, name="limited")
+    limits = {"concurrency": 5, "key_concurrency": 1, "rate": {"limit": 10, "period": 1.0}}
+    await call("PUT", "/queues/{name}/flow", 200, name="limited", body=limits)
+    await call("PUT", "/queues/{name}/flow", 422, name="limited", body={"concurrency": 0})
+    for n in range(2):
+        keyed = {"type": "echo", "id": f"k{n}", "queue": "limited", "concurrency_key": "acme", "concurrency_limit": 1}
+        await call("POST", "/enqueue", 202, body=keyed)
+    await call("POST", "/workers/lease", 200, body={"queues": ["limited"], "max_jobs": 4})
+    held = await call("GET", "/status/{id}", 200, id="k1")
+    assert held["held"]["limit"] == "key_concurrency", held
+    await call("GET", "/queues/{name}/flow", 200, name="limited")
+    await call("GET", "/queues", 200)
+    await call("GET", "/stats", 200)
+    await call("DELETE", "/queues/{name}/flow", 200, name="limited")
     scheduled = await call("POST", "/enqueue", 202, body={"type": "echo", "delay": 60})
     await call("POST", "/jobs/{id}/cancel", 200, id=scheduled["id"])
     await call("POST", "/jobs/{id}/cancel", 409, id=scheduled["id"])

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobq.errors import JobqError
-from jobq.flow import QueueFlow
+from jobq.flow import FlowState, QueueFlow
 from jobq.job import Job, JobStatus
 from jobq.lifecycle import RELEASED, Rules, Settlement
 from jobq.retry import RetryPolicy
@@ -123,17 +123,6 @@ class StoreStats:
     @property
     def waiting(self) -> int:
         return sum(self.by_status.get(s, 0) for s in ("pending", "scheduled", "retrying"))
-
-
-@dataclass(frozen=True, slots=True)
-class FlowState:
-    """A queue with a flow, as its store sees it now (``/stats``, the metrics and a held job's view read it)."""
-
-    flow: QueueFlow
-    running: int  # the queue's jobs running
-    keys_running: dict[str, int]  # concurrency_key -> its jobs running (keys with one or more)
-    next_start: float | None  # when the queue's rate allows the next start (None, or past: now)
-    keys_next_start: dict[str, float]  # concurrency_key -> when its rate allows the next start (later than now)
 
 
 @dataclass(frozen=True, slots=True)

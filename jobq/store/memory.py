@@ -34,12 +34,11 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.flow import NO_FLOW, UNKEYED, QueueFlow
+from jobq.flow import NO_FLOW, UNKEYED, FlowState, QueueFlow
 from jobq.job import DEFERRED, TERMINAL, WAITING, Attempt, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, release_run, settle_run
 from jobq.store.base import (
     Added,
-    FlowState,
     JobEvent,
     LogEvent,
     Settlement,

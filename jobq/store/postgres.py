@@ -46,10 +46,10 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.flow import NO_FLOW, UNKEYED, QueueFlow, Turn, plan
+from jobq.flow import NO_FLOW, UNKEYED, FlowState, QueueFlow, Turn, plan
 from jobq.job import TERMINAL, UNIQUE_SCOPES, Job, JobStatus
 from jobq.store import memory
-from jobq.store.base import FlowState, Settlement, StoredSchedule, StoreOptions, StoreStats
+from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
 from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
@@ -155,7 +155,7 @@ SQL = {
     "flow_lock": "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
     "flow_queue": f"""
         SELECT q.flow::text, q.tat, q.turn, q.paused, {NOW},
-            (SELECT coalesce(sum(jobs), 0) FROM {{s}}.counts WHERE queue = $2 AND status = 'processing')
+            (SELECT coalesce(sum(jobs), 0)::bigint FROM {{s}}.counts WHERE queue = $2 AND status = 'processing')
         FROM {{s}}.queues q WHERE q.name = $2
     """,
     "keys_running": """
@@ -215,7 +215,7 @@ SQL = {
     """,
     "flows": f"""
         SELECT q.name, q.flow::text, q.tat, {NOW},
-            (SELECT coalesce(sum(jobs), 0) FROM {{s}}.counts WHERE queue = q.name AND status = 'processing')
+            (SELECT coalesce(sum(jobs), 0)::bigint FROM {{s}}.counts WHERE queue = q.name AND status = 'processing')
         FROM {{s}}.queues q WHERE q.flow IS NOT NULL ORDER BY q.name
     """,
     "flows_keys_running": """

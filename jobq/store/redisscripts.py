@@ -18,9 +18,25 @@ deployment hashes to one slot and a Redis Cluster runs each script on one master
 - ``P:nodes``: each node's card, as ``seen_at<TAB>card JSON``; ``P:node_lapses``: the
   nodes by when their card lapses.
 
+Flow control (:mod:`jobq.flow`):
+
+- ``P:flows``: each queue's flow (JSON). ``P:turns``: the queues whose ready jobs take turns
+  by key (a flow was set on it, or it held a keyed job); the plain claim never takes theirs.
+- ``P:ready:<queue><TAB><key>``: a turn-taking queue's pending jobs of one concurrency key
+  (``""``: the unkeyed ones), scored as in ``P:ready:<queue>``, which still holds them all.
+- ``P:keys:<queue>``: its keys with pending jobs that may start, by turn (the lowest goes
+  next; a key served goes last). ``P:held:<queue>``: the keys held back, parked so that no
+  claim looks at them: scored -1 (at its concurrency limit: back when a job of it stops or a
+  new first job comes) or by when its rate lets it start (back from then).
+- ``P:running:<queue>``: the queue's keyed jobs running, by key (kept by every status change).
+- ``P:tats``: each queue's rate tat (GCRA); ``P:tats:<queue>``: its keys' tats (past ones
+  are dropped when flows are read: a past tat is the same as none).
+
 Every script reads the time from the server (``TIME``) unless a time is passed (an
 injected clock), and publishes what it changed on ``P:events`` as one message:
-``{"node": ..., "jobs": [[id, before, after], ...], "ready": [queue, ...]}``.
+``{"node": ..., "jobs": [[id, before, after], ...], "ready": [queue, ...]}``, ending with
+``"freed":true`` when a run of a turn-taking queue with pending jobs ended (held jobs may start,
+so even the node that made the change wakes its idle leases).
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ from jobq.store.rows import COLUMNS
 PRELUDE = r"""
 local P = ARGV[1]
 local NODE = ARGV[2]
-local changes, ready = {}, {}
+local changes, ready, freed = {}, {}, false
 local deltas, waiting_delta = {}, 0  -- count changes, written once when the script ends (publish)
 
 local function now()
@@ -52,17 +68,73 @@ local function ready_score(priority, seq)
   return (1000 - tonumber(priority)) * 1099511627776 + tonumber(seq)
 end
 
+local FULL = -1  -- the P:held score of a key at its concurrency limit
+local turning = {}  -- queue -> whether its ready jobs take turns by key (P:turns), read once a script
+
+local function takes_turns(queue)
+  local known = turning[queue]
+  if known == nil then
+    known = redis.call('SISMEMBER', P .. ':turns', queue) == 1
+    turning[queue] = known
+  end
+  return known
+end
+
+local function to_back(queue, key)  -- the key's next turn comes after every other key's
+  local keys = P .. ':keys:' .. queue
+  local last = redis.call('ZRANGE', keys, -1, -1, 'WITHSCORES')
+  redis.call('ZADD', keys, (tonumber(last[2]) or 0) + 1, key)
+end
+
+local function turn_add(queue, key, id, score)  -- a pending job of a turn-taking queue
+  local set = P .. ':ready:' .. queue .. '\t' .. key
+  redis.call('ZADD', set, score, id)
+  if redis.call('ZSCORE', P .. ':keys:' .. queue, key) then return end
+  local held = redis.call('ZSCORE', P .. ':held:' .. queue, key)
+  if held then  -- a key at its limit looks again if the job comes first: it may bring a limit of its own
+    if tonumber(held) ~= FULL or redis.call('ZRANGE', set, 0, 0)[1] ~= id then return end
+    redis.call('ZREM', P .. ':held:' .. queue, key)
+  end
+  to_back(queue, key)
+end
+
+local function turn_remove(queue, key, id)
+  local set = P .. ':ready:' .. queue .. '\t' .. key
+  redis.call('ZREM', set, id)
+  if redis.call('EXISTS', set) == 0 then
+    redis.call('ZREM', P .. ':keys:' .. queue, key)
+    redis.call('ZREM', P .. ':held:' .. queue, key)
+  end
+end
+
+local function start_turns(queue)  -- from now on the queue's ready jobs take turns by key
+  redis.call('SADD', P .. ':turns', queue)
+  turning[queue] = true
+  local ids = redis.call('ZRANGE', P .. ':ready:' .. queue, 0, -1, 'WITHSCORES')
+  for i = 1, #ids, 2 do
+    turn_add(queue, redis.call('HGET', P .. ':job:' .. ids[i], 'concurrency_key') or '', ids[i], ids[i + 1])
+  end
+end
+
 local function unindex(id, queue, status)
-  if status == 'pending' then redis.call('ZREM', P .. ':ready:' .. queue, id)
+  if status == 'pending' then
+    redis.call('ZREM', P .. ':ready:' .. queue, id)
+    if takes_turns(queue) then
+      turn_remove(queue, redis.call('HGET', P .. ':job:' .. id, 'concurrency_key') or '', id)
+    end
   elseif DEFERRED[status] then redis.call('ZREM', P .. ':due:' .. queue, id)
   elseif status == 'processing' then redis.call('ZREM', P .. ':leased', id)
   else redis.call('ZREM', P .. ':finished', id) end
 end
 
 local function index(id, key)
-  local f = redis.call('HMGET', key, 'queue', 'status', 'priority', 'seq', 'run_at', 'lease_expires_at', 'finished_at')
+  local f = redis.call('HMGET', key, 'queue', 'status', 'priority', 'seq', 'run_at', 'lease_expires_at', 'finished_at',
+    'concurrency_key')
   local queue, status = f[1], f[2]
-  if status == 'pending' then redis.call('ZADD', P .. ':ready:' .. queue, ready_score(f[3], f[4]), id)
+  if status == 'pending' then
+    local score = ready_score(f[3], f[4])
+    redis.call('ZADD', P .. ':ready:' .. queue, score, id)
+    if takes_turns(queue) then turn_add(queue, f[8] or '', id, score) end
   elseif DEFERRED[status] then redis.call('ZADD', P .. ':due:' .. queue, f[5] or 0, id)
   elseif status == 'processing' then redis.call('ZADD', P .. ':leased', f[6] or 0, id)
   else redis.call('ZADD', P .. ':finished', f[7] or 0, id) end
@@ -74,12 +146,29 @@ local function count(queue, status, delta)
   if WAITING[status] then waiting_delta = waiting_delta + delta end
 end
 
+local function ran(id, queue, started)  -- a job started or stopped running
+  local key = redis.call('HGET', P .. ':job:' .. id, 'concurrency_key')
+  if key and key ~= '' then
+    local running = P .. ':running:' .. queue
+    if redis.call('HINCRBY', running, key, started and 1 or -1) <= 0 then redis.call('HDEL', running, key) end
+    if not started and tonumber(redis.call('ZSCORE', P .. ':held:' .. queue, key)) == FULL then
+      redis.call('ZREM', P .. ':held:' .. queue, key)
+      to_back(queue, key)
+    end
+  end
+  if not started and takes_turns(queue) and redis.call('EXISTS', P .. ':ready:' .. queue) == 1 then
+    ready[queue] = true  -- a held job may start now
+    freed = true
+  end
+end
+
 local function moved(id, queue, before, after)
   if before == after then return end
   count(queue, before, -1)
   count(queue, after, 1)
   changes[#changes + 1] = {id, before, after}
   if after == 'pending' then ready[queue] = true end
+  if before == 'processing' or after == 'processing' then ran(id, queue, after == 'processing') end
 end
 
 local function publish()  -- writes the counts; then the message, node first (a node knows its own by that)
@@ -94,6 +183,7 @@ local function publish()  -- writes the counts; then the message, node first (a 
   local parts = {'{"node":' .. cjson.encode(NODE)}
   if #changes > 0 then parts[#parts + 1] = '"jobs":' .. cjson.encode(changes) end
   if #queues > 0 then parts[#parts + 1] = '"ready":' .. cjson.encode(queues) end
+  if freed then parts[#parts + 1] = '"freed":true' end
   redis.call('PUBLISH', P .. ':events', table.concat(parts, ',') .. '}')
 end
 
@@ -168,8 +258,12 @@ for i = 5, #ARGV do
     redis.call('ZADD', P .. ':order', seq, job.id)
     redis.call('SADD', P .. ':queues', job.queue)
     local status = job.status
+    local concurrency_key = job.fields.concurrency_key or ''
+    if concurrency_key ~= '' and not takes_turns(job.queue) then start_turns(job.queue) end
     if status == 'pending' then
-      redis.call('ZADD', P .. ':ready:' .. job.queue, ready_score(job.fields.priority, seq), job.id)
+      local score = ready_score(job.fields.priority, seq)
+      redis.call('ZADD', P .. ':ready:' .. job.queue, score, job.id)
+      if takes_turns(job.queue) then turn_add(job.queue, concurrency_key, job.id, score) end
       ready[job.queue] = true
     else
       index(job.id, key)
@@ -186,8 +280,9 @@ return answers
 # ARGV: P, node, now, max_jobs, lease_seconds, worker, queues (JSON list, or ''), types (JSON list, or ''),
 # lease ids (JSON list, one per job it may claim). One job from each queue in turn (round-robin: the queues
 # in the order named, or by their next jobs), each queue's by priority, then FIFO; paused queues are skipped.
+# A turn-taking queue's job is its next key's in turn whose limits and rates let it start (jobq.flow).
 # (Due jobs are made pending by PROMOTE.)
-# Answers: the claimed jobs, each as a row (see ROW).
+# Answers: the claimed jobs, each as a row (see ROW), and the earliest a rate lets a held job start (or false).
 CLAIM = r"""
 local at = now()
 local max_jobs, lease_seconds, worker = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -198,51 +293,147 @@ if ARGV[8] ~= '' then
   for _, name in ipairs(cjson.decode(ARGV[8])) do types[name] = true end
 end
 local lease_ids = cjson.decode(ARGV[9])
+for _, queue in ipairs(redis.call('SMEMBERS', P .. ':turns')) do turning[queue] = true end
 local open = {}
 for _, queue in ipairs(queues) do
+  turning[queue] = turning[queue] or false
   if redis.call('SISMEMBER', P .. ':paused', queue) == 0 then open[#open + 1] = queue end
 end
-local SCAN = 200  -- ready jobs looked at per queue and turn for one of the wanted types
+local SCAN = 200  -- ready jobs looked at per queue (or key) and turn for one of the wanted types
+local SKIPS = 20  -- keys of a turn-taking queue passed over per claim for holding none of the wanted types
+
+local function first_ready(set)  -- the set's first job of a wanted type: its id and score
+  local ids = redis.call('ZRANGE', set, 0, types and (SCAN - 1) or 0, 'WITHSCORES')
+  for i = 1, #ids, 2 do
+    if not types or types[redis.call('HGET', P .. ':job:' .. ids[i], 'type')] then return ids[i], ids[i + 1] end
+  end
+end
+
+local wake_at = false  -- the earliest a rate lets a held job start
+local function hold_until(t) if not wake_at or t < wake_at then wake_at = t end end
+local function next_start(rate, tat) if not tat then return at end return tat - rate.period + rate.period / rate.limit end
+local function start(rate, tat) return math.max(tat or at, at) + rate.period / rate.limit end
+
+local flows = {}  -- queue -> its flow and state, read once a claim
+local function flow_of(queue)
+  if flows[queue] then return flows[queue] end
+  local text = redis.call('HGET', P .. ':flows', queue)
+  local flow = text and cjson.decode(text) or {}
+  for name, value in pairs(flow) do if value == cjson.null then flow[name] = nil end end
+  local held = P .. ':held:' .. queue
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', held, 0, at)) do  -- their rate lets them start now
+    redis.call('ZREM', held, key)
+    to_back(queue, key)
+  end
+  local later = redis.call('ZRANGEBYSCORE', held, 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if later[2] then hold_until(tonumber(later[2])) end
+  local state = {queue = queue, flow = flow, keys = P .. ':keys:' .. queue, held = held,
+    skips = math.min(SKIPS, redis.call('ZCARD', P .. ':keys:' .. queue)),
+    running = tonumber(redis.call('HGET', P .. ':counts', queue .. '\tprocessing') or '0'),
+    tat = tonumber(redis.call('HGET', P .. ':tats', queue))}
+  flows[queue] = state
+  return state
+end
+
+local function admitted(state, key, id)  -- whether the key's first job may start now; if not, the key is held
+  if key == '' then return true end  -- unkeyed jobs have no key limit or rate
+  local flow, held_at = state.flow, nil
+  local limit = tonumber(redis.call('HGET', P .. ':job:' .. id, 'concurrency_limit')) or flow.key_concurrency
+  if limit and tonumber(redis.call('HGET', P .. ':running:' .. state.queue, key) or '0') >= limit then
+    held_at = FULL
+  elseif flow.key_rate then
+    local start_at = next_start(flow.key_rate, tonumber(redis.call('HGET', P .. ':tats:' .. state.queue, key)))
+    if start_at > at then
+      held_at = start_at
+      hold_until(start_at)
+    end
+  end
+  if not held_at then return true end
+  redis.call('ZREM', state.keys, key)
+  redis.call('ZADD', state.held, held_at, key)
+  return false
+end
+
+local function flow_next(state)  -- the first job of the next key in turn that may start now: key, id, score
+  local flow = state.flow
+  local running = state.running + (deltas[state.queue .. '\tprocessing'] or 0)
+  if flow.concurrency and running >= flow.concurrency then return nil end
+  if flow.rate then
+    local start_at = next_start(flow.rate, state.tat)
+    if start_at > at then
+      hold_until(start_at)
+      return nil
+    end
+  end
+  while true do
+    local key = redis.call('ZRANGE', state.keys, 0, 0)[1]
+    if not key then return nil end
+    local id, score = first_ready(P .. ':ready:' .. state.queue .. '\t' .. key)
+    if not id then  -- none of the wanted types: the turn passes
+      if state.skips <= 0 then return nil end
+      state.skips = state.skips - 1
+      to_back(state.queue, key)
+    elseif admitted(state, key, id) then
+      return key, id, score
+    end
+  end
+end
+
+local function flow_started(state, key, id)  -- the key's turn passes; the rates count the start
+  turn_remove(state.queue, key, id)
+  if redis.call('ZSCORE', state.keys, key) then to_back(state.queue, key) end
+  local flow = state.flow
+  if flow.rate then
+    state.tat = start(flow.rate, state.tat)
+    redis.call('HSET', P .. ':tats', state.queue, num(state.tat))
+  end
+  if key ~= '' and flow.key_rate then
+    local tats = P .. ':tats:' .. state.queue
+    redis.call('HSET', tats, key, num(start(flow.key_rate, tonumber(redis.call('HGET', tats, key)))))
+  end
+end
+
 local ordered = ARGV[7] ~= ''  -- queues named: each turn takes them in that order; else by their next job
 local taken = {}
 while #taken < max_jobs and #open > 0 do
   local candidates = {}
   for place, queue in ipairs(open) do
-    local ids = redis.call('ZRANGE', P .. ':ready:' .. queue, 0, types and (SCAN - 1) or 0, 'WITHSCORES')
-    for i = 1, #ids, 2 do
-      if not types or types[redis.call('HGET', P .. ':job:' .. ids[i], 'type')] then
-        candidates[#candidates + 1] = {queue, ids[i], ordered and place or tonumber(ids[i + 1])}
-        break
-      end
+    local key, id, score = nil, nil, nil
+    if turning[queue] then
+      key, id, score = flow_next(flow_of(queue))
+    else
+      id, score = first_ready(P .. ':ready:' .. queue)
     end
+    if id then candidates[#candidates + 1] = {queue, id, ordered and place or tonumber(score), key} end
   end
   table.sort(candidates, function(a, b) return a[3] < b[3] end)
   local still = {}
   for _, candidate in ipairs(candidates) do
     if #taken >= max_jobs then break end
-    local queue, id = candidate[1], candidate[2]
-    local key = P .. ':job:' .. id
+    local queue, id, key = candidate[1], candidate[2], candidate[4]
+    local job = P .. ':job:' .. id
     redis.call('ZREM', P .. ':ready:' .. queue, id)
+    if key then flow_started(flows[queue], key, id) end
     local lease = lease_ids[#taken + 1]
-    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HINCRBY', job, 'attempts', 1)
     if worker ~= '' then
-      redis.call('HSET', key, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
+      redis.call('HSET', job, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
         'lease_expires_at', num(at + lease_seconds), 'worker', worker)
-      redis.call('HDEL', key, 'run_at', 'progress', 'progress_note')
+      redis.call('HDEL', job, 'run_at', 'progress', 'progress_note')
     else
-      redis.call('HSET', key, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
+      redis.call('HSET', job, 'status', 'processing', 'started_at', num(at), 'lease_id', lease,
         'lease_expires_at', num(at + lease_seconds))
-      redis.call('HDEL', key, 'run_at', 'progress', 'progress_note', 'worker')
+      redis.call('HDEL', job, 'run_at', 'progress', 'progress_note', 'worker')
     end
     redis.call('ZADD', P .. ':leased', at + lease_seconds, id)
     moved(id, queue, 'pending', 'processing')
-    taken[#taken + 1] = row(key)
+    taken[#taken + 1] = row(job)
     still[#still + 1] = queue
   end
   open = still
 end
 publish()
-return taken
+return {taken, wake_at and num(wake_at) or false}
 """
 
 # ARGV: P, node, now, then one JSON change each: {"id", "was", "lease", "set": {name: text}, "del": [name]}.
@@ -483,6 +674,62 @@ end
 return 1
 """
 
+# ARGV: P, node, now, queue, its flow (JSON, or '' to remove it). A flow makes the queue's ready jobs take turns
+# by key; the limits changed, so every held key looks again, and idle leases everywhere are woken.
+SET_FLOW = r"""
+local queue = ARGV[4]
+local flow = {}
+if ARGV[5] == '' then
+  redis.call('HDEL', P .. ':flows', queue)
+else
+  redis.call('HSET', P .. ':flows', queue, ARGV[5])
+  if not takes_turns(queue) then start_turns(queue) end
+  flow = cjson.decode(ARGV[5])
+end
+if not flow.rate or flow.rate == cjson.null then redis.call('HDEL', P .. ':tats', queue) end
+if not flow.key_rate or flow.key_rate == cjson.null then redis.call('DEL', P .. ':tats:' .. queue) end
+local held = P .. ':held:' .. queue
+for _, key in ipairs(redis.call('ZRANGE', held, 0, -1)) do to_back(queue, key) end
+redis.call('DEL', held)
+ready[queue] = true
+publish()
+return 1
+"""
+
+# ARGV: P, node, now. Answers the time now and, per queue with a flow: the queue, its flow (JSON), its jobs
+# running, its keys' running (flat key, count pairs), its rate's tat (or false) and its keys' tats (flat pairs).
+FLOWS = r"""
+local at = now()
+local found = {}
+local flows = redis.call('HGETALL', P .. ':flows')
+for i = 1, #flows, 2 do
+  local queue = flows[i]
+  local tats = P .. ':tats:' .. queue
+  local kept = {}
+  local key_tats = redis.call('HGETALL', tats)
+  for j = 1, #key_tats, 2 do
+    if tonumber(key_tats[j + 1]) <= at then  -- a past tat is the same as none
+      redis.call('HDEL', tats, key_tats[j])
+    else
+      kept[#kept + 1] = key_tats[j]
+      kept[#kept + 1] = key_tats[j + 1]
+    end
+  end
+  found[#found + 1] = {queue, flows[i + 1], redis.call('HGET', P .. ':counts', queue .. '\tprocessing') or '0',
+    redis.call('HGETALL', P .. ':running:' .. queue), redis.call('HGET', P .. ':tats', queue), kept}
+end
+return {num(at), found}
+"""
+
+# ARGV: P, node, now, queue. Answers the id of the job a lease of the queue would take next, limits aside (the
+# first of its next key in turn, in a turn-taking queue), or false.
+PEEK = r"""
+local queue = ARGV[4]
+local key = redis.call('ZRANGE', P .. ':keys:' .. queue, 0, 0)[1]
+local set = P .. ':ready:' .. queue
+return redis.call('ZRANGE', key and set .. '\t' .. key or set, 0, 0)[1] or false
+"""
+
 # ARGV: P, node, now, ttl in ms. Takes or keeps the maintenance lock; answers 1 if this node holds it.
 LEAD = r"""
 local key = P .. ':leader'
@@ -574,6 +821,9 @@ SCRIPTS = {
         "list": LIST,
         "stats": STATS,
         "set_paused": SET_PAUSED,
+        "set_flow": SET_FLOW,
+        "flows": FLOWS,
+        "peek": PEEK,
         "lead": LEAD,
         "resign": RESIGN,
         "announce": ANNOUNCE,
