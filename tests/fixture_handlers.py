@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from jobq import JobContext, handler
 
@@ -76,3 +77,21 @@ async def chatty(ctx: JobContext) -> str:
     name = os.fsdecode(b"caf\xe9.txt")  # as os.listdir() gives a name that is not UTF-8
     await ctx.log(f"processing {name}")
     return name.encode("utf-8", "backslashreplace").decode()
+
+
+def note_span(line: str) -> None:
+    """Append one line to the spans file, the runs file's name and ``.spans`` (one O_APPEND write: atomic)."""
+    fd = os.open(os.environ["JOBQ_TEST_RUNS_FILE"] + ".spans", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@handler("span")
+async def span(ctx: JobContext) -> None:
+    """Note ``start <payload.key> <time>`` and ``end <payload.key> <time>`` around ``payload.seconds`` of sleep,
+    so a test can count how many jobs of one key ran at once, across processes (one clock: one machine)."""
+    note_span(f"start {ctx.payload['key']} {time.time():.6f}")
+    await asyncio.sleep(ctx.payload["seconds"])
+    note_span(f"end {ctx.payload['key']} {time.time():.6f}")

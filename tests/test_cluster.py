@@ -32,7 +32,7 @@ import pytest
 from jobq.store.redis import durability_warning
 from tests.conftest import StartServer, store_url
 from tests.pg import PgCluster
-from tests.procs import ServerProcess
+from tests.procs import ServerProcess, WorkerProcess
 from tests.redisserver import RedisServer
 
 BATCH = 500
@@ -319,6 +319,66 @@ def test_a_cancel_on_one_node_stops_the_handler_running_on_another(
     assert follower["history"][0]["started_at"] >= ended["finished_at"], (follower, ended)
     assert follower["history"][0]["worker"].endswith(worker_of(back))
     assert Counter(started(runs_file)) == {gated: 1, queued: 1}
+
+
+# -- 5. a per-key limit holds across nodes and remote workers --
+
+KEYS = 4
+JOBS_PER_KEY = 12
+
+
+def most_at_once(spans: list[str]) -> dict[str, int]:
+    """For each key, the most of its jobs running at one time, from the handlers' start and end lines."""
+    events = sorted((float(at), 1 if kind == "start" else -1, key) for kind, key, at in map(str.split, spans))
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    for _, step, key in events:  # an end sorts before a start at the same instant: a slot passed on
+        running[key] += step
+        most[key] = max(most[key], running[key])
+    return dict(most)
+
+
+def test_a_per_key_limit_holds_across_nodes_and_remote_workers(
+    start_server: StartServer, runs_file: Path, store: str, tmp_path: Path
+) -> None:
+    nodes = [start_server("--store", store, "--workers", "2") for _ in range(2)]
+    code, answer = nodes[0].request("PUT", "/queues/limited/flow", {"key_concurrency": 2})
+    assert code == 200, answer
+    worker = WorkerProcess(
+        tmp_path / "worker.log",
+        nodes[1].url,
+        "--handlers",
+        "tests.fixture_handlers",
+        "--queues",
+        "limited",
+        "--concurrency",
+        "6",
+        env={"JOBQ_TEST_RUNS_FILE": str(runs_file)},
+    )
+    try:
+        jobs = [
+            {
+                "type": "span",
+                "queue": "limited",
+                "concurrency_key": f"k{key}",
+                "payload": {"key": f"k{key}", "seconds": 0.05},
+            }
+            for _ in range(JOBS_PER_KEY)
+            for key in range(KEYS)
+        ]
+        code, body = nodes[0].request("POST", "/enqueue/batch", {"jobs": jobs})
+        assert code == 200 and body["accepted"] == len(jobs), body
+        wait_until(lambda: completed(nodes[1], "limited") == len(jobs), f"{len(jobs)} completed jobs", timeout=60.0)
+    finally:
+        worker.stop()
+    spans = Path(f"{runs_file}.spans").read_text().splitlines()
+    assert len(spans) == 2 * len(jobs)
+    most = most_at_once(spans)
+    print(f"most jobs of a key running at once, with 10 workers free: {most}")
+    assert most == {f"k{key}": 2 for key in range(KEYS)}  # the limit, reached and never passed
+    done = jobs_in(nodes[0], "completed")
+    runners = {attempt["worker"].rpartition(":")[2] for job in done.values() for attempt in job["history"]}
+    assert len(runners) == 3, runners  # both nodes' workers and the remote worker ran some
 
 
 # -- 5. the database restarts (Redis: is killed and started again) under load: 503s while it is gone,

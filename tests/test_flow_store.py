@@ -158,3 +158,27 @@ async def test_a_flow_outlives_a_restart(backend: str, tmp_path: Path, open_url:
     await store.close()
     again = await open_url(url)
     assert (await again.flows())["q"].flow == flow
+
+
+async def test_a_rate_holds_within_one_periods_tolerance_over_30_seconds(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    per_second = 20
+    await store.set_flow("q", QueueFlow(rate=Rate(per_second, 1.0)))
+    await add_all(store, keyed(None, 40 * per_second))
+    began = clock.now
+    starts: list[float] = []
+    for _ in range(300):  # 30 s of the fake clock, looking every 0.1 s; leases outlast the test
+        starts += [clock.now - began for _ in await store.lease(100, 3600)]
+        clock.advance(0.1)
+    assert 30 * per_second <= len(starts) <= 31 * per_second, len(starts)
+    in_any_second = max(sum(1 for at in starts if second <= at < second + 1) for second in range(30))
+    assert in_any_second <= 2 * per_second, in_any_second  # the first burst, and then the rate
+
+
+async def test_a_small_key_gets_its_fair_share_beside_a_big_one(make_store: MakeStore) -> None:
+    store = await make_store()
+    await add_all(store, keyed("big", 10_000))
+    await add_all(store, keyed("small", 10))  # enqueued after all of the big key's
+    first = [job.concurrency_key for _ in range(20) for job in await store.lease(1, 60)]
+    assert first.count("small") == 10, first

@@ -11,6 +11,9 @@ the server, loaded by its SHA and loaded again if Redis forgot it (a restart).
 - **Time** is the Redis server's (``TIME``), unless a clock is injected (tests).
 - **Wake-ups and events** come by pub/sub on ``{prefix}:events``, one message per
   script that changed anything; idle leases also poll every ``POLL_SECONDS``.
+- **Flow control** is applied inside the claim script, so a queue's limits and rates
+  (kept in Redis) hold across every node; an idle lease held back by a rate looks again
+  when the rate allows, and one held back by a limit when a run of its queue ends.
 - **Once-only maintenance** (retention, and reporting the store-wide gauges) runs on
   the node holding ``{prefix}:leader`` (``SET NX PX``, renewed every second; another
   node takes over within ``LEADER_MS`` when it stops).
@@ -39,6 +42,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
 from jobq.errors import InvalidTransition, JobNotFound, JobqError, StoreFull, StoreUnavailable
+from jobq.flow import FlowState, QueueFlow
 from jobq.job import Job, JobStatus
 from jobq.store import memory
 from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
@@ -55,12 +59,13 @@ COMMAND_SECONDS = 30.0  # a command not answered by then fails (503)
 RECONNECT_SECONDS = 1.0  # how soon the subscriber tries again once its connection is lost
 CLOSE_SECONDS = 5.0  # the most each step of closing waits for Redis
 LEADER_MS = 5000  # how long the maintenance lock lasts unless its holder renews it (every second)
-INTS = frozenset({"seq", "priority", "attempts", "max_attempts"})
+INTS = frozenset({"seq", "priority", "attempts", "max_attempts", "concurrency_limit"})
 FLOATS = frozenset(
     {"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress", "ready_at"}
     | {"unique_until"}
 )
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
+FREED = '"freed":true}'  # how a message ends when a run of a turn-taking queue ended (see redisscripts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,11 @@ def text(value: Any) -> str:
 
 
 CONVERT = [int if name in INTS else float if name in FLOATS else None for name in ROW]
+
+
+def pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A flat ``[name, value, ...]`` answer (HGETALL) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def row_job(row: Sequence[str | None]) -> Job:
@@ -326,6 +336,11 @@ class RedisStore(SharedStore):
                 self._reporting = False
             await asyncio.sleep(1.0)
 
+    def _heard(self, payload: str) -> None:
+        if payload.endswith(FREED):  # a held job may start now: even this node's own change wakes its idle leases
+            self._wake()
+        super()._heard(payload)
+
     def _heard_log(self, message: dict[str, Any]) -> None:
         job_id, at, line = message["log"]
         if job_id in self._followed:
@@ -386,7 +401,11 @@ class RedisStore(SharedStore):
         wanted = "" if queues is None else to_json(list(queues)).decode()
         kinds = "" if types is None else to_json(list(types)).decode()
         args = (max_jobs, repr(float(lease_seconds)), worker or "", wanted, kinds, to_json(lease_ids).decode())
-        return [row_job(flat) for flat in await self._run("claim", *args)]
+        taken, wake_at = await self._run("claim", *args)
+        if wake_at:  # a rate held jobs back: an idle lease here looks again once it lets one start
+            due = self._next_due
+            self._next_due = float(wake_at) if due is None else min(due, float(wake_at))
+        return [row_job(flat) for flat in taken]
 
     async def _extend(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, Job]:
         pairs = [part for lease in leases for part in lease]
@@ -423,8 +442,8 @@ class RedisStore(SharedStore):
         return row_job(answer)
 
     async def peek(self, queue: str) -> Job | None:
-        first = await self._call(self._client.zrange(f"{self.prefix}:ready:{queue}", 0, 0))
-        jobs = await self._read(first) if first else []
+        first = await self._run("peek", queue)
+        jobs = await self._read([first]) if first else []
         return jobs[0] if jobs else None
 
     async def append_log(self, job_id: str, message: str, lease_id: str | None = None) -> None:
@@ -482,6 +501,30 @@ class RedisStore(SharedStore):
 
     async def clear(self, queue: str) -> int:
         return int(await self._run("clear", queue))
+
+    async def set_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        await self._run("set_flow", queue, "" if flow is None else to_json(flow.to_dict()).decode())
+        self._wake()  # a limit raised or removed may let held jobs start
+
+    async def flows(self) -> dict[str, FlowState]:
+        at, found = await self._run("flows")
+        now = float(at)
+        states = {}
+        for queue, text, running, keys_running, queue_tat, key_tats in sorted(found, key=lambda entry: entry[0]):
+            flow = QueueFlow.from_dict(from_json(text))
+            rate, key_rate = flow.rate, flow.key_rate
+            states[queue] = FlowState(
+                flow=flow,
+                running=int(running),
+                keys_running={key: int(count) for key, count in pairs(keys_running).items()},
+                next_start=None if rate is None or queue_tat is None else rate.next_start(float(queue_tat), now),
+                keys_next_start={
+                    key: start
+                    for key, tat in pairs(key_tats).items()
+                    if key_rate is not None and (start := key_rate.next_start(float(tat), now)) > now
+                },
+            )
+        return states
 
     async def promote_due(self) -> int:
         promoted, next_due = await self._run("promote", MAX_PER_ROUND)

@@ -299,19 +299,24 @@ for _, queue in ipairs(queues) do
   turning[queue] = turning[queue] or false
   if redis.call('SISMEMBER', P .. ':paused', queue) == 0 then open[#open + 1] = queue end
 end
-local SCAN = 200  -- ready jobs looked at per queue (or key) and turn for one of the wanted types
-local SKIPS = 20  -- keys of a turn-taking queue passed over per claim for holding none of the wanted types
+local SCAN = 200  -- jobs of other types passed over per queue and turn (per turn-taking queue and claim)
 
-local function first_ready(set)  -- the set's first job of a wanted type: its id and score
-  local ids = redis.call('ZRANGE', set, 0, types and (SCAN - 1) or 0, 'WITHSCORES')
+local function first_ready(set, scan)  -- the set's first job of a wanted type within scan: id, score, jobs passed
+  local ids = redis.call('ZRANGE', set, 0, types and (scan - 1) or 0, 'WITHSCORES')
   for i = 1, #ids, 2 do
-    if not types or types[redis.call('HGET', P .. ':job:' .. ids[i], 'type')] then return ids[i], ids[i + 1] end
+    if not types or types[redis.call('HGET', P .. ':job:' .. ids[i], 'type')] then
+      return ids[i], ids[i + 1], (i - 1) / 2
+    end
   end
+  return nil, nil, #ids / 2
 end
 
 local wake_at = false  -- the earliest a rate lets a held job start
 local function hold_until(t) if not wake_at or t < wake_at then wake_at = t end end
-local function next_start(rate, tat) if not tat then return at end return tat - rate.period + rate.period / rate.limit end
+local function next_start(rate, tat)  -- jobq.flow.Rate's, and start below
+  if not tat then return at end
+  return tat - rate.period + rate.period / rate.limit
+end
 local function start(rate, tat) return math.max(tat or at, at) + rate.period / rate.limit end
 
 local flows = {}  -- queue -> its flow and state, read once a claim
@@ -327,8 +332,7 @@ local function flow_of(queue)
   end
   local later = redis.call('ZRANGEBYSCORE', held, 0, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if later[2] then hold_until(tonumber(later[2])) end
-  local state = {queue = queue, flow = flow, keys = P .. ':keys:' .. queue, held = held,
-    skips = math.min(SKIPS, redis.call('ZCARD', P .. ':keys:' .. queue)),
+  local state = {queue = queue, flow = flow, keys = P .. ':keys:' .. queue, held = held, scan = SCAN,
     running = tonumber(redis.call('HGET', P .. ':counts', queue .. '\tprocessing') or '0'),
     tat = tonumber(redis.call('HGET', P .. ':tats', queue))}
   flows[queue] = state
@@ -365,16 +369,16 @@ local function flow_next(state)  -- the first job of the next key in turn that m
       return nil
     end
   end
-  while true do
+  while state.scan > 0 do
     local key = redis.call('ZRANGE', state.keys, 0, 0)[1]
     if not key then return nil end
-    local id, score = first_ready(P .. ':ready:' .. state.queue .. '\t' .. key)
-    if not id then  -- none of the wanted types: the turn passes
-      if state.skips <= 0 then return nil end
-      state.skips = state.skips - 1
+    local id, score, passed = first_ready(P .. ':ready:' .. state.queue .. '\t' .. key, state.scan)
+    if not id then  -- none of the wanted types: the turn passes (a key passed over costs one at least)
+      state.scan = state.scan - math.max(passed, 1)
       to_back(state.queue, key)
-    elseif admitted(state, key, id) then
-      return key, id, score
+    else
+      state.scan = state.scan - passed
+      if admitted(state, key, id) then return key, id, score end
     end
   end
 end
@@ -402,7 +406,7 @@ while #taken < max_jobs and #open > 0 do
     if turning[queue] then
       key, id, score = flow_next(flow_of(queue))
     else
-      id, score = first_ready(P .. ':ready:' .. queue)
+      id, score = first_ready(P .. ':ready:' .. queue, SCAN)
     end
     if id then candidates[#candidates + 1] = {queue, id, ordered and place or tonumber(score), key} end
   end
