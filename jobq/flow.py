@@ -116,7 +116,6 @@ class FlowState:
     def view(self, now: float, owner: str | None = None) -> dict[str, Any]:
         """What the API shows of it: the limits, what runs, and what holds jobs back now. With ``owner``
         (a client token's name), only the keys of that client are named (see JobService._own)."""
-        at_limit = self.keys_at_limit()
         shown = self.keys_running.items()
         if owner is not None:
             shown = [(key, n) for key, n in shown if key.startswith(f"{owner}/")]
@@ -125,12 +124,16 @@ class FlowState:
             **self.flow.to_dict(),
             "running": self.running,
             "keys_running": dict(busiest),
-            "held_by": {
-                "concurrency": self.flow.concurrency is not None and self.running >= self.flow.concurrency,
-                "rate_until": _future(self.next_start, now),
-                "keys_at_limit": len(at_limit),
-                "keys_rate_limited": len(self.keys_next_start),
-            },
+            "held_by": self.held_by(now),
+        }
+
+    def held_by(self, now: float) -> dict[str, Any]:
+        """What each limit holds back now: the queue's (whether), and the keys' (how many keys)."""
+        return {
+            "concurrency": self.flow.concurrency is not None and self.running >= self.flow.concurrency,
+            "rate_until": _future(self.next_start, now),
+            "keys_at_limit": len(self.keys_at_limit()),
+            "keys_rate_limited": len(self.keys_next_start),
         }
 
     def held(self, key: str | None, own_limit: int | None, now: float) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from jobq import __version__
+from jobq.flow import FlowState
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.store.base import Store, StoreStats
 from jobq.tally import CounterFamily, HistogramFamily
@@ -268,6 +269,7 @@ class Metrics:
     async def scrape(self, request: web.Request, store: Store) -> web.Response:
         """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now."""
         self.state.snapshot = await store.stats()
+        self.state.flows = await store.flows()
         return await self._render(request)
 
 
@@ -280,6 +282,7 @@ class StateCollector:
 
     def __init__(self) -> None:
         self.snapshot: StoreStats | None = None
+        self.flows: dict[str, FlowState] = {}  # the queues with limits, read with the snapshot
         self.service: JobService | None = None
         self.faktory_connections: Callable[[], int] | None = None  # set while a Faktory listener runs
         self._queues: set[str] = set()
@@ -288,7 +291,7 @@ class StateCollector:
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
-        depth, running, paused, oldest, workers = self._families()
+        depth, running, paused, oldest, workers, held = self._families()
         snapshot = self.snapshot
         if snapshot is not None and (self.service is None or self.service.store.reports_totals):
             now = self.service.store.clock() if self.service is not None else time.time()
@@ -303,11 +306,17 @@ class StateCollector:
                 paused.add_metric([queue], 1 if queue in snapshot.paused else 0)
                 ready_since = snapshot.next_ready_since.get(queue)
                 oldest.add_metric([queue], max(now - ready_since, 0.0) if ready_since is not None else 0.0)
+            for queue, flow in sorted(self.flows.items()):
+                holds = flow.held_by(now)
+                held.add_metric([queue, "concurrency"], int(holds["concurrency"]))
+                held.add_metric([queue, "rate"], int(holds["rate_until"] is not None))
+                held.add_metric([queue, "key_concurrency"], holds["keys_at_limit"])
+                held.add_metric([queue, "key_rate"], holds["keys_rate_limited"])
         if self.service is not None:
             pool = self.service.pool
             workers.add_metric(["busy"], pool.busy)
             workers.add_metric(["idle"], max(pool.concurrency - pool.busy, 0))
-        families = [depth, running, paused, oldest, workers]
+        families = [depth, running, paused, oldest, workers, held]
         if self.faktory_connections is not None:
             families.append(
                 GaugeMetricFamily(
@@ -329,3 +338,9 @@ class StateCollector:
             labels=["queue"],
         )
         yield GaugeMetricFamily("jobq_workers", "This process's worker tasks, busy or idle.", labels=["state"])
+        yield GaugeMetricFamily(
+            "jobq_queue_held",
+            "What each limit of a queue holds back now: 1 while its concurrency or rate does, else 0; "
+            "for key_concurrency and key_rate, how many keys it holds.",
+            labels=["queue", "limit"],
+        )
