@@ -76,6 +76,19 @@ async def test_enqueue_returns_the_whole_record_of_the_job_it_made(make_client: 
         assert unique.to_dict() == (await jobq.get(unique.id)).to_dict()  # its terms, as the server keeps them
         duplicate = await jobq.enqueue("echo", {"other": 1}, unique_key="digest:ada")
         assert duplicate.id == unique.id and duplicate.payload == {}  # the job that holds the key
+        keyed = await jobq.enqueue("echo", queue="mail", concurrency_key="acme", concurrency_limit=2)
+        assert keyed.to_dict() == (await jobq.get(keyed.id)).to_dict()
+
+
+async def test_a_queues_limits_are_set_read_and_removed(make_client: MakeClient) -> None:
+    async with sdk_for(await make_client(workers=0)) as jobq:
+        assert await jobq.flow("mail") is None
+        flow = await jobq.set_flow("mail", concurrency=10, key_concurrency=2, key_rate=(5, 60))
+        assert (flow["concurrency"], flow["key_concurrency"], flow["rate"]) == (10, 2, None)
+        assert flow["key_rate"] == {"limit": 5, "period": 60.0}
+        assert await jobq.flow("mail") == flow
+        await jobq.remove_flow("mail")
+        assert await jobq.flow("mail") is None
 
 
 async def test_enqueue_with_wait_returns_the_finished_record(sdk: JobqClient) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from pydantic_core import from_json, to_json
 
-from jobq.errors import Forbidden, JobqError, StaleLease, Unauthorized, Unreachable, error_from_problem
+from jobq.errors import Forbidden, JobqError, NoLimits, StaleLease, Unauthorized, Unreachable, error_from_problem
 from jobq.job import TERMINAL, Job, JobStatus, parse_rfc3339
 from jobq.lifecycle import Settlement
 from jobq.retry import RetryPolicy
@@ -149,6 +149,8 @@ class JobqClient:
         unique_key: str | None = None,
         unique_scope: str | None = None,
         unique_for: float | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
         wait: float | None = None,
     ) -> Job:
         """Submit a job and return it as accepted. With ``wait``, hold until it finishes (or ``wait`` seconds pass).
@@ -158,7 +160,8 @@ class JobqClient:
         is answered with that job's whole record as it is now (one more request, ``GET /status``);
         with ``wait``, the answer is the whole record as the wait ended. With ``unique_key``, while
         another job holds the key (see the server's docs: ``unique_scope``, ``unique_for``), the
-        answer is that job.
+        answer is that job. ``concurrency_key`` is what the queue's limits count and take turns by
+        (a customer, say); ``concurrency_limit`` its own limit of that key's jobs running at once.
         """
         fields = {
             "type": type,
@@ -173,6 +176,8 @@ class JobqClient:
             "unique_key": unique_key,
             "unique_scope": unique_scope,
             "unique_for": unique_for,
+            "concurrency_key": concurrency_key,
+            "concurrency_limit": concurrency_limit,
         }
         body = to_json({k: v for k, v in fields.items() if v is not None})
         status, data = await self._exchange("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
@@ -289,6 +294,36 @@ class JobqClient:
     async def clear(self, queue: str) -> int:
         """Delete the queue's waiting jobs (an admin token); returns how many."""
         return (await self._call("DELETE", f"/queues/{queue}/jobs"))["cleared"]
+
+    async def flow(self, queue: str) -> dict[str, Any] | None:
+        """The queue's limits, what runs and what they hold back now; None when it has none."""
+        try:
+            return dict((await self._call("GET", f"/queues/{queue}/flow"))["flow"])
+        except NoLimits:
+            return None
+
+    async def set_flow(
+        self,
+        queue: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = None,
+        rate: tuple[int, float] | None = None,
+        key_rate: tuple[int, float] | None = None,
+    ) -> dict[str, Any]:
+        """Set the queue's limits (an admin token): jobs running at once, in all and per concurrency_key, and
+        starts per period, in all and per key (``(limit, period_seconds)``); an absent one is no limit."""
+        limits: dict[str, Any] = {"concurrency": concurrency, "key_concurrency": key_concurrency}
+        if rate is not None:
+            limits["rate"] = {"limit": rate[0], "period": float(rate[1])}
+        if key_rate is not None:
+            limits["key_rate"] = {"limit": key_rate[0], "period": float(key_rate[1])}
+        body = to_json({k: v for k, v in limits.items() if v is not None})
+        return dict((await self._call("PUT", f"/queues/{queue}/flow", body))["flow"])
+
+    async def remove_flow(self, queue: str) -> None:
+        """Remove the queue's limits (an admin token)."""
+        await self._call("DELETE", f"/queues/{queue}/flow")
 
     # -- schedules (an admin token) ---------------------------------------------
     async def schedules(self) -> list[dict[str, Any]]:
@@ -456,6 +491,9 @@ def received_job(receipt: dict[str, Any], sent: dict[str, Any]) -> Job:
         given["unique_key"] = sent["unique_key"]
         given["unique_scope"] = sent.get("unique_scope", "active")
         given["unique_until"] = None if "unique_for" not in sent else created_at + sent["unique_for"]
+    if "concurrency_key" in sent:
+        given["concurrency_key"] = sent["concurrency_key"]
+        given["concurrency_limit"] = sent.get("concurrency_limit")
     return Job(
         id=receipt["id"],
         type=sent["type"],
