@@ -218,6 +218,28 @@ def test_queues_pause_peek_clear_and_resume(jobq: Any) -> None:
     assert answer(jobq("queues", "resume", queue, "--json", token=ADMIN))["paused"] is False
 
 
+def test_queues_limit_flow_and_unlimit(jobq: Any) -> None:
+    queue = unique("limited")
+    set_to = ("--concurrency", "4", "--key-concurrency", "1", "--rate", "10/1", "--key-rate", "100/60")
+    shown = jobq("queues", "limit", queue, *set_to, token=ADMIN)
+    assert f"queue {queue} limits: 4 running, 1 per key, 10/1s, 100/60s per key" in shown.stdout, shown.stderr
+    assert answer(jobq("queues", "pause", queue, "--json", token=ADMIN))["paused"] is True
+    job = answer(
+        jobq("enqueue", "noop", "--queue", queue, "--concurrency-key", "acme", "--concurrency-limit", "2", "--json")
+    )
+    assert job["concurrency"] == {"key": "client/acme", "limit": 2}  # a client token's keys are its own
+    flow = answer(jobq("queues", "flow", queue, "--json"))["flow"]
+    assert (flow["concurrency"], flow["key_rate"], flow["running"]) == (4, {"limit": 100, "period": 60.0}, 0)
+    assert "held by       nothing" in jobq("queues", "flow", queue).stdout
+    bad = jobq("queues", "limit", queue, "--rate", "ten", token=ADMIN)
+    assert bad.returncode == 2 and "is not N/SECONDS" in bad.stderr
+    refused = jobq("queues", "limit", queue, "--concurrency", "1")  # a client token
+    assert refused.returncode != 0 and "admin" in refused.stderr
+    assert answer(jobq("queues", "unlimit", queue, "--json", token=ADMIN)) == {"queue": queue, "flow": None}
+    assert f"queue {queue} has no limits" in jobq("queues", "flow", queue).stdout
+    assert answer(jobq("queues", "clear", queue, "--yes", "--json", token=ADMIN))["cleared"] == 1
+
+
 def test_bulk_retry_and_delete_of_dead_jobs(jobq: Any) -> None:
     queue = BULK_QUEUE
     ids = [

@@ -150,6 +150,49 @@ def queues_table(queues: Sequence[dict[str, Any]]) -> str:
     return table(headers, rows, right=range(2, 9)) if rows else "no queues"
 
 
+def limits_text(flow: dict[str, Any]) -> str:
+    """A queue's limits in one line: ``4 running, 2 per key, 10/1s, 1/60s per key``."""
+    parts = []
+    if flow.get("concurrency") is not None:
+        parts.append(f"{flow['concurrency']} running")
+    if flow.get("key_concurrency") is not None:
+        parts.append(f"{flow['key_concurrency']} per key")
+    if flow.get("rate"):
+        parts.append(f"{flow['rate']['limit']}/{flow['rate']['period']:g}s")
+    if flow.get("key_rate"):
+        parts.append(f"{flow['key_rate']['limit']}/{flow['key_rate']['period']:g}s per key")
+    return ", ".join(parts) or "none"
+
+
+def flow_text(queue: str, flow: dict[str, Any] | None) -> str:
+    if flow is None:
+        return f"queue {queue} has no limits"
+    held = flow["held_by"]
+    busiest = ", ".join(f"{key} {count}" for key, count in flow["keys_running"].items()) or "-"
+    return pairs(
+        [
+            ("queue", queue),
+            ("limits", limits_text(flow)),
+            ("running", str(flow["running"])),
+            ("busiest keys", busiest),
+            ("held by", held_text(held)),
+        ]
+    )
+
+
+def held_text(held: dict[str, Any]) -> str:
+    reasons = []
+    if held["concurrency"]:
+        reasons.append("its concurrency")
+    if held["rate_until"]:
+        reasons.append(f"its rate, until {held['rate_until']}")
+    if held["keys_at_limit"]:
+        reasons.append(f"{held['keys_at_limit']} keys at their limit")
+    if held["keys_rate_limited"]:
+        reasons.append(f"{held['keys_rate_limited']} keys at their rate")
+    return "; ".join(reasons) or "nothing"
+
+
 def nodes_table(nodes: Sequence[dict[str, Any]]) -> str:
     headers = ("NODE", "ID", "HTTP", "STATE", "STARTED", "CARD WRITTEN", "BUSY", "REMOTE WORKERS")
     rows = []
@@ -220,6 +263,8 @@ def enqueue(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
         delay=args.delay,
         max_attempts=args.max_attempts,
         timeout=args.timeout,
+        concurrency_key=args.concurrency_key,
+        concurrency_limit=args.concurrency_limit,
         wait=None if args.wait is None else min(args.wait, LONGEST_WAIT),
     )
     if args.wait is not None:
@@ -350,6 +395,42 @@ def resume(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def flow(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    answer = jobq.flow(args.name)
+    out.show({"queue": args.name, "flow": answer}, lambda: flow_text(args.name, answer))
+    return EXIT_OK
+
+
+def limit(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    answer = jobq.set_flow(
+        args.name,
+        concurrency=args.concurrency,
+        key_concurrency=args.key_concurrency,
+        rate=args.rate,
+        key_rate=args.key_rate,
+    )
+    out.show({"queue": args.name, "flow": answer}, lambda: f"queue {args.name} limits: {limits_text(answer)}")
+    return EXIT_OK
+
+
+def unlimit(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    jobq.remove_flow(args.name)
+    out.show({"queue": args.name, "flow": None}, lambda: f"queue {args.name} has no limits now")
+    return EXIT_OK
+
+
+def rate_argument(text: str) -> tuple[int, float]:
+    """``N/SECONDS`` (``10/1``, ``100/60``): at most N starts per that many seconds."""
+    limit, _, period = text.partition("/")
+    try:
+        starts, seconds_per = int(limit), float(period)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N/SECONDS, e.g. 10/1 or 100/60") from None
+    if starts < 1 or not seconds_per > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: N must be at least 1 and SECONDS above 0")
+    return starts, seconds_per
+
+
 def clear(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     if not args.yes and not confirm_clear(jobq, args.name):
         return EXIT_NOT_DONE
@@ -451,6 +532,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub.add_argument("--delay", type=positive(float, zero_ok=True), metavar="SECONDS", help="wait before it may run")
     sub.add_argument("--max-attempts", type=positive(int), metavar="N", help="attempts before it is dead (default 1)")
     sub.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="seconds an attempt may run")
+    sub.add_argument("--concurrency-key", metavar="KEY", help="what its queue's limits count and take turns by")
+    sub.add_argument("--concurrency-limit", type=positive(int), metavar="N", help="its key's jobs running at once")
     sub.add_argument("--wait", type=positive(float), metavar="SECONDS", help=wait_help)
 
     sub = command("status", status, "show a job, with every attempt")
@@ -489,7 +572,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command("stats", stats, "counts by status and queue, workers, rates")
     command("nodes", nodes, "the jobq processes on the store, their workers and remote workers (worker, admin)")
 
-    sub = command("queues", queues, "list queues; or pause, resume, clear one, or show its next job")
+    sub = command("queues", queues, "list queues; or pause, resume, clear, limit one, or show its next job")
     actions = sub.add_subparsers(dest="action", metavar="ACTION")
     command("list", queues, "list queues with their jobs by state (any token)", actions)
     for name, handler, text in (
@@ -497,11 +580,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("resume", resume, "run a paused queue's jobs again (admin)"),
         ("clear", clear, "delete a queue's waiting jobs, after asking (admin)"),
         ("next", peek, "show the job a worker would get next from a queue, without taking it (admin)"),
+        ("flow", flow, "show a queue's limits, what runs, and what they hold back (any token)"),
+        ("limit", limit, "set a queue's limits; those not given are none (admin)"),
+        ("unlimit", unlimit, "remove a queue's limits (admin)"),
     ):
         sub = command(name, handler, text, actions)
         sub.add_argument("name", metavar="NAME", help="queue name")
     sub = actions.choices["clear"]
     sub.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    sub = actions.choices["limit"]
+    sub.add_argument("--concurrency", type=positive(int), metavar="N", help="its jobs running at once")
+    sub.add_argument("--key-concurrency", type=positive(int), metavar="N", help="one key's jobs running at once")
+    sub.add_argument("--rate", type=rate_argument, metavar="N/SECONDS", help="its starts per period, e.g. 10/1")
+    sub.add_argument("--key-rate", type=rate_argument, metavar="N/SECONDS", help="one key's starts per period")
 
     sub = command("schedules", schedules, "list schedules; or define, pause, resume, run or delete one (admin)")
     actions = sub.add_subparsers(dest="action", metavar="ACTION")

@@ -183,7 +183,9 @@ class JobqClient:
         status, data = await self._exchange("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
         if "type" in data:  # the whole record: with wait (or from a server that answers it every time)
             return Job.from_dict(data)
-        if status != 202:  # a job sent before, which may have run since: its record as it is now
+        if status != 202 or (data["owner"] is not None and (unique_key or concurrency_key)):
+            # a job sent before, which may have run since; or keys a client token's name may prefix (the
+            # server keeps a client's keys as its own): the record as the server keeps it
             return await self.get(data["id"])
         return received_job(data, from_json(body))  # the payload as the server keeps it: JSON's form
 
