@@ -17,7 +17,7 @@ from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
 from jobq.errors import BadRequest, JobqError, ValidationFailed
-from jobq.job import Job, JobStatus, rfc3339
+from jobq.job import Job, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
     MAX_WAIT_PARAMETER,
@@ -369,10 +369,7 @@ async def status(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     owner = owner_scope(request)
     job = await service.wait_for_change(job_id, wait, owner) if wait else await service.get(job_id, owner)
-    held = await service.held(job) if job.status is JobStatus.PENDING else None
-    if held is None:
-        return job_response(job)
-    return json_response({**job.to_dict(), "held": held}, 200, {"Location": f"/status/{job.id}"})
+    return json_response(await service.record(job), 200, {"Location": f"/status/{job.id}"})
 
 
 @routes.get("/jobs")

@@ -742,6 +742,13 @@ class JobService:
         now = self.store.clock()
         return {queue: state.view(now, owner) for queue, state in (await self.store.flows()).items()}
 
+    async def record(self, job: Job) -> dict[str, Any]:
+        """The job as ``GET /status`` answers it: its record, with ``held`` when a limit holds it back."""
+        view = job.to_dict()
+        if job.status is JobStatus.PENDING and (held := await self.held(job)) is not None:
+            view["held"] = held
+        return view
+
     async def held(self, job: Job) -> dict[str, Any] | None:
         """Which limit of its queue holds back a ready job now (None: none does, or it is not ready)."""
         if job.status is not JobStatus.PENDING:

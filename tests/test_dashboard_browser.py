@@ -261,13 +261,17 @@ def test_every_view_loads_without_errors_or_policy_violations(jobq: Callable[...
     api.wait_for("fail-1", "dead")
     api.enqueue("noop", queue="nightly", id="later-1", delay=600)
     api.enqueue("report", queue="reports", id="waiting-1", unique_key="monthly-report")
+    api.call("PUT", "/queues/tenants/flow", {"key_concurrency": 1})
+    for n in range(2):
+        api.enqueue("report", queue="tenants", id=f"tenant-{n}", concurrency_key="acme")
+    api.lease("tenants")  # tenant-0 runs: tenant-1 is held back by its key's limit
     tab = open_tab(api.server)
 
     tab.open("#/overview")
     expect(tab.by("live-status")).to_have_attribute("data-state", "live")
     expect(row(tab, "queue-row", queue="default")).to_be_visible()
     expect(tab.by("stat-dead")).to_contain_text("1")
-    expect(tab.by("workers")).to_contain_text("No job is running")
+    expect(tab.by("workers")).to_contain_text("tenant-0 report on tenants")  # the one job leased
     node = tab.by("node-row")
     expect(node).to_have_count(1)
     expect(node).to_contain_text(f":{api.server.process.pid}")
@@ -276,7 +280,7 @@ def test_every_view_loads_without_errors_or_policy_violations(jobq: Callable[...
     tab.assert_clean()
 
     tab.open("#/jobs")
-    expect(tab.by("job-row")).to_have_count(4)
+    expect(tab.by("job-row")).to_have_count(6)
     tab.assert_clean()
 
     open_job(tab, "fail-1", "dead")
@@ -290,9 +294,18 @@ def test_every_view_loads_without_errors_or_policy_violations(jobq: Callable[...
     expect(page.locator('[data-field="unique_key"]')).to_have_text("monthly-report held while active")
     tab.assert_clean()
 
+    page = open_job(tab, "tenant-1", "pending")
+    expect(page.locator('[data-field="concurrency_key"]')).to_have_text("acme")
+    expect(tab.by("job-held")).to_have_text("key acme runs 1 of at most 1 jobs at once")
+    tab.assert_clean()
+
     tab.open("#/queues")
     for name in ("default", "nightly", "reports"):
         expect(row(tab, "queue-row", queue=name)).to_be_visible()
+    tenants = row(tab, "queue-row", queue="tenants")
+    expect(tenants.get_by_test_id("queue-limits")).to_contain_text("1 per key")
+    expect(tenants.get_by_test_id("queue-held")).to_have_text("holding back: 1 keys at their limit")
+    expect(row(tab, "queue-row", queue="reports").get_by_test_id("queue-limits")).to_have_text("none")
     expect(tab.by("live-status")).to_have_attribute("data-state", "live")
     tab.assert_clean()
 

@@ -196,6 +196,9 @@ const RENDER = {
       ["Owner", job.owner ?? "—"],
       ["Unique key", job.unique ? [job.unique.key, h("span", { class: "muted" },
         ` held while ${job.unique.scope}`, job.unique.until ? [" until ", timeEl(job.unique.until)] : "")] : null],
+      ["Concurrency key", job.concurrency ? [job.concurrency.key, job.concurrency.limit == null ? ""
+        : h("span", { class: "muted" }, ` at most ${job.concurrency.limit} running at once`)] : null],
+      ["Held back", job.held ? h("span", { "data-testid": "job-held" }, heldText(job.held)) : null],
       ["Created", timeEl(job.created_at)],
       ["Run at", job.run_at ? timeEl(job.run_at) : null],
       ["Next run", job.next_run_at ? [timeEl(job.next_run_at), " ", relTime(job.next_run_at, "next-run-in")] : null],
@@ -321,4 +324,15 @@ function newLogBook(list) {
       streamed = new Map();
     },
   };
+}
+
+/** Why a ready job waits: the limit of its queue that holds it back now, in words. */
+function heldText(held) {
+  switch (held.limit) {
+    case "concurrency": return `its queue runs ${held.running} of at most ${held.max} jobs at once`;
+    case "rate": return ["its queue's rate allows the next start at ", timeEl(held.next_start), " ", relTime(held.next_start)];
+    case "key_concurrency": return `key ${held.key} runs ${held.running} of at most ${held.max} jobs at once`;
+    case "key_rate": return [`key ${held.key}'s rate allows its next start at `, timeEl(held.next_start), " ", relTime(held.next_start)];
+    default: return held.limit;
+  }
 }

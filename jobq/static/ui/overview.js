@@ -291,6 +291,7 @@ function queueAdminTable(ctx, queues, redraw) {
   const head = h("tr", {},
     ["Queue", "State"].map((t) => h("th", {}, t)),
     ["waiting", "processing", "failed", "dead", "oldest wait"].map((t) => h("th", { class: "num" }, t)),
+    h("th", {}, "Limits"),
     ctx.canManageQueues ? h("th", {}, "Actions") : null);
   const rows = queues.map((q) => {
     const jobs = q.jobs || {};
@@ -303,12 +304,33 @@ function queueAdminTable(ctx, queues, redraw) {
       countCell(q.name, "failed", jobs.failed),
       countCell(q.name, "dead", jobs.dead),
       h("td", { class: "num", "data-testid": "oldest-wait" }, oldestWait(q)),
+      h("td", { "data-testid": "queue-limits" }, limitsCell(q.flow)),
       ctx.canManageQueues ? h("td", {}, h("div", { class: "actions" }, queueActions(ctx, q, waiting, redraw))) : null,
     );
     row.setAttribute("data-queue", q.name);
     return row;
   });
   return h("table", { "data-testid": "queue-table" }, h("thead", {}, head), h("tbody", {}, rows));
+}
+
+/** A queue's limits, and what they hold back now (jobq.flow). */
+function limitsCell(flow) {
+  if (!flow) return h("span", { class: "muted" }, "none");
+  const rate = (r) => `${fmtNumber(r.limit)}/${fmtDuration(r.period)}`;
+  const limits = [
+    flow.concurrency != null ? `${fmtNumber(flow.concurrency)} running` : null,
+    flow.key_concurrency != null ? `${fmtNumber(flow.key_concurrency)} per key` : null,
+    flow.rate ? rate(flow.rate) : null,
+    flow.key_rate ? `${rate(flow.key_rate)} per key` : null,
+  ].filter(Boolean).join(", ") || "keys take turns";
+  const held = flow.held_by || {};
+  const holds = [
+    held.concurrency ? "at its limit" : null,
+    held.rate_until ? "at its rate" : null,
+    held.keys_at_limit ? `${fmtNumber(held.keys_at_limit)} keys at their limit` : null,
+    held.keys_rate_limited ? `${fmtNumber(held.keys_rate_limited)} keys at their rate` : null,
+  ].filter(Boolean);
+  return [limits, holds.length ? h("div", { class: "muted", "data-testid": "queue-held" }, `holding back: ${holds.join("; ")}`) : null];
 }
 
 function queueActions(ctx, q, waiting, redraw) {
