@@ -313,7 +313,7 @@ class Server:
         with (self.workdir / "server.log").open("wb") as log:
             self.process = subprocess.Popen(argv, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.env.update(JOBQ_URL=f"http://127.0.0.1:{port}", JOBQ_PID=str(self.process.pid))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # every server starts at once, on a machine of 2 cores
         while self.process.poll() is None and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
