@@ -80,8 +80,11 @@ def batches(total: int, size: int) -> list[int]:
     return [min(size, total - start) for start in range(0, total, size)]
 
 
-def requests(count: int, job_type: str = "noop", payload_bytes: int = 0) -> list[EnqueueRequest]:
-    """``count`` requests, each with its own payload object (as each parsed request body would have)."""
+def requests(count: int, job_type: str = "noop", payload_bytes: int = 0, keys: int = 0) -> list[EnqueueRequest]:
+    """``count`` requests, each with its own payload object (as each parsed request body would have);
+    with ``keys``, each with one of that many concurrency keys in turn."""
+    if keys:
+        return [EnqueueRequest(type=job_type, concurrency_key=f"k{n % keys}") for n in range(count)]
     if not payload_bytes:
         return [EnqueueRequest(type=job_type) for _ in range(count)]
     text = json.dumps(sized_payload(payload_bytes))
@@ -137,11 +140,21 @@ async def wait_settled(service: JobService, count: int, timeout: float) -> None:
         await asyncio.sleep(0.005)
 
 
-async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float, payload_bytes: int = 0) -> dict[str, Any]:
-    """Submit ``jobs`` no-op jobs through the service and time until every one has completed."""
+async def bench_e2e(
+    config: Config, jobs: int, batch: int, timeout: float, payload_bytes: int = 0, keys: int = 0, key_limit: int = 0
+) -> dict[str, Any]:
+    """Submit ``jobs`` no-op jobs through the service and time until every one has completed.
+
+    With ``keys``, the jobs spread over that many concurrency keys; with ``key_limit`` too, the
+    queue allows that many of a key's jobs running at once (jobq.flow).
+    """
     service = new_service(config)
     await service.start()
-    prepared = [requests(size, payload_bytes=payload_bytes) for size in batches(jobs, batch)]
+    if key_limit:
+        from jobq.flow import QueueFlow  # only here: a checkout from before flow control measures without
+
+        await service.store.set_flow("default", QueueFlow(key_concurrency=key_limit))
+    prepared = [requests(size, payload_bytes=payload_bytes, keys=keys) for size in batches(jobs, batch)]
     started, cpu = time.perf_counter(), time.process_time()
     for group in prepared:
         answers = await service.submit(group)
@@ -157,6 +170,8 @@ async def bench_e2e(config: Config, jobs: int, batch: int, timeout: float, paylo
         "jobs": jobs,
         "workers": config.workers,
         "payload_bytes": payload_bytes,
+        "keys": keys,
+        "key_limit": key_limit,
         "submit_seconds": round(submitted, 4),
         "seconds": round(seconds, 4),
         "jobs_per_second": round(jobs / seconds),
@@ -226,6 +241,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--producers", type=int, default=1, help="add: concurrent Store.add callers")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--payload-bytes", type=int, default=0, help="add, e2e: a JSON payload of about this size")
+    parser.add_argument("--keys", type=int, default=0, help="e2e: spread the jobs over this many concurrency keys")
+    parser.add_argument("--key-limit", type=int, default=0, help="e2e: a key's jobs running at once (with --keys)")
     parser.add_argument("--tree", type=Path, help="import jobq from this checkout (read before parsing)")
     return parser.parse_args(argv)
 
@@ -237,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers, args.payload_bytes))
     elif args.what == "e2e":
         tune_gc()  # as main.py does once it serves
-        result = asyncio.run(bench_e2e(config, args.jobs, args.batch, args.timeout, args.payload_bytes))
+        result = asyncio.run(
+            bench_e2e(config, args.jobs, args.batch, args.timeout, args.payload_bytes, args.keys, args.key_limit)
+        )
     elif args.what == "floor":
         tune_gc()
         result = asyncio.run(bench_floor(args.jobs, args.workers))

@@ -646,7 +646,7 @@ class PostgresStore(SharedStore):
             if flow.concurrency is not None and running >= flow.concurrency:
                 return []
             keys_running = dict(await conn.fetch(self._sql["keys_running"], queue))
-            order = await self._turn_order(conn, queue, cursor, max(64, 4 * max_jobs))
+            order = await self._turn_order(conn, queue, cursor, 2 * max_jobs + 8)  # room for keys held back
             key_tats = dict(await conn.fetch(self._sql["key_tats"], queue, order)) if flow.key_rate else {}
             turns = self._open_turns(flow, now, max_jobs, order, keys_running, key_tats)
             ready = await self._ready_of(conn, queue, turns, types)
@@ -672,7 +672,9 @@ class PostgresStore(SharedStore):
         after = [key for (key,) in await conn.fetch(self._sql["keys_after"], queue, cursor or UNKEYED, most)]
         if cursor is None:
             return [UNKEYED, *after]
-        if cursor == UNKEYED or len(after) >= most:
+        if len(after) >= most:
+            return after  # the unkeyed turn comes when the rotation wraps
+        if cursor == UNKEYED:
             return [*after, UNKEYED]
         before = await conn.fetch(self._sql["keys_after"], queue, UNKEYED, most - len(after))
         return [*after, UNKEYED, *(key for (key,) in before if key <= cursor)]

@@ -200,7 +200,7 @@ class FlowReady:
                 continue
             rotation.rotate(-1)  # served or held back, the turn passes
             if admit is None or admit(key, job):
-                ready.pop(usable, types)
+                ready.by_type[job.type].pop(usable)  # the job peek found: first of its type
                 return job
         return None
 

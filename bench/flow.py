@@ -1,0 +1,85 @@
+"""What flow control costs end to end: no-op jobs through the service and 32 in-process workers, in rounds.
+
+    .venv/bin/python bench/flow.py                                       # memory and SQLite, 5 rounds
+    .venv/bin/python bench/flow.py --baseline-tree ../jobq-before        # and a checkout from before, in turn
+    .venv/bin/python bench/flow.py --stores memory://,sqlite,postgresql --jobs 20000
+
+Each round runs, for each store, ``bench/inprocess.py e2e`` in a fresh process for:
+``baseline`` (the other checkout, no limits; with ``--baseline-tree``), ``none`` (this checkout, no
+limits), and ``keyed`` (this checkout, the jobs spread over ``--keys`` concurrency keys and the
+queue limited to ``--key-limit`` running jobs per key), in an order that turns from round to round.
+The goals: ``none`` within 5% of ``baseline`` (limits cost nothing unused), and ``keyed`` within 30% of
+``none``. The table gives the median rate over the rounds and the median CPU per job; CPU per job
+moves least when other processes share the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import run as bench
+
+CASES = ("baseline", "none", "keyed")
+
+
+def measure(store: str, case: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One e2e run of ``case`` on a fresh ``store``."""
+    command = ["e2e", "--store", bench._fresh(store, workdir), "--jobs", str(args.jobs), "--workers", "32"]
+    if case == "baseline":
+        command += ["--tree", str(args.baseline_tree)]
+    if case == "keyed":
+        command += ["--keys", str(args.keys), "--key-limit", str(args.key_limit)]
+    return bench.inprocess(*command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", default="memory://,sqlite", help="comma-separated: memory://, sqlite, a URL")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--key-limit", type=int, default=2)
+    parser.add_argument("--baseline-tree", type=Path, help="a checkout from before flow control, measured without")
+    parser.add_argument("--json", type=Path, help="write every run's result here")
+    args = parser.parse_args(argv)
+    stores = [store if store != "postgresql" else bench.DEFAULT_POSTGRES_URL for store in args.stores.split(",")]
+    cases = [case for case in CASES if case != "baseline" or args.baseline_tree is not None]
+    workdir = Path(tempfile.mkdtemp(prefix="jobq-flow-"))
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in stores for c in cases}
+    for number in range(args.rounds):
+        for store in stores:
+            turn = cases[number % len(cases) :] + cases[: number % len(cases)]
+            for case in turn:
+                result = measure(store, case, args, workdir)
+                runs[(store, case)].append(result)
+                print(
+                    f"round {number + 1} {store} {case}: {result['jobs_per_second']:,} jobs/s, "
+                    f"{result['cpu_us_per_job']} µs CPU/job",
+                    flush=True,
+                )
+    print()
+    print("| store | case | jobs/s (median) | CPU µs/job (median) | rate vs none | CPU vs none |")
+    print("|---|---|---|---|---|---|")
+    for store in stores:
+        reference = runs[(store, "none")]
+        rate0 = statistics.median(r["jobs_per_second"] for r in reference)
+        cpu0 = statistics.median(r["cpu_us_per_job"] for r in reference)
+        for case in cases:
+            rate = statistics.median(r["jobs_per_second"] for r in runs[(store, case)])
+            cpu = statistics.median(r["cpu_us_per_job"] for r in runs[(store, case)])
+            print(f"| {store} | {case} | {rate:,.0f} | {cpu:.1f} | {rate / rate0:.0%} | {cpu / cpu0:.0%} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps({f"{s} {c}": r for (s, c), r in runs.items()}, indent=2))
+    print(json.dumps({"machine": bench.machine()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
