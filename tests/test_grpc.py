@@ -179,6 +179,23 @@ async def test_a_unique_key_over_grpc_answers_a_duplicate_with_the_holder(rig: R
     assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT and "go with a unique_key" in refused.details()
 
 
+async def test_a_concurrency_key_over_grpc_is_on_the_record_as_over_http(rig: Rig) -> None:
+    keyed = await rig.jobs.Enqueue(pb.EnqueueRequest(type="sync", concurrency_key="acme", concurrency_limit=2))
+    assert (keyed.job.concurrency.key, keyed.job.concurrency.limit) == ("acme", 2)
+    record = await http_record(rig.client, keyed.job.id)
+    assert record["concurrency"] == {"key": "acme", "limit": 2}
+    assert as_record(keyed.job) == normalised(record)
+    queue_limit = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="sync", concurrency_key="globex"))).job
+    assert queue_limit.concurrency.key == "globex" and not queue_limit.concurrency.HasField("limit")
+    assert (await http_record(rig.client, queue_limit.id))["concurrency"] == {"key": "globex", "limit": None}
+    unkeyed = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="sync"))).job
+    assert not unkeyed.HasField("concurrency")
+    assert (await http_record(rig.client, unkeyed.id))["concurrency"] is None
+    refused = await rpc_error(rig.jobs.Enqueue(pb.EnqueueRequest(type="sync", concurrency_limit=2)))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "concurrency_limit goes with a concurrency_key" in refused.details()
+
+
 async def test_enqueue_over_http_reads_the_same_over_grpc(rig: Rig) -> None:
     job = await http_enqueue(rig.client, type="report", payload=[1, "two", {"three": 3.25}], delay=60, priority=-3)
     message = await rig.jobs.GetJob(pb.GetJobRequest(id=job["id"]))
@@ -489,6 +506,9 @@ async def test_drain_answers_a_pending_lease_at_once_and_refuses_enqueue(rig: Ri
         (pb.EnqueueRequest(type="ok", queue=""), "queue"),
         (pb.EnqueueRequest(type="ok", payload=Value(number_value=math.nan)), "payload"),
         (pb.EnqueueRequest(type="ok", payload=value({"deep": [1, {"x": math.inf}]})), "payload.deep.1.x"),
+        (pb.EnqueueRequest(type="ok", concurrency_key=""), "concurrency_key"),
+        (pb.EnqueueRequest(type="ok", concurrency_key="k", concurrency_limit=0), "concurrency_limit"),
+        (pb.EnqueueRequest(type="ok", concurrency_limit=3), "concurrency_limit"),
     ],
 )
 async def test_invalid_enqueue_is_invalid_argument_naming_the_field(
@@ -754,6 +774,9 @@ async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
             "PauseQueue",
             "ResumeQueue",
             "ClearQueue",
+            "GetQueueFlow",
+            "SetQueueFlow",
+            "RemoveQueueFlow",
             "ListSchedules",
             "GetSchedule",
             "CreateSchedule",
@@ -923,3 +946,158 @@ async def test_the_admin_service_needs_an_admin_token(make_rig: MakeRig) -> None
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     allowed = await rig.admin.ListQueues(pb.ListQueuesRequest(), metadata=(("authorization", f"Bearer {ops}"),))
     assert list(allowed.queues) == []
+
+
+# -- flow control --------------------------------------------------------------
+def as_flow_view(flow: pb.QueueFlow) -> dict[str, Any]:
+    """A jobq.v1.QueueFlow in the shape of the HTTP flow view (``FlowView``), times as datetimes."""
+
+    def rate(limit: pb.RateLimit) -> dict[str, Any]:
+        return {"limit": limit.limit, "period": limit.period}
+
+    held_by = flow.held_by
+    return {
+        "concurrency": flow.concurrency if flow.HasField("concurrency") else None,
+        "key_concurrency": flow.key_concurrency if flow.HasField("key_concurrency") else None,
+        "rate": rate(flow.rate) if flow.HasField("rate") else None,
+        "key_rate": rate(flow.key_rate) if flow.HasField("key_rate") else None,
+        "running": flow.running,
+        "keys_running": dict(flow.keys_running),
+        "held_by": {
+            "concurrency": held_by.concurrency,
+            "rate_until": convert.to_datetime(held_by.rate_until) if held_by.HasField("rate_until") else None,
+            "keys_at_limit": held_by.keys_at_limit,
+            "keys_rate_limited": held_by.keys_rate_limited,
+        },
+    }
+
+
+async def http_flow(client: TestClient, queue: str) -> dict[str, Any]:
+    """``GET /queues/{queue}/flow``'s flow, its rate_until as a datetime."""
+    response = await client.get(f"/queues/{queue}/flow")
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert answer["queue"] == queue
+    view = answer["flow"]
+    if view["held_by"]["rate_until"] is not None:
+        view["held_by"]["rate_until"] = moment(view["held_by"]["rate_until"])
+    return view
+
+
+async def test_a_queues_flow_is_set_read_and_removed_over_grpc_as_over_http(rig: Rig) -> None:
+    set_ = await rig.admin.SetQueueFlow(
+        pb.SetQueueFlowRequest(name="tenants", key_concurrency=1, key_rate=pb.RateLimit(limit=10, period=60))
+    )
+    assert set_.queue == "tenants" and set_.key_concurrency == 1
+    assert not set_.HasField("concurrency") and not set_.HasField("rate")
+    assert (set_.key_rate.limit, set_.key_rate.period) == (10, 60.0)
+    assert (set_.running, dict(set_.keys_running), set_.held_by.keys_at_limit) == (0, {}, 0)
+    assert as_flow_view(set_) == await http_flow(rig.client, "tenants")
+
+    for key in ("acme", "acme", "globex"):
+        await rig.jobs.Enqueue(pb.EnqueueRequest(type="sync", queue="tenants", concurrency_key=key))
+    leased = (await rig.workers.Lease(pb.LeaseRequest(queues=["tenants"], max_jobs=10))).jobs
+    assert sorted(job.job.concurrency.key for job in leased) == ["acme", "globex"]  # one of each key at once
+    read = await rig.admin.GetQueueFlow(pb.QueueRequest(name="tenants"))
+    assert (read.queue, read.running, dict(read.keys_running)) == ("tenants", 2, {"acme": 1, "globex": 1})
+    assert read.held_by.keys_at_limit == 2 and not read.held_by.concurrency
+    assert as_flow_view(read) == await http_flow(rig.client, "tenants")
+
+    replaced = await rig.admin.SetQueueFlow(
+        pb.SetQueueFlowRequest(name="tenants", concurrency=5, rate=pb.RateLimit(limit=2, period=0.5))
+    )
+    assert (replaced.concurrency, replaced.rate.limit, replaced.rate.period) == (5, 2, 0.5)
+    assert not replaced.HasField("key_concurrency") and not replaced.HasField("key_rate")  # the new replace the old
+    assert (await http_flow(rig.client, "tenants"))["key_concurrency"] is None
+
+    assert await rig.admin.RemoveQueueFlow(pb.QueueRequest(name="tenants")) == pb.Ack()
+    gone = await rpc_error(rig.admin.GetQueueFlow(pb.QueueRequest(name="tenants")))
+    assert gone.code() is grpc.StatusCode.NOT_FOUND and "has no limits" in gone.details()
+    assert (await rig.client.get("/queues/tenants/flow")).status == 404
+    never = await rpc_error(rig.admin.GetQueueFlow(pb.QueueRequest(name="untouched")))
+    assert never.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_queue_rate_shows_when_it_allows_the_next_start(rig: Rig) -> None:
+    await rig.admin.SetQueueFlow(pb.SetQueueFlowRequest(name="reports", rate=pb.RateLimit(limit=1, period=60)))
+    for _ in range(2):
+        await rig.jobs.Enqueue(pb.EnqueueRequest(type="report", queue="reports"))
+    assert len((await rig.workers.Lease(pb.LeaseRequest(queues=["reports"], max_jobs=2))).jobs) == 1
+    flow = await rig.admin.GetQueueFlow(pb.QueueRequest(name="reports"))
+    assert flow.held_by.HasField("rate_until")
+    assert 50 < convert.to_datetime(flow.held_by.rate_until).timestamp() - time.time() <= 60
+    assert as_flow_view(flow) == await http_flow(rig.client, "reports")
+
+
+async def test_list_queues_shows_each_queues_flow(rig: Rig) -> None:
+    await http_enqueue(rig.client, type="echo", queue="plain")
+    await rig.admin.SetQueueFlow(pb.SetQueueFlowRequest(name="limited", concurrency=3))
+    queues = {queue.name: queue for queue in (await rig.admin.ListQueues(pb.ListQueuesRequest())).queues}
+    assert set(queues) == {"plain", "limited"}  # a queue with limits is listed while it holds no job
+    assert not queues["plain"].HasField("flow")
+    limited = queues["limited"]
+    assert limited.HasField("flow") and (limited.flow.queue, limited.flow.concurrency) == ("limited", 3)
+    listed = {queue["name"]: queue for queue in (await (await rig.client.get("/queues")).json())["queues"]}
+    assert as_flow_view(limited.flow) == listed["limited"]["flow"] and listed["plain"]["flow"] is None
+    paused = await rig.admin.PauseQueue(pb.QueueRequest(name="limited"))
+    assert paused.paused and paused.flow.concurrency == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.SetQueueFlowRequest(name="q", concurrency=0), "concurrency"),
+        (pb.SetQueueFlowRequest(name="q", key_concurrency=2_000_000), "key_concurrency"),
+        (pb.SetQueueFlowRequest(name="q", rate=pb.RateLimit(limit=5)), "rate.period"),
+        (pb.SetQueueFlowRequest(name="q", key_rate=pb.RateLimit(limit=0, period=1)), "key_rate.limit"),
+        (pb.SetQueueFlowRequest(name="bad name!", concurrency=1), "name"),
+    ],
+)
+async def test_a_bad_limit_is_invalid_argument_naming_the_field(
+    rig: Rig, request_: pb.SetQueueFlowRequest, field: str
+) -> None:
+    error = await rpc_error(rig.admin.SetQueueFlow(request_))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert f"{field}:" in (error.details() or "")
+    assert (await rig.client.get("/queues/q/flow")).status == 404  # nothing was set
+
+
+async def test_any_token_reads_a_flow_and_only_an_admin_sets_or_removes_one(make_rig: MakeRig) -> None:
+    shop, bob, worker, ops = ("shop-" + "s" * 20, "bob-" + "b" * 20, "work-" + "w" * 20, "ops-" + "o" * 20)
+    tokens = TokenBook(
+        [
+            (shop, Principal("shop", Role.CLIENT)),
+            (bob, Principal("bob", Role.CLIENT)),
+            (worker, Principal("worker", Role.WORKER)),
+            (ops, Principal("ops", Role.ADMIN)),
+        ]
+    )
+    rig = await make_rig(tokens=tokens, workers=0)
+
+    def as_(token: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {token}"),)
+
+    flow = pb.SetQueueFlowRequest(name="tenants", key_concurrency=1)
+    for token in (shop, worker):
+        refused = await rpc_error(rig.admin.SetQueueFlow(flow, metadata=as_(token)))
+        assert refused.code() is grpc.StatusCode.PERMISSION_DENIED and "admin" in refused.details()
+        refused = await rpc_error(rig.admin.RemoveQueueFlow(pb.QueueRequest(name="tenants"), metadata=as_(token)))
+        assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert (await rpc_error(rig.admin.GetQueueFlow(pb.QueueRequest(name="tenants")))).code() == Code.UNAUTHENTICATED
+    await rig.admin.SetQueueFlow(flow, metadata=as_(ops))
+
+    for token in (shop, bob):
+        job = pb.EnqueueRequest(type="sync", queue="tenants", concurrency_key="acme")
+        assert (await rig.jobs.Enqueue(job, metadata=as_(token))).job.concurrency.key.endswith("/acme")
+    leased = (await rig.workers.Lease(pb.LeaseRequest(max_jobs=5), metadata=as_(worker))).jobs
+    assert sorted(job.job.concurrency.key for job in leased) == ["bob/acme", "shop/acme"]  # each client's own key
+
+    request = pb.QueueRequest(name="tenants")
+    everyone = await rig.admin.GetQueueFlow(request, metadata=as_(ops))
+    assert dict(everyone.keys_running) == {"bob/acme": 1, "shop/acme": 1}
+    own = await rig.admin.GetQueueFlow(request, metadata=as_(shop))  # a client sees only its own keys named
+    assert (own.running, dict(own.keys_running), own.key_concurrency) == (2, {"shop/acme": 1}, 1)
+    assert (await rig.admin.GetQueueFlow(request, metadata=as_(worker))).running == 2
+    await rig.admin.RemoveQueueFlow(request, metadata=as_(ops))
+    gone = await rpc_error(rig.admin.GetQueueFlow(request, metadata=as_(shop)))
+    assert gone.code() is grpc.StatusCode.NOT_FOUND

@@ -2,10 +2,12 @@
 
 The same :class:`~jobq.auth.TokenBook` and role rules as HTTP: every JobService RPC
 needs a client token, every WorkerService RPC a worker token, and an admin token
-may call anything. A missing or unknown token ends the call UNAUTHENTICATED, a
-token of the wrong role PERMISSION_DENIED; both carry ``www-authenticate`` and
-``jobq-error`` trailing metadata. While an allowed call runs, its caller is
-``jobq.auth.current_principal`` (servicers read it to scope jobs to their owner).
+may call anything; an RPC in METHOD_ROLES takes its own roles instead (reading a
+queue's limits takes any token, as ``GET /queues/{name}/flow`` does). A missing or
+unknown token ends the call UNAUTHENTICATED, a token of the wrong role
+PERMISSION_DENIED; both carry ``www-authenticate`` and ``jobq-error`` trailing
+metadata. While an allowed call runs, its caller is ``jobq.auth.current_principal``
+(servicers read it to scope jobs to their owner).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from jobq.auth import Principal, Role, TokenBook, bearer_token, current_principal, refusal
+from jobq.auth import ANY_ROLE, Principal, Role, TokenBook, bearer_token, current_principal, refusal
 from jobq.errors import JobqError
 from jobq.rpc.intercept import Continuation, replaced, wrapped
 from jobq.rpc.status import status_code, trailing_metadata
@@ -27,14 +29,18 @@ SERVICE_ROLES: Mapping[str, frozenset[Role]] = {
     "jobq.v1.WorkerService": frozenset({Role.WORKER}),
 }
 ADMIN_ONLY = frozenset({Role.ADMIN})  # a jobq.v1 service missing from SERVICE_ROLES
+METHOD_ROLES: Mapping[str, frozenset[Role]] = {  # RPCs whose roles are not their service's
+    "jobq.v1.AdminService/GetQueueFlow": ANY_ROLE,
+}
 
 
 def required_roles(method: str) -> frozenset[Role] | None:
     """Who may call a method (``/package.Service/Method``): its roles, or None when it is open."""
-    service = method.lstrip("/").partition("/")[0]
+    name = method.lstrip("/")
+    service = name.partition("/")[0]
     if not service.startswith(PROTECTED_PREFIX):
         return None
-    return SERVICE_ROLES.get(service, ADMIN_ONLY)
+    return METHOD_ROLES.get(name) or SERVICE_ROLES.get(service, ADMIN_ONLY)
 
 
 def authorization(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:

@@ -1,4 +1,4 @@
-"""Between jobq's plain data and the jobq.v1 messages: jobs, JSON values, times and enums.
+"""Between jobq's plain data and the jobq.v1 messages: jobs, queues, JSON values, times and enums.
 
 Requests become the same dicts the HTTP API hands its pydantic models, holding
 only the fields the client set, so absent fields take the HTTP defaults and
@@ -167,6 +167,9 @@ def job_message(job: Job) -> pb.Job:
         unique=None
         if job.unique_key is None
         else pb.UniqueTerms(key=job.unique_key, scope=job.unique_scope, until=to_timestamp(job.unique_until)),
+        concurrency=None
+        if job.concurrency_key is None
+        else pb.ConcurrencyTerms(key=job.concurrency_key, limit=job.concurrency_limit),
     )
 
 
@@ -197,6 +200,7 @@ def enqueue_fields(request: pb.EnqueueRequest) -> dict[str, Any]:
     """The body of the equivalent ``POST /enqueue`` (an empty type counts as missing)."""
     fields = present(request, "id", "queue", "priority", "delay", "max_attempts", "timeout")
     fields |= present(request, "unique_key", "unique_scope", "unique_for")
+    fields |= present(request, "concurrency_key", "concurrency_limit")
     if request.type:
         fields["type"] = request.type
     if request.HasField("payload"):
@@ -262,7 +266,7 @@ def bulk_fields(request: pb.BulkRequest) -> dict[str, Any]:
     return {"status": STATUS_FROM_PB[request.status].value, **present(request, "queue", "type", "limit", "q", "cursor")}
 
 
-def queue_name(request: pb.QueueRequest) -> str:
+def queue_name(request: pb.QueueRequest | pb.SetQueueFlowRequest) -> str:
     """The queue a request names, checked as the HTTP routes check it."""
     if not re.fullmatch(NAME_PATTERN, request.name):
         raise invalid("name", f"{request.name!r} is not a queue name")
@@ -276,7 +280,43 @@ def queue_message(queue: dict[str, Any]) -> pb.Queue:
         paused=queue["paused"],
         jobs={status: count for status, count in queue["jobs"].items() if count},
         oldest_wait_seconds=queue["oldest_wait_seconds"],
+        flow=None if queue.get("flow") is None else flow_message(queue["name"], queue["flow"]),
     )
+
+
+# -- flow control ----------------------------------------------------------------
+def flow_fields(request: pb.SetQueueFlowRequest) -> dict[str, Any]:
+    """The body of the equivalent ``PUT /queues/{name}/flow`` (an absent limit: no limit of that kind)."""
+    fields = present(request, "concurrency", "key_concurrency")
+    for name in ("rate", "key_rate"):
+        if request.HasField(name):
+            rate = getattr(request, name)
+            fields[name] = {"limit": rate.limit, "period": rate.period}
+    return fields
+
+
+def flow_message(queue: str, view: dict[str, Any]) -> pb.QueueFlow:
+    """A queue's flow as the service shows it (``FlowState.view``, or only the limits) as a message."""
+    held_by = view.get("held_by") or {}
+    return pb.QueueFlow(
+        queue=queue,
+        concurrency=view["concurrency"],
+        key_concurrency=view["key_concurrency"],
+        rate=rate_message(view["rate"]),
+        key_rate=rate_message(view["key_rate"]),
+        running=view.get("running", 0),
+        keys_running=view.get("keys_running", {}),
+        held_by=pb.HeldBy(
+            concurrency=held_by.get("concurrency", False),
+            rate_until=to_timestamp(parse_rfc3339(held_by.get("rate_until"))),
+            keys_at_limit=held_by.get("keys_at_limit", 0),
+            keys_rate_limited=held_by.get("keys_rate_limited", 0),
+        ),
+    )
+
+
+def rate_message(rate: dict[str, Any] | None) -> pb.RateLimit | None:
+    return None if rate is None else pb.RateLimit(limit=rate["limit"], period=rate["period"])
 
 
 def template_fields(template: pb.JobTemplate) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import grpc
 from typing_extensions import override
 
 from jobq.auth import current_principal
-from jobq.errors import JobqError
+from jobq.errors import JobqError, NoLimits
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.models import (
     BulkRequest,
@@ -21,6 +21,7 @@ from jobq.models import (
     LogRequest,
     NewSchedule,
     ProgressRequest,
+    QueueFlowBody,
     ReleaseRequest,
     ScheduleDefinition,
     SettleRequest,
@@ -209,7 +210,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    """jobq.v1.AdminService: what an admin token may do over HTTP to jobs and queues."""
+    """jobq.v1.AdminService: what an admin token may do over HTTP to jobs and queues (and any token may
+    read a queue's limits, as over HTTP: see jobq.rpc.auth)."""
 
     def __init__(self, service: JobService) -> None:
         self.service = service
@@ -272,6 +274,30 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def ClearQueue(self, request: pb.QueueRequest, context: Context) -> pb.ClearQueueResponse:
         name = convert.queue_name(request)
         return pb.ClearQueueResponse(name=name, cleared=await self.service.clear(name))
+
+    # -- flow control ------------------------------------------------------------
+    @override
+    @unary
+    async def GetQueueFlow(self, request: pb.QueueRequest, context: Context) -> pb.QueueFlow:
+        name = convert.queue_name(request)
+        view = (await self.service.flows(owner_scope())).get(name)
+        if view is None:
+            raise NoLimits(name)
+        return convert.flow_message(name, view)
+
+    @override
+    @unary
+    async def SetQueueFlow(self, request: pb.SetQueueFlowRequest, context: Context) -> pb.QueueFlow:
+        name = convert.queue_name(request)
+        flow = QueueFlowBody.model_validate(convert.flow_fields(request)).to_flow()
+        view = await self.service.set_flow(name, flow)
+        return convert.flow_message(name, flow.to_dict() if view is None else view)
+
+    @override
+    @unary
+    async def RemoveQueueFlow(self, request: pb.QueueRequest, context: Context) -> pb.Ack:
+        await self.service.set_flow(convert.queue_name(request), None)
+        return pb.Ack()
 
     # -- schedules -------------------------------------------------------------
     def _schedule(self, schedule: Schedule) -> pb.Schedule:

@@ -47,7 +47,7 @@ FAIL_OUTCOME_TIMEOUT: FailOutcome
 FAIL_OUTCOME_RETRY: FailOutcome
 
 class Job(_message.Message):
-    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique")
+    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique", "concurrency")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class Job(_message.Message):
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     queue: str
@@ -92,7 +93,8 @@ class Job(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[Attempt]
     owner: str
     unique: UniqueTerms
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ...) -> None: ...
+    concurrency: ConcurrencyTerms
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ..., concurrency: _Optional[_Union[ConcurrencyTerms, _Mapping]] = ...) -> None: ...
 
 class UniqueTerms(_message.Message):
     __slots__ = ("key", "scope", "until")
@@ -103,6 +105,14 @@ class UniqueTerms(_message.Message):
     scope: str
     until: _timestamp_pb2.Timestamp
     def __init__(self, key: _Optional[str] = ..., scope: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ConcurrencyTerms(_message.Message):
+    __slots__ = ("key", "limit")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    limit: int
+    def __init__(self, key: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker", "started_at", "finished_at", "outcome", "error", "traceback")
@@ -131,7 +141,7 @@ class LeasedJob(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for")
+    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for", "concurrency_key", "concurrency_limit")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +154,8 @@ class EnqueueRequest(_message.Message):
     UNIQUE_KEY_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_SCOPE_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_FOR_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     type: str
     payload: _struct_pb2.Value
     id: str
@@ -156,7 +168,9 @@ class EnqueueRequest(_message.Message):
     unique_key: str
     unique_scope: str
     unique_for: float
-    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ...) -> None: ...
+    concurrency_key: str
+    concurrency_limit: int
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ..., concurrency_key: _Optional[str] = ..., concurrency_limit: _Optional[int] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
     __slots__ = ("job", "created", "duplicate")
@@ -405,7 +419,7 @@ class ListQueuesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Queue(_message.Message):
-    __slots__ = ("name", "paused", "jobs", "oldest_wait_seconds")
+    __slots__ = ("name", "paused", "jobs", "oldest_wait_seconds", "flow")
     class JobsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -417,11 +431,13 @@ class Queue(_message.Message):
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FLOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     paused: bool
     jobs: _containers.ScalarMap[str, int]
     oldest_wait_seconds: float
-    def __init__(self, name: _Optional[str] = ..., paused: _Optional[bool] = ..., jobs: _Optional[_Mapping[str, int]] = ..., oldest_wait_seconds: _Optional[float] = ...) -> None: ...
+    flow: QueueFlow
+    def __init__(self, name: _Optional[str] = ..., paused: _Optional[bool] = ..., jobs: _Optional[_Mapping[str, int]] = ..., oldest_wait_seconds: _Optional[float] = ..., flow: _Optional[_Union[QueueFlow, _Mapping]] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
     __slots__ = ("queues",)
@@ -448,6 +464,67 @@ class ClearQueueResponse(_message.Message):
     name: str
     cleared: int
     def __init__(self, name: _Optional[str] = ..., cleared: _Optional[int] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("limit", "period")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    period: float
+    def __init__(self, limit: _Optional[int] = ..., period: _Optional[float] = ...) -> None: ...
+
+class SetQueueFlowRequest(_message.Message):
+    __slots__ = ("name", "concurrency", "key_concurrency", "rate", "key_rate")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    KEY_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    KEY_RATE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    concurrency: int
+    key_concurrency: int
+    rate: RateLimit
+    key_rate: RateLimit
+    def __init__(self, name: _Optional[str] = ..., concurrency: _Optional[int] = ..., key_concurrency: _Optional[int] = ..., rate: _Optional[_Union[RateLimit, _Mapping]] = ..., key_rate: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class QueueFlow(_message.Message):
+    __slots__ = ("queue", "concurrency", "key_concurrency", "rate", "key_rate", "running", "keys_running", "held_by")
+    class KeysRunningEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    KEY_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    KEY_RATE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    KEYS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    concurrency: int
+    key_concurrency: int
+    rate: RateLimit
+    key_rate: RateLimit
+    running: int
+    keys_running: _containers.ScalarMap[str, int]
+    held_by: HeldBy
+    def __init__(self, queue: _Optional[str] = ..., concurrency: _Optional[int] = ..., key_concurrency: _Optional[int] = ..., rate: _Optional[_Union[RateLimit, _Mapping]] = ..., key_rate: _Optional[_Union[RateLimit, _Mapping]] = ..., running: _Optional[int] = ..., keys_running: _Optional[_Mapping[str, int]] = ..., held_by: _Optional[_Union[HeldBy, _Mapping]] = ...) -> None: ...
+
+class HeldBy(_message.Message):
+    __slots__ = ("concurrency", "rate_until", "keys_at_limit", "keys_rate_limited")
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RATE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_AT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_RATE_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    concurrency: bool
+    rate_until: _timestamp_pb2.Timestamp
+    keys_at_limit: int
+    keys_rate_limited: int
+    def __init__(self, concurrency: _Optional[bool] = ..., rate_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., keys_at_limit: _Optional[int] = ..., keys_rate_limited: _Optional[int] = ...) -> None: ...
 
 class JobTemplate(_message.Message):
     __slots__ = ("type", "payload", "queue", "priority", "max_attempts", "timeout")

@@ -376,6 +376,7 @@ class JobService:
 
 class AdminServiceStub:
     """Operators (an admin token): act on jobs by id or by filter, and on queues.
+    GetQueueFlow alone takes any token, as GET /queues/{name}/flow does.
     """
 
     def __init__(self, channel):
@@ -429,6 +430,21 @@ class AdminServiceStub:
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
                 response_deserializer=jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.FromString,
                 _registered_method=True)
+        self.GetQueueFlow = channel.unary_unary(
+                '/jobq.v1.AdminService/GetQueueFlow',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueFlow.FromString,
+                _registered_method=True)
+        self.SetQueueFlow = channel.unary_unary(
+                '/jobq.v1.AdminService/SetQueueFlow',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.SetQueueFlowRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueFlow.FromString,
+                _registered_method=True)
+        self.RemoveQueueFlow = channel.unary_unary(
+                '/jobq.v1.AdminService/RemoveQueueFlow',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
+                _registered_method=True)
         self.ListSchedules = channel.unary_unary(
                 '/jobq.v1.AdminService/ListSchedules',
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.ListSchedulesRequest.SerializeToString,
@@ -473,6 +489,7 @@ class AdminServiceStub:
 
 class AdminServiceServicer:
     """Operators (an admin token): act on jobs by id or by filter, and on queues.
+    GetQueueFlow alone takes any token, as GET /queues/{name}/flow does.
     """
 
     def RetryJob(self, request, context):
@@ -532,6 +549,29 @@ class AdminServiceServicer:
 
     def ClearQueue(self, request, context):
         """Delete a queue's waiting jobs (DELETE /queues/{name}/jobs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueFlow(self, request, context):
+        """A queue's limits, what runs, and what they hold back now (GET /queues/{name}/flow); NOT_FOUND
+        when it has none. Any token may read them; a client token sees only its own keys named.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQueueFlow(self, request, context):
+        """Set a queue's limits (PUT /queues/{name}/flow): the new ones replace the old, an absent one is
+        no limit of that kind, and the next lease applies them, on every node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveQueueFlow(self, request, context):
+        """Remove a queue's limits (DELETE /queues/{name}/flow): its keyed jobs still take turns by key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -637,6 +677,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
                     response_serializer=jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.SerializeToString,
             ),
+            'GetQueueFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueFlow,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.QueueFlow.SerializeToString,
+            ),
+            'SetQueueFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueueFlow,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.SetQueueFlowRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.QueueFlow.SerializeToString,
+            ),
+            'RemoveQueueFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveQueueFlow,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.QueueRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Ack.SerializeToString,
+            ),
             'ListSchedules': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSchedules,
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.ListSchedulesRequest.FromString,
@@ -687,6 +742,7 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Operators (an admin token): act on jobs by id or by filter, and on queues.
+    GetQueueFlow alone takes any token, as GET /queues/{name}/flow does.
     """
 
     @staticmethod
@@ -922,6 +978,87 @@ class AdminService:
             '/jobq.v1.AdminService/ClearQueue',
             jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
             jobq_dot_v1_dot_jobq__pb2.ClearQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/GetQueueFlow',
+            jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.QueueFlow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueueFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/SetQueueFlow',
+            jobq_dot_v1_dot_jobq__pb2.SetQueueFlowRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.QueueFlow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveQueueFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.AdminService/RemoveQueueFlow',
+            jobq_dot_v1_dot_jobq__pb2.QueueRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,
