@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobq.job import Job, JobStatus
-from jobq.store.ready import ReadyQueue
+from jobq.store.ready import FlowReady, ReadyQueue
 
 
 def job(seq: int, priority: int = 0) -> Job:
@@ -65,3 +65,25 @@ def test_stale_entries_are_skipped_and_dropped() -> None:
     assert ready.pop(pending) is jobs[2]  # peek left it in place
     assert ready.pop(pending) is None
     assert not ready
+
+
+def keyed(seq: int, key: str | None, priority: int = 0) -> Job:
+    return Job(id=f"j{seq}", type="noop", payload={}, priority=priority, seq=seq, concurrency_key=key)
+
+
+def test_keys_take_turns_and_a_held_key_holds_back_no_other() -> None:
+    ready = FlowReady([keyed(1, "a"), keyed(2, "a"), keyed(3, "a"), keyed(4, "b"), keyed(5, None)])
+    assert [ready.pop(always).seq for _ in range(3)] == [1, 4, 5]  # a, b, then the unkeyed turn
+    held = {"a"}
+    assert ready.pop(always, admit=lambda key, _: key not in held) is None  # only a has jobs, and it is held
+    ready.push(keyed(6, "b"))  # b ran dry and left the rotation: it rejoins at its end
+    order = []
+    while (next_job := ready.pop(always, admit=lambda key, _: key not in held)) is not None:
+        order.append(next_job.seq)
+    assert order == [6]  # a's jobs stay, held back; b's new one is served
+    assert ready.keys() == 1 and [job.seq for job in ready.jobs(always)] == [2, 3]
+
+
+def test_within_a_key_the_highest_priority_goes_first() -> None:
+    ready = FlowReady([keyed(1, "a"), keyed(2, "a", priority=5), keyed(3, "b")])
+    assert [ready.pop(always).seq for _ in range(3)] == [2, 3, 1]
