@@ -13,7 +13,8 @@ the server, loaded by its SHA and loaded again if Redis forgot it (a restart).
   script that changed anything; idle leases also poll every ``POLL_SECONDS``.
 - **Flow control** is applied inside the claim script, so a queue's limits and rates
   (kept in Redis) hold across every node; an idle lease held back by a rate looks again
-  when the rate allows, and one held back by a limit when a run of its queue ends.
+  when the rate allows, and one held back by a limit when a run of its queue ends
+  (on another node, the run's message lists the queue as ready).
 - **Once-only maintenance** (retention, and reporting the store-wide gauges) runs on
   the node holding ``{prefix}:leader`` (``SET NX PX``, renewed every second; another
   node takes over within ``LEADER_MS`` when it stops).
@@ -65,7 +66,6 @@ FLOATS = frozenset(
     | {"unique_until"}
 )
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
-FREED = '"freed":true}'  # how a message ends when a run of a turn-taking queue ended (see redisscripts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +336,6 @@ class RedisStore(SharedStore):
                 self._reporting = False
             await asyncio.sleep(1.0)
 
-    def _heard(self, payload: str) -> None:
-        if payload.endswith(FREED):  # a held job may start now: even this node's own change wakes its idle leases
-            self._wake()
-        super()._heard(payload)
-
     def _heard_log(self, message: dict[str, Any]) -> None:
         job_id, at, line = message["log"]
         if job_id in self._followed:
@@ -401,7 +396,8 @@ class RedisStore(SharedStore):
         wanted = "" if queues is None else to_json(list(queues)).decode()
         kinds = "" if types is None else to_json(list(types)).decode()
         args = (max_jobs, repr(float(lease_seconds)), worker or "", wanted, kinds, to_json(lease_ids).decode())
-        taken, wake_at = await self._run("claim", *args)
+        taken, wake_at, turning = await self._run("claim", *args)
+        self._flowing = frozenset(turning)  # a run ending in one of them wakes idle leases here (_changed)
         if wake_at:  # a rate held jobs back: an idle lease here looks again once it lets one start
             due = self._next_due
             self._next_due = float(wake_at) if due is None else min(due, float(wake_at))

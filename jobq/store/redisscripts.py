@@ -28,15 +28,14 @@ Flow control (:mod:`jobq.flow`):
   next; a key served goes last). ``P:held:<queue>``: the keys held back, parked so that no
   claim looks at them: scored -1 (at its concurrency limit: back when a job of it stops or a
   new first job comes) or by when its rate lets it start (back from then).
-- ``P:running:<queue>``: the queue's keyed jobs running, by key (kept by every status change).
+- ``P:running:<queue>``: a turn-taking queue's keyed jobs running, by key (kept by every status change).
 - ``P:tats``: each queue's rate tat (GCRA); ``P:tats:<queue>``: its keys' tats (past ones
   are dropped when flows are read: a past tat is the same as none).
 
 Every script reads the time from the server (``TIME``) unless a time is passed (an
 injected clock), and publishes what it changed on ``P:events`` as one message:
-``{"node": ..., "jobs": [[id, before, after], ...], "ready": [queue, ...]}``, ending with
-``"freed":true`` when a run of a turn-taking queue with pending jobs ended (held jobs may start,
-so even the node that made the change wakes its idle leases).
+``{"node": ..., "jobs": [[id, before, after], ...], "ready": [queue, ...]}``; a run that ends
+in a turn-taking queue with pending jobs lists it as ready (a held job may start now).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ from jobq.store.rows import COLUMNS
 PRELUDE = r"""
 local P = ARGV[1]
 local NODE = ARGV[2]
-local changes, ready, freed = {}, {}, false
+local changes, ready = {}, {}
 local deltas, waiting_delta = {}, 0  -- count changes, written once when the script ends (publish)
 
 local function now()
@@ -147,6 +146,7 @@ local function count(queue, status, delta)
 end
 
 local function ran(id, queue, started)  -- a job started or stopped running
+  if not takes_turns(queue) then return end  -- (a keyed job's queue takes turns from its add on)
   local key = redis.call('HGET', P .. ':job:' .. id, 'concurrency_key')
   if key and key ~= '' then
     local running = P .. ':running:' .. queue
@@ -156,9 +156,8 @@ local function ran(id, queue, started)  -- a job started or stopped running
       to_back(queue, key)
     end
   end
-  if not started and takes_turns(queue) and redis.call('EXISTS', P .. ':ready:' .. queue) == 1 then
+  if not started and redis.call('EXISTS', P .. ':ready:' .. queue) == 1 then
     ready[queue] = true  -- a held job may start now
-    freed = true
   end
 end
 
@@ -183,7 +182,6 @@ local function publish()  -- writes the counts; then the message, node first (a 
   local parts = {'{"node":' .. cjson.encode(NODE)}
   if #changes > 0 then parts[#parts + 1] = '"jobs":' .. cjson.encode(changes) end
   if #queues > 0 then parts[#parts + 1] = '"ready":' .. cjson.encode(queues) end
-  if freed then parts[#parts + 1] = '"freed":true' end
   redis.call('PUBLISH', P .. ':events', table.concat(parts, ',') .. '}')
 end
 
@@ -282,7 +280,8 @@ return answers
 # in the order named, or by their next jobs), each queue's by priority, then FIFO; paused queues are skipped.
 # A turn-taking queue's job is its next key's in turn whose limits and rates let it start (jobq.flow).
 # (Due jobs are made pending by PROMOTE.)
-# Answers: the claimed jobs, each as a row (see ROW), and the earliest a rate lets a held job start (or false).
+# Answers: the claimed jobs, each as a row (see ROW), the earliest a rate lets a held job start (or false), and
+# the turn-taking queues.
 CLAIM = r"""
 local at = now()
 local max_jobs, lease_seconds, worker = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -293,7 +292,8 @@ if ARGV[8] ~= '' then
   for _, name in ipairs(cjson.decode(ARGV[8])) do types[name] = true end
 end
 local lease_ids = cjson.decode(ARGV[9])
-for _, queue in ipairs(redis.call('SMEMBERS', P .. ':turns')) do turning[queue] = true end
+local turns = redis.call('SMEMBERS', P .. ':turns')
+for _, queue in ipairs(turns) do turning[queue] = true end
 local open = {}
 for _, queue in ipairs(queues) do
   turning[queue] = turning[queue] or false
@@ -437,7 +437,7 @@ while #taken < max_jobs and #open > 0 do
   open = still
 end
 publish()
-return {taken, wake_at and num(wake_at) or false}
+return {taken, wake_at and num(wake_at) or false, turns}
 """
 
 # ARGV: P, node, now, then one JSON change each: {"id", "was", "lease", "set": {name: text}, "del": [name]}.
