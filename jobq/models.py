@@ -69,6 +69,13 @@ class EnqueueRequest(BaseModel):
         default=None, gt=0, le=MAX_DELAY_SECONDS, description="seconds from its creation it holds its key at most"
     )
 
+    debounce: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DELAY_SECONDS,
+        description="with a unique_key: the job waits this many seconds, and a job enqueued meanwhile with the "
+        "same key replaces it (the earlier is cancelled) and waits again, so the last of a burst runs",
+    )
     concurrency_key: UniqueKey | None = Field(
         default=None,
         description="the key it is counted, limited and takes turns under in its queue (a customer, say): the "
@@ -77,6 +84,18 @@ class EnqueueRequest(BaseModel):
     concurrency_limit: int | None = Field(
         default=None, ge=1, le=100_000, description="jobs of its key running at once (instead of the queue's)"
     )
+
+    @field_validator("debounce")
+    @classmethod
+    def _debounce_needs_a_key(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            if info.data.get("unique_key") is None:
+                raise ValueError("debounce goes with a unique_key")
+            if info.data.get("unique_scope") is not None or info.data.get("delay") is not None:
+                raise ValueError("debounce sets the delay and the unique_scope (waiting): give neither")
+            if info.data.get("run_at") is not None:
+                raise ValueError("debounce sets the delay: give no run_at")
+        return value
 
     @field_validator("concurrency_limit")
     @classmethod
@@ -139,6 +158,10 @@ class EnqueueRequest(BaseModel):
             job.unique_key = self.unique_key
             job.unique_scope = self.unique_scope or "active"
             job.unique_until = None if self.unique_for is None else now + self.unique_for
+        if self.debounce is not None:  # waits, holding its key until it starts (see _debounce_needs_a_key)
+            job.status = JobStatus.SCHEDULED
+            job.run_at = job.ready_at = now + self.debounce
+            job.unique_scope = "waiting"
         if self.concurrency_key is not None:
             job.concurrency_key = self.concurrency_key
             job.concurrency_limit = self.concurrency_limit
@@ -204,6 +227,7 @@ class JobTemplate(BaseModel):
             unique_key=None,
             unique_scope=None,
             unique_for=None,
+            debounce=None,
             concurrency_key=None,
             concurrency_limit=None,
         )

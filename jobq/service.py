@@ -48,6 +48,7 @@ HOUSEKEEPING_SECONDS = 1.0
 STORE_GRACE_SECONDS = 2.0  # how long a stop waits to tell the store this node drains or leaves
 SEARCH_SCAN = 10_000  # jobs one search call reads at most (GET /jobs?q=): its cursor goes on from there
 SEARCH_PAGE = 500
+REPLACE_TRIES = 5  # debounce: cancel-and-add rounds against concurrent replacers before answering the holder
 
 EnqueueListener = Callable[[Sequence[Job]], None]
 """Called with the jobs each submission created (after they are stored)."""
@@ -314,7 +315,9 @@ class JobService:
             jobs.append(job)
             slots.append(index)
         outcomes = await self.store.add(jobs) if jobs else []
-        for index, job, outcome in zip(slots, jobs, outcomes, strict=True):
+        for at, (index, job, outcome) in enumerate(zip(slots, jobs, outcomes, strict=True)):
+            if requests[index].debounce is not None and isinstance(outcome, Added) and outcome.duplicate:
+                outcomes[at] = outcome = await self._replace(job, outcome)
             answers[index] = self._answer(job, outcome, sees_all)
         if self._enqueue_listeners:
             self._announce([o.job for o in outcomes if isinstance(o, Added) and o.created])
@@ -330,12 +333,32 @@ class JobService:
             raise unknown
         job = request.to_job(self.store.clock())
         self._own(job, owner, sees_all)
-        answer = self._answer(job, await self._add(job), sees_all)
+        outcome = await self._add(job)
+        if request.debounce is not None and isinstance(outcome, Added) and outcome.duplicate:
+            outcome = await self._replace(job, outcome)
+        answer = self._answer(job, outcome, sees_all)
         if isinstance(answer, JobqError):
             raise answer
         if answer.created and self._enqueue_listeners:
             self._announce((answer.job,))
         return answer
+
+    async def _replace(self, job: Job, outcome: Added) -> Added | Exception:
+        """Debounce: cancel the waiting job that holds ``job``'s unique key and add ``job`` in its place.
+
+        Made of the store's own verbs, so it holds on every store: the key is held only while its
+        job waits, and a replaced job that started meanwhile holds it no more. Concurrent replacers
+        each cancel the one they found; the last add wins the key.
+        """
+        for _ in range(REPLACE_TRIES):
+            with contextlib.suppress(InvalidTransition, JobNotFound):  # started or gone meanwhile: the key is free
+                await self.store.cancel(outcome.job.id)
+                log.info("job %s replaced by %s (debounce)", outcome.job.id, job.id)
+            [again] = await self.store.add([job])
+            if not isinstance(again, Added) or not again.duplicate:
+                return again
+            outcome = again
+        return outcome
 
     @staticmethod
     def _own(job: Job, owner: str | None, sees_all: bool) -> None:

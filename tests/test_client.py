@@ -77,6 +77,9 @@ async def test_enqueue_returns_the_whole_record_of_the_job_it_made(make_client: 
         duplicate = await jobq.enqueue("echo", {"other": 1}, unique_key="digest:ada")
         assert duplicate.id == unique.id and duplicate.payload == {}  # the job that holds the key
         keyed = await jobq.enqueue("echo", queue="mail", concurrency_key="acme", concurrency_limit=2)
+        debounced = await jobq.enqueue("echo", unique_key="reindex", debounce=30)
+        latest = await jobq.enqueue("echo", {"v": 2}, unique_key="reindex", debounce=30)
+        assert latest.id != debounced.id and (await jobq.get(debounced.id)).status is JobStatus.CANCELLED
         assert keyed.to_dict() == (await jobq.get(keyed.id)).to_dict()
 
 

@@ -62,3 +62,38 @@ async def test_unique_terms_without_a_key_or_out_of_range_are_refused(client: Te
         ({"type": "echo", "unique_key": ""}, "unique_key"),
     ]:
         await assert_problem(await client.post("/enqueue", json=job), 422, field)
+
+
+async def test_debounce_replaces_the_waiting_job_so_the_last_of_a_burst_runs(make_client: MakeClient) -> None:
+    clock = FakeClock()
+    client = await make_client(workers=0, clock=clock)
+    ids = []
+    for n in range(3):
+        answer, headers = await enqueue(
+            client, 202, type="echo", payload={"n": n}, unique_key="reindex:42", debounce=30
+        )
+        assert "Jobq-Duplicate-Of" not in headers
+        ids.append(answer["id"])
+        clock.advance(10)
+    records = [await (await client.get(f"/status/{job_id}")).json() for job_id in ids]
+    assert [record["status"] for record in records] == ["cancelled", "cancelled", "scheduled"]
+    last = records[-1]
+    assert last["payload"] == {"n": 2} and last["unique"]["scope"] == "waiting"
+    assert last["next_run_at"] is not None and last["next_run_at"] > records[0]["created_at"]
+    batch = [{"type": "echo", "payload": {"n": n}, "unique_key": "reindex:42", "debounce": 30} for n in (3, 4)]
+    answer = await (await client.post("/enqueue/batch", json={"jobs": batch})).json()
+    assert [result["code"] for result in answer["results"]] == [202, 202]
+    statuses = [(await (await client.get(f"/status/{r['id']}")).json())["status"] for r in answer["results"]]
+    assert statuses == ["cancelled", "scheduled"]  # within one batch too, the later one wins
+    assert (await (await client.get(f"/status/{ids[-1]}")).json())["status"] == "cancelled"
+
+
+async def test_debounce_needs_a_key_and_sets_its_own_delay(client: TestClient) -> None:
+    for job, message in [
+        ({"type": "echo", "debounce": 5}, "debounce goes with a unique_key"),
+        ({"type": "echo", "unique_key": "k", "debounce": 5, "delay": 1}, "debounce sets the delay"),
+        ({"type": "echo", "unique_key": "k", "debounce": 5, "unique_scope": "any"}, "debounce sets the delay"),
+        ({"type": "echo", "unique_key": "k", "debounce": 0}, "debounce"),
+    ]:
+        response = await client.post("/enqueue", json=job)
+        await assert_problem(response, 422, message)

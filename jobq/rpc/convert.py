@@ -200,7 +200,7 @@ def enqueue_fields(request: pb.EnqueueRequest) -> dict[str, Any]:
     """The body of the equivalent ``POST /enqueue`` (an empty type counts as missing)."""
     fields = present(request, "id", "queue", "priority", "delay", "max_attempts", "timeout")
     fields |= present(request, "unique_key", "unique_scope", "unique_for")
-    fields |= present(request, "concurrency_key", "concurrency_limit")
+    fields |= present(request, "debounce", "concurrency_key", "concurrency_limit")
     if request.type:
         fields["type"] = request.type
     if request.HasField("payload"):

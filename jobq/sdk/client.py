@@ -149,6 +149,7 @@ class JobqClient:
         unique_key: str | None = None,
         unique_scope: str | None = None,
         unique_for: float | None = None,
+        debounce: float | None = None,
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
         wait: float | None = None,
@@ -160,8 +161,10 @@ class JobqClient:
         is answered with that job's whole record as it is now (one more request, ``GET /status``);
         with ``wait``, the answer is the whole record as the wait ended. With ``unique_key``, while
         another job holds the key (see the server's docs: ``unique_scope``, ``unique_for``), the
-        answer is that job. ``concurrency_key`` is what the queue's limits count and take turns by
-        (a customer, say); ``concurrency_limit`` its own limit of that key's jobs running at once.
+        answer is that job; with ``debounce`` too, the job waits that many seconds and replaces the
+        waiting one that holds the key (the last of a burst runs). ``concurrency_key`` is what the
+        queue's limits count and take turns by (a customer, say); ``concurrency_limit`` its own
+        limit of that key's jobs running at once.
         """
         fields = {
             "type": type,
@@ -176,6 +179,7 @@ class JobqClient:
             "unique_key": unique_key,
             "unique_scope": unique_scope,
             "unique_for": unique_for,
+            "debounce": debounce,
             "concurrency_key": concurrency_key,
             "concurrency_limit": concurrency_limit,
         }

@@ -141,7 +141,7 @@ class LeasedJob(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for", "concurrency_key", "concurrency_limit")
+    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for", "concurrency_key", "concurrency_limit", "debounce")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class EnqueueRequest(_message.Message):
     UNIQUE_FOR_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DEBOUNCE_FIELD_NUMBER: _ClassVar[int]
     type: str
     payload: _struct_pb2.Value
     id: str
@@ -170,7 +171,8 @@ class EnqueueRequest(_message.Message):
     unique_for: float
     concurrency_key: str
     concurrency_limit: int
-    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ..., concurrency_key: _Optional[str] = ..., concurrency_limit: _Optional[int] = ...) -> None: ...
+    debounce: float
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ..., concurrency_key: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., debounce: _Optional[float] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
     __slots__ = ("job", "created", "duplicate")
