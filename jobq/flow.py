@@ -13,8 +13,9 @@ arrival time" (tat). A start is allowed while ``tat <= now + period - interval``
 by one interval. That allows a burst of ``limit`` starts, then one per interval: at most
 ``limit * (1 + t / period)`` starts in any ``t`` seconds.
 
-Every store plans a lease of a flow-controlled queue with :func:`plan` (memory and SQLite keep
-the same rules incrementally, see jobq/store/ready.py), so the rules are written once.
+Each store applies these rules where its lease is atomic: memory and SQLite in their ready index
+(jobq/store/ready.py, ``FlowReady``), PostgreSQL with :func:`plan` under the queue's advisory lock,
+Redis in its claim script; tests/test_flow_store.py holds all four to the same behaviour.
 """
 
 from __future__ import annotations
