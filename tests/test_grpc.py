@@ -1020,9 +1020,14 @@ async def test_a_queues_flow_is_set_read_and_removed_over_grpc_as_over_http(rig:
 
 async def test_a_queue_rate_shows_when_it_allows_the_next_start(rig: Rig) -> None:
     await rig.admin.SetQueueFlow(pb.SetQueueFlowRequest(name="reports", rate=pb.RateLimit(limit=1, period=60)))
-    for _ in range(2):
-        await rig.jobs.Enqueue(pb.EnqueueRequest(type="report", queue="reports"))
-    assert len((await rig.workers.Lease(pb.LeaseRequest(queues=["reports"], max_jobs=2))).jobs) == 1
+    enqueued = [(await rig.jobs.Enqueue(pb.EnqueueRequest(type="report", queue="reports"))).job for _ in range(2)]
+    [leased] = (await rig.workers.Lease(pb.LeaseRequest(queues=["reports"], max_jobs=2))).jobs
+    waiting = next(job for job in enqueued if job.id != leased.job.id)
+    held = (await rig.jobs.GetJob(pb.GetJobRequest(id=waiting.id))).held
+    assert held.limit == "rate" and held.HasField("next_start") and not held.HasField("key")
+    http_held = (await (await rig.client.get(f"/status/{waiting.id}")).json())["held"]
+    assert convert.to_datetime(held.next_start) == datetime.fromisoformat(http_held["next_start"])
+    assert not (await rig.jobs.GetJob(pb.GetJobRequest(id=leased.job.id))).HasField("held")
     flow = await rig.admin.GetQueueFlow(pb.QueueRequest(name="reports"))
     assert flow.held_by.HasField("rate_until")
     assert 50 < convert.to_datetime(flow.held_by.rate_until).timestamp() - time.time() <= 60

@@ -140,8 +140,8 @@ def to_datetime(timestamp: Timestamp) -> datetime:
 
 
 # -- jobs --------------------------------------------------------------------
-def job_message(job: Job) -> pb.Job:
-    """The jobq.v1.Job for a job: the HTTP job record, field for field."""
+def job_message(job: Job, held: dict[str, Any] | None = None) -> pb.Job:
+    """The jobq.v1.Job for a job: the HTTP job record, field for field (``held``: GET /status's)."""
     return pb.Job(
         id=job.id,
         type=job.type,
@@ -170,6 +170,19 @@ def job_message(job: Job) -> pb.Job:
         concurrency=None
         if job.concurrency_key is None
         else pb.ConcurrencyTerms(key=job.concurrency_key, limit=job.concurrency_limit),
+        held=None if held is None else held_message(held),
+    )
+
+
+def held_message(held: dict[str, Any]) -> pb.Held:
+    """Which limit holds a ready job back (``jobq.flow.FlowState.held``'s answer)."""
+    next_start = held.get("next_start")
+    return pb.Held(
+        limit=held["limit"],
+        key=held.get("key"),
+        running=held.get("running"),
+        max=held.get("max"),
+        next_start=None if next_start is None else to_timestamp(parse_rfc3339(next_start)),
     )
 
 

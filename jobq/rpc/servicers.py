@@ -77,7 +77,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @override
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return convert.job_message(await self.service.get(request.id, owner_scope()))
+        job = await self.service.get(request.id, owner_scope())
+        return convert.job_message(job, await self.service.held(job))
 
     @override
     @unary

@@ -47,7 +47,7 @@ FAIL_OUTCOME_TIMEOUT: FailOutcome
 FAIL_OUTCOME_RETRY: FailOutcome
 
 class Job(_message.Message):
-    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique", "concurrency")
+    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique", "concurrency", "held")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Job(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     UNIQUE_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     queue: str
@@ -94,7 +95,8 @@ class Job(_message.Message):
     owner: str
     unique: UniqueTerms
     concurrency: ConcurrencyTerms
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ..., concurrency: _Optional[_Union[ConcurrencyTerms, _Mapping]] = ...) -> None: ...
+    held: Held
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ..., concurrency: _Optional[_Union[ConcurrencyTerms, _Mapping]] = ..., held: _Optional[_Union[Held, _Mapping]] = ...) -> None: ...
 
 class UniqueTerms(_message.Message):
     __slots__ = ("key", "scope", "until")
@@ -515,6 +517,20 @@ class QueueFlow(_message.Message):
     keys_running: _containers.ScalarMap[str, int]
     held_by: HeldBy
     def __init__(self, queue: _Optional[str] = ..., concurrency: _Optional[int] = ..., key_concurrency: _Optional[int] = ..., rate: _Optional[_Union[RateLimit, _Mapping]] = ..., key_rate: _Optional[_Union[RateLimit, _Mapping]] = ..., running: _Optional[int] = ..., keys_running: _Optional[_Mapping[str, int]] = ..., held_by: _Optional[_Union[HeldBy, _Mapping]] = ...) -> None: ...
+
+class Held(_message.Message):
+    __slots__ = ("limit", "key", "running", "max", "next_start")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    NEXT_START_FIELD_NUMBER: _ClassVar[int]
+    limit: str
+    key: str
+    running: int
+    max: int
+    next_start: _timestamp_pb2.Timestamp
+    def __init__(self, limit: _Optional[str] = ..., key: _Optional[str] = ..., running: _Optional[int] = ..., max: _Optional[int] = ..., next_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class HeldBy(_message.Message):
     __slots__ = ("concurrency", "rate_until", "keys_at_limit", "keys_rate_limited")
