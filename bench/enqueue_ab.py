@@ -31,7 +31,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import run as bench
 
@@ -43,7 +42,6 @@ SETUPS = {
     "redis-0": ("redis", 0),  # "redis": the database of --redis-url
     "redis-32": ("redis", 32),
 }
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"  # a dedicated database: it is emptied
 
 
 @dataclass
@@ -85,22 +83,6 @@ class Runs:
         ]
 
 
-def fresh_redis(url: str, prefix: str | None = None) -> str:
-    """Empty the Redis database ``url`` names (never database 0); jobq's store URL on it with key prefix ``prefix``."""
-    import redis  # jobq's Redis client: only needed, and imported, when a Redis store is measured
-
-    parts = urlsplit(url)
-    if not parts.path.strip("/") or int(parts.path.strip("/")) == 0:
-        raise SystemExit(f"{url}: name a dedicated Redis database (e.g. /15): it is emptied before each run")
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-    query = parse_qsl(parts.query) + ([("prefix", prefix)] if prefix else [])
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def one_load(
     tree: Path | None,
     setup: str,
@@ -108,7 +90,7 @@ def one_load(
     workdir: Path,
     name: str,
     postgres_url: str,
-    redis_url: str = DEFAULT_REDIS_URL,
+    redis_url: str = bench.DEFAULT_REDIS_URL,
 ) -> bench.Load:
     """Start one server (``tree`` None: the ceiling), load it once, stop it."""
     if tree is None:
@@ -116,7 +98,7 @@ def one_load(
     else:
         store, workers = SETUPS[setup]
         store = postgres_url if store == "postgresql" else store
-        store = fresh_redis(redis_url, f"jobq-ab-{name}") if store == "redis" else store
+        store = bench.fresh_redis(redis_url, f"jobq-ab-{name}") if store == "redis" else store
         command, root = bench.jobq_command(bench._fresh(store, workdir), workers, root=tree), tree
     with bench.serving(command, workdir, name, root=root) as server:
         return bench.load(server, scale, 1)
@@ -129,7 +111,7 @@ def measure(
     scale: bench.Scale,
     workdir: Path,
     postgres_url: str = bench.DEFAULT_POSTGRES_URL,
-    redis_url: str = DEFAULT_REDIS_URL,
+    redis_url: str = bench.DEFAULT_REDIS_URL,
 ) -> list[Runs]:
     ceiling = Runs("ceiling", "bare aiohttp")
     runs = {(setup, name): Runs(setup, name) for setup in setups for name in trees}
@@ -174,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
     parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
     parser.add_argument("--postgres-url", default=bench.DEFAULT_POSTGRES_URL, help="a dedicated database, dropped")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a dedicated Redis database, emptied")
+    parser.add_argument("--redis-url", default=bench.DEFAULT_REDIS_URL, help="a dedicated Redis database, emptied")
     args = parser.parse_args(argv)
     setups = args.setups.split(",")
     unknown = [s for s in setups if s not in SETUPS]
@@ -191,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(SETUPS[setup][0] == "postgresql" for setup in setups):
             bench.fresh_postgres(args.postgres_url, create=False)
         if any(SETUPS[setup][0] == "redis" for setup in setups):
-            fresh_redis(args.redis_url)
+            bench.fresh_redis(args.redis_url)
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "runs": [asdict(r) for r in runs]}, indent=2))

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/flow.py                                       # memory and SQLite, 5 rounds
     .venv/bin/python bench/flow.py --baseline-tree ../jobq-before        # and a checkout from before, in turn
-    .venv/bin/python bench/flow.py --stores memory://,sqlite,postgresql --jobs 20000
+    .venv/bin/python bench/flow.py --stores postgresql,redis --jobs 20000   # their dedicated databases, emptied
 
 Each round runs, for each store, ``bench/inprocess.py e2e`` in a fresh process for:
 ``baseline`` (the other checkout, no limits; with ``--baseline-tree``), ``none`` (this checkout, no
@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", type=Path, help="a checkout from before flow control, measured without")
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args(argv)
-    stores = [store if store != "postgresql" else bench.DEFAULT_POSTGRES_URL for store in args.stores.split(",")]
+    named = {"postgresql": bench.DEFAULT_POSTGRES_URL, "redis": bench.DEFAULT_REDIS_URL}
+    stores = [named.get(store, store) for store in args.stores.split(",")]
     cases = [case for case in CASES if case != "baseline" or args.baseline_tree is not None]
     workdir = Path(tempfile.mkdtemp(prefix="jobq-flow-"))
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in stores for c in cases}

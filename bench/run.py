@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 ENQUEUE_BODY = '{"type": "noop"}'
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"  # a dedicated database: it is emptied
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/jobq_bench"  # a dedicated database: it is dropped
 GROUPS = ("ceiling", "enqueue", "batch", "e2e", "memory")
 T = TypeVar("T")
@@ -402,12 +403,30 @@ def _fresh(make_url: str, workdir: Path) -> str:
     URL's database is dropped and created again."""
     if urlsplit(make_url).scheme in ("postgresql", "postgres"):
         return fresh_postgres(make_url)
+    if urlsplit(make_url).scheme == "redis":
+        return fresh_redis(make_url)
     if make_url != "sqlite":
         return make_url
     handle, path = tempfile.mkstemp(suffix=".db", dir=workdir)
     os.close(handle)
     os.unlink(path)
     return f"sqlite:///{path}"
+
+
+def fresh_redis(url: str, prefix: str | None = None) -> str:
+    """Empty the Redis database ``url`` names (never database 0); jobq's store URL on it with key prefix ``prefix``."""
+    import redis  # jobq's Redis client: only needed, and imported, when a Redis store is measured
+
+    parts = urlsplit(url)
+    if not parts.path.strip("/") or int(parts.path.strip("/")) == 0:
+        raise SystemExit(f"{url}: name a dedicated Redis database (e.g. /15): it is emptied before each run")
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    query = parse_qsl(parts.query) + ([("prefix", prefix)] if prefix else [])
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def fresh_postgres(url: str, create: bool = True) -> str:

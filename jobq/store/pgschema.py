@@ -211,6 +211,154 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             RETURN NULL;
         END $$""",
     ),
+    (
+        # Claiming from a flow-controlled queue (jobq.flow), in one call: under the queue's advisory lock (each
+        # statement of a function reads what committed before it, so what the last holder claimed is seen),
+        # the keys in turn from the one served last (the unkeyed turn sorts first, as ''), what each key runs
+        # and its rate allows, then one job of each key a round, within the queue's limit and rate.
+        """CREATE FUNCTION {s}.claim_flow(
+            q text, max_jobs integer, lease_seconds double precision, who text, kinds text[], lease_ids text[],
+            at double precision, most integer, unkeyed_window integer
+        ) RETURNS TABLE (job {s}.jobs, ord bigint) LANGUAGE plpgsql AS $$
+        DECLARE
+            f jsonb;
+            queue_tat double precision;
+            cursor_key text;
+            is_paused boolean;
+            t double precision := coalesce(at, extract(epoch FROM clock_timestamp()));
+            running bigint;
+            room integer;
+            rate_every double precision;  -- a rate's interval: period / limit
+            key_every double precision;
+            key_limit integer;
+            turns text[];
+            later text[];
+            earlier text[];
+            chosen_ids text[];
+            chosen_keys text[];
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtextextended('{s}:flow:' || q, 0));
+            SELECT flow, tat, turn, paused INTO f, queue_tat, cursor_key, is_paused FROM {s}.queues WHERE name = q;
+            IF NOT FOUND OR is_paused THEN
+                RETURN;
+            END IF;
+            f := coalesce(f, '{}');
+            SELECT coalesce(sum(jobs), 0) INTO running FROM {s}.counts WHERE queue = q AND status = 'processing';
+            room := max_jobs;
+            IF f->>'concurrency' IS NOT NULL THEN
+                room := least(room, (f->>'concurrency')::integer - running);
+            END IF;
+            IF f->'rate' IS NOT NULL AND jsonb_typeof(f->'rate') = 'object' THEN
+                rate_every := (f->'rate'->>'period')::float8 / (f->'rate'->>'limit')::float8;
+                room := least(room, floor((t + (f->'rate'->>'period')::float8 - greatest(coalesce(queue_tat, t), t))
+                    / rate_every + 1e-9)::integer);
+            END IF;
+            IF room <= 0 THEN
+                RETURN;
+            END IF;
+            IF f->'key_rate' IS NOT NULL AND jsonb_typeof(f->'key_rate') = 'object' THEN
+                key_every := (f->'key_rate'->>'period')::float8 / (f->'key_rate'->>'limit')::float8;
+            END IF;
+            key_limit := (f->>'key_concurrency')::integer;
+            later := ARRAY(
+                WITH RECURSIVE k (key, n) AS (
+                    (SELECT concurrency_key, 1 FROM {s}.jobs
+                        WHERE queue = q AND status = 'pending' AND concurrency_key > coalesce(cursor_key, '')
+                        ORDER BY concurrency_key LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT concurrency_key FROM {s}.jobs
+                            WHERE queue = q AND status = 'pending' AND concurrency_key > k.key
+                            ORDER BY concurrency_key LIMIT 1), k.n + 1
+                    FROM k WHERE k.key IS NOT NULL AND k.n < most
+                )
+                SELECT key FROM k WHERE key IS NOT NULL
+            );
+            IF cursor_key IS NULL THEN
+                turns := ARRAY[''] || later;
+            ELSIF cardinality(later) >= most THEN
+                turns := later;  -- the unkeyed turn comes when the rotation wraps
+            ELSIF cursor_key = '' THEN
+                turns := later || ARRAY[''];
+            ELSE
+                earlier := ARRAY(
+                    WITH RECURSIVE k (key, n) AS (
+                        (SELECT concurrency_key, 1 FROM {s}.jobs
+                            WHERE queue = q AND status = 'pending' AND concurrency_key > ''
+                            ORDER BY concurrency_key LIMIT 1)
+                        UNION ALL
+                        SELECT (SELECT concurrency_key FROM {s}.jobs
+                                WHERE queue = q AND status = 'pending' AND concurrency_key > k.key
+                                ORDER BY concurrency_key LIMIT 1), k.n + 1
+                        FROM k WHERE k.key IS NOT NULL AND k.key < cursor_key AND k.n < most - cardinality(later)
+                    )
+                    SELECT key FROM k WHERE key IS NOT NULL AND key <= cursor_key
+                );
+                turns := later || ARRAY[''] || earlier;
+            END IF;
+            -- each key's next jobs (at most what it may start), ranked: its first of every key, then its second...
+            SELECT array_agg(c.id ORDER BY c.rn, c.place), array_agg(c.key ORDER BY c.rn, c.place)
+            INTO chosen_ids, chosen_keys
+            FROM (
+                SELECT ready.id, ready.rn, turn.key, turn.place FROM (
+                    SELECT o.key, o.place,
+                        coalesce((SELECT count(*) FROM {s}.jobs r
+                            WHERE r.queue = q AND r.status = 'processing' AND r.concurrency_key = o.key), 0) AS busy,
+                        CASE WHEN key_every IS NOT NULL THEN
+                            (SELECT fk.tat FROM {s}.flow_keys fk WHERE fk.queue = q AND fk.key = o.key) END AS tat
+                    FROM unnest(turns) WITH ORDINALITY AS o (key, place)
+                ) turn CROSS JOIN LATERAL (
+                    SELECT w.id, w.rn FROM (
+                        SELECT j.id, row_number() OVER (ORDER BY j.priority DESC, j.seq) - 1 AS rn,
+                            first_value(j.concurrency_limit) OVER (ORDER BY j.priority DESC, j.seq) AS own
+                        FROM (
+                            SELECT id, priority, seq, concurrency_limit FROM {s}.jobs
+                            WHERE turn.key <> '' AND queue = q AND status = 'pending' AND concurrency_key = turn.key
+                                AND (kinds IS NULL OR type = ANY(kinds))
+                            ORDER BY priority DESC, seq LIMIT least(room, coalesce(key_limit, room))
+                        ) j
+                        UNION ALL
+                        SELECT u.id, row_number() OVER (ORDER BY u.priority DESC, u.seq) - 1, NULL
+                        FROM (
+                            SELECT id, priority, seq, concurrency_key, type FROM {s}.jobs
+                            WHERE turn.key = '' AND queue = q AND status = 'pending'
+                            ORDER BY priority DESC, seq LIMIT unkeyed_window
+                        ) u
+                        WHERE u.concurrency_key IS NULL AND (kinds IS NULL OR u.type = ANY(kinds))
+                    ) w
+                    WHERE turn.key = '' OR (
+                        (coalesce(w.own, key_limit) IS NULL OR w.rn < coalesce(w.own, key_limit) - turn.busy)
+                        AND (key_every IS NULL OR w.rn < floor((t + (f->'key_rate'->>'period')::float8
+                            - greatest(coalesce(turn.tat, t), t)) / key_every + 1e-9))
+                    )
+                ) ready
+                ORDER BY ready.rn, turn.place LIMIT room
+            ) c;
+            IF chosen_ids IS NULL THEN
+                RETURN;
+            END IF;
+            RETURN QUERY
+                UPDATE {s}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
+                    started_at = t, lease_id = lease_ids[picked.n], lease_expires_at = t + lease_seconds,
+                    progress = NULL, progress_note = NULL, worker = who
+                FROM unnest(chosen_ids) WITH ORDINALITY AS picked (id, n)
+                WHERE j.id = picked.id AND j.status = 'pending'
+                RETURNING j, picked.n;
+            UPDATE {s}.queues SET
+                tat = CASE WHEN rate_every IS NULL THEN tat
+                    ELSE greatest(coalesce(tat, t), t) + cardinality(chosen_ids) * rate_every END,
+                turn = (SELECT o.key FROM unnest(turns) WITH ORDINALITY AS o (key, place)
+                        WHERE o.key = ANY(chosen_keys) ORDER BY o.place DESC LIMIT 1)
+            WHERE name = q;
+            IF key_every IS NOT NULL THEN
+                INSERT INTO {s}.flow_keys AS fk (queue, key, tat)
+                SELECT q, started.key, greatest(coalesce(
+                    (SELECT old.tat FROM {s}.flow_keys old WHERE old.queue = q AND old.key = started.key), t), t)
+                    + started.n * key_every
+                FROM (SELECT key, count(*) AS n FROM unnest(chosen_keys) AS key WHERE key <> '' GROUP BY key) started
+                ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat;
+            END IF;
+        END $$""",
+    ),
 )
 
 

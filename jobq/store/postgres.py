@@ -46,7 +46,7 @@ from jobq.errors import (
     StoreUnavailable,
     UnstorableValue,
 )
-from jobq.flow import NO_FLOW, UNKEYED, FlowState, QueueFlow, Turn, plan
+from jobq.flow import FlowState, QueueFlow
 from jobq.job import TERMINAL, UNIQUE_SCOPES, Job, JobStatus
 from jobq.store import memory
 from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
@@ -152,63 +152,10 @@ SQL = {
     """,
     # -- flow-controlled queues (jobq.flow): claimed one queue at a time, under its advisory lock --
     "flowing": "SELECT name FROM {s}.queues WHERE (flow IS NOT NULL OR keyed) AND NOT paused ORDER BY name",
-    "flow_lock": "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-    "flow_queue": f"""
-        SELECT q.flow::text, q.tat, q.turn, q.paused, {NOW},
-            (SELECT coalesce(sum(jobs), 0)::bigint FROM {{s}}.counts WHERE queue = $2 AND status = 'processing')
-        FROM {{s}}.queues q WHERE q.name = $2
-    """,
-    "keys_running": """
-        SELECT concurrency_key, count(*) FROM {s}.jobs
-        WHERE queue = $1 AND status = 'processing' AND concurrency_key IS NOT NULL GROUP BY concurrency_key
-    """,
-    # the keys with ready jobs after $2, in order, at most $3: a skip scan, one index probe per key
-    "keys_after": """
-        WITH RECURSIVE k (key, n) AS (
-            (SELECT concurrency_key, 1 FROM {s}.jobs WHERE queue = $1 AND status = 'pending' AND concurrency_key > $2
-                ORDER BY concurrency_key LIMIT 1)
-            UNION ALL
-            SELECT (SELECT concurrency_key FROM {s}.jobs
-                    WHERE queue = $1 AND status = 'pending' AND concurrency_key > k.key
-                    ORDER BY concurrency_key LIMIT 1), k.n + 1
-            FROM k WHERE k.key IS NOT NULL AND k.n < $3
-        )
-        SELECT key FROM k WHERE key IS NOT NULL
-    """,
-    "key_tats": "SELECT key, tat FROM {s}.flow_keys WHERE queue = $1 AND key = ANY($2::text[])",
-    # each key's next ready jobs ($3: how many of each), and its first job's own limit
-    "keyed_ready": """
-        SELECT t.key, j.id, j.concurrency_limit
-        FROM unnest($2::text[], $3::integer[]) WITH ORDINALITY AS t (key, n, ord) CROSS JOIN LATERAL (
-            SELECT id, concurrency_limit, priority, seq FROM {s}.jobs
-            WHERE queue = $1 AND status = 'pending' AND concurrency_key = t.key
-                AND ($4::text[] IS NULL OR type = ANY($4::text[]))
-            ORDER BY priority DESC, seq LIMIT t.n
-        ) j
-        ORDER BY t.ord, j.priority DESC, j.seq
-    """,
-    # the unkeyed ready jobs among the queue's first UNKEYED_WINDOW ready jobs
-    "unkeyed_ready": f"""
-        SELECT id FROM (
-            SELECT id, concurrency_key, type, priority, seq FROM {{s}}.jobs WHERE queue = $1 AND status = 'pending'
-            ORDER BY priority DESC, seq LIMIT {UNKEYED_WINDOW}
-        ) first WHERE concurrency_key IS NULL AND ($3::text[] IS NULL OR type = ANY($3::text[]))
-        ORDER BY priority DESC, seq LIMIT $2
-    """,
-    "claim_ids": f"""
-        WITH now AS (SELECT {NOW} AS t)
-        UPDATE {{s}}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
-            started_at = now.t, lease_id = ($5::text[])[picked.ord],
-            lease_expires_at = now.t + $3, progress = NULL, progress_note = NULL, worker = $4
-        FROM unnest($2::text[]) WITH ORDINALITY AS picked (id, ord), now
-        WHERE j.id = picked.id AND j.status = 'pending'
-        {RETURNING}, picked.ord
-    """,
-    "flow_turn": "UPDATE {s}.queues SET tat = $2, turn = $3 WHERE name = $1",
-    "flow_key_tats": """
-        INSERT INTO {s}.flow_keys AS f (queue, key, tat) SELECT $1, * FROM unnest($2::text[], $3::float8[])
-        ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat
-    """,
+    # the claim from one flow-controlled queue: pgschema's claim_flow function, its rows as a job's
+    "claim_flow": "SELECT {}, c.ord FROM {{s}}.claim_flow($2, $3, $4, $5, $6, $7, $1, $8, $9) c".format(
+        ", ".join(f"(c.job).{column}" for column in ROW)
+    ),
     "set_flow": """
         INSERT INTO {s}.queues AS q (name, flow) VALUES ($1, $2::jsonb)
         ON CONFLICT (name) DO UPDATE SET flow = excluded.flow
@@ -634,97 +581,23 @@ class PostgresStore(SharedStore):
         types: list[str] | None,
         lease_ids: list[str],
     ) -> list[Job]:
-        """Claim from one flow-controlled queue: under its advisory lock, read what runs and whose turn it is,
-        plan with jobq.flow.plan, and claim the planned jobs, in one transaction (so limits hold across nodes)."""
-        async with self._transaction() as conn:
-            await conn.execute(self._sql["flow_lock"], f"{self.schema}:flow:{queue}")
-            state = await conn.fetchrow(self._sql["flow_queue"], self._clock_arg(), queue)
-            if state is None or state[3]:
-                return []
-            flow_text, queue_tat, cursor, _, now, running = state
-            flow = NO_FLOW if flow_text is None else QueueFlow.from_dict(from_json(flow_text))
-            if flow.concurrency is not None and running >= flow.concurrency:
-                return []
-            keys_running = dict(await conn.fetch(self._sql["keys_running"], queue))
-            order = await self._turn_order(conn, queue, cursor, 2 * max_jobs + 8)  # room for keys held back
-            key_tats = dict(await conn.fetch(self._sql["key_tats"], queue, order)) if flow.key_rate else {}
-            turns = self._open_turns(flow, now, max_jobs, order, keys_running, key_tats)
-            ready = await self._ready_of(conn, queue, turns, types)
-            for turn in turns:
-                turn.ready = len(ready.get(turn.key, ()))
-            planned = plan(flow, now, max_jobs, running, queue_tat, turns, 0)
-            if not planned.takes:
-                return []
-            picked = [job_id for key, count in planned.takes.items() for job_id in ready[key][:count]]
-            last = max(planned.takes, key=lambda key: planned.served[key])
+        """Claim from one flow-controlled queue, in one call of the schema's ``claim_flow`` (see
+        jobq.store.pgschema): under the queue's advisory lock, so its limits hold across nodes."""
+        most = min(max_jobs + 4, MAX_KEYS_PER_CLAIM)  # keys looked at: a few more, for keys held back
+        async with self._connection() as conn:
             rows = await conn.fetch(
-                self._sql["claim_ids"], self._clock_arg(), picked, lease_seconds, worker, lease_ids[: len(picked)]
+                self._sql["claim_flow"],
+                self._clock_arg(),
+                queue,
+                max_jobs,
+                lease_seconds,
+                worker,
+                types,
+                lease_ids,
+                most,
+                UNKEYED_WINDOW,
             )
-            await conn.execute(self._sql["flow_turn"], queue, planned.queue_tat, last)
-            if planned.tats:
-                await conn.execute(self._sql["flow_key_tats"], queue, list(planned.tats), list(planned.tats.values()))
         return [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]
-
-    async def _turn_order(self, conn: asyncpg.Connection, queue: str, cursor: str | None, most: int) -> list[str]:
-        """The keys with ready jobs in turn order: those after the key served last (``cursor``), the unkeyed
-        turn, then those up to the cursor (the unkeyed turn sorts first: it is ``""``)."""
-        most = min(most, MAX_KEYS_PER_CLAIM)
-        after = [key for (key,) in await conn.fetch(self._sql["keys_after"], queue, cursor or UNKEYED, most)]
-        if cursor is None:
-            return [UNKEYED, *after]
-        if len(after) >= most:
-            return after  # the unkeyed turn comes when the rotation wraps
-        if cursor == UNKEYED:
-            return [*after, UNKEYED]
-        before = await conn.fetch(self._sql["keys_after"], queue, UNKEYED, most - len(after))
-        return [*after, UNKEYED, *(key for (key,) in before if key <= cursor)]
-
-    @staticmethod
-    def _open_turns(
-        flow: QueueFlow,
-        now: float,
-        max_jobs: int,
-        order: list[str],
-        keys_running: dict[str, int],
-        key_tats: dict[str, float],
-    ) -> list[Turn]:
-        """The turns in order, each to read at most as many ready jobs of as it could start now (a key its
-        rate holds: none; at most a fair share of ``max_jobs``, and one more, of each)."""
-        turns = [
-            Turn(key, 0, keys_running.get(key, 0), tat=key_tats.get(key), served=place)
-            for place, key in enumerate(order)
-        ]
-        share = max_jobs // max(len(turns), 1) + 1
-        for turn in turns:
-            rate = flow.key_rate_of(turn.key)
-            limit = flow.key_limit(turn.key, None)
-            if rate is not None and rate.next_start(turn.tat, now) > now:
-                turn.ready = 0
-            else:
-                turn.ready = min(share, max_jobs, max_jobs if limit is None else max(limit - turn.running, 0))
-        return turns
-
-    async def _ready_of(
-        self, conn: asyncpg.Connection, queue: str, turns: list[Turn], types: list[str] | None
-    ) -> dict[str, list[str]]:
-        """The ids of each turn's next ready jobs (``turn.ready`` of each, at most); notes each key's own limit."""
-        ready: dict[str, list[str]] = {}
-        keyed = [turn for turn in turns if turn.key != UNKEYED and turn.ready > 0]
-        if keyed:
-            rows = await conn.fetch(
-                self._sql["keyed_ready"], queue, [t.key for t in keyed], [t.ready for t in keyed], types
-            )
-            own_limits: dict[str, int | None] = {}
-            for key, job_id, own_limit in rows:
-                ready.setdefault(key, []).append(job_id)
-                own_limits.setdefault(key, own_limit)
-            for turn in keyed:
-                turn.own_limit = own_limits.get(turn.key)
-        unkeyed = next((turn for turn in turns if turn.key == UNKEYED and turn.ready > 0), None)
-        if unkeyed is not None:
-            rows = await conn.fetch(self._sql["unkeyed_ready"], queue, unkeyed.ready, types)
-            ready[UNKEYED] = [job_id for (job_id,) in rows]
-        return ready
 
     async def _extend(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, Job]:
         ids, held = [job_id for job_id, _ in leases], [lease for _, lease in leases]
