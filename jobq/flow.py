@@ -14,8 +14,8 @@ by one interval. That allows a burst of ``limit`` starts, then one per interval:
 ``limit * (1 + t / period)`` starts in any ``t`` seconds.
 
 Each store applies these rules where its lease is atomic: memory and SQLite in their ready index
-(jobq/store/ready.py, ``FlowReady``), PostgreSQL with :func:`plan` under the queue's advisory lock,
-Redis in its claim script; tests/test_flow_store.py holds all four to the same behaviour.
+(jobq/store/ready.py, ``FlowReady``), PostgreSQL in its schema's ``claim_flow`` function (under
+the queue's advisory lock), Redis in its claim script; tests/test_flow_store.py holds all four to the same behaviour.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ What the triggers keep, for whatever writes the jobs (jobq, or an application's
 own transaction calling ``enqueue``):
 
 - **Queues.** Each queue name a job uses gets a row in ``queues`` (which also
-  holds whether it is paused): a lease takes jobs queue by queue from there.
+  holds whether it is paused, its flow, and whether it ever held a keyed job): a lease
+  takes jobs queue by queue from there, a flow-controlled queue's through ``claim_flow``.
 - **Counts.** ``counts`` holds jobs per queue and status, split into slots by
   backend process so that concurrent writers never wait on one row; ``/stats``
   and the gauges sum a few hundred rows, never scan the jobs.
