@@ -237,6 +237,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             earlier text[];
             chosen_ids text[];
             chosen_keys text[];
+            addresses tid[];
         BEGIN
             PERFORM pg_advisory_xact_lock(hashtextextended('{s}:flow:' || q, 0));
             SELECT flow, tat, turn, paused INTO f, queue_tat, cursor_key, is_paused FROM {s}.queues WHERE name = q;
@@ -337,13 +338,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             IF chosen_ids IS NULL THEN
                 RETURN;
             END IF;
+            -- Locked by id, then updated by row address: a condition on the status here would let a plan that
+            -- guessed few ready jobs (the statistics of a young table) read every ready job to find these.
+            SELECT array_agg(locked.address) FILTER (WHERE locked.status = 'pending')  -- not cancelled meanwhile
+            INTO addresses
+            FROM (SELECT ctid AS address, status FROM {s}.jobs WHERE id = ANY(chosen_ids) FOR UPDATE) locked;
             RETURN QUERY
                 UPDATE {s}.jobs j SET status = 'processing', attempts = j.attempts + 1, run_at = NULL,
-                    started_at = t, lease_id = lease_ids[picked.n], lease_expires_at = t + lease_seconds,
-                    progress = NULL, progress_note = NULL, worker = who
-                FROM unnest(chosen_ids) WITH ORDINALITY AS picked (id, n)
-                WHERE j.id = picked.id AND j.status = 'pending'
-                RETURNING j, picked.n;
+                    started_at = t, lease_id = lease_ids[array_position(chosen_ids, j.id)],
+                    lease_expires_at = t + lease_seconds, progress = NULL, progress_note = NULL, worker = who
+                WHERE j.ctid = ANY(addresses)
+                RETURNING j, array_position(chosen_ids, j.id)::bigint;
             UPDATE {s}.queues SET
                 tat = CASE WHEN rate_every IS NULL THEN tat
                     ELSE greatest(coalesce(tat, t), t) + cardinality(chosen_ids) * rate_every END,
