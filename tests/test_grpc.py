@@ -118,7 +118,10 @@ def moment(text: str) -> datetime:
 def as_record(job: pb.Job) -> dict[str, Any]:
     """A jobq.v1.Job in the shape of the HTTP job record, times as datetimes, for comparison."""
     data = json_format.MessageToDict(job, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    return normalised({field.name: None for field in pb.Job.DESCRIPTOR.fields} | data)
+    record = normalised({field.name: None for field in pb.Job.DESCRIPTOR.fields} | data)
+    if record["held"] is None:  # the HTTP record has it only while a limit holds the job back
+        del record["held"]
+    return record
 
 
 def normalised(record: dict[str, Any]) -> dict[str, Any]:
