@@ -346,16 +346,18 @@ class JobService:
     async def _replace(self, job: Job, outcome: Added) -> Added | Exception:
         """Debounce: cancel the waiting job that holds ``job``'s unique key and add ``job`` in its place.
 
-        Made of the store's own verbs, so it holds on every store: the key is held only while its
-        job waits, and a replaced job that started meanwhile holds it no more. Concurrent replacers
-        each cancel the one they found; the last add wins the key.
+        Made of the store's own verbs, so it holds on every store. Only a waiting holder is
+        cancelled: one that started meanwhile runs on, and if its unique_scope keeps the key while
+        it runs, it is the answer. Concurrent replacers each cancel the one they found; the last
+        add wins the key.
         """
         for _ in range(REPLACE_TRIES):
-            with contextlib.suppress(InvalidTransition, JobNotFound):  # started or gone meanwhile: the key is free
-                await self.store.cancel(outcome.job.id)
-                log.info("job %s replaced by %s (debounce)", outcome.job.id, job.id)
+            holder = outcome.job
+            with contextlib.suppress(InvalidTransition, JobNotFound):  # started or gone meanwhile
+                await self.store.cancel_waiting(holder.id)
+                log.info("job %s replaced by %s (debounce)", holder.id, job.id)
             [again] = await self.store.add([job])
-            if not isinstance(again, Added) or not again.duplicate:
+            if not isinstance(again, Added) or not again.duplicate or again.job.id == holder.id:
                 return again
             outcome = again
         return outcome

@@ -921,3 +921,16 @@ async def test_peek_shows_the_next_job_without_leasing_it(store: Store) -> None:
     assert leased.id == "high"
     await store.set_paused("default", True)
     assert (await store.peek("default")).id == "low"  # type: ignore[union-attr]
+
+
+async def test_cancel_waiting_cancels_a_waiting_job_and_never_a_running_one(store: Store) -> None:
+    await add(store, make_job("waits"), make_job("runs", priority=5))
+    running = await lease_one(store)
+    assert running.id == "runs"
+    with pytest.raises(InvalidTransition):
+        await store.cancel_waiting("runs")
+    assert (await store.cancel_waiting("waits")).status is JobStatus.CANCELLED
+    stored = await store.get("runs")
+    assert stored is not None and stored.status is JobStatus.PROCESSING
+    with pytest.raises(JobNotFound):
+        await store.cancel_waiting("nobody")

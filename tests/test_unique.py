@@ -97,3 +97,13 @@ async def test_debounce_needs_a_key_and_sets_its_own_delay(client: TestClient) -
     ]:
         response = await client.post("/enqueue", json=job)
         await assert_problem(response, 422, message)
+
+
+async def test_debounce_never_cancels_a_running_job(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    running, _ = await enqueue(client, 202, type="echo", unique_key="sync")  # holds its key while active
+    leased = await (await client.post("/workers/lease", json={"max_jobs": 1})).json()
+    assert [job["id"] for job in leased["jobs"]] == [running["id"]]
+    answer, headers = await enqueue(client, 200, type="echo", unique_key="sync", debounce=30)
+    assert answer["id"] == running["id"] and headers["Jobq-Duplicate-Of"] == running["id"]
+    assert (await (await client.get(f"/status/{running['id']}")).json())["status"] == "processing"

@@ -49,9 +49,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobq.errors import JobqError
+from jobq.errors import InvalidTransition, JobqError
 from jobq.flow import FlowState, QueueFlow
-from jobq.job import Job, JobStatus
+from jobq.job import WAITING, Job, JobStatus
 from jobq.lifecycle import RELEASED, Rules, Settlement
 from jobq.retry import RetryPolicy
 
@@ -149,6 +149,12 @@ ChangeListener = Callable[[Job, JobStatus], None]
 
 Subscriber = Callable[[StoreEvent], None]
 """Called with each durable change: a status change or a log line (after commit)."""
+
+
+def _cancel_waiting(job: Job, now: float) -> None:
+    if job.status not in WAITING:
+        raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
+    job.cancel(now)
 
 
 def _nothing() -> None:
@@ -315,6 +321,10 @@ class Store(ABC):
     async def cancel(self, job_id: str) -> Job:
         """Cancel a waiting or running job; InvalidTransition if it already finished."""
         return await self._change(job_id, lambda job, now: job.cancel(now))
+
+    async def cancel_waiting(self, job_id: str) -> Job:
+        """Cancel a job only while it waits (pending, scheduled or retrying); InvalidTransition once it runs."""
+        return await self._change(job_id, _cancel_waiting)
 
     async def requeue(self, job_id: str) -> Job:
         """Run a failed or dead job again."""
