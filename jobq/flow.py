@@ -84,10 +84,13 @@ class QueueFlow:
         )
 
     def key_limit(self, key: str, own_limit: int | None) -> int | None:
-        """How many jobs of ``key`` may run at once: the job's own limit, else the queue's per-key one."""
+        """How many jobs of ``key`` may run at once: the queue's per-key limit, or the job's own when it is
+        lower (or the queue has none): a client can narrow its key's limit, never widen the operator's."""
         if key == UNKEYED:
             return None
-        return own_limit if own_limit is not None else self.key_concurrency
+        if own_limit is None or (self.key_concurrency is not None and self.key_concurrency < own_limit):
+            return self.key_concurrency
+        return own_limit
 
     def key_rate_of(self, key: str) -> Rate | None:
         return None if key == UNKEYED else self.key_rate

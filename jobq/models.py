@@ -82,7 +82,10 @@ class EnqueueRequest(BaseModel):
         "queue's per-key limits apply to it, and the queue's keys are served round-robin",
     )
     concurrency_limit: int | None = Field(
-        default=None, ge=1, le=100_000, description="jobs of its key running at once (instead of the queue's)"
+        default=None,
+        ge=1,
+        le=100_000,
+        description="jobs of its key running at once (narrows the queue's key_concurrency, never widens it)",
     )
 
     @field_validator("debounce")

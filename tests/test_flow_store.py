@@ -42,11 +42,13 @@ async def test_a_per_key_limit_holds_and_a_finished_job_makes_room(make_store: M
     assert held is not None and held.status is JobStatus.PENDING and held.attempts == 0
 
 
-async def test_a_jobs_own_limit_overrides_the_queues(make_store: MakeStore) -> None:
+async def test_a_jobs_own_limit_narrows_the_queues_never_widens_it(make_store: MakeStore) -> None:
     store = await make_store()
     await store.set_flow("q", QueueFlow(key_concurrency=3))
-    await add_all(store, keyed("solo", 4, concurrency_limit=1) + keyed("trio", 4))
-    assert by_key(await store.lease(10, 30)) == {"solo": 1, "trio": 3}
+    await add_all(
+        store, keyed("solo", 4, concurrency_limit=1) + keyed("trio", 4) + keyed("greedy", 6, concurrency_limit=5)
+    )
+    assert by_key(await store.lease(20, 30)) == {"solo": 1, "trio": 3, "greedy": 3}  # own limits only narrow
 
 
 async def test_keys_take_turns_so_a_small_key_is_not_starved(make_store: MakeStore) -> None:

@@ -328,7 +328,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                         WHERE u.concurrency_key IS NULL AND (kinds IS NULL OR u.type = ANY(kinds))
                     ) w
                     WHERE turn.key = '' OR (
-                        (coalesce(w.own, key_limit) IS NULL OR w.rn < coalesce(w.own, key_limit) - turn.busy)
+                        -- a job's own limit only lowers the queue's (least() skips a null)
+                        (least(w.own, key_limit) IS NULL OR w.rn < least(w.own, key_limit) - turn.busy)
                         AND (key_every IS NULL OR w.rn < floor((t + (f->'key_rate'->>'period')::float8
                             - greatest(coalesce(turn.tat, t), t)) / key_every + 1e-9))
                     )

@@ -342,7 +342,8 @@ end
 local function admitted(state, key, id)  -- whether the key's first job may start now; if not, the key is held
   if key == '' then return true end  -- unkeyed jobs have no key limit or rate
   local flow, held_at = state.flow, nil
-  local limit = tonumber(redis.call('HGET', P .. ':job:' .. id, 'concurrency_limit')) or flow.key_concurrency
+  local limit = tonumber(redis.call('HGET', P .. ':job:' .. id, 'concurrency_limit'))  -- only lowers the queue's
+  if not limit or (flow.key_concurrency and flow.key_concurrency < limit) then limit = flow.key_concurrency end
   if limit and tonumber(redis.call('HGET', P .. ':running:' .. state.queue, key) or '0') >= limit then
     held_at = FULL
   elseif flow.key_rate then
