@@ -42,7 +42,7 @@ async def get_flow(request: web.Request) -> web.Response:
 )
 async def put_flow(request: web.Request) -> web.Response:
     """Set a queue's limits: jobs running at once (in all, and per concurrency_key) and starts per period
-    (in all, and per key). An absent limit is no limit; the new ones replace the old."""
+    (in all, and per key). An absent limit is no limit; the new ones replace the old, and rates start afresh."""
     name = queue_name(request)
     body = await read_body(request, QueueFlowBody)
     view = await request.app[SERVICE].set_flow(name, body.to_flow())

@@ -184,3 +184,14 @@ async def test_a_small_key_gets_its_fair_share_beside_a_big_one(make_store: Make
     await add_all(store, keyed("small", 10))  # enqueued after all of the big key's
     first = [job.concurrency_key for _ in range(20) for job in await store.lease(1, 60)]
     assert first.count("small") == 10, first
+
+
+async def test_a_new_rate_starts_afresh(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = await make_store(clock=clock)
+    await store.set_flow("q", QueueFlow(rate=Rate(1, 3600.0), key_rate=Rate(1, 3600.0)))
+    await add_all(store, keyed("a", 4) + keyed(None, 4))
+    assert len(await store.lease(10, 60)) == 1
+    await store.set_flow("q", QueueFlow(rate=Rate(100, 1.0), key_rate=Rate(100, 1.0)))
+    assert len(await store.lease(10, 60)) == 7  # not held back by the tat the old rate left
+

@@ -946,6 +946,9 @@ class MemoryStore(Store):
         await _committed(self._persist_paused(queue, paused))
 
     async def set_flow(self, queue: str, flow: QueueFlow | None) -> None:
+        # the rates start afresh: a tat kept from another rate would be read with this one's period
+        self._queue_tats.pop(queue, None)
+        self._key_tats = {slot: tat for slot, tat in self._key_tats.items() if slot[0] != queue}
         if flow is None:
             self._flows.pop(queue, None)
         else:

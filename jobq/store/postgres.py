@@ -156,9 +156,11 @@ SQL = {
     "claim_flow": "SELECT {}, c.ord FROM {{s}}.claim_flow($2, $3, $4, $5, $6, $7, $1, $8, $9) c".format(
         ", ".join(f"(c.job).{column}" for column in ROW)
     ),
+    # the rates start afresh: a tat kept from another rate would be read with this one's period
     "set_flow": """
+        WITH forgotten AS (DELETE FROM {s}.flow_keys WHERE queue = $1)
         INSERT INTO {s}.queues AS q (name, flow) VALUES ($1, $2::jsonb)
-        ON CONFLICT (name) DO UPDATE SET flow = excluded.flow
+        ON CONFLICT (name) DO UPDATE SET flow = excluded.flow, tat = NULL
     """,
     "flows": f"""
         SELECT q.name, q.flow::text, q.tat, {NOW},

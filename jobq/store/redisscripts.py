@@ -691,8 +691,9 @@ else
   if not takes_turns(queue) then start_turns(queue) end
   flow = cjson.decode(ARGV[5])
 end
-if not flow.rate or flow.rate == cjson.null then redis.call('HDEL', P .. ':tats', queue) end
-if not flow.key_rate or flow.key_rate == cjson.null then redis.call('DEL', P .. ':tats:' .. queue) end
+-- the rates start afresh: a tat kept from another rate would be read with this one's period
+redis.call('HDEL', P .. ':tats', queue)
+redis.call('DEL', P .. ':tats:' .. queue)
 local held = P .. ':held:' .. queue
 for _, key in ipairs(redis.call('ZRANGE', held, 0, -1)) do to_back(queue, key) end
 redis.call('DEL', held)
