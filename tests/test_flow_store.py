@@ -195,3 +195,24 @@ async def test_a_new_rate_starts_afresh(make_store: MakeStore) -> None:
     await store.set_flow("q", QueueFlow(rate=Rate(100, 1.0), key_rate=Rate(100, 1.0)))
     assert len(await store.lease(10, 60)) == 7  # not held back by the tat the old rate left
 
+
+
+async def test_keys_held_ahead_hold_back_no_key_behind_them(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.set_flow("q", QueueFlow(key_concurrency=1))
+    await add_all(store, [job for key in ("k1", "k2", "k3", "k4", "k5", "k6", "k7") for job in keyed(key, 3)])
+    first = [job for _ in range(7) for job in await store.lease(1, 60)]
+    assert sorted(by_key(first)) == ["k1", "k2", "k3", "k4", "k5", "k6", "k7"]  # each key's one slot taken
+    last = next(job for job in first if job.concurrency_key == "k7")
+    await store.complete(last.id, last.lease_id or "", None)
+    assert [job.concurrency_key for job in await store.lease(1, 60)] == ["k7"]  # k1..k6 stay held
+    await add_all(store, keyed(None, 1))  # an unkeyed job behind many keyed ones still gets its turn
+    assert [job.concurrency_key for job in await store.lease(1, 60)] == [None]
+
+
+async def test_a_worker_of_one_type_is_not_held_back_by_keys_of_others(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.set_flow("q", QueueFlow(key_concurrency=1))
+    await add_all(store, [job for key in ("a1", "a2", "a3", "a4", "a5", "a6") for job in keyed(key, 2, type="a")])
+    await add_all(store, [make_job("b-job", queue="q", type="b", concurrency_key="zz")])
+    assert [job.id for job in await store.lease(1, 60, types=["b"])] == ["b-job"]

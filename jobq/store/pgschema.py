@@ -185,6 +185,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "WHERE status = 'pending' AND concurrency_key IS NOT NULL",
         "CREATE INDEX jobs_running_by_key ON {s}.jobs (queue, concurrency_key) "
         "WHERE status = 'processing' AND concurrency_key IS NOT NULL",
+        # a flow-controlled queue's unkeyed turn, found however many keyed jobs come first
+        "CREATE INDEX jobs_ready_unkeyed ON {s}.jobs (queue, priority DESC, seq) "
+        "WHERE status = 'pending' AND concurrency_key IS NULL",
         # a queue's first keyed job marks it keyed (an UPDATE only of a queue not marked yet: no lock after)
         """CREATE OR REPLACE FUNCTION {s}.jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -219,7 +222,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # and its rate allows, then one job of each key a round, within the queue's limit and rate.
         """CREATE FUNCTION {s}.claim_flow(
             q text, max_jobs integer, lease_seconds double precision, who text, kinds text[], lease_ids text[],
-            at double precision, most integer, unkeyed_window integer
+            at double precision, most integer
         ) RETURNS TABLE (job {s}.jobs, ord bigint) LANGUAGE plpgsql AS $$
         DECLARE
             f jsonb;
@@ -238,6 +241,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             chosen_ids text[];
             chosen_keys text[];
             addresses tid[];
+            looked integer := 0;  -- keys looked at, over the windows this claim slid through
+            slid boolean := false;
+            seen text[];  -- the keys of the window before
         BEGIN
             PERFORM pg_advisory_xact_lock(hashtextextended('{s}:flow:' || q, 0));
             SELECT flow, tat, turn, paused INTO f, queue_tat, cursor_key, is_paused FROM {s}.queues WHERE name = q;
@@ -262,81 +268,94 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 key_every := (f->'key_rate'->>'period')::float8 / (f->'key_rate'->>'limit')::float8;
             END IF;
             key_limit := (f->>'key_concurrency')::integer;
-            later := ARRAY(
-                WITH RECURSIVE k (key, n) AS (
-                    (SELECT concurrency_key, 1 FROM {s}.jobs
-                        WHERE queue = q AND status = 'pending' AND concurrency_key > coalesce(cursor_key, '')
-                        ORDER BY concurrency_key LIMIT 1)
-                    UNION ALL
-                    SELECT (SELECT concurrency_key FROM {s}.jobs
-                            WHERE queue = q AND status = 'pending' AND concurrency_key > k.key
-                            ORDER BY concurrency_key LIMIT 1), k.n + 1
-                    FROM k WHERE k.key IS NOT NULL AND k.n < most
-                )
-                SELECT key FROM k WHERE key IS NOT NULL
-            );
-            IF cursor_key IS NULL THEN
-                turns := ARRAY[''] || later;
-            ELSIF cardinality(later) >= most THEN
-                turns := later;  -- the unkeyed turn comes when the rotation wraps
-            ELSIF cursor_key = '' THEN
-                turns := later || ARRAY[''];
-            ELSE
-                earlier := ARRAY(
+            LOOP
+                later := ARRAY(
                     WITH RECURSIVE k (key, n) AS (
                         (SELECT concurrency_key, 1 FROM {s}.jobs
-                            WHERE queue = q AND status = 'pending' AND concurrency_key > ''
+                            WHERE queue = q AND status = 'pending' AND concurrency_key > coalesce(cursor_key, '')
                             ORDER BY concurrency_key LIMIT 1)
                         UNION ALL
                         SELECT (SELECT concurrency_key FROM {s}.jobs
                                 WHERE queue = q AND status = 'pending' AND concurrency_key > k.key
                                 ORDER BY concurrency_key LIMIT 1), k.n + 1
-                        FROM k WHERE k.key IS NOT NULL AND k.key < cursor_key AND k.n < most - cardinality(later)
+                        FROM k WHERE k.key IS NOT NULL AND k.n < most
                     )
-                    SELECT key FROM k WHERE key IS NOT NULL AND key <= cursor_key
+                    SELECT key FROM k WHERE key IS NOT NULL
                 );
-                turns := later || ARRAY[''] || earlier;
-            END IF;
-            -- each key's next jobs (at most what it may start), ranked: its first of every key, then its second...
-            SELECT array_agg(c.id ORDER BY c.rn, c.place), array_agg(c.key ORDER BY c.rn, c.place)
-            INTO chosen_ids, chosen_keys
-            FROM (
-                SELECT ready.id, ready.rn, turn.key, turn.place FROM (
-                    SELECT o.key, o.place,
-                        coalesce((SELECT count(*) FROM {s}.jobs r
-                            WHERE r.queue = q AND r.status = 'processing' AND r.concurrency_key = o.key), 0) AS busy,
-                        CASE WHEN key_every IS NOT NULL THEN
-                            (SELECT fk.tat FROM {s}.flow_keys fk WHERE fk.queue = q AND fk.key = o.key) END AS tat
-                    FROM unnest(turns) WITH ORDINALITY AS o (key, place)
-                ) turn CROSS JOIN LATERAL (
-                    SELECT w.id, w.rn FROM (
-                        SELECT j.id, row_number() OVER (ORDER BY j.priority DESC, j.seq) - 1 AS rn,
-                            first_value(j.concurrency_limit) OVER (ORDER BY j.priority DESC, j.seq) AS own
-                        FROM (
-                            SELECT id, priority, seq, concurrency_limit FROM {s}.jobs
-                            WHERE turn.key <> '' AND queue = q AND status = 'pending' AND concurrency_key = turn.key
-                                AND (kinds IS NULL OR type = ANY(kinds))
-                            ORDER BY priority DESC, seq LIMIT least(room, coalesce(key_limit, room))
-                        ) j
-                        UNION ALL
-                        SELECT u.id, row_number() OVER (ORDER BY u.priority DESC, u.seq) - 1, NULL
-                        FROM (
-                            SELECT id, priority, seq, concurrency_key, type FROM {s}.jobs
-                            WHERE turn.key = '' AND queue = q AND status = 'pending'
-                            ORDER BY priority DESC, seq LIMIT unkeyed_window
-                        ) u
-                        WHERE u.concurrency_key IS NULL AND (kinds IS NULL OR u.type = ANY(kinds))
-                    ) w
-                    WHERE turn.key = '' OR (
-                        -- a job's own limit only lowers the queue's (least() skips a null)
-                        (least(w.own, key_limit) IS NULL OR w.rn < least(w.own, key_limit) - turn.busy)
-                        AND (key_every IS NULL OR w.rn < floor((t + (f->'key_rate'->>'period')::float8
-                            - greatest(coalesce(turn.tat, t), t)) / key_every + 1e-9))
-                    )
-                ) ready
-                ORDER BY ready.rn, turn.place LIMIT room
-            ) c;
+                IF cursor_key IS NULL THEN
+                    turns := ARRAY[''] || later;
+                ELSIF cardinality(later) >= most THEN
+                    turns := later;  -- the unkeyed turn comes when the rotation wraps
+                ELSIF cursor_key = '' THEN
+                    turns := later || ARRAY[''];
+                ELSE
+                    earlier := ARRAY(
+                        WITH RECURSIVE k (key, n) AS (
+                            (SELECT concurrency_key, 1 FROM {s}.jobs
+                                WHERE queue = q AND status = 'pending' AND concurrency_key > ''
+                                ORDER BY concurrency_key LIMIT 1)
+                            UNION ALL
+                            SELECT (SELECT concurrency_key FROM {s}.jobs
+                                    WHERE queue = q AND status = 'pending' AND concurrency_key > k.key
+                                    ORDER BY concurrency_key LIMIT 1), k.n + 1
+                            FROM k WHERE k.key IS NOT NULL AND k.key < cursor_key AND k.n < most - cardinality(later)
+                        )
+                        SELECT key FROM k WHERE key IS NOT NULL AND key <= cursor_key
+                    );
+                    turns := later || ARRAY[''] || earlier;
+                END IF;
+                -- each key's next jobs (at most what it may start), ranked: its first of every key, then its second...
+                SELECT array_agg(c.id ORDER BY c.rn, c.place), array_agg(c.key ORDER BY c.rn, c.place)
+                INTO chosen_ids, chosen_keys
+                FROM (
+                    SELECT ready.id, ready.rn, turn.key, turn.place FROM (
+                        SELECT o.key, o.place,
+                            (SELECT count(*) FROM {s}.jobs r
+                                WHERE r.queue = q AND r.status = 'processing' AND r.concurrency_key = o.key) AS busy,
+                            CASE WHEN key_every IS NOT NULL THEN
+                                (SELECT fk.tat FROM {s}.flow_keys fk WHERE fk.queue = q AND fk.key = o.key) END AS tat
+                        FROM unnest(turns) WITH ORDINALITY AS o (key, place)
+                    ) turn CROSS JOIN LATERAL (
+                        SELECT w.id, w.rn FROM (
+                            SELECT j.id, row_number() OVER (ORDER BY j.priority DESC, j.seq) - 1 AS rn,
+                                first_value(j.concurrency_limit) OVER (ORDER BY j.priority DESC, j.seq) AS own
+                            FROM (
+                                SELECT id, priority, seq, concurrency_limit FROM {s}.jobs
+                                WHERE turn.key <> '' AND queue = q AND status = 'pending' AND concurrency_key = turn.key
+                                    AND (kinds IS NULL OR type = ANY(kinds))
+                                ORDER BY priority DESC, seq LIMIT least(room, coalesce(key_limit, room))
+                            ) j
+                            UNION ALL
+                            SELECT u.id, row_number() OVER (ORDER BY u.priority DESC, u.seq) - 1, NULL
+                            FROM (
+                                SELECT id, priority, seq FROM {s}.jobs
+                                WHERE turn.key = '' AND queue = q AND status = 'pending' AND concurrency_key IS NULL
+                                    AND (kinds IS NULL OR type = ANY(kinds))
+                                ORDER BY priority DESC, seq LIMIT room
+                            ) u
+                        ) w
+                        WHERE turn.key = '' OR (
+                            -- a job's own limit only lowers the queue's (least() skips a null)
+                            (least(w.own, key_limit) IS NULL OR w.rn < least(w.own, key_limit) - turn.busy)
+                            AND (key_every IS NULL OR w.rn < floor((t + (f->'key_rate'->>'period')::float8
+                                - greatest(coalesce(turn.tat, t), t)) / key_every + 1e-9))
+                        )
+                    ) ready
+                    ORDER BY ready.rn, turn.place LIMIT room
+                ) c;
+                EXIT WHEN chosen_ids IS NOT NULL;
+                -- Nothing in this window may start (its keys are held): slide past it, until a window shows
+                -- the keys the last one did (it went round) or enough keys were looked at for one claim.
+                EXIT WHEN (turns @> seen AND turns <@ seen) OR looked >= 1000;
+                seen := turns;
+                looked := looked + cardinality(turns);
+                cursor_key := turns[cardinality(turns)];
+                slid := true;
+            END LOOP;
             IF chosen_ids IS NULL THEN
+                IF slid THEN  -- the next claim goes on from there
+                    UPDATE {s}.queues SET turn = cursor_key WHERE name = q;
+                END IF;
                 RETURN;
             END IF;
             -- Locked by id, then updated by row address: a condition on the status here would let a plan that

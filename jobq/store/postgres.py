@@ -67,7 +67,6 @@ RETENTION_LOCK = MIGRATION_LOCK + 1  # the one taken by the node that purges in 
 REPORTING_LOCK = MIGRATION_LOCK + 2  # held (by its listening connection) by the node that reports the totals
 FLOWING_SECONDS = 1.0  # how long a node goes by the list of flow-controlled queues it read last
 MAX_KEYS_PER_CLAIM = 1000  # keys of a flow-controlled queue one claim looks at, at most
-UNKEYED_WINDOW = 1000  # in a queue with keyed jobs, the unkeyed ones are looked for among its next this many
 
 NOW = "coalesce($1::float8, extract(epoch FROM clock_timestamp()))"  # the database's clock, or an injected one
 ROW = (*COLUMNS, "ready_at")  # a job's row as read: the shared columns, and since when it could run
@@ -153,7 +152,7 @@ SQL = {
     # -- flow-controlled queues (jobq.flow): claimed one queue at a time, under its advisory lock --
     "flowing": "SELECT name FROM {s}.queues WHERE (flow IS NOT NULL OR keyed) AND NOT paused ORDER BY name",
     # the claim from one flow-controlled queue: pgschema's claim_flow function, its rows as a job's
-    "claim_flow": "SELECT {}, c.ord FROM {{s}}.claim_flow($2, $3, $4, $5, $6, $7, $1, $8, $9) c".format(
+    "claim_flow": "SELECT {}, c.ord FROM {{s}}.claim_flow($2, $3, $4, $5, $6, $7, $1, $8) c".format(
         ", ".join(f"(c.job).{column}" for column in ROW)
     ),
     # the rates start afresh: a tat kept from another rate would be read with this one's period
@@ -597,7 +596,6 @@ class PostgresStore(SharedStore):
                 types,
                 lease_ids,
                 most,
-                UNKEYED_WINDOW,
             )
         return [row_job(row[:-1]) for row in sorted(rows, key=lambda row: row[-1])]
 
