@@ -196,7 +196,6 @@ async def test_a_new_rate_starts_afresh(make_store: MakeStore) -> None:
     assert len(await store.lease(10, 60)) == 7  # not held back by the tat the old rate left
 
 
-
 async def test_keys_held_ahead_hold_back_no_key_behind_them(make_store: MakeStore) -> None:
     store = await make_store()
     await store.set_flow("q", QueueFlow(key_concurrency=1))
