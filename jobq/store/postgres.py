@@ -717,6 +717,7 @@ class PostgresStore(SharedStore):
             await conn.execute(self._sql["set_paused"], queue, paused)
             if not paused:
                 await conn.execute(self._sql["resumed"], queue, self.node)
+        self._flowing_read = None  # a resumed flow-controlled queue is claimed again at once
         if not paused:
             self._wake()
 
