@@ -173,6 +173,14 @@ def test_a_work_unit_maps_onto_a_job_and_back() -> None:
     }
 
 
+def test_custom_carries_a_concurrency_key_and_limit() -> None:
+    job = enqueue_request(unit(custom={"concurrency_key": "acme", "concurrency_limit": 2, "k": 1})).to_job(1000.0)
+    assert (job.concurrency_key, job.concurrency_limit) == ("acme", 2)
+    assert job.payload["custom"] == {"concurrency_key": "acme", "concurrency_limit": 2, "k": 1}  # kept for the worker
+    with pytest.raises(ProtocolError, match="concurrency_limit"):
+        enqueue_request(unit(custom={"concurrency_limit": 2}))  # a limit needs a key, as over HTTP
+
+
 def test_faktory_defaults_and_times() -> None:
     job = enqueue_request(unit(at="")).to_job(1000.0)  # pyfaktory always sends "at": ""
     assert (job.status.value, job.max_attempts, job.priority, job.queue) == ("pending", 26, 0, "default")

@@ -14,6 +14,8 @@ Faktory        jobq
                (``failed`` or ``dead``), where Faktory discards it for 0; jobq's backoff applies
 ``reserve_for`` ``timeout``: a run not settled within it is lost and runs again
 ``backtrace``  accepted; a fetched job always asks for 50 lines: jobq keeps every failure's traceback
+``custom``     also ``concurrency_key`` and ``concurrency_limit`` when it holds them (jobq/flow.py),
+               the job's key and own limit, as ``POST /enqueue`` takes them
 =============  ==============================================================
 
 A job enqueued over HTTP whose payload is not ``{"args": [...]}`` (with an optional
@@ -54,6 +56,9 @@ FIELD_NAMES = {  # jobq's field names in validation errors, as the client named 
 }
 
 
+FLOW_FIELDS = ("concurrency_key", "concurrency_limit")  # read from a work unit's custom object
+
+
 def enqueue_request(unit: Any) -> EnqueueRequest:
     """The jobq request for a pushed work unit; ProtocolError naming the field when it is not valid."""
     if not isinstance(unit, dict):
@@ -74,6 +79,9 @@ def enqueue_request(unit: Any) -> EnqueueRequest:
             raise ProtocolError("custom must be a JSON object")
         payload["custom"] = custom
     fields: dict[str, Any] = {"type": unit.get("jobtype"), "payload": payload}
+    for name in FLOW_FIELDS:  # flow control has no Faktory field: a client sends it in custom
+        if custom is not None and name in custom:
+            fields[name] = custom[name]
     if unit.get("queue") is not None:
         fields["queue"] = unit["queue"]
     if (priority := unit.get("priority")) is not None:
