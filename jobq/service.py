@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic_core import to_json
 
@@ -316,7 +316,7 @@ class JobService:
             slots.append(index)
         outcomes = await self.store.add(jobs) if jobs else []
         for at, (index, job, outcome) in enumerate(zip(slots, jobs, outcomes, strict=True)):
-            if requests[index].debounce is not None and isinstance(outcome, Added) and outcome.duplicate:
+            if self._replaces(outcome, requests[index]):
                 outcomes[at] = outcome = await self._replace(job, outcome)
             answers[index] = self._answer(job, outcome, sees_all)
         if self._enqueue_listeners:
@@ -334,7 +334,7 @@ class JobService:
         job = request.to_job(self.store.clock())
         self._own(job, owner, sees_all)
         outcome = await self._add(job)
-        if request.debounce is not None and isinstance(outcome, Added) and outcome.duplicate:
+        if self._replaces(outcome, request):
             outcome = await self._replace(job, outcome)
         answer = self._answer(job, outcome, sees_all)
         if isinstance(answer, JobqError):
@@ -342,6 +342,12 @@ class JobService:
         if answer.created and self._enqueue_listeners:
             self._announce((answer.job,))
         return answer
+
+    @staticmethod
+    def _replaces(outcome: Added | Exception, request: EnqueueRequest) -> TypeGuard[Added]:
+        """Whether a debounced job found its key held, so it replaces the holder (``_replace``); a plain
+        check, so an enqueue that is not debounced awaits nothing more."""
+        return request.debounce is not None and isinstance(outcome, Added) and outcome.duplicate
 
     async def _replace(self, job: Job, outcome: Added) -> Added | Exception:
         """Debounce: cancel the waiting job that holds ``job``'s unique key and add ``job`` in its place.

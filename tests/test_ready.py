@@ -81,7 +81,7 @@ def test_keys_take_turns_and_a_held_key_holds_back_no_other() -> None:
     while (next_job := ready.pop(always, admit=lambda key, _: key not in held)) is not None:
         order.append(next_job.seq)
     assert order == [6]  # a's jobs stay, held back; b's new one is served
-    assert ready.keys() == 1 and [job.seq for job in ready.jobs(always)] == [2, 3]
+    assert list(ready.by_key) == ["a"] and [job.seq for job in ready.jobs(always)] == [2, 3]
 
 
 def test_within_a_key_the_highest_priority_goes_first() -> None:

@@ -215,8 +215,5 @@ class FlowReady:
     def jobs(self, usable: Usable) -> list[Job]:
         return [job for ready in self.by_key.values() for job in ready.jobs(usable)]
 
-    def keys(self) -> int:
-        return len(self.by_key)
-
     def __bool__(self) -> bool:
         return bool(self.by_key)
