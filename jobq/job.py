@@ -23,6 +23,7 @@ from jobq.errors import InvalidTransition
 class JobStatus(StrEnum):
     """Where a job is in its life."""
 
+    WAITING = "waiting"  # waits for its parents (depends_on) to finish
     PENDING = "pending"  # ready to run as soon as a worker is free
     SCHEDULED = "scheduled"  # waits for its run_at time
     PROCESSING = "processing"  # leased by a worker, running
@@ -34,7 +35,7 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
-WAITING = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING})
+WAITING = frozenset({JobStatus.WAITING, JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING})
 FAILING = frozenset({JobStatus.RETRYING, JobStatus.FAILED, JobStatus.DEAD})  # states entered with an error
 RERUNNABLE = frozenset({JobStatus.FAILED, JobStatus.DEAD})  # what a re-run by hand (retry) accepts
 DEFERRED = frozenset({JobStatus.SCHEDULED, JobStatus.RETRYING})  # waiting for run_at: next_run_at
@@ -45,7 +46,10 @@ UNIQUE_SCOPES: dict[str, frozenset[JobStatus]] = {  # the statuses in which a jo
     "any": frozenset(JobStatus) - {JobStatus.CANCELLED},  # finished too, until its unique_until
 }
 
+PARENT_POLICIES = ("cancel", "run")  # what a child does when a parent fails, dies or is cancelled
+
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.WAITING: frozenset({JobStatus.PENDING, JobStatus.CANCELLED}),  # pending: its parents finished
     JobStatus.PENDING: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
     JobStatus.SCHEDULED: frozenset({JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.DEAD}),  # dead: given up by hand
     JobStatus.RETRYING: frozenset({JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.DEAD}),
@@ -201,6 +205,13 @@ class Job:
     # limit of jobs of that key running at once (None: the queue's per-key limit).
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    # Workflows (jobq/workflow.py): the jobs it runs after (its parents), what it does when one of them
+    # fails, dies or is cancelled (PARENT_POLICIES: "cancel", cascading down, or "run" anyway), how many
+    # parents it still waits for (kept by the store), and the workflow it was created in.
+    depends_on: tuple[str, ...] = ()
+    on_parent_failure: str = "cancel"
+    parents_left: int = 0
+    workflow: str | None = None
 
     def holds_unique_key(self, now: float) -> bool:
         """Whether this job holds its unique key at ``now`` (see ``unique_key``)."""
@@ -304,6 +315,19 @@ class Job:
         if running:
             self._end_attempt("cancelled", None, now)
 
+    def parents_finished(self, now: float) -> None:
+        """Every parent of a waiting job has finished (or failed, under the "run" policy): it is pending."""
+        self.move_to(JobStatus.PENDING)
+        self.parents_left = 0
+        self.ready_at = now
+
+    def parent_failed(self, parent_id: str, outcome: str, now: float) -> None:
+        """A parent of a waiting job ended as ``outcome`` (failed, dead, cancelled, deleted) under the "cancel"
+        policy: this job is cancelled too."""
+        self.move_to(JobStatus.CANCELLED)
+        self.finished_at = now
+        self.error = f"parent {parent_id} {outcome}"
+
     def run_now(self, now: float) -> None:
         """Make a scheduled or retrying job due now instead of at its ``run_at``."""
         if self.status not in DEFERRED:  # the lifecycle also lets a finished job become pending (a re-run)
@@ -348,6 +372,7 @@ class Job:
             and self.priority == other.priority
             and self.max_attempts == other.max_attempts
             and self.timeout == other.timeout
+            and self.depends_on == other.depends_on
         )
 
     def log_fields(self, before: JobStatus | None = None) -> dict[str, Any]:
@@ -388,6 +413,7 @@ class Job:
             "owner": self.owner,
             "unique": self.unique_view(),
             "concurrency": self.concurrency_view(),
+            "workflow": self.workflow_view(),
         }
 
     def unique_view(self) -> dict[str, Any] | None:
@@ -399,6 +425,16 @@ class Job:
         if self.concurrency_key is None:
             return None
         return {"key": self.concurrency_key, "limit": self.concurrency_limit}
+
+    def workflow_view(self) -> dict[str, Any] | None:
+        if not self.depends_on and self.workflow is None:
+            return None
+        return {
+            "id": self.workflow,
+            "depends_on": list(self.depends_on),
+            "on_parent_failure": self.on_parent_failure,
+            "parents_left": self.parents_left,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
@@ -428,6 +464,7 @@ class Job:
             **_unique_fields(data.get("unique")),
             concurrency_key=(data.get("concurrency") or {}).get("key"),
             concurrency_limit=(data.get("concurrency") or {}).get("limit"),
+            **_workflow_fields(data.get("workflow")),
         )
 
 
@@ -436,6 +473,17 @@ def _unique_fields(unique: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     until = parse_rfc3339(unique["until"])
     return {"unique_key": unique["key"], "unique_scope": unique["scope"], "unique_until": until}
+
+
+def _workflow_fields(workflow: dict[str, Any] | None) -> dict[str, Any]:
+    if not workflow:
+        return {}
+    return {
+        "workflow": workflow["id"],
+        "depends_on": tuple(workflow["depends_on"]),
+        "on_parent_failure": workflow["on_parent_failure"],
+        "parents_left": workflow["parents_left"],
+    }
 
 
 def _make_snapshot() -> Callable[[Job], Job]:

@@ -35,6 +35,14 @@ What every backend promises (tests/test_store_contract.py checks each):
   queue with a flow or keyed jobs, keys take turns round-robin. Only ``lease`` applies
   them, atomically with the claim, so they hold across every node and worker; a job held
   back stays pending (no attempt used) and holds back no other key.
+- **Workflows** (:mod:`jobq.workflow`). A job added with ``depends_on`` is stored
+  ``waiting``, with ``parents_left`` the parents that have not finished (a parent that has
+  finished already is counted by the rules at once, so the job may be stored pending, or
+  cancelled). When a job ends (settled, cancelled, expired, given up, or deleted unfinished),
+  every child still waiting on it is resolved by :func:`jobq.workflow.count_off` *in the same
+  atomic write*, cascading down, so no crash leaves a child waiting on a finished parent,
+  and each parent counts off each child exactly once however many nodes finish parents at
+  once. ``add(together=True)`` stores every new job of the call, or none.
 - **Housekeeping** (``housekeep``) promotes due jobs, expires lapsed leases and
   purges by retention whether or not anyone leases, and is safe to run in
   several processes at once on a shared store.
@@ -70,7 +78,7 @@ class StoreOptions:
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retention: Retention = field(default_factory=Retention)
-    max_waiting: int = 1_000_000  # waiting (pending/scheduled/retrying) jobs before enqueue is refused
+    max_waiting: int = 1_000_000  # waiting (waiting/pending/scheduled/retrying) jobs before enqueue is refused
     max_lost_runs: int = 3  # lost runs in a row (lease expired, jobq stopped) after which a job is dead
     clock: Callable[[], float] | None = None  # the store's clock, in Unix seconds (None: the backend's own)
 
@@ -122,7 +130,7 @@ class StoreStats:
 
     @property
     def waiting(self) -> int:
-        return sum(self.by_status.get(s, 0) for s in ("pending", "scheduled", "retrying"))
+        return sum(self.by_status.get(s, 0) for s in ("waiting", "pending", "scheduled", "retrying"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +237,11 @@ class Store(ABC):
 
     # -- producers ---------------------------------------------------------
     @abstractmethod
-    async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
+    async def add(self, jobs: Sequence[Job], *, together: bool = False) -> list[Added | Exception]:
         """Store new jobs; returns one outcome per job, in order.
+
+        With ``together`` (a workflow), the new jobs are stored all in one atomic write or none
+        are: then every new job's outcome is the error.
 
         The store takes the jobs it is given (a caller builds them for the call and does not
         change them after); the outcomes hold snapshots. A job whose unique key is held by
@@ -244,6 +255,10 @@ class Store(ABC):
     @abstractmethod
     async def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
+
+    @abstractmethod
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs with these ids that exist, in the order asked."""
 
     # -- consumers ---------------------------------------------------------
     @abstractmethod
@@ -380,10 +395,16 @@ class Store(ABC):
         queue: str | None = None,
         job_type: str | None = None,
         owner: str | None = None,
+        workflow: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Jobs newest first (only ``owner``'s, when given), and the cursor of the next page (None on the last)."""
+        """Jobs newest first, and the cursor of the next page (None on the last).
+
+        Only ``owner``'s, ``workflow``'s, or the children of ``parent`` (the jobs that list it in
+        ``depends_on``), when given.
+        """
 
     @abstractmethod
     async def set_paused(self, queue: str, paused: bool) -> None:

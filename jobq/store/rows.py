@@ -46,6 +46,10 @@ COLUMNS = (
     "unique_until",
     "concurrency_key",
     "concurrency_limit",
+    "depends_on",
+    "on_parent_failure",
+    "parents_left",
+    "workflow",
 )
 
 
@@ -112,6 +116,10 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
             job.unique_until,
             job.concurrency_key,
             job.concurrency_limit,
+            dump(job.depends_on) if job.depends_on else None,
+            job.on_parent_failure,
+            job.parents_left,
+            job.workflow,
         )
     lease = (
         job.status.value,
@@ -142,6 +150,7 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     (job_id, seq, job_type, queue, priority, status, payload, result, error, attempts, max_attempts, timeout) = row[:12]
     (created_at, run_at, started_at, finished_at, lease_id, lease_expires_at, progress, note, history) = row[12:21]
     owner, worker, unique_key, unique_scope, unique_until, concurrency_key, concurrency_limit = row[21:28]
+    depends_on, on_parent_failure, parents_left, workflow = row[28:32]
     job = _new(Job)
     job.id = job_id
     job.type = job_type
@@ -170,6 +179,10 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     job.unique_until = unique_until
     job.concurrency_key = concurrency_key
     job.concurrency_limit = concurrency_limit
+    job.depends_on = () if depends_on is None else tuple(from_json(depends_on))
+    job.on_parent_failure = on_parent_failure or "cancel"
+    job.parents_left = parents_left or 0
+    job.workflow = workflow
     job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
     if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
         job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]
