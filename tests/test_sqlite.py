@@ -52,11 +52,13 @@ async def scalar(store: SQLiteStore, sql: str) -> Any:
 
 # -- restarts --------------------------------------------------------------
 async def one_job_in_every_status(store: SQLiteStore) -> None:
-    """Jobs ``pending``, ``scheduled``, ... ``cancelled`` and ``running``, each alone in a queue of its name."""
+    """Jobs ``pending``, ``scheduled``, ... ``cancelled``, ``running`` and ``waiting`` (on ``pending``), each alone
+    in a queue of its name."""
     names = ["pending", "scheduled", "retrying", "completed", "failed", "dead", "cancelled", "running"]
     jobs = [make_job(name, queue=name, max_attempts=2 if name in ("retrying", "dead") else 1) for name in names]
     jobs[1].status, jobs[1].run_at = JobStatus.SCHEDULED, 4_000_000_000.0
     await add(store, *jobs)
+    await add(store, make_job("waiting", queue="waiting", depends_on=("pending",)))
     job = await lease_from(store, "retrying")
     await store.fail("retrying", job.lease_id or "", "try again")
     job = await lease_from(store, "completed")

@@ -10,7 +10,8 @@ import pytest
 from jobq.errors import QueueFull
 from jobq.job import Job, JobStatus
 from jobq.lifecycle import Settlement
-from jobq.store import Added, JobEvent, Store, StoreEvent
+from jobq.store import Added, Store
+from jobq.store.base import JobEvent, StoreEvent
 from tests.conftest import FakeClock, MakeStore, OpenUrl, make_job, store_url, until
 
 SHARED = ["postgresql", "redis"]
@@ -31,9 +32,9 @@ async def status_of(store: Store, *job_ids: str) -> list[str]:
     return [found[job_id].status.value if job_id in found else "gone" for job_id in job_ids]
 
 
-async def run(store: Store, job_id: str, *, fail: bool = False) -> Job:
-    """Lease exactly ``job_id`` (nothing else may be ready) and complete or fail it."""
-    [leased] = await store.lease(10, 30)
+async def run(store: Store, job_id: str, *, fail: bool = False, queue: str | None = None) -> Job:
+    """Lease exactly ``job_id`` (nothing else may be ready in its queue) and complete or fail it."""
+    [leased] = await store.lease(10, 30, queues=None if queue is None else [queue])
     assert leased.id == job_id
     if fail:
         return await store.fail(job_id, leased.lease_id or "", "boom")
@@ -79,9 +80,9 @@ async def test_a_waiting_job_is_never_leased_nor_peeked(make_store: MakeStore) -
 
 async def test_parents_finished_before_the_child_count_at_once(make_store: MakeStore) -> None:
     store = await make_store()
-    await add_all(store, [make_job("done"), make_job("broken")])
-    await run(store, "done")
-    await run(store, "broken", fail=True)
+    await add_all(store, [make_job("done", queue="a"), make_job("broken", queue="b")])
+    await run(store, "done", queue="a")
+    await run(store, "broken", fail=True, queue="b")
     added = await add_all(
         store,
         [
@@ -249,10 +250,10 @@ async def test_subscribers_hear_of_children_the_cascade_moved(make_store: MakeSt
             heard.append((event.job.id, event.job.status.value))
 
     store.subscribe(note)
-    await add_all(store, [make_job("a"), child("b", "a"), make_job("x"), child("y", "x")])
+    await add_all(store, [make_job("a", queue="a"), child("b", "a"), make_job("x", queue="x"), child("y", "x")])
     stops = [store.follow("b"), store.follow("y")]
-    await run(store, "a")
-    [x] = await store.lease(10, 30)
+    await run(store, "a", queue="a")
+    [x] = await store.lease(10, 30, queues=["x"])
     await store.fail(x.id, x.lease_id or "", "boom")
 
     async def both() -> bool:

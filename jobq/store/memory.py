@@ -50,6 +50,7 @@ from jobq.store.base import (
 )
 from jobq.store.loading import Loading, wanted
 from jobq.store.ready import FlowReady, QueueReady
+from jobq.workflow import DELETED, count_off, parent_outcome
 
 log = logging.getLogger("jobq.store")
 
@@ -148,6 +149,10 @@ class MemoryStore(Store):
         self._queue_tats: dict[str, float] = {}  # queue -> its rate's tat
         self._key_tats: dict[tuple[str, str], float] = {}  # (queue, concurrency_key) -> its rate's tat
         self._next_turn: float | None = None  # the earliest a rate lets a held job start (seen by the last take)
+        self._dependants: dict[str, list[Job]] = {}  # parent id -> the jobs waiting on it, not yet counted off
+        self._children: dict[str, dict[str, Job]] = {}  # parent id -> every stored job that depends on it
+        self._workflows: dict[str, dict[str, Job]] = {}  # workflow id -> its stored jobs
+        self._cascaded: list[Job] = []  # jobs a parent's end moved, written with the next write (_journal)
 
     # -- durability hooks (no-ops here; the SQLite store commits them) ---------
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None] | None:
@@ -181,6 +186,17 @@ class MemoryStore(Store):
             missing = [job_id for job_id in job_ids if job_id not in self._jobs]
             if missing:
                 await self._fetch(missing)
+            # a waiting job's count follows its parents: those not read back yet come first
+            jobs = self._jobs
+            parents = {
+                parent_id
+                for job_id in job_ids
+                if (job := jobs.get(job_id)) is not None and job.status is JobStatus.WAITING
+                for parent_id in job.depends_on
+                if parent_id not in jobs
+            }
+            if parents and self._loading is not None:
+                await self._fetch(list(parents))
 
     @property
     def loading(self) -> bool:
@@ -194,7 +210,13 @@ class MemoryStore(Store):
             await loading.finished()
 
     def _journal(self, jobs: Sequence[Job], kind: str = STATE) -> asyncio.Future[None] | None:
-        """Persist a change of ``jobs``; its events (and any made since the last write) follow its commit."""
+        """Persist a change of ``jobs``; its events (and any made since the last write) follow its commit.
+
+        The jobs a parent's end moved (``_cascaded``) go in the same write as that end: atomically.
+        """
+        if self._cascaded and kind == STATE:
+            jobs = [*jobs, *self._cascaded]
+            self._cascaded = []
         future = self._persist(kind, jobs)
         events: Sequence[StoreEvent] = self._unpublished
         if events:
@@ -277,6 +299,8 @@ class MemoryStore(Store):
             fresh[job.id] = job
             if job.unique_key is not None:
                 self._unique.setdefault(job.unique_key, []).append(job)
+            if job.depends_on or job.workflow is not None:
+                self._index(job)
             if status is JobStatus.PROCESSING:
                 lose_run(job, "recovered", now, self.rules)
                 if job.status is JobStatus.DEAD:
@@ -284,6 +308,10 @@ class MemoryStore(Store):
                 self._recount(job, JobStatus.PROCESSING)
                 recovered.append(job)
             self._place(job)
+            if status is JobStatus.WAITING:
+                self._link_read_back(job, now)
+            elif job.finished and job.id in self._dependants:  # children read back before it wait on it
+                self._resolve(job.id, job.status.value)
         if cursor is None:
             self._order.extend(fresh.values())  # put in seq order once every job is in
         else:
@@ -294,7 +322,7 @@ class MemoryStore(Store):
         loading.read += len(fresh)
         for job in loading.releasable():
             self._place(job)
-        if recovered:
+        if recovered or self._cascaded:
             self._requeued += sum(1 for job in recovered if job.status is JobStatus.PENDING)
             self._journal(recovered)
 
@@ -309,6 +337,10 @@ class MemoryStore(Store):
         self._loading = None
         for job in loading.release_all():
             self._place(job)
+        for parent_id in [parent_id for parent_id in self._dependants if parent_id not in self._jobs]:
+            self._resolve(parent_id, DELETED)  # a parent that was never read back is gone
+        if self._cascaded:
+            self._journal(())
         loading.finish()
 
     def _recount(self, job: Job, before: JobStatus) -> None:
@@ -377,6 +409,8 @@ class MemoryStore(Store):
             self._leased[job.id] = job
         elif status in TERMINAL:
             self._finished.append((job.finished_at or 0.0, job))
+        elif status is JobStatus.WAITING:
+            return  # its parents' ends move it (_resolve)
         else:  # scheduled or retrying
             heapq.heappush(self._deferred, (job.run_at or 0.0, job.seq, job))
             self._wake()  # a waiter may need to shorten its sleep to this run_at
@@ -387,9 +421,15 @@ class MemoryStore(Store):
         if before in DEFERRED and job.status not in WAITING:  # left the timer heap early (cancelled)
             self._deferred_stale += 1
             self._compact_deferred()
+        if job.id in self._dependants and job.status in TERMINAL:
+            self._resolve(job.id, job.status.value)
 
     def _forget(self, job: Job) -> None:
         del self._jobs[job.id]
+        if job.depends_on or job.workflow is not None:
+            self._unindex(job)
+        if job.id in self._dependants:
+            self._resolve(job.id, DELETED)
         if job.unique_key is not None and job.unique_key in self._unique:
             others = [same for same in self._unique[job.unique_key] if same is not job]
             if others:
@@ -464,15 +504,21 @@ class MemoryStore(Store):
         return job
 
     # -- producers ---------------------------------------------------------
-    async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
+    async def add(self, jobs: Sequence[Job], *, together: bool = False) -> list[Added | Exception]:
         if self._loading is not None:
             await self._known([job.id for job in jobs])  # a client-chosen id may name a job not read back yet
             if any(job.unique_key is not None for job in jobs):
                 await self.loaded()  # the holder of a key may not be read back yet
+            parents = {parent for job in jobs for parent in job.depends_on}
+            if parents:
+                await self._known(parents)
+        if together and (refused := self._refuse_together(jobs)) is not None:
+            return [refused] * len(jobs)
         outcomes: list[Added | Exception] = []
         fresh: list[Job] = []
         commits: dict[str, asyncio.Future[None]] = {}  # job id -> the commit its outcome waits for
         now = self.clock()
+        linked: list[Job] = []
         for job in jobs:
             existing = self._jobs.get(job.id)
             if existing is None and job.unique_key is not None:
@@ -483,7 +529,7 @@ class MemoryStore(Store):
                 outcomes.append(Added(existing, created=False, duplicate=existing.id != job.id))
                 if (adding := self._adding.get(existing.id)) is not None:
                     commits[existing.id] = adding  # a replay is answered once the original is durable
-            elif self._waiting >= self.options.max_waiting:
+            elif self._waiting + len(linked) >= self.options.max_waiting:
                 outcomes.append(QueueFull(f"the queue holds {self._waiting} waiting jobs, its limit"))
             else:  # the store takes the job it is given (see Store.add)
                 compact(job)
@@ -492,9 +538,16 @@ class MemoryStore(Store):
                 if job.unique_key is not None:
                     self._unique.setdefault(job.unique_key, []).append(job)
                 self._order.append(job)
-                self._counted(job, None)
+                if job.depends_on or job.workflow is not None:
+                    self._index(job)
+                if job.depends_on:
+                    linked.append(job)  # counted once every job of the call is stored: a parent may come later
+                else:
+                    self._counted(job, None)
                 fresh.append(job)
                 outcomes.append(Added(job, created=True))
+        if linked:
+            self._link_added(linked, now)
         future = self._journal(fresh, ADD) if fresh else None
         if future is not None:
             self._adding.update((job.id, future) for job in fresh)
@@ -516,6 +569,13 @@ class MemoryStore(Store):
                 # before any worker can lease the job: its 202 shows it pending.
                 self._added(fresh, future)
         return [self._outcome(o, commits) for o in outcomes]
+
+    def _refuse_together(self, jobs: Sequence[Job]) -> QueueFull | None:
+        """The refusal of a together add that would pass max_waiting (then none of its jobs is stored)."""
+        new = sum(1 for job in {job.id: job for job in jobs}.values() if job.id not in self._jobs)
+        if self._waiting + new > self.options.max_waiting:
+            return QueueFull(f"the queue holds {self._waiting} waiting jobs: {new} more pass its limit")
+        return None
 
     def _added(self, fresh: list[Job], future: asyncio.Future[None]) -> None:
         """Settle the jobs of a finished commit; runs once per job (a second call finds nothing to do)."""
@@ -551,6 +611,98 @@ class MemoryStore(Store):
             await self._durable(job_id)
         job = self._jobs.get(job_id)
         return None if job is None else job.snapshot()
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        if self._loading is not None:
+            await self._known(job_ids)
+        found = [job for job_id in job_ids if (job := self._jobs.get(job_id)) is not None]
+        return [await self._current(job) for job in found]
+
+    # -- workflows -----------------------------------------------------------
+    def _index(self, job: Job) -> None:
+        """List a job under its parents and its workflow (for list_jobs)."""
+        for parent_id in job.depends_on:
+            self._children.setdefault(parent_id, {})[job.id] = job
+        if job.workflow is not None:
+            self._workflows.setdefault(job.workflow, {})[job.id] = job
+
+    def _unindex(self, job: Job) -> None:
+        for parent_id in job.depends_on:
+            children = self._children.get(parent_id)
+            if children is not None and children.get(job.id) is job:
+                del children[job.id]
+                if not children:
+                    del self._children[parent_id]
+        members = None if job.workflow is None else self._workflows.get(job.workflow)
+        if members is not None and members.get(job.id) is job:
+            del members[job.id]
+            if not members:
+                del self._workflows[job.workflow]  # type: ignore[arg-type]
+
+    def _wait_on(self, job: Job, may_come: Collection[str] | None) -> tuple[int, tuple[str, str] | None]:
+        """Note the parents ``job`` waits for; returns how many, and the first that ended badly (id, outcome).
+
+        A parent not stored counts as deleted, unless its id is in ``may_come`` (added in the same call;
+        None: any, while jobs are still being read back).
+        """
+        left = 0
+        failed: tuple[str, str] | None = None
+        for parent_id in job.depends_on:
+            parent = self._jobs.get(parent_id)
+            if parent is None and (may_come is None or parent_id in may_come):
+                outcome = None
+            else:
+                outcome = parent_outcome(parent)
+            if outcome is None:
+                self._dependants.setdefault(parent_id, []).append(job)
+                left += 1
+            elif outcome != JobStatus.COMPLETED.value and job.on_parent_failure != "run" and failed is None:
+                failed = (parent_id, outcome)
+        return left, failed
+
+    def _link_added(self, jobs: list[Job], now: float) -> None:
+        """Set the status of new jobs with parents (waiting, or at once pending or cancelled), and count them."""
+        coming = {job.id for job in jobs}
+        for job in jobs:
+            left, failed = self._wait_on(job, coming)
+            job.parents_left = left
+            if failed is not None or left:
+                job.status = JobStatus.WAITING
+            if failed is not None:
+                job.parent_failed(*failed, now)
+            self._counted(job, None)
+        for job in jobs:  # a parent of the call cancelled at birth: its children of the call follow
+            if job.status is JobStatus.CANCELLED and job.id in self._dependants:
+                self._resolve(job.id, JobStatus.CANCELLED.value)
+        self._cascaded = [job for job in self._cascaded if job.id not in coming]  # written with the add
+
+    def _link_read_back(self, job: Job, now: float) -> None:
+        """Count the parents of a waiting job read back (counts are not stored: they follow the parents)."""
+        left, failed = self._wait_on(job, None if self._loading is not None else ())
+        job.parents_left = left
+        if failed is not None:
+            job.parent_failed(*failed, now)
+        elif not left:
+            job.parents_finished(now)
+        else:
+            return
+        self._moved(job, JobStatus.WAITING)
+        self._cascaded.append(job)
+
+    def _resolve(self, parent_id: str, outcome: str) -> None:
+        """A parent ended as ``outcome``: count it off each job waiting on it, cascading (iteratively) down."""
+        now = self.clock()
+        work = [(parent_id, outcome)]
+        while work:
+            parent_id, outcome = work.pop()
+            for child in self._dependants.pop(parent_id, ()):
+                if self._jobs.get(child.id) is not child or not count_off(child, parent_id, outcome, now):
+                    continue
+                self._counted(child, JobStatus.WAITING)
+                self._place(child)
+                self._cascaded.append(child)
+                if child.status is JobStatus.CANCELLED and child.id in self._dependants:
+                    work.append((child.id, JobStatus.CANCELLED.value))
 
     # -- consumers ---------------------------------------------------------
     async def lease(
@@ -833,8 +985,10 @@ class MemoryStore(Store):
         self._forget(job)
         self._compact_deferred()
         future = self._persist_delete([job_id])
-        if future is not None:
-            await future
+        cascaded = self._journal(()) if self._cascaded else None
+        for commit in (future, cascaded):
+            if commit is not None:
+                await commit
         return job.snapshot()
 
     async def peek(self, queue: str) -> Job | None:
@@ -909,12 +1063,22 @@ class MemoryStore(Store):
         queue: str | None = None,
         job_type: str | None = None,
         owner: str | None = None,
+        workflow: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
         await self.loaded()
-        # The running jobs are indexed by lease: listing them walks those, not every job.
-        order = sorted(self._leased.values(), key=seq_of) if status is JobStatus.PROCESSING else self._order
+        # The running jobs are indexed by lease, a workflow's and a parent's by those: listing them walks the
+        # index, not every job.
+        if parent is not None:
+            order = sorted(self._children.get(parent, {}).values(), key=seq_of)
+        elif workflow is not None:
+            order = sorted(self._workflows.get(workflow, {}).values(), key=seq_of)
+        elif status is JobStatus.PROCESSING:
+            order = sorted(self._leased.values(), key=seq_of)
+        else:
+            order = self._order
         start = bisect.bisect_left(order, int(cursor), key=seq_of) if cursor else len(order)  # jobs before the cursor
         page: list[Job] = []
         scanned = 0
@@ -930,6 +1094,7 @@ class MemoryStore(Store):
                 or (queue and job.queue != queue)
                 or (job_type and job.type != job_type)
                 or (owner is not None and job.owner != owner)
+                or (workflow is not None and job.workflow != workflow)
             ):
                 continue
             if len(page) == limit:
@@ -988,12 +1153,18 @@ class MemoryStore(Store):
             for job_id in self._adding
             if (job := self._jobs[job_id]).queue == queue and job.status in WAITING
         )
+        doomed.update(
+            (job.id, job) for job in self._jobs.values() if job.queue == queue and job.status is JobStatus.WAITING
+        )
         for job in doomed.values():
-            self._forget(job)
+            if self._live(job):  # a cascade from one forgotten here may have cancelled another
+                self._forget(job)
         self._compact_deferred()
         future = self._persist_delete(list(doomed))
-        if future is not None:
-            await future
+        cascaded = self._journal(()) if self._cascaded else None
+        for commit in (future, cascaded):
+            if commit is not None:
+                await commit
         return len(doomed)
 
     # -- housekeeping ------------------------------------------------------

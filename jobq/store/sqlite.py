@@ -110,6 +110,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN concurrency_limit INTEGER",
         "CREATE TABLE queue_flows (queue TEXT PRIMARY KEY, flow TEXT NOT NULL)",
     ),
+    (  # workflows (jobq.workflow): a job's parents (JSON) and its policy for their failure, and its workflow;
+        # parents_left is as at the add: a read back counts the parents again
+        "ALTER TABLE jobs ADD COLUMN depends_on TEXT",
+        "ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT",
+        "ALTER TABLE jobs ADD COLUMN parents_left INTEGER",
+        "ALTER TABLE jobs ADD COLUMN workflow TEXT",
+    ),
 )
 
 
