@@ -67,7 +67,7 @@ def find_cycle(parents: Mapping[str, Sequence[str]]) -> list[str] | None:
                 state[path.pop()] = 2
                 pending.pop()
             elif state.get(step) == 1:
-                return path[path.index(step) :] + [step]
+                return [*path[path.index(step) :], step]
             elif step not in state and step in parents:
                 state[step] = 1
                 path.append(step)

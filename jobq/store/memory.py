@@ -649,10 +649,8 @@ class MemoryStore(Store):
         failed: tuple[str, str] | None = None
         for parent_id in job.depends_on:
             parent = self._jobs.get(parent_id)
-            if parent is None and (may_come is None or parent_id in may_come):
-                outcome = None
-            else:
-                outcome = parent_outcome(parent)
+            coming = parent is None and (may_come is None or parent_id in may_come)
+            outcome = None if coming else parent_outcome(parent)
             if outcome is None:
                 self._dependants.setdefault(parent_id, []).append(job)
                 left += 1
