@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_routedef import AbstractRouteDef
 
-from jobq import flow_routes, schedule_routes
+from jobq import flow_routes, schedule_routes, workflow_routes
 from jobq.api import METRICS, SERVICE, routes
 from jobq.auth import TokenBook, authorize, refuse_browser_writes, route_template
 from jobq.config import Config
@@ -72,6 +72,7 @@ def create_app(
     app.add_routes(_with_expect_handler(routes, expect_handler(config.body_limit)))
     app.add_routes(_with_expect_handler(schedule_routes.routes, expect_handler(config.body_limit)))
     app.add_routes(_with_expect_handler(flow_routes.routes, expect_handler(config.body_limit)))
+    app.add_routes(_with_expect_handler(workflow_routes.routes, expect_handler(config.body_limit)))
     if config.ui != "off":
         add_dashboard(app, collected, tokens or None, expect_handler(config.body_limit))
     return app

@@ -54,6 +54,14 @@ class ScheduleNotFound(JobqError):
         super().__init__(f"no schedule named {name!r}")
 
 
+class WorkflowNotFound(JobqError):
+    status = 404
+    title = "Workflow not found"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r}")
+
+
 class NoLimits(JobqError):
     status = 404
     title = "No limits set"

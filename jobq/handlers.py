@@ -38,6 +38,8 @@ class Reporter(Protocol):
 
     async def set_progress(self, job_id: str, lease_id: str | None, fraction: float, note: str | None) -> None: ...
 
+    async def parents(self, job_id: str) -> list[dict[str, Any]]: ...
+
 
 class JobContext:
     """What a handler receives: its own copy of the job, and ways to report on it while it runs.
@@ -77,6 +79,11 @@ class JobContext:
         text = None if note is None else storable_text(note, MAX_NOTE_CHARS)
         await self.reporter.set_progress(self._job.id, self.lease_id, fraction, text)
 
+    async def parents(self) -> list[dict[str, Any]]:
+        """How each job this one depends on ended: its id, type, status, result and error, in ``depends_on``
+        order (a chain's job reads the one before's result here, a group's callback its members')."""
+        return await self.reporter.parents(self._job.id) if self._job.depends_on else []
+
 
 @dataclass(slots=True)
 class ThreadJobContext:
@@ -108,6 +115,10 @@ class ThreadJobContext:
     def progress(self, fraction: float, note: Any = None) -> None:
         """Report how far along the job is (0.0 to 1.0)."""
         asyncio.run_coroutine_threadsafe(self.context.progress(fraction, note), self.loop).result()
+
+    def parents(self) -> list[dict[str, Any]]:
+        """How each job this one depends on ended (see JobContext.parents)."""
+        return asyncio.run_coroutine_threadsafe(self.context.parents(), self.loop).result()
 
 
 Handler = Callable[[JobContext], Awaitable[Any]] | Callable[[ThreadJobContext], Any]

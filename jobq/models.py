@@ -21,6 +21,9 @@ MAX_DELAY_SECONDS = 366 * 24 * 3600.0
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 MAX_SENT_TRACEBACK = 100_000  # the longest traceback a worker may send (jobq keeps its last MAX_TRACEBACK_CHARS)
 MAX_WAIT_PARAMETER = 3600.0  # the longest ?wait= a request may ask for (--max-wait caps what it gets)
+MAX_PARENTS = 10_000  # the most jobs one job may depend on
+MAX_WORKFLOW_JOBS = 100_000  # the most jobs one POST /workflows creates
+MAX_CHILDREN_SHOWN = 1000  # the children GET /status names
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SearchText = Annotated[str, Field(min_length=1, max_length=200)]
@@ -87,6 +90,31 @@ class EnqueueRequest(BaseModel):
         le=100_000,
         description="jobs of its key running at once (narrows the queue's key_concurrency, never widens it)",
     )
+
+    depends_on: list[Name] | None = Field(
+        default=None,
+        max_length=MAX_PARENTS,
+        description="ids of the jobs it runs after: it waits (status waiting) until each has finished",
+    )
+    on_parent_failure: Literal["cancel", "run"] | None = Field(
+        default=None,
+        description="when a parent fails, dies or is cancelled: cancel this job too (cancel, the default; its own "
+        "dependants follow) or run it anyway (run)",
+    )
+
+    @field_validator("depends_on")
+    @classmethod
+    def _parents_decide_when(cls, value: Any, info: ValidationInfo) -> Any:
+        if value and any(info.data.get(name) is not None for name in ("delay", "run_at", "debounce")):
+            raise ValueError("a job with depends_on runs when its parents finish: give no delay, run_at or debounce")
+        return value
+
+    @field_validator("on_parent_failure")
+    @classmethod
+    def _policy_needs_parents(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("depends_on"):
+            raise ValueError("on_parent_failure goes with depends_on")
+        return value
 
     @field_validator("debounce")
     @classmethod
@@ -168,6 +196,9 @@ class EnqueueRequest(BaseModel):
         if self.concurrency_key is not None:
             job.concurrency_key = self.concurrency_key
             job.concurrency_limit = self.concurrency_limit
+        if self.depends_on:  # the store makes it wait (jobq.workflow)
+            job.depends_on = tuple(dict.fromkeys(self.depends_on))
+            job.on_parent_failure = self.on_parent_failure or "cancel"
         return job
 
 
@@ -183,6 +214,22 @@ class BatchRequest(BaseModel):
     jobs: list[Any] = Field(min_length=1, description="job objects, as for POST /enqueue; each is checked on its own")
 
 
+class WorkflowRequest(BaseModel):
+    """``POST /workflows``: jobs that depend on one another, created together: all of them, or none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Name | None = Field(
+        default=None, description="client-chosen workflow id (a new one by default); each of its jobs carries it"
+    )
+    jobs: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_WORKFLOW_JOBS,
+        description="job objects, as for POST /enqueue; depends_on names jobs of this workflow (by id) or jobs "
+        "stored before; re-sending the same workflow (same ids and bodies) is idempotent",
+    )
+
+
 class ListQuery(BaseModel):
     """``GET /jobs`` query parameters."""
 
@@ -191,6 +238,8 @@ class ListQuery(BaseModel):
     status: JobStatus | None = None
     queue: Name | None = None
     type: Name | None = None
+    workflow: Name | None = Field(default=None, description="only the jobs of this workflow")
+    parent: Name | None = Field(default=None, description="only the jobs that depend on this one (its children)")
     q: SearchText | None = Field(
         default=None,
         description="only jobs whose type, error or payload holds this text (any case); a call reads at most "
@@ -233,6 +282,8 @@ class JobTemplate(BaseModel):
             debounce=None,
             concurrency_key=None,
             concurrency_limit=None,
+            depends_on=None,
+            on_parent_failure=None,
         )
 
 
@@ -463,6 +514,13 @@ class ConcurrencyTerms(Answer):
     limit: int | None = Field(description="its own limit of jobs of its key running at once (null: the queue's)")
 
 
+class WorkflowTerms(Answer):
+    id: str | None = Field(description="the workflow it was created in (null: enqueued on its own)")
+    depends_on: list[str] = Field(description="its parents: the jobs it runs after")
+    on_parent_failure: Literal["cancel", "run"]
+    parents_left: int = Field(ge=0, description="parents not finished yet (while waiting)")
+
+
 class JobRecord(Answer):
     """A job as the API answers it (``jobq.job.Job.to_dict()``); times are RFC 3339 UTC."""
 
@@ -489,12 +547,18 @@ class JobRecord(Answer):
     owner: str | None = Field(description="the name of the token that enqueued it; null without tokens")
     unique: UniqueTerms | None = Field(description="the unique key it was enqueued with, and its terms; else null")
     concurrency: ConcurrencyTerms | None = Field(description="its concurrency_key and own limit; else null")
+    workflow: WorkflowTerms | None = Field(description="its workflow and parents; null for a job of neither")
 
 
 class JobStatusRecord(JobRecord):
     """``GET /status/{id}``: the record, and for a ready job a limit of its queue holds back, which one."""
 
     held: Held | None = Field(default=None, description="present on a ready job a limit holds back")
+    children: list[str] | None = Field(
+        default=None,
+        description=f"present when jobs depend on it: their ids, the first {MAX_CHILDREN_SHOWN} (GET /jobs?parent= "
+        "lists them all)",
+    )
 
 
 class JobReceipt(Answer):
@@ -801,3 +865,51 @@ class SettleAnswer(Answer):
     """``POST /workers/settle``: one answer per settlement, in order."""
 
     results: list[SettleItem | RefusedItem]
+
+
+class WorkflowJob(Answer):
+    """One job of a workflow, as the workflow's view shows it."""
+
+    id: str
+    type: str
+    queue: str
+    status: JobStatus
+    depends_on: list[str]
+    error: str | None
+
+
+class WorkflowAccepted(Answer):
+    """``POST /workflows``: the workflow's id, and each job's id and status, in the order sent."""
+
+    id: str
+    created: int = Field(ge=0, description="jobs this request created (0: the same workflow was sent before)")
+    jobs: list[WorkflowJob]
+
+
+class WorkflowView(Answer):
+    """``GET /workflows/{id}``: how far a workflow (or a group and its callback) is, and its graph."""
+
+    id: str
+    total: int = Field(ge=0)
+    counts: dict[str, int] = Field(description="its jobs by status")
+    done: int = Field(ge=0, description="jobs completed")
+    failed: int = Field(ge=0, description="jobs failed, dead or cancelled")
+    finished: bool = Field(description="whether every job has finished")
+    jobs: list[WorkflowJob] = Field(description="every job, oldest first; depends_on are its edges")
+
+
+class ParentOutcome(Answer):
+    """How one parent of a job ended (or where it is, while it has not)."""
+
+    id: str
+    type: str
+    status: JobStatus
+    result: Any = Field(description="its handler's result (any JSON value); null unless completed")
+    error: str | None
+
+
+class ParentOutcomes(Answer):
+    """``GET /jobs/{id}/parents``: the outcomes of a job's parents, in its depends_on order."""
+
+    id: str
+    parents: list[ParentOutcome]

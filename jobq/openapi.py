@@ -128,6 +128,7 @@ TAGS = [
     {"name": "queues", "description": "Queues: counts, pause, resume, clear, peek."},
     {"name": "workers", "description": "The worker protocol: lease, heartbeat, settle, log and report progress."},
     {"name": "schedules", "description": "Jobs enqueued at each tick of a cron expression or an interval."},
+    {"name": "workflows", "description": "Jobs that wait for other jobs: graphs, groups with a callback, chains."},
     {"name": "server", "description": "Health, statistics and metrics."},
     {"name": "docs", "description": "This document and its interactive page."},
 ]

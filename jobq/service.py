@@ -14,7 +14,8 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -32,15 +33,24 @@ from jobq.errors import (
 )
 from jobq.flow import QueueFlow
 from jobq.handlers import Registry
-from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, rfc3339
+from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, new_job_id, rfc3339
 from jobq.lifecycle import LOST_REASONS
-from jobq.models import BulkRequest, EnqueueRequest, FailRequest, LeaseRequest, ListQuery, Settlement
+from jobq.models import (
+    MAX_CHILDREN_SHOWN,
+    BulkRequest,
+    EnqueueRequest,
+    FailRequest,
+    LeaseRequest,
+    ListQuery,
+    Settlement,
+)
 from jobq.rate import RateMeter
 from jobq.schedules import CHECK_SECONDS, Schedules
 from jobq.store.base import Added, LogEvent, Store, StoreEvent
 from jobq.store.base import Settlement as StoreSettlement
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS, MAX_TRACEBACK_CHARS, storable_text
 from jobq.workers import DrainReport, WorkerPool
+from jobq.workflow import find_cycle
 
 log = logging.getLogger("jobq.service")
 
@@ -48,6 +58,7 @@ HOUSEKEEPING_SECONDS = 1.0
 STORE_GRACE_SECONDS = 2.0  # how long a stop waits to tell the store this node drains or leaves
 SEARCH_SCAN = 10_000  # jobs one search call reads at most (GET /jobs?q=): its cursor goes on from there
 SEARCH_PAGE = 500
+WORKFLOW_PAGE = 500  # jobs read per store call when a workflow is read whole
 REPLACE_TRIES = 5  # debounce: cancel-and-add rounds against concurrent replacers before answering the holder
 
 EnqueueListener = Callable[[Sequence[Job]], None]
@@ -314,6 +325,11 @@ class JobService:
             self._own(job, owner, sees_all)
             jobs.append(job)
             slots.append(index)
+        if any(job.depends_on for job in jobs):
+            try:
+                await self._check_parents(jobs, owner, sees_all, within={job.id for job in jobs})
+            except ValidationFailed as refused:
+                return [refused] * len(requests)
         outcomes = await self.store.add(jobs) if jobs else []
         for at, (index, job, outcome) in enumerate(zip(slots, jobs, outcomes, strict=True)):
             if self._replaces(outcome, requests[index]):
@@ -333,6 +349,8 @@ class JobService:
             raise unknown
         job = request.to_job(self.store.clock())
         self._own(job, owner, sees_all)
+        if job.depends_on:
+            await self._check_parents([job], owner, sees_all, within=())
         outcome = await self._add(job)
         if self._replaces(outcome, request):
             outcome = await self._replace(job, outcome)
@@ -342,6 +360,83 @@ class JobService:
         if answer.created and self._enqueue_listeners:
             self._announce((answer.job,))
         return answer
+
+    async def submit_workflow(
+        self, workflow_id: str | None, requests: Sequence[EnqueueRequest], owner: str | None, *, sees_all: bool
+    ) -> tuple[str, list[Added]]:
+        """Create a workflow's jobs together, all or none; returns its id (a new one if None) and each job's answer.
+
+        ValidationFailed names what is wrong (an id twice, an unknown parent, a cycle, an unknown
+        type, a unique key); re-sending the same workflow answers the stored jobs, created False.
+        """
+        self._check_accepting()
+        workflow_id = workflow_id or new_job_id()
+        unknown = [error for request in requests if (error := self.unknown_type(request)) is not None]
+        if unknown:
+            raise unknown[0]
+        if any(request.unique_key is not None for request in requests):
+            raise ValidationFailed("a job of a workflow cannot carry a unique_key: the workflow's ids make it unique")
+        now = self.store.clock()
+        jobs = [request.to_job(now) for request in requests]
+        ids = Counter(job.id for job in jobs)
+        twice = sorted(job_id for job_id, times in ids.items() if times > 1)
+        if twice:
+            raise ValidationFailed(f"job ids appear more than once in the workflow: {', '.join(twice[:20])}")
+        for job in jobs:
+            job.workflow = workflow_id
+            self._own(job, owner, sees_all)
+        await self._check_parents(jobs, owner, sees_all, within=ids)
+        cycle = find_cycle({job.id: job.depends_on for job in jobs if job.depends_on})
+        if cycle is not None:
+            raise ValidationFailed(f"the workflow has a cycle: {' -> '.join(cycle)}")
+        answers: list[Added] = []
+        for job, outcome in zip(jobs, await self.store.add(jobs, together=True), strict=True):
+            answer = self._answer(job, outcome, sees_all)
+            if isinstance(answer, JobqError):
+                raise answer
+            answers.append(answer)
+        if self._enqueue_listeners:
+            self._announce([answer.job for answer in answers if answer.created])
+        log.info("workflow %s: %d jobs", workflow_id, len(jobs))
+        return workflow_id, answers
+
+    async def _check_parents(
+        self, jobs: Sequence[Job], owner: str | None, sees_all: bool, *, within: Collection[str]
+    ) -> None:
+        """ValidationFailed naming the parents that are neither ``within`` the request nor stored (and visible)."""
+        wanted = {parent for job in jobs for parent in job.depends_on if parent not in within}
+        if not wanted:
+            return
+        found = await self.store.get_many(sorted(wanted))
+        unknown = sorted(wanted - {job.id for job in found if sees_all or job.owner == owner})
+        if unknown:
+            raise ValidationFailed(
+                f"depends_on names jobs that do not exist: {', '.join(unknown[:20])}"
+                + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""),
+                errors=[{"field": "depends_on", "message": f"no job with id {job_id!r}"} for job_id in unknown],
+            )
+
+    async def workflow(self, workflow_id: str, owner: str | None = None) -> list[Job]:
+        """Every job of a workflow (only ``owner``'s, when given), oldest first ([]: no such workflow)."""
+        jobs: list[Job] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.store.list_jobs(
+                workflow=workflow_id, owner=owner, limit=WORKFLOW_PAGE, cursor=cursor
+            )
+            jobs += page
+            if cursor is None:
+                return jobs[::-1]
+
+    async def parents(self, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
+        """How each parent of a job ended, in its depends_on order (see Store.parents)."""
+        await self.get(job_id, owner)
+        return await self.store.parents(job_id)
+
+    async def children(self, job_id: str, limit: int = MAX_CHILDREN_SHOWN) -> list[str]:
+        """The ids of the first ``limit`` jobs that depend on this one, oldest first."""
+        page, _ = await self.store.list_jobs(parent=job_id, limit=limit)
+        return [job.id for job in reversed(page)]
 
     @staticmethod
     def _replaces(outcome: Added | Exception, request: EnqueueRequest) -> TypeGuard[Added]:
@@ -718,6 +813,8 @@ class JobService:
             queue=query.queue,
             job_type=query.type,
             owner=owner,
+            workflow=query.workflow,
+            parent=query.parent,
             limit=query.limit,
             cursor=query.cursor,
         )
@@ -738,6 +835,8 @@ class JobService:
                 queue=query.queue,
                 job_type=query.type,
                 owner=owner,
+                workflow=query.workflow,
+                parent=query.parent,
                 limit=min(SEARCH_PAGE, SEARCH_SCAN - scanned),
                 cursor=cursor,
             )
@@ -774,10 +873,13 @@ class JobService:
         return {queue: state.view(now, owner) for queue, state in (await self.store.flows()).items()}
 
     async def record(self, job: Job) -> dict[str, Any]:
-        """The job as ``GET /status`` answers it: its record, with ``held`` when a limit holds it back."""
+        """The job as ``GET /status`` answers it: its record, with ``held`` when a limit holds it back, and
+        ``children`` when jobs depend on it."""
         view = job.to_dict()
         if job.status is JobStatus.PENDING and (held := await self.held(job)) is not None:
             view["held"] = held
+        if children := await self.children(job.id):
+            view["children"] = children
         return view
 
     async def held(self, job: Job) -> dict[str, Any] | None:

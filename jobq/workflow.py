@@ -19,6 +19,7 @@ and chains (each job depending on the one before) are workflows of this one kind
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from jobq.job import Job, JobStatus
 
@@ -30,6 +31,17 @@ def parent_outcome(parent: Job | None) -> str | None:
     if parent is None:
         return DELETED
     return parent.status.value if parent.finished else None
+
+
+def outcome(parent: Job) -> dict[str, Any]:
+    """How a parent ended, as its child reads it (``GET /jobs/{id}/parents``, ``ctx.parents()``)."""
+    return {
+        "id": parent.id,
+        "type": parent.type,
+        "status": parent.status.value,
+        "result": parent.result,
+        "error": parent.error,
+    }
 
 
 def count_off(child: Job, parent_id: str, outcome: str, now: float) -> bool:

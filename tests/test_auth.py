@@ -85,6 +85,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/jobs/{id}"): "client",
     ("GET", "/jobs"): "client",
     ("GET", "/jobs/{id}/logs"): "client",
+    ("GET", "/jobs/{id}/parents"): ANY,  # a worker reads the parents of the job it runs
+    ("POST", "/workflows"): "client",
+    ("GET", "/workflows/{id}"): "client",
     ("POST", "/jobs/{id}/cancel"): "client",
     ("POST", "/jobs/{id}/retry"): "admin",
     ("DELETE", "/jobs/{id}"): "admin",

@@ -128,7 +128,7 @@ def test_the_public_routes_are_health_the_docs_and_the_dashboards_page() -> None
 def test_query_parameters_come_from_their_models() -> None:
     document = build_document(the_app())
     listing = {p["name"]: p for p in operations(document)["GET", "/jobs"]["parameters"]}
-    assert set(listing) == {"status", "queue", "type", "q", "limit", "cursor"}
+    assert set(listing) == {"status", "queue", "type", "workflow", "parent", "q", "limit", "cursor"}
     assert listing["limit"]["schema"] == {"default": 50, "maximum": 500, "minimum": 1, "type": "integer"}
     assert listing["status"]["schema"] == {"$ref": "#/components/schemas/JobStatus"}  # absent, not null
     wait = next(p for p in operations(document)["POST", "/enqueue"]["parameters"] if p["name"] == "wait")
@@ -338,6 +338,28 @@ async def test_real_answers_match_the_document(make_client: MakeClient) -> None:
     await call("POST", "/jobs/{id}/cancel", 409, id=scheduled["id"])
     await call("DELETE", "/jobs/{id}", 200, id=scheduled["id"])
     await call("DELETE", "/jobs/{id}", 404, id=scheduled["id"])
+
+    # workflows: a group with a callback, its view, a job's parents and children
+    group = [{"type": "echo", "id": f"g{n}", "queue": "remote"} for n in range(2)]
+    callback = {
+        "type": "echo",
+        "id": "g-done",
+        "queue": "remote",
+        "depends_on": ["g0", "g1"],
+        "on_parent_failure": "run",
+    }
+    await call("POST", "/workflows", 202, body={"id": "wf", "jobs": [*group, callback]})
+    await call("POST", "/workflows", 200, body={"id": "wf", "jobs": [*group, callback]})
+    await call("POST", "/workflows", 422, body={"jobs": [{"type": "echo", "id": "loop", "depends_on": ["loop"]}]})
+    await call("POST", "/workflows", 422, body={"jobs": [{"type": "echo", "depends_on": ["nowhere"]}]})
+    await call("GET", "/workflows/{id}", 200, id="wf")
+    await call("GET", "/workflows/{id}", 404, id="nope")
+    await call("GET", "/jobs/{id}/parents", 200, id="g-done")
+    await call("GET", "/jobs/{id}/parents", 404, id="nope")
+    waiting = await call("GET", "/status/{id}", 200, id="g0")
+    assert waiting["children"] == ["g-done"], waiting
+    await call("GET", "/status/{id}", 200, id="g-done")
+    await call("GET", "/jobs", 200, query="workflow=wf")
 
     # schedules
     nightly = {"cron": "0 3 * * *", "timezone": "Europe/Paris", "job": {"type": "echo", "payload": {"n": 1}}}

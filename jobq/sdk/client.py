@@ -456,6 +456,11 @@ class JobqClient:
         body = {"lease_id": lease_id, "fraction": fraction, "note": note}
         await self._call("POST", f"/jobs/{job_id}/progress", body)
 
+    async def parents(self, job_id: str) -> list[dict[str, Any]]:
+        """How each job ``job_id`` depends on ended: id, type, status, result and error, in depends_on order."""
+        body = await self._call("GET", f"/jobs/{job_id}/parents")
+        return body["parents"]  # type: ignore[no-any-return]
+
 
 class _Deadlines(dict[str, float | None]):
     """Lease deadlines parsed once per distinct text: the jobs of one lease answer share theirs."""

@@ -57,11 +57,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobq.errors import InvalidTransition, JobqError
+from jobq.errors import InvalidTransition, JobNotFound, JobqError
 from jobq.flow import FlowState, QueueFlow
 from jobq.job import WAITING, Job, JobStatus
 from jobq.lifecycle import RELEASED, Rules, Settlement
 from jobq.retry import RetryPolicy
+from jobq.workflow import outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,14 @@ class Store(ABC):
     @abstractmethod
     async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
         """The jobs with these ids that exist, in the order asked."""
+
+    async def parents(self, job_id: str) -> list[dict[str, Any]]:
+        """How each parent of a job ended (:func:`jobq.workflow.outcome`), in its depends_on order (a parent
+        deleted since is left out); what a running handler reads (``ctx.parents()``). JobNotFound if no job."""
+        job = await self.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return [outcome(parent) for parent in await self.get_many(job.depends_on)] if job.depends_on else []
 
     # -- consumers ---------------------------------------------------------
     @abstractmethod

@@ -25,6 +25,7 @@ class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATUS_FAILED: _ClassVar[JobStatus]
     JOB_STATUS_DEAD: _ClassVar[JobStatus]
     JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
+    JOB_STATUS_WAITING: _ClassVar[JobStatus]
 
 class FailOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ JOB_STATUS_COMPLETED: JobStatus
 JOB_STATUS_FAILED: JobStatus
 JOB_STATUS_DEAD: JobStatus
 JOB_STATUS_CANCELLED: JobStatus
+JOB_STATUS_WAITING: JobStatus
 FAIL_OUTCOME_UNSPECIFIED: FailOutcome
 FAIL_OUTCOME_FAILED: FailOutcome
 FAIL_OUTCOME_TIMEOUT: FailOutcome
