@@ -68,7 +68,7 @@ CLIENT_CLOSED = 499  # the client hung up before the answer (as nginx counts it)
 JOB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-WAITING_STATES = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
+WAITING_STATES = (JobStatus.WAITING, JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
 
 
 class JobSeries:
