@@ -5,6 +5,7 @@
     python bench/inprocess.py floor  --jobs 200000 --workers 32
     python bench/inprocess.py memory --jobs 1000000
     python bench/inprocess.py e2e    --store sqlite:///tmp/e.db --jobs 20000 --payload-bytes 2048
+    python bench/inprocess.py e2e    --store sqlite:///tmp/e.db --jobs 10000 --chord   # one workflow, a callback
     python bench/inprocess.py e2e    --tree ../other-checkout ...   # measure another checkout's jobq
 
 ``add`` times ``Store.add`` alone (the jobs are built beforehand), with one or
@@ -141,12 +142,20 @@ async def wait_settled(service: JobService, count: int, timeout: float) -> None:
 
 
 async def bench_e2e(
-    config: Config, jobs: int, batch: int, timeout: float, payload_bytes: int = 0, keys: int = 0, key_limit: int = 0
+    config: Config,
+    jobs: int,
+    batch: int,
+    timeout: float,
+    payload_bytes: int = 0,
+    keys: int = 0,
+    key_limit: int = 0,
+    chord: bool = False,
 ) -> dict[str, Any]:
     """Submit ``jobs`` no-op jobs through the service and time until every one has completed.
 
     With ``keys``, the jobs spread over that many concurrency keys; with ``key_limit`` too, the
-    queue allows that many of a key's jobs running at once (jobq.flow).
+    queue allows that many of a key's jobs running at once (jobq.flow). With ``chord``, the jobs
+    are one workflow with a callback that depends on them all (one request), timed until it ran.
     """
     service = new_service(config)
     await service.start()
@@ -155,13 +164,23 @@ async def bench_e2e(
 
         await service.store.set_flow("default", QueueFlow(key_concurrency=key_limit))
     prepared = [requests(size, payload_bytes=payload_bytes, keys=keys) for size in batches(jobs, batch)]
+    if chord:
+        members = [request.model_copy(update={"id": f"m{n}"}) for n, request in enumerate(requests(jobs))]
+        callback = EnqueueRequest(
+            type="noop", id="callback", depends_on=[m.id for m in members], on_parent_failure="run"
+        )
     started, cpu = time.perf_counter(), time.process_time()
-    for group in prepared:
+    if chord:
+        await service.submit_workflow(None, [*members, callback], None, sees_all=True)
+    for group in [] if chord else prepared:
         answers = await service.submit(group)
         assert all(hasattr(a, "job") for a in answers), answers[0]
         await asyncio.sleep(0)  # let the workers run between batches, as between requests
     submitted = time.perf_counter() - started
-    await wait_settled(service, jobs, timeout)
+    await wait_settled(service, jobs + chord, timeout)
+    if chord:
+        finished = await service.store.get("callback")
+        assert finished is not None and finished.status.value == "completed", finished
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     counts = (await service.store.stats()).by_status
     await service.drain()
@@ -172,6 +191,7 @@ async def bench_e2e(
         "payload_bytes": payload_bytes,
         "keys": keys,
         "key_limit": key_limit,
+        "chord": chord,
         "submit_seconds": round(submitted, 4),
         "seconds": round(seconds, 4),
         "jobs_per_second": round(jobs / seconds),
@@ -243,6 +263,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--payload-bytes", type=int, default=0, help="add, e2e: a JSON payload of about this size")
     parser.add_argument("--keys", type=int, default=0, help="e2e: spread the jobs over this many concurrency keys")
     parser.add_argument("--key-limit", type=int, default=0, help="e2e: a key's jobs running at once (with --keys)")
+    parser.add_argument("--chord", action="store_true", help="e2e: one workflow, a callback waiting for every job")
     parser.add_argument("--tree", type=Path, help="import jobq from this checkout (read before parsing)")
     return parser.parse_args(argv)
 
@@ -255,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.what == "e2e":
         tune_gc()  # as main.py does once it serves
         result = asyncio.run(
-            bench_e2e(config, args.jobs, args.batch, args.timeout, args.payload_bytes, args.keys, args.key_limit)
+            bench_e2e(
+                config, args.jobs, args.batch, args.timeout, args.payload_bytes, args.keys, args.key_limit, args.chord
+            )
         )
     elif args.what == "floor":
         tune_gc()
