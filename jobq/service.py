@@ -874,11 +874,11 @@ class JobService:
 
     async def record(self, job: Job) -> dict[str, Any]:
         """The job as ``GET /status`` answers it: its record, with ``held`` when a limit holds it back, and
-        ``children`` when jobs depend on it."""
+        ``children`` when jobs depend on it (not while a restarted store still reads its jobs back)."""
         view = job.to_dict()
         if job.status is JobStatus.PENDING and (held := await self.held(job)) is not None:
             view["held"] = held
-        if children := await self.children(job.id):
+        if not self.store.loading and (children := await self.children(job.id)):  # listing waits for the load
             view["children"] = children
         return view
 

@@ -226,6 +226,11 @@ class Store(ABC):
         return True
 
     @property
+    def loading(self) -> bool:
+        """Whether a durable store that just opened is still reading its jobs back (it serves meanwhile)."""
+        return False
+
+    @property
     def unavailable(self) -> str | None:
         """Why the store cannot serve (a dead writer, say), or None while it can; ``/health`` reports it."""
         return None
