@@ -588,8 +588,8 @@ class MemoryStore(Store):
                 continue  # cleared while its commit was in flight
             if not committed:
                 self._forget(job)
-            elif job.status in WAITING:  # not cancelled meanwhile (a cancel placed it already)
-                self._place(job)
+            elif job.status in WAITING or job.finished:  # waiting, or born cancelled (a parent had failed)
+                self._place(job)  # (a job cancelled meanwhile gets a second retention entry: a stale one)
 
     @staticmethod
     def _outcome(outcome: Added | Exception, commits: dict[str, asyncio.Future[None]]) -> Added | Exception:
@@ -1151,9 +1151,10 @@ class MemoryStore(Store):
             for job_id in self._adding
             if (job := self._jobs[job_id]).queue == queue and job.status in WAITING
         )
-        doomed.update(
-            (job.id, job) for job in self._jobs.values() if job.queue == queue and job.status is JobStatus.WAITING
-        )
+        if self._counts.get(queue, {}).get(JobStatus.WAITING):  # jobs waiting on parents are in no index
+            doomed.update(
+                (job.id, job) for job in self._jobs.values() if job.queue == queue and job.status is JobStatus.WAITING
+            )
         for job in doomed.values():
             if self._live(job):  # a cascade from one forgotten here may have cancelled another
                 self._forget(job)
