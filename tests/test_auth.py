@@ -438,7 +438,10 @@ JOBQ_METHODS = [
     for method in service.methods
 ]
 GRPC_ACCESS = {"jobq.v1.JobService": "client", "jobq.v1.WorkerService": "worker", "jobq.v1.AdminService": "admin"}
-GRPC_METHOD_ACCESS = {"jobq.v1.AdminService/GetQueueFlow": ANY}  # as GET /queues/{name}/flow: any token
+GRPC_METHOD_ACCESS = {
+    "jobq.v1.AdminService/GetQueueFlow": ANY,  # as GET /queues/{name}/flow: any token
+    "jobq.v1.JobService/GetParents": ANY,  # as GET /jobs/{id}/parents: a worker reads its job's parents
+}
 
 
 def metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -181,6 +181,48 @@ def test_custom_carries_a_concurrency_key_and_limit() -> None:
         enqueue_request(unit(custom={"concurrency_limit": 2}))  # a limit needs a key, as over HTTP
 
 
+def test_custom_carries_depends_on_and_on_parent_failure() -> None:
+    custom = {"depends_on": ["-Go_parent1", "http-job", "-Go_parent1"], "on_parent_failure": "run", "k": 1}
+    job = enqueue_request(unit(custom=custom)).to_job(1000.0)
+    assert (job.depends_on, job.on_parent_failure) == (("-Go_parent1", "http-job"), "run")  # the store makes it wait
+    assert job.payload["custom"] == custom  # kept for the worker
+    assert enqueue_request(unit(custom={"depends_on": ["job-0000000a"]})).to_job(1000.0).on_parent_failure == "cancel"
+    for bad, named in (
+        ({"on_parent_failure": "run"}, "on_parent_failure goes with depends_on"),  # as over HTTP
+        ({"depends_on": ["job-0000000a"], "on_parent_failure": "later"}, "custom.on_parent_failure"),
+        ({"depends_on": "job-0000000a"}, "custom.depends_on must be an array"),
+        ({"depends_on": ["has space 1"]}, "custom.depends_on must be an array"),
+    ):
+        with pytest.raises(ProtocolError, match=named):
+            enqueue_request(unit(custom=bad))
+    with pytest.raises(ProtocolError, match="give no delay, run_at"):  # its parents say when it runs, not at
+        enqueue_request(unit(at=rfc3339(time.time() + 60), custom={"depends_on": ["job-0000000a"]}))
+
+
+async def test_a_pushed_job_waits_for_its_parents_jids(start: StartFaktory) -> None:
+    client, listener = await start()
+    producer = await Fwp.open(listener.port, {"v": 2})
+    assert await producer.call("PUSH " + json.dumps(unit("-Go_parent1"))) == "OK"
+    child = unit("child-000001", custom={"depends_on": ["-Go_parent1"]})
+    assert await producer.call("PUSH " + json.dumps(child)) == "OK"
+    waiting = await job_view(client, "child-000001")
+    assert (waiting["status"], waiting["workflow"]["depends_on"], waiting["workflow"]["parents_left"]) == (
+        "waiting",
+        ["-Go_parent1"],
+        1,
+    )
+    worker = await Fwp.open(listener.port, consumer())
+    assert (await worker.call("FETCH"))["jid"] == "-Go_parent1"  # the child waits: not fetched before its parent ends
+    assert await worker.call('ACK {"jid":"-Go_parent1"}') == "OK"
+    fetched = await worker.call("FETCH")
+    assert (fetched["jid"], fetched["custom"]) == ("child-000001", {"depends_on": ["-Go_parent1"]})
+    with pytest.raises(FwpError, match="ghost-000001"):  # a parent that does not exist, as over HTTP
+        await producer.call("PUSH " + json.dumps(unit("orphan-00001", custom={"depends_on": ["ghost-000001"]})))
+    batch = [unit("b-parent-001"), unit("b-child-0001", custom={"depends_on": ["b-parent-001"]})]
+    assert await producer.call("PUSHB " + json.dumps(batch)) == {}  # a parent in the same batch
+    assert (await job_view(client, "b-child-0001"))["status"] == "waiting"
+
+
 def test_faktory_defaults_and_times() -> None:
     job = enqueue_request(unit(at="")).to_job(1000.0)  # pyfaktory always sends "at": ""
     assert (job.status.value, job.max_attempts, job.priority, job.queue) == ("pending", 26, 0, "default")

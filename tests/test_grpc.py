@@ -121,6 +121,10 @@ def as_record(job: pb.Job) -> dict[str, Any]:
     record = normalised({field.name: None for field in pb.Job.DESCRIPTOR.fields} | data)
     if record["held"] is None:  # the HTTP record has it only while a limit holds the job back
         del record["held"]
+    if not record["children"]:  # and children only while jobs depend on it
+        del record["children"]
+    if record["workflow"] is not None:  # a job enqueued on its own with depends_on has no workflow id
+        record["workflow"].setdefault("id", None)
     return record
 
 
@@ -765,7 +769,18 @@ async def test_reflection_lists_and_describes_the_services(rig: Rig) -> None:
     assert jobq_file.name == "jobq/v1/jobq.proto"
     methods = {service.name: [method.name for method in service.method] for service in jobq_file.service}
     assert methods == {
-        "JobService": ["Enqueue", "GetJob", "CancelJob", "ListJobs", "WatchJob", "GetJobLogs", "WatchJobLogs"],
+        "JobService": [
+            "Enqueue",
+            "GetJob",
+            "CancelJob",
+            "ListJobs",
+            "WatchJob",
+            "GetJobLogs",
+            "WatchJobLogs",
+            "CreateWorkflow",
+            "GetWorkflow",
+            "GetParents",
+        ],
         "WorkerService": ["Lease", "Heartbeat", "Complete", "Fail", "Settle", "Release", "Log", "Progress"],
         "AdminService": [
             "RetryJob",
@@ -1109,3 +1124,262 @@ async def test_any_token_reads_a_flow_and_only_an_admin_sets_or_removes_one(make
     await rig.admin.RemoveQueueFlow(request, metadata=as_(ops))
     gone = await rpc_error(rig.admin.GetQueueFlow(request, metadata=as_(shop)))
     assert gone.code() is grpc.StatusCode.NOT_FOUND
+
+
+# -- workflows ------------------------------------------------------------------------
+def step(job_id: str, job_type: str = "step", *parents: str, **fields: Any) -> pb.EnqueueRequest:
+    """A job of a workflow: its id, type and parents (``depends_on``), its id in its payload."""
+    return pb.EnqueueRequest(id=job_id, type=job_type, payload=value({"name": job_id}), depends_on=parents, **fields)
+
+
+def step_body(request: pb.EnqueueRequest) -> dict[str, Any]:
+    """The same job as ``POST /workflows`` takes it."""
+    return json_format.MessageToDict(request, preserving_proto_field_name=True)
+
+
+def status_name(status: int) -> str:
+    return pb.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()
+
+
+def as_workflow_view(view: pb.Workflow) -> dict[str, Any]:
+    """A jobq.v1.Workflow in the shape of ``GET /workflows/{id}``'s answer."""
+    jobs = [
+        {
+            "id": job.id,
+            "type": job.type,
+            "queue": job.queue,
+            "status": status_name(job.status),
+            "depends_on": list(job.depends_on),
+            "error": job.error if job.HasField("error") else None,
+        }
+        for job in view.jobs
+    ]
+    return {
+        "id": view.id,
+        "total": view.total,
+        "counts": dict(view.counts),
+        "done": view.done,
+        "failed": view.failed,
+        "finished": view.finished,
+        "jobs": jobs,
+    }
+
+
+def as_parents(answer: pb.JobParents) -> dict[str, Any]:
+    """A jobq.v1.JobParents in the shape of ``GET /jobs/{id}/parents``'s answer."""
+    parents = [
+        {
+            "id": parent.id,
+            "type": parent.type,
+            "status": status_name(parent.status),
+            "result": convert.from_value(parent.result, "result"),
+            "error": parent.error if parent.HasField("error") else None,
+        }
+        for parent in answer.parents
+    ]
+    return {"id": answer.id, "parents": parents}
+
+
+async def http_json(client: TestClient, path: str) -> Any:
+    response = await client.get(path)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_a_diamond_created_over_grpc_runs_in_order_and_reads_as_over_http(
+    registry: Registry, make_rig: MakeRig
+) -> None:
+    runs: list[str] = []
+
+    @registry.register("step")
+    async def run_step(ctx: JobContext) -> str:
+        runs.append(ctx.job.id)
+        return f"{ctx.job.id}-done"
+
+    rig = await make_rig(workers=4)
+    diamond = [step("a"), step("b", "step", "a"), step("c", "step", "a"), step("d", "step", "b", "c")]
+    answer = await rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(id="diamond", jobs=diamond))
+    assert (answer.id, answer.created) == ("diamond", 4)
+    assert [job.status for job in answer.jobs] == [pb.JOB_STATUS_PENDING] + [pb.JOB_STATUS_WAITING] * 3
+    assert [list(job.depends_on) for job in answer.jobs] == [[], ["a"], ["a"], ["b", "c"]]
+    last = [job async for job in rig.jobs.WatchJob(pb.WatchJobRequest(id="d"), timeout=10)][-1]
+    assert last.status == pb.JOB_STATUS_COMPLETED and convert.from_value(last.result, "result") == "d-done"
+    assert runs[0] == "a" and runs[-1] == "d" and sorted(runs[1:3]) == ["b", "c"] and len(runs) == 4
+
+    d = await rig.jobs.GetJob(pb.GetJobRequest(id="d"))
+    assert d.workflow == pb.WorkflowTerms(id="diamond", depends_on=["b", "c"], on_parent_failure="cancel")
+    assert as_record(d) == normalised(await http_record(rig.client, "d"))
+    a = await rig.jobs.GetJob(pb.GetJobRequest(id="a"))
+    assert list(a.children) == ["b", "c"] and list(a.workflow.depends_on) == []
+    assert as_record(a) == normalised(await http_record(rig.client, "a"))  # children as GET /status has them
+    listed = await rig.jobs.ListJobs(pb.ListJobsRequest(workflow="diamond"))
+    assert [job.id for job in listed.jobs] == ["d", "c", "b", "a"] and not any(job.children for job in listed.jobs)
+    assert [job.id for job in (await rig.jobs.ListJobs(pb.ListJobsRequest(parent="a"))).jobs] == ["c", "b"]
+
+    parents = await rig.jobs.GetParents(pb.GetParentsRequest(id="d"))
+    assert [(p.id, p.status, convert.from_value(p.result, "result")) for p in parents.parents] == [
+        ("b", pb.JOB_STATUS_COMPLETED, "b-done"),
+        ("c", pb.JOB_STATUS_COMPLETED, "c-done"),
+    ]
+    assert as_parents(parents) == await http_json(rig.client, "/jobs/d/parents")
+    assert list((await rig.jobs.GetParents(pb.GetParentsRequest(id="a"))).parents) == []
+
+    view = await rig.jobs.GetWorkflow(pb.GetWorkflowRequest(id="diamond"))
+    assert (view.total, view.done, view.failed, view.finished) == (4, 4, 0, True)
+    assert as_workflow_view(view) == await http_json(rig.client, "/workflows/diamond")
+
+
+async def test_a_chords_progress_is_readable_as_its_members_end(rig: Rig) -> None:
+    members = [step(f"m{n}", "member") for n in range(4)]
+    chord = [
+        *members,
+        step("cb", "callback", *(member.id for member in members), on_parent_failure="run"),
+        step("after-m3", "member", "m3"),  # cancelled when m3 fails
+    ]
+    await rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(id="chord-1", jobs=chord))
+    view = await rig.jobs.GetWorkflow(pb.GetWorkflowRequest(id="chord-1"))
+    assert (view.total, dict(view.counts), view.done, view.failed, view.finished) == (
+        6,
+        {"pending": 4, "waiting": 2},
+        0,
+        0,
+        False,
+    )
+
+    leased = (await rig.workers.Lease(pb.LeaseRequest(max_jobs=10, types=["member"]))).jobs
+    assert sorted(item.job.id for item in leased) == ["m0", "m1", "m2", "m3"]
+    for item in leased:
+        n = int(item.job.id[1:])
+        if n == 3:
+            await rig.workers.Fail(pb.FailRequest(id=item.job.id, lease_id=item.lease_id, error="three fails"))
+        else:
+            await rig.workers.Complete(pb.CompleteRequest(id=item.job.id, lease_id=item.lease_id, result=value(n * 10)))
+    view = await rig.jobs.GetWorkflow(pb.GetWorkflowRequest(id="chord-1"))
+    assert (dict(view.counts), view.done, view.failed, view.finished) == (
+        {"completed": 3, "failed": 1, "cancelled": 1, "pending": 1},
+        3,
+        2,
+        False,
+    )
+    assert as_workflow_view(view) == await http_json(rig.client, "/workflows/chord-1")
+
+    [callback] = (await rig.workers.Lease(pb.LeaseRequest(types=["callback"]))).jobs
+    parents = await rig.jobs.GetParents(pb.GetParentsRequest(id="cb"))
+    outcomes = [(p.id, status_name(p.status), convert.from_value(p.result, "result")) for p in parents.parents]
+    assert outcomes == [
+        ("m0", "completed", 0),
+        ("m1", "completed", 10),
+        ("m2", "completed", 20),
+        ("m3", "failed", None),
+    ]
+    assert parents.parents[3].error == "three fails" and not parents.parents[0].HasField("error")
+    await rig.workers.Complete(pb.CompleteRequest(id="cb", lease_id=callback.lease_id))
+    view = await rig.jobs.GetWorkflow(pb.GetWorkflowRequest(id="chord-1"))
+    assert (view.done, view.failed, view.finished) == (4, 2, True)
+    assert {job.id: job.error for job in view.jobs if job.HasField("error")} == {
+        "m3": "three fails",
+        "after-m3": "parent m3 failed",
+    }
+    assert as_workflow_view(view) == await http_json(rig.client, "/workflows/chord-1")
+
+
+async def test_bad_workflows_are_invalid_argument_naming_what_is_wrong_and_store_nothing(rig: Rig) -> None:
+    async def refused(*jobs: pb.EnqueueRequest, **fields: Any) -> str:
+        error = await rpc_error(rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(jobs=jobs, **fields)))
+        assert error.code() is Code.INVALID_ARGUMENT, error
+        assert "Traceback" not in (error.details() or "")
+        return error.details() or ""
+
+    async def as_over_http(*jobs: pb.EnqueueRequest) -> str:
+        response = await rig.client.post("/workflows", json={"jobs": [step_body(job) for job in jobs]})
+        assert response.status == 422
+        problem = await response.json()
+        return f"{problem['title']}: {problem['detail']}"
+
+    cycle = (step("x", "echo", "z"), step("y", "echo", "x"), step("z", "echo", "y"))
+    details = await refused(*cycle)
+    assert "cycle" in details and all(name in details for name in ("x", "y", "z"))
+    assert details == await as_over_http(*cycle)
+    unknown = (step("p", "echo", "ghost-1", "ghost-2"),)
+    details = await refused(*unknown)
+    assert "ghost-1" in details and "ghost-2" in details and details == await as_over_http(*unknown)
+    assert "more than once" in await refused(step("p", "echo"), step("p", "echo"))
+    assert "jobs.1.type:" in await refused(step("ok", "echo"), pb.EnqueueRequest(type="bad name!"))
+    assert "jobs.1.payload:" in await refused(
+        step("ok", "echo"), pb.EnqueueRequest(type="echo", payload=Value(number_value=math.nan))
+    )
+    assert "jobs.1.on_parent_failure:" in await refused(
+        step("q", "echo"), step("r", "echo", "q", on_parent_failure="no")
+    )
+    assert "unique_key" in await refused(pb.EnqueueRequest(type="echo", unique_key="k"))
+    assert "jobs:" in await refused()
+    assert "id:" in await refused(step("s", "echo"), id="bad id!")
+
+    for request, named in (
+        (pb.EnqueueRequest(type="echo", depends_on=["ghost-3"]), "ghost-3"),
+        (pb.EnqueueRequest(type="echo", on_parent_failure="run"), "on_parent_failure goes with depends_on"),
+        (pb.EnqueueRequest(type="echo", delay=5, depends_on=["ghost-3"]), "depends_on"),
+    ):
+        error = await rpc_error(rig.jobs.Enqueue(request))
+        assert error.code() is Code.INVALID_ARGUMENT and named in (error.details() or ""), error
+    assert list((await rig.jobs.ListJobs(pb.ListJobsRequest())).jobs) == []  # nothing was stored
+    missing = await rpc_error(rig.jobs.GetWorkflow(pb.GetWorkflowRequest(id="nothing-here")))
+    assert missing.code() is Code.NOT_FOUND and "nothing-here" in (missing.details() or "")
+
+
+async def test_a_workflow_sent_again_is_idempotent_and_one_job_may_wait_for_a_stored_one(rig: Rig) -> None:
+    jobs = [step("w1", "echo"), step("w2", "echo", "w1")]
+    first = await rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(id="again", jobs=jobs))
+    again = await rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(id="again", jobs=jobs))
+    assert (first.created, again.created) == (2, 0)
+    assert [job.id for job in again.jobs] == [job.id for job in first.jobs] == ["w1", "w2"]
+    changed = [step("w1", "echo"), step("w2", "echo")]
+    error = await rpc_error(rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(id="again", jobs=changed)))
+    assert error.code() is Code.ALREADY_EXISTS and "w2" in (error.details() or "")
+
+    then = (await rig.jobs.Enqueue(pb.EnqueueRequest(type="echo", id="then", depends_on=["w2"]))).job
+    assert then.status == pb.JOB_STATUS_WAITING
+    assert then.workflow == pb.WorkflowTerms(depends_on=["w2"], on_parent_failure="cancel", parents_left=1)
+    assert not then.workflow.HasField("id")  # enqueued on its own: in no workflow
+    assert as_record(then) == normalised(await http_record(rig.client, "then"))
+    assert list((await rig.jobs.GetJob(pb.GetJobRequest(id="w2"))).children) == ["then"]
+    assert [job.id for job in (await rig.jobs.ListJobs(pb.ListJobsRequest(parent="w2"))).jobs] == ["then"]
+    for job_id in ("w1", "w2"):
+        [leased] = (await rig.workers.Lease(pb.LeaseRequest())).jobs
+        assert leased.job.id == job_id
+        await rig.workers.Complete(pb.CompleteRequest(id=job_id, lease_id=leased.lease_id, result=value(job_id)))
+    ready = await rig.jobs.GetJob(pb.GetJobRequest(id="then"))
+    assert (ready.status, ready.workflow.parents_left) == (pb.JOB_STATUS_PENDING, 0)
+
+
+async def test_any_token_reads_a_jobs_parents_and_a_client_only_its_own(make_rig: MakeRig) -> None:
+    shop, bob, ops = "shop-" + "s" * 20, "bob-" + "b" * 20, "ops-" + "o" * 20
+    tokens = TokenBook(
+        [
+            (shop, Principal("shop", Role.CLIENT)),
+            (bob, Principal("bob", Role.CLIENT)),
+            (ops, Principal("ops", Role.ADMIN)),
+        ]
+    )
+    rig = await make_rig(tokens=tokens, workers=0)
+
+    def as_(token: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {token}"),)
+
+    jobs = [step("first", "echo"), step("second", "echo", "first")]
+    created = await rig.jobs.CreateWorkflow(pb.CreateWorkflowRequest(id="mine", jobs=jobs), metadata=as_(shop))
+    assert created.created == 2
+    request = pb.GetParentsRequest(id="second")
+    own = await rig.jobs.GetParents(request, metadata=as_(shop))
+    assert [(p.id, p.status) for p in own.parents] == [("first", pb.JOB_STATUS_PENDING)]
+    assert (await rig.jobs.GetParents(request, metadata=as_(ops))).parents == own.parents
+    for call in (
+        rig.jobs.GetParents(request, metadata=as_(bob)),
+        rig.jobs.GetWorkflow(pb.GetWorkflowRequest(id="mine"), metadata=as_(bob)),
+    ):
+        assert (await rpc_error(call)).code() is Code.NOT_FOUND  # another client's, as an unknown id
+    theirs = await rpc_error(  # depending on another client's job: as if it did not exist
+        rig.jobs.Enqueue(pb.EnqueueRequest(type="echo", depends_on=["first"]), metadata=as_(bob))
+    )
+    assert theirs.code() is Code.INVALID_ARGUMENT and "first" in (theirs.details() or "")
+    assert (await rpc_error(rig.jobs.GetParents(request))).code() is Code.UNAUTHENTICATED

@@ -43,9 +43,7 @@ async def run(store: Store, job_id: str, *, fail: bool = False, queue: str | Non
 
 async def test_a_diamond_runs_its_last_job_after_both_middle_ones(make_store: MakeStore) -> None:
     store = await make_store()
-    added = await add_all(
-        store, [make_job("a"), child("b", "a"), child("c", "a"), child("d", "b", "c")], together=True
-    )
+    added = await add_all(store, [make_job("a"), child("b", "a"), child("c", "a"), child("d", "b", "c")], together=True)
     assert [(job.status.value, job.parents_left) for job in added] == [
         ("pending", 0),
         ("waiting", 1),
@@ -303,9 +301,7 @@ async def test_concurrent_parents_on_two_nodes_release_the_child_once(
         [p] = await one.lease(1, 30)
         [q] = await two.lease(1, 30)
         assert {p.id, q.id} == {f"p{n}", f"q{n}"}
-        await asyncio.gather(
-            one.complete(p.id, p.lease_id or "", None), two.complete(q.id, q.lease_id or "", None)
-        )
+        await asyncio.gather(one.complete(p.id, p.lease_id or "", None), two.complete(q.id, q.lease_id or "", None))
         callback = await one.get(f"cb{n}")
         assert callback is not None and callback.status is JobStatus.PENDING and callback.parents_left == 0
         [leased] = await two.lease(10, 30)

@@ -15,7 +15,8 @@ Faktory        jobq
 ``reserve_for`` ``timeout``: a run not settled within it is lost and runs again
 ``backtrace``  accepted; a fetched job always asks for 50 lines: jobq keeps every failure's traceback
 ``custom``     also ``concurrency_key`` and ``concurrency_limit`` when it holds them (jobq/flow.py),
-               the job's key and own limit, as ``POST /enqueue`` takes them
+               the job's key and own limit, and ``depends_on`` (the ids of the jobs it runs after: jids
+               or jobq ids) and ``on_parent_failure`` (jobq/workflow.py), as ``POST /enqueue`` takes them
 =============  ==============================================================
 
 A job enqueued over HTTP whose payload is not ``{"args": [...]}`` (with an optional
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 
 from jobq.faktory.protocol import ProtocolError
 from jobq.job import Job, rfc3339
-from jobq.models import MAX_TIMEOUT_SECONDS, EnqueueRequest
+from jobq.models import MAX_TIMEOUT_SECONDS, NAME_PATTERN, EnqueueRequest
 
 JID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{8,128}")  # Faktory asks for 8 or more; Go clients use base64url
 DEFAULT_RETRY = 25  # Faktory's default: 26 attempts in all
@@ -53,10 +54,12 @@ FIELD_NAMES = {  # jobq's field names in validation errors, as the client named 
     "run_at": "at",
     "max_attempts": "retry",
     "timeout": "reserve_for",
+    **{name: f"custom.{name}" for name in ("concurrency_key", "concurrency_limit", "depends_on", "on_parent_failure")},
 }
 
-
-FLOW_FIELDS = ("concurrency_key", "concurrency_limit")  # read from a work unit's custom object
+# What a work unit's custom object may carry for jobq, as POST /enqueue takes it: flow control and parents
+CUSTOM_FIELDS = ("concurrency_key", "concurrency_limit", "depends_on", "on_parent_failure")
+PARENT_STAND_IN = "parent"  # a valid jobq id: validation checks custom.depends_on's length and rules with these
 
 
 def enqueue_request(unit: Any) -> EnqueueRequest:
@@ -79,9 +82,12 @@ def enqueue_request(unit: Any) -> EnqueueRequest:
             raise ProtocolError("custom must be a JSON object")
         payload["custom"] = custom
     fields: dict[str, Any] = {"type": unit.get("jobtype"), "payload": payload}
-    for name in FLOW_FIELDS:  # flow control has no Faktory field: a client sends it in custom
+    for name in CUSTOM_FIELDS:  # flow control and parents have no Faktory field: a client sends them in custom
         if custom is not None and name in custom:
             fields[name] = custom[name]
+    parents = _parents(fields.get("depends_on"))
+    if parents is not None:
+        fields["depends_on"] = [PARENT_STAND_IN] * len(parents)
     if unit.get("queue") is not None:
         fields["queue"] = unit["queue"]
     if (priority := unit.get("priority")) is not None:
@@ -101,7 +107,21 @@ def enqueue_request(unit: Any) -> EnqueueRequest:
     except ValidationError as exc:
         raise ProtocolError(_describe(exc)) from None
     request.id = jid  # set after validation: a Faktory jid may start with _ or -, which jobq ids do not
+    if parents is not None:
+        request.depends_on = parents  # likewise: a parent's jid
     return request
+
+
+def _parents(depends_on: Any) -> list[str] | None:
+    """``custom.depends_on`` as job ids (each a jid or a jobq id), or None when the unit has none."""
+    if depends_on is None:
+        return None
+    if not isinstance(depends_on, list) or not all(
+        isinstance(parent, str) and (JID_PATTERN.fullmatch(parent) or re.fullmatch(NAME_PATTERN, parent))
+        for parent in depends_on
+    ):
+        raise ProtocolError("custom.depends_on must be an array of job ids (the jids of the jobs it runs after)")
+    return depends_on
 
 
 def _time(text: Any) -> datetime:

@@ -3,7 +3,8 @@
 The same :class:`~jobq.auth.TokenBook` and role rules as HTTP: every JobService RPC
 needs a client token, every WorkerService RPC a worker token, and an admin token
 may call anything; an RPC in METHOD_ROLES takes its own roles instead (reading a
-queue's limits takes any token, as ``GET /queues/{name}/flow`` does). A missing or
+queue's limits takes any token, as ``GET /queues/{name}/flow`` does, and so does reading a
+job's parents' outcomes, as ``GET /jobs/{id}/parents``). A missing or
 unknown token ends the call UNAUTHENTICATED, a token of the wrong role
 PERMISSION_DENIED; both carry ``www-authenticate`` and ``jobq-error`` trailing
 metadata. While an allowed call runs, its caller is ``jobq.auth.current_principal``
@@ -31,6 +32,7 @@ SERVICE_ROLES: Mapping[str, frozenset[Role]] = {
 ADMIN_ONLY = frozenset({Role.ADMIN})  # a jobq.v1 service missing from SERVICE_ROLES
 METHOD_ROLES: Mapping[str, frozenset[Role]] = {  # RPCs whose roles are not their service's
     "jobq.v1.AdminService/GetQueueFlow": ANY_ROLE,
+    "jobq.v1.JobService/GetParents": ANY_ROLE,  # as GET /jobs/{id}/parents: a worker reads its job's parents
 }
 
 

@@ -1,4 +1,4 @@
-"""Between jobq's plain data and the jobq.v1 messages: jobs, queues, JSON values, times and enums.
+"""Between jobq's plain data and the jobq.v1 messages: jobs, workflows, queues, JSON values, times and enums.
 
 Requests become the same dicts the HTTP API hands its pydantic models, holding
 only the fields the client set, so absent fields take the HTTP defaults and
@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobq.errors import ValidationFailed
-from jobq.job import Attempt, Job, JobStatus, parse_rfc3339
+from jobq.job import FAILING, TERMINAL, Attempt, Job, JobStatus, parse_rfc3339
 from jobq.models import NAME_PATTERN
 from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.schedules import Schedule
@@ -36,6 +36,8 @@ STATUS_TO_PB: Mapping[JobStatus, pb.JobStatus] = {
     status: pb.JobStatus.Value(f"JOB_STATUS_{status.name}") for status in JobStatus
 }
 STATUS_FROM_PB: Mapping[int, JobStatus] = {number: status for status, number in STATUS_TO_PB.items()}
+
+GAVE_UP = FAILING - {JobStatus.RETRYING} | {JobStatus.CANCELLED}  # a workflow's "failed": ended, not completed
 
 OUTCOME_FROM_PB: Mapping[int, str] = {
     pb.FAIL_OUTCOME_UNSPECIFIED: "failed",
@@ -140,8 +142,9 @@ def to_datetime(timestamp: Timestamp) -> datetime:
 
 
 # -- jobs --------------------------------------------------------------------
-def job_message(job: Job, held: dict[str, Any] | None = None) -> pb.Job:
-    """The jobq.v1.Job for a job: the HTTP job record, field for field (``held``: GET /status's)."""
+def job_message(job: Job, held: dict[str, Any] | None = None, children: Iterable[str] = ()) -> pb.Job:
+    """The jobq.v1.Job for a job: the HTTP job record, field for field (``held``, ``children``: GET /status's)."""
+    workflow = job.workflow_view()
     return pb.Job(
         id=job.id,
         type=job.type,
@@ -171,6 +174,8 @@ def job_message(job: Job, held: dict[str, Any] | None = None) -> pb.Job:
         if job.concurrency_key is None
         else pb.ConcurrencyTerms(key=job.concurrency_key, limit=job.concurrency_limit),
         held=None if held is None else held_message(held),
+        workflow=None if workflow is None else pb.WorkflowTerms(**workflow),
+        children=children,
     )
 
 
@@ -213,7 +218,9 @@ def enqueue_fields(request: pb.EnqueueRequest) -> dict[str, Any]:
     """The body of the equivalent ``POST /enqueue`` (an empty type counts as missing)."""
     fields = present(request, "id", "queue", "priority", "delay", "max_attempts", "timeout")
     fields |= present(request, "unique_key", "unique_scope", "unique_for")
-    fields |= present(request, "debounce", "concurrency_key", "concurrency_limit")
+    fields |= present(request, "debounce", "concurrency_key", "concurrency_limit", "on_parent_failure")
+    if request.depends_on:
+        fields["depends_on"] = list(request.depends_on)
     if request.type:
         fields["type"] = request.type
     if request.HasField("payload"):
@@ -225,12 +232,56 @@ def enqueue_fields(request: pb.EnqueueRequest) -> dict[str, Any]:
 
 def list_fields(request: pb.ListJobsRequest) -> dict[str, Any]:
     """The query of the equivalent ``GET /jobs``."""
-    fields = present(request, "queue", "type", "limit", "cursor")
+    fields = present(request, "queue", "type", "limit", "cursor", "workflow", "parent")
     if request.status != pb.JOB_STATUS_UNSPECIFIED:
         if request.status not in STATUS_FROM_PB:
             raise invalid("status", f"unknown status {request.status}")
         fields["status"] = STATUS_FROM_PB[request.status].value
     return fields
+
+
+def workflow_fields(request: pb.CreateWorkflowRequest) -> dict[str, Any]:
+    """The body of the equivalent ``POST /workflows``, its jobs still messages (see ``enqueue_fields``)."""
+    return {**present(request, "id"), "jobs": list(request.jobs)}
+
+
+def workflow_job(job: Job) -> pb.WorkflowJob:
+    """One job of a workflow, as the workflow's view shows it: its place, status and edges."""
+    return pb.WorkflowJob(
+        id=job.id,
+        type=job.type,
+        queue=job.queue,
+        status=STATUS_TO_PB[job.status],
+        depends_on=job.depends_on,
+        error=job.error,
+    )
+
+
+def workflow_message(workflow_id: str, jobs: Sequence[Job]) -> pb.Workflow:
+    """A workflow's progress and graph (``GET /workflows/{id}``): its jobs by status, done, failed, finished."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.status.value] = counts.get(job.status.value, 0) + 1
+    return pb.Workflow(
+        id=workflow_id,
+        total=len(jobs),
+        counts=counts,
+        done=counts.get(JobStatus.COMPLETED.value, 0),
+        failed=sum(counts.get(status.value, 0) for status in GAVE_UP),
+        finished=all(job.status in TERMINAL for job in jobs),
+        jobs=[workflow_job(job) for job in jobs],
+    )
+
+
+def parent_message(outcome: Mapping[str, Any]) -> pb.ParentOutcome:
+    """How one parent ended (``jobq.workflow.outcome``'s dict) as a message."""
+    return pb.ParentOutcome(
+        id=outcome["id"],
+        type=outcome["type"],
+        status=STATUS_TO_PB[JobStatus(outcome["status"])],
+        result=to_value(outcome["result"]),
+        error=outcome["error"],
+    )
 
 
 def lease_fields(request: pb.LeaseRequest) -> dict[str, Any]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
+from pydantic import ValidationError
 from typing_extensions import override
 
 from jobq.auth import current_principal
-from jobq.errors import JobqError, NoLimits
+from jobq.errors import JobqError, NoLimits, ValidationFailed, WorkflowNotFound
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.models import (
     BulkRequest,
@@ -25,6 +27,7 @@ from jobq.models import (
     ReleaseRequest,
     ScheduleDefinition,
     SettleRequest,
+    WorkflowRequest,
 )
 from jobq.rpc import convert
 from jobq.rpc.gen import jobq_pb2 as pb
@@ -46,6 +49,32 @@ def owner_scope() -> str | None:
     return principal.scope if principal is not None else None
 
 
+def submitter() -> tuple[str | None, bool]:
+    """Who owns the jobs the caller submits (its token's name), and whether it may see every job."""
+    principal = current_principal.get()
+    return (None, True) if principal is None else (principal.name, principal.scope is None)
+
+
+def workflow_jobs(messages: Sequence[Any]) -> list[EnqueueRequest]:
+    """Each job of a CreateWorkflow as an enqueue request; ValidationFailed naming every bad field as
+    ``POST /workflows`` does (``jobs.3.type``)."""
+    parsed: list[EnqueueRequest] = []
+    errors: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        try:
+            parsed.append(EnqueueRequest.model_validate(convert.enqueue_fields(message)))
+        except ValidationFailed as exc:  # a payload a message carries and JSON does not (NaN, too deep)
+            errors += [{"field": f"jobs.{index}.{e['field']}", "message": e["message"]} for e in exc.errors or ()]
+        except ValidationError as exc:
+            for detail in exc.errors(include_url=False, include_input=False, include_context=False):
+                where = ".".join(str(part) for part in ("jobs", index, *detail["loc"]))
+                errors.append({"field": where, "message": detail["msg"]})
+    if errors:
+        summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors[:10])
+        raise ValidationFailed(f"the workflow is invalid: {summary}", errors=errors)
+    return parsed
+
+
 def capped_wait(wait: float, remaining: float | None) -> float:
     """A long-poll's wait, cut short to end ``DEADLINE_MARGIN_SECONDS`` before the call's deadline."""
     if remaining is None:
@@ -54,7 +83,8 @@ def capped_wait(wait: float, remaining: float | None) -> float:
 
 
 class JobServicer(pb_grpc.JobServiceServicer):
-    """jobq.v1.JobService: what POST /enqueue, GET /status/{id}, POST /jobs/{id}/cancel and GET /jobs do."""
+    """jobq.v1.JobService: what POST /enqueue, GET /status/{id}, POST /jobs/{id}/cancel, GET /jobs and the
+    workflow routes (POST /workflows, GET /workflows/{id}, GET /jobs/{id}/parents) do."""
 
     def __init__(self, service: JobService) -> None:
         self.service = service
@@ -63,11 +93,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @unary
     async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
         job_request = EnqueueRequest.model_validate(convert.enqueue_fields(request))
-        principal = current_principal.get()
-        if principal is None:
-            [answer] = await self.service.submit([job_request])
-        else:
-            [answer] = await self.service.submit([job_request], principal.name, sees_all=principal.scope is None)
+        owner, sees_all = submitter()
+        [answer] = await self.service.submit([job_request], owner, sees_all=sees_all)
         if isinstance(answer, JobqError):
             raise answer
         return pb.EnqueueResponse(
@@ -78,7 +105,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         job = await self.service.get(request.id, owner_scope())
-        return convert.job_message(job, await self.service.held(job))
+        view = await self.service.record(job)  # GET /status's extras: held, children
+        return convert.job_message(job, view.get("held"), view.get("children", ()))
 
     @override
     @unary
@@ -127,6 +155,34 @@ class JobServicer(pb_grpc.JobServiceServicer):
         timeout = LOG_WATCH_SECONDS if remaining is None else max(remaining - DEADLINE_MARGIN_SECONDS, 0.0)
         async for line in self.service.follow_logs(request.id, timeout, owner_scope()):
             yield convert.log_line(line)
+
+    @override
+    @unary
+    async def CreateWorkflow(self, request: pb.CreateWorkflowRequest, context: Context) -> pb.CreateWorkflowResponse:
+        body = WorkflowRequest.model_validate(convert.workflow_fields(request))
+        owner, sees_all = submitter()
+        workflow_id, answers = await self.service.submit_workflow(
+            body.id, workflow_jobs(body.jobs), owner, sees_all=sees_all
+        )
+        return pb.CreateWorkflowResponse(
+            id=workflow_id,
+            created=sum(1 for answer in answers if answer.created),
+            jobs=[convert.workflow_job(answer.job) for answer in answers],
+        )
+
+    @override
+    @unary
+    async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Context) -> pb.Workflow:
+        jobs = await self.service.workflow(request.id, owner_scope())
+        if not jobs:
+            raise WorkflowNotFound(request.id)
+        return convert.workflow_message(request.id, jobs)
+
+    @override
+    @unary
+    async def GetParents(self, request: pb.GetParentsRequest, context: Context) -> pb.JobParents:
+        parents = await self.service.parents(request.id, owner_scope())
+        return pb.JobParents(id=request.id, parents=[convert.parent_message(parent) for parent in parents])
 
     @staticmethod
     async def _watch_timeout(context: Context) -> float:

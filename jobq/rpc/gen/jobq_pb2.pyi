@@ -49,7 +49,7 @@ FAIL_OUTCOME_TIMEOUT: FailOutcome
 FAIL_OUTCOME_RETRY: FailOutcome
 
 class Job(_message.Message):
-    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique", "concurrency", "held")
+    __slots__ = ("id", "type", "queue", "priority", "status", "payload", "result", "error", "attempts", "max_attempts", "timeout", "progress", "progress_note", "created_at", "run_at", "next_run_at", "started_at", "finished_at", "lease_expires_at", "history", "owner", "unique", "concurrency", "held", "workflow", "children")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,8 @@ class Job(_message.Message):
     UNIQUE_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     queue: str
@@ -98,7 +100,21 @@ class Job(_message.Message):
     unique: UniqueTerms
     concurrency: ConcurrencyTerms
     held: Held
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ..., concurrency: _Optional[_Union[ConcurrencyTerms, _Mapping]] = ..., held: _Optional[_Union[Held, _Mapping]] = ...) -> None: ...
+    workflow: WorkflowTerms
+    children: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., progress: _Optional[float] = ..., progress_note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., owner: _Optional[str] = ..., unique: _Optional[_Union[UniqueTerms, _Mapping]] = ..., concurrency: _Optional[_Union[ConcurrencyTerms, _Mapping]] = ..., held: _Optional[_Union[Held, _Mapping]] = ..., workflow: _Optional[_Union[WorkflowTerms, _Mapping]] = ..., children: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WorkflowTerms(_message.Message):
+    __slots__ = ("id", "depends_on", "on_parent_failure", "parents_left")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    ON_PARENT_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    on_parent_failure: str
+    parents_left: int
+    def __init__(self, id: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., on_parent_failure: _Optional[str] = ..., parents_left: _Optional[int] = ...) -> None: ...
 
 class UniqueTerms(_message.Message):
     __slots__ = ("key", "scope", "until")
@@ -145,7 +161,7 @@ class LeasedJob(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for", "concurrency_key", "concurrency_limit", "debounce")
+    __slots__ = ("type", "payload", "id", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "unique_key", "unique_scope", "unique_for", "concurrency_key", "concurrency_limit", "debounce", "depends_on", "on_parent_failure")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +177,8 @@ class EnqueueRequest(_message.Message):
     CONCURRENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     DEBOUNCE_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    ON_PARENT_FAILURE_FIELD_NUMBER: _ClassVar[int]
     type: str
     payload: _struct_pb2.Value
     id: str
@@ -176,7 +194,9 @@ class EnqueueRequest(_message.Message):
     concurrency_key: str
     concurrency_limit: int
     debounce: float
-    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ..., concurrency_key: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., debounce: _Optional[float] = ...) -> None: ...
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    on_parent_failure: str
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., id: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[float] = ..., unique_key: _Optional[str] = ..., unique_scope: _Optional[str] = ..., unique_for: _Optional[float] = ..., concurrency_key: _Optional[str] = ..., concurrency_limit: _Optional[int] = ..., debounce: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., on_parent_failure: _Optional[str] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
     __slots__ = ("job", "created", "duplicate")
@@ -201,18 +221,22 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("status", "queue", "type", "limit", "cursor")
+    __slots__ = ("status", "queue", "type", "limit", "cursor", "workflow", "parent")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     status: JobStatus
     queue: str
     type: str
     limit: int
     cursor: str
-    def __init__(self, status: _Optional[_Union[JobStatus, str]] = ..., queue: _Optional[str] = ..., type: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+    workflow: str
+    parent: str
+    def __init__(self, status: _Optional[_Union[JobStatus, str]] = ..., queue: _Optional[str] = ..., type: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., workflow: _Optional[str] = ..., parent: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_cursor")
@@ -617,3 +641,96 @@ class ListSchedulesResponse(_message.Message):
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
     schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
     def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
+
+class CreateWorkflowRequest(_message.Message):
+    __slots__ = ("id", "jobs")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    jobs: _containers.RepeatedCompositeFieldContainer[EnqueueRequest]
+    def __init__(self, id: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[EnqueueRequest, _Mapping]]] = ...) -> None: ...
+
+class WorkflowJob(_message.Message):
+    __slots__ = ("id", "type", "queue", "status", "depends_on", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    queue: str
+    status: JobStatus
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., depends_on: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CreateWorkflowResponse(_message.Message):
+    __slots__ = ("id", "created", "jobs")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created: int
+    jobs: _containers.RepeatedCompositeFieldContainer[WorkflowJob]
+    def __init__(self, id: _Optional[str] = ..., created: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[WorkflowJob, _Mapping]]] = ...) -> None: ...
+
+class GetWorkflowRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("id", "total", "counts", "done", "failed", "finished", "jobs")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    total: int
+    counts: _containers.ScalarMap[str, int]
+    done: int
+    failed: int
+    finished: bool
+    jobs: _containers.RepeatedCompositeFieldContainer[WorkflowJob]
+    def __init__(self, id: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., finished: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[WorkflowJob, _Mapping]]] = ...) -> None: ...
+
+class GetParentsRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ParentOutcome(_message.Message):
+    __slots__ = ("id", "type", "status", "result", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    status: JobStatus
+    result: _struct_pb2.Value
+    error: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class JobParents(_message.Message):
+    __slots__ = ("id", "parents")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    parents: _containers.RepeatedCompositeFieldContainer[ParentOutcome]
+    def __init__(self, id: _Optional[str] = ..., parents: _Optional[_Iterable[_Union[ParentOutcome, _Mapping]]] = ...) -> None: ...

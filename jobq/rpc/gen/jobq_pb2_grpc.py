@@ -30,6 +30,8 @@ if _version_not_supported:
 
 class JobServiceStub:
     """Producers and operators: submit jobs and follow them.
+    GetParents alone takes any token, as GET /jobs/{id}/parents does (a worker reads the parents of
+    the job it runs).
     """
 
     def __init__(self, channel):
@@ -73,10 +75,27 @@ class JobServiceStub:
                 request_serializer=jobq_dot_v1_dot_jobq__pb2.WatchJobLogsRequest.SerializeToString,
                 response_deserializer=jobq_dot_v1_dot_jobq__pb2.LogLine.FromString,
                 _registered_method=True)
+        self.CreateWorkflow = channel.unary_unary(
+                '/jobq.v1.JobService/CreateWorkflow',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.CreateWorkflowRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.CreateWorkflowResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflow = channel.unary_unary(
+                '/jobq.v1.JobService/GetWorkflow',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.GetParents = channel.unary_unary(
+                '/jobq.v1.JobService/GetParents',
+                request_serializer=jobq_dot_v1_dot_jobq__pb2.GetParentsRequest.SerializeToString,
+                response_deserializer=jobq_dot_v1_dot_jobq__pb2.JobParents.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
     """Producers and operators: submit jobs and follow them.
+    GetParents alone takes any token, as GET /jobs/{id}/parents does (a worker reads the parents of
+    the job it runs).
     """
 
     def Enqueue(self, request, context):
@@ -134,6 +153,30 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWorkflow(self, request, context):
+        """Create jobs that depend on one another, all in one write or none (POST /workflows): a job runs
+        once every job in its depends_on has finished. Re-sending the same workflow (same ids and
+        bodies) answers its jobs as they are now, with created=0. INVALID_ARGUMENT names what is wrong:
+        an invalid job's field (jobs.3.type), an id twice, parents that do not exist, a cycle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflow(self, request, context):
+        """How far a workflow is (jobs done, failed, in all) and its jobs with their edges (GET /workflows/{id}).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParents(self, request, context):
+        """How each job this one depends on ended, in its depends_on order (GET /jobs/{id}/parents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +215,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobq_dot_v1_dot_jobq__pb2.WatchJobLogsRequest.FromString,
                     response_serializer=jobq_dot_v1_dot_jobq__pb2.LogLine.SerializeToString,
             ),
+            'CreateWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWorkflow,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.CreateWorkflowRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.CreateWorkflowResponse.SerializeToString,
+            ),
+            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflow,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.Workflow.SerializeToString,
+            ),
+            'GetParents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParents,
+                    request_deserializer=jobq_dot_v1_dot_jobq__pb2.GetParentsRequest.FromString,
+                    response_serializer=jobq_dot_v1_dot_jobq__pb2.JobParents.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'jobq.v1.JobService', rpc_method_handlers)
@@ -182,6 +240,8 @@ def add_JobServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class JobService:
     """Producers and operators: submit jobs and follow them.
+    GetParents alone takes any token, as GET /jobs/{id}/parents does (a worker reads the parents of
+    the job it runs).
     """
 
     @staticmethod
@@ -363,6 +423,87 @@ class JobService:
             '/jobq.v1.JobService/WatchJobLogs',
             jobq_dot_v1_dot_jobq__pb2.WatchJobLogsRequest.SerializeToString,
             jobq_dot_v1_dot_jobq__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.JobService/CreateWorkflow',
+            jobq_dot_v1_dot_jobq__pb2.CreateWorkflowRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.CreateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.JobService/GetWorkflow',
+            jobq_dot_v1_dot_jobq__pb2.GetWorkflowRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobq.v1.JobService/GetParents',
+            jobq_dot_v1_dot_jobq__pb2.GetParentsRequest.SerializeToString,
+            jobq_dot_v1_dot_jobq__pb2.JobParents.FromString,
             options,
             channel_credentials,
             insecure,
