@@ -369,7 +369,7 @@ async def status(request: web.Request) -> web.Response:
     job_id = request.match_info["id"]
     owner = owner_scope(request)
     job = await service.wait_for_change(job_id, wait, owner) if wait else await service.get(job_id, owner)
-    return json_response(await service.record(job), 200, {"Location": f"/status/{job.id}"})
+    return json_response(await service.record(job, owner), 200, {"Location": f"/status/{job.id}"})
 
 
 @routes.get("/jobs")

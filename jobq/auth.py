@@ -83,6 +83,12 @@ class Principal:
         """The owner whose jobs this principal sees: its own name, or None (every job) for an admin."""
         return None if self.role is Role.ADMIN else self.name
 
+    @property
+    def run_scope(self) -> str | None:
+        """The owner whose jobs' parents this principal may read (what a running job reads): a client its own
+        jobs', a worker or an admin any job's (None), as a worker runs any client's jobs."""
+        return self.name if self.role is Role.CLIENT else None
+
 
 SESSION_COOKIE = "jobq_session"  # the dashboard's login: a token, in an HttpOnly, SameSite=Strict cookie
 SESSION_PATHS = frozenset({"/ui/login", "/ui/logout"})

@@ -6,12 +6,23 @@ Their JSON Schema is the OpenAPI document's (jobq/openapi.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from jobq.cron import check_cron, check_timezone
+from jobq.errors import ValidationFailed
 from jobq.flow import QueueFlow
 from jobq.job import Job, JobStatus, new_job_id
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
@@ -228,6 +239,26 @@ class WorkflowRequest(BaseModel):
         description="job objects, as for POST /enqueue; depends_on names jobs of this workflow (by id) or jobs "
         "stored before; re-sending the same workflow (same ids and bodies) is idempotent",
     )
+
+
+def workflow_requests(items: Sequence[Any], parse: Callable[[Any], EnqueueRequest]) -> list[EnqueueRequest]:
+    """Each job of a workflow as an enqueue request (``parse`` reads one); ValidationFailed naming every bad
+    field of every job (``jobs.3.type``), so nothing of a workflow with one bad job is stored."""
+    parsed: list[EnqueueRequest] = []
+    errors: list[dict[str, str]] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse(item))
+        except ValidationFailed as exc:  # found before pydantic: a value JSON cannot carry (a gRPC message's)
+            errors += [{"field": f"jobs.{index}.{e['field']}", "message": e["message"]} for e in exc.errors or ()]
+        except ValidationError as exc:
+            for detail in exc.errors(include_url=False, include_input=False, include_context=False):
+                where = ".".join(str(part) for part in ("jobs", index, *detail["loc"]))
+                errors.append({"field": where, "message": detail["msg"]})
+    if errors:
+        summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors[:10])
+        raise ValidationFailed(f"the workflow is invalid: {summary}", errors=errors)
+    return parsed
 
 
 class ListQuery(BaseModel):

@@ -30,6 +30,7 @@ from jobq.errors import (
     JobqError,
     ShuttingDown,
     ValidationFailed,
+    WorkflowNotFound,
 )
 from jobq.flow import QueueFlow
 from jobq.handlers import Registry
@@ -417,7 +418,7 @@ class JobService:
             )
 
     async def workflow(self, workflow_id: str, owner: str | None = None) -> list[Job]:
-        """Every job of a workflow (only ``owner``'s, when given), oldest first ([]: no such workflow)."""
+        """Every job of a workflow (only ``owner``'s, when given), oldest first; WorkflowNotFound if none."""
         jobs: list[Job] = []
         cursor: str | None = None
         while True:
@@ -426,16 +427,19 @@ class JobService:
             )
             jobs += page
             if cursor is None:
-                return jobs[::-1]
+                break
+        if not jobs:
+            raise WorkflowNotFound(workflow_id)
+        return jobs[::-1]
 
     async def parents(self, job_id: str, owner: str | None = None) -> list[dict[str, Any]]:
         """How each parent of a job ended, in its depends_on order (see Store.parents)."""
         await self.get(job_id, owner)
         return await self.store.parents(job_id)
 
-    async def children(self, job_id: str, limit: int = MAX_CHILDREN_SHOWN) -> list[str]:
-        """The ids of the first ``limit`` jobs that depend on this one, oldest first."""
-        page, _ = await self.store.list_jobs(parent=job_id, limit=limit)
+    async def children(self, job_id: str, owner: str | None = None, limit: int = MAX_CHILDREN_SHOWN) -> list[str]:
+        """The ids of the first ``limit`` jobs that depend on this one (only ``owner``'s, when given), oldest first."""
+        page, _ = await self.store.list_jobs(parent=job_id, owner=owner, limit=limit)
         return [job.id for job in reversed(page)]
 
     @staticmethod
@@ -872,13 +876,14 @@ class JobService:
         now = self.store.clock()
         return {queue: state.view(now, owner) for queue, state in (await self.store.flows()).items()}
 
-    async def record(self, job: Job) -> dict[str, Any]:
+    async def record(self, job: Job, owner: str | None = None) -> dict[str, Any]:
         """The job as ``GET /status`` answers it: its record, with ``held`` when a limit holds it back, and
-        ``children`` when jobs depend on it (not while a restarted store still reads its jobs back)."""
+        ``children`` when jobs depend on it (only ``owner``'s, when given; not while a restarted store still reads
+        its jobs back)."""
         view = job.to_dict()
         if job.status is JobStatus.PENDING and (held := await self.held(job)) is not None:
             view["held"] = held
-        if not self.store.loading and (children := await self.children(job.id)):  # listing waits for the load
+        if not self.store.loading and (children := await self.children(job.id, owner)):  # listing waits for the load
             view["children"] = children
         return view
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from jobq.job import Job, JobStatus
+from jobq.job import FAILING, TERMINAL, Job, JobStatus
 
 DELETED = "deleted"  # how a parent that is gone (deleted, or never stored) ends, for its children
+GAVE_UP = FAILING - {JobStatus.RETRYING} | {JobStatus.CANCELLED}  # how a job ends without completing
 
 
 def parent_outcome(parent: Job | None) -> str | None:
@@ -41,6 +42,33 @@ def outcome(parent: Job) -> dict[str, Any]:
         "status": parent.status.value,
         "result": parent.result,
         "error": parent.error,
+    }
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """One job of a workflow as the workflow's view shows it: its place, status and edges."""
+    return {
+        "id": job.id,
+        "type": job.type,
+        "queue": job.queue,
+        "status": job.status.value,
+        "depends_on": list(job.depends_on),
+        "error": job.error,
+    }
+
+
+def progress(jobs: Sequence[Job]) -> dict[str, Any]:
+    """How far a workflow's jobs are: in all, by status, completed (``done``), ended otherwise (``failed``),
+    and whether every one has finished."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.status.value] = counts.get(job.status.value, 0) + 1
+    return {
+        "total": len(jobs),
+        "counts": counts,
+        "done": counts.get(JobStatus.COMPLETED.value, 0),
+        "failed": sum(counts.get(status.value, 0) for status in GAVE_UP),
+        "finished": all(job.status in TERMINAL for job in jobs),
     }
 
 

@@ -5,50 +5,22 @@ jobq/workflow.py says how jobs wait for their parents.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from pydantic import ValidationError
 
 from jobq.api import NO_JOB, SERVICE, json_response, owner_scope, read_body, submitter
-from jobq.auth import ANY_ROLE, Role, requires
-from jobq.errors import ValidationFailed, WorkflowNotFound
-from jobq.job import FAILING, TERMINAL, Job, JobStatus
-from jobq.models import EnqueueRequest, ParentOutcomes, WorkflowAccepted, WorkflowRequest, WorkflowView
+from jobq.auth import ANY_ROLE, Role, principal_of, requires
+from jobq.models import (
+    EnqueueRequest,
+    ParentOutcomes,
+    WorkflowAccepted,
+    WorkflowRequest,
+    WorkflowView,
+    workflow_requests,
+)
 from jobq.openapi import Reply, documented
+from jobq.workflow import job_view, progress
 
 routes = web.RouteTableDef()
-
-GAVE_UP = FAILING - {JobStatus.RETRYING} | {JobStatus.CANCELLED}  # how a job ends without completing
-
-
-def workflow_job(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "type": job.type,
-        "queue": job.queue,
-        "status": job.status.value,
-        "depends_on": list(job.depends_on),
-        "error": job.error,
-    }
-
-
-def parse_jobs(items: list[Any]) -> list[EnqueueRequest]:
-    """Each job of a workflow as an enqueue request; ValidationFailed naming every bad field (``jobs.3.type``)."""
-    validate = EnqueueRequest.__pydantic_validator__.validate_python
-    parsed: list[EnqueueRequest] = []
-    errors: list[dict[str, str]] = []
-    for index, item in enumerate(items):
-        try:
-            parsed.append(validate(item))
-        except ValidationError as exc:
-            for detail in exc.errors(include_url=False, include_input=False, include_context=False):
-                where = ".".join(str(part) for part in ("jobs", index, *detail["loc"]))
-                errors.append({"field": where, "message": detail["msg"]})
-    if errors:
-        summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors[:10])
-        raise ValidationFailed(f"the workflow is invalid: {summary}", errors=errors)
-    return parsed
 
 
 @routes.post("/workflows")
@@ -73,11 +45,11 @@ async def create_workflow(request: web.Request) -> web.Response:
     ``depends_on`` has finished. Groups (a callback depending on many jobs, ``on_parent_failure: run``) and
     chains (each job depending on the one before) are workflows too."""
     body = await read_body(request, WorkflowRequest)
-    jobs = parse_jobs(body.jobs)
+    jobs = workflow_requests(body.jobs, EnqueueRequest.__pydantic_validator__.validate_python)
     owner, sees_all = submitter(request)
     workflow_id, answers = await request.app[SERVICE].submit_workflow(body.id, jobs, owner, sees_all=sees_all)
     created = sum(1 for answer in answers if answer.created)
-    view = {"id": workflow_id, "created": created, "jobs": [workflow_job(answer.job) for answer in answers]}
+    view = {"id": workflow_id, "created": created, "jobs": [job_view(answer.job) for answer in answers]}
     return json_response(view, 202 if created else 200, {"Location": f"/workflows/{workflow_id}"})
 
 
@@ -88,21 +60,7 @@ async def get_workflow(request: web.Request) -> web.Response:
     """How far a workflow is (jobs done, failed, in all) and its jobs with their edges (``depends_on``)."""
     workflow_id = request.match_info["id"]
     jobs = await request.app[SERVICE].workflow(workflow_id, owner_scope(request))
-    if not jobs:
-        raise WorkflowNotFound(workflow_id)
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.status.value] = counts.get(job.status.value, 0) + 1
-    view = {
-        "id": workflow_id,
-        "total": len(jobs),
-        "counts": counts,
-        "done": counts.get(JobStatus.COMPLETED.value, 0),
-        "failed": sum(counts.get(status.value, 0) for status in GAVE_UP),
-        "finished": all(job.status in TERMINAL for job in jobs),
-        "jobs": [workflow_job(job) for job in jobs],
-    }
-    return json_response(view)
+    return json_response({"id": workflow_id, **progress(jobs), "jobs": [job_view(job) for job in jobs]})
 
 
 @routes.get("/jobs/{id}/parents")
@@ -112,5 +70,7 @@ async def job_parents(request: web.Request) -> web.Response:
     """How each job this one depends on ended: its status, result and error (a chain's next job reads the
     previous one's result here, a group's callback its members' outcomes)."""
     job_id = request.match_info["id"]
-    parents = await request.app[SERVICE].parents(job_id, owner_scope(request))
+    principal = principal_of(request)
+    owner = None if principal is None else principal.run_scope  # a worker reads the parents of any job it runs
+    parents = await request.app[SERVICE].parents(job_id, owner)
     return json_response({"id": job_id, "parents": parents})

@@ -679,3 +679,17 @@ async def test_owners_survive_a_restart_and_files_from_before_owners_stay_readab
         assert (await reopened.get("old-1")).owner is None  # type: ignore[union-attr]
     finally:
         await reopened.close()
+
+
+async def test_workflows_keep_to_their_owner_and_a_worker_reads_any_jobs_parents(guarded: TestClient) -> None:
+    alice, bob, worker = bearer(CLIENT_TOKEN), bearer(OTHER_CLIENT_TOKEN), bearer(WORKER_TOKEN)
+    jobs = [{"type": "echo", "id": "w-1"}, {"type": "echo", "id": "w-2", "depends_on": ["w-1"]}]
+    created = await guarded.post("/workflows", json={"id": "alices", "jobs": jobs}, headers=alice)
+    assert created.status == 202
+    assert (await guarded.get("/workflows/alices", headers=bob)).status == 404
+    assert (await guarded.get("/jobs/w-2/parents", headers=bob)).status == 404
+    theirs = await guarded.post("/enqueue", json={"type": "echo", "depends_on": ["w-1"]}, headers=bob)
+    assert theirs.status == 422  # another client's job is no parent of bob's: it does not exist for bob
+    parents = await guarded.get("/jobs/w-2/parents", headers=worker)  # the worker that runs w-2 reads them
+    assert parents.status == 200 and [p["id"] for p in (await parents.json())["parents"]] == ["w-1"]
+    assert (await (await guarded.get("/status/w-1", headers=alice)).json())["children"] == ["w-2"]

@@ -317,7 +317,7 @@ async def job_feed(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return web.Response(content_type="text/event-stream")
     feed = await open_feed(request)
-    await send(feed, "job", await service.record(job))
+    await send(feed, "job", await service.record(job, owner))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + service.config.max_wait
     lines = service.follow_logs(job_id, service.config.max_wait, owner)
@@ -325,7 +325,7 @@ async def job_feed(request: web.Request) -> web.StreamResponse:
     try:
         while not job.finished and not service.draining and (left := deadline - loop.time()) > 0:
             job = await service.wait_for_change(job_id, left, owner, seen=job.status)
-            await send(feed, "job", await service.record(job))
+            await send(feed, "job", await service.record(job, owner))
         if job.finished:  # its last lines are on their way: the log stream ends by itself
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(following), max(deadline - loop.time(), 0.0))

@@ -20,10 +20,11 @@ from google.protobuf.struct_pb2 import NULL_VALUE, Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobq.errors import ValidationFailed
-from jobq.job import FAILING, TERMINAL, Attempt, Job, JobStatus, parse_rfc3339
+from jobq.job import Attempt, Job, JobStatus, parse_rfc3339
 from jobq.models import NAME_PATTERN
 from jobq.rpc.gen import jobq_pb2 as pb
 from jobq.schedules import Schedule
+from jobq.workflow import progress
 
 log = logging.getLogger("jobq.rpc")
 
@@ -37,7 +38,6 @@ STATUS_TO_PB: Mapping[JobStatus, pb.JobStatus] = {
 }
 STATUS_FROM_PB: Mapping[int, JobStatus] = {number: status for status, number in STATUS_TO_PB.items()}
 
-GAVE_UP = FAILING - {JobStatus.RETRYING} | {JobStatus.CANCELLED}  # a workflow's "failed": ended, not completed
 
 OUTCOME_FROM_PB: Mapping[int, str] = {
     pb.FAIL_OUTCOME_UNSPECIFIED: "failed",
@@ -258,19 +258,8 @@ def workflow_job(job: Job) -> pb.WorkflowJob:
 
 
 def workflow_message(workflow_id: str, jobs: Sequence[Job]) -> pb.Workflow:
-    """A workflow's progress and graph (``GET /workflows/{id}``): its jobs by status, done, failed, finished."""
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.status.value] = counts.get(job.status.value, 0) + 1
-    return pb.Workflow(
-        id=workflow_id,
-        total=len(jobs),
-        counts=counts,
-        done=counts.get(JobStatus.COMPLETED.value, 0),
-        failed=sum(counts.get(status.value, 0) for status in GAVE_UP),
-        finished=all(job.status in TERMINAL for job in jobs),
-        jobs=[workflow_job(job) for job in jobs],
-    )
+    """A workflow's progress and graph (``GET /workflows/{id}``, jobq.workflow.progress)."""
+    return pb.Workflow(id=workflow_id, **progress(jobs), jobs=[workflow_job(job) for job in jobs])
 
 
 def parent_message(outcome: Mapping[str, Any]) -> pb.ParentOutcome:

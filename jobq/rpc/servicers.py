@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
-from pydantic import ValidationError
 from typing_extensions import override
 
 from jobq.auth import current_principal
-from jobq.errors import JobqError, NoLimits, ValidationFailed, WorkflowNotFound
+from jobq.errors import JobqError, NoLimits
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.models import (
     BulkRequest,
@@ -28,6 +26,7 @@ from jobq.models import (
     ScheduleDefinition,
     SettleRequest,
     WorkflowRequest,
+    workflow_requests,
 )
 from jobq.rpc import convert
 from jobq.rpc.gen import jobq_pb2 as pb
@@ -55,24 +54,9 @@ def submitter() -> tuple[str | None, bool]:
     return (None, True) if principal is None else (principal.name, principal.scope is None)
 
 
-def workflow_jobs(messages: Sequence[Any]) -> list[EnqueueRequest]:
-    """Each job of a CreateWorkflow as an enqueue request; ValidationFailed naming every bad field as
-    ``POST /workflows`` does (``jobs.3.type``)."""
-    parsed: list[EnqueueRequest] = []
-    errors: list[dict[str, str]] = []
-    for index, message in enumerate(messages):
-        try:
-            parsed.append(EnqueueRequest.model_validate(convert.enqueue_fields(message)))
-        except ValidationFailed as exc:  # a payload a message carries and JSON does not (NaN, too deep)
-            errors += [{"field": f"jobs.{index}.{e['field']}", "message": e["message"]} for e in exc.errors or ()]
-        except ValidationError as exc:
-            for detail in exc.errors(include_url=False, include_input=False, include_context=False):
-                where = ".".join(str(part) for part in ("jobs", index, *detail["loc"]))
-                errors.append({"field": where, "message": detail["msg"]})
-    if errors:
-        summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors[:10])
-        raise ValidationFailed(f"the workflow is invalid: {summary}", errors=errors)
-    return parsed
+def enqueue_request(message: pb.EnqueueRequest) -> EnqueueRequest:
+    """The enqueue request an Enqueue (or a CreateWorkflow's job) message asks for."""
+    return EnqueueRequest.model_validate(convert.enqueue_fields(message))
 
 
 def capped_wait(wait: float, remaining: float | None) -> float:
@@ -92,7 +76,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @override
     @unary
     async def Enqueue(self, request: pb.EnqueueRequest, context: Context) -> pb.EnqueueResponse:
-        job_request = EnqueueRequest.model_validate(convert.enqueue_fields(request))
+        job_request = enqueue_request(request)
         owner, sees_all = submitter()
         [answer] = await self.service.submit([job_request], owner, sees_all=sees_all)
         if isinstance(answer, JobqError):
@@ -104,8 +88,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @override
     @unary
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        job = await self.service.get(request.id, owner_scope())
-        view = await self.service.record(job)  # GET /status's extras: held, children
+        owner = owner_scope()
+        job = await self.service.get(request.id, owner)
+        view = await self.service.record(job, owner)  # GET /status's extras: held, children
         return convert.job_message(job, view.get("held"), view.get("children", ()))
 
     @override
@@ -161,9 +146,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def CreateWorkflow(self, request: pb.CreateWorkflowRequest, context: Context) -> pb.CreateWorkflowResponse:
         body = WorkflowRequest.model_validate(convert.workflow_fields(request))
         owner, sees_all = submitter()
-        workflow_id, answers = await self.service.submit_workflow(
-            body.id, workflow_jobs(body.jobs), owner, sees_all=sees_all
-        )
+        jobs = workflow_requests(body.jobs, enqueue_request)
+        workflow_id, answers = await self.service.submit_workflow(body.id, jobs, owner, sees_all=sees_all)
         return pb.CreateWorkflowResponse(
             id=workflow_id,
             created=sum(1 for answer in answers if answer.created),
@@ -173,15 +157,14 @@ class JobServicer(pb_grpc.JobServiceServicer):
     @override
     @unary
     async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Context) -> pb.Workflow:
-        jobs = await self.service.workflow(request.id, owner_scope())
-        if not jobs:
-            raise WorkflowNotFound(request.id)
-        return convert.workflow_message(request.id, jobs)
+        return convert.workflow_message(request.id, await self.service.workflow(request.id, owner_scope()))
 
     @override
     @unary
     async def GetParents(self, request: pb.GetParentsRequest, context: Context) -> pb.JobParents:
-        parents = await self.service.parents(request.id, owner_scope())
+        principal = current_principal.get()
+        owner = None if principal is None else principal.run_scope  # a worker reads the parents of any job it runs
+        parents = await self.service.parents(request.id, owner)
         return pb.JobParents(id=request.id, parents=[convert.parent_message(parent) for parent in parents])
 
     @staticmethod
