@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from jobq.config import Config
 from jobq.dashboard.routes import OVERVIEWS
 from jobq.dashboard.trends import Trends, percentile
 from jobq.handlers import Registry
+from jobq.job import JobStatus
 from jobq.metrics import Metrics
 from tests.conftest import TEST_CONFIG, FakeClock, MakeClient, wait_for_status
 
@@ -34,6 +37,7 @@ EVERYTHING = [  # what the dashboard may do with an admin token, or without toke
     "see_schedules",
     "manage_schedules",
 ]
+UI = Path(__file__).resolve().parent.parent / "jobq" / "static" / "ui"
 ADMIN, CLIENT, WORKER = "admin-token-0123456789", "client-token-0123456789", "worker-token-0123456789"
 BROWSER = {"Sec-Fetch-Site": "same-origin"}
 
@@ -90,6 +94,20 @@ async def test_the_page_loads_only_its_own_files_under_a_strict_policy(client: T
         assert asset.headers["X-Content-Type-Options"] == "nosniff"
     assert (await client.get("/ui/..%2Fapi.py")).status == 404
     assert (await client.get("/ui/index.html")).status == 404  # the page is /ui itself
+
+
+async def test_every_module_the_page_imports_is_served(client: TestClient) -> None:
+    imported = {name for script in UI.glob("*.js") for name in re.findall(r'from "\./([\w.-]+)"', script.read_text())}
+    assert {"api.js", "dom.js", "graph.js", "job.js", "workflow.js"} <= imported
+    for name in sorted(imported):
+        response = await client.get(f"/ui/{name}")
+        assert (response.status, response.content_type) == (200, "text/javascript"), name
+
+
+def test_the_page_knows_every_job_status_in_order() -> None:
+    listed = re.search(r"export const STATUSES = \[([^\]]*)\]", (UI / "dom.js").read_text())
+    assert listed is not None
+    assert re.findall(r'"(\w+)"', listed.group(1)) == [status.value for status in JobStatus]
 
 
 async def test_the_dashboard_can_be_turned_off(make_client: MakeClient) -> None:

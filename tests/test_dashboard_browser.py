@@ -140,7 +140,9 @@ class Tab:
 
     page: Page
     errors: list[str] = field(default_factory=list)  # console errors, uncaught exceptions
-    dialogs: list[str] = field(default_factory=list)  # alert/confirm/prompt: each is dismissed
+    dialogs: list[str] = field(default_factory=list)  # alert/confirm/prompt: each is dismissed, unless expected
+    confirmed: list[str] = field(default_factory=list)  # the confirm() dialogs the test expected, and accepted
+    to_confirm: int = 0
 
     def __post_init__(self) -> None:
         self.page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
@@ -148,8 +150,17 @@ class Tab:
         self.page.on("dialog", self._dialog)
 
     def _dialog(self, dialog: Any) -> None:
+        if dialog.type == "confirm" and self.to_confirm:
+            self.to_confirm -= 1
+            self.confirmed.append(dialog.message)
+            dialog.accept()
+            return
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()
+
+    def confirm_next(self) -> None:
+        """The next confirm() is expected: it is accepted (and noted in ``confirmed``)."""
+        self.to_confirm += 1
 
     def open(self, route: str) -> Page:
         """Load the page afresh at a route (``#/jobs?status=dead``)."""
@@ -767,7 +778,185 @@ def test_a_small_screen_shows_the_overview_and_a_job_without_sideways_scrolling(
     tab.assert_clean()
 
 
-# -- 10. the README's screenshots -----------------------------------------------------------------
+# -- 10. workflows --------------------------------------------------------------------------------
+DIAMOND = "wf-diamond"
+
+
+def diamond(api: Api) -> None:
+    """Workflow wf-diamond: a, then b and c, then d (which runs however b and c end), on queue "flows",
+    which the test runs as a remote worker."""
+    step = {"type": "step", "queue": "flows", "payload": {}}
+    jobs = [
+        {"id": "a", **step},
+        {"id": "b", **step, "depends_on": ["a"]},
+        {"id": "c", **step, "depends_on": ["a"]},
+        {"id": "d", **step, "depends_on": ["b", "c"], "on_parent_failure": "run"},
+    ]
+    api.call("POST", "/workflows", {"id": DIAMOND, "jobs": jobs}, ok=(202,))
+
+
+def node(tab: Tab, job_id: str) -> Locator:
+    return row(tab, "graph-node", job_id=job_id)
+
+
+def edge(tab: Tab, parent: str, child: str) -> Locator:
+    return row(tab, "graph-edge", **{"from": parent, "to": child})
+
+
+def test_a_workflow_page_draws_its_graph_and_follows_its_jobs_live(jobq: Callable[..., Api], open_tab: OpenTab) -> None:
+    api = jobq()
+    diamond(api)
+    tab = open_tab(api.server)
+    page = tab.open(f"#/workflows/{DIAMOND}")
+    expect(tab.by("workflow-id")).to_have_text(DIAMOND)
+    expect(tab.by("graph-node")).to_have_count(4)
+    expect(tab.by("graph-edge")).to_have_count(4)
+    edges = tab.by("graph-edge").evaluate_all("paths => paths.map((p) => [p.dataset.from, p.dataset.to])")
+    assert sorted(edges) == [["a", "b"], ["a", "c"], ["b", "d"], ["c", "d"]]
+    # Layers left to right: a; b and c, one above the other; d.
+    box = {job_id: node(tab, job_id).bounding_box() or {} for job_id in "abcd"}
+    assert box["a"]["x"] < box["b"]["x"] == box["c"]["x"] < box["d"]["x"], box
+    assert abs(box["b"]["y"] - box["c"]["y"]) >= box["b"]["height"], box
+    assert [node(tab, job_id).get_attribute("data-layer") for job_id in "abcd"] == ["0", "1", "1", "2"]
+    for job_id, status in {"a": "pending", "b": "waiting", "c": "waiting", "d": "waiting"}.items():
+        expect(node(tab, job_id)).to_have_attribute("data-status", status)
+    expect(tab.by("workflow-done")).to_have_text("0 of 4 done")
+    expect(row(tab, "workflow-count", status="waiting")).to_have_text("waiting 3")
+    expect(tab.by("live-status")).to_have_attribute("data-state", "refreshing")
+    page.evaluate("window.__notReloaded = true")
+
+    (a,) = api.lease("flows")
+    expect(node(tab, "a")).to_have_attribute("data-status", "processing")
+    api.complete(a)
+    expect(node(tab, "a")).to_have_attribute("data-status", "completed")
+    expect(node(tab, "b")).to_have_attribute("data-status", "pending")
+    expect(node(tab, "c")).to_have_attribute("data-status", "pending")
+    expect(edge(tab, "a", "b")).to_have_class(re.compile(r"\bedge-done\b"))
+    expect(tab.by("workflow-done")).to_have_text("1 of 4 done")
+
+    b, c = sorted(api.lease("flows", 2), key=lambda job: job["id"])
+    api.complete(b)
+    api.fail(c, "upstream 503")
+    expect(node(tab, "c")).to_have_attribute("data-status", "failed")
+    expect(edge(tab, "c", "d")).to_have_class(re.compile(r"\bedge-gave-up\b"))
+    expect(tab.by("workflow-failed")).to_have_text("1 failed")
+    expect(node(tab, "d")).to_have_attribute("data-status", "pending")  # "run": however its parents ended
+    (d,) = api.lease("flows")
+    api.complete(d)
+    expect(node(tab, "d")).to_have_attribute("data-status", "completed")
+    expect(tab.by("workflow-done")).to_have_text("3 of 4 done")
+    expect(tab.by("workflow-state")).to_have_text("finished")
+    expect(tab.by("live-status")).to_have_attribute("data-state", "finished")
+    assert page.evaluate("window.__notReloaded") is True, "the page reloaded"
+
+    node(tab, "c").click()  # each node is a link to its job
+    expect(page).to_have_url(re.compile(r"#/job/c$"))
+    expect(page.locator('.view-head [data-testid="job-status"]')).to_have_text("failed")
+    tab.assert_clean()
+
+    tab.open("#/workflows/no-such-workflow")
+    expect(tab.by("workflow-error")).to_contain_text("no-such-workflow")
+    tab.errors.clear()  # the console reports the 404
+
+
+def test_a_job_page_shows_its_workflow_parents_and_children_and_a_waiting_job_is_cancelled(
+    jobq: Callable[..., Api], open_tab: OpenTab
+) -> None:
+    api = jobq()
+    diamond(api)
+    tab = open_tab(api.server)
+    page = open_job(tab, "d", "waiting")
+    expect(tab.by("workflow-link")).to_have_text(DIAMOND)
+    expect(tab.by("job-parent")).to_have_count(2)
+    expect(row(tab, "job-parent", job_id="b", status="waiting")).to_contain_text("b waiting")
+    expect(row(tab, "job-parent", job_id="c", status="waiting")).to_be_visible()
+    expect(tab.by("parents-left")).to_have_text("2 of 2 parents")
+    expect(tab.by("parent-policy")).to_contain_text("run:")
+    expect(tab.by("job-child")).to_have_count(0)
+
+    # While d waits, its parents change without d changing: the page reads them again.
+    (a,) = api.lease("flows")
+    api.complete(a)
+    b = min(api.lease("flows", 2), key=lambda job: job["id"])  # c stays processing
+    api.complete(b)
+    expect(row(tab, "job-parent", job_id="b", status="completed")).to_be_visible()
+    expect(row(tab, "job-parent", job_id="c", status="processing")).to_be_visible()
+    expect(tab.by("parents-left")).to_have_text("1 of 2 parents")
+
+    open_job(tab, "a", "completed")
+    expect(tab.by("workflow-link")).to_have_text(DIAMOND)
+    expect(tab.by("job-parent")).to_have_count(0)
+    assert tab.by("job-child").evaluate_all("items => items.map((li) => li.dataset.jobId)") == ["b", "c"]
+    tab.by("children-link").click()
+    expect(page).to_have_url(re.compile(r"#/jobs\?parent=a$"))
+    expect(tab.by("list-scope")).to_contain_text("Jobs that depend on a")
+    expect(tab.by("job-row")).to_have_count(2)
+
+    tab.open(f"#/jobs?workflow={DIAMOND}&status=waiting")  # "waiting" is a status the list filters by
+    expect(tab.by("filter-status")).to_have_value("waiting")
+    expect(tab.by("job-row")).to_have_count(1)
+    expect(row(tab, "job-row", job_id="d", status="waiting")).to_be_visible()
+    expect(tab.by("bulk-cancel")).to_have_text("Cancel selected")
+    expect(tab.by("bulk-delete-all")).to_have_count(0)  # the bulk routes cannot keep to one workflow
+
+    open_job(tab, "d", "waiting")  # a waiting job can be cancelled
+    tab.confirm_next()
+    tab.by("action-cancel").click()
+    expect(page.locator('.view-head [data-testid="job-status"]')).to_have_text("cancelled")
+    assert tab.confirmed == ["Cancel job d?"]
+    assert api.job("d")["status"] == "cancelled"
+    tab.by("workflow-link").click()
+    expect(page).to_have_url(re.compile(rf"#/workflows/{DIAMOND}$"))
+    expect(node(tab, "d")).to_have_attribute("data-status", "cancelled")
+    expect(node(tab, "c")).to_have_attribute("data-status", "processing")
+    tab.assert_clean()
+
+
+# Long tasks (the page's main thread busy for more than 50 ms at once), collected before any script runs.
+WATCH_LONG_TASKS = """
+window.__longTasks = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.__longTasks.push(Math.round(entry.duration));
+}).observe({ type: "longtask", buffered: true });
+"""
+
+
+def test_a_workflow_of_ten_thousand_jobs_is_summed_up_per_layer_without_freezing_the_page(
+    jobq: Callable[..., Api], open_tab: OpenTab
+) -> None:
+    api = jobq()
+    chains, length = 50, 200  # 10,000 jobs in 200 layers
+    jobs = [
+        {"id": f"c{n}-{k}", "type": "step", "queue": "big", **({"depends_on": [f"c{n}-{k - 1}"]} if k else {})}
+        for n in range(chains)
+        for k in range(length)
+    ]
+    api.call("POST", "/workflows", {"id": "big", "jobs": jobs}, ok=(202,))
+    tab = open_tab(api.server)
+    tab.page.add_init_script(WATCH_LONG_TASKS)
+    tab.open("#/workflows/big")
+    expect(tab.by("workflow-layers")).to_be_visible()
+    expect(tab.by("graph-too-large")).to_contain_text("200 layers")
+    expect(tab.by("graph-node")).to_have_count(0)
+    rows = tab.by("layer-row")
+    expect(rows).to_have_count(100)  # two layers a row
+    expect(rows.first.locator("th")).to_have_text("1\u20132")  # an en dash
+    expect(rows.first.locator('[data-status="pending"]')).to_have_text("50")
+    expect(rows.first.locator('[data-status="waiting"]')).to_have_text("50")
+    expect(tab.by("workflow-done")).to_have_text(re.compile(r"^0 of 10\D?000 done$"))
+    expect(tab.by("live-status")).to_have_attribute("data-state", "refreshing-slowly")  # each read sends 10,000 jobs
+    longest = max(tab.page.evaluate("window.__longTasks"), default=0)
+    assert longest < 1000, f"the page was busy for {longest} ms at once"
+
+    (job,) = api.lease("big")
+    api.complete(job)
+    tab.by("refresh").click()
+    expect(rows.first.locator('[data-status="completed"]')).to_have_text("1")
+    expect(tab.by("workflow-done")).to_have_text(re.compile(r"^1 of 10\D?000 done$"))
+    tab.assert_clean()
+
+
+# -- 11. the README's screenshots -----------------------------------------------------------------
 def test_screenshots_of_the_overview_and_a_job(jobq: Callable[..., Api], open_tab: OpenTab, tmp_path: Path) -> None:
     """Renders the two pages the README shows; with JOBQ_SCREENSHOTS=1 they are written to docs/img."""
     for_docs = os.environ.get("JOBQ_SCREENSHOTS") == "1"

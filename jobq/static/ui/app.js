@@ -1,5 +1,5 @@
 // jobq dashboard: the shell (header, session, messages) and the hash router.
-// Views live in overview.js, jobs.js, job.js and schedules.js; each renders into a fresh <section> and
+// Views live in overview.js, jobs.js, job.js, workflow.js and schedules.js; each renders into a fresh <section> and
 // registers what to stop (streams, timers) when the user navigates away.
 
 import { ApiError, fetchSession, onUnauthorized, post } from "./api.js";
@@ -8,6 +8,7 @@ import { renderOverview, renderQueues } from "./overview.js";
 import { renderJobs, renderDead, renderScheduled } from "./jobs.js";
 import { renderJob } from "./job.js";
 import { renderSchedules } from "./schedules.js";
+import { renderWorkflow } from "./workflow.js";
 
 const NAV = [ // [view, label, what the session must be allowed (GET /ui/session "may"), if anything]
   ["overview", "Overview"],
@@ -22,6 +23,7 @@ const ROUTES = {
   overview: renderOverview,
   jobs: renderJobs,
   job: renderJob,
+  workflows: renderWorkflow,
   queues: renderQueues,
   dead: renderDead,
   scheduled: renderScheduled,
@@ -96,7 +98,7 @@ function render() {
     return;
   }
   const view = ROUTES[name] || renderNotFound;
-  updateHeader(name === "job" ? "jobs" : name);
+  updateHeader(name === "job" || name === "workflows" ? "jobs" : name);
 
   const section = h("section", { class: "view", "data-view": name });
   document.getElementById("main").replaceChildren(section);

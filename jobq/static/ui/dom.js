@@ -76,11 +76,27 @@ export function route(base, params) {
   return qs ? `${base}?${qs}` : base;
 }
 
+/** The hash route of one workflow. */
+export function workflowHref(id) {
+  return "#/workflows/" + encodeURIComponent(id);
+}
+
+// ----- job states -----
+
+/** Every job status, in the order a job meets them (jobq/job.py JobStatus). */
+export const STATUSES = ["waiting", "pending", "scheduled", "processing", "retrying", "completed", "failed", "dead", "cancelled"];
+/** The statuses a job never leaves by itself. */
+export const FINISHED = new Set(["completed", "failed", "dead", "cancelled"]);
+/** The statuses a cancel accepts: every one a job has not finished in. */
+export const CANCELLABLE = new Set(["waiting", "pending", "scheduled", "retrying", "processing"]);
+
+/** A class-safe name for a status: one of STATUSES, else "unknown" (so odd values cannot inject class names). */
+export function statusClass(status) {
+  return STATUSES.includes(status) ? status : "unknown";
+}
+
 export function statusBadge(status) {
-  // The class comes from a fixed list so odd values cannot inject class names.
-  const known = ["pending", "scheduled", "processing", "retrying", "completed", "failed", "dead", "cancelled"];
-  const cls = known.includes(status) ? status : "unknown";
-  return h("span", { class: `badge badge-${cls}`, "data-testid": "job-status" }, status ?? "—");
+  return h("span", { class: `badge badge-${statusClass(status)}`, "data-testid": "job-status" }, status ?? "—");
 }
 
 // ----- time -----

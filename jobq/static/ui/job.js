@@ -1,13 +1,15 @@
-// One job: its fields, progress, payload and result, every attempt, logs that grow live, and
-// the actions its state allows. Live through /ui/events/jobs/<id>; polling when the server has
-// no such stream.
+// One job: its fields, its workflow (parents, children), progress, payload and result, every
+// attempt, logs that grow live, and the actions its state allows. Live through
+// /ui/events/jobs/<id>; polling when the server has no such stream. A job waiting for its parents
+// also reads them every 2 s (they change without the job changing).
 
 import { del, get, jobPath, openStream, poll, post } from "./api.js";
 import {
-  button, fill, fmtDuration, fmtNumber, h, jsonBlock, relTime, route, secondsBetween, statusBadge, timeEl,
+  CANCELLABLE, FINISHED, button, fill, fmtDuration, fmtNumber, h, jobHref, jsonBlock, relTime, route, secondsBetween,
+  statusBadge, timeEl, workflowHref,
 } from "./dom.js";
 
-const FINISHED = new Set(["completed", "failed", "dead", "cancelled"]);
+const PARENTS_POLL_MS = 2000;
 
 export function renderJob(ctx) {
   const id = ctx.arg;
@@ -23,6 +25,7 @@ export function renderJob(ctx) {
     head: h("div", { class: "view-head" }),
     actions: h("div", { class: "toolbar", "data-testid": "job-actions" }),
     fields: h("div", { class: "fields-wrap" }),
+    family: h("div", { class: "family-wrap" }),
     progress: h("div", { class: "progress-wrap" }),
     data: h("div", { class: "data" }),
     history: h("div", { class: "history-wrap" }),
@@ -32,7 +35,7 @@ export function renderJob(ctx) {
   const logs = newLogBook(logList);
   root.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "« jobs")),
-    sections.head, sections.actions, sections.fields, sections.progress, sections.data, sections.history,
+    sections.head, sections.actions, sections.fields, sections.family, sections.progress, sections.data, sections.history,
     h("div", { class: "view-head" }, h("h2", {}, "Logs"), logState),
     h("div", { class: "log-box" }, logList),
   );
@@ -41,6 +44,8 @@ export function renderJob(ctx) {
   let job = null;
   const drawn = {};
   let live = null; // the stream, or the poller that stands in for it
+  const family = familyBox(sections.family, id);
+  let parentsPoll = null; // while the job waits for its parents
 
   function show(next) {
     job = next;
@@ -48,6 +53,7 @@ export function renderJob(ctx) {
       head: [job.status],
       actions: [job.status],
       fields: fieldsKey(job),
+      family: [job.status, job.workflow, job.children],
       progress: [job.progress, job.progress_note, job.status],
       data: [job.payload, job.result, job.error],
       history: job.history,
@@ -56,8 +62,10 @@ export function renderJob(ctx) {
       const key = JSON.stringify(value);
       if (drawn[name] === key) continue;
       drawn[name] = key;
-      RENDER[name](sections[name], job, ctx, actionHooks);
+      if (name === "family") family.update(job);
+      else RENDER[name](sections[name], job, ctx, actionHooks);
     }
+    followParents();
     if (FINISHED.has(job.status)) {
       stopLive();
       logState.textContent = `job ${job.status}`;
@@ -81,6 +89,36 @@ export function renderJob(ctx) {
   function stopLive() {
     if (live) live.close();
     live = null;
+  }
+
+  // The job's feed says when the job changes; its parents change on their own (and parents_left
+  // with them, which is no change of status): while it waits, both are read again every 2 s.
+  function followParents() {
+    const waiting = job.status === "waiting";
+    if (waiting && !parentsPoll) {
+      let first = true; // the job and its parents were just read: the first tick has nothing to do
+      parentsPoll = poll(async () => {
+        if (first) {
+          first = false;
+          return;
+        }
+        try {
+          const drawnBefore = drawn.family;
+          show(await get(jobPath(id)));
+          if (parentsPoll && drawn.family === drawnBefore) await family.loadParents(); // else show() read them
+        } catch (error) {
+          stopParents();
+          ctx.flashError(error);
+        }
+      }, PARENTS_POLL_MS);
+    } else if (!waiting) {
+      stopParents();
+    }
+  }
+
+  function stopParents() {
+    if (parentsPoll) parentsPoll.stop();
+    parentsPoll = null;
   }
 
   function setLogState(state) {
@@ -136,6 +174,7 @@ export function renderJob(ctx) {
   }
 
   ctx.onCleanup(stopLive);
+  ctx.onCleanup(stopParents);
 
   // First paint from the plain API, then follow live while the job can still change.
   Promise.all([get(jobPath(id)), syncLogs()]).then(([first]) => {
@@ -168,7 +207,7 @@ const RENDER = {
         ctx.flash(`Job ${job.id} will run again.`);
       })));
     }
-    if (["pending", "scheduled", "retrying", "processing"].includes(job.status)) {
+    if (CANCELLABLE.has(job.status)) {
       buttons.push(button("Cancel", "action-cancel", () => {
         if (!confirm(`Cancel job ${job.id}?`)) return;
         run(ctx, async () => hooks.updated(await post(`${path}/cancel`)));
@@ -256,6 +295,86 @@ const RENDER = {
     })));
   },
 };
+
+// ----- workflow -----
+
+const POLICIES = {
+  cancel: "cancel: a parent that fails, dies or is cancelled cancels this job (and its own children)",
+  run: "run: it runs once every parent has finished, however each ended",
+};
+
+/**
+ * The job's place in a workflow: the workflow, its parents with their statuses (GET /jobs/{id}/parents),
+ * what a parent's failure does, how many parents it still waits for, and its children.
+ */
+function familyBox(el, id) {
+  let job = null;
+  let parents = null; // id -> outcome, once read; a parent deleted since is missing
+  let reads = 0; // the last read wins, not the last to answer
+
+  function draw() {
+    const wf = job.workflow;
+    const children = job.children || [];
+    if (!wf && !children.length) {
+      el.replaceChildren();
+      return;
+    }
+    const depends = wf ? wf.depends_on || [] : [];
+    const rows = [
+      ["Workflow", wf ? (wf.id
+        ? h("a", { href: workflowHref(wf.id), "data-testid": "workflow-link" }, wf.id)
+        : h("span", { class: "muted" }, "none: enqueued on its own, with depends_on")) : null],
+      [`Parents (${depends.length})`, depends.length ? h("ul", { class: "plain", "data-testid": "job-parents" }, depends.map(parentItem)) : null],
+      ["Waiting for", job.status === "waiting" && wf
+        ? h("span", { "data-testid": "parents-left" }, `${fmtNumber(wf.parents_left)} of ${fmtNumber(depends.length)} parent${depends.length === 1 ? "" : "s"}`)
+        : null],
+      ["On parent failure", depends.length ? h("span", { "data-testid": "parent-policy" }, POLICIES[wf.on_parent_failure] || wf.on_parent_failure) : null],
+      [`Children (${children.length >= 1000 ? "1000+" : children.length})`, children.length ? [
+        h("ul", { class: "plain", "data-testid": "job-children" }, children.map((child) => {
+          const item = h("li", { "data-testid": "job-child" }, h("a", { href: jobHref(child) }, child));
+          item.setAttribute("data-job-id", child);
+          return item;
+        })),
+        h("a", { href: route("#/jobs", { parent: job.id }), "data-testid": "children-link" },
+          children.length >= 1000 ? "list them all, with their statuses" : "list them, with their statuses"),
+      ] : null],
+    ].filter(([, v]) => v !== null && v !== undefined);
+    el.replaceChildren(h("h2", {}, "Workflow"), h("dl", { class: "fields", "data-testid": "job-workflow" },
+      rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+  }
+
+  function parentItem(parentId) {
+    const outcome = parents && parents.get(parentId);
+    const item = h("li", { "data-testid": "job-parent" }, h("a", { href: jobHref(parentId) }, parentId), " ",
+      outcome ? statusBadge(outcome.status) : parents ? h("span", { class: "muted" }, "deleted") : null);
+    item.setAttribute("data-job-id", parentId);
+    if (outcome) item.setAttribute("data-status", outcome.status);
+    return item;
+  }
+
+  async function loadParents() {
+    if (!job || !job.workflow || !(job.workflow.depends_on || []).length) return;
+    const mine = ++reads;
+    let answer;
+    try {
+      answer = await get(`${jobPath(id)}/parents`);
+    } catch {
+      return; // the ids stay, without statuses: the job's own request reports errors
+    }
+    if (mine !== reads) return;
+    parents = new Map((answer.parents || []).map((p) => [p.id, p]));
+    draw();
+  }
+
+  return {
+    update(next) {
+      job = next;
+      draw();
+      loadParents();
+    },
+    loadParents,
+  };
+}
 
 function duration(start, end) {
   const s = secondsBetween(start, end);

@@ -1,17 +1,19 @@
 // Job lists: Jobs (filters, search, paging, selection, bulk actions), Dead letters (dead and
 // failed tabs) and Scheduled (when each job runs). The filters live in the URL hash, so a
 // list can be bookmarked and the back button returns to the previous page of results.
+// A list may be narrowed to one workflow's jobs (?workflow=) or one job's children (?parent=).
 
 import { del, get, jobPath, post, qs } from "./api.js";
-import { button, fmtNumber, h, jobHref, relTime, route, statusBadge, timeEl } from "./dom.js";
+import {
+  CANCELLABLE, STATUSES, button, fmtNumber, h, jobHref, relTime, route, statusBadge, timeEl, workflowHref,
+} from "./dom.js";
 
-const STATES = ["pending", "scheduled", "processing", "retrying", "completed", "failed", "dead", "cancelled"];
 const PAGE_SIZE = 50;
 
 // What each per-job action allows (the server checks again; this only spares pointless calls).
 const ALLOWED = {
   retry: (s) => s === "failed" || s === "dead",
-  cancel: (s) => ["pending", "scheduled", "retrying", "processing"].includes(s),
+  cancel: (s) => CANCELLABLE.has(s),
   delete: (s) => s !== "processing",
 };
 
@@ -41,13 +43,16 @@ export function renderScheduled(ctx) {
  */
 function jobList(ctx, opts) {
   const p = ctx.params;
-  const filters = { status: opts.status, queue: p.get("queue") || "", type: p.get("type") || "", q: p.get("q") || "" };
+  const filters = {
+    status: opts.status, queue: p.get("queue") || "", type: p.get("type") || "", q: p.get("q") || "",
+    workflow: p.get("workflow") || "", parent: p.get("parent") || "",
+  };
   const cursor = p.get("cursor") || "";
 
   // The route for other filters (always from the first page: a cursor belongs to one filter).
   const hrefFor = (f, extra = {}) => route(opts.base, {
     status: opts.fixedStatus ? (opts.tabs && f.status !== opts.tabs[0][0] ? f.status : "") : f.status,
-    queue: f.queue, type: f.type, q: f.q, ...extra,
+    queue: f.queue, type: f.type, q: f.q, workflow: f.workflow, parent: f.parent, ...extra,
   });
 
   const root = ctx.root;
@@ -56,6 +61,7 @@ function jobList(ctx, opts) {
   root.append(h("div", { class: "view-head" }, h("h1", {}, opts.title), refresh));
   if (opts.tabs) root.append(tabs(opts.tabs, filters, hrefFor));
   if (opts.intro) root.append(h("p", { class: "muted intro" }, opts.intro));
+  if (filters.workflow || filters.parent) root.append(scopeNote(filters, hrefFor));
   root.append(filterForm(ctx, opts, filters, hrefFor), findById(ctx));
 
   const toolbar = h("div", { class: "toolbar", "data-testid": "job-toolbar" });
@@ -111,7 +117,7 @@ function tabs(list, filters, hrefFor) {
 function filterForm(ctx, opts, filters, hrefFor) {
   const status = h("select", { name: "status", id: "filter-status", "data-testid": "filter-status" },
     h("option", { value: "" }, "any status"),
-    STATES.map((s) => h("option", { value: s, selected: s === filters.status }, s)));
+    STATUSES.map((s) => h("option", { value: s, selected: s === filters.status }, s)));
   const queue = h("input", { name: "queue", id: "filter-queue", list: "queue-names", value: filters.queue, placeholder: "any queue", "data-testid": "filter-queue", autocomplete: "off" });
   const type = h("input", { name: "type", id: "filter-type", value: filters.type, placeholder: "any type", "data-testid": "filter-type", autocomplete: "off" });
   const search = h("input", { type: "search", name: "q", id: "search-input", value: filters.q, placeholder: "text in type, error or payload", "data-testid": "search-input" });
@@ -126,12 +132,13 @@ function filterForm(ctx, opts, filters, hrefFor) {
     field("Search", search),
     h("button", { type: "submit", "data-testid": "filter-apply" }, "Apply"),
     (filters.queue || filters.type || filters.q || (!opts.fixedStatus && filters.status))
-      ? h("a", { href: opts.base + (opts.fixedStatus && opts.tabs && filters.status !== opts.tabs[0][0] ? `?status=${filters.status}` : ""), "data-testid": "filter-reset" }, "reset")
+      ? h("a", { href: hrefFor({ ...filters, status: opts.fixedStatus ? filters.status : "", queue: "", type: "", q: "" }), "data-testid": "filter-reset" }, "reset")
       : null,
   );
   const apply = () => ctx.navigate(hrefFor({
     status: opts.fixedStatus ? filters.status : status.value,
     queue: queue.value.trim(), type: type.value.trim(), q: search.value.trim(),
+    workflow: filters.workflow, parent: filters.parent,
   }));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -139,6 +146,15 @@ function filterForm(ctx, opts, filters, hrefFor) {
   });
   status.addEventListener("change", apply);
   return form;
+}
+
+/** "Jobs of workflow w-1 · all jobs": what narrows the list besides the form, and the way out of it. */
+function scopeNote(filters, hrefFor) {
+  return h("p", { class: "scope", "data-testid": "list-scope" },
+    filters.workflow ? ["Jobs of workflow ", h("a", { href: workflowHref(filters.workflow) }, filters.workflow)] : null,
+    filters.workflow && filters.parent ? " that " : null,
+    filters.parent ? [filters.workflow ? "depend on " : "Jobs that depend on ", h("a", { href: jobHref(filters.parent) }, filters.parent)] : null,
+    " · ", h("a", { href: hrefFor({ ...filters, workflow: "", parent: "" }), "data-testid": "scope-reset" }, "all jobs"));
 }
 
 function field(label, input) {
@@ -272,7 +288,8 @@ function perIdButton(ctx, label, testid, action, chosen, reload) {
 const MAX_BULK_CALLS = 100;
 
 function allMatchingButtons(ctx, filters, reload) {
-  if (!filters.status) return [];
+  // The bulk routes filter by status, queue, type and text only: within a workflow they would reach further.
+  if (!filters.status || filters.workflow || filters.parent) return [];
   const body = { status: filters.status };
   if (filters.queue) body.queue = filters.queue;
   if (filters.type) body.type = filters.type;

@@ -3,10 +3,9 @@
 
 import { del, post, queuePath, watchOverview } from "./api.js";
 import { lineChart } from "./charts.js";
-import { button, fmtDuration, fmtNumber, h, jobHref, relTime, route, timeEl } from "./dom.js";
+import { STATUSES, button, fmtDuration, fmtNumber, h, jobHref, relTime, route, timeEl } from "./dom.js";
 
-const STATES = ["pending", "scheduled", "processing", "retrying", "completed", "failed", "dead", "cancelled"];
-const WAITING = ["pending", "scheduled", "retrying"];
+const WAITING = ["waiting", "pending", "scheduled", "retrying"]; // what "clear waiting" deletes (jobq WAITING)
 
 const LIVE_LABELS = {
   connecting: "connecting…",
@@ -126,12 +125,12 @@ function countCell(queue, status, n) {
 
 function queueCountsTable(queues, stats) {
   if (!queues.length) return h("p", { class: "muted", "data-testid": "no-queues" }, "No queues yet: enqueue a job.");
-  const head = h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), STATES.map((s) => h("th", { class: "num" }, s)), h("th", { class: "num" }, "oldest wait"));
+  const head = h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), STATUSES.map((s) => h("th", { class: "num" }, s)), h("th", { class: "num" }, "oldest wait"));
   const rows = queues.map((q) => {
     const row = h("tr", { "data-testid": "queue-row" },
       h("th", { scope: "row" }, h("a", { href: route("#/jobs", { queue: q.name }) }, q.name)),
       h("td", {}, q.paused ? h("span", { class: "badge badge-paused", "data-testid": "queue-paused" }, "paused") : h("span", { class: "muted" }, "active")),
-      STATES.map((s) => countCell(q.name, s, (q.jobs || {})[s])),
+      STATUSES.map((s) => countCell(q.name, s, (q.jobs || {})[s])),
       h("td", { class: "num", "data-testid": "oldest-wait" }, oldestWait(q)),
     );
     row.setAttribute("data-queue", q.name);
@@ -140,7 +139,7 @@ function queueCountsTable(queues, stats) {
   const jobs = (stats && stats.jobs) || {};
   const total = h("tr", { class: "total", "data-testid": "queue-totals" },
     h("th", { scope: "row" }, "all queues"), h("td", {}),
-    STATES.map((s) => h("td", { class: "num" }, fmtNumber(jobs[s] || 0))), h("td", {}));
+    STATUSES.map((s) => h("td", { class: "num" }, fmtNumber(jobs[s] || 0))), h("td", {}));
   return h("table", { "data-testid": "queue-table" }, h("thead", {}, head), h("tbody", {}, rows), h("tfoot", {}, total));
 }
 
