@@ -624,6 +624,7 @@ class LeasedJob(Answer):
     timeout: float | None = Field(description="seconds per attempt")
     lease_id: str = Field(description="presented by every later call about this run")
     lease_expires_at: datetime = Field(description="when the lease lapses unless extended")
+    depends_on: list[str] = Field(description="the jobs it runs after (GET /jobs/{id}/parents: how they ended)")
 
 
 class JobList(Answer):

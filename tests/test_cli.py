@@ -27,7 +27,20 @@ JOBQ = Path(sys.executable).parent / "jobq"
 CLIENT = "client-token-0123456789"
 WORKER = "worker-token-0123456789"
 ADMIN = "admin-token-0123456789"
-COMMANDS = ("serve", "worker", "dispatch", "enqueue", "status", "list", "logs", "retry", "cancel", "delete", "stats")
+COMMANDS = (
+    "serve",
+    "worker",
+    "dispatch",
+    "enqueue",
+    "status",
+    "list",
+    "logs",
+    "retry",
+    "cancel",
+    "delete",
+    "stats",
+    "workflow",
+)
 BULK_QUEUE = "bulk"  # run by the server's workers, used by one test only
 
 
@@ -265,6 +278,125 @@ def test_bulk_retry_and_delete_of_dead_jobs(jobq: Any) -> None:
     mixed = jobq("retry", "some-id", "--all", "--status", "dead", token=ADMIN)
     assert mixed.returncode == 2
     assert "not both" in mixed.stderr
+
+
+# -- workflows ------------------------------------------------------------------------
+def test_workflow_create_show_and_a_job_enqueued_after_one(jobq: Any, tmp_path: Path) -> None:
+    wf = unique("wf")
+    spec = {
+        "id": wf,
+        "jobs": [
+            {"id": f"{wf}-a", "type": "echo", "payload": {"n": 1}},
+            {"id": f"{wf}-b", "type": "fail", "payload": {"message": "b broke"}},
+            {"id": f"{wf}-c", "type": "echo", "depends_on": [f"{wf}-a"]},
+            {
+                "id": f"{wf}-sum",
+                "type": "echo",
+                "depends_on": [f"{wf}-a", f"{wf}-b", f"{wf}-c"],
+                "on_parent_failure": "run",
+            },
+        ],
+    }
+    (tmp_path / "wf.json").write_text(json.dumps(spec))
+    created = jobq("workflow", "create", "wf.json")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith(f"workflow {wf}: 4 jobs created\n")
+    assert f"{wf}-sum  echo  default  waiting  {wf}-a, {wf}-b, {wf}-c" in created.stdout
+    answer(jobq("status", f"{wf}-sum", "--wait", "10", "--json"))
+    shown = jobq("workflow", "show", wf)
+    assert shown.stdout.startswith(f"workflow {wf}: 3/4 done, 1 failed, finished\n"), shown.stdout
+    assert "JobFailed: b broke" in shown.stdout
+    view = answer(jobq("workflow", "show", wf, "--json"))
+    assert (view["done"], view["failed"], view["total"], view["finished"]) == (3, 1, 4, True)
+    again = answer(jobq("workflow", "create", "-", "--json", input=json.dumps(spec)))  # stdin; sent before
+    assert again["created"] == 0 and [job["id"] for job in again["jobs"]] == [job["id"] for job in spec["jobs"]]
+    status = jobq("status", f"{wf}-sum")
+    assert f"depends on         {wf}-a, {wf}-b, {wf}-c\nif a parent fails  run anyway" in status.stdout
+    assert [job["id"] for job in answer(jobq("list", "--parent", f"{wf}-a", "--json"))["jobs"]] == [
+        f"{wf}-sum",
+        f"{wf}-c",
+    ]
+
+    after = ("enqueue", "echo", "--payload", '{"last": 1}', "--depends-on", f"{wf}-b", "--depends-on", f"{wf}-c")
+    cancelled = answer(jobq(*after, "--wait", "10", "--json"), code=1)  # b failed: cancelled, by default
+    assert (cancelled["status"], cancelled["error"]) == ("cancelled", f"parent {wf}-b failed")
+    ran = answer(jobq(*after, "--on-parent-failure", "run", "--wait", "10", "--json"))
+    assert ran["workflow"]["depends_on"] == [f"{wf}-b", f"{wf}-c"] and ran["result"] == {"last": 1}
+
+
+def test_workflow_chain_group_and_their_errors(jobq: Any, tmp_path: Path) -> None:
+    chain = unique("chain")
+    made = answer(jobq("workflow", "chain", 'echo={"step": 1}', "noop", "echo=[2]", "--id", chain, "--json"))
+    ids = [job["id"] for job in made["jobs"]]
+    assert made["id"] == chain and [job["depends_on"] for job in made["jobs"]] == [[], ids[:1], ids[1:2]]
+    assert answer(jobq("status", ids[-1], "--wait", "10", "--json"))["result"] == [2]
+
+    group = unique("group")
+    args = ("workflow", "group", "echo=1", "fail", "echo=3", "--callback", "echo", "--after", ids[-1], "--id", group)
+    made = jobq(*args)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"workflow {group}: 4 jobs created\n")
+    view = answer(jobq("workflow", "show", group, "--json"))
+    members, callback = view["jobs"][:3], view["jobs"][3]
+    assert [job["depends_on"] for job in members] == [[ids[-1]]] * 3
+    assert callback["depends_on"] == [job["id"] for job in members]
+    answer(jobq("status", callback["id"], "--wait", "10", "--json"))  # it runs, though a member failed
+    assert f"workflow {group}: 3/4 done, 1 failed, finished" in jobq("workflow", "show", group).stdout
+    assert f"{members[0]['id']}, {members[1]['id']}, {members[2]['id']}" in jobq("workflow", "show", group).stdout
+
+    (tmp_path / "cycle.json").write_text(
+        json.dumps(
+            [
+                {"id": "cy-a", "type": "echo", "depends_on": ["cy-b"]},
+                {"id": "cy-b", "type": "echo", "depends_on": ["cy-a"]},
+            ]
+        )
+    )
+    cycle = jobq("workflow", "create", "cycle.json")
+    assert cycle.returncode == 2 and "the workflow has a cycle: cy-a -> cy-b -> cy-a" in cycle.stderr
+    missing = jobq("workflow", "show", "no-such-workflow")
+    assert missing.returncode == 3 and "no workflow with id 'no-such-workflow'" in missing.stderr
+    unknown = jobq("enqueue", "echo", "--depends-on", "no-such-parent")
+    assert unknown.returncode == 2 and "no-such-parent" in unknown.stderr
+    for bad_args, says in (
+        (("workflow", "create", "nowhere.json"), "cannot read nowhere.json"),
+        (("workflow", "create", "-"), "- is not valid JSON"),
+        (("workflow", "chain", "=1"), "names no job type"),
+        (("workflow", "chain", "echo={nope"), "not valid JSON"),
+        (("workflow",), "required: ACTION"),
+        (("workflow", "group", "echo"), "required: --callback"),
+    ):
+        bad = jobq(*bad_args, input="")
+        assert bad.returncode == 2 and says in bad.stderr, (bad_args, bad.stderr)
+
+
+def test_a_remote_worker_runs_a_chain_each_step_reading_the_one_before(
+    jobq: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "steps.py").write_text(
+        "from jobq import handler\n\n"
+        "@handler('append')\n"
+        "async def append(ctx):\n"
+        "    parents = await ctx.parents()\n"
+        "    return (parents[0]['result'] if parents else '') + ctx.payload\n"
+    )
+    queue = unique("chained")
+    worker = subprocess.Popen(
+        [str(JOBQ), "worker", "--handlers", "steps", "--queues", queue, "--url", server.url],
+        cwd=tmp_path,
+        env=user_env(JOBQ_WORKER_TOKEN=WORKER),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        made = answer(jobq("workflow", "chain", 'append="a"', 'append="b"', 'append="c"', "--queue", queue, "--json"))
+        last = answer(jobq("status", made["jobs"][-1]["id"], "--wait", "10", "--json"))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 0, output
+    assert last["result"] == "abc"
 
 
 # -- a worker with handlers from the working directory -------------------------------

@@ -20,10 +20,13 @@ from jobq.errors import (
     UnknownJobType,
     Unreachable,
     ValidationFailed,
+    WorkflowNotFound,
 )
 from jobq.handlers import JobContext, Registry
 from jobq.job import JobStatus
 from jobq.sdk.client import BatchedSource, JobqClient, SyncJobqClient
+from jobq.sdk.remote_worker import PatientSource
+from jobq.sdk.workflow import Step, Workflow
 from jobq.workers import WorkerPool
 from tests.conftest import MakeClient, wait_for_status
 from tests.procs import ServerProcess, free_port
@@ -250,6 +253,13 @@ def test_sync_client_against_a_server_process(tmp_path: Path) -> None:
             assert jobq.wait(job.id, timeout=10).result == {"sync": True}
             with pytest.raises(JobNotFound):
                 jobq.get("nope")
+            workflow = jobq.workflow()
+            last = workflow.chain(("echo", {"step": 1}), ("echo", {"step": 2}))[-1]
+            assert jobq.create_workflow(workflow)["created"] == 2
+            assert jobq.wait(last, timeout=10).result == {"step": 2}
+            assert jobq.get_workflow(workflow.id)["done"] == 2
+            with pytest.raises(RuntimeError, match="create_workflow"):
+                asyncio.run(workflow.submit())  # the blocking client's workflows are sent with create_workflow
     finally:
         server.stop()
 
@@ -258,3 +268,148 @@ async def test_many_concurrent_waiters_all_get_answers(sdk: JobqClient) -> None:
     jobs = [await sdk.enqueue("echo", {"i": i}) for i in range(200)]
     finished = await asyncio.gather(*(sdk.wait(job.id, timeout=20) for job in jobs))
     assert [job.result for job in finished] == [{"i": i} for i in range(200)]
+
+
+# -- workflows -------------------------------------------------------------------
+async def test_a_group_built_with_the_builder_runs_its_callback_once_with_every_outcome(
+    make_client: MakeClient, registry: Registry
+) -> None:
+    calls: list[list[dict[str, Any]]] = []
+
+    @registry.register("part")
+    async def part(ctx: JobContext) -> int:
+        if ctx.payload["n"] == 2:
+            raise ValueError("two is out")
+        return int(ctx.payload["n"]) * 10
+
+    @registry.register("merge")
+    async def merge(ctx: JobContext) -> dict[str, Any]:
+        parents = await ctx.parents()
+        calls.append(parents)
+        return {
+            "sum": sum(p["result"] for p in parents if p["status"] == "completed"),
+            "failed": [p["error"] for p in parents if p["status"] != "completed"],
+        }
+
+    async with sdk_for(await make_client(workers=4)) as jobq:
+        workflow = jobq.workflow()
+        group = workflow.group(*(Step("part", {"n": n}) for n in range(5)), callback=("merge", {"label": "x"}))
+        created = await workflow.submit()
+        assert created["id"] == workflow.id and created["created"] == 6
+        assert [job["id"] for job in created["jobs"]] == [*group.members, group.callback]
+        assert created["jobs"][-1]["status"] == "waiting"
+        done = await jobq.wait(group.callback, timeout=10)
+        assert done.result == {"sum": 80, "failed": ["ValueError: two is out"]}
+        assert done.payload == {"label": "x"}
+        assert (done.depends_on, done.on_parent_failure, done.workflow) == (tuple(group.members), "run", workflow.id)
+        assert len(calls) == 1 and [p["id"] for p in calls[0]] == group.members
+        view = await jobq.get_workflow(workflow.id)
+        assert (view["done"], view["failed"], view["total"], view["finished"]) == (5, 1, 6, True)
+        assert view["counts"] == {"completed": 5, "failed": 1}
+        assert view["jobs"][-1]["depends_on"] == group.members
+        again = await workflow.submit()  # a lost answer, sent again: the same jobs
+        assert again["created"] == 0 and [j["id"] for j in again["jobs"]] == [j["id"] for j in created["jobs"]]
+        listed = await jobq.list(workflow=workflow.id)
+        assert [job.id for job in listed.jobs] == [group.callback, *group.members[::-1]]  # newest first
+        assert [job.id for job in (await jobq.list(parent=group.members[0])).jobs] == [group.callback]
+
+
+async def test_a_chain_built_with_the_builder_passes_each_result_on_and_shows_its_progress(
+    make_client: MakeClient, registry: Registry
+) -> None:
+    release = asyncio.Event()
+
+    @registry.register("add_one")
+    async def add_one(ctx: JobContext) -> int:
+        if ctx.payload.get("hold"):
+            await release.wait()
+        parents = await ctx.parents()
+        return (parents[0]["result"] if parents else 0) + 1
+
+    client = await make_client(workers=2)
+    async with sdk_for(client) as jobq:
+        workflow = jobq.workflow("chain-1")
+        steps = workflow.chain(Step("add_one", {"hold": True}, id="c0"), *["add_one"] * 4)
+        await workflow.submit()
+        await wait_for_status(client, "c0", "processing")
+        view = await jobq.get_workflow("chain-1")
+        assert (view["done"], view["total"], view["finished"]) == (0, 5, False)
+        assert view["counts"] == {"processing": 1, "waiting": 4}
+        assert [job["depends_on"] for job in view["jobs"]] == [[], *([step] for step in steps[:-1])]
+        release.set()
+        assert (await jobq.wait(steps[-1], timeout=10)).result == 5
+        view = await jobq.get_workflow("chain-1")
+        assert (view["done"], view["failed"], view["finished"]) == (5, 0, True)
+        after = await jobq.enqueue("add_one", depends_on=steps[-1], on_parent_failure="run")  # one id: a str is fine
+        assert (after.depends_on, after.on_parent_failure, after.workflow) == ((steps[-1],), "run", None)
+        assert (await jobq.wait(after.id, timeout=10)).result == 6
+        with pytest.raises(WorkflowNotFound):
+            await jobq.get_workflow("no-such-workflow")
+
+
+async def test_enqueue_with_depends_on_waits_and_a_failed_parent_cancels_it(make_client: MakeClient) -> None:
+    async with sdk_for(await make_client(workers=0)) as jobq:
+        parent = await jobq.enqueue("echo", id="parent-1")
+        child = await jobq.enqueue("echo", id="child-1", depends_on=[parent.id])
+        assert (child.status, child.parents_left, child.on_parent_failure) == (JobStatus.WAITING, 1, "cancel")
+        assert child.to_dict() == (await jobq.get("child-1")).to_dict()
+        await jobq.cancel(parent.id)
+        cancelled = await jobq.get("child-1")
+        assert (cancelled.status, cancelled.error) == (JobStatus.CANCELLED, "parent parent-1 cancelled")
+        with pytest.raises(ValidationFailed, match="ghost"):
+            await jobq.enqueue("echo", depends_on=["ghost"])
+        bad = jobq.workflow()
+        first = bad.add("echo", id="loop-a", depends_on=["loop-b"])
+        bad.add("echo", id="loop-b", depends_on=[first])
+        with pytest.raises(ValidationFailed, match="cycle"):
+            await bad.submit()
+
+
+def test_the_builder_chooses_ids_and_refuses_one_twice() -> None:
+    workflow = Workflow(id="built")
+    first = workflow.add("a", {"n": 1}, queue="q", priority=5)
+    (second,) = workflow.chain("b", after=first)  # one id, not its letters
+    group = workflow.group(("c", 1), Step("d", id="mine"), callback="e", after=[second])
+    assert group.members[1] == "mine" and len({first, second, *group.members, group.callback}) == 5
+    assert workflow.body() == {
+        "id": "built",
+        "jobs": [
+            {"id": first, "type": "a", "payload": {"n": 1}, "queue": "q", "priority": 5},
+            {"id": second, "type": "b", "payload": {}, "depends_on": [first]},
+            {"id": group.members[0], "type": "c", "payload": 1, "depends_on": [second]},
+            {"id": "mine", "type": "d", "payload": {}, "depends_on": [second]},
+            {"id": group.callback, "type": "e", "payload": {}, "depends_on": group.members, "on_parent_failure": "run"},
+        ],
+    }
+    with pytest.raises(ValueError, match="mine"):
+        workflow.add("f", id="mine")
+    with pytest.raises(ValueError, match="at least one member"):
+        workflow.group(callback="lonely")
+    assert len(workflow) == 5  # the refused ones placed nothing
+    assert Workflow().id != Workflow().id
+
+
+async def test_a_remote_worker_runs_a_chain_each_step_reading_the_one_before(
+    registry: Registry, make_client: MakeClient
+) -> None:
+    """The sources ``jobq worker`` runs on (PatientSource over BatchedSource): ctx.parents() goes over HTTP."""
+
+    @registry.register("append")
+    async def append(ctx: JobContext) -> list[str]:
+        parents = await ctx.parents()
+        return [*(parents[0]["result"] if parents else []), ctx.payload["letter"]]
+
+    client = await make_client(workers=0)  # only the worker over HTTP runs jobs
+    async with sdk_for(client) as jobq:
+        batched = BatchedSource(jobq)
+        source = PatientSource(batched, jobq.url, give_up_after=0, on_give_up=lambda: None)
+        pool = WorkerPool(source, registry, concurrency=2, lease_seconds=10, idle_wait=0.5)  # type: ignore[arg-type]
+        pool.start()
+        try:
+            workflow = jobq.workflow()
+            steps = workflow.chain(*(("append", {"letter": letter}) for letter in "abcd"))
+            await workflow.submit()
+            assert (await jobq.wait(steps[-1], timeout=10)).result == ["a", "b", "c", "d"]
+        finally:
+            await pool.drain(5, run_waiting=False)
+            await batched.close()

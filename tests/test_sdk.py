@@ -316,7 +316,7 @@ class FlakyLeases:
     async def heartbeat_many(self, *args: Any) -> Job:
         raise NotImplementedError
 
-    settle_many = release = append_log = set_progress = heartbeat_many
+    settle_many = release = append_log = set_progress = parents = heartbeat_many
 
 
 URL = "http://jobq.example:8080"

@@ -3,7 +3,7 @@
     jobq serve                      the server (the same as ``python main.py``, same flags and JOBQ_* variables)
     jobq worker --handlers tasks    a remote worker (``python -m jobq.sdk.remote_worker``)
     jobq dispatch --jobs 1000       the load generator (``python -m jobq.dispatcher``)
-    jobq enqueue|status|list|logs|retry|cancel|delete|stats|queues ...   a client of a running server
+    jobq enqueue|status|list|logs|retry|cancel|delete|stats|queues|workflow ...   a client of a running server
 
 ``serve``, ``worker`` and ``dispatch`` hand their arguments to the programs they run, untouched,
 so their flags and ``--help`` are those programs' own. The client commands are in
@@ -24,7 +24,7 @@ exit codes of the client commands:
   0  done (with --wait: the job completed)
   1  with --wait: the job ended failed, dead or cancelled; queues clear: not confirmed
   2  usage error, or the server refused the request as invalid (400, 413, 422)
-  3  not found (404): no such job (or none this token may see)
+  3  not found (404): no such job or workflow (or none this token may see)
   4  conflict (409): the job is in the wrong state, or its id is taken by another body
   5  server unreachable or unavailable (connection refused, timeout, 502, 503, 504)
   6  token missing or unknown (401), or of the wrong role (403)

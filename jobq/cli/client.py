@@ -17,17 +17,22 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from jobq.config import positive
 from jobq.errors import JobqError
 from jobq.job import TERMINAL, WAITING, Job, JobStatus, rfc3339
 from jobq.sdk.client import DEFAULT_URL, SyncJobqClient, is_transient
+from jobq.sdk.workflow import Step, WorkflowCreated, WorkflowJob, WorkflowView
 
 URL_ENV = "JOBQ_URL"
 TOKEN_ENV = "JOBQ_TOKEN"
 LONGEST_WAIT = 3600.0  # the most one ?wait= may ask for; the server caps each to its --max-wait
 FOLLOW_POLL_SECONDS = 1.0  # logs --follow: how often new lines are fetched (sooner when the job changes)
+PARENTS_SHOWN = 3  # a workflow's table names this many parents of a job, then how many more
+PARENTS_LISTED = 20  # and jobq status this many
 
 EXIT_OK = 0
 EXIT_NOT_DONE = 1  # --wait: the job failed, died or was cancelled; a clear not confirmed
@@ -106,6 +111,8 @@ def job_text(job: dict[str, Any]) -> str:
         rows.append(("timeout", seconds(job["timeout"])))
     if job.get("progress") is not None:
         rows.append(("progress", f"{job['progress']:.0%} {job.get('progress_note') or ''}".rstrip()))
+    if job.get("workflow"):
+        rows += workflow_rows(job["status"], job["workflow"])
     rows.append(("payload", compact(job["payload"])))
     if job["status"] == JobStatus.COMPLETED:
         rows.append(("result", compact(job["result"])))
@@ -118,6 +125,17 @@ def job_text(job: dict[str, Any]) -> str:
         where = f"on {attempt.get('worker')} at {attempt['started_at']}"
         rows.append((f"attempt {attempt['number']}", f"{outcome} {where}"))
     return pairs(rows)
+
+
+def workflow_rows(status: str, workflow: dict[str, Any]) -> list[tuple[str, str]]:
+    """A job's workflow and parents, as ``job_text`` shows them."""
+    rows = [("workflow", workflow["id"])] if workflow["id"] else []
+    if workflow["depends_on"]:
+        rows.append(("depends on", parents_text(workflow["depends_on"], PARENTS_LISTED)))
+        rows.append(("if a parent fails", "run anyway" if workflow["on_parent_failure"] == "run" else "cancel"))
+    if status == JobStatus.WAITING:
+        rows.append(("parents left", str(workflow["parents_left"])))
+    return rows
 
 
 def jobs_table(jobs: Sequence[Job]) -> str:
@@ -234,6 +252,33 @@ def stats_text(stats: dict[str, Any]) -> str:
     return summary + "\n\n" + table(("STATUS", "JOBS"), [(s, str(n)) for s, n in counts.items()], right=(1,))
 
 
+def parents_text(depends_on: Sequence[str], most: int = PARENTS_SHOWN) -> str:
+    """The first ``most`` parents of a job, and how many more: a group's callback may have thousands."""
+    shown = ", ".join(depends_on[:most]) or "-"
+    more = len(depends_on) - most
+    return f"{shown} +{more} more" if more > 0 else shown
+
+
+def workflow_table(jobs: Sequence[WorkflowJob]) -> str:
+    headers = ("ID", "TYPE", "QUEUE", "STATUS", "DEPENDS ON", "ERROR")
+    rows = [
+        (j["id"], j["type"], j["queue"], j["status"], parents_text(j["depends_on"]), j["error"] or "") for j in jobs
+    ]
+    return table(headers, rows)
+
+
+def created_text(answer: WorkflowCreated) -> str:
+    made = f"{answer['created']} jobs created" if answer["created"] else "sent before: no job created"
+    return f"workflow {answer['id']}: {made}\n\n{workflow_table(answer['jobs'])}"
+
+
+def progress_text(view: WorkflowView) -> str:
+    """``workflow wf-1: 3/5 done, 1 failed, running`` and the workflow's jobs."""
+    state = "finished" if view["finished"] else "running"
+    line = f"workflow {view['id']}: {view['done']}/{view['total']} done, {view['failed']} failed, {state}"
+    return f"{line}\n\n{workflow_table(view['jobs'])}"
+
+
 # -- waiting ------------------------------------------------------------------
 def until_finished(jobq: SyncJobqClient, job: Job, wait: float, started: float) -> Job:
     """The job once finished, or as it is when ``wait`` seconds from ``started`` have passed (long-polls)."""
@@ -265,6 +310,8 @@ def enqueue(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
         timeout=args.timeout,
         concurrency_key=args.concurrency_key,
         concurrency_limit=args.concurrency_limit,
+        depends_on=args.depends_on,
+        on_parent_failure=args.on_parent_failure,
         wait=None if args.wait is None else min(args.wait, LONGEST_WAIT),
     )
     if args.wait is not None:
@@ -283,7 +330,15 @@ def status(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
 
 
 def list_jobs(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
-    page = jobq.list(status=args.status, queue=args.queue, type=args.type, limit=args.limit, cursor=args.cursor)
+    page = jobq.list(
+        status=args.status,
+        queue=args.queue,
+        type=args.type,
+        workflow=args.workflow,
+        parent=args.parent,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
     out.show({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor}, lambda: jobs_table(page.jobs))
     if page.next_cursor and not out.as_json:
         print(f"more: jobq list --cursor {page.next_cursor} (with the same filters)", file=sys.stderr)
@@ -494,6 +549,60 @@ def peek(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def create_workflow(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    body = read_workflow(args.parser, args.file)
+    answer: WorkflowCreated = jobq.create_workflow(body["jobs"], id=body.get("id"))
+    out.show(answer, lambda: created_text(answer))
+    return EXIT_OK
+
+
+def read_workflow(parser: argparse.ArgumentParser, name: str) -> dict[str, Any]:
+    """The ``{"id"?, "jobs": [...]}`` of a file (``-``: stdin), as POST /workflows takes it; a bare list is its jobs."""
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        body = json.loads(text)
+    except OSError as exc:
+        parser.error(f"cannot read {name}: {exc.strerror or exc}")
+    except ValueError as exc:
+        parser.error(f"{name} is not valid JSON: {exc}")
+    if isinstance(body, list):
+        body = {"jobs": body}
+    if not isinstance(body, dict) or not isinstance(body.get("jobs"), list):
+        parser.error(f'{name} holds no workflow: give {{"id": ..., "jobs": [...]}} (the id may be left out)')
+    return body
+
+
+def show_workflow(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    view = jobq.get_workflow(args.id)
+    out.show(view, lambda: progress_text(view))
+    return EXIT_OK
+
+
+def build_workflow(jobq: SyncJobqClient, args: argparse.Namespace, out: Output) -> int:
+    """``workflow chain`` and ``workflow group``: the steps given, built with the SDK's builder."""
+    workflow = jobq.workflow(args.workflow_id)
+    steps = [replace_queue(step, args.queue) for step in args.steps]
+    if args.action == "chain":
+        workflow.chain(*steps, after=args.after or ())
+    else:
+        workflow.group(*steps, callback=replace_queue(args.callback, args.queue), after=args.after or ())
+    answer: WorkflowCreated = jobq.create_workflow(workflow)
+    out.show(answer, lambda: created_text(answer))
+    return EXIT_OK
+
+
+def replace_queue(step: Step, queue: str | None) -> Step:
+    return step if queue is None else replace(step, queue=queue)
+
+
+def step_argument(text: str) -> Step:
+    """``TYPE`` or ``TYPE=JSON`` (``resize={"width": 64}``): one step of ``workflow chain`` or ``group``."""
+    job_type, sep, payload = text.partition("=")
+    if not job_type:
+        raise argparse.ArgumentTypeError(f"{text!r} names no job type: give TYPE or TYPE=JSON")
+    return Step(job_type, json_argument(payload) if sep else None)
+
+
 # -- the command line ---------------------------------------------------------
 def json_argument(text: str) -> Any:
     try:
@@ -534,6 +643,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="seconds an attempt may run")
     sub.add_argument("--concurrency-key", metavar="KEY", help="what its queue's limits count and take turns by")
     sub.add_argument("--concurrency-limit", type=positive(int), metavar="N", help="its key's jobs running at once")
+    sub.add_argument(
+        "--depends-on",
+        action="append",
+        metavar="ID",
+        help="a job it runs after (again for more): it waits until each has finished",
+    )
+    sub.add_argument(
+        "--on-parent-failure",
+        choices=("cancel", "run"),
+        help="when a job it depends on fails, dies or is cancelled: cancel this one too (default) or run it anyway",
+    )
     sub.add_argument("--wait", type=positive(float), metavar="SECONDS", help=wait_help)
 
     sub = command("status", status, "show a job, with every attempt")
@@ -544,6 +664,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub.add_argument("--status", choices=[s.value for s in JobStatus])
     sub.add_argument("--queue")
     sub.add_argument("--type")
+    sub.add_argument("--workflow", metavar="ID", help="only the jobs of this workflow")
+    sub.add_argument("--parent", metavar="ID", help="only the jobs that depend on this one")
     sub.add_argument("--limit", type=positive(int), default=50, metavar="N", help="jobs per page, 1-500 (default 50)")
     sub.add_argument("--cursor", help="the page after this cursor (printed when there are more)")
 
@@ -593,6 +715,30 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub.add_argument("--key-concurrency", type=positive(int), metavar="N", help="one key's jobs running at once")
     sub.add_argument("--rate", type=rate_argument, metavar="N/SECONDS", help="its starts per period, e.g. 10/1")
     sub.add_argument("--key-rate", type=rate_argument, metavar="N/SECONDS", help="one key's starts per period")
+
+    sub = command("workflow", show_workflow, "create jobs that depend on one another, and follow them")
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = command("create", create_workflow, "create a workflow from a JSON file, as POST /workflows takes it", actions)
+    sub.add_argument("file", metavar="FILE", help='{"id": ..., "jobs": [...]} (the id may be left out); - for stdin')
+    sub = command("show", show_workflow, "show a workflow's progress and its jobs with their parents", actions)
+    sub.add_argument("id", metavar="ID")
+    step_help = "TYPE or TYPE=JSON (the payload)"
+    sub = command("chain", build_workflow, "create jobs that run one after another", actions)
+    sub.add_argument("steps", nargs="+", type=step_argument, metavar="STEP", help=step_help)
+    sub = command("group", build_workflow, "create jobs that run side by side, and a callback after them all", actions)
+    sub.add_argument("steps", nargs="+", type=step_argument, metavar="STEP", help=step_help)
+    sub.add_argument(
+        "--callback",
+        required=True,
+        type=step_argument,
+        metavar="STEP",
+        help="runs once every member has finished, however each ended (ctx.parents() has their outcomes)",
+    )
+    for name in ("chain", "group"):
+        sub = actions.choices[name]
+        sub.add_argument("--id", dest="workflow_id", metavar="ID", help="the workflow's id (default: a new one)")
+        sub.add_argument("--queue", help="the queue of every job (default: default)")
+        sub.add_argument("--after", action="append", metavar="ID", help="a stored job to start after (again for more)")
 
     sub = command("schedules", schedules, "list schedules; or define, pause, resume, run or delete one (admin)")
     actions = sub.add_subparsers(dest="action", metavar="ACTION")

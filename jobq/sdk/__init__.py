@@ -1,6 +1,8 @@
 """The jobq SDK: what a producer or a worker host needs, without the server.
 
 * :mod:`jobq.sdk.client`: ``JobqClient``, ``SyncJobqClient``, ``BatchedSource``;
+* :mod:`jobq.sdk.workflow`: the workflow builder ``client.workflow()`` answers (``add``,
+  ``chain``, ``group``, ``submit``): jobs that wait for other jobs, created together;
 * :mod:`jobq.sdk.remote_worker`: ``jobq worker`` (or ``python -m jobq.sdk.remote_worker``),
   the worker pool leasing over HTTP.
 

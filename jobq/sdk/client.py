@@ -8,6 +8,10 @@ catch the same classes on either side of the wire::
         job = await jobq.enqueue("send_email", {"to": "ada@example.com"})
         done = await jobq.wait(job.id, timeout=30)
 
+Jobs that wait for other jobs: ``enqueue(..., depends_on=[...])``, or a whole workflow built
+with ``jobq.workflow()`` (``add``, ``chain``, ``group``, then ``submit``; see :mod:`jobq.sdk.workflow`)
+and followed with ``get_workflow(id)``.
+
 The client also speaks the worker protocol (lease, heartbeat, complete, fail,
 settle, release); with :class:`BatchedSource` over it, it is the job source that
 ``jobq worker`` runs a worker pool on.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +42,7 @@ from jobq.errors import Forbidden, JobqError, NoLimits, StaleLease, Unauthorized
 from jobq.job import TERMINAL, Job, JobStatus, parse_rfc3339
 from jobq.lifecycle import Settlement
 from jobq.retry import RetryPolicy
+from jobq.sdk.workflow import ParentFailure, Workflow, WorkflowCreated, WorkflowView, id_list, workflow_jobs
 
 log = logging.getLogger("jobq.sdk")
 
@@ -152,6 +157,8 @@ class JobqClient:
         debounce: float | None = None,
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: ParentFailure | None = None,
         wait: float | None = None,
     ) -> Job:
         """Submit a job and return it as accepted. With ``wait``, hold until it finishes (or ``wait`` seconds pass).
@@ -165,7 +172,13 @@ class JobqClient:
         waiting one that holds the key (the last of a burst runs). ``concurrency_key`` is what the
         queue's limits count and take turns by (a customer, say); ``concurrency_limit`` its own
         limit of that key's jobs running at once.
+
+        With ``depends_on`` (ids of stored jobs), the job waits (status ``waiting``) until each of them has
+        finished; ``on_parent_failure`` says what it does when one fails, dies or is cancelled: ``"cancel"``
+        (the default: it is cancelled too) or ``"run"``. Its handler reads their outcomes with
+        ``await ctx.parents()``. Several jobs that depend on one another: :meth:`workflow`.
         """
+        parents = None if depends_on is None else id_list(depends_on)
         fields = {
             "type": type,
             "payload": {} if payload is None else payload,
@@ -182,14 +195,17 @@ class JobqClient:
             "debounce": debounce,
             "concurrency_key": concurrency_key,
             "concurrency_limit": concurrency_limit,
+            "depends_on": parents,
+            "on_parent_failure": on_parent_failure,
         }
         body = to_json({k: v for k, v in fields.items() if v is not None})
         status, data = await self._exchange("POST", "/enqueue", body, params={"wait": wait}, wait=wait or 0.0)
         if "type" in data:  # the whole record: with wait (or from a server that answers it every time)
             return Job.from_dict(data)
-        if status != 202 or (data["owner"] is not None and (unique_key or concurrency_key)):
-            # a job sent before, which may have run since; or keys a client token's name may prefix (the
-            # server keeps a client's keys as its own): the record as the server keeps it
+        if status != 202 or parents or (data["owner"] is not None and (unique_key or concurrency_key)):
+            # a job sent before, which may have run since; a job with parents (how many it still waits for is
+            # the store's count); or keys a client token's name may prefix (the server keeps a client's keys as
+            # its own): the record as the server keeps it
             return await self.get(data["id"])
         return received_job(data, from_json(body))  # the payload as the server keeps it: JSON's form
 
@@ -258,13 +274,47 @@ class JobqClient:
         status: str | None = None,
         queue: str | None = None,
         type: str | None = None,
+        workflow: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """One page of jobs, newest first."""
-        params = {"status": status, "queue": queue, "type": type, "limit": limit, "cursor": cursor}
+        """One page of jobs, newest first: of a ``workflow`` only, or only those depending on ``parent``, if given."""
+        params = {
+            "status": status,
+            "queue": queue,
+            "type": type,
+            "workflow": workflow,
+            "parent": parent,
+            "limit": limit,
+            "cursor": cursor,
+        }
         data = await self._call("GET", "/jobs", params=params)
         return JobPage([Job.from_dict(j) for j in data["jobs"]], data["next_cursor"])
+
+    # -- workflows ---------------------------------------------------------
+    def workflow(self, id: str | None = None) -> Workflow:
+        """A workflow to build (``add``, ``chain``, ``group``) and ``await .submit()``; see :mod:`jobq.sdk.workflow`.
+
+        ``id`` is the workflow's own (a new one by default, chosen here).
+        """
+        return Workflow(self, id)
+
+    async def create_workflow(
+        self, jobs: Workflow | Sequence[Mapping[str, Any]], *, id: str | None = None
+    ) -> WorkflowCreated:
+        """``POST /workflows``: create jobs that depend on one another, all of them or none.
+
+        ``jobs`` is a built :class:`Workflow`, or job objects as ``POST /enqueue`` takes them (with
+        ``id`` and ``depends_on``). Answers the workflow's id, how many jobs this request created
+        (0: the same workflow was sent before) and each job's id and status, in the order sent.
+        """
+        return await self._call("POST", "/workflows", workflow_jobs(jobs, id))  # type: ignore[no-any-return]
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowView:
+        """``GET /workflows/{id}``: how far it is (``done``, ``failed``, ``total``, ``finished``, ``counts`` by
+        status) and every job with its ``depends_on``, oldest first. ``WorkflowNotFound`` when there is none."""
+        return await self._call("GET", f"/workflows/{workflow_id}")  # type: ignore[no-any-return]
 
     async def logs(self, job_id: str) -> list[dict[str, Any]]:
         return (await self._call("GET", f"/jobs/{job_id}/logs"))["logs"]
@@ -484,6 +534,7 @@ def leased_job(item: dict[str, Any], deadlines: _Deadlines) -> Job:
         attempts=item["attempts"],
         lease_id=item["lease_id"],
         lease_expires_at=deadlines[item["lease_expires_at"]],
+        depends_on=tuple(item.get("depends_on") or ()),  # so ctx.parents() asks only when it has parents
     )
 
 
@@ -599,6 +650,7 @@ class BatchedSource:
         self.release = client.release
         self.append_log = client.append_log
         self.set_progress = client.set_progress
+        self.parents = client.parents
 
     async def settle_many(self, settlements: Sequence[Settlement]) -> list[JobqError | None]:
         """Settle leased jobs (a worker pool's finished runs); one answer each: None, or why it did not land."""
@@ -761,6 +813,10 @@ class SyncJobqClient:
     def close(self) -> None:
         self._runner.run(self._client.close())
         self._runner.close()
+
+    def workflow(self, id: str | None = None) -> Workflow:
+        """A workflow to build (``add``, ``chain``, ``group``); send it with ``create_workflow(workflow)``."""
+        return Workflow(None, id)  # its async submit() is the async client's: it says so if called
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._client, name)

@@ -161,6 +161,7 @@ class PatientSource:
         self.release = source.release
         self.append_log = source.append_log
         self.set_progress = source.set_progress
+        self.parents = source.parents  # a handler's ctx.parents(): GET /jobs/{id}/parents
 
     async def lease(
         self,
