@@ -17,26 +17,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import run as bench
 
 CASES = ("baseline", "none", "keyed")
 
 
-def measure(store: str, case: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """One e2e run of ``case`` on a fresh ``store``."""
-    command = ["e2e", "--store", bench._fresh(store, workdir), "--jobs", str(args.jobs), "--workers", "32"]
-    if case == "baseline":
-        command += ["--tree", str(args.baseline_tree)]
-    if case == "keyed":
-        command += ["--keys", str(args.keys), "--key-limit", str(args.key_limit)]
-    return bench.inprocess(*command)
+def command(args: argparse.Namespace) -> Callable[[str, str], list[str]]:
+    """The e2e measurement of a case on a store."""
+
+    def build(store: str, case: str) -> list[str]:
+        words = ["e2e", "--store", store, "--jobs", str(args.jobs), "--workers", "32"]
+        if case == "baseline":
+            words += ["--tree", str(args.baseline_tree)]
+        if case == "keyed":
+            words += ["--keys", str(args.keys), "--key-limit", str(args.key_limit)]
+        return words
+
+    return build
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,30 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = {"postgresql": bench.DEFAULT_POSTGRES_URL, "redis": bench.DEFAULT_REDIS_URL}
     stores = [named.get(store, store) for store in args.stores.split(",")]
     cases = [case for case in CASES if case != "baseline" or args.baseline_tree is not None]
-    workdir = Path(tempfile.mkdtemp(prefix="jobq-flow-"))
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in stores for c in cases}
-    for number in range(args.rounds):
-        for store in stores:
-            turn = cases[number % len(cases) :] + cases[: number % len(cases)]
-            for case in turn:
-                result = measure(store, case, args, workdir)
-                runs[(store, case)].append(result)
-                print(
-                    f"round {number + 1} {store} {case}: {result['jobs_per_second']:,} jobs/s, "
-                    f"{result['cpu_us_per_job']} µs CPU/job",
-                    flush=True,
-                )
-    print()
-    print("| store | case | jobs/s (median) | CPU µs/job (median) | rate vs none | CPU vs none |")
-    print("|---|---|---|---|---|---|")
-    for store in stores:
-        reference = runs[(store, "none")]
-        rate0 = statistics.median(r["jobs_per_second"] for r in reference)
-        cpu0 = statistics.median(r["cpu_us_per_job"] for r in reference)
-        for case in cases:
-            rate = statistics.median(r["jobs_per_second"] for r in runs[(store, case)])
-            cpu = statistics.median(r["cpu_us_per_job"] for r in runs[(store, case)])
-            print(f"| {store} | {case} | {rate:,.0f} | {cpu:.1f} | {rate / rate0:.0%} | {cpu / cpu0:.0%} |")
+    runs = bench.inprocess_rounds(stores, cases, command(args), args.rounds, "none")
     if args.json is not None:
         args.json.write_text(json.dumps({f"{s} {c}": r for (s, c), r in runs.items()}, indent=2))
     print(json.dumps({"machine": bench.machine()}))

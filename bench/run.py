@@ -34,6 +34,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -381,6 +382,43 @@ def measure_memory(scale: Scale) -> list[Row]:
 def inprocess(*args: str) -> dict[str, Any]:
     """Run one bench/inprocess.py measurement in a fresh process; its JSON result."""
     return run_json([PYTHON, str(BENCH / "inprocess.py"), *args])
+
+
+def inprocess_rounds(
+    stores: Sequence[str],
+    cases: Sequence[str],
+    command: Callable[[str, str], list[str]],
+    rounds: int,
+    reference: str,
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Run ``bench/inprocess.py command(store URL, case)`` for every store and case, ``rounds`` times, the
+    cases' order turning from round to round; print each run, then a table of medians against ``reference``.
+
+    ``sqlite`` and the PostgreSQL and Redis URLs get a fresh store for every run (``_fresh``).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="jobq-rounds-"))
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in stores for c in cases}
+    for number in range(rounds):
+        for store in stores:
+            for case in [*cases[number % len(cases) :], *cases[: number % len(cases)]]:
+                result = inprocess(*command(_fresh(store, workdir), case))
+                runs[(store, case)].append(result)
+                print(
+                    f"round {number + 1} {store} {case}: {result['jobs_per_second']:,} jobs/s, "
+                    f"{result['cpu_us_per_job']} µs CPU/job",
+                    flush=True,
+                )
+    print()
+    print(f"| store | case | jobs/s (median) | CPU µs/job (median) | rate vs {reference} | CPU vs {reference} |")
+    print("|---|---|---|---|---|---|")
+    for store in stores:
+        rate0 = statistics.median(r["jobs_per_second"] for r in runs[(store, reference)])
+        cpu0 = statistics.median(r["cpu_us_per_job"] for r in runs[(store, reference)])
+        for case in cases:
+            rate = statistics.median(r["jobs_per_second"] for r in runs[(store, case)])
+            cpu = statistics.median(r["cpu_us_per_job"] for r in runs[(store, case)])
+            print(f"| {store} | {case} | {rate:,.0f} | {cpu:.1f} | {rate / rate0:.0%} | {cpu / cpu0:.0%} |")
+    return runs
 
 
 def dispatch(server: Server, jobs: int, *args: str) -> dict[str, Any]:

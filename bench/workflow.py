@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import run as bench
 
 CASES = ("independent", "chord")
 
 
-def measure(store: str, case: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """One e2e run of ``case`` on a fresh ``store``."""
-    command = ["e2e", "--store", bench._fresh(store, workdir), "--jobs", str(args.jobs), "--workers", "32"]
-    return bench.inprocess(*command, *(["--chord"] if case == "chord" else []))
+def command(args: argparse.Namespace) -> Callable[[str, str], list[str]]:
+    """The e2e measurement of a case on a store."""
+
+    def build(store: str, case: str) -> list[str]:
+        words = ["e2e", "--store", store, "--jobs", str(args.jobs), "--workers", "32"]
+        return [*words, "--chord"] if case == "chord" else words
+
+    return build
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,28 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     named = {"postgresql": bench.DEFAULT_POSTGRES_URL, "redis": bench.DEFAULT_REDIS_URL}
     stores = [named.get(store, store) for store in args.stores.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="jobq-workflow-"))
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in stores for c in CASES}
-    for number in range(args.rounds):
-        for store in stores:
-            for case in CASES[number % 2 :] + CASES[: number % 2]:
-                result = measure(store, case, args, workdir)
-                runs[(store, case)].append(result)
-                print(
-                    f"round {number + 1} {store} {case}: {result['jobs_per_second']:,} jobs/s, "
-                    f"{result['cpu_us_per_job']} µs CPU/job",
-                    flush=True,
-                )
-    print()
-    print("| store | case | jobs/s (median) | CPU µs/job (median) | rate vs independent | CPU vs independent |")
-    print("|---|---|---|---|---|---|")
-    for store in stores:
-        rate0 = statistics.median(r["jobs_per_second"] for r in runs[(store, "independent")])
-        cpu0 = statistics.median(r["cpu_us_per_job"] for r in runs[(store, "independent")])
-        for case in CASES:
-            rate = statistics.median(r["jobs_per_second"] for r in runs[(store, case)])
-            cpu = statistics.median(r["cpu_us_per_job"] for r in runs[(store, case)])
-            print(f"| {store} | {case} | {rate:,.0f} | {cpu:.1f} | {rate / rate0:.0%} | {cpu / cpu0:.0%} |")
+    runs = bench.inprocess_rounds(stores, CASES, command(args), args.rounds, "independent")
     if args.json is not None:
         args.json.write_text(json.dumps({f"{s} {c}": r for (s, c), r in runs.items()}, indent=2))
     print(json.dumps({"machine": bench.machine()}))
