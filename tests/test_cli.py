@@ -7,6 +7,7 @@ The commands run from a temporary directory, with the environment a user would s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -373,7 +374,7 @@ def test_workflow_chain_group_and_their_errors(jobq: Any, tmp_path: Path) -> Non
 def test_a_remote_worker_runs_a_chain_each_step_reading_the_one_before(
     jobq: Any, server: ServerProcess, tmp_path: Path
 ) -> None:
-    (tmp_path / "steps.py").write_text(
+    steps = (
         "from jobq import handler\n\n"
         "@handler('append')\n"
         "async def append(ctx):\n"
@@ -381,27 +382,15 @@ def test_a_remote_worker_runs_a_chain_each_step_reading_the_one_before(
         "    return (parents[0]['result'] if parents else '') + ctx.payload\n"
     )
     queue = unique("chained")
-    worker = subprocess.Popen(
-        [str(JOBQ), "worker", "--handlers", "steps", "--queues", queue, "--url", server.url],
-        cwd=tmp_path,
-        env=user_env(JOBQ_WORKER_TOKEN=WORKER),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with remote_worker(server, tmp_path, "steps", steps, queue):
         made = answer(jobq("workflow", "chain", 'append="a"', 'append="b"', 'append="c"', "--queue", queue, "--json"))
         last = answer(jobq("status", made["jobs"][-1]["id"], "--wait", "10", "--json"))
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=15)
-    assert worker.returncode == 0, output
     assert last["result"] == "abc"
 
 
 # -- a worker with handlers from the working directory -------------------------------
 def test_worker_runs_handlers_from_the_working_directory(jobq: Any, server: ServerProcess, tmp_path: Path) -> None:
-    (tmp_path / "tasks.py").write_text(
+    tasks = (
         "from jobq import handler\n\n"
         "@handler('shout')\n"
         "async def shout(ctx):\n"
@@ -409,18 +398,27 @@ def test_worker_runs_handlers_from_the_working_directory(jobq: Any, server: Serv
         "    return ctx.payload.upper()\n"
     )
     queue = unique("remote")
+    with remote_worker(server, tmp_path, "tasks", tasks, queue):
+        done = answer(jobq("enqueue", "shout", "--payload", '"hello"', "--queue", queue, "--wait", "10", "--json"))
+        assert done["result"] == "HELLO"
+        assert "shouting" in jobq("logs", done["id"]).stdout
+
+
+@contextlib.contextmanager
+def remote_worker(server: ServerProcess, workdir: Path, module: str, source: str, queue: str) -> Iterator[None]:
+    """``jobq worker`` running the handlers ``source`` (written to ``workdir/module.py``) on ``queue``; it must
+    stop cleanly on SIGTERM when the block ends."""
+    (workdir / f"{module}.py").write_text(source)
     worker = subprocess.Popen(
-        [str(JOBQ), "worker", "--handlers", "tasks", "--queues", queue, "--url", server.url],
-        cwd=tmp_path,
+        [str(JOBQ), "worker", "--handlers", module, "--queues", queue, "--url", server.url],
+        cwd=workdir,
         env=user_env(JOBQ_WORKER_TOKEN=WORKER),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        done = answer(jobq("enqueue", "shout", "--payload", '"hello"', "--queue", queue, "--wait", "10", "--json"))
-        assert done["result"] == "HELLO"
-        assert "shouting" in jobq("logs", done["id"]).stdout
+        yield
     finally:
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=15)
