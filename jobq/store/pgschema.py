@@ -19,7 +19,14 @@ own transaction calling ``enqueue``):
   schedule's definition and the latest tick it fired.
 - **Notifications.** After commit, every node hears (on the schema's channel) which
   jobs changed status and which queues got ready jobs; one notification carries
-  a whole statement's jobs, in chunks that fit PostgreSQL's 8000-byte payload.
+  a whole statement's jobs, in chunks that fit PostgreSQL's 8000-byte payload. It
+  names the node whose session made the change; changes a trigger made (a workflow's
+  cascade) name no node, so the node that wrote the parent hears of them too.
+- **Workflows** (:mod:`jobq.workflow`). ``job_edges`` holds the (parent, child) edges
+  not counted off yet. When a job ends (whatever statement ends it) or is deleted
+  unfinished, ``count_off`` deletes its edges (the delete is what makes each parent
+  count off each child once, however many nodes end parents at once) and applies the
+  rules to the children, going down the cascade in a loop, in the same transaction.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import re
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 COUNT_SLOTS = 64  # rows per (queue, status) in counts: writers from different connections rarely share one
 JOBS_PER_NOTIFY = 40  # job changes per notification: 40 ids of up to 128 characters stay under 8000 bytes
-WAITING_STATUSES = "('pending', 'scheduled', 'retrying')"
+WAITING_STATUSES = "('waiting', 'pending', 'scheduled', 'retrying')"
 TERMINAL_STATUSES = "('completed', 'failed', 'dead', 'cancelled')"
 
 # Each migration is a list of statements, with {s} for the schema; migration n brings it to version n.
@@ -383,6 +390,136 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 FROM (SELECT key, count(*) AS n FROM unnest(chosen_keys) AS key WHERE key <> '' GROUP BY key) started
                 ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat;
             END IF;
+        END $$""",
+    ),
+    (
+        # workflows (jobq.workflow): a job's parents, its policy when one fails, the parents it still waits for
+        # (kept by count_off below), and its workflow; and whether a child was ever added to it (so the end of
+        # a job no child waits on costs jobs_moved one boolean, not a look at job_edges). NULL is the default
+        # ('cancel', 0, false; jobq.store.rows reads it so): a job outside workflows stores none of them (a
+        # stored default would widen every row, and slow every insert, by a few percent).
+        "ALTER TABLE {s}.jobs ADD COLUMN depends_on jsonb, ADD COLUMN on_parent_failure text, "
+        "ADD COLUMN parents_left integer, ADD COLUMN workflow text, ADD COLUMN has_children boolean",
+        # NOT VALID: every row there is holds to the narrower check it replaces, so no scan of the table
+        "ALTER TABLE {s}.jobs DROP CONSTRAINT jobs_status_check, ADD CONSTRAINT jobs_status_check CHECK (status IN "
+        "('waiting', 'pending', 'scheduled', 'retrying', 'processing', 'completed', 'failed', 'dead', 'cancelled')) "
+        "NOT VALID",
+        # list_jobs(parent=) and list_jobs(workflow=); jobs outside workflows are in neither index
+        "CREATE INDEX jobs_by_parent ON {s}.jobs USING gin (depends_on jsonb_path_ops) WHERE depends_on IS NOT NULL",
+        "CREATE INDEX jobs_by_workflow ON {s}.jobs (workflow, seq) WHERE workflow IS NOT NULL",
+        # the edges not counted off yet: a child's, from each parent that had not ended when it was added (the
+        # transaction that adds them sets the parents' has_children)
+        "CREATE TABLE {s}.job_edges (parent text NOT NULL, child text NOT NULL, PRIMARY KEY (parent, child))",
+        # The jobs ``ended`` ended as ``outcomes`` (a terminal status, or 'deleted') at ``at``: each counts off the
+        # children still waiting on it by jobq.workflow.count_off's table, and the children that cancels end in
+        # turn, round after round (a loop: a chain of any length). Deleting an edge is what counts it, so two
+        # transactions never both count one; a round locks its children in id order, so two transactions
+        # ending parents of the same children take them in the same order.
+        """CREATE FUNCTION {s}.count_off(ended text[], outcomes text[], at float8[]) RETURNS void
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            children text[];
+            counted integer[];
+            cancels boolean[];
+            errors text[];
+            times float8[];
+        BEGIN
+            WHILE ended IS NOT NULL LOOP
+                WITH gone AS (
+                    DELETE FROM {s}.job_edges e USING unnest(ended, outcomes, at) AS p (id, outcome, t)
+                    WHERE e.parent = p.id
+                    RETURNING e.child, e.parent, p.outcome, p.t
+                ), per_child AS (
+                    SELECT child, count(*)::integer AS n, max(t) AS t,
+                        -- the first parent (by id) that did not complete: the error, if it cancels the child
+                        (array_agg('parent ' || parent || ' ' || outcome ORDER BY parent)
+                            FILTER (WHERE outcome <> 'completed'))[1] AS error
+                    FROM gone GROUP BY child
+                )
+                SELECT array_agg(id), array_agg(n), array_agg(cancel), array_agg(error), array_agg(t)
+                INTO children, counted, cancels, errors, times
+                FROM (
+                    SELECT c.id, f.n, f.error IS NOT NULL AND c.on_parent_failure IS DISTINCT FROM 'run' AS cancel,
+                        f.error, f.t
+                    FROM {s}.jobs c JOIN per_child f ON c.id = f.child
+                    WHERE c.status = 'waiting'
+                    ORDER BY c.id FOR NO KEY UPDATE OF c
+                ) waiting;
+                EXIT WHEN children IS NULL;
+                WITH moved AS (
+                    UPDATE {s}.jobs c SET
+                        status = CASE WHEN f.cancel THEN 'cancelled' WHEN c.parents_left <= f.n THEN 'pending'
+                            ELSE 'waiting' END,
+                        parents_left = CASE WHEN f.cancel THEN c.parents_left
+                            ELSE greatest(c.parents_left - f.n, 0) END,
+                        finished_at = CASE WHEN f.cancel THEN f.t ELSE c.finished_at END,
+                        error = CASE WHEN f.cancel THEN f.error ELSE c.error END,
+                        ready_at = CASE WHEN NOT f.cancel AND c.parents_left <= f.n THEN f.t ELSE c.ready_at END
+                    FROM unnest(children, counted, cancels, errors, times) AS f (id, n, cancel, error, t)
+                    WHERE c.id = f.id AND c.status = 'waiting'
+                    RETURNING c.id, c.status, f.t
+                )
+                SELECT array_agg(id), array_agg(status), array_agg(t) INTO ended, outcomes, at
+                FROM moved WHERE status = 'cancelled';
+            END LOOP;
+        END $$""",
+        # a trigger's own changes (a cascade's) name no node: every node hears of them, the writer's too
+        f"""CREATE OR REPLACE FUNCTION {{s}}.notify_changes(changes json[], ready text[]) RETURNS void
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            node text := CASE WHEN pg_trigger_depth() > 1 THEN NULL ELSE current_setting('jobq.node', true) END;
+            chunk json[];
+        BEGIN
+            FOR start IN 1 .. coalesce(array_length(changes, 1), 0) BY {JOBS_PER_NOTIFY} LOOP
+                chunk := changes[start : start + {JOBS_PER_NOTIFY - 1}];
+                PERFORM pg_notify('{{s}}', json_build_object('node', node, 'jobs', chunk)::text);
+            END LOOP;
+            IF coalesce(array_length(ready, 1), 0) > 0 THEN
+                PERFORM pg_notify('{{s}}', json_build_object('node', node, 'ready', ready)::text);
+            END IF;
+        END $$""",
+        # Jobs that ended count off their children, atomically with their end: the jobs with children that
+        # ended are found in the pass that notifies (a statement of jobs without children pays one boolean a
+        # row). Not for count_off's own writes (a trigger's, one level down): it goes down the cascade itself.
+        f"""CREATE OR REPLACE FUNCTION {{s}}.jobs_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            moved record;  -- sent: notify_changes' void; ended: the jobs with children that ended
+            ended text[];
+            outcomes text[];
+            at float8[];
+        BEGIN
+            PERFORM {{s}}.count_jobs(array_agg(change)) FROM (
+                SELECT (queue, status, 0, 1)::{{s}}.counts AS change FROM new_rows
+                UNION ALL SELECT (queue, status, 0, -1)::{{s}}.counts FROM old_rows
+            ) changes;
+            SELECT {{s}}.notify_changes(
+                array_agg(json_build_array(n.id, o.status, n.status)),
+                array_agg(DISTINCT n.queue) FILTER (WHERE n.status = 'pending' OR (o.status = 'processing'
+                    AND n.queue IN (SELECT name FROM {{s}}.queues WHERE flow IS NOT NULL OR keyed)))
+            ) AS sent, array_agg(n.id) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS ended
+            INTO moved
+            FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status;
+            IF moved.ended IS NOT NULL AND pg_trigger_depth() = 1 THEN
+                SELECT array_agg(id), array_agg(status), array_agg(finished_at) INTO ended, outcomes, at
+                FROM new_rows WHERE id = ANY(moved.ended);
+                PERFORM {{s}}.count_off(ended, outcomes, at);
+            END IF;
+            RETURN NULL;
+        END $$""",
+        # a job deleted before it ended (by hand, or a queue cleared) ends as 'deleted' for its children
+        f"""CREATE OR REPLACE FUNCTION {{s}}.jobs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            gone text[];
+        BEGIN
+            PERFORM {{s}}.count_jobs(array_agg((queue, status, 0, -1)::{{s}}.counts)) FROM old_rows;
+            IF pg_trigger_depth() = 1 THEN
+                SELECT array_agg(id) INTO gone FROM old_rows WHERE has_children AND status NOT IN {TERMINAL_STATUSES};
+                IF gone IS NOT NULL THEN
+                    PERFORM {{s}}.count_off(gone, array_fill('deleted'::text, ARRAY[cardinality(gone)]),
+                        array_fill(extract(epoch FROM clock_timestamp()), ARRAY[cardinality(gone)]));
+                END IF;
+            END IF;
+            RETURN NULL;
         END $$""",
     ),
 )

@@ -19,6 +19,10 @@ node keeps is a cache of nothing but who waits for what.
   ready jobs, and delivers other nodes' status changes of the jobs it follows
   (``follow``) and of the jobs leased through it. A lost notification only
   delays: idle leases poll every ``POLL_SECONDS`` anyway.
+- **Workflows** resolve in the database: whatever statement ends a job (or deletes it
+  unfinished), a trigger counts it off its waiting children in the same transaction,
+  cascading (see :mod:`jobq.store.pgschema`). Adding jobs with parents locks the stored
+  parents first, so a parent that ends meanwhile counts the new child off exactly once.
 - **Once-only maintenance** (retention) runs on whichever node takes an advisory
   lock for the round; promotion and lease expiry are safe on every node at once.
 - **The database going away** makes verbs raise StoreUnavailable (503 with
@@ -54,6 +58,7 @@ from jobq.store.memory import ADD, STATE
 from jobq.store.pgschema import MIGRATIONS, TERMINAL_STATUSES, WAITING_STATUSES, check_schema_name, statements
 from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, dump, job_from_row, job_values
 from jobq.store.shared import MAX_PER_ROUND, Fence, SharedStore, stale
+from jobq.workflow import DELETED
 
 log = logging.getLogger("jobq.store")
 
@@ -89,9 +94,13 @@ STATE_TYPES = (
 )
 ADD_TYPES = ("text", "text", "text", "integer", "text", "json", "json", "text", "integer", "integer", "float8")
 ADD_TYPES += ("float8", "float8", "float8", "float8", "text", "float8", "float8", "text", "json", "text", "text")
-ADD_TYPES += ("text", "text", "float8", "text", "integer")
+ADD_TYPES += ("text", "text", "float8", "text", "integer", "jsonb", "text", "integer", "text")
 ADD_COLUMNS = tuple(column for column in COLUMNS if column != "seq")  # the database numbers the jobs
-ADD_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(ADD_TYPES, start=1))  # one array per column
+ADD_KINDS = dict(zip(ADD_COLUMNS, ADD_TYPES, strict=True))
+# A job outside workflows leaves these to their defaults, so the hot add sends no array of them (the driver
+# checks every element of an array it sends: four columns of defaults would cost a job about a microsecond).
+WORKFLOW_COLUMNS = ("depends_on", "on_parent_failure", "parents_left", "workflow")
+PLAIN_COLUMNS = tuple(column for column in ADD_COLUMNS if column not in WORKFLOW_COLUMNS)
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
 STATE_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate((*STATE_TYPES, "float8"), start=4))
 
@@ -100,22 +109,50 @@ UNIQUE_SCOPE_ARRAYS = {  # jobq.job.UNIQUE_SCOPES, as SQL arrays
     for scope, statuses in UNIQUE_SCOPES.items()
 }
 
-SQL = {
-    "add": f"""
+
+def add_statement(columns: Sequence[str], room: str) -> str:
+    """The statement that adds jobs (one array per column of ``columns``) while ``room`` (SQL) holds: the jobs
+    that fit, or all; then max_waiting."""
+    arrays = ", ".join(f"${n}::{ADD_KINDS[column]}[]" for n, column in enumerate(columns, start=1))
+    return f"""
         WITH waiting AS (
             SELECT coalesce(sum(jobs), 0) AS jobs FROM {{s}}.counts WHERE status IN {WAITING_STATUSES}
         ), new AS (
-            SELECT * FROM unnest({ADD_ARRAYS}) WITH ORDINALITY AS new ({", ".join(ADD_COLUMNS)}, ord)
+            SELECT * FROM unnest({arrays}) WITH ORDINALITY AS new ({", ".join(columns)}, ord)
         ), fresh AS (  -- ids already stored take no room
             SELECT new.*, row_number() OVER (ORDER BY ord) AS place FROM new
             WHERE NOT EXISTS (SELECT 1 FROM {{s}}.jobs stored WHERE stored.id = new.id)
         )
-        INSERT INTO {{s}}.jobs ({", ".join(ADD_COLUMNS)})
-        SELECT {", ".join(ADD_COLUMNS)} FROM fresh, waiting WHERE waiting.jobs + fresh.place <= ${len(ADD_TYPES) + 1}
+        INSERT INTO {{s}}.jobs ({", ".join(columns)})
+        SELECT {", ".join(columns)} FROM fresh, waiting WHERE {room} <= ${len(columns) + 1}
         ORDER BY fresh.place
         ON CONFLICT (id) DO NOTHING
         RETURNING id, seq
+    """
+
+
+FIT, ALL = "waiting.jobs + fresh.place", "waiting.jobs + (SELECT count(*) FROM fresh)"  # add_statement's rooms
+LISTED = """ AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR queue = $4)
+        AND ($5::text IS NULL OR type = $5) AND ($6::text IS NULL OR owner = $6)"""  # list_jobs' other filters
+
+SQL = {
+    # adding jobs: as many as fit, or (together) all or none; jobs outside workflows, or any
+    "add": add_statement(PLAIN_COLUMNS, FIT),
+    "add_together": add_statement(PLAIN_COLUMNS, ALL),
+    "add_workflow": add_statement(ADD_COLUMNS, FIT),
+    "add_workflow_together": add_statement(ADD_COLUMNS, ALL),
+    # -- workflows (jobq.workflow; the rules are pgschema's count_off) --
+    # the parents of jobs being added, locked against ending until the edges to them are in (see _insert);
+    # for an update (has_children), not a share: two adds upgrading a share of one parent would deadlock
+    "lock_parents": "SELECT id, status FROM {s}.jobs WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE",
+    "add_edges": """
+        WITH edges AS (INSERT INTO {s}.job_edges (parent, child) SELECT * FROM unnest($1::text[], $2::text[]))
+        UPDATE {s}.jobs SET has_children = true WHERE id = ANY($3::text[]) AND has_children IS NOT TRUE
     """,
+    "count_off": f"""
+        SELECT {{s}}.count_off($2::text[], $3::text[], array_fill({NOW}, ARRAY[cardinality($2::text[])]))
+    """,
+    "born": "SELECT id, status, parents_left, error, finished_at, ready_at FROM {s}.jobs WHERE id = ANY($1::text[])",
     "get": SELECT_JOB + " WHERE id = ANY($1::text[])",
     "lock_unique_key": "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
     "unique_holder": f"""
@@ -244,10 +281,16 @@ SQL = {
         ) head
     """,
     "list_bound": "SELECT seq FROM {s}.jobs WHERE seq < $1 ORDER BY seq DESC OFFSET $2 LIMIT 1",
-    "list": SELECT_JOB
-    + """ WHERE seq < $1 AND seq > $2 AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR queue = $4)
-        AND ($5::text IS NULL OR type = $5) AND ($6::text IS NULL OR owner = $6)
-        ORDER BY seq DESC LIMIT $7""",
+    "list": SELECT_JOB + " WHERE seq < $1 AND seq > $2" + LISTED + " ORDER BY seq DESC LIMIT $7",
+    # a workflow's jobs and a parent's children, by their indexes (every one, however many jobs are not)
+    "list_workflow": SELECT_JOB
+    + " WHERE workflow = $2 AND seq < $1"
+    + LISTED
+    + " AND ($7::jsonb IS NULL OR depends_on @> $7) ORDER BY seq DESC LIMIT $8",
+    "list_children": SELECT_JOB
+    + " WHERE depends_on @> $7::jsonb AND seq < $1"
+    + LISTED
+    + " AND ($2::text IS NULL OR workflow = $2) ORDER BY seq DESC LIMIT $8",
     "set_paused": """
         INSERT INTO {s}.queues AS q (name, paused) VALUES ($1, $2)
         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
@@ -457,23 +500,41 @@ class PostgresStore(SharedStore):
             self._publish_log(job_id, at, message)
 
     # -- the primitives ------------------------------------------------------------
-    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
-        """Insert the jobs that fit under max_waiting and whose ids are new; returns their ids and seqs.
+    async def _insert(self, jobs: Sequence[Job], *, together: bool = False) -> dict[str, int | str]:
+        """Insert the jobs that fit under max_waiting (``together``: all, or none) and whose ids are new; returns
+        their ids and seqs.
 
         With unique keys, in one transaction that first takes an advisory lock per key (in key
         order, so two calls never wait on each other): nodes adding the same key take turns, and
-        the later sees the earlier's job. Jobs without a key cost nothing more.
+        the later sees the earlier's job. With parents (``depends_on``), in one transaction that
+        locks the stored parents, adds the jobs and their edges, and counts off the parents that
+        ended already (``_link``). Jobs without either cost nothing more: one statement, which
+        leaves the workflow columns to their defaults unless a job of the call is in a workflow.
         """
         keys = sorted({job.unique_key for job in jobs if job.unique_key is not None})
-        if not keys:
+        workflow = [  # the jobs whose workflow columns are not the defaults
+            job for job in jobs if job.depends_on or job.workflow is not None or job.on_parent_failure != "cancel"
+        ]
+        linked = [job for job in workflow if job.depends_on]
+        columns = ADD_COLUMNS if workflow else PLAIN_COLUMNS
+        add = self._sql[("add_workflow" if workflow else "add") + ("_together" if together else "")]
+        if not keys and not linked:
             async with self._connection() as conn:
-                return dict(await conn.fetch(self._sql["add"], *add_columns(jobs), self.options.max_waiting))
+                return dict(await conn.fetch(add, *add_columns(jobs, columns), self.options.max_waiting))
         inserted: dict[str, int | str] = {}
         taken: dict[str, str] = {}  # key -> the job of this call that takes it
         fresh: list[Job] = []
         async with self._transaction() as conn:
             for key in keys:
                 await conn.execute(self._sql["lock_unique_key"], f"{self.schema}:{key}")
+            # Parents are locked (in id order) before their children's edges go in, and a parent's end
+            # (pgschema's jobs_moved) waits for that lock: so it either counts off the new edges, or had ended
+            # already and is counted off here. Parents of the same call are not stored yet: they wait anyway.
+            parents = sorted({parent for job in linked for parent in job.depends_on})
+            stored: dict[str, str] = dict(await conn.fetch(self._sql["lock_parents"], parents)) if parents else {}
+            for job in linked:
+                job.status = JobStatus.WAITING  # until _link counts off a parent that ended
+                job.parents_left = len(set(job.depends_on))
             for job in jobs:
                 key = job.unique_key
                 if key is None or await conn.fetchval(self._sql["exists"], job.id):  # an id sent before: a replay
@@ -486,8 +547,42 @@ class PostgresStore(SharedStore):
                     taken[key] = job.id
                     fresh.append(job)
             if fresh:
-                inserted.update(await conn.fetch(self._sql["add"], *add_columns(fresh), self.options.max_waiting))
+                inserted.update(await conn.fetch(add, *add_columns(fresh, columns), self.options.max_waiting))
+            if linked:
+                added = [job for job in linked if isinstance(inserted.get(job.id), int)]
+                await self._link(conn, added, stored, inserted)
         return inserted
+
+    async def _link(
+        self, conn: asyncpg.Connection, children: list[Job], stored: dict[str, str], inserted: dict[str, int | str]
+    ) -> None:
+        """Store the edges of jobs just added with parents, and count off at once each parent that has ended
+        (``stored``: the parents' statuses, as locked) or is not there (deleted, or never added), by pgschema's
+        count_off. Each job is brought to the state it is stored in: it becomes its add's outcome."""
+        if not children:
+            return
+        edges = [(parent, job.id) for job in children for parent in dict.fromkeys(job.depends_on)]
+        ended: dict[str, str] = {}  # parent -> how it ended
+        present: list[str] = []  # the parents there are, stored before or in this call
+        for parent in dict.fromkeys(parent for parent, _ in edges):
+            status = stored.get(parent)
+            if status is None and not isinstance(inserted.get(parent), int):
+                ended[parent] = DELETED
+                continue
+            present.append(parent)
+            if status is not None and STATUSES[status] in TERMINAL:
+                ended[parent] = status
+        parents, kids = [parent for parent, _ in edges], [child for _, child in edges]
+        await conn.execute(self._sql["add_edges"], parents, kids, present)
+        if not ended:
+            return  # they all wait (the usual workflow: added together, before any of it runs)
+        await conn.execute(self._sql["count_off"], self._clock_arg(), list(ended), list(ended.values()))
+        born = {row[0]: row for row in await conn.fetch(self._sql["born"], [job.id for job in children])}
+        for job in children:
+            _, status, job.parents_left, job.error, job.finished_at, ready_at = born[job.id]
+            job.status = STATUSES[status]
+            if ready_at is not None:
+                job.ready_at = ready_at
 
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:
         async with self._connection() as conn:
@@ -689,10 +784,14 @@ class PostgresStore(SharedStore):
         queue: str | None = None,
         job_type: str | None = None,
         owner: str | None = None,
+        workflow: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
         before = int(cursor) if cursor else 2**63 - 1
+        if workflow is not None or parent is not None:
+            return await self._list_related(before, status, queue, job_type, owner, workflow, parent, limit)
         async with self._connection() as conn:
             # A selective filter reads at most MAX_SCANNED jobs per page, as on every store: the page
             # ends at that bound (holding fewer than ``limit``) and the cursor reads on from there.
@@ -711,6 +810,39 @@ class PostgresStore(SharedStore):
         if len(rows) > limit:
             return page, str(page[-1].seq)
         return page, None if bound is None else str(bound + 1)
+
+    async def _list_related(
+        self,
+        before: int,
+        status: JobStatus | None,
+        queue: str | None,
+        job_type: str | None,
+        owner: str | None,
+        workflow: str | None,
+        parent: str | None,
+        limit: int,
+    ) -> tuple[list[Job], str | None]:
+        """A page of a workflow's jobs or a parent's children, newest first: read by their index, so a page
+        is always full (no bound on the jobs read, as a filter of the whole table has)."""
+        children = None if parent is None else dump([parent])  # the jobs whose depends_on holds it
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                self._sql["list_workflow" if parent is None else "list_children"],
+                before,
+                workflow,
+                None if status is None else status.value,
+                queue,
+                job_type,
+                owner,
+                children,
+                limit + 1,
+            )
+        page = [row_job(row) for row in rows[:limit]]
+        return page, str(page[-1].seq) if len(rows) > limit else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        found = {job.id: job for job in await self._read(job_ids)}
+        return [found[job_id] for job_id in job_ids if job_id in found]
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         async with self._connection() as conn:
@@ -821,14 +953,15 @@ class PostgresStore(SharedStore):
         return purged
 
 
-def add_columns(jobs: Sequence[Job]) -> list[list[Any]]:
-    """The "add" statement's arrays: one per column (but seq), each with the jobs' values."""
-    columns: list[list[Any]] = [[] for _ in ADD_COLUMNS]
-    for job in jobs:
-        values = job_values(job, ADD)
-        for column, value in zip(columns, values[:1] + values[2:], strict=True):
-            column.append(value)
-    return columns
+PLACES = {column: place for place, column in enumerate(COLUMNS)}  # where each column is in job_values' answer
+
+
+def add_columns(jobs: Sequence[Job], columns: Sequence[str]) -> list[Sequence[Any]]:
+    """An add statement's arrays: one per column of ``columns``, each with the jobs' values."""
+    if not jobs:
+        return [() for _ in columns]
+    values = list(zip(*[job_values(job, ADD) for job in jobs], strict=True))  # one tuple per column, made in C
+    return [values[PLACES[column]] for column in columns]
 
 
 def row_job(row: Sequence[Any]) -> Job:

@@ -11,6 +11,10 @@ the server, loaded by its SHA and loaded again if Redis forgot it (a restart).
 - **Time** is the Redis server's (``TIME``), unless a clock is injected (tests).
 - **Wake-ups and events** come by pub/sub on ``{prefix}:events``, one message per
   script that changed anything; idle leases also poll every ``POLL_SECONDS``.
+- **Workflows** (:mod:`jobq.workflow`): whatever script ends a job resolves the children
+  still waiting on it in the same script, cascading down (see :mod:`jobq.store.redisscripts`);
+  the children it moved come back with its answer, and this node reports them as it reports
+  its own changes (it skips its own messages on the channel).
 - **Flow control** is applied inside the claim script, so a queue's limits and rates
   (kept in Redis) hold across every node; an idle lease held back by a rate looks again
   when the rate allows, and one held back by a limit when a run of its queue ends
@@ -60,12 +64,14 @@ COMMAND_SECONDS = 30.0  # a command not answered by then fails (503)
 RECONNECT_SECONDS = 1.0  # how soon the subscriber tries again once its connection is lost
 CLOSE_SECONDS = 5.0  # the most each step of closing waits for Redis
 LEADER_MS = 5000  # how long the maintenance lock lasts unless its holder renews it (every second)
-INTS = frozenset({"seq", "priority", "attempts", "max_attempts", "concurrency_limit"})
+INTS = frozenset({"seq", "priority", "attempts", "max_attempts", "concurrency_limit", "parents_left"})
 FLOATS = frozenset(
     {"timeout", "created_at", "run_at", "started_at", "finished_at", "lease_expires_at", "progress", "ready_at"}
     | {"unique_until"}
 )
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
+UNSTORED = {"on_parent_failure": "cancel", "parents_left": 0}  # an add leaves these out at these values (rows'
+# defaults): a job without parents costs nothing more; the add script sets parents_left for one with parents
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,20 @@ def row_job(row: Sequence[str | None]) -> Job:
     if values[-1] is not None:
         job.ready_at = values[-1]
     return job
+
+
+def stored_as(job: Job, answer: Sequence[Any]) -> int:
+    """Bring a job with parents to the state the add script stored it in (``[seq, status, parents_left, error,
+    finished_at, ready_at]``); its seq."""
+    seq, status, parents_left, error, finished_at, ready_at = answer
+    job.status = STATUSES[status]
+    job.parents_left = int(parents_left or 0)
+    job.error = error
+    if finished_at is not None:
+        job.finished_at = float(finished_at)
+    if ready_at is not None:
+        job.ready_at = float(ready_at)
+    return int(seq)
 
 
 class RedisStore(SharedStore):
@@ -342,7 +362,16 @@ class RedisStore(SharedStore):
             self._publish_log(job_id, float(at), line)
 
     # -- the primitives -----------------------------------------------------------
-    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs with these ids that exist, in the order asked (one pipelined read)."""
+        return await self._read(list(job_ids))
+
+    async def _insert(self, jobs: Sequence[Job], *, together: bool = False) -> dict[str, int | str]:
+        """Store the new jobs (see SharedStore._insert) in one script call; with ``together``, all or none.
+
+        A job with parents is stored as the script settles it (waiting, pending or cancelled): the
+        caller's job is brought to that state, since it becomes the outcome.
+        """
         if not jobs:
             return {}
         encoded = []
@@ -350,15 +379,19 @@ class RedisStore(SharedStore):
             fields = {
                 name: text(value)
                 for name, value in zip(COLUMNS, job_values(job, ADD), strict=True)
-                if value is not None and name != "seq"
+                if value is not None and name != "seq" and UNSTORED.get(name) != value
             }
             if job.ready_at:
                 fields["ready_at"] = text(job.ready_at)
             encoded.append(to_json({"id": job.id, "queue": job.queue, "status": job.status.value, "fields": fields}))
-        answers = await self._run("add", self.options.max_waiting, *encoded)
-        return {
-            job.id: answer for job, answer in zip(jobs, answers, strict=True) if isinstance(answer, str) or answer > 0
-        }
+        answers = await self._run("add", self.options.max_waiting, "1" if together else "", *encoded)
+        inserted: dict[str, int | str] = {}
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, list):
+                answer = stored_as(job, answer)
+            if isinstance(answer, str) or answer > 0:
+                inserted[job.id] = answer
+        return inserted
 
     async def _read(self, job_ids: Sequence[str]) -> list[Job]:
         if not job_ids:
@@ -382,7 +415,23 @@ class RedisStore(SharedStore):
             updates = {name: text(value) for name, value in zip(WRITTEN, values, strict=True) if value is not None}
             cleared = [name for name, value in zip(WRITTEN, values, strict=True) if value is None]
             encoded.append(to_json({"id": job.id, "was": was.value, "lease": lease, "set": updates, "del": cleared}))
-        return set(await self._run("write", *encoded))
+        written, moved = await self._run("write", *encoded)
+        self._cascaded(moved)
+        return set(written)
+
+    def _cascaded(self, moved: Sequence[Any]) -> None:
+        """Report the children a script moved as their parents ended (``[before, row]`` each).
+
+        The script's message names this node, which skips its own messages, so it reports them
+        itself: to listeners and subscribers, just after the change that moved them (which the
+        caller reports as soon as the script's answer is back: it was made first).
+        """
+        if not moved:
+            return
+        changes = [(row_job(flat), STATUSES[before]) for before, flat in moved]
+        if any(job.status is JobStatus.PENDING for job, _ in changes):
+            self._wake()  # an idle lease here need not wait for a poll
+        asyncio.get_running_loop().call_soon(self._changed, changes)
 
     async def _claim_jobs(
         self,
@@ -414,9 +463,11 @@ class RedisStore(SharedStore):
             result = "" if item.result is None else dump(item.result)
             args += [item.id, item.lease_id, result, "0" if self._holds(item) else "1"]
         by_id = {item.id: item for item in settlements}
+        done, moved = await self._run("complete", *args)
+        self._cascaded(moved)
         return [
             row_job(answer) if isinstance(answer, list) else self._held_answer(by_id[job_id], float(answer))
-            for job_id, answer in await self._run("complete", *args)
+            for job_id, answer in done
         ]
 
     async def _expiring(self) -> tuple[float, list[Job]]:
@@ -435,7 +486,9 @@ class RedisStore(SharedStore):
             raise JobNotFound(job_id)
         if answer == "processing":
             raise InvalidTransition(job_id, JobStatus.PROCESSING, "deleted (cancel it first)")
-        return row_job(answer)
+        flat, moved = answer
+        self._cascaded(moved)
+        return row_job(flat)
 
     async def peek(self, queue: str) -> Job | None:
         first = await self._run("peek", queue)
@@ -479,11 +532,14 @@ class RedisStore(SharedStore):
         queue: str | None = None,
         job_type: str | None = None,
         owner: str | None = None,
+        workflow: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
         before = cursor or str(2**63 - 1)
         filters = ("" if status is None else status.value, queue or "", job_type or "", owner or "")
+        filters += (workflow or "", parent or "")
         found, bound = await self._run("list", before, memory.MAX_SCANNED, limit, *filters)
         page = [row_job(flat) for flat in found[:limit]]
         if len(found) > limit:
@@ -496,7 +552,9 @@ class RedisStore(SharedStore):
             self._wake()
 
     async def clear(self, queue: str) -> int:
-        return int(await self._run("clear", queue))
+        deleted, moved = await self._run("clear", queue)
+        self._cascaded(moved)
+        return int(deleted)
 
     async def set_flow(self, queue: str, flow: QueueFlow | None) -> None:
         await self._run("set_flow", queue, "" if flow is None else to_json(flow.to_dict()).decode())

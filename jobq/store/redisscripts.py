@@ -12,6 +12,7 @@ deployment hashes to one slot and a Redis Cluster runs each script on one master
 - ``P:queues``, ``P:paused``: queue names; ``P:counts``: jobs per "queue<TAB>status";
   ``P:waiting``: waiting jobs in all queues (for the enqueue limit).
 - ``P:logs:<id>``: a job's log lines, each ``[at, message]`` as JSON.
+- ``P:blocked:<queue>``: waiting jobs (their parents have not all finished), by seq.
 - ``P:unique:<key>``: the ids of the jobs stored with this unique key (one at most holds it).
 - ``P:leader``: which node runs once-only maintenance (``SET NX PX``, renewed by it).
 - ``P:schedules``: each schedule's definition (JSON); ``P:fired``: the latest tick each fired.
@@ -31,6 +32,18 @@ Flow control (:mod:`jobq.flow`):
 - ``P:running:<queue>``: a turn-taking queue's keyed jobs running, by key (kept by every status change).
 - ``P:tats``: each queue's rate tat (GCRA); ``P:tats:<queue>``: its keys' tats (past ones
   are dropped when flows are read: a past tat is the same as none).
+
+Workflows (:mod:`jobq.workflow`):
+
+- ``P:edges:<parent>``: the children still waiting that have yet to count this parent off. Whatever
+  script ends the parent (complete, a fenced write: fail, cancel, expiry, give-up; delete or clear of an
+  unfinished job: ``deleted``) takes the set whole and resolves each child in the same script
+  (``resolve``, from ``publish``), cascading down by a worklist; taking the set is what makes each
+  count-off happen once, whichever node ends the parent.
+- ``P:children:<parent>``: every job that lists the parent in ``depends_on``, by seq (listing by parent);
+  ``P:workflow:<name>``: a workflow's jobs, by seq. A job leaves both when it is deleted or purged.
+- A job's hash keeps ``depends_on`` (JSON), ``on_parent_failure`` (absent: cancel), ``parents_left``
+  (kept by the scripts alone) and ``workflow``; a job without parents has none of them.
 
 Every script reads the time from the server (``TIME``) unless a time is passed (an
 injected clock), and publishes what it changed on ``P:events`` as one message:
@@ -60,8 +73,9 @@ local function num(x) return string.format('%.17g', x) end
 local FIELDS = {FIELDS}  -- a job's row: its fields in this order (jobq.store.redis.ROW)
 local function row(key) return redis.call('HMGET', key, unpack(FIELDS)) end
 
-local WAITING = {pending = true, scheduled = true, retrying = true}
+local WAITING = {waiting = true, pending = true, scheduled = true, retrying = true}
 local DEFERRED = {scheduled = true, retrying = true}
+local TERMINAL = {completed = true, failed = true, dead = true, cancelled = true}
 
 local function ready_score(priority, seq)
   return (1000 - tonumber(priority)) * 1099511627776 + tonumber(seq)
@@ -123,6 +137,7 @@ local function unindex(id, queue, status)
     end
   elseif DEFERRED[status] then redis.call('ZREM', P .. ':due:' .. queue, id)
   elseif status == 'processing' then redis.call('ZREM', P .. ':leased', id)
+  elseif status == 'waiting' then redis.call('ZREM', P .. ':blocked:' .. queue, id)
   else redis.call('ZREM', P .. ':finished', id) end
 end
 
@@ -136,6 +151,7 @@ local function index(id, key)
     if takes_turns(queue) then turn_add(queue, f[8] or '', id, score) end
   elseif DEFERRED[status] then redis.call('ZADD', P .. ':due:' .. queue, f[5] or 0, id)
   elseif status == 'processing' then redis.call('ZADD', P .. ':leased', f[6] or 0, id)
+  elseif status == 'waiting' then redis.call('ZADD', P .. ':blocked:' .. queue, f[4], id)
   else redis.call('ZADD', P .. ':finished', f[7] or 0, id) end
 end
 
@@ -161,6 +177,8 @@ local function ran(id, queue, started)  -- a job started or stopped running
   end
 end
 
+local ended = {}  -- jobs that ended here, {id, outcome}: their waiting children are resolved before publish
+
 local function moved(id, queue, before, after)
   if before == after then return end
   count(queue, before, -1)
@@ -168,9 +186,57 @@ local function moved(id, queue, before, after)
   changes[#changes + 1] = {id, before, after}
   if after == 'pending' then ready[queue] = true end
   if before == 'processing' or after == 'processing' then ran(id, queue, after == 'processing') end
+  if TERMINAL[after] and not TERMINAL[before] then ended[#ended + 1] = {id, after} end
 end
 
-local function publish()  -- writes the counts; then the message, node first (a node knows its own by that)
+-- Workflows (jobq.workflow). P:edges:<parent> holds the children still to count the parent off; the script
+-- that ends the parent takes the set whole (DEL), so each parent counts off each child exactly once.
+local stamp = nil
+local function moment()  -- the time, read once a script, for the children a parent's end moves
+  stamp = stamp or now()
+  return stamp
+end
+
+local cascaded = {}  -- the children moved here, {before, row}: answered, so this node can report them
+
+local function count_off(id, parent, outcome)  -- jobq.workflow.count_off, for a child that may still wait
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'on_parent_failure', 'queue')
+  if f[1] ~= 'waiting' then return end  -- cancelled meanwhile, or deleted
+  local after = 'cancelled'
+  if outcome == 'completed' or f[2] == 'run' then
+    if redis.call('HINCRBY', key, 'parents_left', -1) > 0 then return end
+    after = 'pending'
+    redis.call('HSET', key, 'status', 'pending', 'parents_left', 0, 'ready_at', num(moment()))
+  else
+    redis.call('HSET', key, 'status', 'cancelled', 'finished_at', num(moment()),
+      'error', 'parent ' .. parent .. ' ' .. outcome)
+  end
+  redis.call('ZREM', P .. ':blocked:' .. f[3], id)
+  index(id, key)
+  moved(id, f[3], 'waiting', after)  -- a cancelled child has ended too: its own children follow (the worklist)
+  cascaded[#cascaded + 1] = {'waiting', row(key)}
+end
+
+local function resolve()  -- the children of every job that ended here, cascading down: a worklist, not recursion
+  local i = 1
+  while ended[i] do
+    local parent, outcome = ended[i][1], ended[i][2]
+    local edges = P .. ':edges:' .. parent
+    local children = redis.call('SMEMBERS', edges)  -- the one look a job without children costs
+    if #children > 0 then
+      redis.call('DEL', edges)
+      for _, child in ipairs(children) do count_off(child, parent, outcome) end
+    end
+    i = i + 1
+  end
+  ended = {}
+end
+
+-- Resolves the children of the jobs that ended, writes the counts; then the message, node first (a node knows
+-- its own by that).
+local function publish()
+  resolve()
   for field, delta in pairs(deltas) do
     if delta ~= 0 then redis.call('HINCRBY', P .. ':counts', field, delta) end
   end
@@ -185,13 +251,21 @@ local function publish()  -- writes the counts; then the message, node first (a 
   redis.call('PUBLISH', P .. ':events', table.concat(parts, ',') .. '}')
 end
 
-local function forget(id, key, queue, status)
-  local unique_key = redis.call('HGET', key, 'unique_key')
-  if unique_key then redis.call('SREM', P .. ':unique:' .. unique_key, id) end
+local function forget(id, key, queue, status)  -- delete a job; one that had not finished ends 'deleted'
+  local f = redis.call('HMGET', key, 'unique_key', 'depends_on', 'workflow')
+  if f[1] then redis.call('SREM', P .. ':unique:' .. f[1], id) end
+  if f[2] then
+    for _, parent in ipairs(cjson.decode(f[2])) do
+      redis.call('SREM', P .. ':edges:' .. parent, id)
+      redis.call('ZREM', P .. ':children:' .. parent, id)
+    end
+  end
+  if f[3] then redis.call('ZREM', P .. ':workflow:' .. f[3], id) end
   unindex(id, queue, status)
   count(queue, status, -1)
   redis.call('ZREM', P .. ':order', id)
   redis.call('DEL', key, P .. ':logs:' .. id)
+  if not TERMINAL[status] then ended[#ended + 1] = {id, 'deleted'} end
 end
 
 local function promote(queue, at, limit, promoted)
@@ -208,17 +282,20 @@ local function promote(queue, at, limit, promoted)
 end
 """
 
-# ARGV: P, node, now, max_waiting, then one JSON job each: {"id", "queue", "status", "fields": {name: text}}.
-# Answers per job: its seq (stored), 0 (the id exists), the id of the job that holds its unique key (text),
-# -1 (the queue is full).
+# ARGV: P, node, now, max_waiting, together ('1': every new job of the call or none), then one JSON job each:
+# {"id", "queue", "status", "fields": {name: text}}. Answers per job: its seq (stored), 0 (the id exists), the id
+# of the job that holds its unique key (text), -1 (the queue is full; together: every new job); a stored job with
+# parents (depends_on) is answered {seq, status, parents_left, error, finished_at, ready_at} as stored.
+# A job with parents is stored waiting; the parents that finished already (or are missing: deleted) count at
+# once, by the rules of count_off, once every job of the call is stored (a parent in the call is a new job).
 ADD = r"""
-local max_waiting = tonumber(ARGV[4])
+local max_waiting, together = tonumber(ARGV[4]), ARGV[5] == '1'
 local waiting = tonumber(redis.call('GET', P .. ':waiting') or '0')
 local HOLDING = {  -- jobq.job.UNIQUE_SCOPES
   waiting = WAITING,
-  active = {pending = true, scheduled = true, retrying = true, processing = true},
-  any = {pending = true, scheduled = true, retrying = true, processing = true, completed = true, failed = true,
-         dead = true},
+  active = {waiting = true, pending = true, scheduled = true, retrying = true, processing = true},
+  any = {waiting = true, pending = true, scheduled = true, retrying = true, processing = true, completed = true,
+         failed = true, dead = true},
 }
 local at = nil  -- the time, read once, and only for a job with a unique key
 local function holder_of(job)  -- the job that holds this one's unique key, if any
@@ -232,9 +309,26 @@ local function holder_of(job)  -- the job that holds this one's unique key, if a
   end
   return nil
 end
-local answers = {}
-for i = 5, #ARGV do
-  local job = cjson.decode(ARGV[i])
+local jobs = {}
+for i = 6, #ARGV do jobs[#jobs + 1] = cjson.decode(ARGV[i]) end
+if together then  -- all or nothing: if the new jobs would not all fit, none is stored
+  local new, keys = 0, {}
+  for _, job in ipairs(jobs) do
+    local unique_key = job.fields.unique_key
+    if redis.call('EXISTS', P .. ':job:' .. job.id) == 0
+        and not (unique_key and (keys[unique_key] or holder_of(job))) then
+      new = new + 1
+      if unique_key then keys[unique_key] = true end
+    end
+  end
+  if new > 0 and waiting + new > max_waiting then
+    local answers = {}
+    for i, job in ipairs(jobs) do answers[i] = redis.call('EXISTS', P .. ':job:' .. job.id) == 1 and 0 or -1 end
+    return answers
+  end
+end
+local answers, blocked = {}, {}  -- blocked: the stored jobs with parents, {answer's place, job, key, seq, parents}
+for _, job in ipairs(jobs) do
   local key = P .. ':job:' .. job.id
   local exists = redis.call('EXISTS', key) == 1
   local holder = not exists and holder_of(job)
@@ -246,6 +340,12 @@ for i = 5, #ARGV do
     answers[#answers + 1] = -1
   else
     local seq = redis.call('INCR', P .. ':seq')
+    local status = job.status
+    local parents = job.fields.depends_on and cjson.decode(job.fields.depends_on)
+    if parents then
+      status = 'waiting'  -- for now: settled below, when every job of the call is stored
+      job.fields.status = status
+    end
     local fields = {'seq', seq}
     for name, value in pairs(job.fields) do
       fields[#fields + 1] = name
@@ -253,12 +353,14 @@ for i = 5, #ARGV do
     end
     redis.call('HSET', key, unpack(fields))
     if job.fields.unique_key then redis.call('SADD', P .. ':unique:' .. job.fields.unique_key, job.id) end
+    if job.fields.workflow then redis.call('ZADD', P .. ':workflow:' .. job.fields.workflow, seq, job.id) end
     redis.call('ZADD', P .. ':order', seq, job.id)
     redis.call('SADD', P .. ':queues', job.queue)
-    local status = job.status
     local concurrency_key = job.fields.concurrency_key or ''
     if concurrency_key ~= '' and not takes_turns(job.queue) then start_turns(job.queue) end
-    if status == 'pending' then
+    if parents then
+      blocked[#blocked + 1] = {#answers + 1, job, key, seq, parents}
+    elseif status == 'pending' then
       local score = ready_score(job.fields.priority, seq)
       redis.call('ZADD', P .. ':ready:' .. job.queue, score, job.id)
       if takes_turns(job.queue) then turn_add(job.queue, concurrency_key, job.id, score) end
@@ -271,7 +373,50 @@ for i = 5, #ARGV do
     answers[#answers + 1] = seq
   end
 end
+for _, entry in ipairs(blocked) do  -- count off the parents that have finished (or never were), by the rules
+  local job, key, seq, parents = entry[2], entry[3], entry[4], entry[5]
+  local left, failed, open, seen = 0, nil, {}, {}
+  for _, parent in ipairs(parents) do
+    if not seen[parent] then
+      seen[parent] = true
+      left = left + 1
+      redis.call('ZADD', P .. ':children:' .. parent, seq, job.id)
+      if not failed then
+        local outcome = redis.call('HGET', P .. ':job:' .. parent, 'status') or 'deleted'
+        if not (TERMINAL[outcome] or outcome == 'deleted') then
+          open[#open + 1] = parent
+        elseif outcome == 'completed' or job.fields.on_parent_failure == 'run' then
+          left = left - 1
+        else
+          failed = 'parent ' .. parent .. ' ' .. outcome
+        end
+      end
+    end
+  end
+  local status = 'waiting'
+  if failed then
+    status = 'cancelled'
+    redis.call('HSET', key, 'status', status, 'parents_left', left, 'finished_at', num(moment()), 'error', failed)
+    ended[#ended + 1] = {job.id, status}  -- a child added with it in this call may wait on it already
+  elseif left == 0 then
+    status = 'pending'
+    redis.call('HSET', key, 'status', status, 'parents_left', 0, 'ready_at', num(moment()))
+    ready[job.queue] = true
+  else
+    redis.call('HSET', key, 'parents_left', left)
+    for _, parent in ipairs(open) do redis.call('SADD', P .. ':edges:' .. parent, job.id) end
+  end
+  index(job.id, key)
+  if status ~= 'waiting' then
+    count(job.queue, 'waiting', -1)
+    count(job.queue, status, 1)
+  end
+end
 publish()
+for _, entry in ipairs(blocked) do  -- as stored, a cascade within the call included
+  local f = redis.call('HMGET', entry[3], 'status', 'parents_left', 'error', 'finished_at', 'ready_at')
+  answers[entry[1]] = {entry[4], f[1], f[2], f[3], f[4], f[5]}
+end
 return answers
 """
 
@@ -443,7 +588,7 @@ return {taken, wake_at and num(wake_at) or false, turns}
 
 # ARGV: P, node, now, then one JSON change each: {"id", "was", "lease", "set": {name: text}, "del": [name]}.
 # Each is applied only if the job is still in status "was" under lease "lease" (JSON null: none).
-# Answers: the ids written.
+# Answers: the ids written, and the children moved as their parents ended ({before, row} each).
 WRITE = r"""
 local written = {}
 for i = 4, #ARGV do
@@ -467,13 +612,14 @@ for i = 4, #ARGV do
   end
 end
 publish()
-return written
+return {written, cascaded}
 """
 
 # ARGV: P, node, now, then job id, lease id, result (JSON text, or '' for none) and '1' (answer the job's
 # fields) or '0' (answer its finish time only: the caller holds the job as leased) for each job. Completes
 # each job its lease still holds, as Job.complete does (the ended attempt joins the history, written as JSON
-# text here so that its times keep every digit). Answers: per completed job, its id and the fields or time.
+# text here so that its times keep every digit). Answers: per completed job, its id and the fields or time; and
+# the children moved as their parents ended ({before, row} each).
 COMPLETE = r"""
 local at = now()
 local done = {}
@@ -502,7 +648,7 @@ for i = 4, #ARGV, 4 do
   end
 end
 publish()
-return done
+return {done, cascaded}
 """
 
 # ARGV: P, node, now, lease_seconds, then job id and lease id pairs. Answers: the ids extended.
@@ -553,7 +699,8 @@ redis.call('PUBLISH', P .. ':events', '{"node":' .. cjson.encode(NODE) .. ',"log
 return at
 """
 
-# ARGV: P, node, now, job id. Answers the job's fields before it was deleted, 'processing' (refused), or nil.
+# ARGV: P, node, now, job id. Answers the job's fields before it was deleted and the children moved as it ended
+# unfinished ('deleted'), or 'processing' (refused), or nil.
 DELETE = r"""
 local id = ARGV[4]
 local key = P .. ':job:' .. id
@@ -563,14 +710,15 @@ local f = redis.call('HMGET', key, 'queue', 'status')
 if f[2] == 'processing' then return 'processing' end
 forget(id, key, f[1], f[2])
 publish()
-return job
+return {job, cascaded}
 """
 
-# ARGV: P, node, now, queue. Deletes the queue's waiting jobs; answers how many.
+# ARGV: P, node, now, queue. Deletes the queue's waiting jobs; answers how many, and the children (in other
+# queues) moved as their parents ended unfinished ('deleted').
 CLEAR = r"""
 local queue = ARGV[4]
 local deleted = 0
-for _, name in ipairs({':ready:', ':due:'}) do
+for _, name in ipairs({':ready:', ':due:', ':blocked:'}) do
   for _, id in ipairs(redis.call('ZRANGE', P .. name .. queue, 0, -1)) do
     local key = P .. ':job:' .. id
     forget(id, key, queue, redis.call('HGET', key, 'status'))
@@ -578,7 +726,7 @@ for _, name in ipairs({':ready:', ':due:'}) do
   end
 end
 publish()
-return deleted
+return {deleted, cascaded}
 """
 
 # ARGV: P, node, now, limit. Makes due jobs of every queue pending; answers them (each its status before and
@@ -629,20 +777,28 @@ publish()
 return #doomed
 """
 
-# ARGV: P, node, now, before (a seq: only older jobs), max scanned, limit, status, queue, type, owner ('': any).
-# Answers the matching jobs (rows (see ROW), newest first, at most limit + 1) and the seq of the first job
-# past the scanned stretch (or false when the scan reached the oldest job).
+# ARGV: P, node, now, before (a seq: only older jobs), max scanned, limit, status, queue, type, owner, workflow,
+# parent ('': any). Answers the matching jobs (rows (see ROW), newest first, at most limit + 1) and the seq of the
+# first job past the scanned stretch (or false when the scan reached the oldest job). A parent's children, or a
+# workflow's jobs, are scanned in their own index (by seq too), not among every job.
 LIST = r"""
 local before, scan, limit = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local want = {status = ARGV[7], queue = ARGV[8], type = ARGV[9], owner = ARGV[10]}
-local ids = redis.call('ZREVRANGEBYSCORE', P .. ':order', '(' .. before, '-inf', 'WITHSCORES', 'LIMIT', 0, scan + 1)
+local want = {status = ARGV[7], queue = ARGV[8], type = ARGV[9], owner = ARGV[10], workflow = ARGV[11]}
+local scanned = P .. ':order'
+if ARGV[12] ~= '' then
+  scanned = P .. ':children:' .. ARGV[12]
+elseif want.workflow ~= '' then
+  scanned = P .. ':workflow:' .. want.workflow
+end
+local ids = redis.call('ZREVRANGEBYSCORE', scanned, '(' .. before, '-inf', 'WITHSCORES', 'LIMIT', 0, scan + 1)
 local jobs, bound = {}, false
 for i = 1, #ids, 2 do
   if (i + 1) / 2 > scan then bound = ids[i + 1] break end
   local key = P .. ':job:' .. ids[i]
-  local f = redis.call('HMGET', key, 'status', 'queue', 'type', 'owner')
+  local f = redis.call('HMGET', key, 'status', 'queue', 'type', 'owner', 'workflow')
   if (want.status == '' or f[1] == want.status) and (want.queue == '' or f[2] == want.queue)
-      and (want.type == '' or f[3] == want.type) and (want.owner == '' or f[4] == want.owner) then
+      and (want.type == '' or f[3] == want.type) and (want.owner == '' or f[4] == want.owner)
+      and (want.workflow == '' or f[5] == want.workflow) then
     jobs[#jobs + 1] = row(key)
     if #jobs > limit then break end
   end

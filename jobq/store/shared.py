@@ -98,8 +98,10 @@ class SharedStore(Store):
 
     # -- the backend's primitives ------------------------------------------------
     @abstractmethod
-    async def _insert(self, jobs: Sequence[Job]) -> dict[str, int | str]:
+    async def _insert(self, jobs: Sequence[Job], *, together: bool = False) -> dict[str, int | str]:
         """Store the jobs whose ids are new, while the waiting jobs stay under max_waiting: id -> its seq.
+
+        With ``together``, all of them or (if they do not all fit) none.
 
         A job whose unique key another job holds (``Job.holds_unique_key``, by the database's
         clock) is not stored: id -> the holder's id. Checking and taking a key is atomic across
@@ -293,7 +295,7 @@ class SharedStore(Store):
         self._changed([(job, JobStatus.PROCESSING) for job, _ in changes if job.id in written])
 
     # -- producers -------------------------------------------------------------------
-    async def add(self, jobs: Sequence[Job]) -> list[Added | Exception]:
+    async def add(self, jobs: Sequence[Job], *, together: bool = False) -> list[Added | Exception]:
         outcomes: list[Added | Exception | None] = [None] * len(jobs)
         first: dict[str, int] = {}  # id -> the index of its first job in this call
         fresh: list[Job] = []
@@ -303,8 +305,11 @@ class SharedStore(Store):
             first[job.id] = index
             fresh.append(job)
         try:
-            inserted = await self._insert(fresh)
-        except UnstorableValue:  # one bad job: store the others, one by one, and refuse only it
+            inserted = await self._insert(fresh, together=together)
+        except UnstorableValue as refused:
+            if together:
+                return [refused] * len(jobs)  # none of them is stored
+            # one bad job: store the others, one by one, and refuse only it
             inserted = {}
             for job in fresh:
                 try:
