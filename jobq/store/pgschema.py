@@ -420,32 +420,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         DECLARE
             children text[];
             counted integer[];
-            cancels boolean[];
             errors text[];
             times float8[];
+            locked text[];
         BEGIN
+            -- Every lookup here is by key (= ANY of an array): this runs inside the statement that ends a
+            -- parent, and a plan that scanned the jobs (which a generic plan of a join would) costs every such
+            -- statement the whole table.
             WHILE ended IS NOT NULL LOOP
                 WITH gone AS (
-                    DELETE FROM {s}.job_edges e USING unnest(ended, outcomes, at) AS p (id, outcome, t)
-                    WHERE e.parent = p.id
-                    RETURNING e.child, e.parent, p.outcome, p.t
-                ), per_child AS (
-                    SELECT child, count(*)::integer AS n, max(t) AS t,
-                        -- the first parent (by id) that did not complete: the error, if it cancels the child
-                        (array_agg('parent ' || parent || ' ' || outcome ORDER BY parent)
-                            FILTER (WHERE outcome <> 'completed'))[1] AS error
-                    FROM gone GROUP BY child
+                    DELETE FROM {s}.job_edges WHERE parent = ANY(ended) RETURNING child, parent
                 )
-                SELECT array_agg(id), array_agg(n), array_agg(cancel), array_agg(error), array_agg(t)
-                INTO children, counted, cancels, errors, times
+                SELECT array_agg(child), array_agg(n), array_agg(error), array_agg(t)
+                INTO children, counted, errors, times
                 FROM (
-                    SELECT c.id, f.n, f.error IS NOT NULL AND c.on_parent_failure IS DISTINCT FROM 'run' AS cancel,
-                        f.error, f.t
-                    FROM {s}.jobs c JOIN per_child f ON c.id = f.child
-                    WHERE c.status = 'waiting'
-                    ORDER BY c.id FOR NO KEY UPDATE OF c
-                ) waiting;
+                    SELECT g.child, count(*)::integer AS n, max(p.t) AS t,
+                        -- the first parent (by id) that did not complete: the error, if it cancels the child
+                        (array_agg('parent ' || g.parent || ' ' || p.outcome ORDER BY g.parent)
+                            FILTER (WHERE p.outcome <> 'completed'))[1] AS error
+                    FROM gone g JOIN unnest(ended, outcomes, at) AS p (id, outcome, t) ON p.id = g.parent
+                    GROUP BY g.child
+                ) per_child;
                 EXIT WHEN children IS NULL;
+                SELECT array_agg(id) INTO locked FROM (
+                    SELECT id FROM {s}.jobs WHERE id = ANY(children) AND status = 'waiting'
+                    ORDER BY id FOR NO KEY UPDATE
+                ) waiting;
+                EXIT WHEN locked IS NULL;
                 WITH moved AS (
                     UPDATE {s}.jobs c SET
                         status = CASE WHEN f.cancel THEN 'cancelled' WHEN c.parents_left <= f.n THEN 'pending'
@@ -455,8 +456,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                         finished_at = CASE WHEN f.cancel THEN f.t ELSE c.finished_at END,
                         error = CASE WHEN f.cancel THEN f.error ELSE c.error END,
                         ready_at = CASE WHEN NOT f.cancel AND c.parents_left <= f.n THEN f.t ELSE c.ready_at END
-                    FROM unnest(children, counted, cancels, errors, times) AS f (id, n, cancel, error, t)
-                    WHERE c.id = f.id AND c.status = 'waiting'
+                    FROM (
+                        SELECT k.id, k.n, k.t, k.error,
+                            k.error IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run' AS cancel
+                        FROM unnest(children, counted, errors, times) AS k (id, n, error, t)
+                        JOIN {s}.jobs j ON j.id = k.id
+                        WHERE k.id = ANY(locked) AND j.id = ANY(locked)
+                    ) f
+                    WHERE c.id = ANY(locked) AND c.id = f.id
                     RETURNING c.id, c.status, f.t
                 )
                 SELECT array_agg(id), array_agg(status), array_agg(t) INTO ended, outcomes, at
