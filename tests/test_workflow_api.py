@@ -203,3 +203,25 @@ async def test_a_workflow_that_does_not_fit_stores_nothing(make_client: MakeClie
     await assert_problem(response, 503, "limit")
     stats = await (await client.get("/stats")).json()
     assert stats["queue_depth"] == 0
+
+
+async def test_a_workflow_of_ten_thousand_jobs_and_a_callback_with_ten_thousand_parents(
+    make_client: MakeClient, registry: Registry
+) -> None:
+    seen: list[int] = []
+
+    @registry.register("tally")
+    async def tally(ctx: JobContext) -> int:
+        parents = await ctx.parents()
+        seen.append(len(parents))
+        return sum(parent["result"] for parent in parents)
+
+    client = await make_client(workers=32, body_limit=4 * 1024 * 1024)
+    members = [{"id": f"j{n}", "type": "echo", "payload": 1} for n in range(10_000)]
+    callback = job("sum", "tally", *(m["id"] for m in members), on_parent_failure="run")
+    answer = await create(client, [*members, callback])
+    assert answer["created"] == 10_001
+    done = await wait_for_status(client, "sum", "completed", timeout=120)
+    assert done["result"] == 10_000 and seen == [10_000]
+    view = await (await client.get(f"/workflows/{answer['id']}")).json()
+    assert (view["total"], view["done"], view["finished"]) == (10_001, 10_001, True)
