@@ -415,8 +415,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # turn, round after round (a loop: a chain of any length). Deleting an edge is what counts it, so two
         # transactions never both count one; a round locks its children in id order, so two transactions
         # ending parents of the same children take them in the same order.
+        # enable_seqscan off: its every lookup is by key, and a table young enough for its statistics to say it
+        # is small (a new workflow's edges) would otherwise be scanned whole, in every statement that ends a parent
         """CREATE FUNCTION {s}.count_off(ended text[], outcomes text[], at float8[]) RETURNS void
-        LANGUAGE plpgsql AS $$
+        LANGUAGE plpgsql SET enable_seqscan = off AS $$
         DECLARE
             children text[];
             counted integer[];
@@ -425,7 +427,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             locked text[];
         BEGIN
             -- Every lookup here is by key (= ANY of an array): this runs inside the statement that ends a
-            -- parent, and a plan that scanned the jobs (which a generic plan of a join would) costs every such
+            -- parent, and a plan that scanned the jobs (as a generic plan of a join did) costs every such
             -- statement the whole table.
             WHILE ended IS NOT NULL LOOP
                 WITH gone AS (
@@ -442,11 +444,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                     GROUP BY g.child
                 ) per_child;
                 EXIT WHEN children IS NULL;
-                SELECT array_agg(id) INTO locked FROM (
-                    SELECT id FROM {s}.jobs WHERE id = ANY(children) AND status = 'waiting'
-                    ORDER BY id FOR NO KEY UPDATE
-                ) waiting;
-                EXIT WHEN locked IS NULL;
+                IF cardinality(children) = 1 THEN
+                    locked := children;  -- one child: the update locks it, no order to keep
+                ELSE  -- in id order, so two transactions ending parents of the same children never deadlock
+                    SELECT array_agg(id) INTO locked FROM (
+                        SELECT id FROM {s}.jobs WHERE id = ANY(children) AND status = 'waiting'
+                        ORDER BY id FOR NO KEY UPDATE
+                    ) waiting;
+                    EXIT WHEN locked IS NULL;
+                END IF;
                 WITH moved AS (
                     UPDATE {s}.jobs c SET
                         status = CASE WHEN f.cancel THEN 'cancelled' WHEN c.parents_left <= f.n THEN 'pending'
@@ -463,7 +469,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                         JOIN {s}.jobs j ON j.id = k.id
                         WHERE k.id = ANY(locked) AND j.id = ANY(locked)
                     ) f
-                    WHERE c.id = ANY(locked) AND c.id = f.id
+                    WHERE c.id = ANY(locked) AND c.id = f.id AND c.status = 'waiting'
                     RETURNING c.id, c.status, f.t
                 )
                 SELECT array_agg(id), array_agg(status), array_agg(t) INTO ended, outcomes, at
@@ -485,31 +491,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 PERFORM pg_notify('{{s}}', json_build_object('node', node, 'ready', ready)::text);
             END IF;
         END $$""",
-        # Jobs that ended count off their children, atomically with their end: the jobs with children that
-        # ended are found in the pass that notifies (a statement of jobs without children pays one boolean a
-        # row). Not for count_off's own writes (a trigger's, one level down): it goes down the cascade itself.
+        # One pass over the statement's jobs whose status changed: their counts, the notification, and the jobs
+        # with children that ended, which count off their children atomically with their end. A statement that
+        # changed no status (a heartbeat, a progress report, a count off that left its child waiting) stops at
+        # that pass. Not for count_off's own writes (a trigger's, one level down): it goes down the cascade.
         f"""CREATE OR REPLACE FUNCTION {{s}}.jobs_moved() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
-            moved record;  -- sent: notify_changes' void; ended: the jobs with children that ended
-            ended text[];
-            outcomes text[];
-            at float8[];
+            moved record;
         BEGIN
-            PERFORM {{s}}.count_jobs(array_agg(change)) FROM (
-                SELECT (queue, status, 0, 1)::{{s}}.counts AS change FROM new_rows
-                UNION ALL SELECT (queue, status, 0, -1)::{{s}}.counts FROM old_rows
-            ) changes;
-            SELECT {{s}}.notify_changes(
-                array_agg(json_build_array(n.id, o.status, n.status)),
+            SELECT array_agg(json_build_array(n.id, o.status, n.status)) AS changes,
                 array_agg(DISTINCT n.queue) FILTER (WHERE n.status = 'pending' OR (o.status = 'processing'
-                    AND n.queue IN (SELECT name FROM {{s}}.queues WHERE flow IS NOT NULL OR keyed)))
-            ) AS sent, array_agg(n.id) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS ended
+                    AND n.queue IN (SELECT name FROM {{s}}.queues WHERE flow IS NOT NULL OR keyed))) AS ready,
+                array_agg((n.queue, n.status, 0, 1)::{{s}}.counts)
+                    || array_agg((o.queue, o.status, 0, -1)::{{s}}.counts) AS counted,
+                array_agg(n.id) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS ended,
+                array_agg(n.status) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS outcomes,
+                array_agg(n.finished_at) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS at
             INTO moved
             FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status;
+            IF moved.changes IS NULL THEN
+                RETURN NULL;
+            END IF;
+            PERFORM {{s}}.count_jobs(moved.counted);
+            PERFORM {{s}}.notify_changes(moved.changes, moved.ready);
             IF moved.ended IS NOT NULL AND pg_trigger_depth() = 1 THEN
-                SELECT array_agg(id), array_agg(status), array_agg(finished_at) INTO ended, outcomes, at
-                FROM new_rows WHERE id = ANY(moved.ended);
-                PERFORM {{s}}.count_off(ended, outcomes, at);
+                PERFORM {{s}}.count_off(moved.ended, moved.outcomes, moved.at);
             END IF;
             RETURN NULL;
         END $$""",

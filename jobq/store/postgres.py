@@ -101,6 +101,10 @@ ADD_KINDS = dict(zip(ADD_COLUMNS, ADD_TYPES, strict=True))
 # checks every element of an array it sends: four columns of defaults would cost a job about a microsecond).
 WORKFLOW_COLUMNS = ("depends_on", "on_parent_failure", "parents_left", "workflow")
 PLAIN_COLUMNS = tuple(column for column in ADD_COLUMNS if column not in WORKFLOW_COLUMNS)
+# A workflow's add also says which of its jobs are parents of others of the call (has_children): set as
+# they go in, rather than by updating each parent again once its children are added.
+WORKFLOW_ADD_COLUMNS = (*ADD_COLUMNS, "has_children")
+ADD_KINDS["has_children"] = "bool"
 WRITTEN = (*STATE_COLUMNS, "ready_at")  # what a change of state writes
 STATE_ARRAYS = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate((*STATE_TYPES, "float8"), start=4))
 
@@ -139,8 +143,8 @@ SQL = {
     # adding jobs: as many as fit, or (together) all or none; jobs outside workflows, or any
     "add": add_statement(PLAIN_COLUMNS, FIT),
     "add_together": add_statement(PLAIN_COLUMNS, ALL),
-    "add_workflow": add_statement(ADD_COLUMNS, FIT),
-    "add_workflow_together": add_statement(ADD_COLUMNS, ALL),
+    "add_workflow": add_statement(WORKFLOW_ADD_COLUMNS, FIT),
+    "add_workflow_together": add_statement(WORKFLOW_ADD_COLUMNS, ALL),
     # -- workflows (jobq.workflow; the rules are pgschema's count_off) --
     # the parents of jobs being added, locked against ending until the edges to them are in (see _insert);
     # for an update (has_children), not a share: two adds upgrading a share of one parent would deadlock
@@ -516,11 +520,18 @@ class PostgresStore(SharedStore):
             job for job in jobs if job.depends_on or job.workflow is not None or job.on_parent_failure != "cancel"
         ]
         linked = [job for job in workflow if job.depends_on]
-        columns = ADD_COLUMNS if workflow else PLAIN_COLUMNS
         add = self._sql[("add_workflow" if workflow else "add") + ("_together" if together else "")]
+        parents = sorted({parent for job in linked for parent in job.depends_on})
+
+        def arrays(adding: Sequence[Job]) -> list[Sequence[Any]]:
+            if not workflow:
+                return add_columns(adding, PLAIN_COLUMNS)
+            flagged = set(parents)
+            return [*add_columns(adding, ADD_COLUMNS), [job.id in flagged or None for job in adding]]
+
         if not keys and not linked:
             async with self._connection() as conn:
-                return dict(await conn.fetch(add, *add_columns(jobs, columns), self.options.max_waiting))
+                return dict(await conn.fetch(add, *arrays(jobs), self.options.max_waiting))
         inserted: dict[str, int | str] = {}
         taken: dict[str, str] = {}  # key -> the job of this call that takes it
         fresh: list[Job] = []
@@ -530,7 +541,6 @@ class PostgresStore(SharedStore):
             # Parents are locked (in id order) before their children's edges go in, and a parent's end
             # (pgschema's jobs_moved) waits for that lock: so it either counts off the new edges, or had ended
             # already and is counted off here. Parents of the same call are not stored yet: they wait anyway.
-            parents = sorted({parent for job in linked for parent in job.depends_on})
             stored: dict[str, str] = dict(await conn.fetch(self._sql["lock_parents"], parents)) if parents else {}
             for job in linked:
                 job.status = JobStatus.WAITING  # until _link counts off a parent that ended
@@ -547,7 +557,7 @@ class PostgresStore(SharedStore):
                     taken[key] = job.id
                     fresh.append(job)
             if fresh:
-                inserted.update(await conn.fetch(add, *add_columns(fresh, columns), self.options.max_waiting))
+                inserted.update(await conn.fetch(add, *arrays(fresh), self.options.max_waiting))
             if linked:
                 added = [job for job in linked if isinstance(inserted.get(job.id), int)]
                 await self._link(conn, added, stored, inserted)
@@ -573,7 +583,8 @@ class PostgresStore(SharedStore):
             if status is not None and STATUSES[status] in TERMINAL:
                 ended[parent] = status
         parents, kids = [parent for parent, _ in edges], [child for _, child in edges]
-        await conn.execute(self._sql["add_edges"], parents, kids, present)
+        before = [parent for parent in present if parent in stored]  # those added by this call are flagged already
+        await conn.execute(self._sql["add_edges"], parents, kids, before)
         if not ended:
             return  # they all wait (the usual workflow: added together, before any of it runs)
         await conn.execute(self._sql["count_off"], self._clock_arg(), list(ended), list(ended.values()))
