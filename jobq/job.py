@@ -373,6 +373,8 @@ class Job:
             and self.max_attempts == other.max_attempts
             and self.timeout == other.timeout
             and self.depends_on == other.depends_on
+            and self.on_parent_failure == other.on_parent_failure
+            and self.workflow == other.workflow
         )
 
     def log_fields(self, before: JobStatus | None = None) -> dict[str, Any]:

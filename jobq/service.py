@@ -386,10 +386,16 @@ class JobService:
         for job in jobs:
             job.workflow = workflow_id
             self._own(job, owner, sees_all)
+        requested = {job.id: job for job in jobs}
         await self._check_parents(jobs, owner, sees_all, within=ids)
         cycle = find_cycle({job.id: job.depends_on for job in jobs if job.depends_on})
         if cycle is not None:
             raise ValidationFailed(f"the workflow has a cycle: {' -> '.join(cycle)}")
+        for stored in await self.store.get_many(list(ids)):  # all or none: one id taken by another body refuses all
+            if isinstance(
+                refused := self._answer(requested[stored.id], Added(stored, created=False), sees_all), JobqError
+            ):
+                raise refused
         answers: list[Added] = []
         for job, outcome in zip(jobs, await self.store.add(jobs, together=True), strict=True):
             answer = self._answer(job, outcome, sees_all)
@@ -404,12 +410,21 @@ class JobService:
     async def _check_parents(
         self, jobs: Sequence[Job], owner: str | None, sees_all: bool, *, within: Collection[str]
     ) -> None:
-        """ValidationFailed naming the parents that are neither ``within`` the request nor stored (and visible)."""
-        wanted = {parent for job in jobs for parent in job.depends_on if parent not in within}
+        """ValidationFailed naming the parents that are neither stored (and visible to ``owner``) nor new jobs
+        ``within`` the request: an id of the request that is another client's stored job is no parent of
+        this client's jobs (its answer would be IdReused, and its results are not theirs to read)."""
+        wanted = {parent for job in jobs for parent in job.depends_on}
         if not wanted:
             return
-        found = await self.store.get_many(sorted(wanted))
-        unknown = sorted(wanted - {job.id for job in found if sees_all or job.owner == owner})
+        found = {job.id: job for job in await self.store.get_many(sorted(wanted))}
+
+        def unknown_to(parent: str) -> bool:
+            stored = found.get(parent)
+            if stored is None:
+                return parent not in within
+            return not sees_all and stored.owner != owner
+
+        unknown = sorted(filter(unknown_to, wanted))
         if unknown:
             raise ValidationFailed(
                 f"depends_on names jobs that do not exist: {', '.join(unknown[:20])}"

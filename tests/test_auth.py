@@ -693,3 +693,20 @@ async def test_workflows_keep_to_their_owner_and_a_worker_reads_any_jobs_parents
     parents = await guarded.get("/jobs/w-2/parents", headers=worker)  # the worker that runs w-2 reads them
     assert parents.status == 200 and [p["id"] for p in (await parents.json())["parents"]] == ["w-1"]
     assert (await (await guarded.get("/status/w-1", headers=alice)).json())["children"] == ["w-2"]
+
+
+async def test_a_client_cannot_make_another_clients_job_a_parent_by_naming_it_in_its_own_request(
+    guarded: TestClient,
+) -> None:
+    alice, bob, worker = bearer(CLIENT_TOKEN), bearer(OTHER_CLIENT_TOKEN), bearer(WORKER_TOKEN)
+    assert (await guarded.post("/enqueue", json={"type": "echo", "id": "secret"}, headers=alice)).status == 202
+    leased = (await (await guarded.post("/workers/lease", json={}, headers=worker)).json())["jobs"][0]
+    await guarded.post(
+        "/jobs/secret/complete", json={"lease_id": leased["lease_id"], "result": "hunter2"}, headers=worker
+    )
+    sneaky = [{"type": "echo", "id": "secret"}, {"type": "echo", "id": "spy", "depends_on": ["secret"]}]
+    for path in ("/workflows", "/enqueue/batch"):
+        answer = await guarded.post(path, json={"jobs": sneaky}, headers=bob)
+        text = await answer.text()
+        assert "hunter2" not in text and (answer.status == 422 or '"code":422' in text), (path, text)
+        assert (await guarded.get("/status/spy", headers=bob)).status == 404, path  # nothing of it was stored

@@ -194,6 +194,14 @@ async def test_sending_a_workflow_again_is_idempotent(client: TestClient) -> Non
     assert second["created"] == 0 and [j["id"] for j in second["jobs"]] == [j["id"] for j in first["jobs"]]
     changed = await client.post("/workflows", json={"id": "again", "jobs": [job("w1", "echo"), job("w2", "echo")]})
     await assert_problem(changed, 409, "w2")
+    policy = [job("w1", "echo"), job("w2", "echo", "w1", on_parent_failure="run")]
+    await assert_problem(await client.post("/workflows", json={"id": "again", "jobs": policy}), 409, "w2")
+    elsewhere = await client.post("/workflows", json={"id": "other", "jobs": jobs})  # the same jobs, another workflow
+    await assert_problem(elsewhere, 409, "w1")
+    partly = [job("new-1", "echo"), job("w2", "echo"), job("new-2", "echo", "new-1")]  # w2 is taken: none is stored
+    await assert_problem(await client.post("/workflows", json={"id": "again", "jobs": partly}), 409, "w2")
+    for job_id in ("new-1", "new-2"):
+        await assert_problem(await client.get(f"/status/{job_id}"), 404, job_id)
 
 
 async def test_a_workflow_that_does_not_fit_stores_nothing(make_client: MakeClient) -> None:

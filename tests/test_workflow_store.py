@@ -11,7 +11,7 @@ from jobq.errors import QueueFull
 from jobq.job import Job, JobStatus
 from jobq.lifecycle import Settlement
 from jobq.store import Added, Store
-from jobq.store.base import JobEvent, StoreEvent
+from jobq.store.base import JobEvent, Retention, StoreEvent
 from tests.conftest import FakeClock, MakeStore, OpenUrl, make_job, store_url, until
 
 SHARED = ["postgresql", "redis"]
@@ -260,6 +260,43 @@ async def test_subscribers_hear_of_children_the_cascade_moved(make_store: MakeSt
     await until(both, "the children's events")
     for stop in stops:
         stop()
+
+
+async def test_a_child_that_stops_waiting_leaves_no_edge_behind(make_store: MakeStore) -> None:
+    store = await make_store()
+    await add_all(store, [make_job("p", queue="p"), make_job("q", queue="q"), child("c", "p", queue="c")])
+    await store.delete("c")  # deleted while it waits on p: its id may be used again
+    await add_all(store, [child("c", "q", queue="c")])  # for a job that waits on q only
+    await add_all(store, [child("d", "p", queue="d")])
+    await store.cancel("d")
+    await run(store, "p", queue="p")  # p ends: nothing may count p off c or d
+    c = await store.get("c")
+    assert c is not None and c.status is JobStatus.WAITING and c.parents_left == 1
+    await run(store, "q", queue="q")
+    assert await status_of(store, "c", "d") == ["pending", "cancelled"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])
+@pytest.mark.parametrize("remove", ["purge", "delete"])
+async def test_a_parent_that_completed_and_is_gone_still_counts_after_a_restart(
+    backend: str, remove: str, tmp_path: Path, open_url: OpenUrl
+) -> None:
+    clock = FakeClock()
+    url = store_url(backend, tmp_path)
+    store = await open_url(url, clock=clock, retention=Retention(max_age=60))
+    await add_all(store, [make_job("p1", queue="a"), make_job("p2", queue="b"), child("c", "p1", "p2", queue="c")])
+    await run(store, "p1", queue="a")
+    if remove == "purge":
+        clock.advance(3600)
+        assert await store.purge() == 1  # p1, completed an hour ago, is past retention
+    else:
+        await store.delete("p1")
+    await store.close()
+    again = await open_url(url, clock=clock, retention=Retention(max_age=60))
+    c = await again.get("c")
+    assert c is not None and c.status is JobStatus.WAITING and c.parents_left == 1, c and c.error
+    await run(again, "p2", queue="b")
+    assert await status_of(again, "c") == ["pending"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])

@@ -52,6 +52,10 @@ from jobq.store.loading import Loading, wanted
 from jobq.store.ready import FlowReady, QueueReady
 from jobq.workflow import DELETED, count_off, parent_outcome
 
+# A parent a waiting job names that is not in the file had ended and been counted off before the stop (and then
+# been purged or deleted): a delete of an unfinished parent writes its children's cascade before the delete.
+COUNTED_BEFORE = JobStatus.COMPLETED.value
+
 log = logging.getLogger("jobq.store")
 
 MAX_LOG_LINES = 1000
@@ -197,6 +201,10 @@ class MemoryStore(Store):
             }
             if parents and self._loading is not None:
                 await self._fetch(list(parents))
+                for parent_id in parents - jobs.keys():  # not in the file either
+                    self._resolve(parent_id, COUNTED_BEFORE)
+                if self._cascaded:
+                    self._journal(())
 
     @property
     def loading(self) -> bool:
@@ -338,7 +346,7 @@ class MemoryStore(Store):
         for job in loading.release_all():
             self._place(job)
         for parent_id in [parent_id for parent_id in self._dependants if parent_id not in self._jobs]:
-            self._resolve(parent_id, DELETED)  # a parent that was never read back is gone
+            self._resolve(parent_id, COUNTED_BEFORE)
         if self._cascaded:
             self._journal(())
         loading.finish()
@@ -982,9 +990,9 @@ class MemoryStore(Store):
             return await self.delete(job_id)
         self._forget(job)
         self._compact_deferred()
+        cascaded = self._journal(()) if self._cascaded else None  # first: see COUNTED_BEFORE
         future = self._persist_delete([job_id])
-        cascaded = self._journal(()) if self._cascaded else None
-        for commit in (future, cascaded):
+        for commit in (cascaded, future):
             if commit is not None:
                 await commit
         return job.snapshot()
@@ -1159,9 +1167,9 @@ class MemoryStore(Store):
             if self._live(job):  # a cascade from one forgotten here may have cancelled another
                 self._forget(job)
         self._compact_deferred()
+        cascaded = self._journal(()) if self._cascaded else None  # first: see COUNTED_BEFORE
         future = self._persist_delete(list(doomed))
-        cascaded = self._journal(()) if self._cascaded else None
-        for commit in (future, cascaded):
+        for commit in (cascaded, future):
             if commit is not None:
                 await commit
         return len(doomed)

@@ -410,6 +410,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # the edges not counted off yet: a child's, from each parent that had not ended when it was added (the
         # transaction that adds them sets the parents' has_children)
         "CREATE TABLE {s}.job_edges (parent text NOT NULL, child text NOT NULL, PRIMARY KEY (parent, child))",
+        # a child that stops waiting otherwise (cancelled, deleted) drops its edges: its id may be used again
+        "CREATE INDEX job_edges_by_child ON {s}.job_edges (child)",
         # The jobs ``ended`` ended as ``outcomes`` (a terminal status, or 'deleted') at ``at``: each counts off the
         # children still waiting on it by jobq.workflow.count_off's table, and the children that cancels end in
         # turn, round after round (a loop: a chain of any length). Deleting an edge is what counts it, so two
@@ -474,6 +476,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 )
                 SELECT array_agg(id), array_agg(status), array_agg(t) INTO ended, outcomes, at
                 FROM moved WHERE status = 'cancelled';
+                DELETE FROM {s}.job_edges WHERE child = ANY(ended);  -- a cancelled child waits on no other parent
             END LOOP;
         END $$""",
         # a trigger's own changes (a cascade's) name no node: every node hears of them, the writer's too
@@ -506,7 +509,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                     || array_agg((o.queue, o.status, 0, -1)::{{s}}.counts) AS counted,
                 array_agg(n.id) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS ended,
                 array_agg(n.status) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS outcomes,
-                array_agg(n.finished_at) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS at
+                array_agg(n.finished_at) FILTER (WHERE n.has_children AND n.status IN {TERMINAL_STATUSES}) AS at,
+                array_agg(n.id) FILTER (WHERE o.status = 'waiting' AND n.status <> 'pending') AS dropped
             INTO moved
             FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status;
             IF moved.changes IS NULL THEN
@@ -514,8 +518,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             END IF;
             PERFORM {{s}}.count_jobs(moved.counted);
             PERFORM {{s}}.notify_changes(moved.changes, moved.ready);
-            IF moved.ended IS NOT NULL AND pg_trigger_depth() = 1 THEN
-                PERFORM {{s}}.count_off(moved.ended, moved.outcomes, moved.at);
+            IF pg_trigger_depth() = 1 THEN
+                IF moved.dropped IS NOT NULL THEN  -- waiting jobs cancelled by hand wait on no parent any more
+                    DELETE FROM {{s}}.job_edges WHERE child = ANY(moved.dropped);
+                END IF;
+                IF moved.ended IS NOT NULL THEN
+                    PERFORM {{s}}.count_off(moved.ended, moved.outcomes, moved.at);
+                END IF;
             END IF;
             RETURN NULL;
         END $$""",
@@ -526,6 +535,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         BEGIN
             PERFORM {{s}}.count_jobs(array_agg((queue, status, 0, -1)::{{s}}.counts)) FROM old_rows;
             IF pg_trigger_depth() = 1 THEN
+                DELETE FROM {{s}}.job_edges WHERE child IN (SELECT id FROM old_rows WHERE status = 'waiting');
                 SELECT array_agg(id) INTO gone FROM old_rows WHERE has_children AND status NOT IN {TERMINAL_STATUSES};
                 IF gone IS NOT NULL THEN
                     PERFORM {{s}}.count_off(gone, array_fill('deleted'::text, ARRAY[cardinality(gone)]),
