@@ -530,17 +530,25 @@ async def cancel(request: web.Request) -> web.Response:
 @documented(
     "server",
     {
-        200: Reply("jobq serves (ok), or is shutting down (draining)", Health),
-        503: Reply("the store cannot write", Unhealthy, headers={"Retry-After": "seconds to wait"}),
+        200: Reply("jobq serves (ok)", Health),
+        503: Reply(
+            "jobq is shutting down (draining), or the store cannot write (unavailable)",
+            Unhealthy,
+            headers={"Retry-After": "seconds to wait"},
+        ),
     },
 )
 async def health(request: web.Request) -> web.Response:
-    """Readiness, without a store round trip: 200 ``ok`` (or ``draining``), 503 when the store cannot write."""
+    """Readiness, without a store round trip: 200 ``ok``; 503 while jobq drains (a load balancer or a readiness
+    probe sends it nothing new) or when the store cannot write."""
     service = request.app[SERVICE]
     unavailable = service.unavailable
     if unavailable is not None:
         return json_response({"status": "unavailable", "detail": unavailable}, 503, {"Retry-After": "5"})
-    return json_response({"status": "draining" if service.draining else "ok"})
+    if service.draining:
+        detail = "jobq is shutting down: it finishes the jobs it runs and takes no new ones"
+        return json_response({"status": "draining", "detail": detail}, 503, {"Retry-After": "5"})
+    return json_response({"status": "ok"})
 
 
 @routes.get("/stats")

@@ -849,15 +849,15 @@ class NodeList(Answer):
 
 
 class Health(Answer):
-    """``GET /health`` when jobq can serve (``draining`` during a shutdown)."""
+    """``GET /health`` when jobq can serve."""
 
-    status: Literal["ok", "draining"]
+    status: Literal["ok"]
 
 
 class Unhealthy(Answer):
-    """``GET /health`` when the store cannot write."""
+    """``GET /health`` while jobq drains (a shutdown), or when the store cannot write."""
 
-    status: Literal["unavailable"]
+    status: Literal["draining", "unavailable"]
     detail: str
 
 

@@ -129,7 +129,7 @@ def test_signal_drains_every_accepted_job_then_exits_0(
     assert "shutting down" in problem["detail"]
     assert batch_status == 503
     assert "Retry-After" in batch_headers
-    assert (health_status, health) == (200, {"status": "draining"})
+    assert (health_status, health["status"]) == (503, "draining")
 
     assert Counter(started(runs_file)) == Counter(ids), "every accepted job runs exactly once"
     log = read_log(server)
