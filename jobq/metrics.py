@@ -50,6 +50,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from jobq import __version__
+from jobq.errors import StoreUnavailable
 from jobq.flow import FlowState
 from jobq.job import TERMINAL, Job, JobStatus
 from jobq.store.base import Store, StoreStats
@@ -267,9 +268,19 @@ class Metrics:
 
     # -- scraping -----------------------------------------------------------------
     async def scrape(self, request: web.Request, store: Store) -> web.Response:
-        """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now."""
-        self.state.snapshot = await store.stats()
-        self.state.flows = await store.flows()
+        """Answer a scrape (text or OpenMetrics, as the scraper's Accept asks), with the store read now.
+
+        A store that cannot answer (it went away) leaves out the gauges read from it and sets
+        ``jobq_store_up`` to 0, and the scrape still answers: an alert tells a store that is away
+        from a process that is down.
+        """
+        try:
+            self.state.snapshot = await store.stats()
+            self.state.flows = await store.flows()
+        except StoreUnavailable:
+            self.state.snapshot, self.state.flows, self.state.store_up = None, {}, False
+        else:
+            self.state.store_up = store.unavailable is None
         return await self._render(request)
 
 
@@ -285,6 +296,7 @@ class StateCollector:
         self.flows: dict[str, FlowState] = {}  # the queues with limits, read with the snapshot
         self.service: JobService | None = None
         self.faktory_connections: Callable[[], int] | None = None  # set while a Faktory listener runs
+        self.store_up = True  # whether the store answered the last scrape (and can write)
         self._queues: set[str] = set()
 
     def describe(self) -> Iterable[Metric]:
@@ -316,7 +328,12 @@ class StateCollector:
             pool = self.service.pool
             workers.add_metric(["busy"], pool.busy)
             workers.add_metric(["idle"], max(pool.concurrency - pool.busy, 0))
-        families = [depth, running, paused, oldest, workers, held]
+        store_up = GaugeMetricFamily(
+            "jobq_store_up",
+            "1 while this process's store answers and can write, 0 while it cannot.",
+            int(self.store_up),
+        )
+        families = [depth, running, paused, oldest, workers, held, store_up]
         if self.faktory_connections is not None:
             families.append(
                 GaugeMetricFamily(

@@ -9,15 +9,17 @@ import logging
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis
 
+from jobq.app import create_app
 from jobq.errors import StoreUnavailable
 from jobq.job import JobStatus
 from jobq.store.redis import RedisStore, durability_warning, split_url
-from tests.conftest import OpenUrl, add_when_back, make_job, refused_while_away, until
+from tests.conftest import TEST_CONFIG, OpenUrl, add_when_back, make_job, refused_while_away, until
 from tests.procs import free_port
 from tests.redisserver import RedisServer
 
@@ -186,3 +188,30 @@ async def test_the_core_verbs_work_on_a_three_master_cluster(redis_cluster: str,
     assert [j.id for j in page] == ["later", "b", "a"]
     assert (await store.stats()).by_status == {"completed": 1, "failed": 1, "cancelled": 1}
     assert [j.id for j in await other.lease(5, 30.0)] == ["m"]
+
+
+async def test_metrics_answer_while_redis_is_away_and_say_the_store_is_down(
+    server: RedisServer, aiohttp_client: Any
+) -> None:
+    config = replace(TEST_CONFIG, store=f"{server.url}?prefix=m", workers=0)
+    client = await aiohttp_client(create_app(config))
+
+    async def store_up() -> str:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        text = await response.text()
+        return next(line for line in text.splitlines() if line.startswith("jobq_store_up "))
+
+    assert await store_up() == "jobq_store_up 1.0"
+    server.halt()
+
+    async def down() -> bool:
+        return await store_up() == "jobq_store_up 0.0"
+
+    await until(down, "the scrape to say the store is down", timeout=20.0)
+    server.start()
+
+    async def up() -> bool:
+        return await store_up() == "jobq_store_up 1.0"
+
+    await until(up, "the scrape to say the store is back", timeout=20.0)
