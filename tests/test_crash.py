@@ -151,3 +151,26 @@ def test_sigterm_drain_leaves_unfinished_jobs_pending_for_the_next_start(
     runs = Counter(started(runs_file))
     assert {job_id for job_id, count in runs.items() if count == 2} == interrupted
     assert set(runs) == set(accepted) and max(runs.values()) == 2
+
+
+def test_sigkill_mid_workflow_on_sqlite_loses_nothing_and_the_callback_runs_once(
+    start_server: StartServer, runs_file: Path, tmp_path: Path
+) -> None:
+    first = start_server(workers=4)
+    members = [{"id": f"m{n}", "type": "record", "payload": {"seconds": 0.2, "slow_runs": 1}} for n in range(24)]
+    parents = [member["id"] for member in members]
+    callback = {"id": "callback", "type": "record", "depends_on": parents, "on_parent_failure": "run"}
+    status, body = first.request("POST", "/workflows", {"jobs": [*members, callback]})
+    assert status == 202, body
+    wait_until(lambda: len(started(runs_file)) >= 8, "members to be running")
+    first.kill()
+    assert "callback" not in started(runs_file)
+    assert count_on_disk(tmp_path / "jobq.db", "waiting") == 1  # the callback, still waiting on disk
+
+    second = start_server(workers=4)
+    wait_until(lambda: stats(second)["jobs"]["completed"] == 25, "the workflow to finish")
+    stop_cleanly(second)
+    runs = Counter(started(runs_file))
+    assert runs["callback"] == 1, runs
+    assert set(runs) == {"callback", *(m["id"] for m in members)}
+    assert started(runs_file)[-1] == "callback", "the callback ran after every member"
