@@ -16,7 +16,6 @@ moves least when other processes share the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,13 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-tree", type=Path, help="a checkout from before flow control, measured without")
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args(argv)
-    named = {"postgresql": bench.DEFAULT_POSTGRES_URL, "redis": bench.DEFAULT_REDIS_URL}
-    stores = [named.get(store, store) for store in args.stores.split(",")]
     cases = [case for case in CASES if case != "baseline" or args.baseline_tree is not None]
-    runs = bench.inprocess_rounds(stores, cases, command(args), args.rounds, "none")
-    if args.json is not None:
-        args.json.write_text(json.dumps({f"{s} {c}": r for (s, c), r in runs.items()}, indent=2))
-    print(json.dumps({"machine": bench.machine()}))
+    bench.inprocess_rounds(args.stores.split(","), cases, command(args), args.rounds, "none", args.json)
     return 0
 
 

@@ -390,12 +390,17 @@ def inprocess_rounds(
     command: Callable[[str, str], list[str]],
     rounds: int,
     reference: str,
+    json_path: Path | None = None,
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Run ``bench/inprocess.py command(store URL, case)`` for every store and case, ``rounds`` times, the
-    cases' order turning from round to round; print each run, then a table of medians against ``reference``.
+    cases' order turning from round to round; print each run, then a table of medians against ``reference``
+    and the machine (every run's result goes to ``json_path`` too, when given).
 
-    ``sqlite`` and the PostgreSQL and Redis URLs get a fresh store for every run (``_fresh``).
+    A store is ``memory://``, ``sqlite``, ``postgresql`` or ``redis`` (the benchmark databases) or a URL;
+    ``sqlite`` and the PostgreSQL and Redis ones get a fresh store for every run (``_fresh``).
     """
+    named = {"postgresql": DEFAULT_POSTGRES_URL, "redis": DEFAULT_REDIS_URL}
+    stores = [named.get(store, store) for store in stores]
     workdir = Path(tempfile.mkdtemp(prefix="jobq-rounds-"))
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s, c): [] for s in stores for c in cases}
     for number in range(rounds):
@@ -418,6 +423,9 @@ def inprocess_rounds(
             rate = statistics.median(r["jobs_per_second"] for r in runs[(store, case)])
             cpu = statistics.median(r["cpu_us_per_job"] for r in runs[(store, case)])
             print(f"| {store} | {case} | {rate:,.0f} | {cpu:.1f} | {rate / rate0:.0%} | {cpu / cpu0:.0%} |")
+    if json_path is not None:
+        json_path.write_text(json.dumps({f"{s} {c}": r for (s, c), r in runs.items()}, indent=2))
+    print(json.dumps({"machine": machine()}))
     return runs
 
 

@@ -15,7 +15,6 @@ median rate and CPU per job over the rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,12 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args(argv)
-    named = {"postgresql": bench.DEFAULT_POSTGRES_URL, "redis": bench.DEFAULT_REDIS_URL}
-    stores = [named.get(store, store) for store in args.stores.split(",")]
-    runs = bench.inprocess_rounds(stores, CASES, command(args), args.rounds, "independent")
-    if args.json is not None:
-        args.json.write_text(json.dumps({f"{s} {c}": r for (s, c), r in runs.items()}, indent=2))
-    print(json.dumps({"machine": bench.machine()}))
+    bench.inprocess_rounds(args.stores.split(","), CASES, command(args), args.rounds, "independent", args.json)
     return 0
 
 

@@ -639,7 +639,7 @@ def leased_view(job: Job) -> dict[str, Any]:
         "timeout": job.timeout,
         "lease_id": job.lease_id,
         "lease_expires_at": rfc3339(job.lease_expires_at),
-        "depends_on": list(job.depends_on),
+        "depends_on": job.depends_on,  # a tuple: serialised as a JSON array, no list made per job
     }
 
 

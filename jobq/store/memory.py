@@ -429,7 +429,7 @@ class MemoryStore(Store):
         if before in DEFERRED and job.status not in WAITING:  # left the timer heap early (cancelled)
             self._deferred_stale += 1
             self._compact_deferred()
-        if job.id in self._dependants and job.status in TERMINAL:
+        if self._dependants and job.status in TERMINAL and job.id in self._dependants:
             self._resolve(job.id, job.status.value)
 
     def _forget(self, job: Job) -> None:

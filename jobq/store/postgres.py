@@ -851,10 +851,6 @@ class PostgresStore(SharedStore):
         page = [row_job(row) for row in rows[:limit]]
         return page, str(page[-1].seq) if len(rows) > limit else None
 
-    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
-        found = {job.id: job for job in await self._read(job_ids)}
-        return [found[job_id] for job_id in job_ids if job_id in found]
-
     async def set_paused(self, queue: str, paused: bool) -> None:
         async with self._connection() as conn:
             await conn.execute(self._sql["set_paused"], queue, paused)

@@ -362,10 +362,6 @@ class RedisStore(SharedStore):
             self._publish_log(job_id, float(at), line)
 
     # -- the primitives -----------------------------------------------------------
-    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
-        """The jobs with these ids that exist, in the order asked (one pipelined read)."""
-        return await self._read(list(job_ids))
-
     async def _insert(self, jobs: Sequence[Job], *, together: bool = False) -> dict[str, int | str]:
         """Store the new jobs (see SharedStore._insert) in one script call; with ``together``, all or none.
 

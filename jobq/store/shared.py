@@ -354,6 +354,10 @@ class SharedStore(Store):
         jobs = await self._read([job_id])
         return jobs[0] if jobs else None
 
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        found = {job.id: job for job in await self._read(job_ids)} if job_ids else {}
+        return [found[job_id] for job_id in job_ids if job_id in found]
+
     # -- consumers ----------------------------------------------------------------------
     async def lease(
         self,
