@@ -2,14 +2,18 @@
 
 It does what any JSON API must do per request and nothing more: read the body,
 parse it as JSON, and answer 202 with a small JSON document. Run by
-``bench/run.py`` in its own process: ``python bench/ceiling_server.py PORT``.
+``bench/run.py`` in its own process: ``python bench/ceiling_server.py PORT``, on the
+event loop jobq runs on (uvloop, jobq/eventloop.py); ``asyncio PORT`` runs it on the
+standard loop instead (aiohttp's default).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
+import uvloop
 from aiohttp import web
 
 
@@ -27,7 +31,9 @@ def main() -> None:
     app = web.Application()
     app.router.add_post("/enqueue", accept)
     app.router.add_get("/health", health)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    *choice, port = sys.argv[1:]
+    loop = asyncio.new_event_loop() if choice == ["asyncio"] else uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=int(port), access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
     .venv/bin/python bench/enqueue_ab.py --setups postgresql-0,postgresql-32   # on PostgreSQL (--postgres-url)
     .venv/bin/python bench/enqueue_ab.py --setups redis-0,redis-32 --redis-url redis://127.0.0.1:6390/15   # on Redis
 
-Each round loads the ceiling (``bench/ceiling_server.py``) and then, for each setup
+Each round loads the ceiling (``bench/ceiling_server.py``, on uvloop as jobq is), the same
+on the standard asyncio loop (a row for reference: shares are taken against the first) and
+then, for each setup
 (``memory-0``: ``memory://`` with no workers; ``sqlite-32``: the defaults, a fresh SQLite
 file and 32 in-process workers that run every job; ``postgresql-0`` and ``postgresql-32``: the
 database of ``--postgres-url``, dropped and created again before each run and dropped at the
@@ -91,10 +93,11 @@ def one_load(
     name: str,
     postgres_url: str,
     redis_url: str = bench.DEFAULT_REDIS_URL,
+    ceiling_loop: str = "uvloop",
 ) -> bench.Load:
-    """Start one server (``tree`` None: the ceiling), load it once, stop it."""
+    """Start one server (``tree`` None: the ceiling, on ``ceiling_loop``), load it once, stop it."""
     if tree is None:
-        command, root = [bench.PYTHON, str(bench.BENCH / "ceiling_server.py")], bench.ROOT
+        command, root = [bench.PYTHON, str(bench.BENCH / "ceiling_server.py"), ceiling_loop], bench.ROOT
     else:
         store, workers = SETUPS[setup]
         store = postgres_url if store == "postgresql" else store
@@ -114,11 +117,15 @@ def measure(
     redis_url: str = bench.DEFAULT_REDIS_URL,
 ) -> list[Runs]:
     ceiling = Runs("ceiling", "bare aiohttp")
+    standard = Runs("ceiling", "bare aiohttp, standard loop")
     runs = {(setup, name): Runs(setup, name) for setup in setups for name in trees}
     for index in range(rounds):
         top = one_load(None, "", scale, workdir, f"ceiling-{index}", postgres_url)
         ceiling.add(top, top)
         print(f"round {index + 1}: ceiling {top.rate:,.0f} req/s, {top.server_us_per_request:.1f} µs", file=sys.stderr)
+        slower = one_load(None, "", scale, workdir, f"standard-{index}", postgres_url, ceiling_loop="asyncio")
+        standard.add(slower, top)
+        print(f"  standard loop: {slower.rate:,.0f} req/s, {slower.server_us_per_request:.1f} µs", file=sys.stderr)
         names = list(trees) if index % 2 == 0 else list(reversed(trees))
         for setup in setups:
             for name in names:
@@ -130,7 +137,7 @@ def measure(
                     f"  {setup} {name}: {result.rate:,.0f} req/s, {result.server_us_per_request:.1f} µs ({share:.0%})",
                     file=sys.stderr,
                 )
-    return [ceiling, *runs.values()]
+    return [ceiling, standard, *runs.values()]
 
 
 def table(runs: Sequence[Runs]) -> str:

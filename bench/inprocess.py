@@ -35,6 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import uvloop  # the loop jobq runs on (jobq/eventloop.py)
+
 BENCH = Path(__file__).resolve().parent
 
 
@@ -272,19 +274,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     config = replace(BASE, store=args.store, durability=args.durability, workers=args.workers, prefetch=args.prefetch)
     if args.what == "add":
-        result = asyncio.run(bench_add(config, args.jobs, args.batch, args.producers, args.payload_bytes))
+        result = uvloop.run(bench_add(config, args.jobs, args.batch, args.producers, args.payload_bytes))
     elif args.what == "e2e":
         tune_gc()  # as main.py does once it serves
-        result = asyncio.run(
+        result = uvloop.run(
             bench_e2e(
                 config, args.jobs, args.batch, args.timeout, args.payload_bytes, args.keys, args.key_limit, args.chord
             )
         )
     elif args.what == "floor":
         tune_gc()
-        result = asyncio.run(bench_floor(args.jobs, args.workers))
+        result = uvloop.run(bench_floor(args.jobs, args.workers))
     else:
-        result = asyncio.run(bench_memory(args.jobs, args.batch))
+        result = uvloop.run(bench_memory(args.jobs, args.batch))
     print(json.dumps(result))
     return 0
 

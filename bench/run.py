@@ -176,7 +176,7 @@ def serving(command: Sequence[str], workdir: Path, name: str, root: Path = ROOT)
 
 
 def _port_args(command: Sequence[str], port: int) -> list[str]:
-    return [str(port)] if command[-1].endswith("ceiling_server.py") else ["--port", str(port)]
+    return [str(port)] if any(part.endswith("ceiling_server.py") for part in command) else ["--port", str(port)]
 
 
 def jobq_command(store: str, workers: int, root: Path = ROOT) -> list[str]:

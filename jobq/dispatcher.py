@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
+from jobq import eventloop
 from jobq.auth import TOKEN_PATTERN
 from jobq.config import parse_bool, positive
 from jobq.job import parse_rfc3339
@@ -546,7 +547,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.dispatch
     ``prog`` is how the command is named in usage messages (``jobq dispatch`` from the CLI).
     """
     config = parse_config(argv, prog=prog)
-    summary = asyncio.run(dispatch(config))
+    summary = eventloop.run(dispatch(config))
     print(json.dumps(summary.to_dict(), indent=2) if config.as_json else summary.render())
     return 0 if summary.ok else 1
 

@@ -31,7 +31,7 @@ from types import FrameType
 
 from aiohttp import web
 
-from jobq import logformat, logs, nodes
+from jobq import eventloop, logformat, logs, nodes
 from jobq.api import METRICS, SERVICE
 from jobq.app import Runner, create_app
 from jobq.auth import TokenBook, TokenError
@@ -211,10 +211,36 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
             await runner.cleanup()
             return EXIT_CANNOT_START
         log.info("%d schedules defined from %s", defined, config.schedules)
+    # HTTP starts listening last: once GET /health answers, gRPC and Faktory clients can connect too.
+    grpc_server: GrpcServer | None = None
+    faktory: FaktoryServer | None = None
+    listening = "gRPC"
     try:
+        if config.grpc_port:
+            grpc_server = await start_grpc_server(
+                service,
+                config.host,
+                config.grpc_port,
+                tokens=tokens or None,
+                metrics=app.get(METRICS),
+                max_message_bytes=config.body_limit,
+            )
+            service.listening["grpc"] = f"{config.host}:{grpc_server.port}"
+        listening = "the Faktory protocol"
+        if config.faktory_port:
+            listener = start_faktory(app, tokens)
+            await listener.start(config.host, config.faktory_port)
+            faktory = listener
+            service.listening["faktory"] = f"{config.host}:{faktory.port}"
+        listening = "HTTP"
         await web.TCPSite(runner, config.host, config.port).start()
     except OSError as exc:
-        log.error("jobq cannot listen on %s port %d: %s", config.host, config.port, exc.strerror or exc)
+        port = {"HTTP": config.port, "gRPC": config.grpc_port}.get(listening, config.faktory_port)
+        log.error("jobq cannot listen on %s port %d for %s: %s", config.host, port, listening, exc.strerror or exc)
+        if faktory is not None:
+            await faktory.stop()
+        if grpc_server is not None:
+            await grpc_server.stop(0)
         await runner.cleanup()
         return EXIT_CANNOT_START
     service.listening["http"] = ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses)
@@ -225,41 +251,6 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
         without_password(config.store),
     )
     tune_gc()
-    grpc_server: GrpcServer | None = None
-    if config.grpc_port:
-        try:
-            grpc_server = await start_grpc_server(
-                service,
-                config.host,
-                config.grpc_port,
-                tokens=tokens or None,
-                metrics=app.get(METRICS),
-                max_message_bytes=config.body_limit,
-            )
-        except OSError as exc:
-            log.error(
-                "jobq cannot listen on %s port %d for gRPC: %s", config.host, config.grpc_port, exc.strerror or exc
-            )
-            await runner.cleanup()
-            return EXIT_CANNOT_START
-        service.listening["grpc"] = f"{config.host}:{grpc_server.port}"
-    faktory: FaktoryServer | None = None
-    if config.faktory_port:
-        faktory = start_faktory(app, tokens)
-        try:
-            await faktory.start(config.host, config.faktory_port)
-        except OSError as exc:
-            log.error(
-                "jobq cannot listen on %s port %d for the Faktory protocol: %s",
-                config.host,
-                config.faktory_port,
-                exc.strerror or exc,
-            )
-            if grpc_server is not None:
-                await grpc_server.stop(0)
-            await runner.cleanup()
-            return EXIT_CANNOT_START
-        service.listening["faktory"] = f"{config.host}:{faktory.port}"
     await nodes.announce(service)  # with the addresses it listens on
 
     await shutdown.requested.wait()
@@ -366,7 +357,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python main.py") -> int
     if not load_handlers(config.handlers):
         return EXIT_CANNOT_START
     try:
-        return asyncio.run(serve(config, tokens))
+        return eventloop.run(serve(config, tokens))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         log.warning("interrupted while starting")
         return 128 + signal.SIGINT

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp.test_utils import TestClient
 
 from jobq.app import create_app, store_from_config
@@ -37,6 +38,11 @@ def store_url(backend: str, tmp_path: Path) -> str:
     if backend == "redis":
         return prefix_url(tmp_path)
     return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path / 'jobq.db'}"}[backend]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """In-process tests run on the loop jobq runs on (jobq.eventloop)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from jobq.config import Config, env_var, flag
+from tests.conftest import StartServer
 from tests.procs import ROOT, free_port
 
 EXIT_CANNOT_START = 2
@@ -186,6 +187,25 @@ def test_a_busy_faktory_port_is_a_clear_error(busy_port: int) -> None:
     assert result.returncode == EXIT_CANNOT_START, result.stderr
     assert f"cannot listen on 127.0.0.1 port {busy_port} for the Faktory protocol" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_busy_grpc_port_is_a_clear_error(busy_port: int) -> None:
+    faktory_port = free_port()
+    result = run_main(
+        "--store", "memory://", "--port", "0", "--grpc-port", str(busy_port), "--faktory-port", str(faktory_port)
+    )
+    assert result.returncode == EXIT_CANNOT_START, result.stderr
+    assert f"cannot listen on 127.0.0.1 port {busy_port} for gRPC" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_once_health_answers_every_listener_accepts(start_server: StartServer) -> None:
+    grpc_port, faktory_port = free_port(), free_port()
+    server = start_server("--store", "memory://", "--grpc-port", str(grpc_port), "--faktory-port", str(faktory_port))
+    for port in (grpc_port, faktory_port):  # at once: HTTP is the last to listen
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    assert server.request("GET", "/health")[0] == 200
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from jobq import logformat
+from jobq import eventloop, logformat
 from jobq.config import positive
 from jobq.errors import Forbidden, HandlersFailed, JobqError, Unauthorized
 from jobq.handlers import load_handler_modules, registry
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.sdk.remo
     except HandlersFailed as exc:
         log.error("cannot load handlers: %s", exc.detail)
         return 2
-    return asyncio.run(run(args))
+    return eventloop.run(run(args))
 
 
 if __name__ == "__main__":
