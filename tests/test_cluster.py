@@ -356,6 +356,7 @@ def test_a_per_key_limit_holds_across_nodes_and_remote_workers(
         env={"JOBQ_TEST_RUNS_FILE": str(runs_file)},
     )
     try:
+        wait_until(lambda: "running 6 at once" in worker.log(), "the remote worker leasing")  # or the nodes run all
         jobs = [
             {
                 "type": "span",
