@@ -243,7 +243,8 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
             await grpc_server.stop(0)
         await runner.cleanup()
         return EXIT_CANNOT_START
-    service.listening["http"] = ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses)
+    http = ", ".join(f"http://{host}:{port}" for host, port, *_ in runner.addresses)
+    service.listening = {"http": http, **service.listening}  # HTTP first on the node's card, as before
     log.info(
         "jobq serving on %s with %d workers, store %s",
         service.listening["http"],
