@@ -81,7 +81,7 @@ def test_an_empty_variable_counts_as_unset_and_a_bad_log_level_is_a_usage_error(
     for name in ("JOBQ_LOG_LEVEL", "JOBQ_CONCURRENCY", "JOBQ_PREFETCH", "JOBQ_LEASE"):
         monkeypatch.setenv(name, "")
     args = build_parser().parse_args([])
-    assert (args.log_level, args.concurrency, prefetch_of(args), args.lease) == ("info", 32, 32, 60.0)
+    assert (args.log_level, args.concurrency, prefetch_of(args), args.lease) == ("info", 64, 64, 60.0)
     with pytest.raises(SystemExit) as stopped:
         build_parser().parse_args(["--log-level", "bogus"])
     assert stopped.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err

@@ -67,7 +67,7 @@ import run as bench  # noqa: E402 - bench/run.py
 
 PEER_NAMES = ("dramatiq", "arq", "saq", "rq", "pgqueuer", "procrastinate")
 REDIS_PEERS = {"dramatiq", "arq", "saq", "rq"}
-JOBQ_SETUPS = ("worker", "worker-64", "inprocess", "pg1", "pg2", "redis1", "redis2")
+JOBQ_SETUPS = ("worker", "worker-128", "inprocess", "pg1", "pg2", "redis1", "redis2")
 PG_NODES = {"pg1": 1, "pg2": 2}  # jobq rows on PostgreSQL: how many ``jobq serve`` share the database
 REDIS_NODES = {"redis1": 1, "redis2": 2}  # jobq rows on Redis: how many ``jobq serve`` share the database
 BEST_PEER = "best-peer"  # a --versus key: the fastest peer of each round
@@ -270,10 +270,10 @@ class JobqSetup:
         self.redis_url = redis_url
         self.nodes = PG_NODES.get(key) or REDIS_NODES.get(key, 0)  # 0: SQLite, one process
         self.remote = key.startswith("worker")
-        self.concurrency = 64 if key == "worker-64" else None
+        self.concurrency = 128 if key == "worker-128" else None
         label = {
             "worker": "jobq, `jobq worker` at its default concurrency",
-            "worker-64": "jobq, `jobq worker --concurrency 64`",
+            "worker-128": "jobq, `jobq worker --concurrency 128`",
             "inprocess": "jobq in-process, SQLite defaults",
             "pg1": "jobq in-process, PostgreSQL, 1 node",
             "pg2": "jobq in-process, PostgreSQL, 2 nodes",

@@ -60,7 +60,7 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
     parser.add_argument(
         "--concurrency",
         type=positive(int),
-        default=env.get("JOBQ_CONCURRENCY") or "32",  # a string default goes through type= too: checked alike
+        default=env.get("JOBQ_CONCURRENCY") or "64",  # a string default goes through type= too: checked alike
         help="jobs at once, at least 1 [env JOBQ_CONCURRENCY]",
     )
     parser.add_argument(
