@@ -528,7 +528,7 @@ async def test_a_dead_writer_fails_every_write_at_once_and_health_says_so(
     assert "CRITICAL" in caplog.text or "writer of" in caplog.text
 
 
-async def test_a_lease_heartbeat_and_progress_write_no_payload(open_sqlite: OpenStore) -> None:
+async def test_a_lease_heartbeat_progress_and_completion_write_only_what_changed(open_sqlite: OpenStore) -> None:
     store = await open_sqlite()
     await add(store, make_job("a", payload={"big": "x" * 2000}))
     statements: list[str] = []
@@ -540,7 +540,12 @@ async def test_a_lease_heartbeat_and_progress_write_no_payload(open_sqlite: Open
     writes = [s for s in statements if s.startswith("UPDATE")]
     assert len(writes) == 3, statements
     assert all("payload" not in s and "history" not in s and "result" not in s for s in writes), writes
-    await store.complete("a", job.lease_id or "", "ok")
+    statements.clear()
+    await store.with_connection(lambda conn: conn.set_trace_callback(statements.append))
+    completed = await store.complete("a", job.lease_id or "", "ok")
+    await store.with_connection(lambda conn: conn.set_trace_callback(None))
+    [write] = [s for s in statements if s.startswith("UPDATE")]
+    assert not any(f"{column} =" in write for column in ("attempts", "started_at", "progress")), write  # unchanged
     await store.close()
     again = await open_sqlite()
     done = await again.get("a")
@@ -550,6 +555,7 @@ async def test_a_lease_heartbeat_and_progress_write_no_payload(open_sqlite: Open
         {"big": "x" * 2000},
     )
     assert [a.outcome for a in done.history] == ["completed"]
+    assert done.to_dict() == completed.to_dict()  # what the completion left unwritten was on file already
 
 
 async def test_health_turns_503_when_the_writer_is_gone(

@@ -62,8 +62,10 @@ MAX_LOG_LINES = 1000
 MAX_SCANNED = 20_000  # jobs one listing page reads at most (a page of a selective filter may hold fewer)
 COMPACT_AFTER = 1024  # stale timer entries (cancelled or cleared jobs) tolerated before the heap is rebuilt
 
-# What a write changes, so a durable backend writes only that (see SQLiteStore._persist).
+# What a write changes, so a durable backend writes only that (see SQLiteStore._persist). SETTLE is the end of
+# leased runs: a completion changes a few columns (COMPLETE), any other end the whole state (STATE).
 ADD, STATE, LEASE, HEARTBEAT, PROGRESS = "add", "state", "lease", "heartbeat", "progress"
+SETTLE, COMPLETE = "settle", "complete"
 
 
 def seq_of(job: Job) -> int:
@@ -222,7 +224,7 @@ class MemoryStore(Store):
 
         The jobs a parent's end moved (``_cascaded``) go in the same write as that end: atomically.
         """
-        if self._cascaded and kind == STATE:
+        if self._cascaded and kind in (STATE, SETTLE):
             jobs = [*jobs, *self._cascaded]
             self._cascaded = []
         future = self._persist(kind, jobs)
@@ -940,7 +942,7 @@ class MemoryStore(Store):
             settled.append(job)
             answers.append(job)
         if settled:
-            future = self._journal(settled)
+            future = self._journal(settled, SETTLE)
             if future is not None:
                 await future
         # every answer (a repeated complete's too) once what it shows is durable

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic_core import from_json, to_json
 
 from jobq.job import Attempt, Job, JobStatus
-from jobq.store.memory import ADD, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, compact
+from jobq.store.memory import ADD, COMPLETE, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, compact
 
 COLUMNS = (
     "id",
@@ -77,6 +77,9 @@ STATE_COLUMNS = (
     "finished_at",
     "history",
 )
+COMPLETE_COLUMNS = ("status", "lease_expires_at", "worker", "result", "error", "finished_at", "history")
+"""What a completion changes in a leased job's row: attempts, started_at, lease_id (kept, for a repeated
+complete) and the progress are as the lease and the reports since left them."""
 
 
 def job_values(job: Job, kind: str) -> tuple[Any, ...]:
@@ -84,6 +87,16 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
     for a change of state, fewer for a lease, heartbeat or progress report."""
     if kind == HEARTBEAT:
         return (job.lease_expires_at,)
+    if kind == COMPLETE:  # what Job.complete changed since the lease was written (COMPLETE_COLUMNS)
+        return (
+            job.status.value,
+            job.lease_expires_at,
+            job.worker,
+            None if job.result is None else dump(job.result),
+            job.error,
+            job.finished_at,
+            history_text(job),
+        )
     if kind == PROGRESS:
         return (job.progress, job.progress_note)
     if kind == ADD:  # the payload is written here, once: no later write of the job touches it

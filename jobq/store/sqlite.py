@@ -44,8 +44,8 @@ from jobq.flow import QueueFlow
 from jobq.job import TERMINAL, WAITING, Job, JobStatus
 from jobq.store.base import StoredSchedule, StoreOptions
 from jobq.store.loading import Loading
-from jobq.store.memory import ADD, HEARTBEAT, LEASE, PROGRESS, STATE, MemoryStore
-from jobq.store.rows import COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
+from jobq.store.memory import ADD, COMPLETE, HEARTBEAT, LEASE, PROGRESS, SETTLE, STATE, MemoryStore
+from jobq.store.rows import COLUMNS, COMPLETE_COLUMNS, STATE_COLUMNS, STATUSES, job_from_row, job_values
 
 log = logging.getLogger("jobq.store")
 
@@ -124,6 +124,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 KIND_COLUMNS = {  # what each kind of write sets; an add sets every column
     ADD: COLUMNS,
     STATE: STATE_COLUMNS,
+    COMPLETE: COMPLETE_COLUMNS,
     LEASE: STATE_COLUMNS[:9],
     HEARTBEAT: ("lease_expires_at",),
     PROGRESS: ("progress", "progress_note"),
@@ -868,7 +869,11 @@ class SQLiteStore(MemoryStore):
         return self._writer.submit(kind, data)
 
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        changes: list[Change] = [(job.id, kind, job_values(job, kind)) for job in jobs]
+        if kind == SETTLE:  # a completion writes what it changed; any other end (and a cascade), the whole state
+            kinds = [COMPLETE if job.status is JobStatus.COMPLETED else STATE for job in jobs]
+            changes: list[Change] = [(job.id, k, job_values(job, k)) for job, k in zip(jobs, kinds, strict=True)]
+        else:
+            changes = [(job.id, kind, job_values(job, kind)) for job in jobs]
         return self._submit(WRITE, changes)
 
     def _commit_failed(self, ops: list[tuple[int, Any]]) -> None:
