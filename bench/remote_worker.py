@@ -64,7 +64,7 @@ PYTHON = bench.PYTHON
 BATCH = 1000
 POLL_SECONDS = 0.02
 IN_PROCESS_WORKERS = 32
-REMOTE = "1,1x64,2x32"  # the rows of every store, as --setups takes them
+REMOTE = "1,1x128,2x32"  # the rows of every store, as --setups takes them (1: the defaults, 64 at once)
 METRIC_LINE = re.compile(r"^jobq_http_requests_total\{(?P<labels>.*)\} (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -390,7 +390,7 @@ def table(results: Sequence[Result]) -> str:
 
 def parse_setups(text: str) -> list[Setup]:
     """Remote rows, comma-separated: ``P`` (P worker processes at their defaults), ``PxC`` (at
-    ``--concurrency C``), either followed by ``+N`` (``--prefetch N``): ``1,1x64,2x32+32``."""
+    ``--concurrency C``), either followed by ``+N`` (``--prefetch N``): ``1,1x128,2x32+32``."""
     setups = []
     for part in text.split(","):
         part, _, prefetch = part.strip().partition("+")
@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--setups",
         type=parse_setups,
         help="remote rows, comma-separated: P (P workers at their defaults) or PxC (--concurrency C), "
-        "either with +N for --prefetch N: 1,1x64,2x32+32 (the default)",
+        f"either with +N for --prefetch N: 1,1x128,2x32+32 (default: {REMOTE})",
     )
     parser.add_argument(
         "--tree", type=Path, help="measure the jobq of this checkout (its main.py and SDK); default: this one"
