@@ -214,7 +214,7 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
     # HTTP starts listening last: once GET /health answers, gRPC and Faktory clients can connect too.
     grpc_server: GrpcServer | None = None
     faktory: FaktoryServer | None = None
-    listening = "gRPC"
+    what, port = "gRPC", config.grpc_port  # what is being started, for the error
     try:
         if config.grpc_port:
             grpc_server = await start_grpc_server(
@@ -226,17 +226,15 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
                 max_message_bytes=config.body_limit,
             )
             service.listening["grpc"] = f"{config.host}:{grpc_server.port}"
-        listening = "the Faktory protocol"
+        what, port = "the Faktory protocol", config.faktory_port
         if config.faktory_port:
-            listener = start_faktory(app, tokens)
-            await listener.start(config.host, config.faktory_port)
-            faktory = listener
+            faktory = start_faktory(app, tokens)
+            await faktory.start(config.host, config.faktory_port)
             service.listening["faktory"] = f"{config.host}:{faktory.port}"
-        listening = "HTTP"
+        what, port = "HTTP", config.port
         await web.TCPSite(runner, config.host, config.port).start()
     except OSError as exc:
-        port = {"HTTP": config.port, "gRPC": config.grpc_port}.get(listening, config.faktory_port)
-        log.error("jobq cannot listen on %s port %d for %s: %s", config.host, port, listening, exc.strerror or exc)
+        log.error("jobq cannot listen on %s port %d for %s: %s", config.host, port, what, exc.strerror or exc)
         if faktory is not None:
             await faktory.stop()
         if grpc_server is not None:

@@ -189,6 +189,15 @@ def test_a_busy_faktory_port_is_a_clear_error(busy_port: int) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_busy_http_port_stops_the_listeners_started_before_it(busy_port: int) -> None:
+    others = ("--grpc-port", str(free_port()), "--faktory-port", str(free_port()))
+    result = run_main("--store", "memory://", "--port", str(busy_port), *others)
+    assert result.returncode == EXIT_CANNOT_START, result.stderr
+    assert f"cannot listen on 127.0.0.1 port {busy_port} for HTTP" in result.stderr
+    assert "Faktory protocol listener on port" in result.stderr  # stopped
+    assert "Traceback" not in result.stderr
+
+
 def test_a_busy_grpc_port_is_a_clear_error(busy_port: int) -> None:
     faktory_port = free_port()
     result = run_main(

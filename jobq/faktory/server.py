@@ -128,10 +128,12 @@ class FaktoryServer:
 
         Runs still held are not handed back: their workers may still finish them, and settle them
         through another jobq on the same store; if they do not, the leases lapse and the jobs run again.
+        A listener that never started (its port was busy) has nothing to stop.
         """
         self._stopping = True
-        if self._server is not None:
-            self._server.close()
+        if self._server is None:
+            return
+        self._server.close()
         for task in list(self._sessions):
             task.cancel()
         if self._sessions:
@@ -140,8 +142,7 @@ class FaktoryServer:
             self.consumers.forget(consumer)
         if self._hand_backs:
             await asyncio.wait(list(self._hand_backs), timeout=STOP_SECONDS)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._server.wait_closed()
         log.info("Faktory protocol listener on port %d stopped", self.port)
 
     # -- a connection -------------------------------------------------------------
