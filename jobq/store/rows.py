@@ -62,6 +62,7 @@ def history_text(job: Job) -> str:
     return "[]" if not job.history else dump(job.history)
 
 
+ENDING_COLUMNS = ("result", "error", "finished_at", "history")  # what a run's end sets (ending_values)
 STATE_COLUMNS = (
     "status",
     "attempts",
@@ -72,12 +73,9 @@ STATE_COLUMNS = (
     "progress",
     "progress_note",
     "worker",
-    "result",
-    "error",
-    "finished_at",
-    "history",
+    *ENDING_COLUMNS,
 )
-COMPLETE_COLUMNS = ("status", "lease_expires_at", "worker", "result", "error", "finished_at", "history")
+COMPLETE_COLUMNS = ("status", "lease_expires_at", "worker", *ENDING_COLUMNS)
 """What a completion changes in a leased job's row: attempts, started_at, lease_id (kept, for a repeated
 complete) and the progress are as the lease and the reports since left them."""
 
@@ -88,15 +86,7 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
     if kind == HEARTBEAT:
         return (job.lease_expires_at,)
     if kind == COMPLETE:  # what Job.complete changed since the lease was written (COMPLETE_COLUMNS)
-        return (
-            job.status.value,
-            job.lease_expires_at,
-            job.worker,
-            None if job.result is None else dump(job.result),
-            job.error,
-            job.finished_at,
-            history_text(job),
-        )
+        return (job.status.value, job.lease_expires_at, job.worker, *ending_values(job))
     if kind == PROGRESS:
         return (job.progress, job.progress_note)
     if kind == ADD:  # the payload is written here, once: no later write of the job touches it
@@ -147,7 +137,12 @@ def job_values(job: Job, kind: str) -> tuple[Any, ...]:
     )
     if kind == LEASE:
         return lease
-    return (*lease, None if job.result is None else dump(job.result), job.error, job.finished_at, history_text(job))
+    return (*lease, *ending_values(job))
+
+
+def ending_values(job: Job) -> tuple[Any, ...]:
+    """The values of ENDING_COLUMNS."""
+    return (None if job.result is None else dump(job.result), job.error, job.finished_at, history_text(job))
 
 
 STATUSES = {status.value: status for status in JobStatus}

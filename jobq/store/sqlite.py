@@ -869,11 +869,12 @@ class SQLiteStore(MemoryStore):
         return self._writer.submit(kind, data)
 
     def _persist(self, kind: str, jobs: Sequence[Job]) -> asyncio.Future[None]:
-        if kind == SETTLE:  # a completion writes what it changed; any other end (and a cascade), the whole state
-            kinds = [COMPLETE if job.status is JobStatus.COMPLETED else STATE for job in jobs]
-            changes: list[Change] = [(job.id, k, job_values(job, k)) for job, k in zip(jobs, kinds, strict=True)]
-        else:
-            changes = [(job.id, kind, job_values(job, kind)) for job in jobs]
+        if kind != SETTLE:
+            return self._submit(WRITE, [(job.id, kind, job_values(job, kind)) for job in jobs])
+        changes: list[Change] = []
+        for job in jobs:  # a completion writes what it changed; any other end (and a cascade), the whole state
+            written = COMPLETE if job.status is JobStatus.COMPLETED else STATE
+            changes.append((job.id, written, job_values(job, written)))
         return self._submit(WRITE, changes)
 
     def _commit_failed(self, ops: list[tuple[int, Any]]) -> None:
