@@ -23,6 +23,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def http(
+    url: str, method: str = "GET", body: Any = None, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP call with a JSON body (and a bearer ``token``): status, headers and raw body, error answers too."""
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method)
+    request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
 class ManagedProcess:
     """A child Python process whose output goes to ``log_path``."""
 
@@ -92,15 +107,9 @@ class ServerProcess(ManagedProcess):
                 time.sleep(0.05)
         raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 10.0, token: str | None = None
+    ) -> tuple[int, Any]:
         """One HTTP call; returns (status, parsed JSON body or None)."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as error:
-            raw = error.read()
-            return error.code, json.loads(raw) if raw else None
+        status, _, raw = http(self.url + path, method, body, token, timeout)
+        return status, json.loads(raw) if raw else None

@@ -19,8 +19,6 @@ import json
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import pytest
 from jobq.store.redis import durability_warning
 from tests.conftest import StartServer, store_url
 from tests.pg import PgCluster
-from tests.procs import ServerProcess, WorkerProcess
+from tests.procs import ServerProcess, WorkerProcess, http
 from tests.redisserver import RedisServer
 
 BATCH = 500
@@ -392,13 +390,7 @@ RESUMED = 20  # jobs accepted after a restart before the next one
 
 def post(base: str, path: str, body: Any, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
     """One HTTP call: status, headers and raw body (error answers too)."""
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+    return http(base + path, "POST", body, timeout=timeout)
 
 
 @dataclass

@@ -69,17 +69,7 @@ class Api:
         self.token = token
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.server.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        answer = json.loads(raw) if raw else None
+        status, answer = self.server.request(method, path, body, token=self.token or None)
         assert status in ok, f"{method} {path}: {status} {answer}"
         return answer
 

@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,7 +35,7 @@ import yaml
 import jobq
 from jobq.auth import TokenBook, TokenError
 from jobq.config import Config
-from tests.procs import ROOT, free_port
+from tests.procs import ROOT, free_port, http
 
 IN_CI = os.environ.get("CI") == "true"
 DEPLOY = ROOT / "deploy"
@@ -178,13 +176,7 @@ class Served:
 
 
 def call(url: str, method: str = "GET", body: Any = None, token: str = TOKENS["JOBQ_ADMIN_TOKEN"]) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
+    status, _, raw = http(url, method, body, token)
     try:
         return status, json.loads(raw)
     except ValueError:

@@ -24,8 +24,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,17 +70,7 @@ class Jobq:
         return f"tcp://:{token}@127.0.0.1:{self.faktory_port}"
 
     def http(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.server.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as error:
-            raw = error.read()
-            return error.code, json.loads(raw) if raw else None
+        return self.server.request(method, path, body, token=token)
 
     def job(self, jid: str) -> dict[str, Any]:
         status, body = self.http("GET", f"/jobs/{jid}")

@@ -12,8 +12,6 @@ import re
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartServer
-from tests.procs import ServerProcess
+from tests.procs import ServerProcess, http
 
 WORKERS = 2
 
@@ -39,14 +37,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
 
 def call(server: ServerProcess, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
     """One HTTP request; returns (status, headers, parsed JSON body or None)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(server.url + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, headers, raw = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        status, headers, raw = error.code, dict(error.headers), error.read()
+    status, headers, raw = http(server.url + path, method, body)
     return status, headers, json.loads(raw) if raw else None
 
 
