@@ -30,7 +30,7 @@ import pytest
 from jobq.store.redis import durability_warning
 from tests.conftest import StartServer, store_url
 from tests.pg import PgCluster
-from tests.procs import ServerProcess, WorkerProcess, http
+from tests.procs import ServerProcess, WorkerProcess, http, wait_until
 from tests.redisserver import RedisServer
 
 BATCH = 500
@@ -77,14 +77,6 @@ def private_server(shared_backend: str) -> Iterator[PrivateServer]:
         yield PrivateServer(f"{server.url}?prefix=jobq", crash_and_start)
     finally:
         server.stop()
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0, every: float = 0.02) -> None:
-    """Poll ``check`` every ``every`` seconds until it is true; fail naming ``what`` when ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(every)
 
 
 def started(runs_file: Path) -> list[str]:

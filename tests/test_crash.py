@@ -10,28 +10,18 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import StartServer
-from tests.procs import ServerProcess
+from tests.procs import ServerProcess, wait_until
 
 CRASH_WORKERS = 16
 CRASH_JOBS = 2000
 BATCH = 1000
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` when ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.01)
 
 
 def started(runs_file: Path) -> list[str]:

@@ -23,8 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import yaml
 import jobq
 from jobq.auth import TokenBook, TokenError
 from jobq.config import Config
-from tests.procs import ROOT, free_port, http
+from tests.procs import ROOT, free_port, http, wait_until
 
 IN_CI = os.environ.get("CI") == "true"
 DEPLOY = ROOT / "deploy"
@@ -183,13 +182,6 @@ def call(url: str, method: str = "GET", body: Any = None, token: str = TOKENS["J
         return status, raw.decode()
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def answers(url: str) -> bool:
     try:
         return call(url)[0] == 200
@@ -229,7 +221,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with log_path.open("wb") as log:
         process = subprocess.Popen([executable, *argv[1:]], cwd=volume, env=env, stdout=log, stderr=log)
         try:
-            until(lambda: process.poll() is not None or answers(url + "/health"), "jobq to serve")
+            wait_until(lambda: process.poll() is not None or answers(url + "/health"), "jobq to serve")
             assert process.poll() is None, f"jobq exited with {process.returncode}:\n{log_path.read_text()}"
             for job in (
                 {"type": "echo", "payload": {"n": 1}},
@@ -246,9 +238,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             # a job running while SIGTERM comes: jobq drains it, meanwhile neither ready nor healthy
             status, job = call(url + "/enqueue", "POST", {"type": "sleep", "payload": {"seconds": 1.5}})
             assert status == 202, job
-            until(lambda: call(f"{url}/jobs/{job['id']}")[1]["status"] == "processing", "the sleep job to run")
+            wait_until(lambda: call(f"{url}/jobs/{job['id']}")[1]["status"] == "processing", "the sleep job to run")
             process.send_signal(signal.SIGTERM)
-            until(lambda: call(url + "/health")[1]["status"] != "ok", "jobq to drain")
+            wait_until(lambda: call(url + "/health")[1]["status"] != "ok", "jobq to drain")
             result.draining_health = call(url + "/health")
             result.draining_code = healthcheck()
             for path in liveness_paths():

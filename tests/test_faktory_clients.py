@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import faktory
 import pytest
 
-from tests.procs import ROOT, ServerProcess, free_port
+from tests.procs import ROOT, ServerProcess, free_port, wait_until
 
 CLIENT = "client-token-faktory-0123"
 WORKER = "worker-token-faktory-4567"
@@ -42,19 +42,6 @@ TOKENS = {"JOBQ_TOKEN": CLIENT, "JOBQ_WORKER_TOKEN": WORKER, "JOBQ_ADMIN_TOKEN":
 PY_SCRIPTS = ROOT / "tests" / "faktory_py"
 NODE_DIR = ROOT / "tests" / "faktory_node"
 NODE = shutil.which("node") or "/usr/bin/node"
-
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = 15.0) -> T:
-    """Poll ``check`` until it returns something truthy (returned); fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 # -- jobq ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import StartServer
-from tests.procs import ServerProcess, WorkerProcess
+from tests.procs import ServerProcess, WorkerProcess, wait_until
 
 HANDLERS = ("--handlers", "tests.fixture_handlers")
 
@@ -35,13 +35,6 @@ def started(tmp_path: Path) -> Iterator[list[ServerProcess | WorkerProcess]]:
 
 def runs(runs_file: Path) -> Counter[str]:
     return Counter(runs_file.read_text().split()) if runs_file.exists() else Counter()
-
-
-def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def start_worker(tmp_path: Path, runs_file: Path, started: list, url: str, name: str, *args: str) -> WorkerProcess:  # type: ignore[type-arg]
@@ -67,7 +60,7 @@ def test_remote_and_in_process_workers_share_the_queue(
     )
     assert status == 200 and body["accepted"] == 60
     ids = [r["id"] for r in body["results"]]
-    wait_until(lambda: server.request("GET", "/stats")[1]["jobs"]["completed"] == 60, 30, "60 completed jobs")
+    wait_until(lambda: server.request("GET", "/stats")[1]["jobs"]["completed"] == 60, "60 completed jobs", 30)
     ran_by = Counter(job_status(server, job_id)["history"][0]["worker"] for job_id in ids)
     assert len(ran_by) == 2, f"expected the server and the remote worker to share the work: {ran_by}"
     assert sum(runs(runs_file).values()) == 60
@@ -87,10 +80,10 @@ def test_killed_remote_worker_lease_lapses_and_the_job_is_redelivered(
     status, body = server.request("POST", "/enqueue", job)
     assert status == 202
     job_id = body["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, 20, "the first worker to start the job")
+    wait_until(lambda: runs(runs_file)[job_id] == 1, "the first worker to start the job", 20)
     doomed.kill()
     start_worker(tmp_path, runs_file, started, server.url, "rescuer", "--lease", "5")
-    wait_until(lambda: job_status(server, job_id)["status"] == "completed", 30, "the job to complete elsewhere")
+    wait_until(lambda: job_status(server, job_id)["status"] == "completed", "the job to complete elsewhere", 30)
     final = job_status(server, job_id)
     assert runs(runs_file)[job_id] == 2
     assert [a["outcome"] for a in final["history"]] == ["lease-expired", "completed"]
@@ -104,7 +97,7 @@ def test_remote_worker_drains_its_jobs_on_sigterm(
     ids = [
         server.request("POST", "/enqueue", {"type": "record", "payload": {"seconds": 0.5}})[1]["id"] for _ in range(4)
     ]
-    wait_until(lambda: len(runs(runs_file)) == 2, 20, "two jobs to start")
+    wait_until(lambda: len(runs(runs_file)) == 2, "two jobs to start", 20)
     worker.send(signal.SIGTERM)
     assert worker.wait(15) == 0
     statuses = Counter(job_status(server, job_id)["status"] for job_id in ids)
@@ -128,25 +121,25 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     status, body = server.request("POST", "/enqueue", {"type": "gated"})
     assert status == 202, body
     job_id = body["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, 30, "the sleeper to start the job")
+    wait_until(lambda: runs(runs_file)[job_id] == 1, "the sleeper to start the job", 30)
 
     sleeper.send(signal.SIGSTOP)  # holding the lease of attempt 1, unable to heartbeat
-    wait_until(lambda: outcomes(job_status(server, job_id)) == ["lease-expired"], 30, "the lease to lapse")
+    wait_until(lambda: outcomes(job_status(server, job_id)) == ["lease-expired"], "the lease to lapse", 30)
     rescuer = start_worker(tmp_path, runs_file, started, server.url, "rescuer", "--lease", "30")
-    wait_until(lambda: runs(runs_file)[job_id] == 2, 30, "the rescuer to start attempt 2")
+    wait_until(lambda: runs(runs_file)[job_id] == 2, "the rescuer to start attempt 2", 30)
 
     # The sleeper wakes up and finishes attempt 1 while the rescuer holds attempt 2.
     sleeper.send(signal.SIGUSR1)  # pending while it is stopped: delivered with the SIGCONT
     sleeper.send(signal.SIGCONT)
     # Its late settle is refused (409 for its item), or its heartbeat finds the lease gone first and
     # stops the handler: either way it logs the lost lease and changes nothing.
-    wait_until(lambda: f"job {job_id} lost its lease" in sleeper.log(), 30, "the sleeper to log its lost lease")
+    wait_until(lambda: f"job {job_id} lost its lease" in sleeper.log(), "the sleeper to log its lost lease", 30)
     running = job_status(server, job_id)
     assert running["status"] == "processing" and running["result"] is None, running  # changed nothing
     assert outcomes(running) == ["lease-expired", None]
 
     rescuer.send(signal.SIGUSR1)
-    wait_until(lambda: job_status(server, job_id)["status"] == "completed", 30, "the rescuer to complete the job")
+    wait_until(lambda: job_status(server, job_id)["status"] == "completed", "the rescuer to complete the job", 30)
     done = job_status(server, job_id)
     assert done["result"] == {"ran": job_id, "run": 2}
     assert outcomes(done) == ["lease-expired", "completed"]
@@ -178,7 +171,7 @@ def test_enqueue_wait_answers_200_with_the_result(
     status, body = server.request("POST", "/enqueue?wait=0.5", {"type": "gated"}, timeout=30)
     assert status == 202, body
     assert body["status"] in ("pending", "processing")
-    wait_until(lambda: runs(runs_file)[body["id"]] == 1, 30, "the gated job to start")
+    wait_until(lambda: runs(runs_file)[body["id"]] == 1, "the gated job to start", 30)
     server.send(signal.SIGUSR1)
     status, job = server.request("GET", f"/status/{body['id']}?wait=10", timeout=30)
     assert status == 200 and job["status"] == "completed", job
@@ -262,7 +255,7 @@ def test_a_thousand_waiters_all_see_the_final_status(
     status, body = server.request("POST", "/enqueue", {"type": "gated"})
     assert status == 202, body
     job_id = body["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, 30, "the job to start")
+    wait_until(lambda: runs(runs_file)[job_id] == 1, "the job to start", 30)
     assert job_status(server, job_id)["status"] == "processing"
 
     answers, opened_at = asyncio.run(watch(server, job_id))
@@ -399,9 +392,9 @@ def test_a_remote_handler_learns_of_a_cancel_within_seconds(
     status, body = server.request("POST", "/enqueue", {"type": "gated"})
     assert status == 202
     job_id = body["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, 20, "the worker to start the job")
+    wait_until(lambda: runs(runs_file)[job_id] == 1, "the worker to start the job", 20)
     assert server.request("POST", f"/jobs/{job_id}/cancel")[0] == 200
     cancelled_at = time.monotonic()
-    wait_until(lambda: f"job {job_id} lost its lease" in worker.log(), 10, "the handler to be stopped")
+    wait_until(lambda: f"job {job_id} lost its lease" in worker.log(), "the handler to be stopped", 10)
     assert time.monotonic() - cancelled_at < 3.0  # within a second or two, not at a heartbeat 20 s away
     assert job_status(server, job_id)["status"] == "cancelled"

@@ -13,26 +13,18 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import StartServer
-from tests.procs import ServerProcess, http
+from tests.procs import ServerProcess, http, wait_until
 
 WORKERS = 2
 
 
 # -- helpers -------------------------------------------------------------------
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` when ``timeout`` runs out."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def call(server: ServerProcess, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
