@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -386,14 +386,15 @@ class JobService:
         for job in jobs:
             job.workflow = workflow_id
             self._own(job, owner, sees_all)
-        requested = {job.id: job for job in jobs}
-        await self._check_parents(jobs, owner, sees_all, within=ids)
+        parents = {parent for job in jobs for parent in job.depends_on}
+        stored = {job.id: job for job in await self.store.get_many(sorted(parents | ids.keys()))}  # one read
+        self._refuse_unknown_parents(parents, stored, owner, sees_all, within=ids)
         cycle = find_cycle({job.id: job.depends_on for job in jobs if job.depends_on})
         if cycle is not None:
             raise ValidationFailed(f"the workflow has a cycle: {' -> '.join(cycle)}")
-        for stored in await self.store.get_many(list(ids)):  # all or none: one id taken by another body refuses all
-            if isinstance(
-                refused := self._answer(requested[stored.id], Added(stored, created=False), sees_all), JobqError
+        for job in jobs:  # all or none: one id taken by another body refuses all
+            if (existing := stored.get(job.id)) is not None and isinstance(
+                refused := self._answer(job, Added(existing, created=False), sees_all), JobqError
             ):
                 raise refused
         answers: list[Added] = []
@@ -410,21 +411,32 @@ class JobService:
     async def _check_parents(
         self, jobs: Sequence[Job], owner: str | None, sees_all: bool, *, within: Collection[str]
     ) -> None:
-        """ValidationFailed naming the parents that are neither stored (and visible to ``owner``) nor new jobs
+        """Read the parents ``jobs`` name and refuse the unknown ones (see _refuse_unknown_parents)."""
+        parents = {parent for job in jobs for parent in job.depends_on}
+        if parents:
+            stored = {job.id: job for job in await self.store.get_many(sorted(parents))}
+            self._refuse_unknown_parents(parents, stored, owner, sees_all, within=within)
+
+    @staticmethod
+    def _refuse_unknown_parents(
+        parents: Collection[str],
+        stored: Mapping[str, Job],
+        owner: str | None,
+        sees_all: bool,
+        *,
+        within: Collection[str],
+    ) -> None:
+        """ValidationFailed naming the parents that are neither ``stored`` (and visible to ``owner``) nor new jobs
         ``within`` the request: an id of the request that is another client's stored job is no parent of
         this client's jobs (its answer would be IdReused, and its results are not theirs to read)."""
-        wanted = {parent for job in jobs for parent in job.depends_on}
-        if not wanted:
-            return
-        found = {job.id: job for job in await self.store.get_many(sorted(wanted))}
 
         def unknown_to(parent: str) -> bool:
-            stored = found.get(parent)
-            if stored is None:
+            job = stored.get(parent)
+            if job is None:
                 return parent not in within
-            return not sees_all and stored.owner != owner
+            return not sees_all and job.owner != owner
 
-        unknown = sorted(filter(unknown_to, wanted))
+        unknown = sorted(filter(unknown_to, parents))
         if unknown:
             raise ValidationFailed(
                 f"depends_on names jobs that do not exist: {', '.join(unknown[:20])}"
