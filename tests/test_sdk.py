@@ -199,7 +199,7 @@ async def test_the_lease_outlives_a_settle_outage_longer_than_itself(
 ) -> None:
     """While its settle is sent again and again, the pool keeps heartbeating the job, so it is not lost."""
     client, proxy = proxied
-    lease = 0.6  # heartbeats every 0.2 s; the server expires lapsed leases once a second
+    lease = 1.5  # heartbeats every 0.5 s (a second to spare on a busy machine); lapsed leases expire each second
     outage = lease + 1.5  # long enough that a lease nobody extended would have been expired
     began: list[float] = []
     beats_during_outage = 0
