@@ -136,6 +136,18 @@ UPDATES = {  # one statement per kind of change
 }
 
 
+def _null(value: None) -> None:
+    """None binds as NULL (the sqlite3 module's adapter for None, registered below).
+
+    Without one, sqlite3 binds each None only after searching for an adapter: a registry
+    lookup and two failed attribute lookups, one raising and clearing an AttributeError,
+    about 0.2 µs. A lease or a completion binds three Nones and an add about fifteen.
+    """
+    return None
+
+
+sqlite3.register_adapter(type(None), _null)  # process-wide, and the same NULL for every sqlite3 user
+
 RUNNABLE = ("pending", "processing")  # what a lease may hand out once read back (a stopped run re-runs)
 CHUNK = 4096  # jobs read back per chunk while serving: a few milliseconds of the loop each
 
