@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobq.job import Job, JobStatus
+from jobq.job import DEAD, PROCESSING, Job
 from jobq.retry import RetryPolicy
 
 LOST_REASONS = {
@@ -119,7 +119,7 @@ def lose_run(job: Job, reason: str, now: float, rules: Rules) -> None:
         return
     last = LOST_REASONS[reason]
     error = f"lost {lost} runs in a row (the last: {last}): given up, as it may be what stops its workers"
-    job.fail(error, now, None, reason, give_up_as=JobStatus.DEAD)
+    job.fail(error, now, None, reason, give_up_as=DEAD)
 
 
 def release_run(job: Job, now: float) -> None:
@@ -140,7 +140,7 @@ def end_run(job: Job, reason: str, now: float, rules: Rules) -> None:
 
 def lease_expired(job: Job, now: float) -> bool:
     """Whether a processing job's lease has run out."""
-    return job.status is JobStatus.PROCESSING and (job.lease_expires_at or 0.0) <= now
+    return job.status is PROCESSING and (job.lease_expires_at or 0.0) <= now
 
 
 def completed_again(job: Job | None, lease_id: str | None) -> bool:

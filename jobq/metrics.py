@@ -52,7 +52,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from jobq import __version__
 from jobq.errors import StoreUnavailable
 from jobq.flow import FlowState
-from jobq.job import TERMINAL, Job, JobStatus
+from jobq.job import DEAD, FAILED, PENDING, PROCESSING, RETRYING, SCHEDULED, TERMINAL, Job, JobStatus
 from jobq.store.base import Store, StoreStats
 from jobq.tally import CounterFamily, HistogramFamily
 
@@ -69,7 +69,7 @@ CLIENT_CLOSED = 499  # the client hung up before the answer (as nginx counts it)
 JOB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-WAITING_STATES = (JobStatus.WAITING, JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RETRYING)
+WAITING_STATES = (JobStatus.WAITING, PENDING, SCHEDULED, RETRYING)
 
 
 class JobSeries:
@@ -210,20 +210,20 @@ class Metrics:
         """Store listener: count the change of one job's status."""
         series = self._jobs.get((job.queue, job.type)) or self.series(job.queue, job.type)
         status = job.status
-        if status is JobStatus.PROCESSING:
+        if status is PROCESSING:
             ready = job.ready_at or job.created_at
             series.wait.observe(max((job.started_at or time.time()) - ready, 0.0))
             return
-        if before is JobStatus.PROCESSING and job.history:
+        if before is PROCESSING and job.history:
             attempt = job.history[-1]
             if attempt.finished_at is not None:
                 series.run.observe(max(attempt.finished_at - attempt.started_at, 0.0))
             if attempt.outcome == "lease-expired":
                 series.expired.inc()
-        if status is JobStatus.PENDING:
-            if before in (JobStatus.FAILED, JobStatus.DEAD):
+        if status is PENDING:
+            if before in (FAILED, DEAD):
                 series.retried.inc()
-        elif status is JobStatus.RETRYING:
+        elif status is RETRYING:
             series.retried.inc()
         elif status in TERMINAL:
             series.finished[status].inc()
@@ -314,7 +314,7 @@ class StateCollector:
                 counts = snapshot.by_queue.get(queue, {})
                 for state in WAITING_STATES:
                     depth.add_metric([queue, state.value], counts.get(state.value, 0))
-                running.add_metric([queue], counts.get(JobStatus.PROCESSING.value, 0))
+                running.add_metric([queue], counts.get(PROCESSING.value, 0))
                 paused.add_metric([queue], 1 if queue in snapshot.paused else 0)
                 ready_since = snapshot.next_ready_since.get(queue)
                 oldest.add_metric([queue], max(now - ready_since, 0.0) if ready_since is not None else 0.0)

@@ -34,7 +34,7 @@ from jobq.errors import (
 )
 from jobq.flow import QueueFlow
 from jobq.handlers import Registry
-from jobq.job import FAILING, RERUNNABLE, TERMINAL, Job, JobStatus, new_job_id, rfc3339
+from jobq.job import CANCELLED, FAILING, PENDING, PROCESSING, RERUNNABLE, TERMINAL, Job, JobStatus, new_job_id, rfc3339
 from jobq.lifecycle import LOST_REASONS
 from jobq.models import (
     MAX_CHILDREN_SHOWN,
@@ -241,11 +241,11 @@ class JobService:
                 follower.set()
             return
         job = event.job
-        if job.status is JobStatus.CANCELLED and event.before is JobStatus.PROCESSING:
+        if job.status is CANCELLED and event.before is PROCESSING:
             self.pool.interrupt(job.id)
         for follower in self._log_followers.get(job.id, ()):
             follower.set()  # a follower stops once the job has finished
-        if event.before is JobStatus.PROCESSING and self._remote_held:
+        if event.before is PROCESSING and self._remote_held:
             self._remote_held.discard(job.id)
             self._remote_settled.set()
         waiters = self._change_waiters.pop(job.id, None)
@@ -641,7 +641,7 @@ class JobService:
 
     def _hold_remote(self, jobs: list[Job]) -> list[Job]:
         """Note jobs leased to a remote worker, so a drain waits for them (unless already settled meanwhile)."""
-        self._remote_held.update(job.id for job in jobs if job.status is JobStatus.PROCESSING)
+        self._remote_held.update(job.id for job in jobs if job.status is PROCESSING)
         return jobs
 
     async def _abandon(self, leasing: asyncio.Future[list[Job]]) -> None:
@@ -744,7 +744,7 @@ class JobService:
                 f"only failed and dead jobs can be retried, not {query.status.value} ones",
                 errors=[{"field": "status", "message": "failed or dead"}],
             )
-        if action == "delete" and query.status is JobStatus.PROCESSING:
+        if action == "delete" and query.status is PROCESSING:
             raise ValidationFailed(
                 "running jobs cannot be deleted: cancel them first",
                 errors=[{"field": "status", "message": "any state but processing"}],
@@ -908,7 +908,7 @@ class JobService:
         ``children`` when jobs depend on it (only ``owner``'s, when given; not while a restarted store still reads
         its jobs back)."""
         view = job.to_dict()
-        if job.status is JobStatus.PENDING and (held := await self.held(job)) is not None:
+        if job.status is PENDING and (held := await self.held(job)) is not None:
             view["held"] = held
         if not self.store.loading and (children := await self.children(job.id, owner)):  # listing waits for the load
             view["children"] = children
@@ -916,7 +916,7 @@ class JobService:
 
     async def held(self, job: Job) -> dict[str, Any] | None:
         """Which limit of its queue holds back a ready job now (None: none does, or it is not ready)."""
-        if job.status is not JobStatus.PENDING:
+        if job.status is not PENDING:
             return None
         state = (await self.store.flows()).get(job.queue)
         return None if state is None else state.held(job.concurrency_key, job.concurrency_limit, self.store.clock())

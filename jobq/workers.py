@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from jobq.errors import JobNotFound, JobqError, StaleLease
 from jobq.handlers import JobContext, Registry, Reporter, ThreadJobContext
-from jobq.job import Job, JobStatus
+from jobq.job import CANCELLED, Job
 from jobq.lifecycle import Settlement
 from jobq.retry import Retry
 from jobq.values import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, json_value, storable_text
@@ -438,7 +438,7 @@ class WorkerPool:
         cancellation, and only that one, becomes the "cancelled" outcome.
         """
         job, lease_id = leased
-        if job.status is JobStatus.CANCELLED:  # cancelled while it sat in this pool's queue
+        if job.status is CANCELLED:  # cancelled while it sat in this pool's queue
             return Ending("cancelled")
         try:
             handler = self.registry.get(job.type)

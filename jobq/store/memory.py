@@ -35,7 +35,19 @@ from jobq.errors import (
     UnstorableValue,
 )
 from jobq.flow import NO_FLOW, UNKEYED, FlowState, QueueFlow
-from jobq.job import DEFERRED, TERMINAL, WAITING, Attempt, Job, JobStatus
+from jobq.job import (
+    CANCELLED,
+    COMPLETED,
+    DEAD,
+    DEFERRED,
+    PENDING,
+    PROCESSING,
+    TERMINAL,
+    WAITING,
+    Attempt,
+    Job,
+    JobStatus,
+)
 from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, release_run, settle_run
 from jobq.store.base import (
     Added,
@@ -54,7 +66,7 @@ from jobq.workflow import DELETED, count_off, parent_outcome
 
 # A parent a waiting job names that is not in the file had ended and been counted off before the stop (and then
 # been purged or deleted): a delete of an unfinished parent writes its children's cascade before the delete.
-COUNTED_BEFORE = JobStatus.COMPLETED.value
+COUNTED_BEFORE = COMPLETED.value
 
 log = logging.getLogger("jobq.store")
 
@@ -303,7 +315,7 @@ class MemoryStore(Store):
             if job.id in stored or job.id in gone:
                 continue
             status = job.status
-            if status is JobStatus.PENDING or status is JobStatus.PROCESSING:
+            if status is PENDING or status is PROCESSING:
                 loading.read_one(job)
             stored[job.id] = job
             fresh[job.id] = job
@@ -311,11 +323,11 @@ class MemoryStore(Store):
                 self._unique.setdefault(job.unique_key, []).append(job)
             if job.depends_on or job.workflow is not None:
                 self._index(job)
-            if status is JobStatus.PROCESSING:
+            if status is PROCESSING:
                 lose_run(job, "recovered", now, self.rules)
-                if job.status is JobStatus.DEAD:
+                if job.status is DEAD:
                     log.error("job %s: %s", job.id, job.error, extra=job.log_fields())
-                self._recount(job, JobStatus.PROCESSING)
+                self._recount(job, PROCESSING)
                 recovered.append(job)
             self._place(job)
             if status is JobStatus.WAITING:
@@ -333,7 +345,7 @@ class MemoryStore(Store):
         for job in loading.releasable():
             self._place(job)
         if recovered or self._cascaded:
-            self._requeued += sum(1 for job in recovered if job.status is JobStatus.PENDING)
+            self._requeued += sum(1 for job in recovered if job.status is PENDING)
             self._journal(recovered)
 
     def _loaded_all(self) -> None:
@@ -371,15 +383,15 @@ class MemoryStore(Store):
             counts[before] -= 1
             self._waiting -= before in WAITING
             self._terminal -= before in TERMINAL
-            if before is JobStatus.PROCESSING:
+            if before is PROCESSING:
                 self._leased.pop(job.id, None)
         counts[after] += 1
         self._waiting += after in WAITING
         self._terminal += after in TERMINAL
-        if (before is JobStatus.PROCESSING or after is JobStatus.PROCESSING) and (
+        if (before is PROCESSING or after is PROCESSING) and (
             job.concurrency_key is not None or job.queue in self._flows
         ):
-            self._flow_counted(job, after is JobStatus.PROCESSING)
+            self._flow_counted(job, after is PROCESSING)
         if before is not None:
             for listener in self.listeners:
                 listener(job, before)
@@ -404,7 +416,7 @@ class MemoryStore(Store):
     def _place(self, job: Job) -> None:
         """Put a job where its status says it belongs (ready queue, timer heap, leases, finished)."""
         status = job.status
-        if status is JobStatus.PENDING:
+        if status is PENDING:
             if self._loading is not None and self._loading.holds(job):
                 return  # unread jobs of its queue may come first: it joins once they are in
             ready = self._ready.get(job.queue)
@@ -415,7 +427,7 @@ class MemoryStore(Store):
                 ready = self._take_turns(job.queue)
             ready.push(job)
             self._wake()
-        elif status is JobStatus.PROCESSING:
+        elif status is PROCESSING:
             self._leased[job.id] = job
         elif status in TERMINAL:
             self._finished.append((job.finished_at or 0.0, job))
@@ -484,7 +496,7 @@ class MemoryStore(Store):
 
     def _ready_job(self, job: Job) -> bool:
         """Whether a ready-queue entry can run: still pending (not leased or cancelled) and still stored."""
-        return job.status is JobStatus.PENDING and self._jobs.get(job.id) is job
+        return job.status is PENDING and self._jobs.get(job.id) is job
 
     def _take_turns(self, queue: str) -> FlowReady:
         """From now on, serve ``queue``'s ready jobs by key, round-robin (it has a flow, or keyed jobs)."""
@@ -509,7 +521,7 @@ class MemoryStore(Store):
 
     def _leased_job(self, job_id: str, lease_id: str | None) -> Job:
         job = self._job(job_id)
-        if job.status is not JobStatus.PROCESSING or job.lease_id != lease_id:
+        if job.status is not PROCESSING or job.lease_id != lease_id:
             raise StaleLease(f"lease {lease_id!r} does not hold job {job_id!r} (it is {job.status})")
         return job
 
@@ -664,7 +676,7 @@ class MemoryStore(Store):
             if outcome is None:
                 self._dependants.setdefault(parent_id, []).append(job)
                 left += 1
-            elif outcome != JobStatus.COMPLETED.value and job.on_parent_failure != "run" and failed is None:
+            elif outcome != COMPLETED.value and job.on_parent_failure != "run" and failed is None:
                 failed = (parent_id, outcome)
         return left, failed
 
@@ -680,8 +692,8 @@ class MemoryStore(Store):
                 job.parent_failed(*failed, now)
             self._counted(job, None)
         for job in jobs:  # a parent of the call cancelled at birth: its children of the call follow
-            if job.status is JobStatus.CANCELLED and job.id in self._dependants:
-                self._resolve(job.id, JobStatus.CANCELLED.value)
+            if job.status is CANCELLED and job.id in self._dependants:
+                self._resolve(job.id, CANCELLED.value)
         self._cascaded = [job for job in self._cascaded if job.id not in coming]  # written with the add
 
     def _link_read_back(self, job: Job, now: float) -> None:
@@ -709,8 +721,8 @@ class MemoryStore(Store):
                 self._counted(child, JobStatus.WAITING)
                 self._place(child)
                 self._cascaded.append(child)
-                if child.status is JobStatus.CANCELLED and child.id in self._dependants:
-                    work.append((child.id, JobStatus.CANCELLED.value))
+                if child.status is CANCELLED and child.id in self._dependants:
+                    work.append((child.id, CANCELLED.value))
 
     # -- consumers ---------------------------------------------------------
     async def lease(
@@ -792,9 +804,9 @@ class MemoryStore(Store):
         now = self.clock()
         back = []
         for job in jobs:
-            if job.status is JobStatus.PROCESSING and self._live(job):
+            if job.status is PROCESSING and self._live(job):
                 release_run(job, now)
-                self._moved(job, JobStatus.PROCESSING)
+                self._moved(job, PROCESSING)
                 back.append(job)
         if back:
             self._journal(back)
@@ -834,7 +846,7 @@ class MemoryStore(Store):
                         ready.pop(name, None)
                     continue
                 job.begin_attempt(self._lease_ids.next(), deadline, worker, now)
-                self._counted(job, JobStatus.PENDING)
+                self._counted(job, PENDING)
                 self._leased[job.id] = job
                 taken.append(job)
                 if len(taken) >= max_jobs:
@@ -849,7 +861,7 @@ class MemoryStore(Store):
     def _flow_pop(self, queue: str, ready: FlowReady, types: Collection[str] | None, now: float) -> Job | None:
         """The next job of a flow-controlled queue its limits let start now, its start counted (None: none may)."""
         flow = self._flows.get(queue, NO_FLOW)
-        if flow.concurrency is not None and self._counts[queue][JobStatus.PROCESSING] >= flow.concurrency:
+        if flow.concurrency is not None and self._counts[queue][PROCESSING] >= flow.concurrency:
             return None
         if flow.rate is not None:
             start_at = flow.rate.next_start(self._queue_tats.get(queue), now)
@@ -893,7 +905,7 @@ class MemoryStore(Store):
             if self._due_entry(entry):
                 job = entry[2]
                 before = job.status
-                job.move_to(JobStatus.PENDING)
+                job.move_to(PENDING)
                 job.ready_at = entry[0]  # it could run from its due time
                 self._moved(job, before)
                 promoted.append(job)
@@ -938,7 +950,7 @@ class MemoryStore(Store):
                 answers.append(exc)
                 continue
             settle_run(job, item, now, self.rules)
-            self._moved(job, JobStatus.PROCESSING)
+            self._moved(job, PROCESSING)
             settled.append(job)
             answers.append(job)
         if settled:
@@ -953,7 +965,7 @@ class MemoryStore(Store):
             await self._known([job_id])
         job = self._leased_job(job_id, lease_id)
         end_run(job, reason, self.clock(), self.rules)
-        self._moved(job, JobStatus.PROCESSING)
+        self._moved(job, PROCESSING)
         [answer] = await self._commit([job])
         return answer
 
@@ -974,7 +986,7 @@ class MemoryStore(Store):
         job = self._job(job_id)
         before = job.status
         change(job, self.clock())
-        if before in DEFERRED and job.status is JobStatus.PENDING:  # run now: its timer entry stands for nothing
+        if before in DEFERRED and job.status is PENDING:  # run now: its timer entry stands for nothing
             self._deferred_stale += 1
         self._moved(job, before)
         [answer] = await self._commit([job])
@@ -984,7 +996,7 @@ class MemoryStore(Store):
         if self._loading is not None:
             await self._known([job_id])
         job = self._job(job_id)
-        if job.status is JobStatus.PROCESSING:
+        if job.status is PROCESSING:
             raise InvalidTransition(job_id, job.status, "deleted (cancel it first)")
         if job_id in self._adding:  # its add is still committing: answer once it is durable, then delete
             with contextlib.suppress(Exception):
@@ -1083,7 +1095,7 @@ class MemoryStore(Store):
             order = sorted(self._children.get(parent, {}).values(), key=seq_of)
         elif workflow is not None:
             order = sorted(self._workflows.get(workflow, {}).values(), key=seq_of)
-        elif status is JobStatus.PROCESSING:
+        elif status is PROCESSING:
             order = sorted(self._leased.values(), key=seq_of)
         else:
             order = self._order
@@ -1138,7 +1150,7 @@ class MemoryStore(Store):
             queue_tat = self._queue_tats.get(queue)
             states[queue] = FlowState(
                 flow=flow,
-                running=0 if counts is None else counts[JobStatus.PROCESSING],
+                running=0 if counts is None else counts[PROCESSING],
                 keys_running={key: n for (q, key), n in self._running.items() if q == queue},
                 next_start=None if flow.rate is None or queue_tat is None else flow.rate.next_start(queue_tat, now),
                 keys_next_start={
@@ -1230,7 +1242,7 @@ class MemoryStore(Store):
         expired = [job for job in self._leased.values() if lease_expired(job, now)]
         for job in expired:
             lose_run(job, "lease-expired", now, self.rules)
-            self._moved(job, JobStatus.PROCESSING)
+            self._moved(job, PROCESSING)
         return await self._commit(expired) if expired else []
 
     async def purge(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
-from jobq.job import Attempt, Job, JobStatus
+from jobq.job import PROCESSING, Attempt, Job, JobStatus
 from jobq.store.memory import ADD, COMPLETE, EMPTY_PAYLOAD, HEARTBEAT, LEASE, NO_HISTORY, PROGRESS, compact
 
 COLUMNS = (
@@ -192,7 +192,7 @@ def job_from_row(row: Sequence[Any], _new: Callable[[type[Job]], Job] = object._
     job.parents_left = parents_left or 0
     job.workflow = workflow
     job.ready_at = run_at or created_at  # not stored: since its due time, or its creation
-    if job.status is JobStatus.PROCESSING and (not job.history or job.history[-1].finished_at is not None):
+    if job.status is PROCESSING and (not job.history or job.history[-1].finished_at is not None):
         job.history = [*job.history, Attempt(len(job.history) + 1, started_at or created_at, worker)]
     return compact(job)
 

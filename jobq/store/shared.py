@@ -36,7 +36,7 @@ from typing import Any
 from pydantic_core import from_json
 
 from jobq.errors import JobNotFound, JobqError, QueueFull, StaleLease, StoreUnavailable, UnstorableValue
-from jobq.job import DEFERRED, Job, JobStatus
+from jobq.job import DEFERRED, PENDING, PROCESSING, Job, JobStatus
 from jobq.lifecycle import RELEASED, completed_again, end_run, lease_expired, lose_run, settle_run
 from jobq.store.base import Added, JobEvent, LogEvent, Settlement, Store, StoreEvent, StoreOptions
 from jobq.store.memory import LeaseIds
@@ -183,7 +183,7 @@ class SharedStore(Store):
         for job, before in changes:
             if job.status in DEFERRED:
                 self._due_at(job.run_at)
-            elif before is JobStatus.PROCESSING and (job.concurrency_key is not None or job.queue in self._flowing):
+            elif before is PROCESSING and (job.concurrency_key is not None or job.queue in self._flowing):
                 self._wake()  # a run ended in a flow-controlled queue: a job held back may start now
             for listener in self.listeners:
                 listener(job, before)
@@ -236,7 +236,7 @@ class SharedStore(Store):
             job = found.get(job_id)
             if job is None:
                 continue
-            if job.status is not JobStatus.PROCESSING:
+            if job.status is not PROCESSING:
                 self._held.pop(job_id, None)  # settled or cancelled elsewhere
             events.append(JobEvent(job, before or job.status))
         if events:
@@ -285,14 +285,14 @@ class SharedStore(Store):
         now, jobs = await self._read_at(list(held))
         changes = []
         for job in jobs:
-            if job.status is JobStatus.PROCESSING and job.lease_id == held[job.id]:
+            if job.status is PROCESSING and job.lease_id == held[job.id]:
                 before = fence(job)
                 lose_run(job, "recovered", now, self.rules)
                 changes.append((job, before))
         written = await self._write(changes) if changes else set()
         if written:
             log.warning("%d jobs leased through this jobq were still running: they run again", len(written))
-        self._changed([(job, JobStatus.PROCESSING) for job, _ in changes if job.id in written])
+        self._changed([(job, PROCESSING) for job, _ in changes if job.id in written])
 
     # -- producers -------------------------------------------------------------------
     async def add(self, jobs: Sequence[Job], *, together: bool = False) -> list[Added | Exception]:
@@ -418,7 +418,7 @@ class SharedStore(Store):
         lease_ids = [self._lease_ids.next() for _ in range(max_jobs)]  # one for each job it may claim
         jobs = await self._claim_jobs(max_jobs, lease_seconds, queues, worker, types, lease_ids)
         self._held.update((job.id, job.snapshot()) for job in jobs)
-        self._changed([(job, JobStatus.PENDING) for job in jobs])
+        self._changed([(job, PENDING) for job in jobs])
         return jobs
 
     async def heartbeat_many(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[Job | JobqError]:
@@ -443,7 +443,7 @@ class SharedStore(Store):
                 if job is not None:
                     answers[index] = job
                     self._held.pop(job.id, None)
-            self._changed([(answers[index], JobStatus.PROCESSING) for index, _ in completing if index in answers])
+            self._changed([(answers[index], PROCESSING) for index, _ in completing if index in answers])
 
         def settle(job: Job, item: Settlement, now: float) -> None:
             settle_run(job, item, now, self.rules)
@@ -485,7 +485,7 @@ class SharedStore(Store):
                 if isinstance(item, Settlement) and item.error is None and completed_again(job, lease_id):
                     answers[index] = job  # type: ignore[assignment] # a repeated complete: its first answer
                     continue
-                if job is None or job.status is not JobStatus.PROCESSING or job.lease_id != lease_id:
+                if job is None or job.status is not PROCESSING or job.lease_id != lease_id:
                     answers[index] = stale(job_id, lease_id, job)
                     continue
                 before = fence(job)
@@ -497,7 +497,7 @@ class SharedStore(Store):
                 if job.id in written:
                     answers[index] = job
                     self._held.pop(job.id, None)
-            self._changed([(job, JobStatus.PROCESSING) for _, job in attempted if job.id in written])
+            self._changed([(job, PROCESSING) for _, job in attempted if job.id in written])
             todo = [(index, runs[index]) for index, _ in attempted if index not in answers]
         for index, (job_id, lease_id, _) in todo:  # never, by the fence: each lost race is read again above
             answers[index] = StaleLease(f"lease {lease_id!r} of job {job_id!r} kept changing under it")
@@ -515,9 +515,9 @@ class SharedStore(Store):
             change(job, now)  # raises InvalidTransition for a change its status does not allow
             if await self._write([(job, before)]):
                 break
-        if job.status is not JobStatus.PROCESSING:
+        if job.status is not PROCESSING:
             self._held.pop(job.id, None)
-        if job.status is JobStatus.PENDING:
+        if job.status is PENDING:
             self._wake()
         self._changed([(job, before[0])])
         return job
@@ -535,7 +535,7 @@ class SharedStore(Store):
         expired = [job for job, _ in changes if job.id in written]
         for job in expired:
             self._held.pop(job.id, None)
-        if any(job.status is JobStatus.PENDING for job in expired):
+        if any(job.status is PENDING for job in expired):
             self._wake()
-        self._changed([(job, JobStatus.PROCESSING) for job in expired])
+        self._changed([(job, PROCESSING) for job in expired])
         return expired

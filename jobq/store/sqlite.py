@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from jobq.errors import JobqError, StoreCorrupt, StoreFull, StoreUnavailable, UnstorableValue
 from jobq.flow import QueueFlow
-from jobq.job import TERMINAL, WAITING, Job, JobStatus
+from jobq.job import COMPLETED, TERMINAL, WAITING, Job, JobStatus
 from jobq.store.base import StoredSchedule, StoreOptions
 from jobq.store.loading import Loading
 from jobq.store.memory import ADD, COMPLETE, HEARTBEAT, LEASE, PROGRESS, SETTLE, STATE, MemoryStore
@@ -885,7 +885,7 @@ class SQLiteStore(MemoryStore):
             return self._submit(WRITE, [(job.id, kind, job_values(job, kind)) for job in jobs])
         changes: list[Change] = []
         for job in jobs:  # a completion writes what it changed; any other end (and a cascade), the whole state
-            written = COMPLETE if job.status is JobStatus.COMPLETED else STATE
+            written = COMPLETE if job.status is COMPLETED else STATE
             changes.append((job.id, written, job_values(job, written)))
         return self._submit(WRITE, changes)
 
