@@ -96,7 +96,7 @@ class JobSource(Reporter, Protocol):
     async def release(self, job_id: str, lease_id: str) -> Job: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per run (see Settlement)
 class Ending:
     """How a run's attempt ended: completed (``value`` is the result), retry (a Retry), failed or
     timeout (``value`` is the error text, with the traceback of what the handler raised), or cancelled."""

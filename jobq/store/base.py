@@ -134,7 +134,7 @@ class StoreStats:
         return sum(self.by_status.get(s, 0) for s in ("waiting", "pending", "scheduled", "retrying"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for each change, and frozen costs __init__ a call per field
 class JobEvent:
     """A job's status changed, durably: the job as it now is (a snapshot), and its status before."""
 
@@ -142,7 +142,7 @@ class JobEvent:
     before: JobStatus
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like JobEvent
 class LogEvent:
     """A line was added to a job's log, durably."""
 
