@@ -36,7 +36,7 @@ class JobStatus(StrEnum):
 
 # Each status but WAITING by a name of its own, for the code that runs for every job: on Python 3.11
 # reading a member off its class (``JobStatus.PENDING``) goes through EnumType's ``__getattr__`` hook,
-# about 50 ns, and a job's life reads dozens (a tenth of its in-process CPU). WAITING names the set below.
+# about 60 ns, and a job's life reads dozens (a tenth of its in-process CPU). WAITING names the set below.
 PENDING, SCHEDULED, RETRYING, PROCESSING = (
     JobStatus.PENDING,
     JobStatus.SCHEDULED,
