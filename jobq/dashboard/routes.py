@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 from collections import defaultdict
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ from jobq.auth import (
 )
 from jobq.dashboard.trends import INTERVAL, Trends
 from jobq.errors import Unauthorized
-from jobq.job import JobStatus
+from jobq.job import PROCESSING
 from jobq.openapi import Reply, documented
 from jobq.service import JobService
 from jobq.static_files import file_response, page_response
@@ -271,14 +272,19 @@ class Overviews:
         making = self._making.get(scope)
         if making is None:
             making = self._making[scope] = asyncio.ensure_future(self._make(owner, sees_nodes))
-            making.add_done_callback(lambda _: self._making.pop(scope, None))
-        event = await asyncio.shield(making)  # a feed that closes does not cancel the others' event
-        self._made[scope] = (now, event)
-        return event
+            making.add_done_callback(functools.partial(self._made_one, scope, now))
+        return await asyncio.shield(making)  # a feed that closes does not cancel the others' event
+
+    def _made_one(self, scope: tuple[str | None, bool], started: float, making: asyncio.Task[bytes]) -> None:
+        """The event of ``scope`` is made: it stands for half a tick from when it was started. Recorded
+        as it finishes, not as each feed wakes: a feed that asks in between must find it."""
+        del self._making[scope]
+        if not making.cancelled() and making.exception() is None:
+            self._made[scope] = (started, making.result())
 
     async def _make(self, owner: str | None, sees_nodes: bool) -> bytes:
         service, trends = self.service, self.trends
-        running, _ = await service.store.list_jobs(status=JobStatus.PROCESSING, owner=owner, limit=MAX_WORKER_JOBS)
+        running, _ = await service.store.list_jobs(status=PROCESSING, owner=owner, limit=MAX_WORKER_JOBS)
         by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for job in running:
             view = job.to_dict()
