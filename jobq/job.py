@@ -34,16 +34,17 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-# Each status but WAITING by a name of its own, for the code that runs for every job: on Python 3.11
-# reading a member off its class (``JobStatus.PENDING``) goes through EnumType's ``__getattr__`` hook,
-# about 60 ns, and a job's life reads dozens (a tenth of its in-process CPU). WAITING names the set below.
-PENDING, SCHEDULED, RETRYING, PROCESSING = (
-    JobStatus.PENDING,
-    JobStatus.SCHEDULED,
-    JobStatus.RETRYING,
-    JobStatus.PROCESSING,
-)
-COMPLETED, FAILED, DEAD, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED
+# The statuses by name (all but WAITING, which names the set below), as jobq's code reads them: on
+# Python 3.11 reading a member off its class (``JobStatus.PENDING``) goes through EnumType's
+# ``__getattr__`` hook, about 60 ns, and a job's life reads dozens (a tenth of its in-process CPU).
+PENDING = JobStatus.PENDING
+SCHEDULED = JobStatus.SCHEDULED
+RETRYING = JobStatus.RETRYING
+PROCESSING = JobStatus.PROCESSING
+COMPLETED = JobStatus.COMPLETED
+FAILED = JobStatus.FAILED
+DEAD = JobStatus.DEAD
+CANCELLED = JobStatus.CANCELLED
 
 TERMINAL = frozenset({COMPLETED, FAILED, DEAD, CANCELLED})
 WAITING = frozenset({JobStatus.WAITING, PENDING, SCHEDULED, RETRYING})

@@ -24,7 +24,7 @@ from pydantic import (
 from jobq.cron import check_cron, check_timezone
 from jobq.errors import ValidationFailed
 from jobq.flow import QueueFlow
-from jobq.job import Job, JobStatus, new_job_id
+from jobq.job import SCHEDULED, Job, JobStatus, new_job_id
 from jobq.values import MAX_ERROR_CHARS, MAX_LOG_CHARS, MAX_NOTE_CHARS
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -194,14 +194,14 @@ class EnqueueRequest(BaseModel):
         if self.run_at is not None or self.delay:
             due = self.run_at.timestamp() if self.run_at is not None else now + (self.delay or 0.0)
             if due > now:
-                job.status = JobStatus.SCHEDULED
+                job.status = SCHEDULED
                 job.run_at = job.ready_at = due
         if self.unique_key is not None:
             job.unique_key = self.unique_key
             job.unique_scope = self.unique_scope or "active"
             job.unique_until = None if self.unique_for is None else now + self.unique_for
         if self.debounce is not None:  # waits, holding its key until it starts (see _debounce_needs_a_key)
-            job.status = JobStatus.SCHEDULED
+            job.status = SCHEDULED
             job.run_at = job.ready_at = now + self.debounce
             job.unique_scope = "waiting"
         if self.concurrency_key is not None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from jobq.job import FAILING, TERMINAL, Job, JobStatus
+from jobq.job import CANCELLED, COMPLETED, FAILING, RETRYING, TERMINAL, Job, JobStatus
 
 DELETED = "deleted"  # how a parent that is gone (deleted, or never stored) ends, for its children
-GAVE_UP = FAILING - {JobStatus.RETRYING} | {JobStatus.CANCELLED}  # how a job ends without completing
+GAVE_UP = FAILING - {RETRYING} | {CANCELLED}  # how a job ends without completing
 
 
 def parent_outcome(parent: Job | None) -> str | None:
@@ -66,7 +66,7 @@ def progress(jobs: Sequence[Job]) -> dict[str, Any]:
     return {
         "total": len(jobs),
         "counts": counts,
-        "done": counts.get(JobStatus.COMPLETED.value, 0),
+        "done": counts.get(COMPLETED.value, 0),
         "failed": sum(counts.get(status.value, 0) for status in GAVE_UP),
         "finished": all(job.status in TERMINAL for job in jobs),
     }
@@ -79,7 +79,7 @@ def count_off(child: Job, parent_id: str, outcome: str, now: float) -> bool:
     """
     if child.status is not JobStatus.WAITING:
         return False
-    if outcome == JobStatus.COMPLETED.value or child.on_parent_failure == "run":
+    if outcome == COMPLETED.value or child.on_parent_failure == "run":
         child.parents_left -= 1
         if child.parents_left > 0:
             return False

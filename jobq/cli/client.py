@@ -23,7 +23,7 @@ from typing import Any
 
 from jobq.config import positive
 from jobq.errors import JobqError
-from jobq.job import TERMINAL, WAITING, Job, JobStatus, rfc3339
+from jobq.job import COMPLETED, PROCESSING, TERMINAL, WAITING, Job, JobStatus, rfc3339
 from jobq.sdk.client import DEFAULT_URL, SyncJobqClient, is_transient
 from jobq.sdk.workflow import Step, WorkflowCreated, WorkflowJob, WorkflowView
 
@@ -114,7 +114,7 @@ def job_text(job: dict[str, Any]) -> str:
     if job.get("workflow"):
         rows += workflow_rows(job["status"], job["workflow"])
     rows.append(("payload", compact(job["payload"])))
-    if job["status"] == JobStatus.COMPLETED:
+    if job["status"] == COMPLETED:
         rows.append(("result", compact(job["result"])))
     if job.get("error"):
         rows.append(("error", job["error"]))
@@ -291,7 +291,7 @@ def until_finished(jobq: SyncJobqClient, job: Job, wait: float, started: float) 
 
 
 def finished_code(job: Job) -> int:
-    if job.status is JobStatus.COMPLETED:
+    if job.status is COMPLETED:
         return EXIT_OK
     return EXIT_NOT_DONE if job.status in TERMINAL else EXIT_STILL_RUNNING
 
@@ -684,7 +684,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("id", metavar="ID", nargs="?", help="the job; or --all --status STATUS")
         group = sub.add_argument_group("every job in a state")
         group.add_argument("--all", action="store_true", help="act on every job matching the filter")
-        group.add_argument("--status", choices=states or [s.value for s in JobStatus if s != JobStatus.PROCESSING])
+        group.add_argument("--status", choices=states or [s.value for s in JobStatus if s is not PROCESSING])
         group.add_argument("--queue", help="only this queue's jobs")
         group.add_argument("--type", help="only jobs of this type")
         group.add_argument("--search", metavar="TEXT", help="only jobs whose type, error or payload holds TEXT")

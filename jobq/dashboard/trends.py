@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobq.job import JobStatus
+from jobq.job import COMPLETED, DEAD, FAILED
 from jobq.metrics import Metrics
 
 log = logging.getLogger("jobq.dashboard")
 
 INTERVAL = 2.0  # seconds between samples
 KEEP = 300  # samples kept: ten minutes
-FAILED = frozenset({JobStatus.FAILED.value, JobStatus.DEAD.value})
+FAILED_OUTCOMES = frozenset({FAILED.value, DEAD.value})
 
 
 @dataclass(slots=True)
@@ -82,9 +82,9 @@ class Trends:
         for (queue, _), series in metrics.enqueued.items():
             counts(queue).enqueued += series.value
         for (queue, _, outcome), series in metrics.finished.items():
-            if outcome == JobStatus.COMPLETED.value:
+            if outcome == COMPLETED.value:
                 counts(queue).completed += series.value
-            elif outcome in FAILED:
+            elif outcome in FAILED_OUTCOMES:
                 counts(queue).failed += series.value
         for (queue,), buckets in metrics.wait.items():
             counts(queue).wait = list(buckets.counts)

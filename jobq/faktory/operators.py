@@ -20,7 +20,7 @@ from jobq import __version__
 from jobq.errors import InvalidTransition, JobNotFound
 from jobq.faktory.jobs import work_unit
 from jobq.faktory.protocol import OK, ProtocolError, bulk_json, dumps, parse_json_object
-from jobq.job import RERUNNABLE, Job, JobStatus, rfc3339
+from jobq.job import DEAD, FAILED, PROCESSING, RERUNNABLE, RETRYING, SCHEDULED, Job, JobStatus, rfc3339
 from jobq.models import NAME_PATTERN
 from jobq.service import JobService
 
@@ -29,9 +29,9 @@ log = logging.getLogger("jobq.faktory")
 QUEUE_NAME = re.compile(NAME_PATTERN)
 PAGE = 500
 MUTATE_TARGETS = {  # Faktory's sets, as jobq states: dead holds every job given up after failing
-    "scheduled": (JobStatus.SCHEDULED,),
-    "retries": (JobStatus.RETRYING,),
-    "dead": (JobStatus.DEAD, JobStatus.FAILED),
+    "scheduled": (SCHEDULED,),
+    "retries": (RETRYING,),
+    "dead": (DEAD, FAILED),
 }
 KILLED = "killed by hand (MUTATE kill)"
 
@@ -196,7 +196,7 @@ class Operators:
         """FLUSH: delete every job that is not running."""
         deleted = 0
         for status in JobStatus:
-            if status is JobStatus.PROCESSING:
+            if status is PROCESSING:
                 continue
             async for job in self._matching((status,), Filter()):
                 with contextlib.suppress(JobNotFound, InvalidTransition):

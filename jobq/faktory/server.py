@@ -40,7 +40,7 @@ from jobq.faktory.protocol import (
     parse_json_object,
     split_command,
 )
-from jobq.job import Job, JobStatus
+from jobq.job import PROCESSING, Job
 from jobq.models import EnqueueRequest, FailRequest, LeaseRequest, Settlement
 from jobq.service import JobService
 
@@ -410,7 +410,7 @@ class FaktoryServer:
         if run is not None:
             return run.job.lease_id or ""
         job = await self.service.store.get(jid)
-        if job is not None and job.status is JobStatus.PROCESSING and job.worker == consumer.name:
+        if job is not None and job.status is PROCESSING and job.worker == consumer.name:
             return job.lease_id or ""
         state = "unknown" if job is None else job.status.value
         raise ProtocolError(

@@ -39,7 +39,7 @@ import aiohttp
 from pydantic_core import from_json, to_json
 
 from jobq.errors import Forbidden, JobqError, NoLimits, StaleLease, Unauthorized, Unreachable, error_from_problem
-from jobq.job import TERMINAL, Job, JobStatus, parse_rfc3339
+from jobq.job import PROCESSING, TERMINAL, Job, JobStatus, parse_rfc3339
 from jobq.lifecycle import Settlement
 from jobq.retry import RetryPolicy
 from jobq.sdk.workflow import ParentFailure, Workflow, WorkflowCreated, WorkflowView, id_list, workflow_jobs
@@ -530,7 +530,7 @@ def leased_job(item: dict[str, Any], deadlines: _Deadlines) -> Job:
         priority=item["priority"],
         max_attempts=item["max_attempts"],
         timeout=item["timeout"],
-        status=JobStatus.PROCESSING,
+        status=PROCESSING,
         attempts=item["attempts"],
         lease_id=item["lease_id"],
         lease_expires_at=deadlines[item["lease_expires_at"]],

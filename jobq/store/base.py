@@ -59,7 +59,7 @@ from typing import Any
 
 from jobq.errors import InvalidTransition, JobNotFound, JobqError
 from jobq.flow import FlowState, QueueFlow
-from jobq.job import WAITING, Job, JobStatus
+from jobq.job import CANCELLED, WAITING, Job, JobStatus
 from jobq.lifecycle import RELEASED, Rules, Settlement
 from jobq.retry import RetryPolicy
 from jobq.workflow import outcome
@@ -162,7 +162,7 @@ Subscriber = Callable[[StoreEvent], None]
 
 def _cancel_waiting(job: Job, now: float) -> None:
     if job.status not in WAITING:
-        raise InvalidTransition(job.id, job.status, JobStatus.CANCELLED)
+        raise InvalidTransition(job.id, job.status, CANCELLED)
     job.cancel(now)
 
 

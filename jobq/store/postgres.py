@@ -51,7 +51,7 @@ from jobq.errors import (
     UnstorableValue,
 )
 from jobq.flow import FlowState, QueueFlow
-from jobq.job import TERMINAL, UNIQUE_SCOPES, Job, JobStatus
+from jobq.job import PROCESSING, TERMINAL, UNIQUE_SCOPES, Job, JobStatus
 from jobq.store import memory
 from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
@@ -765,7 +765,7 @@ class PostgresStore(SharedStore):
         job = await self.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        if lease_id is not None and (job.status is not JobStatus.PROCESSING or job.lease_id != lease_id):
+        if lease_id is not None and (job.status is not PROCESSING or job.lease_id != lease_id):
             raise stale(job_id, lease_id, job)
         # else: the job has MAX_LOG_LINES lines, and keeps the first ones
 

@@ -48,7 +48,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from jobq.errors import InvalidTransition, JobNotFound, JobqError, StoreFull, StoreUnavailable
 from jobq.flow import FlowState, QueueFlow
-from jobq.job import Job, JobStatus
+from jobq.job import PENDING, PROCESSING, Job, JobStatus
 from jobq.store import memory
 from jobq.store.base import Settlement, StoredSchedule, StoreOptions, StoreStats
 from jobq.store.memory import ADD, STATE
@@ -425,7 +425,7 @@ class RedisStore(SharedStore):
         if not moved:
             return
         changes = [(row_job(flat), STATUSES[before]) for before, flat in moved]
-        if any(job.status is JobStatus.PENDING for job, _ in changes):
+        if any(job.status is PENDING for job, _ in changes):
             self._wake()  # an idle lease here need not wait for a poll
         asyncio.get_running_loop().call_soon(self._changed, changes)
 
@@ -481,7 +481,7 @@ class RedisStore(SharedStore):
         if answer is None:
             raise JobNotFound(job_id)
         if answer == "processing":
-            raise InvalidTransition(job_id, JobStatus.PROCESSING, "deleted (cancel it first)")
+            raise InvalidTransition(job_id, PROCESSING, "deleted (cancel it first)")
         flat, moved = answer
         self._cascaded(moved)
         return row_job(flat)
