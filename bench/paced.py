@@ -19,6 +19,11 @@ open-loop: request i leaves at ``start + i / rate`` whether or not earlier answe
 
 Saturation is ``bench/loadgen.py`` (64 connections, closed loop) on a fresh server: its
 server CPU per job is what the paced cost is compared with. Checkouts run alternately.
+
+Each round also paces and saturates the bare aiohttp handler (``bench/ceiling_server.py``, on
+the same loop as jobq; ``--no-ceiling`` leaves it out): what a request arriving alone costs any
+aiohttp server on this machine, against what it costs under load. It has no jobs, so it has no
+commits and no job latency, only CPU and the answer's round trip.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from run import PYTHON, Server, checkouts, free_port, jobq_command  # noqa: E402
 
 BODY = b'{"type": "noop"}'
 MAX_CONNECTIONS = 64
+CEILING = "ceiling"  # the bare aiohttp handler's name in the tables
 
 
 def commits(url: str) -> float:
@@ -95,8 +101,11 @@ class Client:
             writer.close()
 
 
-async def paced(url: str, pid: int, rate: float, warmup: float, duration: float) -> dict[str, Any]:
-    """Send at ``rate`` for ``warmup + duration`` seconds; measure the last ``duration``."""
+async def paced(url: str, pid: int, rate: float, warmup: float, duration: float, jobs: bool) -> dict[str, Any]:
+    """Send at ``rate`` for ``warmup + duration`` seconds; measure the last ``duration``.
+
+    ``jobs``: the server is jobq, so its commits and its jobs' latencies are read too.
+    """
     port = int(url.rsplit(":", 1)[1])
     client = Client("127.0.0.1", port)
     loop = asyncio.get_running_loop()
@@ -113,7 +122,7 @@ async def paced(url: str, pid: int, rate: float, warmup: float, duration: float)
 
     async def mark(name: str) -> None:
         cpu = process_cpu(pid) or 0.0
-        marks[name] = (time.time(), cpu, await asyncio.to_thread(commits, url))
+        marks[name] = (time.time(), cpu, await asyncio.to_thread(commits, url) if jobs else 0.0)
 
     for i in range(total):
         at = start + i / rate
@@ -132,21 +141,23 @@ async def paced(url: str, pid: int, rate: float, warmup: float, duration: float)
     (t0, cpu0, commits0), (t1, cpu1, commits1) = marks["start"], marks["end"]
     in_window = [a for a in answers if window_start <= a[0] < window_end]
     accepted = sum(1 for _, status, _ in in_window if status == 202)
-    latencies = await asyncio.to_thread(job_latencies, url, t0, t1)
     trips = sorted(took for _, _, took in in_window)
-    return {
+    result = {
         "rate": rate,
         "accepted": accepted,
         "not_accepted": len(in_window) - accepted,
         "connections": client.opened,
         "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
         "cpu_ms_per_job": 1000 * (cpu1 - cpu0) / max(accepted, 1),
-        "commits_per_job": (commits1 - commits0) / max(accepted, 1),
-        "latency_p50_ms": percentile(latencies, 50) * 1000,
-        "latency_p99_ms": percentile(latencies, 99) * 1000,
         "answer_p99_ms": percentile(trips, 99) * 1000,
-        "completed": len(latencies),
     }
+    if jobs:
+        latencies = await asyncio.to_thread(job_latencies, url, t0, t1)
+        result["commits_per_job"] = (commits1 - commits0) / max(accepted, 1)
+        result["latency_p50_ms"] = percentile(latencies, 50) * 1000
+        result["latency_p99_ms"] = percentile(latencies, 99) * 1000
+        result["completed"] = len(latencies)
+    return result
 
 
 def job_latencies(url: str, since: float, until: float) -> list[float]:
@@ -190,15 +201,33 @@ def saturation(server: Server, duration: float, warmup: float) -> dict[str, Any]
     }
 
 
-def serve(root: Path, workdir: Path, name: str) -> Server:
-    db = workdir / f"{name}.db"
-    for leftover in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        leftover.unlink(missing_ok=True)
+def serve(root: Path | None, workdir: Path, name: str) -> Server:
+    """A fresh jobq server from checkout ``root`` on a new SQLite file, or (``root`` None) the bare handler."""
     port = free_port()
-    command = [*jobq_command(f"sqlite:///{db}", 32, root), "--port", str(port)]
+    if root is None:
+        command, root = [PYTHON, str(BENCH / "ceiling_server.py"), str(port)], BENCH.parent
+    else:
+        db = workdir / f"{name}.db"
+        for leftover in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            leftover.unlink(missing_ok=True)
+        command = [*jobq_command(f"sqlite:///{db}", 32, root), "--port", str(port)]
     server = Server(command, port, workdir / f"{name}.log", root)
     server.wait_ready()
     return server
+
+
+def print_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """Each paced load's CPU a job against the same server's under saturation (medians, and round by round)."""
+    print("\n| tree | load | cpu ms/job (median) | x its saturation (median) | by round |")
+    print("|---|---|---|---|---|")
+    for (name, load), results in runs.items():
+        if load == "saturation":
+            continue
+        saturated = [r["cpu_ms_per_job"] for r in runs[(name, "saturation")]]
+        paced_cost = [r["cpu_ms_per_job"] for r in results]
+        by_round = " / ".join(f"{p / s:.1f}x" for p, s in zip(paced_cost, saturated, strict=True))
+        median = statistics.median(paced_cost)
+        print(f"| {name} | {load} | {median:.3f} | {median / statistics.median(saturated):.1f}x | {by_round} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,10 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-saturation", action="store_true")
+    parser.add_argument("--no-ceiling", action="store_true", help="leave the bare aiohttp handler out")
     parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured in turn with this one")
     parser.add_argument("--json", type=Path, help="write every run here")
     args = parser.parse_args(argv)
-    trees = checkouts(args.baseline_tree)
+    trees: dict[str, Path | None] = dict(checkouts(args.baseline_tree))
+    if not args.no_ceiling:
+        trees[CEILING] = None
     loads = [str(rate) for rate in args.rates] + ([] if args.no_saturation else ["saturation"])
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(t, load): [] for t in trees for load in loads}
     with tempfile.TemporaryDirectory(prefix="jobq-paced-") as tmp:
@@ -223,9 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if load == "saturation":
                             result = saturation(server, args.duration, args.warmup)
                         else:
-                            result = asyncio.run(
-                                paced(server.url, server.process.pid, float(load), args.warmup, args.duration)
-                            )
+                            is_jobq = root is not None
+                            pid = server.process.pid
+                            pace = paced(server.url, pid, float(load), args.warmup, args.duration, is_jobq)
+                            result = asyncio.run(pace)
                     finally:
                         server.stop()
                     runs[(name, load)].append(result)
@@ -241,8 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cells.append("")
                 continue
             best = max(values) if key == "rate" else min(values)
-            cells.append(f"{best:.2f} / {statistics.median(values):.2f}")
+            digits = 3 if key == "cpu_ms_per_job" else 2
+            cells.append(f"{best:.{digits}f} / {statistics.median(values):.{digits}f}")
         print(f"| {name} | {load} | " + " | ".join(cells) + " |")
+    if not args.no_saturation:
+        print_ratios(runs)
     if args.json is not None:
         args.json.write_text(json.dumps({f"{n} {load}": r for (n, load), r in runs.items()}, indent=2))
     return 0
