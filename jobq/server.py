@@ -27,7 +27,6 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from aiohttp import web
 
@@ -42,6 +41,7 @@ from jobq.handlers import load_handler_modules
 from jobq.job import WAITING
 from jobq.rpc.server import GrpcServer, start_grpc_server
 from jobq.service import JobService
+from jobq.stopping import StopSignals, exit_now, hand_to_loop, leave
 from jobq.store import without_password
 
 log = logging.getLogger("jobq")
@@ -49,7 +49,6 @@ log = logging.getLogger("jobq")
 EXIT_OK = 0
 EXIT_FORCED = 1
 EXIT_CANNOT_START = 2
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
 HTTP_GRACE_SECONDS = 5.0  # after the drain, how long in-flight HTTP requests get to finish
 GRPC_GRACE_SECONDS = 5.0  # after the drain, how long running gRPC calls get to finish
 MAX_IDS_LOGGED = 50  # a shutdown log line names at most this many jobs, then counts the rest
@@ -124,20 +123,16 @@ def name_jobs(ids: Sequence[str], total: int | None = None) -> str:
 class Shutdown:
     """Turns the first SIGINT/SIGTERM into a drain request and the second into an immediate exit.
 
-    The first signal arrives through the event loop and only sets ``requested``.
-    It then swaps in a plain signal handler for the second one, so a forced stop
-    works even while a job blocks the event loop.
+    Both are handled as they arrive, even while a job blocks the event loop (jobq/stopping.py):
+    the first is logged and sets ``requested`` on the loop; the second exits.
     """
 
     def __init__(self, service: JobService, config: Config) -> None:
         self.service = service
         self.config = config
         self.requested = asyncio.Event()
+        self.signals = StopSignals(self._first, self._second)
         self._loop = asyncio.get_running_loop()
-
-    def install(self) -> None:
-        for signum in SIGNALS:
-            self._loop.add_signal_handler(signum, self._first, signum)
 
     def _first(self, signum: int) -> None:
         log.info(
@@ -146,12 +141,9 @@ class Shutdown:
             signal.Signals(signum).name,
             self.config.drain_timeout,
         )
-        for other in SIGNALS:
-            self._loop.remove_signal_handler(other)
-            signal.signal(other, self._second)
-        self.requested.set()
+        hand_to_loop(self._loop, self.requested.set)
 
-    def _second(self, signum: int, frame: FrameType | None) -> None:
+    def _second(self, signum: int) -> None:
         held = self.service.pool.held()
         if is_durable(self.config):
             fate = "the store keeps them and they run again from the start, as do the jobs still waiting"
@@ -169,8 +161,7 @@ class Shutdown:
             len(remote),
             name_jobs(remote),
         )
-        logging.shutdown()
-        os._exit(EXIT_FORCED)
+        exit_now(EXIT_FORCED)
 
 
 async def serve(config: Config, tokens: TokenBook | None = None) -> int:
@@ -187,7 +178,7 @@ async def serve(config: Config, tokens: TokenBook | None = None) -> int:
         return EXIT_CANNOT_START
     service = app[SERVICE]
     shutdown = Shutdown(service, config)
-    shutdown.install()
+    shutdown.signals.install()
     # handler_cancellation: a client that hangs up mid long-poll must not be leased jobs it will never see.
     runner = Runner(
         app,
@@ -356,7 +347,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python main.py") -> int
     if not load_handlers(config.handlers):
         return EXIT_CANNOT_START
     try:
-        return eventloop.run(serve(config, tokens))
+        return leave(eventloop.run(serve(config, tokens)))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         log.warning("interrupted while starting")
         return 128 + signal.SIGINT

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,32 @@ def describe(exc: BaseException) -> str:
 def traceback_of(exc: BaseException) -> str:
     """A failed attempt's traceback, its last lines (storable)."""
     return storable_text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS, keep="tail")
+
+
+class _ThreadsBusy:
+    """Counts the plain ``def`` handlers running in handler threads now, in every pool of the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def run(self, handler: Callable[[Any], Any], context: Any) -> Any:
+        """Call ``handler(context)`` in this thread, counted while it runs."""
+        with self._lock:
+            self.count += 1
+        try:
+            return handler(context)
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
+_THREADS_BUSY = _ThreadsBusy()
+
+
+def handler_threads_running() -> int:
+    """How many plain ``def`` handlers still run in their threads (nothing can stop one), in any pool."""
+    return _THREADS_BUSY.count
 
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -429,7 +456,7 @@ class WorkerPool:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(max(self.concurrency, 1), thread_name_prefix="jobq-handler")
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._threads, handler, ThreadJobContext(context, loop))
+        return loop.run_in_executor(self._threads, _THREADS_BUSY.run, handler, ThreadJobContext(context, loop))
 
     async def _execute(self, leased: Leased, task: asyncio.Task[None]) -> Ending:
         """Run the handler and say how the attempt ended.

@@ -7,6 +7,10 @@ given, so a re-delivered job finishes quickly.
 
 ``gated`` records its run the same way, then waits until its process gets
 SIGUSR1: a test decides when the job finishes.
+
+``hog`` (an ``async def``) and ``stuck`` (a plain ``def``, run in a thread) record their
+run and then block for ``payload.seconds`` in ``time.sleep``: the one the event loop, the
+other a handler thread that nothing can stop.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import signal
 import time
 
-from jobq import JobContext, handler
+from jobq import JobContext, ThreadJobContext, handler
 
 
 def note_run(job_id: str) -> int:
@@ -95,3 +99,17 @@ async def span(ctx: JobContext) -> None:
     note_span(f"start {ctx.payload['key']} {time.time():.6f}")
     await asyncio.sleep(ctx.payload["seconds"])
     note_span(f"end {ctx.payload['key']} {time.time():.6f}")
+
+
+@handler("hog")
+async def hog(ctx: JobContext) -> None:
+    """Blocks the event loop: what a careless ``async def`` handler does."""
+    note_run(ctx.job.id)
+    time.sleep(ctx.payload["seconds"])  # noqa: ASYNC251 - blocking the loop is the point
+
+
+@handler("stuck")
+def stuck(ctx: ThreadJobContext) -> None:
+    """Blocks its thread, which nothing can stop."""
+    note_run(ctx.job.id)
+    time.sleep(ctx.payload["seconds"])

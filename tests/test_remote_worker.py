@@ -105,6 +105,39 @@ def test_remote_worker_drains_its_jobs_on_sigterm(
     assert "worker stopped" in worker.log()
 
 
+def test_a_worker_hears_both_signals_while_a_handler_blocks_its_loop(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", "memory://", "--workers", "0")
+    worker = start_worker(tmp_path, runs_file, started, server.url, "hogged", "--concurrency", "1")
+    job_id = server.request("POST", "/enqueue", {"type": "hog", "payload": {"seconds": 60}})[1]["id"]
+    wait_until(lambda: runs(runs_file)[job_id] == 1, "the hog to start (and block the loop)", 20)
+    worker.send(signal.SIGINT)
+    wait_until(lambda: "SIGINT received" in worker.log(), "the first signal to be logged")
+    sent = time.monotonic()
+    worker.send(signal.SIGINT)
+    assert worker.wait(10) == 1
+    assert time.monotonic() - sent < 3, "the second signal stops the worker at once"
+    assert "second SIGINT: exiting now" in worker.log()
+
+
+def test_a_worker_exits_after_its_drain_though_a_handler_thread_still_runs(
+    start_server: StartServer, tmp_path: Path, runs_file: Path, started: list
+) -> None:  # type: ignore[type-arg]
+    server = start_server("--store", "memory://", "--workers", "0")
+    worker = start_worker(tmp_path, runs_file, started, server.url, "stuck", "--drain-timeout", "0.5")
+    job_id = server.request("POST", "/enqueue", {"type": "stuck", "payload": {"seconds": 120}})[1]["id"]
+    wait_until(lambda: runs(runs_file)[job_id] == 1, "the stuck handler to start", 20)
+    sent = time.monotonic()
+    worker.send(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert time.monotonic() - sent < 8, "the worker exits once its drain gives up, not when the thread ends"
+    log = worker.log()
+    assert "worker stopped: 0 jobs finished while draining, 1 released" in log
+    assert "1 plain def handlers are still running in their threads" in log
+    wait_until(lambda: job_status(server, job_id)["status"] == "pending", "the released job to wait again")
+
+
 def outcomes(job: dict) -> list[str | None]:  # type: ignore[type-arg]
     return [attempt["outcome"] for attempt in job["history"]]
 

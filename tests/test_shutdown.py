@@ -35,7 +35,12 @@ def call(server: ServerProcess, method: str, path: str, body: Any = None) -> tup
 
 def enqueue(server: ServerProcess, seconds: float) -> str:
     """Enqueue one ``record`` job that runs for ``seconds``; returns its id."""
-    status, body = server.request("POST", "/enqueue", {"type": "record", "payload": {"seconds": seconds}})
+    return enqueue_typed(server, "record", seconds)
+
+
+def enqueue_typed(server: ServerProcess, job_type: str, seconds: float) -> str:
+    """Enqueue one job of ``job_type`` (tests/fixture_handlers.py) with ``{"seconds": seconds}``; returns its id."""
+    status, body = server.request("POST", "/enqueue", {"type": job_type, "payload": {"seconds": seconds}})
     assert status == 202, body
     return str(body["id"])
 
@@ -176,4 +181,46 @@ def test_second_signal_stops_at_once_with_nonzero_exit(
         assert job_id in forced, f"unfinished job {job_id} not named: {forced}"
     assert "still waiting" in forced, "the log says what became of the job that never started"
     assert "drained" not in log, "a forced stop does not claim a drain"
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_both_signals_are_heard_while_a_handler_blocks_the_event_loop(
+    start_server: StartServer, runs_file: Path, signum: signal.Signals
+) -> None:
+    server = start_server("--drain-timeout", "30")
+    job_id = enqueue_typed(server, "hog", seconds=60)
+    wait_until(lambda: started(runs_file) == [job_id], "the hog to start (and block the loop)")
+
+    server.send(signum)
+    wait_until(lambda: f"{signum.name} received" in server.log(), "the first signal to be logged")
+    sent = time.monotonic()
+    server.send(signum)
+    code = exit_code(server, within=10)
+    elapsed = time.monotonic() - sent
+
+    assert code == 1
+    assert elapsed < 3, f"took {elapsed:.1f}s to stop after the second signal, the loop blocked"
+    forced = log_line(read_log(server), f"second {signum.name}")
+    assert f"1 jobs in progress here did not finish: {job_id}" in forced, forced
+
+
+def test_a_thread_still_running_after_the_drain_does_not_keep_the_process_alive(
+    start_server: StartServer, runs_file: Path
+) -> None:
+    server = start_server("--drain-timeout", "0.5")
+    job_id = enqueue_typed(server, "stuck", seconds=120)
+    wait_until(lambda: started(runs_file) == [job_id], "the stuck handler to start")
+
+    sent = time.monotonic()
+    server.send(signal.SIGTERM)
+    code = exit_code(server, within=15)
+    elapsed = time.monotonic() - sent
+
+    assert code == 0
+    assert elapsed < 8, f"took {elapsed:.1f}s to exit with a 0.5s drain timeout"
+    log = read_log(server)
+    assert job_id in log_line(log, "did not finish")
+    assert "jobq stopped" in log
+    assert "1 plain def handlers are still running in their threads" in log_line(log, "still running in their threads")
     assert "Traceback" not in log

@@ -31,6 +31,7 @@ from jobq.handlers import load_handler_modules, registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
 from jobq.sdk.client import DEFAULT_URL, BatchedSource, JobqClient, is_transient
+from jobq.stopping import StopSignals, exit_now, hand_to_loop, leave
 from jobq.workers import JobSource, WorkerPool
 
 log = logging.getLogger("jobq.sdk.remote_worker")
@@ -240,17 +241,18 @@ async def run(args: argparse.Namespace) -> int:
         check_every=min(CANCEL_CHECK_SECONDS, args.lease / 3),  # a cancel on the server stops the handler soon
     )
 
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting now; leases of %s will lapse", signal.Signals(signum).name, pool.held())
-            os._exit(1)
-        log.info("%s received: finishing %d held jobs", signal.Signals(signum).name, len(pool.held()))
-        stop.set()
-
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, on_signal, signum)
+
+    def first_signal(signum: int) -> None:
+        log.info("%s received: finishing %d held jobs", signal.Signals(signum).name, len(pool.held()))
+        hand_to_loop(loop, stop.set)
+
+    def second_signal(signum: int) -> None:
+        log.warning("second %s: exiting now; leases of %s will lapse", signal.Signals(signum).name, pool.held())
+        exit_now(1)
+
+    signals = StopSignals(first_signal, second_signal)
+    signals.install()
     try:
         pool.start()
         log.info(
@@ -271,8 +273,7 @@ async def run(args: argparse.Namespace) -> int:
         await batched.close(timeout=0 if source.gave_up else None)
         await client.close()
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+        signals.uninstall()
     if source.refused:
         log.error(
             "exiting with code %d: set a worker token (--token or JOBQ_WORKER_TOKEN) for %s", EXIT_REFUSED, args.url
@@ -296,7 +297,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.sdk.remo
     except HandlersFailed as exc:
         log.error("cannot load handlers: %s", exc.detail)
         return 2
-    return eventloop.run(run(args))
+    return leave(eventloop.run(run(args)))
 
 
 if __name__ == "__main__":
