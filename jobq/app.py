@@ -128,6 +128,8 @@ def gate(
                 authorize(tokens, request)
                 response = await handler(request)
             except Exception as exc:
+                if request.writer.output_size > 0:  # a stream has begun: no answer can replace it, its end is cut
+                    raise
                 response = error_response(request, exc)  # raises a redirect again: it is no error
             code = response.status
             return response

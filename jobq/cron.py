@@ -42,7 +42,7 @@ def check_timezone(name: str) -> str:
     """The name, if it is an IANA time zone (Europe/Paris, UTC); else ValueError."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones (America), a name too long
         raise ValueError(f"{name!r} is not a time zone name (e.g. UTC, Europe/Paris)") from None
     return name
 

@@ -248,7 +248,11 @@ class JobService:
         if event.before is PROCESSING and self._remote_held:
             self._remote_held.discard(job.id)
             self._remote_settled.set()
-        waiters = self._change_waiters.pop(job.id, None)
+        self._wake_waiters(job.id)
+
+    def _wake_waiters(self, job_id: str) -> None:
+        """End the waits on a job that changed (or is gone): each reads the job again."""
+        waiters = self._change_waiters.pop(job_id, None)
         if waiters:
             for waiter in waiters:
                 if not waiter.done():
@@ -730,6 +734,7 @@ class JobService:
         """Delete a job that is not running (and its logs); returns it as it was."""
         job = await self.store.delete(job_id)
         log.info("job %s deleted (it was %s)", job_id, job.status, extra=job.log_fields())
+        self._wake_waiters(job_id)  # a wait here on it ends, with JobNotFound (other nodes' at their timeout)
         return job
 
     async def bulk(self, action: str, query: BulkRequest) -> BulkResult:

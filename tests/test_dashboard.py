@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -22,6 +23,7 @@ from jobq.auth import SESSION_COOKIE, Principal, Role, TokenBook
 from jobq.config import Config
 from jobq.dashboard.routes import OVERVIEWS
 from jobq.dashboard.trends import Trends, percentile
+from jobq.errors import StoreUnavailable
 from jobq.handlers import Registry
 from jobq.job import JobStatus
 from jobq.metrics import Metrics
@@ -236,6 +238,20 @@ async def test_open_feeds_of_one_scope_share_each_overview(make_client: MakeClie
     assert made == 1  # one event, made once, for the five feeds of this tick
 
 
+async def test_a_feed_that_fails_once_begun_is_cut_off_not_answered_again(make_client: MakeClient) -> None:
+    client = await make_client(max_wait=0.1, workers=0)
+
+    async def broken(owner: str | None, sees_nodes: bool) -> bytes:
+        raise StoreUnavailable("the store went away")
+
+    client.app[OVERVIEWS]._make = broken  # type: ignore[method-assign]
+    feed = await client.get("/ui/events")
+    assert feed.status == 200  # the stream began before the overview failed
+    with pytest.raises(aiohttp.ClientPayloadError):  # its end is cut: no second answer is written into it
+        await asyncio.wait_for(feed.read(), 10)
+    assert (await client.get("/health")).status == 200  # the server serves on
+
+
 async def test_the_job_feed_follows_a_job_to_its_end(client: TestClient, registry: Registry) -> None:
     release = asyncio.Event()
 
@@ -255,6 +271,19 @@ async def test_the_job_feed_follows_a_job_to_its_end(client: TestClient, registr
     assert [data["message"] for name, data in seen if name == "log"] == ["one", "two"]
     assert [data["status"] for name, data in seen if name == "job"][-1] == "completed"
     assert (await client.get("/ui/events/jobs/missing")).status == 404
+
+
+async def test_the_job_feed_ends_cleanly_when_its_job_is_deleted(make_client: MakeClient) -> None:
+    client = await make_client(max_wait=30, workers=0)
+    job = await (await client.post("/enqueue", json={"type": "echo", "id": "doomed"})).json()
+    feed = await client.get(f"/ui/events/jobs/{job['id']}")
+    assert feed.status == 200
+    first = await feed.content.readuntil(b"\n\n")  # the retry hint: the stream has begun
+    assert first.startswith(b"retry:")
+    assert (await client.delete(f"/jobs/{job['id']}")).status == 200
+    rest = await asyncio.wait_for(feed.read(), 10)  # ends without waiting out --max-wait, and without an error
+    assert b"event: job" in rest and b"HTTP/1.1" not in rest and b"problem" not in rest
+    assert (await client.get(f"/ui/events/jobs/{job['id']}")).status == 404  # the reconnection
 
 
 async def test_a_client_token_follows_only_its_own_jobs(

@@ -149,6 +149,8 @@ async def test_bad_schedules_are_refused_naming_what_is_wrong(make_client: MakeC
         ({"name": "two", "job": job}, 422, "give cron or every"),
         ({"name": "two", "cron": "* * *", "every": 5, "job": job}, 422, "5 fields"),
         ({"name": "two", "cron": "0 3 * * *", "timezone": "Mars/Olympus", "job": job}, 422, "not a time zone"),
+        ({"name": "two", "every": 60, "timezone": "America", "job": job}, 422, "not a time zone"),  # a folder
+        ({"name": "two", "every": 60, "timezone": "x" * 300, "job": job}, 422, "not a time zone"),  # too long a file
         ({"name": "two", "every": 0.5, "job": job}, 422, "every"),
         ({"name": "two:three", "every": 5, "job": job}, 422, "name"),
         ({"name": "two", "every": 5, "job": {"type": "teleport"}}, 422, "teleport"),

@@ -38,7 +38,7 @@ from jobq.auth import (
     requires,
 )
 from jobq.dashboard.trends import INTERVAL, Trends
-from jobq.errors import Unauthorized
+from jobq.errors import JobNotFound, Unauthorized
 from jobq.job import PROCESSING
 from jobq.openapi import Reply, documented
 from jobq.service import JobService
@@ -330,7 +330,10 @@ async def job_feed(request: web.Request) -> web.StreamResponse:
     following = asyncio.ensure_future(_forward_logs(feed, lines))
     try:
         while not job.finished and not service.draining and (left := deadline - loop.time()) > 0:
-            job = await service.wait_for_change(job_id, left, owner, seen=job.status)
+            try:
+                job = await service.wait_for_change(job_id, left, owner, seen=job.status)
+            except JobNotFound:  # deleted meanwhile: the feed ends (and its reconnection gets a 404)
+                return feed
             await send(feed, "job", await service.record(job, owner))
         if job.finished:  # its last lines are on their way: the log stream ends by itself
             with contextlib.suppress(TimeoutError):
