@@ -46,6 +46,7 @@ from jobq import eventloop
 from jobq.auth import TOKEN_PATTERN
 from jobq.config import parse_bool, positive
 from jobq.job import parse_rfc3339
+from jobq.sdk.client import BadUrl, check_url
 
 ENV_PREFIX = "JOBQ_DISPATCH_"
 SHARED_URL_ENV = "JOBQ_URL"
@@ -547,7 +548,16 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.dispatch
     ``prog`` is how the command is named in usage messages (``jobq dispatch`` from the CLI).
     """
     config = parse_config(argv, prog=prog)
-    summary = eventloop.run(dispatch(config))
+    try:
+        check_url(config.url)
+    except BadUrl as exc:
+        print(f"{prog}: --url {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = eventloop.run(dispatch(config))
+    except KeyboardInterrupt:  # Ctrl+C: the jobs sent stay accepted; there is no summary to print
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(summary.to_dict(), indent=2) if config.as_json else summary.render())
     return 0 if summary.ok else 1
 

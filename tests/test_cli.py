@@ -11,8 +11,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -443,6 +445,29 @@ def test_exit_codes_say_what_went_wrong(jobq: Any) -> None:
     bad_json = jobq("enqueue", "echo", "--payload", "{nope")
     assert bad_json.returncode == 2
     assert "not valid JSON" in bad_json.stderr
+
+
+def test_a_url_that_is_no_jobq_server_is_a_clear_error(jobq: Any) -> None:
+    for bad in ("localhost:8080", "notaurl", "ftp://127.0.0.1"):
+        refused = jobq("status", "x", "--url", bad)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith(f"jobq: {bad!r} is not an http:// or https:// URL"), refused.stderr
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # answers whatever is sent with a line that is not HTTP
+        port = listener.getsockname()[1]
+
+        def garble() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"\x00\x00\x12 not an HTTP answer\r\n\r\n")
+
+        answering = threading.Thread(target=garble, daemon=True)
+        answering.start()
+        garbled = jobq("status", "x", "--url", f"http://127.0.0.1:{port}")
+        answering.join(10)
+    assert garbled.returncode == 5, garbled.stderr
+    assert garbled.stderr.startswith("jobq: Server unreachable"), garbled.stderr
+    assert "Traceback" not in garbled.stderr
 
 
 # -- jobq serve -----------------------------------------------------------------

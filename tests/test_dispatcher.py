@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -29,7 +30,7 @@ from jobq.dispatcher import (
 )
 from jobq.handlers import Registry
 from tests.conftest import TEST_CONFIG
-from tests.procs import ROOT, ServerProcess, free_port
+from tests.procs import ROOT, ServerProcess, free_port, wait_until
 
 CLIENT_TOKEN = "dispatch-client-token-0123456789"
 WORKER_TOKEN = "dispatch-worker-token-0123456789"
@@ -193,7 +194,33 @@ def test_main_exits_1_and_prints_the_summary_when_the_server_is_down(capsys: pyt
     assert out["ok"] is False
 
 
+def test_a_url_that_is_not_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--url", "notaurl", "--jobs", "5"]) == 2
+    assert "--url 'notaurl' is not an http:// or https:// URL" in capsys.readouterr().err
+
+
 # -- a main.py subprocess -------------------------------------------------------
+def test_ctrl_c_stops_a_dispatch_quietly(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server.log", "--store", "memory://", "--workers", "2", "--log-level", "warning")
+    try:
+        server.wait_ready()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "JOBQ_URL": server.url}
+        command = [sys.executable, "-m", "jobq.dispatcher", "--jobs", "2", "--type", "sleep"]
+        dispatch = subprocess.Popen(
+            [*command, "--payload", '{"seconds": 30}', "--timeout", "60"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(lambda: server.request("GET", "/stats")[1]["jobs"]["processing"] == 2, "both jobs to run")
+        dispatch.send_signal(signal.SIGINT)
+        out, err = dispatch.communicate(timeout=15)
+    finally:
+        server.stop()
+    assert dispatch.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err, err
 
 
 def test_the_command_line_against_a_server_process(tmp_path: Path) -> None:

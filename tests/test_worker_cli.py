@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -30,6 +32,23 @@ def test_bad_numbers_are_usage_errors(argv: list[str], message: str, capsys: pyt
         build_parser().parse_args(argv)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_url_that_is_not_one_stops_the_worker_at_once() -> None:
+    command = [sys.executable, "-m", "jobq.sdk.remote_worker", "--url", "notaurl"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot start: --url 'notaurl' is not an http:// or https:// URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_gives_each_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("JOBQ_URL", "JOBQ_CONCURRENCY", "JOBQ_LEASE", "JOBQ_DRAIN_TIMEOUT", "JOBQ_GIVE_UP_AFTER"):
+        monkeypatch.delenv(name, raising=False)
+    entries = {entry.split()[0]: " ".join(entry.split()) for entry in build_parser().format_help().split("\n  --")[1:]}
+    defaults = {"url": "http://127.0.0.1:8080", "concurrency": "64", "lease": "60", "drain-timeout": "30"}
+    for flag, default in {**defaults, "give-up-after": "300"}.items():
+        assert entries[flag].endswith(f"default {default}]"), entries[flag]
 
 
 def test_a_worker_leases_as_many_ahead_as_it_runs_unless_told() -> None:

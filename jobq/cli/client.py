@@ -24,7 +24,7 @@ from typing import Any
 from jobq.config import positive
 from jobq.errors import JobqError
 from jobq.job import COMPLETED, PROCESSING, TERMINAL, WAITING, Job, JobStatus, rfc3339
-from jobq.sdk.client import DEFAULT_URL, SyncJobqClient, is_transient
+from jobq.sdk.client import DEFAULT_URL, BadUrl, SyncJobqClient, is_transient
 from jobq.sdk.workflow import Step, WorkflowCreated, WorkflowJob, WorkflowView
 
 URL_ENV = "JOBQ_URL"
@@ -821,6 +821,9 @@ def run(args: argparse.Namespace) -> int:
             return args.handler(jobq, args, out)
     except JobqError as error:
         return report(error)
+    except BadUrl as error:
+        print(f"jobq: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `jobq list | head`: the reader has what it wanted

@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import yarl
 from pydantic_core import from_json, to_json
 
 from jobq.errors import Forbidden, JobqError, NoLimits, StaleLease, Unauthorized, Unreachable, error_from_problem
@@ -47,6 +48,23 @@ from jobq.sdk.workflow import ParentFailure, Workflow, WorkflowCreated, Workflow
 log = logging.getLogger("jobq.sdk")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class BadUrl(ValueError):
+    """A server URL that is not one: no http(s) scheme, no host, or not a URL at all."""
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a server's http(s) base URL; else BadUrl naming what is wrong."""
+    try:
+        parsed = yarl.URL(url)
+    except (TypeError, ValueError) as exc:
+        raise BadUrl(f"{url!r} is not a URL ({exc}); give one like {DEFAULT_URL}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BadUrl(f"{url!r} is not an http:// or https:// URL with a host; give one like {DEFAULT_URL}")
+    return url
+
+
 TRANSIENT_STATUSES = frozenset({502, 503, 504})  # a gateway's, or jobq's "come back later" (store down, restarting)
 SETTLE_BACKOFF = RetryPolicy(base=0.1, cap=2.0)  # between sends of a batch that did not get through
 
@@ -75,7 +93,7 @@ class JobqClient:
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = check_url(url).rstrip("/")
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}  # per request: shared sessions too
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
@@ -131,11 +149,7 @@ class JobqClient:
                 if response.status >= 400:
                     raise error_from_problem(response.status, data if isinstance(data, dict) else {})
                 return response.status, data
-        except (
-            aiohttp.ClientConnectionError,
-            aiohttp.ClientPayloadError,
-            TimeoutError,
-        ) as exc:  # a reset mid-answer too
+        except (aiohttp.ClientError, TimeoutError) as exc:  # a reset mid-answer too, or no HTTP server there
             raise Unreachable(f"{method} {self.url}{path} failed: {exc or type(exc).__name__}") from exc
 
     # -- producers ---------------------------------------------------------

@@ -30,7 +30,7 @@ from jobq.errors import Forbidden, HandlersFailed, JobqError, Unauthorized
 from jobq.handlers import load_handler_modules, registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
-from jobq.sdk.client import DEFAULT_URL, BatchedSource, JobqClient, is_transient
+from jobq.sdk.client import DEFAULT_URL, BadUrl, BatchedSource, JobqClient, check_url, is_transient
 from jobq.stopping import StopSignals, exit_now, hand_to_loop, leave
 from jobq.workers import JobSource, WorkerPool
 
@@ -47,7 +47,9 @@ GAVE_UP_DRAIN_SECONDS = 1.0  # enough for idle workers to stop; held jobs' lease
 def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog=prog, description="Run jobq jobs in this process.")
-    parser.add_argument("--url", default=env.get("JOBQ_URL") or DEFAULT_URL, help="jobq server [env JOBQ_URL]")
+    parser.add_argument(
+        "--url", default=env.get("JOBQ_URL") or DEFAULT_URL, help="jobq server [env JOBQ_URL; default %(default)s]"
+    )
     parser.add_argument(
         "--handlers",
         default=env.get("JOBQ_HANDLERS") or "",
@@ -62,7 +64,7 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
         "--concurrency",
         type=positive(int),
         default=env.get("JOBQ_CONCURRENCY") or "64",  # a string default goes through type= too: checked alike
-        help="jobs at once, at least 1 [env JOBQ_CONCURRENCY]",
+        help="jobs at once, at least 1 [env JOBQ_CONCURRENCY; default %(default)s]",
     )
     parser.add_argument(
         "--prefetch",
@@ -77,20 +79,20 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
         type=positive(float),
         default=env.get("JOBQ_LEASE") or "60",
         help="lease seconds, above 0; also how long a finished job's result is sent again while the server "
-        "is out of reach [env JOBQ_LEASE]",
+        "is out of reach [env JOBQ_LEASE; default %(default)s]",
     )
     parser.add_argument(
         "--drain-timeout",
         type=positive(float, zero_ok=True),
         default=env.get("JOBQ_DRAIN_TIMEOUT") or "30",
-        help="seconds to finish held jobs on SIGINT/SIGTERM [env JOBQ_DRAIN_TIMEOUT]",
+        help="seconds to finish held jobs on SIGINT/SIGTERM [env JOBQ_DRAIN_TIMEOUT; default %(default)s]",
     )
     parser.add_argument(
         "--give-up-after",
         type=positive(float, zero_ok=True),
         default=env.get("JOBQ_GIVE_UP_AFTER") or "300",
         help=f"exit with code {EXIT_GAVE_UP} after this many seconds without reaching the server; 0: never "
-        "[env JOBQ_GIVE_UP_AFTER]",
+        "[env JOBQ_GIVE_UP_AFTER; default %(default)s]",
     )
     parser.add_argument(
         "--token",
@@ -102,13 +104,13 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
         "--log-level",
         default=env.get("JOBQ_LOG_LEVEL") or "info",
         choices=logformat.LEVELS,
-        help="[env JOBQ_LOG_LEVEL]",
+        help="[env JOBQ_LOG_LEVEL; default %(default)s]",
     )
     parser.add_argument(
         "--log-format",
         default=env.get("JOBQ_LOG_FORMAT") or "text",
         choices=logformat.FORMATS,
-        help="text or json (one JSON object per line) [env JOBQ_LOG_FORMAT]",
+        help="text or json (one JSON object per line) [env JOBQ_LOG_FORMAT; default %(default)s]",
     )
     return parser
 
@@ -292,6 +294,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.sdk.remo
     """
     args = build_parser(prog).parse_args(argv)
     logformat.setup(args.log_level, args.log_format)
+    try:
+        check_url(args.url)
+    except BadUrl as exc:
+        log.error("cannot start: --url %s", exc)
+        return 2
     try:
         load_handler_modules(split(args.handlers))
     except HandlersFailed as exc:
