@@ -286,6 +286,10 @@ class WorkerPool:
         """Ids of jobs this pool has leased and not settled."""
         return list(dict.fromkeys(job.id for job, _ in self._held.values()))
 
+    def running(self) -> int:
+        """How many runs are inside their handlers now (the rest of ``held`` is leased ahead, or settling)."""
+        return len(self._running)
+
     def interrupt(self, job_id: str) -> bool:
         """Cancel the handler of every run of this job here now (after the store marked it cancelled)."""
         runs = [lease_id for lease_id, (running, _) in self._running.items() if running == job_id]

@@ -102,6 +102,7 @@ def test_remote_worker_drains_its_jobs_on_sigterm(
     assert worker.wait(15) == 0
     statuses = Counter(job_status(server, job_id)["status"] for job_id in ids)
     assert statuses == {"completed": 2, "pending": 2}, statuses  # finished what it held, leased no more
+    assert "SIGTERM received: finishing the 2 jobs running" in worker.log()
     assert "worker stopped" in worker.log()
 
 

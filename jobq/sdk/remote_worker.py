@@ -246,7 +246,14 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
 
     def first_signal(signum: int) -> None:
-        log.info("%s received: finishing %d held jobs", signal.Signals(signum).name, len(pool.held()))
+        running, others = pool.running(), len(pool.held()) - pool.running()
+        name = signal.Signals(signum).name
+        log.info(
+            "%s received: finishing the %d jobs running (%d more held here are settled or handed back)",
+            name,
+            running,
+            others,
+        )
         hand_to_loop(loop, stop.set)
 
     def second_signal(signum: int) -> None:
