@@ -169,7 +169,11 @@ def test_cancel_retry_and_delete(jobq: Any) -> None:
     failed = answer(jobq("enqueue", "fail", "--wait", "10", "--json"), code=1)
     refused = jobq("retry", failed["id"])  # a client token may not
     assert refused.returncode == 6
-    assert "admin token" in refused.stderr
+    assert "needs a token with role admin" in refused.stderr
+    assert "a token with a role named above" in refused.stderr
+    worker_refused = jobq("enqueue", "noop", token=WORKER)  # a worker token may not enqueue: no admin is asked for
+    assert worker_refused.returncode == 6
+    assert "needs a token with role admin or client" in worker_refused.stderr, worker_refused.stderr
     rerun = answer(jobq("retry", failed["id"], "--json", token=ADMIN))
     assert rerun["status"] in ("pending", "processing", "failed")
     answer(jobq("status", rerun["id"], "--wait", "10", "--json"), code=1)  # it fails again

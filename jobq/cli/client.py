@@ -807,7 +807,7 @@ def report(error: JobqError) -> int:
     if error.status == 401:
         print(f"  set {TOKEN_ENV} (or --token) to a token the server knows", file=sys.stderr)
     elif error.status == 403:
-        print(f"  this needs an admin token: set {TOKEN_ENV} (or --token) to one", file=sys.stderr)
+        print(f"  set {TOKEN_ENV} (or --token) to a token with a role named above", file=sys.stderr)
     return exit_code(error)
 
 
