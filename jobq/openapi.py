@@ -3,12 +3,12 @@
 Each handler declares what it takes and answers with :func:`documented`: its tag, its answers by
 status (a model from jobq/models.py, another media type, or no body), its request body and query
 models, and the problems only it answers (404, 409, 503...). The problems every route of a kind can
-answer are added here: 400 (a request that cannot be parsed) everywhere; 400, 413, 415 and 422 with
-a body; 422 with query or queue-name parameters; 401 and 403 behind a token. Who may call a route
-comes from its jobq/auth.py marker: a public route has no security, the rest need the HTTP bearer
-scheme with a token of the roles it names (``x-jobq-roles``). Route docstrings are the summaries and
-descriptions; schemas are the models' own JSON Schema (2020-12, the dialect of OpenAPI 3.1), never a
-copy kept beside them.
+answer are added here: 400 (a request that cannot be parsed) and 413 everywhere; 400, 413, 415 and
+422 with a body; 422 with query or queue-name parameters; 401 and 403 behind a token; 403 for a write
+(a browser's from another site). Who may call a route comes from its jobq/auth.py marker: a public
+route has no security, the rest need the HTTP bearer scheme with a token of the roles it names
+(``x-jobq-roles``). Route docstrings are the summaries and descriptions; schemas are the models' own
+JSON Schema (2020-12, the dialect of OpenAPI 3.1), never a copy kept beside them.
 
 The document is built from the app's router the first time it is asked for and kept for that app,
 so every route served is in it; a route whose handler declares nothing stops the build with an
@@ -33,7 +33,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from pydantic_core import to_json
 
 from jobq import __version__
-from jobq.auth import ANY_ROLE, PUBLIC, Role, access_of
+from jobq.auth import ANY_ROLE, PUBLIC, UNSAFE_METHODS, Role, access_of
 from jobq.errors import REALM
 from jobq.models import Name, Problem
 from jobq.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
@@ -152,6 +152,7 @@ PROBLEM_HEADERS: Mapping[int, Mapping[str, str]] = {
     503: {"Retry-After": "seconds to wait before trying again"},
     507: {"Retry-After": "seconds to wait before trying again"},
 }
+CROSS_SITE_WRITE = "a browser's write from another site, or any browser's with --ui read-only (jobq/auth.py)"
 BODY_PROBLEMS: Mapping[int, str] = {
     400: "malformed: the body is not JSON (or nests too deep, or holds a number JSON cannot carry), "
     "or the HTTP request cannot be parsed",
@@ -328,7 +329,7 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": schemas.ref(op.body, "validation")}},
         }
-    operation["responses"] = _responses(path, op, roles, schemas)
+    operation["responses"] = _responses(method, path, op, roles, schemas)
     if roles is PUBLIC:
         operation["security"] = []
     else:
@@ -380,7 +381,9 @@ def _query_parameters(model: type[BaseModel], schemas: _Schemas) -> list[dict[st
     return parameters
 
 
-def _responses(path: str, op: Operation, roles: frozenset[Role] | None, schemas: _Schemas) -> dict[str, Any]:
+def _responses(
+    method: str, path: str, op: Operation, roles: frozenset[Role] | None, schemas: _Schemas
+) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, reply in sorted(op.answers.items()):
         response: dict[str, Any] = {"description": reply.description}
@@ -394,7 +397,7 @@ def _responses(path: str, op: Operation, roles: frozenset[Role] | None, schemas:
             response["links"] = {name: dict(link) for name, link in reply.links.items()}
         responses[str(status)] = response
     problem_schema = schemas.ref(Problem, "serialization")
-    for status, meaning in sorted(_problems(path, op, roles).items()):
+    for status, meaning in sorted(_problems(method, path, op, roles).items()):
         response = {"description": meaning, "content": {PROBLEM_CONTENT_TYPE: {"schema": problem_schema}}}
         if status in PROBLEM_HEADERS:
             response["headers"] = _headers(PROBLEM_HEADERS[status])
@@ -402,17 +405,23 @@ def _responses(path: str, op: Operation, roles: frozenset[Role] | None, schemas:
     return responses
 
 
-def _problems(path: str, op: Operation, roles: frozenset[Role] | None) -> dict[int, str]:
+def _problems(method: str, path: str, op: Operation, roles: frozenset[Role] | None) -> dict[int, str]:
     """Every problem status a route can answer, with when: its own, and those of its kind."""
-    problems: dict[int, str] = {400: PROBLEM_MEANINGS[400]}
+    # A body over --body-limit is refused on every route (jobq/app.py's gate), before the route is looked at.
+    problems: dict[int, str] = {400: PROBLEM_MEANINGS[400], 413: PROBLEM_MEANINGS[413]}
     if op.body is not None:
         problems.update(BODY_PROBLEMS)
     if op.query or "{name}" in path:
         problems.setdefault(422, "invalid parameters, each named in errors[]")
+    refusals = []
     if roles is not PUBLIC:
         problems[401] = PROBLEM_MEANINGS[401]
         if roles != ANY_ROLE:
-            problems[403] = PROBLEM_MEANINGS[403]
+            refusals.append(PROBLEM_MEANINGS[403])
+    if method.upper() in UNSAFE_METHODS:
+        refusals.append(CROSS_SITE_WRITE)
+    if refusals:
+        problems[403] = "; or ".join(refusals)
     for status, meaning in op.problems.items():
         if status not in PROBLEM_MEANINGS:
             raise ValueError(f"{path}: {status} is not a problem status jobq answers")
