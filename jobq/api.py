@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
 from jobq.auth import ANY_ROLE, Role, principal_of, public, requires
-from jobq.errors import BadRequest, JobqError, ValidationFailed
+from jobq.errors import BadRequest, InvalidRequest, JobqError
 from jobq.job import Job, rfc3339
 from jobq.metrics import Metrics
 from jobq.models import (
@@ -161,7 +161,7 @@ def wait_seconds(request: web.Request) -> float:
     except ValueError:
         wait = math.nan
     if not 0 <= wait <= MAX_WAIT_PARAMETER:
-        raise ValidationFailed(
+        raise InvalidRequest(
             f"wait must be a number of seconds from 0 to {MAX_WAIT_PARAMETER:.0f}, not {raw!r}",
             errors=[{"field": "wait", "message": "a number of seconds"}],
         )
@@ -463,7 +463,7 @@ async def bulk(request: web.Request, action: str) -> web.Response:
 def queue_name(request: web.Request) -> str:
     name = request.match_info["name"]
     if not re.fullmatch(NAME_PATTERN, name):
-        raise ValidationFailed(f"{name!r} is not a queue name", errors=[{"field": "name", "message": NAME_PATTERN}])
+        raise InvalidRequest(f"{name!r} is not a queue name", errors=[{"field": "name", "message": NAME_PATTERN}])
     return name
 
 

@@ -33,6 +33,12 @@ class ValidationFailed(JobqError):
     title = "Invalid job"
 
 
+class InvalidRequest(ValidationFailed):
+    """Invalid fields or parameters of a request that is not a job (a query, a lease, a schedule, a queue name)."""
+
+    title = "Invalid request"
+
+
 class UnknownJobType(ValidationFailed):
     title = "Unknown job type"
 

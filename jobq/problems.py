@@ -19,7 +19,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from jobq.errors import BadRequest, JobqError, ValidationFailed
+from jobq.errors import BadRequest, InvalidRequest, JobqError, ValidationFailed
 
 log = logging.getLogger("jobq.api")
 
@@ -55,14 +55,24 @@ def problem_response(error: JobqError) -> web.Response:
     )
 
 
+JOB_MODELS = frozenset({"EnqueueRequest", "BatchRequest", "WorkflowRequest"})  # their problems are "Invalid job"
+
+
 def from_validation_error(exc: ValidationError) -> JobqError:
     """Malformed JSON is a 400; well-formed JSON with bad fields is a 422 naming each field."""
     details = exc.errors(include_url=False, include_input=False, include_context=False)
     if any(d["type"] == "json_invalid" for d in details):
         return BadRequest("the body is not valid JSON: " + details[0]["msg"].removeprefix("Invalid JSON: "))
-    fields = [{"field": ".".join(str(p) for p in d["loc"]) or "(body)", "message": d["msg"]} for d in details]
+    fields = [{"field": ".".join(str(p) for p in d["loc"]) or "(body)", "message": message(d["msg"])} for d in details]
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return ValidationFailed(f"the job is invalid: {summary}", errors=fields)
+    if exc.title in JOB_MODELS:
+        return ValidationFailed(f"the job is invalid: {summary}", errors=fields)
+    return InvalidRequest(f"the request is invalid: {summary}", errors=fields)
+
+
+def message(pydantic_message: str) -> str:
+    """A field's message as a client reads it: without pydantic's "Value error, " before a validator's own words."""
+    return pydantic_message.removeprefix("Value error, ")
 
 
 _HTTP_TITLES = {

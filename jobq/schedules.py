@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from jobq.cron import Timing
-from jobq.errors import JobqError, ScheduleExists, ScheduleNotFound, ValidationFailed
+from jobq.errors import InvalidRequest, JobqError, ScheduleExists, ScheduleNotFound
 from jobq.job import new_job_id, rfc3339
 from jobq.models import SCHEDULE_NAME_PATTERN, NewSchedule, ScheduleDefinition
 from jobq.store.base import StoredSchedule
@@ -152,7 +152,7 @@ class Schedules:
     async def put(self, name: str, definition: ScheduleDefinition, *, new: bool = False) -> Schedule:
         """Define schedule ``name``, or redefine it (its ticks then count from now); with ``new``, define only."""
         if not re.fullmatch(SCHEDULE_NAME_PATTERN, name):
-            raise ValidationFailed(
+            raise InvalidRequest(
                 f"{name!r} is not a schedule name", errors=[{"field": "name", "message": SCHEDULE_NAME_PATTERN}]
             )
         self._check_type(definition)
@@ -248,13 +248,13 @@ class Schedules:
         try:
             tables = tomllib.loads(await asyncio.to_thread(path.read_text))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ValidationFailed(f"the schedules file {path} cannot be read: {exc}") from None
+            raise InvalidRequest(f"the schedules file {path} cannot be read: {exc}") from None
         known = {schedule.name: schedule for schedule in await self.all()}
         for name, table in tables.items():
             try:
                 new = NewSchedule.model_validate({**table, "name": name}, strict=False)
             except ValidationError as exc:
-                raise ValidationFailed(f"schedule {name!r} in {path}: {_first_error(exc)}") from None
+                raise InvalidRequest(f"schedule {name!r} in {path}: {_first_error(exc)}") from None
             definition = ScheduleDefinition.model_validate(new.model_dump(exclude={"name"}))
             if name in known and "paused" not in table:  # paused or resumed through the API: it stays so
                 definition = definition.model_copy(update={"paused": known[name].definition.paused})

@@ -25,6 +25,7 @@ from jobq import nodes
 from jobq.config import Config
 from jobq.errors import (
     IdReused,
+    InvalidRequest,
     InvalidTransition,
     JobNotFound,
     JobqError,
@@ -687,7 +688,7 @@ class JobService:
         """Refuse a batch (of jobs to enqueue or to settle) longer than ``--batch-limit``."""
         limit = self.config.batch_limit
         if count > limit:
-            raise ValidationFailed(
+            raise InvalidRequest(
                 f"a batch holds at most {limit} jobs; this one has {count}",
                 errors=[{"field": "jobs", "message": f"at most {limit} items"}],
             )
@@ -745,12 +746,12 @@ class JobService:
         at most ``SEARCH_SCAN`` jobs, as a search does. ``more``: call again, from ``cursor``, for the rest.
         """
         if action == "retry" and query.status not in RERUNNABLE:
-            raise ValidationFailed(
+            raise InvalidRequest(
                 f"only failed and dead jobs can be retried, not {query.status.value} ones",
                 errors=[{"field": "status", "message": "failed or dead"}],
             )
         if action == "delete" and query.status is PROCESSING:
-            raise ValidationFailed(
+            raise InvalidRequest(
                 "running jobs cannot be deleted: cancel them first",
                 errors=[{"field": "status", "message": "any state but processing"}],
             )

@@ -189,6 +189,26 @@ async def test_invalid_fields_are_422_naming_the_field(client: TestClient, body:
     await assert_still_serving(client)
 
 
+async def test_a_job_is_an_invalid_job_and_anything_else_an_invalid_request(client: TestClient) -> None:
+    job = await assert_problem(
+        await client.post("/enqueue", json={"type": "echo", "priority": "high"}), 422, "priority"
+    )
+    assert (job["title"], job["type"]) == ("Invalid job", "https://jobq.dev/problems/invalid-job")
+    assert job["detail"].startswith("the job is invalid: ")
+    refusals = [
+        await client.get("/jobs?limit=100000"),
+        await client.get("/jobs?status=bogus"),
+        await client.post("/workers/lease", json={"max_jobs": "many"}),
+        await client.post("/queues/bad%20name!/pause"),
+        await client.post("/schedules", json={"name": "s", "every": 60, "timezone": "Mars/Olympus", "job": {}}),
+    ]
+    for response in refusals:
+        problem = await assert_problem(response, 422, "")
+        assert (problem["title"], problem["type"]) == ("Invalid request", "https://jobq.dev/problems/invalid-request")
+        assert "Value error" not in problem["detail"], problem  # pydantic's prefix is not shown
+        assert "job" not in problem["detail"].split(":")[0], problem
+
+
 async def test_unknown_job_type_is_422(client: TestClient) -> None:
     problem = await assert_problem(
         await client.post("/enqueue", json={"type": "launch_rockets"}), 422, "launch_rockets"
