@@ -78,8 +78,12 @@ async def test_a_proxy_error_page_is_a_jobq_error_not_a_decode_error(aiohttp_ser
     async with JobqClient(str(server.make_url(""))) as jobq:
         with pytest.raises(JobqError) as raised:
             await jobq.get("job-1")
-    assert raised.value.status == 502
-    assert "Bad Gateway" in raised.value.detail
+        assert raised.value.status == 502
+        assert "Bad Gateway" in raised.value.detail
+        with pytest.raises(JobqError) as elsewhere:  # another server's 404 page: not jobq, not "job not found"
+            await jobq.cancel("job-1")
+    assert (elsewhere.value.status, elsewhere.value.title) == (502, "Not a jobq answer")
+    assert elsewhere.value.detail.startswith("404 Not Found, not JSON, from http://"), elsewhere.value.detail
 
 
 def test_the_installed_commands_point_at_real_entry_points() -> None:

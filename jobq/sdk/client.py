@@ -140,11 +140,12 @@ class JobqClient:
                 raw = await response.read()
                 try:
                     data = from_json(raw)
-                except ValueError:  # not jobq answering (a proxy's error page, say)
+                except ValueError:  # not jobq answering (a proxy's error page, or another server at this URL)
                     text = raw.decode(errors="replace")
+                    heard = f"{response.status} {response.reason or ''}".strip()
                     raise error_from_problem(
-                        response.status if response.status >= 400 else 502,
-                        {"title": response.reason or "Bad response", "detail": f"not a JSON answer: {text[:200]!r}"},
+                        response.status if response.status >= 500 else 502,  # never "not found": jobq was not asked
+                        {"title": "Not a jobq answer", "detail": f"{heard}, not JSON, from {self.url}: {text[:200]!r}"},
                     ) from None
                 if response.status >= 400:
                     raise error_from_problem(response.status, data if isinstance(data, dict) else {})
