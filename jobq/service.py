@@ -864,6 +864,9 @@ class JobService:
         limit (even none) and still have a next one.
         """
         needle = (query.q or "").casefold()
+        # As the payload's JSON text spells it: a quote, a backslash or a control character escaped, so the
+        # search finds what the payload holds, not the escapes (nor every string's quotes).
+        payload_needle = to_json(needle).decode()[1:-1]
         found: list[Job] = []
         cursor, scanned = query.cursor, 0
         while cursor is not None or scanned == 0:
@@ -882,7 +885,7 @@ class JobService:
                 if (
                     needle in job.type.casefold()
                     or needle in (job.error or "").casefold()
-                    or needle in (to_json(job.payload).decode().casefold())
+                    or payload_needle in to_json(job.payload).decode().casefold()
                 ):
                     found.append(job)
                     if len(found) == query.limit:

@@ -311,6 +311,23 @@ async def test_search_finds_text_in_type_error_and_payload(client: TestClient) -
     assert found == {"ada@example": ["p"], "DISK FULL": ["e"], "noop": ["n"], "nothing like it": []}
 
 
+async def test_search_reads_a_payload_as_its_text_not_as_its_json_escapes(make_client: MakeClient) -> None:
+    client = await make_client(workers=0)
+    payloads = {
+        "nul": {"s": "a\u0000b"},
+        "quote": {"s": 'say "hi"'},
+        "slash": {"s": "back\\slash"},
+        "plain": {"s": "x"},
+    }
+    for job_id, payload in payloads.items():
+        assert (await client.post("/enqueue", json={"type": "echo", "id": job_id, "payload": payload})).status == 202
+    found = {
+        text: sorted(job["id"] for job in (await (await client.get("/jobs", params={"q": text})).json())["jobs"])
+        for text in ("\u0000", "\\", '"', 'say "hi')
+    }
+    assert found == {"\u0000": ["nul"], "\\": ["slash"], '"': ["quote"], 'say "hi': ["quote"]}
+
+
 async def test_a_search_reads_a_bounded_number_of_jobs_per_call(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
