@@ -16,6 +16,7 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, TypeVar
 
 from jobq import logformat
+from jobq.sdk.client import BadUrl, check_url
 
 T = TypeVar("T")
 
@@ -231,6 +232,14 @@ def positive(kind: type[float] | type[int], *, zero_ok: bool = False) -> Callabl
 
     convert.__name__ = kind.__name__
     return convert
+
+
+def http_url(text: str) -> str:
+    """An argparse type: a jobq server's http(s) base URL (``jobq.sdk.client.check_url``), else a usage error."""
+    try:
+        return check_url(text)
+    except BadUrl as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_value(spec: Field[Any], text: str) -> Any:

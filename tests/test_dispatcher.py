@@ -195,8 +195,10 @@ def test_main_exits_1_and_prints_the_summary_when_the_server_is_down(capsys: pyt
 
 
 def test_a_url_that_is_not_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--url", "notaurl", "--jobs", "5"]) == 2
-    assert "--url 'notaurl' is not an http:// or https:// URL" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["--url", "notaurl", "--jobs", "5"])
+    assert stopped.value.code == 2
+    assert "--url: 'notaurl' is not an http:// or https:// URL" in capsys.readouterr().err
 
 
 # -- a main.py subprocess -------------------------------------------------------

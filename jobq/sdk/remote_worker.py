@@ -25,12 +25,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from jobq import eventloop, logformat
-from jobq.config import positive
+from jobq.config import http_url, positive
 from jobq.errors import Forbidden, HandlersFailed, JobqError, Unauthorized
 from jobq.handlers import load_handler_modules, registry
 from jobq.job import Job
 from jobq.retry import RetryPolicy
-from jobq.sdk.client import DEFAULT_URL, BadUrl, BatchedSource, JobqClient, check_url, is_transient
+from jobq.sdk.client import DEFAULT_URL, BatchedSource, JobqClient, is_transient
 from jobq.stopping import StopSignals, exit_now, hand_to_loop, leave
 from jobq.workers import JobSource, WorkerPool
 
@@ -48,7 +48,10 @@ def build_parser(prog: str = "python -m jobq.sdk.remote_worker") -> argparse.Arg
     env = os.environ
     parser = argparse.ArgumentParser(prog=prog, description="Run jobq jobs in this process.")
     parser.add_argument(
-        "--url", default=env.get("JOBQ_URL") or DEFAULT_URL, help="jobq server [env JOBQ_URL; default %(default)s]"
+        "--url",
+        type=http_url,
+        default=env.get("JOBQ_URL") or DEFAULT_URL,
+        help="jobq server [env JOBQ_URL; default %(default)s]",
     )
     parser.add_argument(
         "--handlers",
@@ -246,13 +249,12 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
 
     def first_signal(signum: int) -> None:
-        running, others = pool.running(), len(pool.held()) - pool.running()
-        name = signal.Signals(signum).name
+        running = pool.running()
         log.info(
             "%s received: finishing the %d jobs running (%d more held here are settled or handed back)",
-            name,
+            signal.Signals(signum).name,
             running,
-            others,
+            len(pool.held()) - running,
         )
         hand_to_loop(loop, stop.set)
 
@@ -301,11 +303,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jobq.sdk.remo
     """
     args = build_parser(prog).parse_args(argv)
     logformat.setup(args.log_level, args.log_format)
-    try:
-        check_url(args.url)
-    except BadUrl as exc:
-        log.error("cannot start: --url %s", exc)
-        return 2
     try:
         load_handler_modules(split(args.handlers))
     except HandlersFailed as exc:
