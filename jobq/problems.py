@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from jobq.errors import BadRequest, InvalidRequest, JobqError, ValidationFailed
+from jobq.models import BatchRequest, EnqueueRequest, WorkflowRequest
 
 log = logging.getLogger("jobq.api")
 
@@ -55,7 +56,8 @@ def problem_response(error: JobqError) -> web.Response:
     )
 
 
-JOB_MODELS = frozenset({"EnqueueRequest", "BatchRequest", "WorkflowRequest"})  # their problems are "Invalid job"
+# A ValidationError is titled by its model: these are jobs ("Invalid job"); any other is a request ("Invalid request").
+JOB_MODELS = frozenset(model.__name__ for model in (EnqueueRequest, BatchRequest, WorkflowRequest))
 
 
 def from_validation_error(exc: ValidationError) -> JobqError:
