@@ -44,6 +44,15 @@ def start_worker(tmp_path: Path, runs_file: Path, started: list, url: str, name:
     return worker
 
 
+def start_one(server: ServerProcess, runs_file: Path, job: dict[str, Any], started_by: str) -> str:
+    """Enqueue ``job`` and wait until a worker has started it (its run in the runs file); its id."""
+    status, body = server.request("POST", "/enqueue", job)
+    assert status == 202, body
+    job_id = str(body["id"])
+    wait_until(lambda: runs(runs_file)[job_id] == 1, f"{started_by} to start the job", 30)
+    return job_id
+
+
 def job_status(server: ServerProcess, job_id: str) -> dict:  # type: ignore[type-arg]
     status, job = server.request("GET", f"/status/{job_id}")
     assert status == 200
@@ -77,10 +86,7 @@ def test_killed_remote_worker_lease_lapses_and_the_job_is_redelivered(
     server = start_server("--store", "memory://", "--workers", "0")
     doomed = start_worker(tmp_path, runs_file, started, server.url, "doomed", "--lease", "1")
     job = {"type": "record", "payload": {"seconds": 60, "slow_runs": 1}}  # default options: one attempt
-    status, body = server.request("POST", "/enqueue", job)
-    assert status == 202
-    job_id = body["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, "the first worker to start the job", 20)
+    job_id = start_one(server, runs_file, job, "the first worker")
     doomed.kill()
     start_worker(tmp_path, runs_file, started, server.url, "rescuer", "--lease", "5")
     wait_until(lambda: job_status(server, job_id)["status"] == "completed", "the job to complete elsewhere", 30)
@@ -111,8 +117,7 @@ def test_a_worker_hears_both_signals_while_a_handler_blocks_its_loop(
 ) -> None:  # type: ignore[type-arg]
     server = start_server("--store", "memory://", "--workers", "0")
     worker = start_worker(tmp_path, runs_file, started, server.url, "hogged", "--concurrency", "1")
-    job_id = server.request("POST", "/enqueue", {"type": "hog", "payload": {"seconds": 60}})[1]["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, "the hog to start (and block the loop)", 20)
+    start_one(server, runs_file, {"type": "hog", "payload": {"seconds": 60}}, "the worker (its loop then blocked)")
     worker.send(signal.SIGINT)
     wait_until(lambda: "SIGINT received" in worker.log(), "the first signal to be logged")
     sent = time.monotonic()
@@ -127,8 +132,7 @@ def test_a_worker_exits_after_its_drain_though_a_handler_thread_still_runs(
 ) -> None:  # type: ignore[type-arg]
     server = start_server("--store", "memory://", "--workers", "0")
     worker = start_worker(tmp_path, runs_file, started, server.url, "stuck", "--drain-timeout", "0.5")
-    job_id = server.request("POST", "/enqueue", {"type": "stuck", "payload": {"seconds": 120}})[1]["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, "the stuck handler to start", 20)
+    job_id = start_one(server, runs_file, {"type": "stuck", "payload": {"seconds": 120}}, "the stuck handler")
     sent = time.monotonic()
     worker.send(signal.SIGTERM)
     assert worker.wait(15) == 0
@@ -152,10 +156,7 @@ def test_stopped_worker_late_complete_is_refused_and_the_job_completes_once(
     server = start_server("--store", "memory://", "--workers", "0")
     held = ("--lease", "2", "--concurrency", "1", "--log-level", "debug")
     sleeper = start_worker(tmp_path, runs_file, started, server.url, "sleeper", *held)
-    status, body = server.request("POST", "/enqueue", {"type": "gated"})
-    assert status == 202, body
-    job_id = body["id"]
-    wait_until(lambda: runs(runs_file)[job_id] == 1, "the sleeper to start the job", 30)
+    job_id = start_one(server, runs_file, {"type": "gated"}, "the sleeper")
 
     sleeper.send(signal.SIGSTOP)  # holding the lease of attempt 1, unable to heartbeat
     wait_until(lambda: outcomes(job_status(server, job_id)) == ["lease-expired"], "the lease to lapse", 30)

@@ -64,6 +64,13 @@ def exit_code(server: ServerProcess, within: float) -> int:
         raise AssertionError(f"server still running {within}s later:\n{server.log()}") from None
 
 
+def stop_with(server: ServerProcess, signum: signal.Signals, within: float) -> tuple[int, float]:
+    """Send ``signum``, wait for the process to exit; its exit code and the seconds it took after the signal."""
+    sent = time.monotonic()
+    server.send(signum)
+    return exit_code(server, within), time.monotonic() - sent
+
+
 def read_log(server: ServerProcess) -> str:
     """The whole log of a process that has exited."""
     return server.log_path.read_text(errors="replace")
@@ -135,10 +142,7 @@ def test_drain_timeout_stops_waiting_and_names_unfinished_jobs(start_server: Sta
     wait_until(lambda: len(started(runs_file)) == WORKERS, "the first jobs to start")
     running = started(runs_file)
 
-    sent = time.monotonic()
-    server.send(signal.SIGTERM)
-    code = exit_code(server, within=10)
-    elapsed = time.monotonic() - sent
+    code, elapsed = stop_with(server, signal.SIGTERM, within=10)
 
     assert code == 0
     assert elapsed < 3, f"took {elapsed:.1f}s to stop with a 0.5s drain timeout and 5s jobs"
@@ -166,10 +170,7 @@ def test_second_signal_stops_at_once_with_nonzero_exit(
 
     server.send(signum)
     wait_until(lambda: stats(server)["draining"], "the server to start draining")
-    sent = time.monotonic()
-    server.send(signum)
-    code = exit_code(server, within=5)
-    elapsed = time.monotonic() - sent
+    code, elapsed = stop_with(server, signum, within=5)
 
     assert code != 0
     assert elapsed < 2, f"took {elapsed:.1f}s to stop after the second signal"
@@ -194,10 +195,7 @@ def test_both_signals_are_heard_while_a_handler_blocks_the_event_loop(
 
     server.send(signum)
     wait_until(lambda: f"{signum.name} received" in server.log(), "the first signal to be logged")
-    sent = time.monotonic()
-    server.send(signum)
-    code = exit_code(server, within=10)
-    elapsed = time.monotonic() - sent
+    code, elapsed = stop_with(server, signum, within=10)
 
     assert code == 1
     assert elapsed < 3, f"took {elapsed:.1f}s to stop after the second signal, the loop blocked"
@@ -212,10 +210,7 @@ def test_a_thread_still_running_after_the_drain_does_not_keep_the_process_alive(
     job_id = enqueue_typed(server, "stuck", seconds=120)
     wait_until(lambda: started(runs_file) == [job_id], "the stuck handler to start")
 
-    sent = time.monotonic()
-    server.send(signal.SIGTERM)
-    code = exit_code(server, within=15)
-    elapsed = time.monotonic() - sent
+    code, elapsed = stop_with(server, signal.SIGTERM, within=15)
 
     assert code == 0
     assert elapsed < 8, f"took {elapsed:.1f}s to exit with a 0.5s drain timeout"
