@@ -34,7 +34,7 @@ class StopSignals:
     """SIGINT and SIGTERM: the first calls ``on_first(signum)``, the second ``on_second(signum)``.
 
     Both run inside the signal handler, wherever the main thread was: they may log, read
-    state and hand work to the loop with ``loop.call_soon_threadsafe``, and ``on_second``
+    state and hand work to the loop (``hand_to_loop``), and ``on_second``
     ends the process (``exit_now``); neither may await or change what the loop is using.
     """
 
